@@ -1,0 +1,95 @@
+"""Transport layer: addresses, ``connect``, ``listen`` and the ``Comm`` interface.
+
+Nothing here knows what a message means; see ``corral.protocol`` for that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+from corral.comm.addressing import Address, format_address, normalize_address, parse_address
+from corral.comm.base import (
+    DEFAULT_LIMITS,
+    PRE_AUTH_LIMITS,
+    Backend,
+    Codec,
+    Comm,
+    ComSink,
+    Frames,
+    Listener,
+    RawFrames,
+)
+from corral.comm.framing import FrameLimits, FrameReader
+from corral.comm.inproc import InprocBackend
+from corral.comm.tcp import TCPBackend
+from corral.exceptions import CommClosedError, ConnectTimeoutError
+
+backends: dict[str, Backend] = {"tcp": TCPBackend(), "inproc": InprocBackend()}
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "PRE_AUTH_LIMITS",
+    "Address",
+    "Backend",
+    "Codec",
+    "Comm",
+    "CommClosedError",
+    "FrameLimits",
+    "FrameReader",
+    "Frames",
+    "Listener",
+    "RawFrames",
+    "connect",
+    "format_address",
+    "listen",
+    "normalize_address",
+    "parse_address",
+]
+
+
+def _backend(scheme: str) -> Backend:
+    try:
+        return backends[scheme]
+    except KeyError:
+        raise ValueError(f"no transport for scheme {scheme!r}") from None
+
+
+async def connect(
+    address: str, timeout: float = 10.0, limits: FrameLimits = PRE_AUTH_LIMITS
+) -> Comm:
+    """Open a raw comm to ``address``, retrying with backoff until ``timeout`` seconds pass.
+
+    Raises ``ConnectTimeoutError`` (a ``TimeoutError``) naming the address and the last
+    error when no attempt succeeded in time.
+    """
+    address = normalize_address(address)
+    backend = _backend(parse_address(address).scheme)
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            async with asyncio.timeout(max(remaining, 0.001)):
+                return await backend.connect(address, limits)
+        except (OSError, TimeoutError) as e:
+            error: BaseException = e
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            detail = type(error).__name__ + (f": {error}" if str(error) else "")
+            raise ConnectTimeoutError(
+                f"timed out after {timeout:g}s trying to connect to {address} ({detail})"
+            ) from error
+        await asyncio.sleep(min(delay * (1 + random.random()), remaining))
+        delay = min(delay * 2, 1.0)
+
+
+async def listen(
+    address: str | int, on_comm: ComSink, limits: FrameLimits = PRE_AUTH_LIMITS
+) -> Listener:
+    """Start accepting connections at ``address``; ``on_comm`` gets each new comm."""
+    address = normalize_address(address)
+    listener = _backend(parse_address(address).scheme).listener(address, on_comm, limits)
+    await listener.start()
+    return listener

@@ -1,0 +1,145 @@
+"""In-process transport: two queues, no sockets; for fast tests and in-process workers.
+
+Frames still go through the codec (so what works here works over TCP) and mutable
+buffers are copied on the way, so the two ends never share memory by accident.
+Both ends may live on different event loops; delivery then crosses threads safely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import threading
+from collections import deque
+
+from corral.comm.base import Backend, Comm, ComSink, Frames, Listener
+from corral.comm.framing import FrameLimits, frame_nbytes
+from corral.exceptions import CommClosedError, ProtocolError
+
+_listeners: dict[str, InprocListener] = {}
+_lock = threading.Lock()
+_counter = itertools.count(1)
+
+
+class InprocComm(Comm):
+    def __init__(
+        self,
+        local_address: str,
+        peer_address: str,
+        limits: FrameLimits,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(limits)
+        self.local_address = local_address
+        self.peer_address = peer_address
+        self.peer: InprocComm | None = None
+        self._loop = loop or asyncio.get_running_loop()
+        self._inbox: deque[Frames] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._error: Exception | None = None
+
+    async def read_frames(self) -> Frames:
+        while not self._inbox:
+            if self._error is not None:
+                raise self._error
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._inbox.popleft()
+
+    async def write_frames(self, frames: Frames) -> None:
+        peer = self.peer
+        if self._error is not None or peer is None:
+            raise CommClosedError(f"comm to {self.peer_address} is closed")
+        if peer._error is not None:
+            raise CommClosedError(f"peer {self.peer_address} closed the comm")
+        frames = [f if isinstance(f, bytes) else bytes(f) for f in frames]
+        try:
+            peer.limits.check([frame_nbytes(f) for f in frames])
+        except ProtocolError as e:
+            peer._call(peer._end, e)
+            self._end(CommClosedError(f"peer {self.peer_address} rejected a message: {e}"))
+            raise self._error from e  # type: ignore[misc]
+        peer._call(peer._deliver, frames)
+
+    def _call(self, fn, *args) -> None:  # type: ignore[no-untyped-def]
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            fn(*args)
+        else:
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _deliver(self, frames: Frames) -> None:
+        if self._error is None:
+            self._inbox.append(frames)
+            self._wake()
+
+    def _end(self, error: Exception) -> None:
+        if self._error is None:
+            self._error = error
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def close(self) -> None:
+        self.abort()
+
+    def abort(self) -> None:
+        if self._error is None:
+            self._end(CommClosedError("comm closed"))
+            if self.peer is not None:
+                self.peer._call(self.peer._end, CommClosedError("connection closed by peer"))
+
+    def closed(self) -> bool:
+        return self._error is not None
+
+
+class InprocListener(Listener):
+    def __init__(self, address: str, on_comm: ComSink, limits: FrameLimits) -> None:
+        location = address.removeprefix("inproc://")
+        self.address = f"inproc://{location or f'{os.getpid()}/{next(_counter)}'}"
+        self._on_comm = on_comm
+        self.limits = limits
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        with _lock:
+            if self.address in _listeners:
+                raise OSError(f"{self.address} is already in use")
+            _listeners[self.address] = self
+
+    async def stop(self) -> None:
+        with _lock:
+            if _listeners.get(self.address) is self:
+                del _listeners[self.address]
+
+    def accept(self, client: InprocComm) -> InprocComm:
+        """Make the server end of a new connection (on this listener's loop)."""
+        assert self.loop is not None
+        server = InprocComm(self.address, client.local_address, self.limits, loop=self.loop)
+        server.peer, client.peer = client, server
+        self.loop.call_soon_threadsafe(self._on_comm, server)
+        return server
+
+
+class InprocBackend(Backend):
+    async def connect(self, address: str, limits: FrameLimits) -> Comm:
+        with _lock:
+            listener = _listeners.get(address)
+        if listener is None:
+            raise ConnectionRefusedError(f"no inproc listener at {address}")
+        client = InprocComm(f"inproc://{os.getpid()}/{next(_counter)}", address, limits)
+        listener.accept(client)
+        return client
+
+    def listener(self, address: str, on_comm: ComSink, limits: FrameLimits) -> Listener:
+        return InprocListener(address, on_comm, limits)

@@ -1,0 +1,238 @@
+"""TCP transport on asyncio's ``BufferedProtocol``.
+
+Reads land in ``FrameReader``'s buffers (large frames straight into their final
+buffer); writes pass all frames of a message to the transport at once, so a small
+message is one ``send`` and a large one is written scatter-gather where the event loop
+supports it (uvloop does; CPython 3.11's selector loop joins the pieces first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections import deque
+from typing import Any
+
+from corral.comm.addressing import format_address, parse_address
+from corral.comm.base import Backend, Comm, ComSink, Frames, Listener
+from corral.comm.framing import FrameLimits, FrameReader, encode_header, frame_nbytes
+from corral.exceptions import CommClosedError, ProtocolError
+
+SMALL_MESSAGE = 64 * 1024  # below this, frames are joined into one write
+MAX_QUEUED_MESSAGES = 64  # stop reading from a peer whose messages nobody consumes
+
+
+class _FrameProtocol(asyncio.BufferedProtocol):
+    def __init__(self, limits: FrameLimits, on_connected: Any = None) -> None:
+        self.reader = FrameReader(limits)
+        self.transport: asyncio.Transport | None = None
+        self.inbox: deque[Frames] = deque()
+        self.waiter: asyncio.Future[None] | None = None
+        self.error: Exception | None = None  # why the stream ended, once it has
+        self.closed_future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._paused_reading = False
+        self._on_connected = on_connected
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._on_connected is not None:
+            self._on_connected(self)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.reader.get_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        try:
+            messages = self.reader.buffer_updated(nbytes)
+        except ProtocolError as e:
+            self._end(e)
+            assert self.transport is not None
+            self.transport.abort()
+            return
+        if messages:
+            self.inbox.extend(messages)
+            self._wake()
+            if len(self.inbox) >= MAX_QUEUED_MESSAGES and not self._paused_reading:
+                self._paused_reading = True
+                assert self.transport is not None
+                self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        self._end(CommClosedError("connection closed by peer"))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = f"connection lost: {exc}" if exc else "connection closed"
+        self._end(CommClosedError(reason))
+        if not self.closed_future.done():
+            self.closed_future.set_result(None)
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._drain_waiter = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+        self._drain_waiter = None
+
+    def _end(self, error: Exception) -> None:
+        if self.error is None:
+            self.error = error
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def resume_if_paused(self) -> None:
+        if self._paused_reading and len(self.inbox) < MAX_QUEUED_MESSAGES // 2:
+            self._paused_reading = False
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    async def drain(self) -> None:
+        if self._drain_waiter is not None:
+            await self._drain_waiter
+
+
+class TCPComm(Comm):
+    def __init__(self, protocol: _FrameProtocol, scheme: str = "tcp") -> None:
+        self._protocol = protocol
+        super().__init__(protocol.reader.limits)
+        transport = protocol.transport
+        assert transport is not None
+        self._transport = transport
+        self.peer_address = _sockname_address(scheme, transport.get_extra_info("peername"))
+        self.local_address = _sockname_address(scheme, transport.get_extra_info("sockname"))
+
+    @property
+    def limits(self) -> FrameLimits:
+        return self._protocol.reader.limits
+
+    @limits.setter
+    def limits(self, limits: FrameLimits) -> None:
+        self._protocol.reader.limits = limits
+
+    async def read_frames(self) -> Frames:
+        p = self._protocol
+        while not p.inbox:
+            if p.error is not None:
+                raise _closed_error(p.error, self.peer_address)
+            if p.waiter is not None:
+                raise RuntimeError("another coroutine is already reading from this comm")
+            p.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await p.waiter
+            finally:
+                p.waiter = None
+        frames = p.inbox.popleft()
+        p.resume_if_paused()
+        return frames
+
+    async def write_frames(self, frames: Frames) -> None:
+        p = self._protocol
+        if p.error is not None or self._transport.is_closing():
+            raise _closed_error(p.error or CommClosedError("comm closed"), self.peer_address)
+        if len(frames) == 1 and type(frames[0]) is bytes and len(frames[0]) < SMALL_MESSAGE:
+            self._transport.write(encode_header([len(frames[0])]) + frames[0])
+        else:
+            lengths = [frame_nbytes(f) for f in frames]
+            header = encode_header(lengths)
+            if sum(lengths) < SMALL_MESSAGE:
+                self._transport.write(b"".join([header, *frames]))
+            else:
+                self._transport.writelines([header, *frames])
+        await p.drain()
+        if p.error is not None and not isinstance(p.error, CommClosedError):
+            raise _closed_error(p.error, self.peer_address)
+
+    async def close(self) -> None:
+        if not self._transport.is_closing():
+            self._transport.close()
+        try:
+            async with asyncio.timeout(5):
+                await asyncio.shield(self._protocol.closed_future)
+        except TimeoutError:
+            self._transport.abort()
+
+    def abort(self) -> None:
+        self._transport.abort()
+
+    def closed(self) -> bool:
+        return self._transport.is_closing() or self._protocol.error is not None
+
+
+def _closed_error(error: Exception, peer: str) -> Exception:
+    if isinstance(error, CommClosedError):
+        return CommClosedError(f"{error} (peer {peer})")
+    return error
+
+
+def _sockname_address(scheme: str, sockname: Any) -> str:
+    if not sockname:
+        return f"{scheme}://<unknown>"
+    return format_address(scheme, sockname[0], sockname[1])
+
+
+def _connectable_host(host: str) -> str | None:
+    return host or None  # '' = every interface
+
+
+def advertised_host(host: str) -> str:
+    """A host name peers can use to reach a listener bound to ``host``."""
+    if host not in ("", "0.0.0.0", "::"):
+        return host
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
+class TCPListener(Listener):
+    def __init__(self, address: str, on_comm: ComSink, limits: FrameLimits, scheme: str = "tcp"):
+        parsed = parse_address(address)
+        self._host, self._port = parsed.host, parsed.port
+        self._scheme = scheme
+        self._on_comm = on_comm
+        self._limits = limits
+        self._server: asyncio.base_events.Server | None = None
+        self.address = ""
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _FrameProtocol(self._limits, self._connected),
+            host=_connectable_host(self._host),
+            port=self._port,
+            reuse_address=True,
+            backlog=1024,
+        )
+        port = self._server.sockets[0].getsockname()[1]
+        self.address = format_address(self._scheme, advertised_host(self._host), port)
+
+    def _connected(self, protocol: _FrameProtocol) -> None:
+        self._on_comm(TCPComm(protocol, self._scheme))
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+
+class TCPBackend(Backend):
+    async def connect(self, address: str, limits: FrameLimits) -> Comm:
+        parsed = parse_address(address)
+        loop = asyncio.get_running_loop()
+        _, protocol = await loop.create_connection(
+            lambda: _FrameProtocol(limits), parsed.host, parsed.port
+        )
+        return TCPComm(protocol)
+
+    def listener(self, address: str, on_comm: ComSink, limits: FrameLimits) -> Listener:
+        return TCPListener(address, on_comm, limits)

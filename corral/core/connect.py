@@ -1,0 +1,50 @@
+"""``connect``: a transport connection plus the handshake, ready to carry objects."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from corral import comm as transport
+from corral.comm import DEFAULT_LIMITS, Comm, FrameLimits
+from corral.exceptions import ConnectTimeoutError, HandshakeError
+from corral.protocol import ConnectionOptions, client_handshake
+from corral.security import Security
+
+DEFAULT_CONNECT_TIMEOUT = 10.0
+
+
+async def connect(
+    address: str,
+    timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    *,
+    security: Security | None = None,
+    name: str = "",
+    role: str = "client",
+    compression: str | None = None,
+    limits: FrameLimits = DEFAULT_LIMITS,
+) -> Comm:
+    """Connect to a corral server and complete the handshake within ``timeout`` seconds.
+
+    Connection attempts are retried with backoff; a refused handshake (wrong token,
+    version mismatch) is not, and raises its ``HandshakeError`` at once.
+    """
+    deadline = time.monotonic() + timeout
+    comm = await transport.connect(address, timeout=timeout)
+    options = ConnectionOptions(
+        security=security, role=role, name=name, compression=compression, limits=limits
+    )
+    try:
+        async with asyncio.timeout(max(deadline - time.monotonic(), 0.5)):
+            await client_handshake(comm, options)
+    except TimeoutError:
+        comm.abort()
+        raise ConnectTimeoutError(
+            f"timed out after {timeout:g}s during the handshake with {address}"
+        ) from None
+    except BaseException as e:
+        comm.abort()
+        if isinstance(e, HandshakeError | OSError):
+            raise
+        raise HandshakeError(f"handshake with {address} failed: {e}") from e
+    return comm

@@ -1,0 +1,75 @@
+"""Every exception corral raises on purpose, in one place.
+
+    CorralError
+    ├── CommClosedError (ConnectionError)      the peer is gone or the comm was closed
+    ├── ConnectTimeoutError (TimeoutError)     connect() gave up after retrying
+    ├── ProtocolError                          bytes on the wire that break the protocol
+    │   ├── FrameLimitError                    a frame count or size over the configured limit
+    │   └── DeserializationError               a well-framed message that cannot be decoded
+    ├── HandshakeError (ConnectionError)       the connection handshake failed
+    │   ├── VersionMismatchError               not a corral peer, or another protocol version
+    │   └── AuthenticationError                wrong, missing or unexpected credentials
+    ├── UnknownOperationError (KeyError)       a message named an op the server has no handler for
+    └── RemoteError                            a remote exception that could not be rebuilt locally
+
+OS and asyncio errors are mapped onto this tree at the transport boundary, so callers
+catch ``CommClosedError`` rather than a zoo of socket errors.
+"""
+
+from __future__ import annotations
+
+
+class CorralError(Exception):
+    """Base class of every corral error."""
+
+
+class CommClosedError(CorralError, ConnectionError):
+    """The comm was closed, locally or by the peer, or the peer vanished."""
+
+
+class ConnectTimeoutError(CorralError, TimeoutError):
+    """Could not connect to an address within the timeout, despite retrying."""
+
+
+class ProtocolError(CorralError):
+    """The peer sent bytes that do not follow corral's wire protocol."""
+
+
+class FrameLimitError(ProtocolError):
+    """A message announced more frames or bytes than the configured limits allow."""
+
+
+class DeserializationError(ProtocolError):
+    """A complete message arrived but could not be decoded into Python objects."""
+
+
+class HandshakeError(CorralError, ConnectionError):
+    """The connection handshake did not complete."""
+
+
+class VersionMismatchError(HandshakeError):
+    """The peer is not a corral peer, or speaks another protocol version."""
+
+
+class AuthenticationError(HandshakeError):
+    """Authentication failed: wrong or missing token, or a peer that could not prove itself."""
+
+
+class UnknownOperationError(CorralError, KeyError):
+    """A message asked for an op that the server has no handler for."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class RemoteError(CorralError):
+    """A handler raised an exception that could not be sent back as itself.
+
+    Carries the remote type name, message and traceback text instead.
+    """
+
+    def __init__(self, type_name: str, message: str, traceback_text: str = ""):
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.message = message
+        self.traceback_text = traceback_text

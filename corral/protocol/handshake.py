@@ -1,0 +1,223 @@
+"""The handshake that opens every connection: version check, identity, authentication.
+
+Sequence (each message one frame: ``MAGIC``, a 2-byte version, then a msgpack map):
+
+1. client → server  ``hello``:  role, name, client nonce, compressions it accepts,
+   whether it holds a token.
+2. server → client  ``welcome``: role, name, server nonce, chosen compression, whether
+   the server requires a token and, if so, its proof
+   ``HMAC(token, "corral-server" | client nonce | server nonce)``; or an error.
+3. client → server  ``proof``: after checking the server's proof (mutual authentication),
+   ``HMAC(token, "corral-client" | server nonce | client nonce)``.
+4. server → client  ``verdict``: ok, or "authentication failed".
+
+Handshake messages are small msgpack maps decoded with tight length limits and no
+extension types: nothing is unpickled here. Only after step 4 does each side install
+the message codec that may unpickle, with the larger post-authentication frame limits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from corral.comm import DEFAULT_LIMITS, Comm, FrameLimits
+from corral.exceptions import (
+    AuthenticationError,
+    CommClosedError,
+    HandshakeError,
+    ProtocolError,
+    VersionMismatchError,
+)
+from corral.protocol.serialize import MessageCodec
+from corral.security import Security
+
+MAGIC = b"CORRAL"
+PROTOCOL_VERSION = 1
+_PREFIX = struct.Struct("<6sH")
+MAX_HANDSHAKE_MESSAGE = 4096
+NONCE_BYTES = 32
+_FIELD_TYPES = (str, bytes, int, bool, type(None))
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionOptions:
+    """What one end brings to a handshake."""
+
+    security: Security | None = None
+    role: str = "client"
+    name: str = ""
+    compression: str | None = None
+    limits: FrameLimits = DEFAULT_LIMITS
+
+
+def encode(body: dict[str, Any]) -> list[bytes]:
+    return [_PREFIX.pack(MAGIC, PROTOCOL_VERSION) + msgpack.packb(body)]
+
+
+def decode(frames: list[Any]) -> dict[str, Any]:
+    """Check magic and version, then decode a small, flat msgpack map."""
+    if len(frames) != 1:
+        raise ProtocolError(f"handshake message has {len(frames)} frames, expected 1")
+    data = bytes(frames[0])
+    if len(data) > MAX_HANDSHAKE_MESSAGE:
+        raise ProtocolError(f"handshake message of {len(data)} bytes is too large")
+    if len(data) < _PREFIX.size or data[: len(MAGIC)] != MAGIC:
+        raise VersionMismatchError("peer is not speaking the corral protocol")
+    _, version = _PREFIX.unpack_from(data)
+    if version != PROTOCOL_VERSION:
+        raise VersionMismatchError(
+            f"peer speaks corral protocol version {version}; this side speaks {PROTOCOL_VERSION}"
+        )
+    try:
+        body = msgpack.unpackb(
+            data[_PREFIX.size :],
+            raw=False,
+            max_str_len=1024,
+            max_bin_len=256,
+            max_array_len=16,
+            max_map_len=16,
+            max_ext_len=0,
+        )
+    except Exception as e:
+        raise ProtocolError(f"malformed handshake message: {e}") from None
+    if not isinstance(body, dict) or not all(_flat_field(k, v) for k, v in body.items()):
+        raise ProtocolError("malformed handshake message: expected a flat map")
+    return body
+
+
+def _flat_field(key: Any, value: Any) -> bool:
+    if not isinstance(key, str):
+        return False
+    if isinstance(value, list):  # one level of lists of scalars, e.g. compression names
+        return all(isinstance(v, _FIELD_TYPES) for v in value)
+    return isinstance(value, _FIELD_TYPES)
+
+
+def _proof(token: bytes, label: bytes, first: bytes, second: bytes) -> bytes:
+    return hmac.new(token, label + first + second, hashlib.sha256).digest()
+
+
+def _nonce(body: dict[str, Any]) -> bytes:
+    nonce = body.get("nonce")
+    if not isinstance(nonce, bytes) or len(nonce) != NONCE_BYTES:
+        raise ProtocolError("handshake message lacks a valid nonce")
+    return nonce
+
+
+def _finish(comm: Comm, peer: dict[str, Any], options: ConnectionOptions, chosen: Any) -> None:
+    comm.peer_info = {"role": str(peer.get("role", "")), "name": str(peer.get("name", ""))}
+    comm.codec = MessageCodec(allow_pickle=True, compression_name=chosen)
+    comm.limits = options.limits
+
+
+async def client_handshake(comm: Comm, options: ConnectionOptions) -> None:
+    """Run the client side; on return ``comm`` carries Python objects."""
+    token = options.security.token_bytes if options.security else None
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    offered = [options.compression] if options.compression else []
+    await comm.write_frames(
+        encode(
+            {
+                "role": options.role,
+                "name": options.name,
+                "nonce": nonce,
+                "compression": offered,
+                "auth": token is not None,
+            }
+        )
+    )
+    welcome = decode(await _read(comm))
+    if "error" in welcome:
+        raise _error_from_server(str(welcome["error"]), comm)
+    server_nonce = _nonce(welcome)
+    proof = None
+    if token is not None:
+        server_proof = welcome.get("proof")
+        if not welcome.get("auth") or not isinstance(server_proof, bytes):
+            raise AuthenticationError(
+                f"authentication failed: server at {comm.peer_address} does not authenticate "
+                "itself (it has no token), but this side was given one"
+            )
+        expected = _proof(token, b"corral-server", nonce, server_nonce)
+        if not hmac.compare_digest(server_proof, expected):
+            raise AuthenticationError(
+                f"authentication failed: server at {comm.peer_address} holds a different token"
+            )
+        proof = _proof(token, b"corral-client", server_nonce, nonce)
+    chosen = welcome.get("compression")
+    if chosen is not None and chosen not in offered:
+        raise ProtocolError(f"server chose compression {chosen!r} that was not offered")
+    await comm.write_frames(encode({"proof": proof}))
+    verdict = decode(await _read(comm))
+    if not verdict.get("ok"):
+        raise _error_from_server(str(verdict.get("error", "handshake refused")), comm)
+    _finish(comm, welcome, options, chosen)
+
+
+async def server_handshake(comm: Comm, options: ConnectionOptions) -> None:
+    """Run the server side; raises ``HandshakeError``/``ProtocolError`` to reject the peer.
+
+    The peer is told why it was rejected before the error is raised here.
+    """
+    token = options.security.token_bytes if options.security else None
+    try:
+        hello = decode(await _read(comm))
+    except VersionMismatchError as e:
+        await _reject(comm, str(e))
+        raise
+    client_nonce = _nonce(hello)
+    if token is not None and not hello.get("auth"):
+        await _reject(comm, "authentication failed: this server requires a token")
+        raise AuthenticationError("authentication failed: peer sent no token")
+    offered = hello.get("compression") or []
+    chosen = next((c for c in offered if c == options.compression), None)
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    welcome: dict[str, Any] = {
+        "role": options.role,
+        "name": options.name,
+        "nonce": nonce,
+        "compression": chosen,
+        "auth": token is not None,
+        "proof": None if token is None else _proof(token, b"corral-server", client_nonce, nonce),
+    }
+    await comm.write_frames(encode(welcome))
+    reply = decode(await _read(comm))
+    if token is not None:
+        proof = reply.get("proof")
+        expected = _proof(token, b"corral-client", nonce, client_nonce)
+        if not isinstance(proof, bytes) or not hmac.compare_digest(proof, expected):
+            await _reject(comm, "authentication failed: wrong token")
+            raise AuthenticationError("authentication failed: peer sent a wrong token")
+    await comm.write_frames(encode({"ok": True}))
+    _finish(comm, hello, options, chosen)
+
+
+async def _read(comm: Comm) -> list[Any]:
+    try:
+        return await comm.read_frames()
+    except CommClosedError as e:
+        raise HandshakeError(f"connection to {comm.peer_address} closed during handshake") from e
+
+
+async def _reject(comm: Comm, reason: str) -> None:
+    try:
+        await comm.write_frames(encode({"error": reason}))
+        await comm.close()
+    except (CommClosedError, OSError):
+        comm.abort()
+
+
+def _error_from_server(reason: str, comm: Comm) -> HandshakeError:
+    message = f"{reason} (server {comm.peer_address})"
+    if reason.startswith("authentication failed"):
+        return AuthenticationError(message)
+    if "protocol" in reason:
+        return VersionMismatchError(message)
+    return HandshakeError(message)
