@@ -180,8 +180,22 @@ def _sockname_address(scheme: str, sockname: Any) -> str:
     return format_address(scheme, sockname[0], sockname[1])
 
 
-def _connectable_host(host: str) -> str | None:
-    return host or None  # '' = every interface
+def _all_interfaces_socket(port: int) -> socket.socket:
+    """One socket for every interface, IPv6 and IPv4 alike, so port 0 means one port."""
+    try:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        address: tuple[str, int] = ("::", port)
+    except OSError:  # no IPv6 on this machine
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        address = ("0.0.0.0", port)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def advertised_host(host: str) -> str:
@@ -206,13 +220,16 @@ class TCPListener(Listener):
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _FrameProtocol(self._limits, self._connected),
-            host=_connectable_host(self._host),
-            port=self._port,
-            reuse_address=True,
-            backlog=1024,
-        )
+        def factory() -> _FrameProtocol:
+            return _FrameProtocol(self._limits, self._connected)
+
+        if self._host:
+            self._server = await loop.create_server(
+                factory, host=self._host, port=self._port, reuse_address=True, backlog=1024
+            )
+        else:
+            sock = _all_interfaces_socket(self._port or 0)
+            self._server = await loop.create_server(factory, sock=sock, backlog=1024)
         port = self._server.sockets[0].getsockname()[1]
         self.address = format_address(self._scheme, advertised_host(self._host), port)
 
