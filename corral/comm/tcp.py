@@ -30,8 +30,8 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         self.waiter: asyncio.Future[None] | None = None
         self.error: Exception | None = None  # why the stream ended, once it has
         self.closed_future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._drain_waiter: asyncio.Future[None] | None = None
-        self._paused_reading = False
+        self.drain_waiter: asyncio.Future[None] | None = None
+        self.paused_reading = False
         self._on_connected = on_connected
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -56,8 +56,8 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         if messages:
             self.inbox.extend(messages)
             self._wake()
-            if len(self.inbox) >= MAX_QUEUED_MESSAGES and not self._paused_reading:
-                self._paused_reading = True
+            if len(self.inbox) >= MAX_QUEUED_MESSAGES and not self.paused_reading:
+                self.paused_reading = True
                 assert self.transport is not None
                 self.transport.pause_reading()
 
@@ -70,16 +70,16 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         self._end(CommClosedError(reason))
         if not self.closed_future.done():
             self.closed_future.set_result(None)
-        if self._drain_waiter is not None and not self._drain_waiter.done():
-            self._drain_waiter.set_result(None)
+        if self.drain_waiter is not None and not self.drain_waiter.done():
+            self.drain_waiter.set_result(None)
 
     def pause_writing(self) -> None:
-        self._drain_waiter = asyncio.get_running_loop().create_future()
+        self.drain_waiter = asyncio.get_running_loop().create_future()
 
     def resume_writing(self) -> None:
-        if self._drain_waiter is not None and not self._drain_waiter.done():
-            self._drain_waiter.set_result(None)
-        self._drain_waiter = None
+        if self.drain_waiter is not None and not self.drain_waiter.done():
+            self.drain_waiter.set_result(None)
+        self.drain_waiter = None
 
     def _end(self, error: Exception) -> None:
         if self.error is None:
@@ -91,14 +91,10 @@ class _FrameProtocol(asyncio.BufferedProtocol):
             self.waiter.set_result(None)
 
     def resume_if_paused(self) -> None:
-        if self._paused_reading and len(self.inbox) < MAX_QUEUED_MESSAGES // 2:
-            self._paused_reading = False
+        if len(self.inbox) < MAX_QUEUED_MESSAGES // 2:
+            self.paused_reading = False
             if self.transport is not None and not self.transport.is_closing():
                 self.transport.resume_reading()
-
-    async def drain(self) -> None:
-        if self._drain_waiter is not None:
-            await self._drain_waiter
 
 
 class TCPComm(Comm):
@@ -132,7 +128,8 @@ class TCPComm(Comm):
             finally:
                 p.waiter = None
         frames = p.inbox.popleft()
-        p.resume_if_paused()
+        if p.paused_reading:
+            p.resume_if_paused()
         return frames
 
     async def write_frames(self, frames: Frames) -> None:
@@ -148,7 +145,8 @@ class TCPComm(Comm):
                 self._transport.write(b"".join([header, *frames]))
             else:
                 self._transport.writelines([header, *frames])
-        await p.drain()
+        if p.drain_waiter is not None:
+            await p.drain_waiter
         if p.error is not None and not isinstance(p.error, CommClosedError):
             raise _closed_error(p.error, self.peer_address)
 

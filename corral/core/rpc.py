@@ -44,6 +44,7 @@ class _RemoteOps:
             return self._call(op, kwargs)
 
         call.__name__ = op
+        self.__dict__[op] = call  # later lookups skip __getattr__
         return call
 
 
@@ -89,16 +90,25 @@ class ConnectionPool:
 
     async def acquire(self, address: str) -> Comm:
         """A comm to ``address``: an idle one if there is one, else a new one."""
+        return self._take_idle(address) or await self._acquire_slow(address)
+
+    def _take_idle(self, address: str) -> Comm | None:
+        idle = self._idle.get(address)
+        while idle:
+            comm = idle.pop()
+            if not comm.closed():
+                self._busy.add(comm)
+                return comm
+            self._open -= 1
+        return None
+
+    async def _acquire_slow(self, address: str) -> Comm:
         while True:
             if self._closed:
                 raise RuntimeError("connection pool is closed")
-            idle = self._idle.get(address)
-            while idle:
-                comm = idle.pop()
-                if not comm.closed():
-                    self._busy.add(comm)
-                    return comm
-                self._open -= 1
+            comm = self._take_idle(address)
+            if comm is not None:
+                return comm
             if self._open < self.limit or self._evict_idle():
                 break
             waiter = asyncio.get_running_loop().create_future()
@@ -143,13 +153,15 @@ class ConnectionPool:
         return False
 
     def _wake_one(self) -> None:
+        if not self._waiters:
+            return
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_result(None)
                 return
 
     async def call(self, address: str, msg: dict[str, Any]) -> Any:
-        comm = await self.acquire(address)
+        comm = self._take_idle(address) or await self._acquire_slow(address)
         try:
             return await send_recv(comm, msg)
         except BaseException:
