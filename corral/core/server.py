@@ -150,6 +150,9 @@ class Server:
                 logger.warning("rejected connection from %s: %s", comm.peer_address, e)
         except (CommClosedError, OSError):
             pass
+        except Exception as e:  # a bug of ours must cost this peer only
+            logger.exception("rejected connection from %s: handshake failed: %s",
+                             comm.peer_address, e)
         finally:
             self._pending.pop(comm, None)
         return False

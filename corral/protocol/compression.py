@@ -57,6 +57,13 @@ def maybe_compress(name: str | None, frame: bytes | memoryview) -> tuple[str | N
     return name, compressed
 
 
+def decompressed_size(name: str, frame: bytes | bytearray | memoryview) -> int:
+    """The size a frame will have once decompressed, read before decompressing it."""
+    if name == "lz4":  # lz4.block stores it as a little-endian 32-bit prefix
+        return int.from_bytes(bytes(memoryview(frame)[:4]), "little")
+    raise ValueError(f"unknown compression {name!r}")
+
+
 def decompress(name: str, frame: bytes | bytearray | memoryview) -> bytes:
     try:
         _, decompress_fn = CODECS[name]

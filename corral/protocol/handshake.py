@@ -113,7 +113,11 @@ def _nonce(body: dict[str, Any]) -> bytes:
 
 def _finish(comm: Comm, peer: dict[str, Any], options: ConnectionOptions, chosen: Any) -> None:
     comm.peer_info = {"role": str(peer.get("role", "")), "name": str(peer.get("name", ""))}
-    comm.codec = MessageCodec(allow_pickle=True, compression_name=chosen)
+    comm.codec = MessageCodec(
+        allow_pickle=True,
+        compression_name=chosen,
+        max_frame_bytes=options.limits.max_frame_bytes,
+    )
     comm.limits = options.limits
 
 
@@ -177,6 +181,8 @@ async def server_handshake(comm: Comm, options: ConnectionOptions) -> None:
         await _reject(comm, "authentication failed: this server requires a token")
         raise AuthenticationError("authentication failed: peer sent no token")
     offered = hello.get("compression") or []
+    if not isinstance(offered, list):
+        raise ProtocolError("malformed handshake message: 'compression' must be a list")
     chosen = next((c for c in offered if c == options.compression), None)
     nonce = secrets.token_bytes(NONCE_BYTES)
     welcome: dict[str, Any] = {

@@ -144,9 +144,15 @@ class _Encoder:
 class MessageCodec:
     """The codec corral installs on a comm after the handshake."""
 
-    def __init__(self, allow_pickle: bool = True, compression_name: str | None = None) -> None:
+    def __init__(
+        self,
+        allow_pickle: bool = True,
+        compression_name: str | None = None,
+        max_frame_bytes: int = 2**31,
+    ) -> None:
         self.allow_pickle = allow_pickle
         self.compression = compression.check_name(compression_name)
+        self.max_frame_bytes = max_frame_bytes  # also bounds what a frame decompresses to
         self._encoder = _Encoder(self.compression)
 
     def encode(self, msg: Any) -> list[Any]:
@@ -158,23 +164,28 @@ class MessageCodec:
                 return msgpack.unpackb(
                     frames[0], ext_hook=_single_frame_ext_hook, strict_map_key=False
                 )
-            return _Decoder(frames, self.allow_pickle).unpack(frames[0])
+            return _Decoder(frames, self).unpack(frames[0])
         except DeserializationError:
             raise
         except Exception as e:
             raise DeserializationError(f"cannot decode message: {type(e).__name__}: {e}") from e
 
 
+_NO_PICKLE = MessageCodec(allow_pickle=False)
+
+
 def _single_frame_ext_hook(code: int, data: bytes) -> Any:
     if code in (EXT_TUPLE, EXT_SET, EXT_FROZENSET):
-        return _Decoder([data], False).ext_hook(code, data)
+        return _Decoder([data], _NO_PICKLE).ext_hook(code, data)
     raise DeserializationError(f"extension type {code} refers to a frame the message lacks")
 
 
 class _Decoder:
-    def __init__(self, frames: list[Any], allow_pickle: bool) -> None:
+    def __init__(self, frames: list[Any], codec: MessageCodec) -> None:
         self.frames = frames
-        self.allow_pickle = allow_pickle
+        self.allow_pickle = codec.allow_pickle
+        self.compression = codec.compression
+        self.max_frame_bytes = codec.max_frame_bytes
 
     def unpack(self, data: Any) -> Any:
         return msgpack.unpackb(data, ext_hook=self.ext_hook, strict_map_key=False, raw=False)
@@ -183,7 +194,13 @@ class _Decoder:
         if not 0 < index < len(self.frames):
             raise DeserializationError(f"message refers to missing frame {index}")
         data = self.frames[index]
-        return data if codec is None else compression.decompress(codec, data)
+        if codec is None:
+            return data
+        if codec != self.compression:
+            raise DeserializationError(f"frame compressed with {codec!r}, which was not agreed")
+        if compression.decompressed_size(codec, data) > self.max_frame_bytes:
+            raise DeserializationError("compressed frame would exceed the frame size limit")
+        return compression.decompress(codec, data)
 
     def ext_hook(self, code: int, data: bytes) -> Any:
         if code == EXT_TUPLE:
