@@ -10,6 +10,9 @@
     │   ├── VersionMismatchError               not a corral peer, or another protocol version
     │   └── AuthenticationError                wrong, missing or unexpected credentials
     ├── UnknownOperationError (KeyError)       a message named an op the server has no handler for
+    ├── InvalidTransition                      a state machine was asked for an impossible move
+    ├── DataLostError                          the only copy of unrecomputable data is gone
+    ├── KilledWorker                           a task was running on too many workers that died
     └── RemoteError                            a remote exception that could not be rebuilt locally
 
 OS and asyncio errors are mapped onto this tree at the transport boundary, so callers
@@ -73,3 +76,18 @@ class RemoteError(CorralError):
         self.type_name = type_name
         self.message = message
         self.traceback_text = traceback_text
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (RemoteError, (self.type_name, self.message, self.traceback_text))
+
+
+class InvalidTransition(CorralError):
+    """A state machine was asked to move a task between states that are not connected."""
+
+
+class DataLostError(CorralError):
+    """The only copy of a key was lost and it cannot be recomputed (e.g. scattered data)."""
+
+
+class KilledWorker(CorralError):
+    """A task was running on ``allowed_failures`` workers that died; it is not tried again."""

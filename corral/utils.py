@@ -22,3 +22,75 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine to completion on a fresh loop from ``new_event_loop``."""
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         return runner.run(main)
+
+
+class LoopRunner:
+    """An event loop running in a daemon thread: the home of the synchronous facades.
+
+    ``run(coro)`` blocks the calling thread until the coroutine finishes on the loop;
+    calling it from the loop's own thread would deadlock, so that raises instead.
+    """
+
+    def __init__(self, name: str = "corral-loop") -> None:
+        import threading
+
+        self.loop = new_event_loop()
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def in_loop_thread(self) -> bool:
+        import threading
+
+        return threading.current_thread() is self._thread
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        if self.in_loop_thread():
+            coro.close()
+            raise RuntimeError(
+                "this blocking call would deadlock the event loop it runs on; "
+                "use the asynchronous API (await) inside async code"
+            )
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise
+
+    def call_soon(self, fn: Any, *args: Any) -> None:
+        """Schedule ``fn(*args)`` on the loop from any thread."""
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(fn, *args)
+
+    def stop(self) -> None:
+        """Cancel what still runs on the loop, then stop and close it."""
+        if self.loop.is_closed():
+            return
+        if self._thread.is_alive():
+            try:
+                self.run(_cancel_other_tasks(), timeout=10)
+            except Exception:
+                pass
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+
+def running_loop_or_none() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+async def _cancel_other_tasks() -> None:
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

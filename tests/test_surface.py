@@ -37,9 +37,22 @@ def test_exception_tree():
             assert name in exc.__doc__, f"{name} is missing from the tree in the docstring"
 
 
-def test_corral_demo_runs_for_real():
+def test_corral_demo_runs_a_data_local_computation():
     result = subprocess.run(
-        [sys.executable, "-m", "corral.cli", "demo", "--calls", "200"],
+        [sys.executable, "-m", "corral.cli", "demo"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "16,000,000 samples: mean" in out
+    assert "partitions per worker: [4, 4]" in out or "partitions per worker" in out
+    moved = float(out.split("data moved between workers: ")[1].split(" MB")[0])
+    in_place = float(out.split("used where it lay: ")[1].split(" MB")[0])
+    assert in_place > moved  # most input bytes were used where they were made
+
+
+def test_corral_demo_foundation_runs_for_real():
+    result = subprocess.run(
+        [sys.executable, "-m", "corral.cli", "demo", "--foundation"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -1,0 +1,486 @@
+"""``AsyncClient``: the one implementation of the client, on an event loop.
+
+``Client`` (sync) runs this on a background loop; ``Client(asynchronous=True)`` *is*
+this. Submitting never waits: the task is packed in the caller's thread and handed to
+the loop, which batches it onto the scheduler stream. Results are fetched straight
+from the workers that hold them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import pickle
+import threading
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Coroutine, Hashable, Iterable
+from typing import Any, TypeVar
+
+from corral import runspec
+from corral.client.future import CANCELLED, ERROR, FINISHED, Future, FutureState
+from corral.comm.addressing import normalize_address
+from corral.core import BatchedSend, Comm, ConnectionPool, connect
+from corral.exceptions import CommClosedError, CorralError, RemoteError
+from corral.protocol import dumps_pickle
+from corral.security import Security
+from corral.sizeof import sizeof
+from corral.utils import LoopRunner
+
+logger = logging.getLogger("corral.client")
+T = TypeVar("T")
+
+_FETCH_ATTEMPTS = 3
+
+
+class AsyncClient:
+    """Connects to a scheduler (or starts a ``LocalCluster`` when given no address)."""
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        security: Security | None = None,
+        timeout: float = 10.0,
+        name: str = "",
+        runner: LoopRunner | None = None,
+        cluster_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.scheduler_address = normalize_address(address) if address else None
+        self.security = security
+        self.timeout = timeout
+        self.id = name or f"client-{uuid.uuid4().hex[:12]}"
+        self._runner = runner  # set for sync clients: where blocking calls wait
+        self._cluster_options = cluster_options or {}
+        self.cluster: Any = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.pool = ConnectionPool(security=security, timeout=timeout, name=self.id)
+        self._stream = BatchedSend(0.002, name=f"{self.id} to scheduler")
+        self._states: dict[Hashable, FutureState] = {}
+        self._refcount: dict[Hashable, int] = defaultdict(int)
+        self._lock = threading.Lock()
+        self._reader: asyncio.Task[None] | None = None
+        self._closed = False
+        self._callback_pool: Any = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> AsyncClient:
+        self.loop = asyncio.get_running_loop()
+        if self.scheduler_address is None:
+            from corral.deploy.local import LocalCluster
+
+            options = {"security": self.security, **self._cluster_options}
+            self.cluster = await LocalCluster(asynchronous=True, **options)
+            self.scheduler_address = self.cluster.scheduler_address
+            self.security = self.cluster.security
+            self.pool.security = self.security
+        comm = await connect(
+            self.scheduler_address, timeout=self.timeout, security=self.security,
+            role="client", name=self.id,
+        )
+        await comm.write({"op": "register-client", "client": self.id})
+        reply = await comm.read()
+        if not isinstance(reply, dict) or reply.get("status") != "OK":
+            comm.abort()
+            raise CorralError(f"scheduler refused this client: {reply!r}")
+        self._stream.start(comm)
+        self._reader = asyncio.ensure_future(self._read_reports(comm))
+        return self
+
+    def __await__(self) -> Any:
+        return self.start().__await__()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self if self.loop is not None else await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for state in self._states.values():
+            state.cancel("client closed")
+        await self._stream.close(timeout=2)
+        if self._reader is not None:
+            self._reader.cancel()
+        await self.pool.close()
+        if self.cluster is not None:
+            await self.cluster.close()
+        if self._callback_pool is not None:
+            self._callback_pool.shutdown(wait=False)
+
+    @property
+    def scheduler(self) -> Any:
+        """rpc to the scheduler's query handlers."""
+        assert self.scheduler_address is not None
+        return self.pool(self.scheduler_address)
+
+    def _blocking(self, coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
+        """Run ``coro`` to completion from a synchronous caller."""
+        if self._runner is None:
+            coro.close()
+            raise RuntimeError(
+                "this client is asynchronous: use `await future` / `await client.gather(...)`"
+            )
+        return self._runner.run(_with_timeout(coro, timeout))
+
+    def _in_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Call ``fn(*args)`` on the client's loop, from any thread."""
+        assert self.loop is not None
+        if self._runner is None or self._runner.in_loop_thread():
+            fn(*args)
+        else:
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    # -- reference counting ----------------------------------------------------------
+
+    def _acquire(self, key: Hashable) -> FutureState:
+        with self._lock:
+            self._refcount[key] += 1
+            state = self._states.get(key)
+            if state is None:
+                state = self._states[key] = FutureState()
+            return state
+
+    def _release(self, key: Hashable) -> None:
+        with self._lock:
+            self._refcount[key] -= 1
+            if self._refcount[key] > 0:
+                return
+            del self._refcount[key]
+            self._states.pop(key, None)
+        if not self._closed and self.loop is not None and not self.loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                self._in_loop(self._send, {"op": "client-releases-keys", "keys": [key]})
+
+    def _send(self, msg: dict[str, Any]) -> None:
+        with contextlib.suppress(CommClosedError):
+            self._stream.send(msg)
+
+    # -- submitting ------------------------------------------------------------------
+
+    def submit(
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        key: Hashable | None = None,
+        pure: bool = True,
+        workers: str | Iterable[str] | None = None,
+        allow_other_workers: bool = False,
+        retries: int = 0,
+        priority: int = 0,
+        resources: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> Future:
+        """Run ``fn(*args, **kwargs)`` on the cluster; futures among the arguments are
+        replaced by their values on the worker."""
+        if not callable(fn):
+            raise TypeError(f"submit() needs a callable, got {type(fn).__name__}")
+        options = _task_options(workers, allow_other_workers, retries, priority, resources)
+        (future,) = self._submit_many(fn, [(args, kwargs)], [key], pure, options)
+        return future
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        key: Iterable[Hashable] | None = None,
+        pure: bool = True,
+        workers: str | Iterable[str] | None = None,
+        allow_other_workers: bool = False,
+        retries: int = 0,
+        priority: int = 0,
+        resources: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> list[Future]:
+        """``submit`` for each item of the zipped iterables, in one message to the scheduler."""
+        if not callable(fn):
+            raise TypeError(f"map() needs a callable, got {type(fn).__name__}")
+        calls = [(args, kwargs) for args in zip(*iterables, strict=False)]
+        keys = list(key) if key is not None else [None] * len(calls)
+        if len(keys) != len(calls):
+            raise ValueError(f"map() got {len(keys)} keys for {len(calls)} calls")
+        options = _task_options(workers, allow_other_workers, retries, priority, resources)
+        return self._submit_many(fn, calls, keys, pure, options)
+
+    def _submit_many(
+        self,
+        fn: Callable[..., Any],
+        calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
+        keys: list[Hashable | None],
+        pure: bool,
+        options: dict[str, Any],
+    ) -> list[Future]:
+        if self._closed:
+            raise CorralError("client is closed")
+        function_bytes = runspec.pickle_function(fn)
+        name = getattr(fn, "__name__", type(fn).__name__).replace("<lambda>", "lambda")
+        tasks, futures = [], []
+        for (args, kwargs), key in zip(calls, keys, strict=True):
+            found: list[Future] = []
+            args, kwargs = runspec.replace_in((args, kwargs), _as_dependency, found)
+            if key is None:
+                suffix = (
+                    runspec.token(function_bytes, args, kwargs) if pure else uuid.uuid4().hex
+                )
+                key = f"{name}-{suffix}"
+            known = key in self._states
+            futures.append(Future(key, self))
+            if known:  # an equal pure call already submitted: share its task
+                continue
+            tasks.append(
+                {
+                    "key": key,
+                    "run_spec": runspec.pack(function_bytes, args, kwargs),
+                    "dependencies": list(dict.fromkeys(f.key for f in found)),
+                    "name": name,
+                    **options,
+                }
+            )
+        if tasks:
+            msg = {"op": "update-graph", "tasks": tasks, "wanted": [t["key"] for t in tasks]}
+            self._in_loop(self._send, msg)
+        return futures
+
+    def cancel(self, futures: Iterable[Future]) -> None:
+        """Cancel these futures; tasks nobody else wants stop or never start."""
+        keys = list(dict.fromkeys(f.key for f in futures))
+        self._in_loop(self._send, {"op": "cancel-keys", "keys": keys})
+
+    # -- reports from the scheduler -------------------------------------------------------
+
+    async def _read_reports(self, comm: Comm) -> None:
+        try:
+            while True:
+                for msg in await comm.read():
+                    self._on_report(msg)
+        except (CommClosedError, OSError):
+            if not self._closed:
+                logger.warning("lost the connection to the scheduler")
+                for state in self._states.values():
+                    if state.status not in (FINISHED, ERROR, CANCELLED):
+                        state.fail(CommClosedError("lost the connection to the scheduler"))
+
+    def _on_report(self, msg: dict[str, Any]) -> None:
+        state = self._states.get(msg.get("key"))
+        if state is None:
+            return
+        op = msg.get("op")
+        if op == "key-in-memory":
+            state.finish(tuple(msg["who_has"]), msg.get("nbytes", 0), msg.get("typename", ""))
+        elif op == "task-erred":
+            exception = _load_exception(msg)
+            traceback_text = msg.get("traceback_text", "")
+            if traceback_text:
+                exception.add_note(f"Remote traceback:\n{traceback_text.rstrip()}")
+            state.fail(exception, traceback_text)
+        elif op == "cancelled":
+            state.cancel(msg.get("reason", "cancelled"))
+
+    def _add_done_callback(self, future: Future, fn: Callable[[Future], Any]) -> None:
+        def run() -> None:
+            if self._runner is None:
+                fn(future)
+            else:  # sync clients: never run user code on the loop (it may block on it)
+                if self._callback_pool is None:
+                    from concurrent.futures import ThreadPoolExecutor
+
+                    self._callback_pool = ThreadPoolExecutor(1, "corral-callback")
+                self._callback_pool.submit(fn, future)
+
+        def register() -> None:
+            if future.done():
+                run()
+            else:
+                future._state.callbacks.append(run)
+
+        self._in_loop(register)
+
+    # -- results ---------------------------------------------------------------------------
+
+    async def gather(self, futures: Any, errors: str = "raise") -> Any:
+        """Results of (nested lists/dicts/tuples of) futures, in the same structure."""
+        if errors not in ("raise", "skip"):
+            raise ValueError("errors must be 'raise' or 'skip'")
+        found: list[Future] = []
+        structure = runspec.replace_in(futures, _as_dependency, found)
+        await asyncio.gather(*(f._wait() for f in found))
+        failed = [f for f in found if f.status != FINISHED]
+        if failed and errors == "raise":
+            raise failed[0]._state.exception  # type: ignore[misc]
+        data = await self._gather_keys([f.key for f in found if f.status == FINISHED])
+        return _fill(structure, data)
+
+    async def _gather_keys(self, keys: list[Hashable]) -> dict[Hashable, Any]:
+        """Fetch values straight from the workers holding them, one request per worker."""
+        data: dict[Hashable, Any] = {}
+        missing = list(dict.fromkeys(keys))
+        for _ in range(_FETCH_ATTEMPTS):
+            by_worker: dict[str, list[Hashable]] = defaultdict(list)
+            for key in missing:
+                holders = self._states[key].who_has if key in self._states else ()
+                if not holders:
+                    holders = tuple((await self.scheduler.who_has(keys=[key])).get(key, ()))
+                if holders:
+                    by_worker[holders[0]].append(key)
+            results = await asyncio.gather(
+                *(self._get_data(w, ks) for w, ks in by_worker.items()), return_exceptions=True
+            )
+            for result in results:
+                if isinstance(result, dict):
+                    data.update(result)
+            missing = [k for k in missing if k not in data]
+            if not missing:
+                return data
+            fresh = await self.scheduler.who_has(keys=missing)
+            for key in missing:
+                if key in self._states:
+                    self._states[key].who_has = tuple(fresh.get(key, ()))
+        raise CorralError(f"could not fetch the data of {missing[:5]} from any worker")
+
+    async def _get_data(self, worker: str, keys: list[Hashable]) -> dict[Hashable, Any]:
+        return await self.pool(worker).get_data(keys=keys)
+
+    async def scatter(
+        self, data: Any, workers: str | Iterable[str] | None = None, broadcast: bool = False
+    ) -> Any:
+        """Put local data on workers; returns futures in the shape of ``data``."""
+        if isinstance(data, dict):
+            items = dict(data)
+        elif isinstance(data, list | tuple | set | frozenset):
+            items = {f"{type(v).__name__}-{uuid.uuid4().hex}": v for v in data}
+        else:
+            items = {f"{type(data).__name__}-{uuid.uuid4().hex}": data}
+        nthreads = await self.scheduler.nthreads()
+        targets = sorted(nthreads) if workers is None else _addresses(workers)
+        if not targets:
+            raise CorralError("no workers to scatter to")
+        placement: dict[str, dict[Hashable, Any]] = defaultdict(dict)
+        holders: dict[Hashable, list[str]] = defaultdict(list)
+        cycle = itertools.cycle(targets)
+        for key, value in items.items():
+            for worker in targets if broadcast else [next(cycle)]:
+                placement[worker][key] = value
+                holders[key].append(worker)
+        await asyncio.gather(
+            *(self.pool(w).update_data(data=d, report=False) for w, d in placement.items())
+        )
+        futures = {key: Future(key, self) for key in items}
+        placed = {k: (holders[k], sizeof(items[k])) for k in items}
+        self._send({"op": "scatter-data", "placed": placed})
+        # The scheduler's report that they are in memory also orders later queries after it.
+        await asyncio.gather(*(f._wait() for f in futures.values()))
+        if isinstance(data, dict):
+            return futures
+        values = list(futures.values())
+        if isinstance(data, list | tuple | set | frozenset):
+            return type(data)(values) if not isinstance(data, set | frozenset) else values
+        return values[0]
+
+    # -- queries -----------------------------------------------------------------------
+
+    async def who_has(self, futures: Iterable[Future] | None = None) -> dict[Hashable, list[str]]:
+        keys = None if futures is None else [f.key for f in futures]
+        return await self.scheduler.who_has(keys=keys)
+
+    async def nthreads(self) -> dict[str, int]:
+        return await self.scheduler.nthreads()
+
+    async def scheduler_info(self) -> dict[str, Any]:
+        return await self.scheduler.scheduler_info()
+
+    async def run(
+        self, fn: Callable[..., Any], *args: Any, workers: Iterable[str] | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """Call ``fn(*args, **kwargs)`` on every worker (or those given); ``{address: result}``."""
+        msg = {"op": "run", "function": dumps_pickle(fn), "args": dumps_pickle((args, kwargs))}
+        targets = None if workers is None else _addresses(workers)
+        replies = await self.scheduler.broadcast(msg=msg, workers=targets)
+        results = {}
+        for worker, reply in replies.items():
+            if reply.get("status") != "OK":
+                raise _load_exception(reply)
+            results[worker] = pickle.loads(reply["result"])
+        return results
+
+    async def restart(self) -> None:
+        """Cancel every future and have the cluster drop all tasks and data."""
+        for state in list(self._states.values()):
+            state.cancel("restarted")
+        await self.scheduler.restart()
+
+    def __repr__(self) -> str:
+        return f"<AsyncClient {self.id} scheduler={self.scheduler_address}>"
+
+
+def _as_dependency(x: Any) -> runspec.Dependency | None:
+    return runspec.Dependency(x.key) if isinstance(x, Future) else None
+
+
+def _fill(structure: Any, data: dict[Hashable, Any]) -> Any:
+    """Put gathered values in place of placeholders; placeholders of failed keys vanish."""
+    kind = type(structure)
+    if kind is runspec.Dependency:
+        return data[structure.key]
+    if kind in (list, tuple, set, frozenset):
+        return kind(
+            _fill(v, data) for v in structure
+            if type(v) is not runspec.Dependency or v.key in data
+        )
+    if kind is dict:
+        return {
+            k: _fill(v, data) for k, v in structure.items()
+            if type(v) is not runspec.Dependency or v.key in data
+        }
+    return structure
+
+
+def _addresses(workers: str | Iterable[str]) -> list[str]:
+    if isinstance(workers, str):
+        workers = [workers]
+    return [normalize_address(w) for w in workers]
+
+
+def _task_options(
+    workers: str | Iterable[str] | None,
+    allow_other_workers: bool,
+    retries: int,
+    priority: int,
+    resources: dict[str, float] | None,
+) -> dict[str, Any]:
+    if retries < 0:
+        raise ValueError("retries must be >= 0")
+    return {
+        "workers": None if workers is None else _addresses(workers),
+        "allow_other_workers": bool(allow_other_workers),
+        "retries": int(retries),
+        "priority": int(priority),
+        "resources": resources,
+    }
+
+
+def _load_exception(msg: dict[str, Any]) -> BaseException:
+    blob = msg.get("exception")
+    if blob:
+        try:
+            exception = pickle.loads(blob)
+            if isinstance(exception, BaseException):
+                return exception
+        except Exception:
+            pass
+    text = msg.get("exception_text", "unknown error")
+    type_name, _, message = text.partition(": ")
+    return RemoteError(type_name, message, msg.get("traceback_text", ""))
+
+
+async def _with_timeout(coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
+    if timeout is None:
+        return await coro
+    async with asyncio.timeout(timeout):
+        return await coro

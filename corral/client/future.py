@@ -1,0 +1,146 @@
+"""``Future``: a handle on a task's result that lives on the cluster.
+
+All futures of one client for one key share a ``FutureState``; the client counts them,
+and when the last one is garbage collected the client tells the scheduler it no longer
+needs the key, so the data is freed on the workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Generator, Hashable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from corral.client.client import AsyncClient
+
+PENDING, FINISHED, ERROR, CANCELLED = "pending", "finished", "error", "cancelled"
+
+
+class FutureState:
+    """What one client knows about one key."""
+
+    __slots__ = (
+        "callbacks",
+        "event",
+        "exception",
+        "nbytes",
+        "status",
+        "traceback_text",
+        "typename",
+        "who_has",
+    )
+
+    def __init__(self) -> None:
+        self.status = PENDING
+        self.who_has: tuple[str, ...] = ()
+        self.nbytes = 0
+        self.typename = ""
+        self.exception: BaseException | None = None
+        self.traceback_text = ""
+        self.event = asyncio.Event()
+        self.callbacks: list[Callable[[], None]] = []
+
+    def finish(self, who_has: tuple[str, ...], nbytes: int = 0, typename: str = "") -> None:
+        self.status, self.who_has, self.nbytes, self.typename = FINISHED, who_has, nbytes, typename
+        self.exception = None
+        self._done()
+
+    def fail(self, exception: BaseException, traceback_text: str = "") -> None:
+        self.status, self.exception, self.traceback_text = ERROR, exception, traceback_text
+        self._done()
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        if self.status == PENDING:
+            self.status = CANCELLED
+            self.exception = asyncio.CancelledError(reason)
+            self._done()
+
+    def reset(self) -> None:
+        """Back to pending, e.g. when the only copy of the data was lost and is recomputed."""
+        self.status = PENDING
+        self.event.clear()
+
+    def _done(self) -> None:
+        self.event.set()
+        callbacks, self.callbacks = self.callbacks, []
+        for callback in callbacks:
+            callback()
+
+
+class Future:
+    """A task's result on the cluster: ``result()``, ``await future``, ``done()``, ..."""
+
+    __slots__ = ("__weakref__", "_released", "_state", "client", "key")
+
+    def __init__(self, key: Hashable, client: AsyncClient) -> None:
+        self.key = key
+        self.client = client
+        self._state = client._acquire(key)
+        self._released = False
+
+    @property
+    def status(self) -> str:
+        return self._state.status
+
+    def done(self) -> bool:
+        return self._state.status != PENDING
+
+    def cancelled(self) -> bool:
+        return self._state.status == CANCELLED
+
+    async def _wait(self) -> None:
+        await self._state.event.wait()
+
+    async def _result_async(self) -> Any:
+        await self._wait()
+        if self._state.status != FINISHED:
+            raise self._state.exception  # type: ignore[misc]
+        return (await self.client._gather_keys([self.key]))[self.key]
+
+    async def _exception_async(self) -> BaseException | None:
+        await self._wait()
+        return self._state.exception
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._result_async().__await__()
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the task and return its value, or raise its exception."""
+        return self.client._blocking(self._result_async(), timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """Wait for the task; its exception, or None if it succeeded."""
+        return self.client._blocking(self._exception_async(), timeout)
+
+    def traceback(self, timeout: float | None = None) -> str | None:
+        """The remote traceback of a failed task, as text (traceback objects cannot travel)."""
+        self.client._blocking(self._wait(), timeout)
+        return self._state.traceback_text or None
+
+    def cancel(self) -> None:
+        self.client.cancel([self])
+
+    def add_done_callback(self, fn: Callable[[Future], Any]) -> None:
+        """Call ``fn(future)`` once the future is done (at once if it already is)."""
+        self.client._add_done_callback(self, fn)
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self.client._release(self.key)
+
+    def __del__(self) -> None:
+        try:
+            self.release()
+        except Exception:  # interpreter shutdown: nothing left to tell
+            pass
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "a Future cannot be pickled; pass it to submit() as an argument to use its value"
+        )
+
+    def __repr__(self) -> str:
+        extra = f", type: {self._state.typename}" if self._state.typename else ""
+        return f"<Future: {self.status}{extra}, key: {self.key}>"

@@ -1,0 +1,115 @@
+"""``Client``: the synchronous facade over ``AsyncClient``, on a background event loop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any
+
+from corral.client.client import AsyncClient
+from corral.client.future import Future
+from corral.security import Security
+from corral.utils import LoopRunner
+
+
+class Client:
+    """Submit work to a corral cluster and get futures back.
+
+    ``Client()`` starts a ``LocalCluster`` of its own; ``Client(address)`` connects to a
+    running scheduler. ``Client(..., asynchronous=True)`` returns an ``AsyncClient``
+    (to be awaited, or used with ``async with``) whose methods are coroutines.
+    """
+
+    def __new__(cls, address: str | None = None, *, asynchronous: bool = False, **kwargs: Any):
+        if asynchronous:
+            return AsyncClient(address, **kwargs)
+        return super().__new__(cls)
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        asynchronous: bool = False,
+        security: Security | None = None,
+        timeout: float = 10.0,
+        name: str = "",
+        cluster_options: dict[str, Any] | None = None,
+    ) -> None:
+        self._runner = LoopRunner("corral-client")
+        self._core = AsyncClient(
+            address, security=security, timeout=timeout, name=name, runner=self._runner,
+            cluster_options=cluster_options,
+        )
+        try:
+            self._runner.run(self._core.start(), timeout=timeout + 60)
+        except BaseException:
+            self._runner.stop()
+            raise
+
+    def _run(self, coro: Any, timeout: float | None = None) -> Any:
+        return self._core._blocking(coro, timeout)
+
+    # -- the API -------------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        return self._core.id
+
+    @property
+    def scheduler_address(self) -> str | None:
+        return self._core.scheduler_address
+
+    @property
+    def cluster(self) -> Any:
+        return self._core.cluster
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+        return self._core.submit(fn, *args, **kwargs)
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], **kwargs: Any) -> list[Future]:
+        return self._core.map(fn, *iterables, **kwargs)
+
+    def gather(self, futures: Any, errors: str = "raise", timeout: float | None = None) -> Any:
+        return self._run(self._core.gather(futures, errors=errors), timeout)
+
+    def scatter(
+        self, data: Any, workers: str | Iterable[str] | None = None, broadcast: bool = False
+    ) -> Any:
+        return self._run(self._core.scatter(data, workers=workers, broadcast=broadcast))
+
+    def cancel(self, futures: Iterable[Future]) -> None:
+        self._core.cancel(futures)
+
+    def who_has(self, futures: Iterable[Future] | None = None) -> dict[Hashable, list[str]]:
+        return self._run(self._core.who_has(futures))
+
+    def nthreads(self) -> dict[str, int]:
+        return self._run(self._core.nthreads())
+
+    def scheduler_info(self) -> dict[str, Any]:
+        return self._run(self._core.scheduler_info())
+
+    def run(
+        self, fn: Callable[..., Any], *args: Any, workers: Iterable[str] | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        return self._run(self._core.run(fn, *args, workers=workers, **kwargs))
+
+    def restart(self) -> None:
+        self._run(self._core.restart())
+
+    def close(self) -> None:
+        if self._runner.loop.is_closed():
+            return
+        try:
+            self._run(self._core.close(), timeout=30)
+        finally:
+            self._runner.stop()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Client {self.id} scheduler={self.scheduler_address}>"

@@ -1,0 +1,168 @@
+"""``LocalCluster``: a scheduler and workers on this machine.
+
+The scheduler runs in this process (on a background loop for synchronous use);
+workers are child processes (``processes=True``) or live on the scheduler's own loop
+(``processes=False``, fast to start, for tests and small jobs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from corral.deploy.process import WorkerProcess, child_environment, worker_command
+from corral.scheduler import Scheduler
+from corral.security import Security
+from corral.utils import LoopRunner
+from corral.worker import Worker
+
+STARTUP_TIMEOUT = 60.0
+
+
+class LocalCluster:
+    def __init__(
+        self,
+        n_workers: int | None = None,
+        threads_per_worker: int | None = None,
+        processes: bool = True,
+        dashboard_address: str | None = ":8787",
+        security: Security | None = None,
+        *,
+        asynchronous: bool = False,
+        host: str = "127.0.0.1",
+        scheduler_port: int = 0,
+    ) -> None:
+        cores = os.cpu_count() or 1
+        if n_workers is None:
+            n_workers = cores if processes else 1
+        if threads_per_worker is None:
+            threads_per_worker = max(1, cores // max(n_workers, 1))
+        self.n_workers = n_workers
+        self.threads_per_worker = threads_per_worker
+        self.processes = processes
+        self.dashboard_address = dashboard_address  # served once the dashboard lands
+        self.security = security
+        self.host = host
+        self.scheduler = Scheduler(security=security)
+        self._scheduler_port = scheduler_port
+        self.workers: dict[str, WorkerProcess | Worker] = {}
+        self._names = iter(range(1_000_000))
+        self._asynchronous = asynchronous
+        self._runner: LoopRunner | None = None
+        self._closed = False
+        self._started = False
+        if not asynchronous:
+            self._runner = LoopRunner("corral-cluster")
+            try:
+                self._runner.run(self._start(), timeout=STARTUP_TIMEOUT)
+            except BaseException:
+                self._runner.run(self._close())
+                self._runner.stop()
+                raise
+
+    def __await__(self) -> Any:
+        async def start() -> LocalCluster:
+            await self._start()
+            return self
+
+        return start().__await__()
+
+    async def _start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        await self.scheduler.listen(f"tcp://{self.host}:{self._scheduler_port}")
+        await self._scale(self.n_workers)
+
+    @property
+    def scheduler_address(self) -> str:
+        return self.scheduler.address
+
+    # -- scaling ---------------------------------------------------------------------------
+
+    def scale(self, n: int) -> Any:
+        """Grow or shrink to ``n`` workers (a coroutine for asynchronous clusters)."""
+        if self._runner is None:
+            return self._scale(n)
+        return self._runner.run(self._scale(n), timeout=STARTUP_TIMEOUT)
+
+    async def _scale(self, n: int) -> None:
+        if n < 0:
+            raise ValueError("cannot scale to a negative number of workers")
+        while len(self.workers) > n:
+            name = list(self.workers)[-1]
+            await _stop(self.workers.pop(name))
+        new = [await self._start_worker() for _ in range(n - len(self.workers))]
+        await self._wait_for_workers(len(self.workers), [w for w in new if w is not None])
+
+    async def _start_worker(self) -> WorkerProcess | Worker:
+        name = str(next(self._names))
+        if self.processes:
+            command = worker_command(
+                self.scheduler_address, nthreads=self.threads_per_worker, name=name, host=self.host
+            )
+            handle: WorkerProcess | Worker = WorkerProcess(
+                command, child_environment(self.security), name
+            )
+        else:
+            handle = Worker(
+                self.scheduler_address, nthreads=self.threads_per_worker, name=name,
+                security=self.security,
+            )
+            await handle.start(f"tcp://{self.host}:0")
+        self.workers[name] = handle
+        return handle
+
+    async def _wait_for_workers(self, n: int, new: list[Any]) -> None:
+        async with asyncio.timeout(STARTUP_TIMEOUT):
+            while len(self.scheduler.state.workers) < n:
+                dead = [w for w in new if isinstance(w, WorkerProcess) and not w.alive()]
+                if dead:
+                    raise RuntimeError(f"worker process {dead[0].name} exited during startup")
+                await asyncio.sleep(0.01)
+
+    # -- shutdown ---------------------------------------------------------------------------
+
+    def close(self) -> Any:
+        if self._runner is None:
+            return self._close()
+        if not self._closed:
+            try:
+                self._runner.run(self._close(), timeout=60)
+            finally:
+                self._runner.stop()
+        return None
+
+    async def _close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.gather(*(_stop(w) for w in self.workers.values()))
+        self.workers.clear()
+        await self.scheduler.close()
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> LocalCluster:
+        await self._start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._close()
+
+    def __repr__(self) -> str:
+        kind = "processes" if self.processes else "in-process"
+        return f"<LocalCluster {self.scheduler.server.listeners and self.scheduler_address} " \
+               f"workers={len(self.workers)} ({kind})>"
+
+
+async def _stop(worker: WorkerProcess | Worker) -> None:
+    if isinstance(worker, WorkerProcess):
+        await worker.stop()
+    else:
+        await worker.close()

@@ -1,0 +1,69 @@
+"""Worker processes started and stopped by a deployment (LocalCluster, Cluster)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from corral.security import Security
+
+PARENT_PID_ENV = "CORRAL_PARENT_PID"  # a worker exits when this process is gone
+TOKEN_ENV = "CORRAL_TOKEN"  # credentials travel in the environment, never in argv
+
+
+def worker_command(
+    scheduler_address: str,
+    *,
+    nthreads: int,
+    name: str,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    return [
+        sys.executable, "-m", "corral.cli", "--log-level", "warning", "worker", scheduler_address,
+        "--nthreads", str(nthreads), "--name", name, "--host", host, "--port", str(port),
+        "--no-nanny", *extra,
+    ]  # fmt: skip
+
+
+def child_environment(security: Security | None) -> dict[str, str]:
+    env = dict(os.environ, **{PARENT_PID_ENV: str(os.getpid())})
+    if security is not None and security.token:
+        env[TOKEN_ENV] = security.token
+    return env
+
+
+class WorkerProcess:
+    """One ``corral worker`` child process."""
+
+    def __init__(self, command: list[str], env: dict[str, str], name: str) -> None:
+        self.name = name
+        self.process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds."""
+        if not self.alive():
+            return
+        self.process.send_signal(signal.SIGTERM)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.alive() and loop.time() < deadline:  # noqa: ASYNC110 - a child process
+            await asyncio.sleep(0.02)
+        if self.alive():
+            self.process.kill()
+        await loop.run_in_executor(None, self.process.wait)
+
+    def __repr__(self) -> str:
+        return f"<WorkerProcess {self.name} pid={self.pid} alive={self.alive()}>"

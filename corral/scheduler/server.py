@@ -1,0 +1,337 @@
+"""The scheduler server: a thin asyncio shell around ``SchedulerState``.
+
+It decodes messages from workers and clients into stimuli, feeds them to the state
+machine, and turns the actions that come back into messages on one long-lived batched
+stream per worker and per client. Queries (``who_has``, ``nthreads``, ...) read the
+state directly. User code and data never get unpickled here: task specs, ``run``
+functions and their results pass through as opaque bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from typing import Any
+
+from corral.core import BatchedSend, Comm, ConnectionPool, Server
+from corral.exceptions import CommClosedError
+from corral.scheduler import events as ev
+from corral.scheduler.state import SchedulerState
+from corral.scheduler.wire import client_stimulus, worker_stimulus
+from corral.security import Security
+
+logger = logging.getLogger("corral.scheduler")
+
+
+class Scheduler:
+    """Knows which worker holds which key and decides where tasks run."""
+
+    def __init__(
+        self,
+        *,
+        security: Security | None = None,
+        name: str = "scheduler",
+        tick_interval: float = 0.1,
+        batch_interval: float = 0.002,
+        **state_options: Any,
+    ) -> None:
+        self.security = security
+        self.state = SchedulerState(**state_options)
+        self.tick_interval = tick_interval
+        self.batch_interval = batch_interval
+        self.server = Server(
+            {
+                "register-worker": self.register_worker,
+                "register-client": self.register_client,
+                "who_has": self.who_has,
+                "has_what": self.has_what,
+                "nthreads": self.nthreads,
+                "scheduler_info": self.scheduler_info,
+                "broadcast": self.broadcast,
+                "restart": self.restart,
+                "identity": self.identity,
+            },
+            security=security,
+            name=name,
+            role="scheduler",
+        )
+        self.worker_streams: dict[str, BatchedSend] = {}
+        self.client_streams: dict[str, BatchedSend] = {}
+        self.worker_info: dict[str, dict[str, Any]] = {}  # name, pid, last heartbeat metrics
+        self.pool = ConnectionPool(security=security, name=name)
+        self._ticker: asyncio.Task[None] | None = None
+        self.id = f"scheduler-{uuid.uuid4().hex[:8]}"
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def listen(self, address: str | int = "tcp://127.0.0.1:0") -> None:
+        await self.server.listen(address)
+        if self._ticker is None:
+            self._ticker = asyncio.ensure_future(self._tick_forever())
+        logger.info("scheduler at %s", self.address)
+
+    @property
+    def address(self) -> str:
+        return self.server.address
+
+    async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+        for stream in list(self.worker_streams.values()) + list(self.client_streams.values()):
+            stream.abort()
+        await self.server.close()
+        await self.pool.close()
+
+    async def __aenter__(self) -> Scheduler:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- the state machine -----------------------------------------------------------
+
+    def handle(self, *stimuli: ev.Stimulus) -> None:
+        """Feed stimuli to the state machine and carry out its actions."""
+        for action in self.state.handle(*stimuli):
+            self._carry_out(action)
+
+    def _carry_out(self, action: ev.Action) -> None:
+        if isinstance(action, ev.ComputeTask):
+            self._to_worker(
+                action.worker,
+                {
+                    "op": "compute-task",
+                    "key": action.key,
+                    "run_spec": action.run_spec,
+                    "who_has": action.who_has,
+                    "nbytes": action.nbytes,
+                    "priority": action.priority,
+                    "resources": action.resources,
+                    "stimulus_id": action.stimulus_id,
+                },
+            )
+        elif isinstance(action, ev.FreeKeys):
+            self._to_worker(
+                action.worker,
+                {"op": "free-keys", "keys": action.keys, "stimulus_id": action.stimulus_id},
+            )
+        elif isinstance(action, ev.StealRequest):
+            self._to_worker(
+                action.worker,
+                {"op": "steal-request", "key": action.key, "stimulus_id": action.stimulus_id},
+            )
+        elif isinstance(action, ev.ReportKeyInMemory):
+            self._to_client(
+                action.client,
+                {
+                    "op": "key-in-memory",
+                    "key": action.key,
+                    "who_has": action.who_has,
+                    "nbytes": action.nbytes,
+                    "typename": action.typename,
+                },
+            )
+        elif isinstance(action, ev.ReportTaskErred):
+            self._to_client(
+                action.client,
+                {
+                    "op": "task-erred",
+                    "key": action.key,
+                    "exception": action.exception,
+                    "traceback": action.traceback,
+                    "exception_text": action.exception_text,
+                    "traceback_text": action.traceback_text,
+                },
+            )
+        elif isinstance(action, ev.ReportCancelled):
+            self._to_client(
+                action.client, {"op": "cancelled", "key": action.key, "reason": action.reason}
+            )
+        else:  # pragma: no cover - a new action the server does not know yet
+            raise TypeError(f"unknown action {action!r}")
+
+    def _to_worker(self, worker: str, msg: dict[str, Any]) -> None:
+        stream = self.worker_streams.get(worker)
+        if stream is not None:
+            with contextlib.suppress(CommClosedError):
+                stream.send(msg)
+
+    def _to_client(self, client: str, msg: dict[str, Any]) -> None:
+        stream = self.client_streams.get(client)
+        if stream is not None:
+            with contextlib.suppress(CommClosedError):
+                stream.send(msg)
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_interval)
+            self.handle(ev.Tick(stimulus_id=f"tick-{time.time()}", now=time.time()))
+
+    # -- streams -----------------------------------------------------------------------
+
+    async def register_worker(
+        self,
+        comm: Comm,
+        address: str,
+        nthreads: int,
+        memory_limit: int = 0,
+        resources: dict[str, float] | None = None,
+        name: str = "",
+        pid: int = 0,
+    ) -> None:
+        if address in self.worker_streams:  # the same worker again, e.g. after a reconnect
+            self._remove_worker(address, "re-registered")
+        await comm.write({"status": "OK", "scheduler": self.id})
+        stream = BatchedSend(self.batch_interval, name=f"to {address}")
+        stream.start(comm)
+        self.worker_streams[address] = stream
+        self.worker_info[address] = {"name": name or address, "pid": pid, "metrics": {}}
+        stimulus_id = f"register-worker-{address}-{time.time()}"
+        self.handle(
+            ev.AddWorker(
+                stimulus_id=stimulus_id,
+                address=address,
+                nthreads=int(nthreads),
+                memory_limit=int(memory_limit or 0),
+                resources=dict(resources or {}),
+                name=name,
+                now=time.time(),
+            )
+        )
+        logger.info("worker %s joined (%d threads)", address, nthreads)
+        try:
+            await self._read_stream(comm, lambda msg: self._from_worker(address, msg))
+        finally:
+            if self.worker_streams.get(address) is stream:
+                self._remove_worker(address, "connection closed")
+
+    def _from_worker(self, address: str, msg: dict[str, Any]) -> None:
+        if msg.get("op") == "heartbeat":
+            self.worker_info[address]["metrics"] = msg.get("metrics", {})
+            self.worker_info[address]["last_seen"] = time.time()
+            return
+        stimulus = worker_stimulus(address, msg)
+        if stimulus is not None:
+            self.handle(stimulus)
+
+    def _remove_worker(self, address: str, reason: str) -> None:
+        stream = self.worker_streams.pop(address, None)
+        self.worker_info.pop(address, None)
+        if stream is not None:
+            stream.abort()
+        stimulus_id = f"remove-worker-{time.time()}"
+        self.handle(ev.RemoveWorker(stimulus_id=stimulus_id, address=address, reason=reason))
+        for other in self.worker_streams.values():
+            with contextlib.suppress(CommClosedError):
+                other.send({"op": "remove-worker-peer", "peer": address})
+        logger.info("worker %s left: %s", address, reason)
+
+    async def register_client(self, comm: Comm, client: str) -> None:
+        await comm.write({"status": "OK", "scheduler": self.id})
+        stream = BatchedSend(self.batch_interval, name=f"to {client}")
+        stream.start(comm)
+        self.client_streams[client] = stream
+        logger.info("client %s connected", client)
+        try:
+            await self._read_stream(comm, lambda msg: self._from_client(client, msg))
+        finally:
+            if self.client_streams.get(client) is stream:
+                del self.client_streams[client]
+                stream.abort()
+                stimulus_id = f"remove-client-{time.time()}"
+                self.handle(ev.RemoveClient(stimulus_id=stimulus_id, client=client))
+                logger.info("client %s disconnected", client)
+
+    def _from_client(self, client: str, msg: dict[str, Any]) -> None:
+        op = msg.get("op")
+        if op == "scatter-data":  # the first holder registers the key, the rest are replicas
+            stimulus_id = msg.get("stimulus_id", f"scatter-{time.time()}")
+            placed = {k: (holders[0], nbytes) for k, (holders, nbytes) in msg["placed"].items()}
+            self.handle(ev.ScatterData(stimulus_id=stimulus_id, client=client, placed=placed))
+            for key, (holders, nbytes) in msg["placed"].items():
+                for worker in holders[1:]:
+                    replica = ev.AddKeys(stimulus_id=stimulus_id, worker=worker, keys={key: nbytes})
+                    self.handle(replica)
+            return
+        stimulus = client_stimulus(client, msg, now=time.time())
+        if stimulus is not None:
+            self.handle(stimulus)
+
+    async def _read_stream(self, comm: Comm, on_message: Any) -> None:
+        """Read batches from a long-lived stream until it closes; one bad message is skipped."""
+        while True:
+            try:
+                batch = await comm.read()
+            except (CommClosedError, OSError):
+                return
+            except Exception as e:  # undecodable batch from an authenticated peer
+                logger.warning("dropping a batch from %s: %s", comm.peer_address, e)
+                continue
+            if not isinstance(batch, list):
+                batch = [batch]
+            for msg in batch:
+                if not isinstance(msg, dict):
+                    logger.warning("ignoring a non-dict message from %s", comm.peer_address)
+                    continue
+                try:
+                    on_message(msg)
+                except Exception:
+                    logger.exception("error handling %r from %s", msg.get("op"), comm.peer_address)
+
+    # -- queries -------------------------------------------------------------------------
+
+    def who_has(self, comm: Comm, keys: list[Any] | None = None) -> dict[Any, list[str]]:
+        return self.state.who_has(keys)
+
+    def has_what(self, comm: Comm, workers: list[str] | None = None) -> dict[str, list[Any]]:
+        has_what = self.state.has_what()
+        return has_what if workers is None else {w: has_what.get(w, []) for w in workers}
+
+    def nthreads(self, comm: Comm) -> dict[str, int]:
+        return self.state.nthreads()
+
+    def identity(self, comm: Comm) -> dict[str, Any]:
+        return {"type": "Scheduler", "id": self.id, "address": self.address}
+
+    def scheduler_info(self, comm: Comm) -> dict[str, Any]:
+        info = self.state.info()
+        workers = info.setdefault("workers", {})
+        for address, extra in self.worker_info.items():
+            workers.setdefault(address, {}).update(
+                name=extra["name"], pid=extra["pid"], metrics=extra.get("metrics", {})
+            )
+        info.update(type="Scheduler", id=self.id, address=self.address)
+        return info
+
+    async def broadcast(
+        self, comm: Comm, msg: dict[str, Any], workers: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Send ``msg`` to workers and collect their replies (opaque to the scheduler)."""
+        targets = list(self.worker_streams) if workers is None else list(workers)
+        unknown = [w for w in targets if w not in self.worker_streams]
+        if unknown:
+            raise ValueError(f"not workers of this scheduler: {unknown}")
+
+        async def one(address: str) -> Any:
+            try:
+                return await self.pool(address).__getattr__(msg["op"])(
+                    **{k: v for k, v in msg.items() if k != "op"}
+                )
+            except (OSError, CommClosedError) as e:
+                return {"status": "error", "exception": None, "exception_text": repr(e),
+                        "traceback_text": ""}
+
+        results = await asyncio.gather(*(one(w) for w in targets))
+        return dict(zip(targets, results, strict=True))
+
+    async def restart(self, comm: Comm) -> str:
+        """Forget every task and have every worker drop its data and queued work."""
+        stimulus_id = f"restart-{time.time()}"
+        for client, owned in list(self.state.client_keys.items()):
+            keys = tuple(ts.key for ts in owned)
+            self.handle(ev.CancelKeys(stimulus_id=stimulus_id, client=client, keys=keys))
+        await self.broadcast(comm, {"op": "reset"})
+        return "OK"

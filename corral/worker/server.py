@@ -1,0 +1,362 @@
+"""The worker server: a thin asyncio shell around ``WorkerState``.
+
+It holds the data (key → value), runs tasks on its threads, fetches inputs directly
+from peer workers, serves its data to peers and clients, and keeps one batched stream
+to the scheduler. Every decision — what to run next, what to fetch from whom, what
+to tell the scheduler — comes from the state machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import pickle
+import time
+from typing import Any
+
+import psutil
+
+from corral import runspec
+from corral.core import BatchedSend, Comm, ConnectionPool, Server, connect
+from corral.exceptions import CommClosedError
+from corral.protocol import dumps_pickle
+from corral.security import Security
+from corral.sizeof import sizeof
+from corral.worker import events as ev
+from corral.worker.runner import Outcome, TaskRunner
+from corral.worker.state import WorkerState
+
+logger = logging.getLogger("corral.worker")
+
+SCHEDULER_OPS: dict[str, type[ev.Stimulus]] = {
+    "compute-task": ev.ComputeTask,
+    "free-keys": ev.FreeKeys,
+    "steal-request": ev.StealRequest,
+    "remove-worker-peer": ev.RemoveWorkerPeer,
+}
+
+
+_running: list[Worker] = []  # workers started in this process, newest last
+
+
+def get_worker() -> Worker:
+    """The worker running in this process (e.g. from inside a task or ``client.run``)."""
+    if not _running:
+        raise ValueError("no corral worker is running in this process")
+    return _running[-1]
+
+
+class Worker:
+    """Runs tasks and serves the data it holds."""
+
+    def __init__(
+        self,
+        scheduler_address: str,
+        *,
+        nthreads: int | None = None,
+        name: str = "",
+        memory_limit: int = 0,
+        resources: dict[str, float] | None = None,
+        security: Security | None = None,
+        heartbeat_interval: float = 1.0,
+        batch_interval: float = 0.002,
+    ) -> None:
+        self.scheduler_address = scheduler_address
+        self.nthreads = nthreads or os.cpu_count() or 1
+        self.name = name
+        self.memory_limit = memory_limit
+        self.resources = dict(resources or {})
+        self.security = security
+        self.heartbeat_interval = heartbeat_interval
+        self.data: dict[Any, Any] = {}
+        self.server = Server(
+            {
+                "get_data": self.get_data,
+                "update_data": self.update_data,
+                "run": self.run,
+                "reset": self.reset,
+                "identity": self.identity,
+            },
+            security=security,
+            name=name,
+            role="worker",
+        )
+        self.pool = ConnectionPool(security=security, name=name)
+        self.batched = BatchedSend(batch_interval, name="to scheduler")
+        self.state: WorkerState | None = None
+        self._runner: TaskRunner | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = asyncio.Event()
+        self._process = psutil.Process()
+        self._fetched: set[Any] = set()  # keys that came from peers, for the stats below
+        self.stats = {"fetched_bytes": 0, "fetched_keys": 0, "local_input_bytes": 0}
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def start(self, address: str | int = "tcp://127.0.0.1:0") -> None:
+        """Listen, register with the scheduler, and start serving."""
+        await self.server.listen(address)
+        self.state = WorkerState(self.address, self.nthreads)
+        self._runner = TaskRunner(self.nthreads, asyncio.get_running_loop(), self._on_outcomes)
+        comm = await connect(
+            self.scheduler_address, security=self.security, role="worker", name=self.name
+        )
+        await comm.write(
+            {
+                "op": "register-worker",
+                "address": self.address,
+                "nthreads": self.nthreads,
+                "memory_limit": self.memory_limit,
+                "resources": self.resources,
+                "name": self.name or self.address,
+                "pid": os.getpid(),
+            }
+        )
+        reply = await comm.read()
+        if not isinstance(reply, dict) or reply.get("status") != "OK":
+            comm.abort()
+            raise RuntimeError(f"scheduler refused registration: {reply!r}")
+        self.batched.start(comm)
+        self._spawn(self._read_scheduler(comm))
+        self._spawn(self._heartbeat())
+        _running.append(self)
+        logger.info("worker at %s, %d threads, scheduler %s", self.address, self.nthreads,
+                    self.scheduler_address)
+
+    @property
+    def address(self) -> str:
+        return self.server.address
+
+    async def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        if self in _running:
+            _running.remove(self)
+        await self.batched.close(timeout=2)
+        for task in list(self._tasks):
+            task.cancel()
+        await self.server.close()
+        await self.pool.close()
+        if self._runner is not None:
+            self._runner.shutdown()
+
+    async def finished(self) -> None:
+        """Wait until the worker has closed (e.g. because the scheduler went away)."""
+        await self._closed.wait()
+
+    async def __aenter__(self) -> Worker:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- the state machine -------------------------------------------------------------
+
+    def handle(self, *stimuli: ev.Stimulus) -> None:
+        assert self.state is not None
+        for instruction in self.state.handle(*stimuli):
+            self._carry_out(instruction)
+
+    def _carry_out(self, instruction: ev.Instruction) -> None:
+        if isinstance(instruction, ev.Execute):
+            self._execute(instruction.key)
+        elif isinstance(instruction, ev.GatherDep):
+            self._spawn(self._gather_dep(instruction))
+        elif isinstance(instruction, ev.ReleaseData):
+            for key in instruction.keys:
+                self.data.pop(key, None)
+                self._fetched.discard(key)
+        elif isinstance(instruction, ev.SendToScheduler):
+            with contextlib.suppress(CommClosedError):
+                self.batched.send({**instruction.msg, "stimulus_id": instruction.stimulus_id})
+        else:  # pragma: no cover
+            raise TypeError(f"unknown instruction {instruction!r}")
+
+    def _execute(self, key: Any) -> None:
+        assert self.state is not None
+        assert self._runner is not None
+        task = self.state.tasks[key]
+        inputs = {dep: self.data[dep] for dep in task.dependencies}
+        self.stats["local_input_bytes"] += sum(
+            sizeof(v) for k, v in inputs.items() if k not in self._fetched
+        )
+        run_spec = task.run_spec
+
+        def call() -> Any:
+            fn, args, kwargs = runspec.unpack(run_spec)
+            if inputs:
+                args, kwargs = runspec.substitute((args, kwargs), inputs)
+            return fn(*args, **kwargs)
+
+        self._runner.submit(key, call)
+
+    def _on_outcomes(self, outcomes: list[Outcome]) -> None:
+        stimuli: list[ev.Stimulus] = []
+        for o in outcomes:
+            stimulus_id = f"execute-{o.key}-{o.stop}"
+            if o.ok:
+                self.data[o.key] = o.value
+                stimuli.append(
+                    ev.ExecuteSuccess(
+                        stimulus_id=stimulus_id,
+                        key=o.key,
+                        nbytes=sizeof(o.value),
+                        typename=type(o.value).__name__,
+                        start=o.start,
+                        stop=o.stop,
+                    )
+                )
+            else:
+                stimuli.append(
+                    ev.ExecuteFailure(
+                        stimulus_id=stimulus_id,
+                        key=o.key,
+                        exception=_pickle_exception(o.value),
+                        traceback=b"",
+                        exception_text=f"{type(o.value).__name__}: {o.value}",
+                        traceback_text=o.traceback_text,
+                        start=o.start,
+                        stop=o.stop,
+                    )
+                )
+        self.handle(*stimuli)
+
+    async def _gather_dep(self, instruction: ev.GatherDep) -> None:
+        peer, keys = instruction.peer, list(instruction.keys)
+        stimulus_id = f"gather-{peer}-{time.time()}"
+        try:
+            data = await self.pool(peer).get_data(keys=keys)
+        except (OSError, CommClosedError) as e:
+            self.handle(
+                ev.GatherDepFailure(stimulus_id=stimulus_id, peer=peer, keys=tuple(keys),
+                                    reason=str(e))
+            )
+            return
+        self.data.update(data)
+        nbytes = {k: sizeof(v) for k, v in data.items()}
+        self._fetched.update(data)
+        self.stats["fetched_bytes"] += sum(nbytes.values())
+        self.stats["fetched_keys"] += len(nbytes)
+        stimuli: list[ev.Stimulus] = [
+            ev.GatherDepSuccess(stimulus_id=stimulus_id, peer=peer, data=nbytes)
+        ]
+        missing = tuple(k for k in keys if k not in data)
+        if missing:
+            stimuli.append(ev.GatherDepMissing(stimulus_id=stimulus_id, peer=peer, keys=missing))
+        self.handle(*stimuli)
+
+    # -- the scheduler stream ---------------------------------------------------------
+
+    async def _read_scheduler(self, comm: Comm) -> None:
+        try:
+            while True:
+                batch = await comm.read()
+                stimuli = [s for s in map(self._stimulus, batch) if s is not None]
+                if stimuli:
+                    self.handle(*stimuli)
+        except (CommClosedError, OSError):
+            logger.info("lost the scheduler at %s; closing", self.scheduler_address)
+        finally:
+            self._spawn(self.close())
+
+    def _stimulus(self, msg: dict[str, Any]) -> ev.Stimulus | None:
+        fields = dict(msg)
+        cls = SCHEDULER_OPS.get(fields.pop("op", None))
+        if cls is None:
+            logger.warning("ignoring unknown op %r from the scheduler", msg.get("op"))
+            return None
+        fields.setdefault("stimulus_id", f"{msg['op']}-{time.time()}")
+        if "keys" in fields:
+            fields["keys"] = tuple(fields["keys"])
+        if "priority" in fields:
+            fields["priority"] = tuple(fields["priority"])
+        if "who_has" in fields:
+            fields["who_has"] = {k: tuple(v) for k, v in fields["who_has"].items()}
+        try:
+            return cls(**fields)
+        except TypeError as e:
+            logger.warning("ignoring malformed %r from the scheduler: %s", msg.get("op"), e)
+            return None
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            with contextlib.suppress(CommClosedError):
+                self.batched.send({"op": "heartbeat", "metrics": self.metrics()})
+
+    def metrics(self) -> dict[str, Any]:
+        with self._process.oneshot():
+            memory = self._process.memory_info().rss
+            cpu = self._process.cpu_percent()
+        return {
+            "memory": memory,
+            "cpu": cpu,
+            "keys": len(self.data),
+            "executing": self.state.executing_count if self.state else 0,
+            "time": time.time(),
+        }
+
+    # -- handlers for peers and clients -------------------------------------------------
+
+    def get_data(self, comm: Comm, keys: list[Any]) -> dict[Any, Any]:
+        """The values of those of ``keys`` held here; absent keys are left out."""
+        return {k: self.data[k] for k in keys if k in self.data}
+
+    def update_data(
+        self, comm: Comm, data: dict[Any, Any], report: bool = True
+    ) -> dict[Any, int]:
+        """Store values sent directly (scatter); returns their sizes."""
+        self.data.update(data)
+        nbytes = {k: sizeof(v) for k, v in data.items()}
+        self.handle(ev.UpdateData(stimulus_id=f"update-data-{time.time()}", data=nbytes,
+                                  report=report))
+        return nbytes
+
+    async def run(self, comm: Comm, function: bytes, args: bytes = b"") -> dict[str, Any]:
+        """``client.run``: call a function here; result and errors travel pickled."""
+
+        def call() -> Any:
+            fn = pickle.loads(function)
+            call_args, call_kwargs = pickle.loads(args) if args else ((), {})
+            return fn(*call_args, **call_kwargs)
+
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(None, call)
+        except Exception as e:
+            import traceback
+
+            return {
+                "status": "error",
+                "exception": _pickle_exception(e),
+                "exception_text": f"{type(e).__name__}: {e}",
+                "traceback_text": "".join(traceback.format_exception(e)),
+            }
+        return {"status": "OK", "result": dumps_pickle(result)}
+
+    def reset(self, comm: Comm) -> str:
+        """Drop all data and queued work (``client.restart``)."""
+        assert self.state is not None
+        self.handle(ev.FreeKeys(stimulus_id=f"reset-{time.time()}", keys=tuple(self.state.tasks)))
+        self.data.clear()
+        return "OK"
+
+    def identity(self, comm: Comm) -> dict[str, Any]:
+        return {"type": "Worker", "address": self.address, "name": self.name,
+                "nthreads": self.nthreads, "pid": os.getpid()}
+
+
+def _pickle_exception(exc: BaseException) -> bytes:
+    try:
+        return dumps_pickle(exc)
+    except Exception:
+        from corral.exceptions import RemoteError
+
+        return pickle.dumps(RemoteError(type(exc).__name__, str(exc)))

@@ -1,0 +1,380 @@
+"""The worker's decisions, as a pure state machine: stimuli in, instructions out.
+
+Theory of operation
+-------------------
+* A task assigned here is ``waiting`` (inputs missing) or ``ready``; ready tasks run in
+  priority order on at most ``nthreads`` threads (``executing``), then sit in
+  ``memory`` (or ``error``). Inputs held elsewhere are ``fetch`` tasks: they move to
+  ``flight`` while a transfer brings them, or ``missing`` once no holder is left.
+* Transfers are batched per peer (up to ``transfer_message_target_bytes``), one per
+  peer at a time and at most ``max_concurrent_transfers`` overall, inputs of the most
+  urgent tasks first. A worker never fetches from itself.
+* Freeing a task that is executing marks it ``cancelled``: its result is dropped when it
+  comes back. Inputs held only for freed tasks are released, and the scheduler told.
+* No I/O, no clock; the server holds the data, runs the threads and the transfers.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import deque
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from corral.exceptions import InvalidTransition
+from corral.scheduler.events import Key
+from corral.worker import events as ev
+
+
+class WS(Enum):
+    WAITING = "waiting"
+    READY = "ready"
+    EXECUTING = "executing"
+    CANCELLED = "cancelled"
+    MEMORY = "memory"
+    ERROR = "error"
+    FETCH = "fetch"
+    FLIGHT = "flight"
+    MISSING = "missing"
+
+
+TRANSITIONS: frozenset[tuple[WS, WS]] = frozenset({
+    (WS.WAITING, WS.READY), (WS.READY, WS.EXECUTING), (WS.EXECUTING, WS.MEMORY),
+    (WS.EXECUTING, WS.ERROR), (WS.EXECUTING, WS.CANCELLED),
+    (WS.FETCH, WS.FLIGHT), (WS.FLIGHT, WS.MEMORY), (WS.FLIGHT, WS.FETCH),
+    (WS.FLIGHT, WS.MISSING), (WS.FETCH, WS.MISSING), (WS.MISSING, WS.FETCH),
+    (WS.FETCH, WS.MEMORY), (WS.MISSING, WS.MEMORY), (WS.WAITING, WS.MEMORY),
+    (WS.READY, WS.MEMORY),
+})  # fmt: skip
+NEEDS_INPUTS = (WS.WAITING, WS.READY, WS.EXECUTING)
+
+
+@dataclass(eq=False, slots=True)
+class TaskState:
+    key: Key
+    state: WS
+    run_spec: bytes | None = None
+    dependencies: tuple[Key, ...] = ()
+    dependents: set[Key] = field(default_factory=set)  # tasks here that need this one
+    priority: tuple[float, ...] = ()
+    who_has: set[str] = field(default_factory=set)
+    nbytes: int = 0
+    assigned: bool = False  # the scheduler asked us to compute it (vs. an input only)
+
+
+class WorkerState:
+    def __init__(
+        self,
+        address: str,
+        nthreads: int,
+        *,
+        max_concurrent_transfers: int = 10,
+        transfer_message_target_bytes: int = 50_000_000,
+        log_length: int = 10_000,
+    ) -> None:
+        self.address = address
+        self.nthreads = nthreads
+        self.max_concurrent_transfers = max_concurrent_transfers
+        self.transfer_message_target_bytes = transfer_message_target_bytes
+        self.tasks: dict[Key, TaskState] = {}
+        self.executing: set[Key] = set()
+        self.in_flight: dict[str, tuple[Key, ...]] = {}  # peer → keys being fetched
+        self._ready: list[tuple[tuple[float, ...], int, Key]] = []
+        self._fetch: list[tuple[tuple[float, ...], int, Key]] = []
+        self._seq = itertools.count()
+        self.log: deque[tuple[Key, str, str, str]] = deque(maxlen=log_length)
+        self._out: list[ev.Instruction] = []
+        self._sid = ""
+
+    @property
+    def executing_count(self) -> int:
+        return len(self.executing)
+
+    def handle(self, *stimuli: ev.Stimulus) -> list[ev.Instruction]:
+        for stimulus in stimuli:
+            self._sid = stimulus.stimulus_id
+            getattr(self, "_on_" + type(stimulus).__name__)(stimulus)
+        self._ensure_computing()
+        self._ensure_communicating()
+        out, self._out = self._out, []
+        return out
+
+    def _emit(self, kind: type[ev.Instruction], **fields: Any) -> None:
+        self._out.append(kind(stimulus_id=self._sid, **fields))
+
+    def _tell(self, msg: dict[str, Any]) -> None:
+        self._emit(ev.SendToScheduler, msg=msg)
+
+    def _to(self, ts: TaskState, new: WS) -> None:
+        if (ts.state, new) not in TRANSITIONS:
+            raise InvalidTransition(f"{ts.key!r}: {ts.state.value} → {new.value}")
+        self.log.append((ts.key, ts.state.value, new.value, self._sid))
+        ts.state = new
+
+    # -- assignments -------------------------------------------------------------------
+
+    def _on_ComputeTask(self, s: ev.ComputeTask) -> None:
+        ts = self.tasks.get(s.key)
+        if ts is not None and ts.assigned:
+            if ts.state == WS.MEMORY:
+                self._tell({"op": "task-finished", "key": ts.key, "nbytes": ts.nbytes,
+                            "typename": "", "start": 0.0, "stop": 0.0})
+            return
+        if ts is not None and ts.state == WS.MEMORY:  # held as someone's input already
+            ts.assigned = True
+            self._tell({"op": "task-finished", "key": ts.key, "nbytes": ts.nbytes,
+                        "typename": "", "start": 0.0, "stop": 0.0})
+            return
+        if ts is not None:  # was an input being fetched; now we are to compute it
+            self._forget(ts)
+        ts = self.tasks[s.key] = TaskState(
+            s.key, WS.WAITING, s.run_spec, tuple(s.who_has), priority=s.priority, assigned=True
+        )
+        for dep in ts.dependencies:
+            dts = self.tasks.get(dep)
+            if dts is None:
+                dts = self.tasks[dep] = TaskState(dep, WS.FETCH, nbytes=s.nbytes.get(dep, 0))
+                dts.who_has = set(s.who_has.get(dep, ())) - {self.address}
+                if not dts.who_has:
+                    self._to(dts, WS.MISSING)
+            elif dts.state in (WS.FETCH, WS.FLIGHT, WS.MISSING):
+                dts.who_has |= set(s.who_has.get(dep, ())) - {self.address}
+                if dts.state == WS.MISSING and dts.who_has:
+                    self._to(dts, WS.FETCH)
+            dts.dependents.add(ts.key)
+            if dts.state == WS.FETCH:
+                heapq.heappush(self._fetch, (ts.priority, next(self._seq), dep))
+        self._maybe_ready(ts)
+
+    def _maybe_ready(self, ts: TaskState) -> None:
+        if ts.state == WS.WAITING and all(
+            self.tasks[d].state == WS.MEMORY for d in ts.dependencies
+        ):
+            self._to(ts, WS.READY)
+            heapq.heappush(self._ready, (ts.priority, next(self._seq), ts.key))
+
+    def _ensure_computing(self) -> None:
+        while self._ready and len(self.executing) < self.nthreads:
+            _, _, key = heapq.heappop(self._ready)
+            ts = self.tasks.get(key)
+            if ts is None or ts.state != WS.READY:
+                continue  # freed or stolen meanwhile
+            self._to(ts, WS.EXECUTING)
+            self.executing.add(key)
+            self._emit(ev.Execute, key=key)
+
+    def _ensure_communicating(self) -> None:
+        deferred = []
+        while self._fetch and len(self.in_flight) < self.max_concurrent_transfers:
+            item = heapq.heappop(self._fetch)
+            ts = self.tasks.get(item[2])
+            if ts is None or ts.state != WS.FETCH:
+                continue
+            free = sorted(p for p in ts.who_has if p not in self.in_flight)
+            if not free:
+                deferred.append(item)
+                continue
+            peer = free[0]
+            keys, total = [ts.key], ts.nbytes
+            for other in self.tasks.values():  # more inputs from the same peer, one request
+                if total >= self.transfer_message_target_bytes:
+                    break
+                if other is not ts and other.state == WS.FETCH and peer in other.who_has:
+                    keys.append(other.key)
+                    total += other.nbytes
+            for key in keys:
+                self._to(self.tasks[key], WS.FLIGHT)
+            self.in_flight[peer] = tuple(keys)
+            self._emit(ev.GatherDep, peer=peer, keys=tuple(keys), total_nbytes=total)
+        for item in deferred:
+            heapq.heappush(self._fetch, item)
+
+    # -- outcomes ----------------------------------------------------------------------
+
+    def _on_ExecuteSuccess(self, s: ev.ExecuteSuccess) -> None:
+        ts = self._finish_execution(s.key)
+        if ts is None:
+            return
+        ts.nbytes = s.nbytes
+        self._to(ts, WS.MEMORY)
+        self._tell({"op": "task-finished", "key": s.key, "nbytes": s.nbytes,
+                    "typename": s.typename, "start": s.start, "stop": s.stop})
+        self._inputs_done(ts)
+        for dependent in list(ts.dependents):  # tasks here that waited for this one
+            if dependent in self.tasks:
+                self._maybe_ready(self.tasks[dependent])
+
+    def _on_ExecuteFailure(self, s: ev.ExecuteFailure) -> None:
+        ts = self._finish_execution(s.key)
+        if ts is None:
+            return
+        self._to(ts, WS.ERROR)
+        self._tell({"op": "task-erred", "key": s.key, "exception": s.exception,
+                    "traceback": s.traceback, "exception_text": s.exception_text,
+                    "traceback_text": s.traceback_text, "start": s.start, "stop": s.stop})
+        self._inputs_done(ts)
+
+    def _finish_execution(self, key: Key) -> TaskState | None:
+        """The task's thread is free; None if its result is to be dropped."""
+        self.executing.discard(key)
+        ts = self.tasks.get(key)
+        if ts is None or ts.state == WS.CANCELLED:
+            if ts is not None:
+                self._forget(ts)
+                self._inputs_done(ts)
+            self._emit(ev.ReleaseData, keys=(key,))
+            return None
+        return ts if ts.state == WS.EXECUTING else None
+
+    def _inputs_done(self, ts: TaskState) -> None:
+        for dep in ts.dependencies:
+            dts = self.tasks.get(dep)
+            if dts is not None:
+                dts.dependents.discard(ts.key)
+                self._release_if_unneeded(dts)
+
+    def _on_GatherDepSuccess(self, s: ev.GatherDepSuccess) -> None:
+        requested = self.in_flight.pop(s.peer, ())
+        arrived = {}
+        for key, nbytes in s.data.items():
+            ts = self.tasks.get(key)
+            if ts is None or not ts.dependents:  # freed while in flight: drop it
+                self._emit(ev.ReleaseData, keys=(key,))
+                if ts is not None:
+                    self._forget(ts)
+                continue
+            if ts.state in (WS.FLIGHT, WS.FETCH, WS.MISSING):
+                ts.nbytes = nbytes
+                self._to(ts, WS.MEMORY)
+                arrived[key] = nbytes
+                for dependent in list(ts.dependents):
+                    if dependent in self.tasks:
+                        self._maybe_ready(self.tasks[dependent])
+        if arrived:
+            self._tell({"op": "add-keys", "keys": arrived})
+        for key in requested:  # asked for but not in the answer: handled by GatherDepMissing
+            ts = self.tasks.get(key)
+            if ts is not None and ts.state == WS.FLIGHT and key not in s.data:
+                self._to(ts, WS.FETCH)
+                heapq.heappush(self._fetch, (self._urgency(ts), next(self._seq), key))
+
+    def _on_GatherDepMissing(self, s: ev.GatherDepMissing) -> None:
+        for key in s.keys:
+            ts = self.tasks.get(key)
+            if ts is not None:
+                ts.who_has.discard(s.peer)
+                self._tell({"op": "missing-data", "key": key, "errant_worker": s.peer})
+                self._refetch(ts)
+
+    def _on_GatherDepFailure(self, s: ev.GatherDepFailure) -> None:
+        self.in_flight.pop(s.peer, None)
+        for key in s.keys:
+            if key in self.tasks:
+                self._tell({"op": "missing-data", "key": key, "errant_worker": s.peer})
+        self._drop_peer(s.peer)
+
+    def _on_RemoveWorkerPeer(self, s: ev.RemoveWorkerPeer) -> None:
+        self._drop_peer(s.peer)
+
+    def _drop_peer(self, peer: str) -> None:
+        for ts in list(self.tasks.values()):
+            if peer in ts.who_has:
+                ts.who_has.discard(peer)
+                self._refetch(ts)
+
+    def _refetch(self, ts: TaskState) -> None:
+        if ts.state not in (WS.FETCH, WS.FLIGHT, WS.MISSING):
+            return
+        if ts.state == WS.FLIGHT and any(ts.key in keys for keys in self.in_flight.values()):
+            return  # still in a live transfer from another peer
+        if ts.who_has:
+            if ts.state != WS.FETCH:
+                self._to(ts, WS.FETCH)
+            heapq.heappush(self._fetch, (self._urgency(ts), next(self._seq), ts.key))
+        elif ts.state != WS.MISSING:
+            self._to(ts, WS.MISSING)
+
+    def _urgency(self, ts: TaskState) -> tuple[float, ...]:
+        priorities = [self.tasks[d].priority for d in ts.dependents if d in self.tasks]
+        return min(priorities, default=())
+
+    # -- data put here, freeing, stealing ------------------------------------------------
+
+    def _on_UpdateData(self, s: ev.UpdateData) -> None:
+        for key, nbytes in s.data.items():
+            ts = self.tasks.get(key)
+            if ts is None:
+                ts = self.tasks[key] = TaskState(key, WS.MEMORY, nbytes=nbytes, assigned=True)
+            elif ts.state in (WS.FETCH, WS.FLIGHT, WS.MISSING, WS.WAITING, WS.READY):
+                self._to(ts, WS.MEMORY)
+            ts.nbytes, ts.assigned = nbytes, True
+            for dependent in list(ts.dependents):
+                if dependent in self.tasks:
+                    self._maybe_ready(self.tasks[dependent])
+        if s.report:
+            self._tell({"op": "add-keys", "keys": dict(s.data)})
+
+    def _on_FreeKeys(self, s: ev.FreeKeys) -> None:
+        for key in s.keys:
+            ts = self.tasks.get(key)
+            if ts is None:
+                continue
+            ts.assigned = False
+            if ts.state == WS.EXECUTING:
+                self._to(ts, WS.CANCELLED)
+            elif ts.state in (WS.WAITING, WS.READY, WS.ERROR):
+                self._forget(ts)
+                self._inputs_done(ts)
+            elif ts.state == WS.MEMORY and not ts.dependents:
+                self._forget(ts)
+                self._emit(ev.ReleaseData, keys=(key,))
+
+    def _on_StealRequest(self, s: ev.StealRequest) -> None:
+        ts = self.tasks.get(s.key)
+        released = ts is not None and ts.state in (WS.WAITING, WS.READY)
+        if released:
+            assert ts is not None
+            self._forget(ts)
+            self._inputs_done(ts)
+        self._tell({"op": "steal-response", "key": s.key, "released": released})
+
+    def _release_if_unneeded(self, ts: TaskState) -> None:
+        """An input nobody here needs any more, and that we were not asked to compute."""
+        if ts.dependents or ts.assigned:
+            return
+        if ts.state == WS.MEMORY:
+            self._emit(ev.ReleaseData, keys=(ts.key,))
+            self._tell({"op": "release-worker-data", "key": ts.key})
+        if ts.state != WS.FLIGHT:  # a transfer in flight is dropped when it lands
+            self._forget(ts)
+
+    def _forget(self, ts: TaskState) -> None:
+        if self.tasks.get(ts.key) is ts:
+            del self.tasks[ts.key]
+        self.log.append((ts.key, ts.state.value, "forgotten", self._sid))
+
+    # -- introspection ---------------------------------------------------------------------
+
+    def story(self, key: Key) -> list[tuple[Key, str, str, str]]:
+        return [entry for entry in self.log if entry[0] == key]
+
+    def validate(self) -> None:
+        assert len(self.executing) <= self.nthreads
+        for key in self.executing:
+            assert self.tasks[key].state in (WS.EXECUTING, WS.CANCELLED), key
+        for key, ts in self.tasks.items():
+            assert ts.key == key
+            assert self.address not in ts.who_has, key
+            if ts.state in NEEDS_INPUTS and ts.state != WS.WAITING:
+                for dep in ts.dependencies:
+                    assert self.tasks[dep].state == WS.MEMORY, (key, dep)
+            for dependent in ts.dependents:
+                assert dependent in self.tasks, (key, dependent)
+        for peer, keys in self.in_flight.items():
+            assert peer != self.address
+            for key in keys:
+                assert key not in self.tasks or self.tasks[key].state in (
+                    WS.FLIGHT, WS.MEMORY, WS.FETCH, WS.MISSING
+                ), key

@@ -1,0 +1,130 @@
+"""Deployment: the seed's Pool/Cluster example, the CLI, and clean shutdowns."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import psutil
+
+from corral import Client, Cluster, LocalCluster, Pool
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def corral_children() -> list[psutil.Process]:
+    return [p for p in psutil.Process().children(recursive=True) if p.is_running()
+            and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_seed_pool_and_cluster_example():
+    center, w1, w2 = free_ports(3)
+    c = Cluster(hosts=[f"127.0.0.1:{w1}", f"127.0.0.1:{w2}"], center=f"127.0.0.1:{center}")
+    p = Pool(f"127.0.0.1:{center}")
+    a, b, d = p.map(lambda x: x * 10, [1, 2, 3])
+    assert (a.get(), b.get(), d.get()) == (10, 20, 30)
+    assert p.apply(pow, (2, 10)).get() == 1024
+    workers = p.client.nthreads()
+    assert sorted(workers) == sorted([f"tcp://127.0.0.1:{w1}", f"tcp://127.0.0.1:{w2}"])
+    p.close()
+    c.close()
+    assert not corral_children()
+
+
+def test_local_cluster_leaves_no_orphans():
+    with LocalCluster(n_workers=2, threads_per_worker=1) as cluster:
+        pids = {w.pid for w in cluster.workers.values()}
+        assert len(pids) == 2
+        cluster.scale(3)
+        assert len(cluster.workers) == 3
+        cluster.scale(1)
+        assert len(cluster.workers) == 1
+        with Client(cluster.scheduler_address) as client:
+            assert len(client.nthreads()) == 1
+    assert not corral_children()
+    for pid in pids:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def _start(args: list[str], **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "corral.cli", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs,
+    )
+
+
+def test_cli_scheduler_two_workers_and_a_client(tmp_path):
+    (port,) = free_ports(1)
+    scheduler_file = tmp_path / "scheduler.json"
+    sched = _start(["scheduler", "--port", str(port), "--scheduler-file", str(scheduler_file)])
+    workers = []
+    try:
+        deadline = time.monotonic() + 30
+        while not scheduler_file.exists():
+            assert time.monotonic() < deadline, "scheduler did not write its file"
+            assert sched.poll() is None, sched.stdout.read()
+            time.sleep(0.05)
+        address = json.loads(scheduler_file.read_text())["address"]
+        assert address == f"tcp://127.0.0.1:{port}"
+        assert oct(scheduler_file.stat().st_mode & 0o777) == "0o600"
+        workers = [
+            _start(["worker", address, "--nthreads", "1", "--name", "w0"]),
+            _start(["worker", "--scheduler-file", str(scheduler_file), "--nthreads", "1"]),
+        ]
+        with Client(address) as client:
+            deadline = time.monotonic() + 30
+            while len(client.nthreads()) < 2:
+                assert time.monotonic() < deadline, "workers did not join"
+                time.sleep(0.05)
+            assert client.submit(sum, [1, 2, 3]).result(timeout=10) == 6
+            assert sorted(client.gather(client.map(abs, [-1, -2]))) == [1, 2]
+        for w in workers:
+            w.send_signal(signal.SIGTERM)
+            assert w.wait(timeout=15) == 0, w.stdout.read()
+        sched.send_signal(signal.SIGINT)
+        assert sched.wait(timeout=15) == 0
+        log = sched.stdout.read()
+        assert f"start workers with: corral worker {address}" in log
+    finally:
+        for proc in [sched, *workers]:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+
+
+def test_worker_exits_when_its_parent_dies():
+    with LocalCluster(n_workers=0) as cluster:
+        code = (
+            "import os, subprocess, sys, time\n"
+            f"p = subprocess.Popen([sys.executable, '-m', 'corral.cli', 'worker', "
+            f"'{cluster.scheduler_address}', '--nthreads', '1'], "
+            "env={**os.environ, 'CORRAL_PARENT_PID': str(os.getpid())})\n"
+            "print(p.pid, flush=True)\n"
+            "time.sleep(60)\n"
+        )
+        parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        worker_pid = int(parent.stdout.readline())
+        deadline = time.monotonic() + 30
+        while not cluster.scheduler.state.workers:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        parent.kill()
+        parent.wait()
+        parent.stdout.close()
+        deadline = time.monotonic() + 15
+        while psutil.pid_exists(worker_pid) and psutil.Process(worker_pid).status() != "zombie":
+            assert time.monotonic() < deadline, "orphaned worker kept running"
+            time.sleep(0.1)

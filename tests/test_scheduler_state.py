@@ -1,0 +1,262 @@
+"""The scheduler state machine, driven without sockets or clocks."""
+
+from __future__ import annotations
+
+import pickle
+import time
+
+import pytest
+
+from corral.exceptions import DataLostError, KilledWorker
+from corral.scheduler import events as ev
+from corral.scheduler.state import SchedulerState
+
+A, B, C = "tcp://a:1", "tcp://b:1", "tcp://c:1"
+
+
+def spec(key, deps=(), **kw):
+    return ev.TaskSpec(key=key, run_spec=b"spec-" + key.encode(), dependencies=tuple(deps), **kw)
+
+
+def graph(client, *specs, wanted=None):
+    keys = tuple(s.key for s in specs) if wanted is None else tuple(wanted)
+    return ev.UpdateGraph(stimulus_id="graph", client=client, tasks=specs, wanted=keys)
+
+
+def add_worker(address, nthreads=1):
+    return ev.AddWorker(stimulus_id="add", address=address, nthreads=nthreads)
+
+
+def finished(worker, key, nbytes=8, start=0.0, stop=0.0):
+    return ev.TaskFinished(stimulus_id=f"done-{key}", worker=worker, key=key, nbytes=nbytes,
+                           typename="int", start=start, stop=stop)
+
+
+def computes(actions):
+    return [(a.worker, a.key) for a in actions if isinstance(a, ev.ComputeTask)]
+
+
+def of_type(actions, kind):
+    return [a for a in actions if isinstance(a, kind)]
+
+
+@pytest.fixture
+def state():
+    s = SchedulerState(default_duration=0.5)
+    yield s
+    s.validate()
+
+
+def test_one_task_on_one_worker(state):
+    state.handle(add_worker(A))
+    actions = state.handle(graph("c1", spec("x")))
+    assert actions == [
+        ev.ComputeTask(stimulus_id="graph", worker=A, key="x", run_spec=b"spec-x", who_has={},
+                       nbytes={}, priority=(0, 1, 0), resources=None)
+    ]
+    actions = state.handle(finished(A, "x"))
+    assert actions == [ev.ReportKeyInMemory(stimulus_id="done-x", client="c1", key="x",
+                                            who_has=(A,), nbytes=8, typename="int")]
+    assert state.task_state("x") == "memory"
+    actions = state.handle(ev.ClientReleasesKeys(stimulus_id="rel", client="c1", keys=("x",)))
+    assert actions == [ev.FreeKeys(stimulus_id="rel", worker=A, keys=("x",))]
+    assert state.task_state("x") is None
+
+
+def test_dependent_runs_where_its_input_lives(state):
+    state.handle(add_worker(A), add_worker(B))
+    state.handle(graph("c", spec("x"), wanted=["x"]))
+    where = state.tasks["x"].processing_on.address
+    state.handle(finished(where, "x", nbytes=100_000_000))
+    actions = state.handle(graph("c", spec("y", ["x"])))
+    assert computes(actions) == [(where, "y")]
+
+
+def test_busy_holder_loses_to_an_idle_worker(state):
+    state.handle(add_worker(A), add_worker(B))
+    state.handle(ev.ScatterData(stimulus_id="s", client="c", placed={"big": (A, 1_000_000)}))
+    busy = [spec(f"busy{i}", workers=(A,)) for i in range(50)]
+    state.handle(graph("c", *busy))
+    actions = state.handle(graph("c", spec("y", ["big"])))
+    assert computes(actions) == [(B, "y")]  # 50 x 0.5 s queued on A > 10 ms to move 1 MB
+
+
+def test_large_input_pins_the_task_despite_an_idle_worker(state):
+    state.handle(add_worker(A), add_worker(B))
+    state.handle(ev.ScatterData(stimulus_id="s", client="c", placed={"big": (A, 10**9)}))
+    state.handle(graph("c", spec("busy", workers=(A,))))
+    actions = state.handle(graph("c", spec("y", ["big"])))
+    assert computes(actions) == [(A, "y")]  # 10 s to move 1 GB > 0.5 s of waiting
+
+
+def test_chain_across_workers_and_release_of_intermediates(state):
+    state.handle(add_worker(A), add_worker(B))
+    state.handle(graph("c", spec("a"), spec("b", ["a"]), wanted=["b"]))
+    wa = state.tasks["a"].processing_on.address
+    actions = state.handle(finished(wa, "a"))
+    assert computes(actions) == [(wa, "b")]
+    actions = state.handle(finished(wa, "b"))
+    assert ev.FreeKeys(stimulus_id="done-b", worker=wa, keys=("a",)) in actions
+    assert state.task_state("a") == "released"  # kept as lineage of b
+    assert of_type(actions, ev.ReportKeyInMemory)[0].key == "b"
+
+
+def test_restrictions_and_no_worker(state):
+    state.handle(add_worker(A))
+    actions = state.handle(graph("c", spec("x", workers=(B,))))
+    assert actions == []
+    assert state.task_state("x") == "no-worker"
+    actions = state.handle(add_worker(B))
+    assert computes(actions) == [(B, "x")]
+    actions = state.handle(graph("c", spec("y", workers=(C,), allow_other_workers=True)))
+    assert len(computes(actions)) == 1
+
+
+def test_retries_then_error_propagates_to_dependents_and_clients(state):
+    state.handle(add_worker(A))
+    state.handle(graph("c", spec("x", retries=1), spec("y", ["x"])))
+    erred = ev.TaskErred(
+        stimulus_id="e", worker=A, key="x", exception=pickle.dumps(ValueError("v")),
+        traceback=b"", exception_text="ValueError: v", traceback_text="tb",
+    )
+    actions = state.handle(erred)
+    assert computes(actions) == [(A, "x")]  # retried
+    actions = state.handle(erred)
+    reports = of_type(actions, ev.ReportTaskErred)
+    assert sorted(r.key for r in reports) == ["x", "y"]
+    assert pickle.loads(reports[0].exception).args == ("v",)
+    assert state.task_state("y") == "erred"
+
+
+def test_unknown_dependency_is_an_error_for_the_client(state):
+    state.handle(add_worker(A))
+    actions = state.handle(graph("c", spec("y", ["nope"])))
+    (report,) = of_type(actions, ev.ReportTaskErred)
+    assert "nope" in report.exception_text
+
+
+def test_pure_keys_are_shared_and_refcounted_across_clients(state):
+    state.handle(add_worker(A))
+    assert computes(state.handle(graph("c1", spec("x")))) == [(A, "x")]
+    assert computes(state.handle(graph("c2", spec("x")))) == []
+    actions = state.handle(ev.ClientReleasesKeys(stimulus_id="r", client="c1", keys=("x",)))
+    assert actions == []
+    actions = state.handle(finished(A, "x"))
+    assert [r.client for r in of_type(actions, ev.ReportKeyInMemory)] == ["c2"]
+
+
+def test_cancel_reports_and_frees(state):
+    state.handle(add_worker(A))
+    state.handle(graph("c", spec("x")))
+    actions = state.handle(ev.CancelKeys(stimulus_id="k", client="c", keys=("x",)))
+    assert ev.ReportCancelled(stimulus_id="k", client="c", key="x") in actions
+    assert ev.FreeKeys(stimulus_id="k", worker=A, keys=("x",)) in actions
+    assert state.task_state("x") is None
+    assert state.handle(finished(A, "x")) == [ev.FreeKeys(stimulus_id="done-x", worker=A,
+                                                          keys=("x",))]
+
+
+def test_removed_worker_reschedules_and_recomputes_lineage(state):
+    state.handle(add_worker(A), add_worker(B))
+    state.handle(graph("c", spec("a", workers=(A,)), spec("b", ["a"], workers=(B,)),
+                       wanted=["b"]))
+    state.handle(finished(A, "a"))
+    assert state.task_state("b") == "processing"
+    actions = state.handle(ev.RemoveWorker(stimulus_id="gone", address=A))
+    assert computes(actions) == []  # "a" is restricted to the dead worker
+    assert state.task_state("a") == "no-worker"
+    # b's input died with A: b is taken back from B and waits for a's recomputation.
+    assert ev.FreeKeys(stimulus_id="gone", worker=B, keys=("b",)) in actions
+    assert state.task_state("b") == "waiting"
+    actions = state.handle(add_worker(A))
+    assert computes(actions) == [(A, "a")]
+    assert computes(state.handle(finished(A, "a"))) == [(B, "b")]
+
+
+def test_lost_scattered_data_errs_clearly(state):
+    state.handle(add_worker(A))
+    state.handle(ev.ScatterData(stimulus_id="s", client="c", placed={"d": (A, 10)}))
+    actions = state.handle(ev.RemoveWorker(stimulus_id="gone", address=A))
+    (report,) = of_type(actions, ev.ReportTaskErred)
+    assert isinstance(pickle.loads(report.exception), DataLostError)
+
+
+def test_killed_worker_after_allowed_failures(state):
+    for i in range(3):
+        state.handle(add_worker(f"tcp://w{i}:1"))
+    state.handle(graph("c", spec("crash")))
+    for _ in range(3):
+        where = state.tasks["crash"].processing_on.address
+        actions = state.handle(ev.RemoveWorker(stimulus_id="died", address=where))
+        state.validate()
+    (report,) = of_type(actions, ev.ReportTaskErred)
+    assert isinstance(pickle.loads(report.exception), KilledWorker)
+
+
+def test_missing_data_reschedules_the_dependent(state):
+    state.handle(add_worker(A), add_worker(B))
+    state.handle(ev.ScatterData(stimulus_id="s", client="c",
+                                placed={"d": (A, 10)}))
+    state.handle(ev.AddKeys(stimulus_id="k", worker=B, keys={"d": 10}))
+    state.handle(graph("c", spec("y", ["d"], workers=(C,), allow_other_workers=False)))
+    state.handle(add_worker(C))
+    actions = state.handle(ev.MissingData(stimulus_id="m", worker=C, key="d", errant_worker=A))
+    (compute,) = of_type(actions, ev.ComputeTask)
+    assert compute.who_has == {"d": (B,)}
+    assert ev.FreeKeys(stimulus_id="m", worker=C, keys=("y",)) in actions
+
+
+def test_idle_worker_steals_queued_work(state):
+    state.handle(add_worker(A))
+    state.handle(graph("c", *[spec(f"t{i}") for i in range(10)]))
+    state.handle(add_worker(B))
+    actions = state.handle(ev.Tick(stimulus_id="tick", now=1.0))
+    (steal,) = of_type(actions, ev.StealRequest)
+    assert steal.worker == A
+    assert steal.key == "t9"  # the one that would run last
+    actions = state.handle(ev.StealResponse(stimulus_id="r", worker=A, key="t9", released=True))
+    assert computes(actions) == [(B, "t9")]
+
+
+def test_stale_and_unknown_messages_are_harmless(state):
+    state.handle(add_worker(A))
+    assert state.handle(finished("tcp://nobody:1", "x")) == []
+    assert state.handle(finished(A, "ghost")) == [ev.FreeKeys(stimulus_id="done-ghost", worker=A,
+                                                              keys=("ghost",))]
+    state.handle(ev.ClientReleasesKeys(stimulus_id="r", client="c", keys=("nothing",)))
+    state.handle(ev.RemoveWorker(stimulus_id="r", address="tcp://nobody:1"))
+
+
+def test_depth_first_priorities(state):
+    state.handle(add_worker(A))
+    specs = [spec("r1"), spec("r2"), spec("d1", ["r1"]), spec("d2", ["r2"])]
+    state.handle(graph("c", *specs, wanted=["d1", "d2"]))
+    order = sorted(state.tasks, key=lambda k: state.tasks[k].priority)
+    assert order.index("d1") < order.index("r2")  # finish a branch before the next root
+
+
+def test_scale_100_workers_100k_tasks():
+    state = SchedulerState()
+    workers = [f"tcp://w{i}:1" for i in range(100)]
+    state.handle(*[add_worker(w) for w in workers])
+    specs = []
+    for i in range(50_000):
+        specs.append(spec(f"r{i}", name="root"))
+        specs.append(spec(f"d{i}", [f"r{i}"], name="dep"))
+    start = time.perf_counter()
+    queue = list(state.handle(graph("c", *specs, wanted=[f"d{i}" for i in range(50_000)])))
+    reported = set()
+    used = set()
+    while queue:
+        action = queue.pop()
+        if isinstance(action, ev.ComputeTask):
+            used.add(action.worker)
+            queue.extend(state.handle(finished(action.worker, action.key, start=0, stop=0.001)))
+        elif isinstance(action, ev.ReportKeyInMemory):
+            reported.add(action.key)
+    elapsed = time.perf_counter() - start
+    assert len(reported) == 50_000
+    assert used == set(workers)
+    assert all(t.state.value == "memory" for k, t in state.tasks.items() if k.startswith("d"))
+    state.validate()
+    print(f"100 workers x 100 000 tasks simulated in {elapsed:.1f} s")
