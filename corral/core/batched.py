@@ -1,8 +1,9 @@
 """``BatchedSend``: many small messages coalesced on one long-lived comm.
 
-``send(msg)`` only appends to a buffer; a background task writes everything buffered
-as one list every ``interval`` seconds, so a burst of N messages costs one write, not N.
-The receiver reads lists of messages.
+``send(msg)`` only appends to a buffer; a background task writes what is buffered as
+one list. A message after a quiet spell goes out at once (no added latency); while
+messages keep coming, writes are at least ``interval`` seconds apart, so a burst of N
+messages costs a few writes, not N. The receiver reads lists of messages.
 """
 
 from __future__ import annotations
@@ -45,12 +46,16 @@ class BatchedSend:
 
     async def _run(self) -> None:
         assert self.comm is not None
+        loop = asyncio.get_running_loop()
+        last_write = -self.interval
         try:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
-                if not self._stopping:
-                    await asyncio.sleep(self.interval)  # let a burst accumulate
+                wait = last_write + self.interval - loop.time()
+                if wait > 0 and not self._stopping:
+                    await asyncio.sleep(wait)  # busy: let the burst accumulate
+                last_write = loop.time()
                 if self._buffer:
                     batch, self._buffer = self._buffer, []
                     await self.comm.write(batch)
