@@ -25,6 +25,7 @@ test: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/rpc.py
+	$(BIN)/python bench/tasks.py
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

@@ -46,7 +46,7 @@ TRANSITIONS: frozenset[tuple[WS, WS]] = frozenset({
     (WS.FETCH, WS.FLIGHT), (WS.FLIGHT, WS.MEMORY), (WS.FLIGHT, WS.FETCH),
     (WS.FLIGHT, WS.MISSING), (WS.FETCH, WS.MISSING), (WS.MISSING, WS.FETCH),
     (WS.FETCH, WS.MEMORY), (WS.MISSING, WS.MEMORY), (WS.WAITING, WS.MEMORY),
-    (WS.READY, WS.MEMORY),
+    (WS.READY, WS.MEMORY), (WS.CANCELLED, WS.EXECUTING),
 })  # fmt: skip
 NEEDS_INPUTS = (WS.WAITING, WS.READY, WS.EXECUTING)
 
@@ -127,11 +127,18 @@ class WorkerState:
             self._tell({"op": "task-finished", "key": ts.key, "nbytes": ts.nbytes,
                         "typename": "", "start": 0.0, "stop": 0.0})
             return
+        if ts is not None and ts.state == WS.CANCELLED:  # wanted again while still running
+            ts.assigned = True
+            self._to(ts, WS.EXECUTING)
+            return
+        dependents: set[Key] = set()
         if ts is not None:  # was an input being fetched; now we are to compute it
+            dependents = ts.dependents
             self._forget(ts)
         ts = self.tasks[s.key] = TaskState(
             s.key, WS.WAITING, s.run_spec, tuple(s.who_has), priority=s.priority, assigned=True
         )
+        ts.dependents = dependents
         for dep in ts.dependencies:
             dts = self.tasks.get(dep)
             if dts is None:
@@ -240,18 +247,21 @@ class WorkerState:
         arrived = {}
         for key, nbytes in s.data.items():
             ts = self.tasks.get(key)
-            if ts is None or not ts.dependents:  # freed while in flight: drop it
+            if ts is None:  # freed while in flight: drop it
                 self._emit(ev.ReleaseData, keys=(key,))
-                if ts is not None:
-                    self._forget(ts)
                 continue
-            if ts.state in (WS.FLIGHT, WS.FETCH, WS.MISSING):
-                ts.nbytes = nbytes
-                self._to(ts, WS.MEMORY)
-                arrived[key] = nbytes
-                for dependent in list(ts.dependents):
-                    if dependent in self.tasks:
-                        self._maybe_ready(self.tasks[dependent])
+            if ts.state not in (WS.FLIGHT, WS.FETCH, WS.MISSING):
+                continue  # assigned here meanwhile: our own result will take its place
+            if not ts.dependents and not ts.assigned:
+                self._emit(ev.ReleaseData, keys=(key,))
+                self._forget(ts)
+                continue
+            ts.nbytes = nbytes
+            self._to(ts, WS.MEMORY)
+            arrived[key] = nbytes
+            for dependent in list(ts.dependents):
+                if dependent in self.tasks:
+                    self._maybe_ready(self.tasks[dependent])
         if arrived:
             self._tell({"op": "add-keys", "keys": arrived})
         for key in requested:  # asked for but not in the answer: handled by GatherDepMissing
@@ -372,9 +382,5 @@ class WorkerState:
                     assert self.tasks[dep].state == WS.MEMORY, (key, dep)
             for dependent in ts.dependents:
                 assert dependent in self.tasks, (key, dependent)
-        for peer, keys in self.in_flight.items():
+        for peer in self.in_flight:  # its keys may since have been assigned here
             assert peer != self.address
-            for key in keys:
-                assert key not in self.tasks or self.tasks[key].state in (
-                    WS.FLIGHT, WS.MEMORY, WS.FETCH, WS.MISSING
-                ), key

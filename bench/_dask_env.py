@@ -1,0 +1,38 @@
+"""A separate virtual env with dask.distributed, for comparison only (never a corral dep)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+VENV = Path(__file__).parent / ".venv-dask"
+
+
+def dask_python() -> Path | None:
+    """The env's python, creating the env on first use; None if it cannot be made."""
+    python = VENV / "bin" / "python"
+    if python.exists():
+        return python
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "distributed", "numpy"],
+                       check=True, timeout=600)
+    except (subprocess.SubprocessError, OSError) as e:
+        print(f"dask: unavailable ({e})", file=sys.stderr)
+        return None
+    return python
+
+
+def run_in_dask_env(script: str, *args: str, timeout: float = 900) -> dict | None:
+    """Run a script with the dask env's python; it prints one JSON object last."""
+    python = dask_python()
+    if python is None:
+        return None
+    result = subprocess.run([str(python), script, *args], capture_output=True, text=True,
+                            timeout=timeout)
+    if result.returncode != 0:
+        print(f"dask run failed:\n{result.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return json.loads(result.stdout.strip().splitlines()[-1])
