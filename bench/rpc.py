@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,6 +23,7 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
 from _dask_env import dask_python  # noqa: E402
+from _raw_socket import raw_bandwidth  # noqa: E402
 
 
 def run_pair(kind: str, python: str = sys.executable) -> dict:
@@ -41,37 +40,6 @@ def run_pair(kind: str, python: str = sys.executable) -> dict:
         server.kill()
         server.wait()
         server.stdout.close()
-
-
-def _raw_receiver(ports, nbytes: int, repeats: int) -> None:
-    server = socket.create_server(("127.0.0.1", 0))
-    ports.put(server.getsockname()[1])
-    for _ in range(repeats):
-        buf = bytearray(nbytes)
-        conn, _ = server.accept()
-        view, got = memoryview(buf), 0
-        while got < nbytes:
-            got += conn.recv_into(view[got:])
-        conn.sendall(b"k")
-        conn.close()
-
-
-def raw_bandwidth(payload: memoryview, repeats: int) -> float:
-    ctx = multiprocessing.get_context("spawn")
-    ports = ctx.Queue()
-    receiver = ctx.Process(target=_raw_receiver, args=(ports, payload.nbytes, repeats))
-    receiver.start()
-    port = ports.get()
-    rates = []
-    for _ in range(repeats):
-        sock = socket.create_connection(("127.0.0.1", port))
-        start = time.perf_counter()
-        sock.sendall(payload)
-        sock.recv(1)
-        rates.append(payload.nbytes / (time.perf_counter() - start))
-        sock.close()
-    receiver.join()
-    return statistics.median(rates)
 
 
 def corral_bandwidth(payload: object, nbytes: int, repeats: int) -> float:

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,6 +22,7 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
 from _dask_env import run_in_dask_env  # noqa: E402
+from _raw_socket import raw_bandwidth  # noqa: E402
 from _task_workloads import noop  # noqa: E402
 
 
@@ -50,34 +49,8 @@ def run_process_pool(quick: bool) -> dict:
     return out
 
 
-def _receive(port_queue, nbytes: int) -> None:
-    server = socket.create_server(("127.0.0.1", 0))
-    buf = bytearray(nbytes)  # allocated fresh, as a worker's receive buffer is
-    port_queue.put(server.getsockname()[1])
-    conn, _ = server.accept()
-    view, got = memoryview(buf), 0
-    while got < nbytes:
-        got += conn.recv_into(view[got:])
-    conn.sendall(b"k")
-    conn.close()
-
-
 def raw_socket_bandwidth(nbytes: int = 200 * 2**20) -> float:
-    rates = []
-    payload = memoryview(bytearray(os.urandom(1 << 20)) * (nbytes >> 20))
-    ctx = multiprocessing.get_context("spawn")
-    for _ in range(3):
-        ports = ctx.Queue()
-        receiver = ctx.Process(target=_receive, args=(ports, nbytes))
-        receiver.start()
-        sock = socket.create_connection(("127.0.0.1", ports.get()))
-        start = time.perf_counter()
-        sock.sendall(payload)
-        sock.recv(1)
-        rates.append(nbytes / (time.perf_counter() - start))
-        sock.close()
-        receiver.join()
-    return statistics.median(rates)
+    return raw_bandwidth(memoryview(bytearray(os.urandom(1 << 20)) * (nbytes >> 20)), 3)
 
 
 def ratio(a: float | None, b: float | None) -> str:

@@ -297,7 +297,7 @@ class AsyncClient:
             if future.done():
                 run()
             else:
-                future._state.callbacks.append(run)
+                future._state.add_callback(run)
 
         self._in_loop(register)
 

@@ -38,8 +38,10 @@ class FutureState:
         self.typename = ""
         self.exception: BaseException | None = None
         self.traceback_text = ""
-        self.event = asyncio.Event()
-        self.callbacks: list[Callable[[], None]] = []
+        # Made on first use: most futures are gathered, never awaited one by one, and an
+        # idle Event (with its deque) costs ~1 KB — more than the rest of the state.
+        self.event: asyncio.Event | None = None
+        self.callbacks: list[Callable[[], None]] | None = None
 
     def finish(self, who_has: tuple[str, ...], nbytes: int = 0, typename: str = "") -> None:
         self.status, self.who_has, self.nbytes, self.typename = FINISHED, who_has, nbytes, typename
@@ -59,12 +61,25 @@ class FutureState:
     def reset(self) -> None:
         """Back to pending, e.g. when the only copy of the data was lost and is recomputed."""
         self.status = PENDING
-        self.event.clear()
+        if self.event is not None:
+            self.event.clear()
+
+    async def wait(self) -> None:
+        while self.status == PENDING:
+            if self.event is None:
+                self.event = asyncio.Event()
+            await self.event.wait()
+
+    def add_callback(self, callback: Callable[[], None]) -> None:
+        if self.callbacks is None:
+            self.callbacks = []
+        self.callbacks.append(callback)
 
     def _done(self) -> None:
-        self.event.set()
-        callbacks, self.callbacks = self.callbacks, []
-        for callback in callbacks:
+        if self.event is not None:
+            self.event.set()
+        callbacks, self.callbacks = self.callbacks, None
+        for callback in callbacks or ():
             callback()
 
 
@@ -90,7 +105,7 @@ class Future:
         return self._state.status == CANCELLED
 
     async def _wait(self) -> None:
-        await self._state.event.wait()
+        await self._state.wait()
 
     async def _result_async(self) -> Any:
         await self._wait()
