@@ -94,14 +94,21 @@ def main(log_level: str) -> None:
 @click.option("--scheduler-file", type=click.Path(dir_okay=False),
               help="Write the address here, for workers and clients on a shared filesystem.")
 @click.option("--token", help=f"Shared secret peers must prove (or ${TOKEN_ENV}).")
+@click.option("--worker-ttl", default=30.0, show_default=True,
+              help="Seconds without a heartbeat after which a worker counts as dead.")
 def scheduler(
-    host: str, port: int, dashboard_address: str, scheduler_file: str | None, token: str | None
+    host: str,
+    port: int,
+    dashboard_address: str,
+    scheduler_file: str | None,
+    token: str | None,
+    worker_ttl: float,
 ) -> None:
     """Start a scheduler."""
     from corral.scheduler import Scheduler
 
     async def run() -> None:
-        sched = Scheduler(security=_security(token))
+        sched = Scheduler(security=_security(token), worker_ttl=worker_ttl)
         await sched.listen(f"tcp://{host}:{port}" if host else f"tcp://:{port}")
         address = sched.address
         if scheduler_file:
@@ -120,9 +127,15 @@ def scheduler(
               help="Read the scheduler's address from this file.")
 @click.option("--nthreads", type=int, default=None, help="Threads per worker [cores / nworkers].")
 @click.option("--nworkers", type=int, default=1, show_default=True,
-              help="Workers to run (in this process until the nanny lands).")
-@click.option("--memory-limit", default="0", help="e.g. 4GiB; 0 means no limit.")
-@click.option("--no-nanny", is_flag=True, help="Run without a supervising nanny process.")
+              help="Worker processes to run, each with its nanny.")
+@click.option("--memory-limit", default="0",
+              help="e.g. 4GiB; the nanny restarts a worker above it. 0 means no limit.")
+@click.option("--no-nanny", is_flag=True,
+              help="Run the worker(s) in this process, with no nanny to restart them.")
+@click.option("--reconnect-timeout", default=60.0, show_default=True,
+              help="Seconds a worker keeps trying to reach a lost scheduler before exiting.")
+@click.option("--liveness-timeout", default=30.0, show_default=True,
+              help="Seconds the nanny waits for a blocked worker to answer before restarting it.")
 @click.option("--name", default="", help="A name for the worker (default: its address).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=0, type=int, help="Port to listen on [any free port].")
@@ -138,8 +151,12 @@ def worker(
     host: str,
     port: int,
     token: str | None,
+    reconnect_timeout: float,
+    liveness_timeout: float,
 ) -> None:
     """Start worker(s) for the scheduler at SCHEDULER_ADDRESS."""
+    from corral.deploy.process import NANNY_ENV
+    from corral.nanny import Nanny
     from corral.worker import Worker
 
     if scheduler_file:
@@ -150,19 +167,29 @@ def worker(
     cores = os.cpu_count() or 1
     threads = nthreads or max(1, cores // max(nworkers, 1))
     security = _security(token)
-    del no_nanny  # the nanny arrives with the resilience work; workers run bare until then
 
     async def run() -> None:
-        workers = []
+        servers: list[Worker | Nanny] = []
         for i in range(nworkers):
             label = f"{name}-{i}" if name and nworkers > 1 else name
-            w = Worker(
-                scheduler_address, nthreads=threads, name=label, memory_limit=limit,
-                security=security,
-            )
-            await w.start(f"tcp://{host}:{port if nworkers == 1 else 0}")
-            workers.append(w)
-        await _serve_until_signalled(*workers, watch_parent=PARENT_PID_ENV in os.environ)
+            worker_port = port if nworkers == 1 else 0
+            if no_nanny:
+                server: Worker | Nanny = Worker(
+                    scheduler_address, nthreads=threads, name=label, memory_limit=limit,
+                    security=security, reconnect_timeout=reconnect_timeout,
+                    nanny=os.environ.get(NANNY_ENV),
+                )
+                await server.start(f"tcp://{host}:{worker_port}")
+            else:
+                server = Nanny(
+                    scheduler_address, nthreads=threads, name=label, host=host,
+                    worker_port=worker_port, memory_limit=limit, security=security,
+                    liveness_timeout=liveness_timeout,
+                    worker_args=("--reconnect-timeout", str(reconnect_timeout)),
+                )
+                await server.start(f"tcp://{host}:0")
+            servers.append(server)
+        await _serve_until_signalled(*servers, watch_parent=PARENT_PID_ENV in os.environ)
 
     run_async(run())
 

@@ -185,12 +185,15 @@ def test_killed_worker_after_allowed_failures(state):
     for i in range(3):
         state.handle(add_worker(f"tcp://w{i}:1"))
     state.handle(graph("c", spec("crash")))
+    state.handle(graph("c", spec("queued")))
     for _ in range(3):
         where = state.tasks["crash"].processing_on.address
+        state.handle(ev.TaskStarted(stimulus_id="started", worker=where, key="crash"))
         actions = state.handle(ev.RemoveWorker(stimulus_id="died", address=where))
         state.validate()
     (report,) = of_type(actions, ev.ReportTaskErred)
     assert isinstance(pickle.loads(report.exception), KilledWorker)
+    assert state.tasks["queued"].suspicious == 0  # never started, so never blamed
 
 
 def test_missing_data_reschedules_the_dependent(state):

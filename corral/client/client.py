@@ -20,7 +20,7 @@ from collections.abc import Callable, Coroutine, Hashable, Iterable
 from typing import Any, TypeVar
 
 from corral import runspec
-from corral.client.future import CANCELLED, ERROR, FINISHED, Future, FutureState
+from corral.client.future import FINISHED, PENDING, Future, FutureState
 from corral.comm.addressing import normalize_address
 from corral.core import BatchedSend, Comm, ConnectionPool, connect
 from corral.exceptions import CommClosedError, CorralError, RemoteError
@@ -47,10 +47,13 @@ class AsyncClient:
         name: str = "",
         runner: LoopRunner | None = None,
         cluster_options: dict[str, Any] | None = None,
+        reconnect_timeout: float = 20.0,
     ) -> None:
         self.scheduler_address = normalize_address(address) if address else None
         self.security = security
         self.timeout = timeout
+        self.reconnect_timeout = reconnect_timeout
+        self._scheduler_id: str | None = None
         self.id = name or f"client-{uuid.uuid4().hex[:12]}"
         self._runner = runner  # set for sync clients: where blocking calls wait
         self._cluster_options = cluster_options or {}
@@ -77,18 +80,26 @@ class AsyncClient:
             self.scheduler_address = self.cluster.scheduler_address
             self.security = self.cluster.security
             self.pool.security = self.security
+        comm = await self._register(self.timeout)
+        self._reader = asyncio.ensure_future(self._read_reports(comm))
+        return self
+
+    async def _register(self, timeout: float) -> Comm:
+        """Connect (retrying up to ``timeout``), register, and start the batched stream."""
+        assert self.scheduler_address is not None
         comm = await connect(
-            self.scheduler_address, timeout=self.timeout, security=self.security,
+            self.scheduler_address, timeout=timeout, security=self.security,
             role="client", name=self.id,
         )
         await comm.write({"op": "register-client", "client": self.id})
-        reply = await comm.read()
+        reply = await asyncio.wait_for(comm.read(), timeout)
         if not isinstance(reply, dict) or reply.get("status") != "OK":
             comm.abort()
             raise CorralError(f"scheduler refused this client: {reply!r}")
+        self._stream = BatchedSend(0.002, name=f"{self.id} to scheduler")
         self._stream.start(comm)
-        self._reader = asyncio.ensure_future(self._read_reports(comm))
-        return self
+        self._scheduler_id = reply.get("scheduler")
+        return comm
 
     def __await__(self) -> Any:
         return self.start().__await__()
@@ -105,6 +116,7 @@ class AsyncClient:
         self._closed = True
         for state in self._states.values():
             state.cancel("client closed")
+        self._send({"op": "close-client"})  # release our keys now, not after a grace period
         await self._stream.close(timeout=2)
         if self._reader is not None:
             self._reader.cancel()
@@ -255,16 +267,43 @@ class AsyncClient:
     # -- reports from the scheduler -------------------------------------------------------
 
     async def _read_reports(self, comm: Comm) -> None:
-        try:
-            while True:
-                for msg in await comm.read():
-                    self._on_report(msg)
-        except (CommClosedError, OSError):
-            if not self._closed:
-                logger.warning("lost the connection to the scheduler")
-                for state in self._states.values():
-                    if state.status not in (FINISHED, ERROR, CANCELLED):
-                        state.fail(CommClosedError("lost the connection to the scheduler"))
+        """Read the scheduler's reports; after a lost connection, reconnect and resume."""
+        while True:
+            try:
+                while True:
+                    for msg in await comm.read():
+                        self._on_report(msg)
+            except (CommClosedError, OSError):
+                pass
+            self._stream.abort()
+            if self._closed:
+                return
+            logger.warning("lost the connection to the scheduler; reconnecting for up to %s s",
+                           self.reconnect_timeout)
+            previous = self._scheduler_id
+            try:
+                comm = await self._register(self.reconnect_timeout)
+            except (OSError, CommClosedError, CorralError) as e:
+                self._fail_pending(CommClosedError(
+                    f"lost the connection to the scheduler at {self.scheduler_address} "
+                    f"and could not reconnect within {self.reconnect_timeout} s: {e}"
+                ))
+                return
+            if self._scheduler_id != previous:
+                self._fail_pending(CommClosedError(
+                    "the scheduler was restarted while this client was away; "
+                    "its pending work is lost"
+                ))
+            else:  # reports sent while we were away are lost: ask again
+                keys = [k for k, state in self._states.items() if state.status == PENDING]
+                if keys:
+                    self._send({"op": "client-desires-keys", "keys": keys})
+            logger.info("reconnected to the scheduler at %s", self.scheduler_address)
+
+    def _fail_pending(self, error: BaseException) -> None:
+        for state in list(self._states.values()):
+            if state.status == PENDING:
+                state.fail(error)
 
     def _on_report(self, msg: dict[str, Any]) -> None:
         state = self._states.get(msg.get("key"))

@@ -33,11 +33,12 @@ class Client:
         timeout: float = 10.0,
         name: str = "",
         cluster_options: dict[str, Any] | None = None,
+        reconnect_timeout: float = 20.0,
     ) -> None:
         self._runner = LoopRunner("corral-client")
         self._core = AsyncClient(
             address, security=security, timeout=timeout, name=name, runner=self._runner,
-            cluster_options=cluster_options,
+            cluster_options=cluster_options, reconnect_timeout=reconnect_timeout,
         )
         try:
             self._runner.run(self._core.start(), timeout=timeout + 60)

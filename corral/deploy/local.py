@@ -1,14 +1,16 @@
 """``LocalCluster``: a scheduler and workers on this machine.
 
 The scheduler runs in this process (on a background loop for synchronous use);
-workers are child processes (``processes=True``) or live on the scheduler's own loop
-(``processes=False``, fast to start, for tests and small jobs).
+workers are child processes (``processes=True``), each under a nanny that restarts it
+unless ``nanny=False``, or live on the scheduler's own loop (``processes=False``, fast
+to start, for tests and small jobs).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from corral.deploy.process import WorkerProcess, child_environment, worker_command
@@ -32,6 +34,9 @@ class LocalCluster:
         asynchronous: bool = False,
         host: str = "127.0.0.1",
         scheduler_port: int = 0,
+        nanny: bool = True,
+        worker_options: Sequence[str] = (),
+        **scheduler_options: Any,
     ) -> None:
         cores = os.cpu_count() or 1
         if n_workers is None:
@@ -41,10 +46,12 @@ class LocalCluster:
         self.n_workers = n_workers
         self.threads_per_worker = threads_per_worker
         self.processes = processes
+        self.nanny = nanny and processes  # in-process workers have no process to restart
+        self.worker_options = tuple(worker_options)  # extra ``corral worker`` flags
         self.dashboard_address = dashboard_address  # served once the dashboard lands
         self.security = security
         self.host = host
-        self.scheduler = Scheduler(security=security)
+        self.scheduler = Scheduler(security=security, **scheduler_options)
         self._scheduler_port = scheduler_port
         self.workers: dict[str, WorkerProcess | Worker] = {}
         self._names = iter(range(1_000_000))
@@ -100,7 +107,8 @@ class LocalCluster:
         name = str(next(self._names))
         if self.processes:
             command = worker_command(
-                self.scheduler_address, nthreads=self.threads_per_worker, name=name, host=self.host
+                self.scheduler_address, nthreads=self.threads_per_worker, name=name,
+                host=self.host, nanny=self.nanny, extra=self.worker_options,
             )
             handle: WorkerProcess | Worker = WorkerProcess(
                 command, child_environment(self.security), name

@@ -13,6 +13,7 @@ from corral.security import Security
 
 PARENT_PID_ENV = "CORRAL_PARENT_PID"  # a worker exits when this process is gone
 TOKEN_ENV = "CORRAL_TOKEN"  # credentials travel in the environment, never in argv
+NANNY_ENV = "CORRAL_NANNY"  # the address of the nanny supervising a worker process
 
 
 def worker_command(
@@ -22,17 +23,20 @@ def worker_command(
     name: str,
     host: str = "127.0.0.1",
     port: int = 0,
+    nanny: bool = False,
     extra: Sequence[str] = (),
 ) -> list[str]:
+    """``corral worker ...``: a bare worker, or (``nanny=True``) a nanny that starts one."""
     return [
         sys.executable, "-m", "corral.cli", "--log-level", "warning", "worker", scheduler_address,
         "--nthreads", str(nthreads), "--name", name, "--host", host, "--port", str(port),
-        "--no-nanny", *extra,
+        *(() if nanny else ("--no-nanny",)), *extra,
     ]  # fmt: skip
 
 
 def child_environment(security: Security | None) -> dict[str, str]:
     env = dict(os.environ, **{PARENT_PID_ENV: str(os.getpid())})
+    env.pop(NANNY_ENV, None)
     if security is not None and security.token:
         env[TOKEN_ENV] = security.token
     return env

@@ -94,6 +94,14 @@ class RemoveWorker(Stimulus):
 
 
 @dataclass(frozen=True, slots=True)
+class TaskStarted(Stimulus):
+    """A worker began executing ``key`` (it is to blame if the worker dies now)."""
+
+    worker: str
+    key: Key
+
+
+@dataclass(frozen=True, slots=True)
 class TaskFinished(Stimulus):
     """A worker computed ``key`` and holds its result."""
 

@@ -36,9 +36,17 @@ class Scheduler:
         name: str = "scheduler",
         tick_interval: float = 0.1,
         batch_interval: float = 0.002,
+        worker_ttl: float = 30.0,
+        client_grace: float = 30.0,
         **state_options: Any,
     ) -> None:
         self.security = security
+        # A worker silent for this long is dead, whether or not its connection closed.
+        self.worker_ttl = worker_ttl
+        # A client whose connection drops keeps its keys this long, to reconnect.
+        self.client_grace = client_grace
+        self._client_expiry: dict[str, asyncio.TimerHandle] = {}
+        self._closing_clients: set[str] = set()
         self.state = SchedulerState(**state_options)
         self.tick_interval = tick_interval
         self.batch_interval = batch_interval
@@ -80,6 +88,8 @@ class Scheduler:
     async def close(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
+        for expiry in self._client_expiry.values():
+            expiry.cancel()
         for stream in list(self.worker_streams.values()) + list(self.client_streams.values()):
             stream.abort()
         await self.server.close()
@@ -168,7 +178,11 @@ class Scheduler:
     async def _tick_forever(self) -> None:
         while True:
             await asyncio.sleep(self.tick_interval)
-            self.handle(ev.Tick(stimulus_id=f"tick-{time.time()}", now=time.time()))
+            now = time.time()
+            for address, info in list(self.worker_info.items()):
+                if now - info["last_seen"] > self.worker_ttl:
+                    self._remove_worker(address, f"no heartbeat for {self.worker_ttl} s")
+            self.handle(ev.Tick(stimulus_id=f"tick-{now}", now=now))
 
     # -- streams -----------------------------------------------------------------------
 
@@ -181,6 +195,7 @@ class Scheduler:
         resources: dict[str, float] | None = None,
         name: str = "",
         pid: int = 0,
+        nanny: str | None = None,
     ) -> None:
         if address in self.worker_streams:  # the same worker again, e.g. after a reconnect
             self._remove_worker(address, "re-registered")
@@ -188,7 +203,8 @@ class Scheduler:
         stream = BatchedSend(self.batch_interval, name=f"to {address}")
         stream.start(comm)
         self.worker_streams[address] = stream
-        self.worker_info[address] = {"name": name or address, "pid": pid, "metrics": {}}
+        self.worker_info[address] = {"name": name or address, "pid": pid, "nanny": nanny,
+                                     "metrics": {}, "last_seen": time.time()}
         stimulus_id = f"register-worker-{address}-{time.time()}"
         self.handle(
             ev.AddWorker(
@@ -209,9 +225,11 @@ class Scheduler:
                 self._remove_worker(address, "connection closed")
 
     def _from_worker(self, address: str, msg: dict[str, Any]) -> None:
+        info = self.worker_info[address]
+        info["last_seen"] = time.time()
         if msg.get("op") == "heartbeat":
-            self.worker_info[address]["metrics"] = msg.get("metrics", {})
-            self.worker_info[address]["last_seen"] = time.time()
+            info["metrics"] = msg.get("metrics", {})
+            self._to_worker(address, {"op": "heartbeat-ack"})  # proves the link both ways
             return
         stimulus = worker_stimulus(address, msg)
         if stimulus is not None:
@@ -230,6 +248,13 @@ class Scheduler:
         logger.info("worker %s left: %s", address, reason)
 
     async def register_client(self, comm: Comm, client: str) -> None:
+        expiry = self._client_expiry.pop(client, None)
+        if expiry is not None:
+            expiry.cancel()
+            logger.info("client %s reconnected", client)
+        old = self.client_streams.pop(client, None)
+        if old is not None:
+            old.abort()
         await comm.write({"status": "OK", "scheduler": self.id})
         stream = BatchedSend(self.batch_interval, name=f"to {client}")
         stream.start(comm)
@@ -241,12 +266,27 @@ class Scheduler:
             if self.client_streams.get(client) is stream:
                 del self.client_streams[client]
                 stream.abort()
-                stimulus_id = f"remove-client-{time.time()}"
-                self.handle(ev.RemoveClient(stimulus_id=stimulus_id, client=client))
-                logger.info("client %s disconnected", client)
+            if client in self._closing_clients:  # said goodbye: nothing to keep
+                self._closing_clients.discard(client)
+                self._remove_client(client)
+            elif client not in self.client_streams:
+                logger.info("client %s disconnected; releasing its keys in %s s unless it "
+                            "reconnects", client, self.client_grace)
+                self._client_expiry[client] = asyncio.get_running_loop().call_later(
+                    self.client_grace, self._remove_client, client
+                )
+
+    def _remove_client(self, client: str) -> None:
+        self._client_expiry.pop(client, None)
+        if client not in self.client_streams:
+            self.handle(ev.RemoveClient(stimulus_id=f"remove-client-{time.time()}", client=client))
+            logger.info("client %s removed", client)
 
     def _from_client(self, client: str, msg: dict[str, Any]) -> None:
         op = msg.get("op")
+        if op == "close-client":
+            self._closing_clients.add(client)
+            return
         if op == "scatter-data":  # the first holder registers the key, the rest are replicas
             stimulus_id = msg.get("stimulus_id", f"scatter-{time.time()}")
             placed = {k: (holders[0], nbytes) for k, (holders, nbytes) in msg["placed"].items()}
@@ -301,7 +341,8 @@ class Scheduler:
         workers = info.setdefault("workers", {})
         for address, extra in self.worker_info.items():
             workers.setdefault(address, {}).update(
-                name=extra["name"], pid=extra["pid"], metrics=extra.get("metrics", {})
+                name=extra["name"], pid=extra["pid"], nanny=extra["nanny"],
+                metrics=extra.get("metrics", {}),
             )
         info.update(type="Scheduler", id=self.id, address=self.address)
         return info
@@ -327,11 +368,20 @@ class Scheduler:
         results = await asyncio.gather(*(one(w) for w in targets))
         return dict(zip(targets, results, strict=True))
 
-    async def restart(self, comm: Comm) -> str:
-        """Forget every task and have every worker drop its data and queued work."""
+    async def restart(self, comm: Comm, timeout: float = 60.0) -> str:
+        """Forget every task; nannies replace their worker processes, bare workers reset."""
         stimulus_id = f"restart-{time.time()}"
         for client, owned in list(self.state.client_keys.items()):
             keys = tuple(ts.key for ts in owned)
             self.handle(ev.CancelKeys(stimulus_id=stimulus_id, client=client, keys=keys))
-        await self.broadcast(comm, {"op": "reset"})
+        expected = len(self.worker_streams)
+        nannies = [info["nanny"] for info in self.worker_info.values() if info.get("nanny")]
+        bare = [a for a, info in self.worker_info.items() if not info.get("nanny")]
+        async with asyncio.timeout(timeout):
+            await asyncio.gather(
+                *(self.pool(nanny).restart(timeout=timeout) for nanny in nannies),
+                self.broadcast(comm, {"op": "reset"}, workers=bare),
+            )
+            while len(self.worker_streams) < expected:  # noqa: ASYNC110 - workers rejoining
+                await asyncio.sleep(0.05)
         return "OK"

@@ -92,6 +92,7 @@ class WorkerState:
     memory_limit: int = 0
     name: str = ""
     processing: dict[TaskState, float] = field(default_factory=dict)  # task → est. duration
+    executing: set[TaskState] = field(default_factory=set)  # started, per the worker
     has_what: set[TaskState] = field(default_factory=set)
     nbytes: int = 0
     occupancy: float = 0.0
@@ -350,6 +351,7 @@ class SchedulerState:
         ws, ts.processing_on = ts.processing_on, None
         if ws is not None and ts in ws.processing:
             self._set_occupancy(ws, ws.occupancy - ws.processing.pop(ts))
+            ws.executing.discard(ts)
         return ws
 
     def _estimate(self, ts: TaskState) -> float:
@@ -357,6 +359,11 @@ class SchedulerState:
         return total / count
 
     # -- results from workers -----------------------------------------------------------
+
+    def _on_TaskStarted(self, s: ev.TaskStarted) -> None:
+        ts, ws = self.tasks.get(s.key), self.workers.get(s.worker)
+        if ts is not None and ws is not None and ts.processing_on is ws:
+            ws.executing.add(ts)
 
     def _on_TaskFinished(self, s: ev.TaskFinished) -> None:
         ws, ts = self.workers.get(s.worker), self.tasks.get(s.key)
@@ -408,6 +415,7 @@ class SchedulerState:
         if ts is None or ws is None or ts.state != TS.PROCESSING or ts.processing_on is not ws:
             return
         self._unassign(ts)
+        self._emit(ev.FreeKeys, worker=ws.address, keys=(ts.key,))  # the worker keeps no error
         if ts.retries > 0:
             ts.retries -= 1
             self._transition(ts, TS.RELEASED)
@@ -558,8 +566,9 @@ class SchedulerState:
         if ws is None:
             return
         for ts in list(ws.processing):
+            if ts in ws.executing:  # queued tasks are innocent; running ones are suspects
+                ts.suspicious += 1
             self._unassign(ts)
-            ts.suspicious += 1
             self._transition(ts, TS.RELEASED)
             if ts.suspicious >= self.allowed_failures:
                 error = KilledWorker(

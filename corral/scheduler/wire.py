@@ -14,6 +14,7 @@ from corral.scheduler import events as ev
 logger = logging.getLogger("corral.scheduler")
 
 WORKER_OPS: dict[str, type[ev.Stimulus]] = {
+    "task-started": ev.TaskStarted,
     "task-finished": ev.TaskFinished,
     "task-erred": ev.TaskErred,
     "add-keys": ev.AddKeys,

@@ -19,7 +19,7 @@ from typing import Any
 import psutil
 
 from corral import runspec
-from corral.core import BatchedSend, Comm, ConnectionPool, Server, connect
+from corral.core import BatchedSend, Comm, ConnectionPool, Server, connect, rpc
 from corral.exceptions import CommClosedError
 from corral.protocol import dumps_pickle
 from corral.security import Security
@@ -62,6 +62,9 @@ class Worker:
         security: Security | None = None,
         heartbeat_interval: float = 1.0,
         batch_interval: float = 0.002,
+        scheduler_timeout: float = 30.0,
+        reconnect_timeout: float = 60.0,
+        nanny: str | None = None,
     ) -> None:
         self.scheduler_address = scheduler_address
         self.nthreads = nthreads or os.cpu_count() or 1
@@ -70,6 +73,12 @@ class Worker:
         self.resources = dict(resources or {})
         self.security = security
         self.heartbeat_interval = heartbeat_interval
+        self.batch_interval = batch_interval
+        # Silence from the scheduler for this long means a dead link (no FIN may come).
+        self.scheduler_timeout = scheduler_timeout
+        # How long to keep trying to get the scheduler back before giving up and closing.
+        self.reconnect_timeout = reconnect_timeout
+        self.nanny = nanny
         self.data: dict[Any, Any] = {}
         self.server = Server(
             {
@@ -88,6 +97,7 @@ class Worker:
         self.state: WorkerState | None = None
         self._runner: TaskRunner | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._gathers: set[asyncio.Task[Any]] = set()
         self._closed = asyncio.Event()
         self._process = psutil.Process()
         self._fetched: set[Any] = set()  # keys that came from peers, for the stats below
@@ -98,10 +108,41 @@ class Worker:
     async def start(self, address: str | int = "tcp://127.0.0.1:0") -> None:
         """Listen, register with the scheduler, and start serving."""
         await self.server.listen(address)
+        self._start_afresh()
+        comm = await self._register(timeout=self.reconnect_timeout)
+        self._spawn(self._scheduler_link(comm))
+        self._spawn(self._heartbeat())
+        _running.append(self)
+        if self.nanny:
+            async with rpc(self.nanny, security=self.security, timeout=10) as nanny:
+                await nanny.__getattr__("worker-started")(address=self.address, pid=os.getpid())
+        logger.info("worker at %s, %d threads, scheduler %s", self.address, self.nthreads,
+                    self.scheduler_address)
+
+    def _start_afresh(self) -> None:
+        """Empty state, data and threads: how a worker starts, and rejoins after a loss."""
+        if self._runner is not None:
+            self._runner.shutdown()  # running tasks finish; their outcomes are dropped
+        for task in self._gathers:
+            task.cancel()
+        self.data.clear()
+        self._fetched.clear()
         self.state = WorkerState(self.address, self.nthreads)
-        self._runner = TaskRunner(self.nthreads, asyncio.get_running_loop(), self._on_outcomes)
+        runner: TaskRunner | None = None
+
+        def on_outcomes(outcomes: list[Outcome]) -> None:
+            if runner is self._runner:
+                self._on_outcomes(outcomes)
+
+        runner = self._runner = TaskRunner(
+            self.nthreads, asyncio.get_running_loop(), on_outcomes
+        )
+
+    async def _register(self, timeout: float) -> Comm:
+        """Connect to the scheduler (retrying up to ``timeout``) and register."""
         comm = await connect(
-            self.scheduler_address, security=self.security, role="worker", name=self.name
+            self.scheduler_address, timeout=timeout, security=self.security, role="worker",
+            name=self.name,
         )
         await comm.write(
             {
@@ -112,18 +153,34 @@ class Worker:
                 "resources": self.resources,
                 "name": self.name or self.address,
                 "pid": os.getpid(),
+                "nanny": self.nanny,
             }
         )
-        reply = await comm.read()
+        reply = await asyncio.wait_for(comm.read(), timeout=max(timeout, 10))
         if not isinstance(reply, dict) or reply.get("status") != "OK":
             comm.abort()
             raise RuntimeError(f"scheduler refused registration: {reply!r}")
+        self.batched = BatchedSend(self.batch_interval, name="to scheduler")
         self.batched.start(comm)
-        self._spawn(self._read_scheduler(comm))
-        self._spawn(self._heartbeat())
-        _running.append(self)
-        logger.info("worker at %s, %d threads, scheduler %s", self.address, self.nthreads,
-                    self.scheduler_address)
+        return comm
+
+    async def _scheduler_link(self, comm: Comm) -> None:
+        """Read the scheduler's stream; when it is lost, start afresh and rejoin."""
+        while True:
+            await self._read_scheduler(comm)
+            self.batched.abort()
+            if self._closed.is_set():
+                return
+            logger.warning("lost the scheduler at %s; dropping all state and reconnecting "
+                           "for up to %s s", self.scheduler_address, self.reconnect_timeout)
+            self._start_afresh()
+            try:
+                comm = await self._register(timeout=self.reconnect_timeout)
+            except (OSError, RuntimeError, CommClosedError) as e:
+                logger.error("could not reach the scheduler again (%s); closing", e)
+                self._spawn(self.close())
+                return
+            logger.info("rejoined the scheduler at %s", self.scheduler_address)
 
     @property
     def address(self) -> str:
@@ -136,7 +193,7 @@ class Worker:
         if self in _running:
             _running.remove(self)
         await self.batched.close(timeout=2)
-        for task in list(self._tasks):
+        for task in [*self._tasks, *self._gathers]:
             task.cancel()
         await self.server.close()
         await self.pool.close()
@@ -169,7 +226,9 @@ class Worker:
         if isinstance(instruction, ev.Execute):
             self._execute(instruction.key)
         elif isinstance(instruction, ev.GatherDep):
-            self._spawn(self._gather_dep(instruction))
+            task = asyncio.ensure_future(self._gather_dep(instruction))
+            self._gathers.add(task)
+            task.add_done_callback(self._gathers.discard)
         elif isinstance(instruction, ev.ReleaseData):
             for key in instruction.keys:
                 self.data.pop(key, None)
@@ -256,20 +315,25 @@ class Worker:
     # -- the scheduler stream ---------------------------------------------------------
 
     async def _read_scheduler(self, comm: Comm) -> None:
+        """Until the stream closes or the scheduler falls silent for ``scheduler_timeout``."""
         try:
             while True:
-                batch = await comm.read()
+                batch = await asyncio.wait_for(comm.read(), self.scheduler_timeout)
                 stimuli = [s for s in map(self._stimulus, batch) if s is not None]
                 if stimuli:
                     self.handle(*stimuli)
+        except TimeoutError:
+            logger.warning("no word from the scheduler for %s s", self.scheduler_timeout)
         except (CommClosedError, OSError):
-            logger.info("lost the scheduler at %s; closing", self.scheduler_address)
-        finally:
-            self._spawn(self.close())
+            pass
+        comm.abort()
 
     def _stimulus(self, msg: dict[str, Any]) -> ev.Stimulus | None:
         fields = dict(msg)
-        cls = SCHEDULER_OPS.get(fields.pop("op", None))
+        op = fields.pop("op", None)
+        if op == "heartbeat-ack":
+            return None
+        cls = SCHEDULER_OPS.get(op)
         if cls is None:
             logger.warning("ignoring unknown op %r from the scheduler", msg.get("op"))
             return None

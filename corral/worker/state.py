@@ -171,6 +171,7 @@ class WorkerState:
             self._to(ts, WS.EXECUTING)
             self.executing.add(key)
             self._emit(ev.Execute, key=key)
+            self._tell({"op": "task-started", "key": key})  # whom to blame if we die now
 
     def _ensure_communicating(self) -> None:
         deferred = []

@@ -1,0 +1,239 @@
+"""The nanny: a small process that keeps one worker process alive.
+
+Theory of operation
+-------------------
+* The nanny starts ``corral worker --no-nanny`` as a child, passing its own address in
+  the environment; the worker reports its address back with ``worker-started`` and
+  tells the scheduler which nanny it has (so ``client.restart()`` can go through it).
+* Every ``check_interval`` the nanny looks at its worker: an exit it did not ask for
+  (crash, ``os._exit``, SIGKILL, the OOM killer) means a restart, after a backoff that
+  doubles with every death in quick succession; memory above ``memory_limit`` (RSS via
+  psutil) means SIGKILL and a restart; and a worker that cannot answer ``identity``
+  within ``liveness_timeout`` (its event loop is blocked) is killed and restarted too.
+* A worker that exits with status 0 has been told to go (or lost its scheduler for
+  good): the nanny then exits as well.
+* SIGINT/SIGTERM to the nanny (or its parent's death) take the worker down with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+import psutil
+
+from corral.core import Comm, Server, rpc
+from corral.deploy.process import NANNY_ENV, child_environment, worker_command
+from corral.security import Security
+
+logger = logging.getLogger("corral.nanny")
+
+MAX_BACKOFF = 10.0
+STABLE_AFTER = 10.0  # seconds up before a worker's earlier deaths are forgiven
+
+
+class Nanny:
+    """Starts, watches and restarts one worker process."""
+
+    def __init__(
+        self,
+        scheduler_address: str,
+        *,
+        nthreads: int,
+        name: str = "",
+        host: str = "127.0.0.1",
+        worker_port: int = 0,
+        memory_limit: int = 0,
+        security: Security | None = None,
+        check_interval: float = 0.2,
+        liveness_interval: float = 2.0,
+        liveness_timeout: float = 30.0,
+        worker_args: tuple[str, ...] = (),
+    ) -> None:
+        self.scheduler_address = scheduler_address
+        self.nthreads = nthreads
+        self.name = name
+        self.host = host
+        self.worker_port = worker_port
+        self.memory_limit = memory_limit
+        self.security = security
+        self.check_interval = check_interval
+        self.liveness_interval = liveness_interval
+        self.liveness_timeout = liveness_timeout
+        self.worker_args = worker_args
+        self.server = Server(
+            {
+                "worker-started": self._worker_started,
+                "restart": self.restart,
+                "identity": self.identity,
+            },
+            security=security,
+            name=name or "nanny",
+            role="nanny",
+        )
+        self.process: asyncio.subprocess.Process | None = None
+        self.worker_address: str | None = None
+        self.restarts = 0
+        self._started = asyncio.Event()  # the current worker has reported its address
+        self._closed = asyncio.Event()
+        self._deaths = 0
+        self._born = 0.0
+        self._expected_exit = False
+        self._watcher: asyncio.Task[None] | None = None
+
+    @property
+    def address(self) -> str:
+        return self.server.address
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    async def start(self, address: str = "tcp://127.0.0.1:0", timeout: float = 60.0) -> None:
+        await self.server.listen(address)
+        await self._start_worker(timeout)
+        self._watcher = asyncio.ensure_future(self._watch())
+        logger.info("nanny at %s supervising worker %s (pid %s)", self.address,
+                    self.worker_address, self.pid)
+
+    async def _start_worker(self, timeout: float = 60.0) -> None:
+        self._started.clear()
+        self.worker_address = None
+        command = worker_command(
+            self.scheduler_address, nthreads=self.nthreads, name=self.name, host=self.host,
+            port=self.worker_port, extra=("--memory-limit", str(self.memory_limit),
+                                          *self.worker_args),
+        )
+        env = child_environment(self.security)
+        env[NANNY_ENV] = self.address
+        self.process = await asyncio.create_subprocess_exec(
+            *command, env=env, stdin=asyncio.subprocess.DEVNULL
+        )
+        self._born = time.monotonic()
+        waiter = asyncio.ensure_future(self._started.wait())
+        exited = asyncio.ensure_future(self.process.wait())
+        await asyncio.wait({waiter, exited}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        exited.cancel()
+        if not self._started.is_set():
+            await self._kill()
+            code = self.process.returncode
+            raise RuntimeError(f"worker process did not start (exit code {code})")
+
+    def _worker_started(self, comm: Comm, address: str, pid: int) -> str:
+        if self.process is not None and pid == self.process.pid:
+            self.worker_address = address
+            self._started.set()
+        return "OK"
+
+    def identity(self, comm: Comm) -> dict[str, Any]:
+        return {"type": "Nanny", "address": self.address, "worker": self.worker_address,
+                "pid": os.getpid(), "worker_pid": self.pid, "restarts": self.restarts}
+
+    async def restart(self, comm: Comm | None = None, timeout: float = 60.0) -> str:
+        """Replace the worker with a fresh process (``client.restart()``)."""
+        self._expected_exit = True
+        try:
+            await self._kill(graceful=True)
+            await self._start_worker(timeout)
+        finally:
+            self._expected_exit = False
+        return "OK"
+
+    # -- watching ---------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        last_liveness = time.monotonic()
+        while not self._closed.is_set():
+            await asyncio.sleep(self.check_interval)
+            if self._expected_exit or self.process is None:
+                continue
+            if self.process.returncode is not None:
+                if self.process.returncode == 0:
+                    logger.info("worker exited cleanly; nanny closing")
+                    await self.close()
+                    return
+                await self._replace(f"worker exited with status {self.process.returncode}")
+                continue
+            reason = self._over_memory()
+            if reason is None and time.monotonic() - last_liveness > self.liveness_interval:
+                last_liveness = time.monotonic()
+                reason = await self._unresponsive()
+            if reason is not None:
+                await self._replace(reason)
+
+    def _over_memory(self) -> str | None:
+        if not self.memory_limit or self.process is None:
+            return None
+        try:
+            rss = psutil.Process(self.process.pid).memory_info().rss
+        except psutil.Error:
+            return None
+        if rss > self.memory_limit:
+            return f"worker used {rss} bytes of memory, over its limit of {self.memory_limit}"
+        return None
+
+    async def _unresponsive(self) -> str | None:
+        if self.worker_address is None:
+            return None
+        try:
+            async with rpc(self.worker_address, security=self.security,
+                           timeout=self.liveness_timeout) as worker:
+                await asyncio.wait_for(worker.identity(), self.liveness_timeout)
+        except (TimeoutError, OSError) as e:
+            if self.process is not None and self.process.returncode is None:
+                return f"worker did not answer within {self.liveness_timeout} s ({e!r})"
+        return None
+
+    async def _replace(self, reason: str) -> None:
+        if self._closed.is_set():
+            return
+        logger.warning("restarting worker %s: %s", self.worker_address, reason)
+        await self._kill()
+        if time.monotonic() - self._born > STABLE_AFTER:
+            self._deaths = 0
+        delay = min(MAX_BACKOFF, 0.1 * 2**self._deaths)
+        self._deaths += 1
+        await asyncio.sleep(delay)
+        if self._closed.is_set():
+            return
+        try:
+            await self._start_worker()
+            self.restarts += 1
+        except (RuntimeError, OSError) as e:
+            logger.error("could not restart the worker: %s", e)
+
+    async def _kill(self, graceful: bool = False, timeout: float = 5.0) -> None:
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        process.send_signal(signal.SIGTERM if graceful else signal.SIGKILL)
+        try:
+            await asyncio.wait_for(process.wait(), timeout)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        if self._watcher is not None and self._watcher is not asyncio.current_task():
+            self._watcher.cancel()
+        await self._kill(graceful=True)
+        await self.server.close()
+
+    async def finished(self) -> None:
+        await self._closed.wait()
+
+    async def __aenter__(self) -> Nanny:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()

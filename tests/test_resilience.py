@@ -1,0 +1,173 @@
+"""Resilience on real processes: nannies, killed and blocked workers, retries, memory limits.
+
+Every cluster here has nanny-supervised worker processes; workers are killed with real
+signals and the tests check that results stay exact and the cluster heals.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from corral import Client, LocalCluster
+from corral.exceptions import KilledWorker
+
+
+def step(x, delay=0.01):
+    time.sleep(delay)
+    return x + 1
+
+
+def total(*xs):
+    return sum(xs)
+
+
+def die():
+    os._exit(1)
+
+
+def flaky(counter: str, failures: int):
+    """Fails with ValueError on its first ``failures`` calls (counted in a file)."""
+    path = Path(counter)
+    calls = int(path.read_text()) if path.exists() else 0
+    path.write_text(str(calls + 1))
+    if calls < failures:
+        raise ValueError(f"attempt {calls + 1} fails")
+    return calls + 1
+
+
+def hog(nbytes, seconds=10):
+    import numpy as np
+
+    block = np.ones(nbytes, dtype="u1")  # touched, so it counts in RSS
+    time.sleep(seconds)
+    return int(block[0])
+
+
+def block_loop_once(flag: str, seconds: float):
+    """Hold the GIL (a C call through PyDLL keeps it) the first time only."""
+    import ctypes
+
+    path = Path(flag)
+    if not path.exists():
+        path.write_text("blocked")
+        ctypes.PyDLL(None).sleep(int(seconds))
+    return "done"
+
+
+def worker_pids(client) -> dict[str, int]:
+    return {a: w["pid"] for a, w in client.scheduler_info()["workers"].items()}
+
+
+def wait_until(predicate, timeout=30.0, interval=0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def no_live_children() -> list[psutil.Process]:
+    return [p for p in psutil.Process().children(recursive=True)
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with LocalCluster(n_workers=3, threads_per_worker=1) as c:
+        yield c
+    assert wait_until(lambda: not no_live_children(), timeout=10), no_live_children()
+
+
+@pytest.fixture
+def client(cluster):
+    with Client(cluster.scheduler_address) as c:
+        assert wait_until(lambda: len(c.nthreads()) == 3)
+        yield c
+
+
+@pytest.mark.timeout(120)
+def test_chaos_sigkill_workers_result_exact(client):
+    chains, length = 40, 50  # 2 000 tasks, and a reduction over the chain ends
+    ends = []
+    for c in range(chains):
+        f = client.submit(step, c * 1000, key=f"chain-{c}-0")
+        for i in range(1, length):
+            f = client.submit(step, f, key=f"chain-{c}-{i}")
+        ends.append(f)
+    result = client.submit(total, *ends, key="reduction")
+    kills = 0
+    while not result.done() and kills < 5:
+        time.sleep(1.0)
+        pids = list(worker_pids(client).values())
+        if pids and not result.done():
+            os.kill(pids[kills % len(pids)], signal.SIGKILL)
+            kills += 1
+    expected = sum(c * 1000 + length for c in range(chains))
+    assert result.result(timeout=90) == expected
+    assert kills >= 3, "the computation ended before the chaos began; make it longer"
+    assert wait_until(lambda: len(client.nthreads()) == 3, timeout=30)
+
+
+@pytest.mark.timeout(120)
+def test_task_that_kills_every_worker_becomes_killed_worker(client):
+    doomed = client.submit(die, pure=False)
+    with pytest.raises(KilledWorker, match="die"):
+        doomed.result(timeout=90)
+    assert wait_until(lambda: len(client.nthreads()) == 3, timeout=30)
+    assert client.gather(client.map(step, range(20), delay=0)) == list(range(1, 21))
+
+
+def test_retries_rerun_then_surface_the_last_exception(client, tmp_path):
+    ok = client.submit(flaky, str(tmp_path / "a"), 2, retries=2, pure=False)
+    assert ok.result(timeout=30) == 3
+    bad = client.submit(flaky, str(tmp_path / "b"), 2, retries=1, pure=False)
+    with pytest.raises(ValueError, match="attempt 2 fails"):
+        bad.result(timeout=30)
+
+
+def test_client_restart_replaces_worker_processes(client):
+    before = set(worker_pids(client).values())
+    f = client.submit(step, 1, delay=0)
+    assert f.result(timeout=30) == 2
+    client.restart()
+    after = set(worker_pids(client).values())
+    assert len(after) == 3
+    assert not before & after
+    assert client.submit(step, 2, delay=0, pure=False).result(timeout=30) == 3
+
+
+@pytest.mark.timeout(120)
+def test_memory_limit_restarts_worker_and_other_tasks_finish():
+    options = ["--memory-limit", "300MiB"]
+    with LocalCluster(n_workers=2, threads_per_worker=1, worker_options=options) as cluster, \
+            Client(cluster.scheduler_address) as client:
+        pids = set(worker_pids(client).values())
+        greedy = client.submit(hog, 1_000_000_000, pure=False)
+        others = client.map(step, range(30), delay=0.05)
+        assert client.gather(others, timeout=90) == list(range(1, 31))
+        with pytest.raises(KilledWorker):
+            greedy.result(timeout=90)
+        assert wait_until(lambda: len(client.nthreads()) == 2, timeout=30)
+        assert set(worker_pids(client).values()) != pids
+
+
+@pytest.mark.timeout(120)
+def test_blocked_worker_is_declared_dead_and_restarted_by_its_nanny(tmp_path):
+    options = ["--liveness-timeout", "3"]
+    with LocalCluster(n_workers=2, threads_per_worker=1, worker_options=options,
+                      worker_ttl=2.0) as cluster, Client(cluster.scheduler_address) as client:
+        pids = set(worker_pids(client).values())
+        start = time.monotonic()
+        f = client.submit(block_loop_once, str(tmp_path / "flag"), 60, pure=False)
+        # The blocked worker falls silent: the scheduler drops it, the task runs elsewhere.
+        assert f.result(timeout=60) == "done"
+        assert time.monotonic() - start < 30
+        assert wait_until(lambda: len(client.nthreads()) == 2, timeout=30)
+        assert wait_until(lambda: len(set(worker_pids(client).values()) - pids) == 1, timeout=30)
