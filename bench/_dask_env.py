@@ -30,8 +30,12 @@ def run_in_dask_env(script: str, *args: str, timeout: float = 900) -> dict | Non
     python = dask_python()
     if python is None:
         return None
-    result = subprocess.run([str(python), script, *args], capture_output=True, text=True,
-                            timeout=timeout)
+    try:
+        result = subprocess.run([str(python), script, *args], capture_output=True, text=True,
+                                timeout=timeout)
+    except subprocess.TimeoutExpired:
+        print(f"dask run took over {timeout} s; its figures are left out", file=sys.stderr)
+        return None
     if result.returncode != 0:
         print(f"dask run failed:\n{result.stderr[-2000:]}", file=sys.stderr)
         return None

@@ -275,12 +275,12 @@ class AsyncClient:
                         self._on_report(msg)
             except (CommClosedError, OSError):
                 pass
-            self._stream.abort()
             if self._closed:
                 return
+            self._stream.abort()
             logger.warning("lost the connection to the scheduler; reconnecting for up to %s s",
                            self.reconnect_timeout)
-            previous = self._scheduler_id
+            previous, unsent = self._scheduler_id, self._stream.unsent()
             try:
                 comm = await self._register(self.reconnect_timeout)
             except (OSError, CommClosedError, CorralError) as e:
@@ -294,7 +294,9 @@ class AsyncClient:
                     "the scheduler was restarted while this client was away; "
                     "its pending work is lost"
                 ))
-            else:  # reports sent while we were away are lost: ask again
+            else:  # resend what may not have arrived; reports sent while away are lost: ask again
+                for msg in unsent:
+                    self._send(msg)
                 keys = [k for k, state in self._states.items() if state.status == PENDING]
                 if keys:
                     self._send({"op": "client-desires-keys", "keys": keys})

@@ -58,7 +58,11 @@ class BatchedSend:
                 last_write = loop.time()
                 if self._buffer:
                     batch, self._buffer = self._buffer, []
-                    await self.comm.write(batch)
+                    try:
+                        await self.comm.write(batch)
+                    except CommClosedError:
+                        self._buffer[:0] = batch  # may not have arrived: see ``unsent``
+                        raise
                     self.messages_sent += len(batch)
                     self.batches_sent += 1
                 if self._stopping and not self._buffer:
@@ -77,9 +81,16 @@ class BatchedSend:
                     await asyncio.shield(self._task)
             except TimeoutError:
                 self._task.cancel()
+            except asyncio.CancelledError:
+                if not self._task.cancelled():
+                    raise  # we were cancelled, not the writer (which ``abort`` may stop)
         if self.comm is not None:
             with contextlib.suppress(CommClosedError, OSError):
                 await self.comm.close()
+
+    def unsent(self) -> list[Any]:
+        """Messages not (surely) written before the comm died, to resend on a new stream."""
+        return list(self._buffer)
 
     def abort(self) -> None:
         self._stopping = True
