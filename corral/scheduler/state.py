@@ -29,100 +29,25 @@ import itertools
 import pickle
 from collections import defaultdict, deque
 from collections.abc import Iterable
-from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field
-from enum import Enum
-from typing import Any, TypeVar
+from typing import Any
 
 from corral.exceptions import DataLostError, InvalidTransition, KilledWorker
 from corral.scheduler import events as ev
 from corral.scheduler.events import Key
+from corral.scheduler.records import (
+    ACTIVE,
+    NONE,
+    TRANSITIONS,
+    TS,
+    TaskState,
+    WorkerState,
+    added,
+    discarded,
+)
 
 # Seconds, for functions never seen to finish. Small, so that until we know better a
 # task follows its data; stealing spreads the work once durations are measured.
 DEFAULT_DURATION = 0.01
-T = TypeVar("T")
-
-
-class TS(Enum):
-    RELEASED = "released"
-    WAITING = "waiting"
-    NO_WORKER = "no-worker"
-    PROCESSING = "processing"
-    MEMORY = "memory"
-    ERRED = "erred"
-
-
-TRANSITIONS: frozenset[tuple[TS, TS]] = frozenset({
-    (TS.RELEASED, TS.WAITING), (TS.RELEASED, TS.MEMORY), (TS.RELEASED, TS.ERRED),
-    (TS.WAITING, TS.PROCESSING), (TS.WAITING, TS.NO_WORKER), (TS.WAITING, TS.RELEASED),
-    (TS.WAITING, TS.ERRED), (TS.WAITING, TS.MEMORY),
-    (TS.NO_WORKER, TS.PROCESSING), (TS.NO_WORKER, TS.RELEASED), (TS.NO_WORKER, TS.ERRED),
-    (TS.NO_WORKER, TS.MEMORY),
-    (TS.PROCESSING, TS.MEMORY), (TS.PROCESSING, TS.ERRED), (TS.PROCESSING, TS.RELEASED),
-    (TS.MEMORY, TS.RELEASED), (TS.ERRED, TS.RELEASED),
-})  # fmt: skip
-
-ACTIVE = (TS.WAITING, TS.NO_WORKER, TS.PROCESSING)
-
-
-# A task's empty sets are all this one object: 100 000 pending tasks would otherwise
-# hold ~500 000 empty sets of 216 bytes each.
-NONE: frozenset = frozenset()
-
-
-def _added(items: AbstractSet[T], item: T) -> set[T]:
-    if items is NONE:
-        return {item}
-    items.add(item)  # type: ignore[attr-defined]
-    return items  # type: ignore[return-value]
-
-
-def _discarded(items: AbstractSet[T], item: T) -> AbstractSet[T]:
-    if items is NONE:
-        return NONE
-    items.discard(item)  # type: ignore[attr-defined]
-    return items or NONE
-
-
-@dataclass(eq=False, slots=True)
-class WorkerState:
-    address: str
-    nthreads: int
-    memory_limit: int = 0
-    name: str = ""
-    processing: dict[TaskState, float] = field(default_factory=dict)  # task → est. duration
-    executing: set[TaskState] = field(default_factory=set)  # started, per the worker
-    has_what: set[TaskState] = field(default_factory=set)
-    nbytes: int = 0
-    occupancy: float = 0.0
-
-    def load(self) -> float:
-        return self.occupancy / self.nthreads
-
-
-@dataclass(eq=False, slots=True)
-class TaskState:
-    key: Key
-    run_spec: bytes | None = None
-    state: TS = TS.RELEASED
-    name: str = ""
-    priority: tuple[float, ...] = (0,)
-    # Empty sets are the shared NONE until something is added (see ``_added``).
-    dependencies: AbstractSet[TaskState] = NONE
-    dependents: AbstractSet[TaskState] = NONE
-    waiting_on: AbstractSet[TaskState] = NONE
-    who_has: AbstractSet[WorkerState] = NONE
-    who_wants: AbstractSet[str] = NONE
-    processing_on: WorkerState | None = None
-    nbytes: int = 0
-    typename: str = ""
-    restrictions: frozenset[str] | None = None
-    loose_restrictions: bool = False
-    resources: dict[str, float] | None = None
-    retries: int = 0
-    suspicious: int = 0
-    error: tuple[bytes, bytes, str, str] | None = None  # exception, traceback, texts
 
 
 class SchedulerState:
@@ -196,8 +121,8 @@ class SchedulerState:
                 if dts is None:
                     missing[ts] = dep_key
                     continue
-                ts.dependencies = _added(ts.dependencies, dts)
-                dts.dependents = _added(dts.dependents, ts)
+                ts.dependencies = added(ts.dependencies, dts)
+                dts.dependents = added(dts.dependents, ts)
         self._generation += 1
         for order, ts in enumerate(_depth_first(fresh)):
             ts.priority = (ts.priority[0], self._generation, order)
@@ -210,7 +135,7 @@ class SchedulerState:
         for key in s.wanted:  # wants last, so that each client hears of each key once
             ts = self.tasks.get(key)
             if ts is not None:
-                ts.who_wants = _added(ts.who_wants, s.client)
+                ts.who_wants = added(ts.who_wants, s.client)
                 self.client_keys[s.client].add(ts)
                 self._report_if_done(ts, s.client)
 
@@ -218,7 +143,7 @@ class SchedulerState:
         for key in s.keys:
             ts = self.tasks.get(key)
             if ts is not None:
-                ts.who_wants = _added(ts.who_wants, s.client)
+                ts.who_wants = added(ts.who_wants, s.client)
                 self.client_keys[s.client].add(ts)
                 if ts.state == TS.RELEASED:
                     self._compute(ts)
@@ -244,7 +169,7 @@ class SchedulerState:
             ts = self.tasks.get(key)
             if ts is None:
                 continue
-            ts.who_wants = _discarded(ts.who_wants, client)
+            ts.who_wants = discarded(ts.who_wants, client)
             owned.discard(ts)
             self._release_if_unneeded(ts)
 
@@ -252,7 +177,7 @@ class SchedulerState:
         for key, (address, nbytes) in s.placed.items():
             ws = self.workers.get(address)
             ts = self.tasks.get(key) or self.tasks.setdefault(key, TaskState(key))
-            ts.who_wants = _added(ts.who_wants, s.client)
+            ts.who_wants = added(ts.who_wants, s.client)
             self.client_keys[s.client].add(ts)
             if ws is None:
                 continue
@@ -290,7 +215,7 @@ class SchedulerState:
                 self._err(ts, *dts.error)
                 return
             if dts.state != TS.MEMORY:
-                ts.waiting_on = _added(ts.waiting_on, dts)
+                ts.waiting_on = added(ts.waiting_on, dts)
         if not ts.waiting_on:
             self._place(ts)
 
@@ -390,7 +315,7 @@ class SchedulerState:
             self._report_if_done(ts, client)
         for dts in list(ts.dependents):
             if ts in dts.waiting_on:
-                dts.waiting_on = _discarded(dts.waiting_on, ts)
+                dts.waiting_on = discarded(dts.waiting_on, ts)
                 if not dts.waiting_on and dts.state == TS.WAITING:
                     self._place(dts)
         for dts in list(ts.dependencies):
@@ -400,13 +325,13 @@ class SchedulerState:
     def _add_replica(self, ts: TaskState, ws: WorkerState, nbytes: int) -> None:
         ts.nbytes = nbytes
         if ws not in ts.who_has:
-            ts.who_has = _added(ts.who_has, ws)
+            ts.who_has = added(ts.who_has, ws)
             ws.has_what.add(ts)
             ws.nbytes += nbytes
 
     def _remove_replica(self, ts: TaskState, ws: WorkerState) -> None:
         if ws in ts.who_has:
-            ts.who_has = _discarded(ts.who_has, ws)
+            ts.who_has = discarded(ts.who_has, ws)
             ws.has_what.discard(ts)
             ws.nbytes -= ts.nbytes
 
@@ -472,7 +397,7 @@ class SchedulerState:
             del self.tasks[ts.key]
         self._steals.pop(ts.key, None)
         for dts in ts.dependencies:
-            dts.dependents = _discarded(dts.dependents, ts)
+            dts.dependents = discarded(dts.dependents, ts)
             self._forget_if_unreferenced(dts)
         ts.dependencies = NONE
 
@@ -546,7 +471,7 @@ class SchedulerState:
                     self._transition(dts, TS.RELEASED)
                     self._compute_later(dts)
                 else:
-                    dts.waiting_on = _added(dts.waiting_on, ts)
+                    dts.waiting_on = added(dts.waiting_on, ts)
         self._compute_later(ts)
 
     # -- workers ---------------------------------------------------------------------------
