@@ -8,7 +8,9 @@
     │   └── DeserializationError               a well-framed message that cannot be decoded
     ├── HandshakeError (ConnectionError)       the connection handshake failed
     │   ├── VersionMismatchError               not a corral peer, or another protocol version
-    │   └── AuthenticationError                wrong, missing or unexpected credentials
+    │   ├── AuthenticationError                wrong, missing or unexpected credentials
+    │   └── TLSError                           TLS refused: untrusted or missing certificate, or
+    │                                          a peer that does not speak TLS
     ├── UnknownOperationError (KeyError)       a message named an op the server has no handler for
     ├── InvalidTransition                      a state machine was asked for an impossible move
     ├── DataLostError                          the only copy of unrecomputable data is gone
@@ -56,6 +58,10 @@ class VersionMismatchError(HandshakeError):
 
 class AuthenticationError(HandshakeError):
     """Authentication failed: wrong or missing token, or a peer that could not prove itself."""
+
+
+class TLSError(HandshakeError):
+    """A TLS handshake failed; the message names the likely cause."""
 
 
 class UnknownOperationError(CorralError, KeyError):

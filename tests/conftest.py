@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import AsyncIterator
 
+import psutil
 import pytest
 
 from corral.core import Server
@@ -54,3 +57,32 @@ async def tcp_server() -> AsyncIterator[Server]:
     async with Server(HANDLERS) as s:
         await s.listen("tcp://127.0.0.1:0")
         yield s
+
+
+def _resources() -> tuple[set[int], int, int]:
+    me = psutil.Process()
+    return {p.pid for p in me.children()}, threading.active_count(), me.num_fds()
+
+
+@pytest.fixture
+def no_leaks():
+    """Fail a test that leaves child processes, threads or file descriptors behind.
+
+    The baseline is taken after wider-scoped fixtures (a shared cluster) are up, so only
+    what the test itself started counts; it gets a few seconds to wind down.
+    """
+    children, threads, fds = _resources()
+    yield
+    deadline = time.monotonic() + 10
+    while True:
+        now_children, now_threads, now_fds = _resources()
+        leaked = {
+            "processes": sorted(now_children - children),
+            "threads": now_threads - threads if now_threads > threads else 0,
+            "fds": now_fds - fds if now_fds > fds else 0,
+        }
+        if not any(leaked.values()):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the test leaked {leaked}")
+        time.sleep(0.1)

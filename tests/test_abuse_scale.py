@@ -25,6 +25,8 @@ from hypothesis import strategies as st
 from corral import Client, Security
 from tests._helpers import RawPeer
 
+pytestmark = pytest.mark.usefixtures("no_leaks")
+
 TOTAL_FRAMES = 100_000
 RSS_CEILING = 400 * 2**20  # each process, after the storm
 OPS = ["register-worker", "register-client", "who_has", "scheduler_info", "get_data",

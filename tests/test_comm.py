@@ -41,17 +41,29 @@ def test_ipv6_host_is_unbracketed_when_parsed():
     assert parse_address("tcp://[::1]:9").host == "::1"
 
 
-@pytest.fixture(params=["tcp://127.0.0.1:0", "inproc://"], ids=["tcp", "inproc"])
-async def pair(request):
-    """Two raw comms joined by a listener of each transport."""
+async def _joined(address):
+    """Two raw comms joined by a listener at ``address``; both aborted afterwards."""
     accepted: asyncio.Queue = asyncio.Queue()
-    listener = await transport.listen(request.param, accepted.put_nowait, limits=FrameLimits())
+    listener = await transport.listen(address, accepted.put_nowait, limits=FrameLimits())
     client = await transport.connect(listener.address, limits=FrameLimits())
     server = await asyncio.wait_for(accepted.get(), 5)
     yield client, server
     client.abort()
     server.abort()
     await listener.stop()
+
+
+@pytest.fixture(params=["tcp://127.0.0.1:0", "inproc://"], ids=["tcp", "inproc"])
+async def pair(request):
+    """Two raw comms joined by a listener of each transport."""
+    async for ends in _joined(request.param):
+        yield ends
+
+
+@pytest.fixture
+async def tcp_pair():
+    async for ends in _joined("tcp://127.0.0.1:0"):
+        yield ends
 
 
 async def test_frames_cross_both_ways(pair):
@@ -101,11 +113,8 @@ async def test_message_over_the_receivers_limits_closes_the_comm(pair):
     assert server.closed()
 
 
-async def test_a_slow_reader_pushes_back_instead_of_buffering_without_bound():
-    accepted: asyncio.Queue = asyncio.Queue()
-    listener = await transport.listen("tcp://127.0.0.1:0", accepted.put_nowait, FrameLimits())
-    client = await transport.connect(listener.address, limits=FrameLimits())
-    server = await asyncio.wait_for(accepted.get(), 5)
+async def test_a_slow_reader_pushes_back_instead_of_buffering_without_bound(tcp_pair):
+    client, server = tcp_pair
     payload = b"p" * 1_000_000
     sent = 0
 
@@ -123,9 +132,6 @@ async def test_a_slow_reader_pushes_back_instead_of_buffering_without_bound():
     for _ in range(sent):
         assert await server.read_frames() == [payload]
     task.cancel()
-    client.abort()
-    server.abort()
-    await listener.stop()
 
 
 def test_works_on_uvloop_too():
@@ -154,3 +160,31 @@ async def test_listening_twice_on_one_inproc_address_fails():
     with pytest.raises(OSError, match="already in use"):
         await transport.listen("inproc://taken", lambda comm: None)
     await listener.stop()
+
+
+async def test_a_peer_that_stops_reading_is_dropped_after_the_write_stall_timeout(tcp_pair):
+    client, _ = tcp_pair
+    client.write_stall_timeout = 0.3
+
+    async def flood():  # the server never reads: the kernel buffers fill, then we stall
+        for _ in range(1000):
+            await client.write_frames([b"s" * 1_000_000])
+
+    with pytest.raises(CommClosedError, match=r"read nothing for 0\.3 s"):
+        await asyncio.wait_for(flood(), 10)
+    assert client.closed()
+    with pytest.raises(CommClosedError):
+        await client.write_frames([b"after"])
+
+
+async def test_tcp_comms_probe_silent_peers_with_keepalive(tcp_pair):
+    import socket
+
+    from corral.comm.tcp import KEEPALIVE
+
+    for comm in tcp_pair:
+        sock = comm._transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        for option, value in KEEPALIVE.items():
+            if hasattr(socket, option):
+                assert sock.getsockopt(socket.IPPROTO_TCP, getattr(socket, option)) == value

@@ -16,6 +16,8 @@ from corral.exceptions import CommClosedError
 from corral.scheduler import Scheduler
 from corral.worker import Worker
 
+pytestmark = pytest.mark.usefixtures("no_leaks")
+
 
 def inc(x):
     return x + 1
@@ -39,7 +41,7 @@ async def test_workers_rejoin_a_scheduler_restarted_at_the_same_address():
     worker = Worker(address, nthreads=1, reconnect_timeout=20)
     await worker.start()
     client = await AsyncClient(address, reconnect_timeout=1)
-    pending = client.submit(slow, 1, 30)
+    pending = client.submit(slow, 1, 3)  # still running when the scheduler dies
     await until(lambda: worker.state.executing_count == 1)
     await first.close()
     # The client errs clearly within its reconnect timeout instead of hanging.

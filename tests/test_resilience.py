@@ -17,6 +17,8 @@ import pytest
 from corral import Client, LocalCluster
 from corral.exceptions import KilledWorker
 
+pytestmark = pytest.mark.usefixtures("no_leaks")
+
 
 def step(x, delay=0.01):
     time.sleep(delay)

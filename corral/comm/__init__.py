@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 import time
 
 from corral.comm.addressing import Address, format_address, normalize_address, parse_address
@@ -24,9 +25,10 @@ from corral.comm.base import (
 from corral.comm.framing import FrameLimits, FrameReader
 from corral.comm.inproc import InprocBackend
 from corral.comm.tcp import TCPBackend
-from corral.exceptions import CommClosedError, ConnectTimeoutError
+from corral.comm.tls import TLSBackend
+from corral.exceptions import CommClosedError, ConnectTimeoutError, HandshakeError
 
-backends: dict[str, Backend] = {"tcp": TCPBackend(), "inproc": InprocBackend()}
+backends: dict[str, Backend] = {"tcp": TCPBackend(), "tls": TLSBackend(), "inproc": InprocBackend()}
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -57,12 +59,15 @@ def _backend(scheme: str) -> Backend:
 
 
 async def connect(
-    address: str, timeout: float = 10.0, limits: FrameLimits = PRE_AUTH_LIMITS
+    address: str,
+    timeout: float = 10.0,
+    limits: FrameLimits = PRE_AUTH_LIMITS,
+    tls: ssl.SSLContext | None = None,
 ) -> Comm:
     """Open a raw comm to ``address``, retrying with backoff until ``timeout`` seconds pass.
 
     Raises ``ConnectTimeoutError`` (a ``TimeoutError``) naming the address and the last
-    error when no attempt succeeded in time.
+    error when no attempt succeeded in time. A refused TLS handshake is not retried.
     """
     address = normalize_address(address)
     backend = _backend(parse_address(address).scheme)
@@ -72,7 +77,9 @@ async def connect(
         remaining = deadline - time.monotonic()
         try:
             async with asyncio.timeout(max(remaining, 0.001)):
-                return await backend.connect(address, limits)
+                return await backend.connect(address, limits, tls)
+        except HandshakeError:
+            raise  # the peer answered and said no: trying again will not change that
         except (OSError, TimeoutError) as e:
             error: BaseException = e
         remaining = deadline - time.monotonic()
@@ -86,10 +93,13 @@ async def connect(
 
 
 async def listen(
-    address: str | int, on_comm: ComSink, limits: FrameLimits = PRE_AUTH_LIMITS
+    address: str | int,
+    on_comm: ComSink,
+    limits: FrameLimits = PRE_AUTH_LIMITS,
+    tls: ssl.SSLContext | None = None,
 ) -> Listener:
     """Start accepting connections at ``address``; ``on_comm`` gets each new comm."""
     address = normalize_address(address)
-    listener = _backend(parse_address(address).scheme).listener(address, on_comm, limits)
+    listener = _backend(parse_address(address).scheme).listener(address, on_comm, limits, tls)
     await listener.start()
     return listener

@@ -9,6 +9,7 @@ frame lists.
 from __future__ import annotations
 
 import abc
+import ssl
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -53,6 +54,9 @@ class Comm(abc.ABC):
         self.limits = limits
         self.peer_info: dict[str, Any] = {}  # role and name, filled in by the handshake
         self.messages_written = 0
+        # Set by a listener that accepted this connection only so the peer can be told
+        # why it cannot be served (e.g. plaintext on a TLS port); the handshake says it.
+        self.refused: str | None = None
 
     async def read(self) -> Any:
         return self.codec.decode(await self.read_frames())
@@ -111,8 +115,16 @@ class Backend(abc.ABC):
     """One transport (tcp, inproc, ...), looked up by the address scheme."""
 
     @abc.abstractmethod
-    async def connect(self, address: str, limits: FrameLimits) -> Comm:
-        """One connection attempt; raises ``OSError`` on failure."""
+    async def connect(
+        self, address: str, limits: FrameLimits, tls: ssl.SSLContext | None = None
+    ) -> Comm:
+        """One connection attempt; raises ``OSError`` on failure.
+
+        ``tls`` is used by transports that encrypt (``tls://``) and ignored by the rest.
+        """
 
     @abc.abstractmethod
-    def listener(self, address: str, on_comm: ComSink, limits: FrameLimits) -> Listener: ...
+    def listener(
+        self, address: str, on_comm: ComSink, limits: FrameLimits,
+        tls: ssl.SSLContext | None = None,
+    ) -> Listener: ...

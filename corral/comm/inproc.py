@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import ssl
 import threading
 from collections import deque
 
@@ -132,7 +133,9 @@ class InprocListener(Listener):
 
 
 class InprocBackend(Backend):
-    async def connect(self, address: str, limits: FrameLimits) -> Comm:
+    async def connect(
+        self, address: str, limits: FrameLimits, tls: ssl.SSLContext | None = None
+    ) -> Comm:
         with _lock:
             listener = _listeners.get(address)
         if listener is None:
@@ -141,5 +144,8 @@ class InprocBackend(Backend):
         listener.accept(client)
         return client
 
-    def listener(self, address: str, on_comm: ComSink, limits: FrameLimits) -> Listener:
+    def listener(
+        self, address: str, on_comm: ComSink, limits: FrameLimits,
+        tls: ssl.SSLContext | None = None,
+    ) -> Listener:
         return InprocListener(address, on_comm, limits)

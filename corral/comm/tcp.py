@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections import deque
 from typing import Any
 
@@ -18,8 +19,13 @@ from corral.comm.base import Backend, Comm, ComSink, Frames, Listener
 from corral.comm.framing import FrameLimits, FrameReader, encode_header, frame_nbytes
 from corral.exceptions import CommClosedError, ProtocolError
 
+TLS_HANDSHAKE_START = b"\x16\x03"  # a TLS record of type handshake, version 3.x
 SMALL_MESSAGE = 64 * 1024  # below this, frames are joined into one write
 MAX_QUEUED_MESSAGES = 64  # stop reading from a peer whose messages nobody consumes
+WRITE_STALL_TIMEOUT = 60.0  # a peer that takes none of our bytes for this long is gone
+# A peer behind a dead link sends no FIN: keepalive probes find it while we only read
+# (idle 10 s, then 3 probes 5 s apart), the user timeout while our data goes unacked.
+KEEPALIVE = {"TCP_KEEPIDLE": 10, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3, "TCP_USER_TIMEOUT": 30_000}
 
 
 class _FrameProtocol(asyncio.BufferedProtocol):
@@ -33,23 +39,35 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         self.drain_waiter: asyncio.Future[None] | None = None
         self.paused_reading = False
         self._on_connected = on_connected
+        self._buffer = memoryview(b"")
+        self._received = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            for option, value in KEEPALIVE.items():
+                if hasattr(socket, option):  # Linux has all four; others vary
+                    sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
         if self._on_connected is not None:
             self._on_connected(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self.reader.get_buffer()
+        self._buffer = self.reader.get_buffer()
+        return self._buffer
 
     def buffer_updated(self, nbytes: int) -> None:
+        first_bytes = bytes(self._buffer[:2]) if not self._received else b""
+        self._received = True
         try:
             messages = self.reader.buffer_updated(nbytes)
         except ProtocolError as e:
-            self._end(e)
+            error = e
+            if first_bytes == TLS_HANDSHAKE_START:
+                error = ProtocolError("peer began a TLS handshake on a plaintext (tcp://) port")
+            self._end(error)
             assert self.transport is not None
             self.transport.abort()
             return
@@ -98,6 +116,8 @@ class _FrameProtocol(asyncio.BufferedProtocol):
 
 
 class TCPComm(Comm):
+    write_stall_timeout = WRITE_STALL_TIMEOUT
+
     def __init__(self, protocol: _FrameProtocol, scheme: str = "tcp") -> None:
         self._protocol = protocol
         super().__init__(protocol.reader.limits)
@@ -146,9 +166,31 @@ class TCPComm(Comm):
             else:
                 self._transport.writelines([header, *frames])
         if p.drain_waiter is not None:
-            await p.drain_waiter
+            await self._drain(p.drain_waiter)
         if p.error is not None and not isinstance(p.error, CommClosedError):
             raise _closed_error(p.error, self.peer_address)
+
+    async def _drain(self, waiter: asyncio.Future[None]) -> None:
+        """Wait for the peer to take our bytes; abort if it takes none for a whole stall.
+
+        Slow progress is fine (a big frame on a thin link); no progress at all means a
+        peer that stopped reading, and what we would buffer for it has to be bounded.
+        """
+        pending = self._transport.get_write_buffer_size()
+        while True:
+            try:
+                async with asyncio.timeout(self.write_stall_timeout):
+                    await asyncio.shield(waiter)  # other writers may wait on it too
+                return
+            except TimeoutError:
+                now = self._transport.get_write_buffer_size()
+                if now < pending:
+                    pending = now
+                    continue
+                error = CommClosedError(f"peer read nothing for {self.write_stall_timeout} s")
+                self._protocol._end(error)
+                self._transport.abort()
+                raise _closed_error(error, self.peer_address) from None
 
     async def close(self) -> None:
         if not self._transport.is_closing():
@@ -241,7 +283,9 @@ class TCPListener(Listener):
 
 
 class TCPBackend(Backend):
-    async def connect(self, address: str, limits: FrameLimits) -> Comm:
+    async def connect(
+        self, address: str, limits: FrameLimits, tls: ssl.SSLContext | None = None
+    ) -> Comm:
         parsed = parse_address(address)
         loop = asyncio.get_running_loop()
         _, protocol = await loop.create_connection(
@@ -249,5 +293,8 @@ class TCPBackend(Backend):
         )
         return TCPComm(protocol)
 
-    def listener(self, address: str, on_comm: ComSink, limits: FrameLimits) -> Listener:
+    def listener(
+        self, address: str, on_comm: ComSink, limits: FrameLimits,
+        tls: ssl.SSLContext | None = None,
+    ) -> Listener:
         return TCPListener(address, on_comm, limits)

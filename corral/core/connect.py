@@ -30,7 +30,8 @@ async def connect(
     version mismatch) is not, and raises its ``HandshakeError`` at once.
     """
     deadline = time.monotonic() + timeout
-    comm = await transport.connect(address, timeout=timeout)
+    tls = security.ssl_context(server_side=False) if security else None
+    comm = await transport.connect(address, timeout=timeout, tls=tls)
     options = ConnectionOptions(
         security=security, role=role, name=name, compression=compression, limits=limits
     )

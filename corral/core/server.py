@@ -79,7 +79,10 @@ class Server:
         """Start accepting connections at ``address`` (a port number, ``'tcp://:8786'``, ...)."""
         if self._closed:
             raise RuntimeError("server is closed")
-        listener = await transport.listen(address, self._on_comm, limits=self._pre_auth_limits)
+        tls = self.security.ssl_context(server_side=True) if self.security else None
+        listener = await transport.listen(
+            address, self._on_comm, limits=self._pre_auth_limits, tls=tls
+        )
         self.listeners.append(listener)
 
     @property

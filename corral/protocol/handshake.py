@@ -176,6 +176,9 @@ async def server_handshake(comm: Comm, options: ConnectionOptions) -> None:
     except VersionMismatchError as e:
         await _reject(comm, str(e))
         raise
+    if comm.refused:  # the transport let it in only to hear why: say it in our words
+        await _reject(comm, comm.refused)
+        raise HandshakeError(comm.refused)
     client_nonce = _nonce(hello)
     if token is not None and not hello.get("auth"):
         await _reject(comm, "authentication failed: this server requires a token")
@@ -209,7 +212,8 @@ async def _read(comm: Comm) -> list[Any]:
     try:
         return await comm.read_frames()
     except CommClosedError as e:
-        raise HandshakeError(f"connection to {comm.peer_address} closed during handshake") from e
+        raise HandshakeError(f"{comm.peer_address} closed the connection during the handshake "
+                             f"({e}); does it expect TLS (tls://) or a token?") from e
 
 
 async def _reject(comm: Comm, reason: str) -> None:

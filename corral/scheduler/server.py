@@ -16,7 +16,7 @@ import time
 import uuid
 from typing import Any
 
-from corral.core import BatchedSend, Comm, ConnectionPool, Server
+from corral.core import BatchedSend, Comm, ConnectionPool, Server, rpc
 from corral.exceptions import CommClosedError
 from corral.scheduler import events as ev
 from corral.scheduler.state import SchedulerState
@@ -368,6 +368,12 @@ class Scheduler:
         results = await asyncio.gather(*(one(w) for w in targets))
         return dict(zip(targets, results, strict=True))
 
+    async def _restart_through(self, nanny: str, timeout: float) -> None:
+        # A comm of its own, closed after: restarts are rare, pooling them would keep
+        # one idle connection per nanny open for the scheduler's whole life.
+        async with rpc(nanny, security=self.security) as r:
+            await r.restart(timeout=timeout)
+
     async def restart(self, comm: Comm, timeout: float = 60.0) -> str:
         """Forget every task; nannies replace their worker processes, bare workers reset."""
         stimulus_id = f"restart-{time.time()}"
@@ -379,7 +385,7 @@ class Scheduler:
         bare = [a for a, info in self.worker_info.items() if not info.get("nanny")]
         async with asyncio.timeout(timeout):
             await asyncio.gather(
-                *(self.pool(nanny).restart(timeout=timeout) for nanny in nannies),
+                *(self._restart_through(nanny, timeout) for nanny in nannies),
                 self.broadcast(comm, {"op": "reset"}, workers=bare),
             )
             while len(self.worker_streams) < expected:  # noqa: ASYNC110 - workers rejoining
