@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-import json
+import dataclasses
 import logging
 import os
 import re
 import signal
-from pathlib import Path
 from typing import Any
 
 import click
 
 from corral import __version__
-from corral.deploy.process import PARENT_PID_ENV, TOKEN_ENV
-from corral.security import Security
+from corral.credentials import default_scheduler_file, resolve, write_scheduler_file
+from corral.deploy.process import PARENT_PID_ENV
+from corral.security import (
+    TOKEN_ENV,
+    TOKEN_FILE_ENV,
+    Security,
+    from_environment,
+    new_token,
+    read_token_file,
+    redact,
+    scheme_for,
+)
 from corral.utils import run_async
 
 logger = logging.getLogger("corral.cli")
@@ -32,9 +41,39 @@ def parse_bytes(text: str) -> int:
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
-def _security(token: str | None) -> Security | None:
-    token = token or os.environ.get(TOKEN_ENV)
-    return Security(token=token) if token else None
+def security_options(command: Any) -> Any:
+    """The credential flags every command that connects or listens takes."""
+    options = [
+        click.option("--token", help=f"Shared secret peers must prove (or ${TOKEN_ENV}; "
+                     "visible to other local users in argv: prefer --token-file)."),
+        click.option("--token-file", type=click.Path(exists=True, dir_okay=False),
+                     help=f"Read the token from this file (or ${TOKEN_FILE_ENV})."),
+        click.option("--tls-ca-file", type=click.Path(exists=True, dir_okay=False),
+                     help="CA certificate that peers' certificates must be signed by."),
+        click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False),
+                     help="This process's certificate (PEM)."),
+        click.option("--tls-key", type=click.Path(exists=True, dir_okay=False),
+                     help="This process's private key (PEM)."),
+        click.option("--tls-check-hostname", is_flag=True,
+                     help="Also check that server certificates name the host connected to."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _flag_security(flags: dict[str, Any]) -> Security | None:
+    """Credentials from command-line flags alone; None when no flag was given."""
+    token = flags.pop("token") or (flags["token_file"] and read_token_file(flags["token_file"]))
+    flags.pop("token_file")
+    check_hostname = flags.pop("tls_check_hostname")
+    tls = {k: flags.pop(k) for k in ("tls_ca_file", "tls_cert", "tls_key")}
+    if not token and not any(tls.values()):
+        return None
+    try:
+        return Security(token=token or None, tls_check_hostname=check_hostname, **tls)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
 
 
 async def _serve_until_signalled(*closers: Any, watch_parent: bool = False) -> None:
@@ -62,12 +101,22 @@ async def _parent_gone() -> None:
         await asyncio.sleep(0.5)
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read (it will carry credentials)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    path.chmod(0o600)
+def _scheduler_security(flags: dict[str, Any], no_auth: bool) -> Security | None:
+    """What the scheduler demands: the given credentials, a new token, or (asked) nothing."""
+    security = _flag_security(flags) or from_environment()
+    if no_auth:
+        if security is not None and security.token:
+            raise click.UsageError("--no-auth cannot be combined with a token")
+        logger.warning(
+            "AUTHENTICATION IS OFF (--no-auth): anyone who can reach this scheduler can run "
+            "any code on it and on every worker. Use only on a network you fully control."
+        )
+        return security
+    if security is None:
+        return Security.generate()
+    if security.token is None:  # TLS alone: still add a token, the two combine
+        return dataclasses.replace(security, token=new_token())
+    return security
 
 
 @click.group()
@@ -92,8 +141,11 @@ def main(log_level: str) -> None:
 @click.option("--dashboard-address", default=":8787", show_default=True,
               help="Where the dashboard will listen (served once the dashboard lands).")
 @click.option("--scheduler-file", type=click.Path(dir_okay=False),
-              help="Write the address here, for workers and clients on a shared filesystem.")
-@click.option("--token", help=f"Shared secret peers must prove (or ${TOKEN_ENV}).")
+              help="Also write address and credentials here (mode 0600), e.g. on a shared "
+                   "filesystem for workers on other machines.")
+@security_options
+@click.option("--no-auth", is_flag=True,
+              help="Accept unauthenticated peers. Anyone who can connect can run code.")
 @click.option("--worker-ttl", default=30.0, show_default=True,
               help="Seconds without a heartbeat after which a worker counts as dead.")
 def scheduler(
@@ -101,19 +153,29 @@ def scheduler(
     port: int,
     dashboard_address: str,
     scheduler_file: str | None,
-    token: str | None,
+    no_auth: bool,
     worker_ttl: float,
+    **flags: Any,
 ) -> None:
-    """Start a scheduler."""
+    """Start a scheduler (with a fresh token unless given one, or --no-auth)."""
     from corral.scheduler import Scheduler
 
+    security = _scheduler_security(flags, no_auth)
+
     async def run() -> None:
-        sched = Scheduler(security=_security(token), worker_ttl=worker_ttl)
-        await sched.listen(f"tcp://{host}:{port}" if host else f"tcp://:{port}")
+        sched = Scheduler(security=security, worker_ttl=worker_ttl)
+        await sched.listen(f"{scheme_for(security)}://{host}:{port}")
         address = sched.address
+        files = [write_scheduler_file(default_scheduler_file(), address, security)]
         if scheduler_file:
-            _write_private(Path(scheduler_file), json.dumps({"address": address}))
-        logger.info("scheduler at %s — start workers with: corral worker %s", address, address)
+            files.append(write_scheduler_file(scheduler_file, address, security))
+        token = security.token if security else None
+        logger.info("scheduler at %s, token %s, credentials in %s", address, redact(token),
+                    " and ".join(map(str, files)))
+        logger.info("start workers with: corral worker %s%s", address,
+                    "" if not token else f"  (on this machine; elsewhere add "
+                    f"--scheduler-file {files[-1]} or ${TOKEN_ENV})")
+        logger.info("connect with: Client(%r)", address)
         if host in ("127.0.0.1", "localhost", "::1"):
             logger.info("listening on loopback only; use --host 0.0.0.0 for other machines")
         await _serve_until_signalled(sched)
@@ -139,7 +201,7 @@ def scheduler(
 @click.option("--name", default="", help="A name for the worker (default: its address).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=0, type=int, help="Port to listen on [any free port].")
-@click.option("--token", help=f"Shared secret (or ${TOKEN_ENV}).")
+@security_options
 def worker(
     scheduler_address: str | None,
     scheduler_file: str | None,
@@ -150,23 +212,29 @@ def worker(
     name: str,
     host: str,
     port: int,
-    token: str | None,
     reconnect_timeout: float,
     liveness_timeout: float,
+    **flags: Any,
 ) -> None:
-    """Start worker(s) for the scheduler at SCHEDULER_ADDRESS."""
+    """Start worker(s) for the scheduler at SCHEDULER_ADDRESS.
+
+    With no address, the scheduler file (--scheduler-file, else the one the last
+    `corral scheduler` of this user wrote) gives address and credentials.
+    """
     from corral.deploy.process import NANNY_ENV
     from corral.nanny import Nanny
     from corral.worker import Worker
 
-    if scheduler_file:
-        scheduler_address = json.loads(Path(scheduler_file).read_text())["address"]
+    if not scheduler_address and not scheduler_file and default_scheduler_file().is_file():
+        scheduler_file = str(default_scheduler_file())
+    scheduler_address, security = resolve(scheduler_address, _flag_security(flags),
+                                          scheduler_file)
     if not scheduler_address:
         raise click.UsageError("give SCHEDULER_ADDRESS or --scheduler-file")
     limit = parse_bytes(memory_limit)
     cores = os.cpu_count() or 1
     threads = nthreads or max(1, cores // max(nworkers, 1))
-    security = _security(token)
+    scheme = scheme_for(security)
 
     async def run() -> None:
         servers: list[Worker | Nanny] = []
@@ -179,7 +247,7 @@ def worker(
                     security=security, reconnect_timeout=reconnect_timeout,
                     nanny=os.environ.get(NANNY_ENV),
                 )
-                await server.start(f"tcp://{host}:{worker_port}")
+                await server.start(f"{scheme}://{host}:{worker_port}")
             else:
                 server = Nanny(
                     scheduler_address, nthreads=threads, name=label, host=host,
@@ -187,7 +255,7 @@ def worker(
                     liveness_timeout=liveness_timeout,
                     worker_args=("--reconnect-timeout", str(reconnect_timeout)),
                 )
-                await server.start(f"tcp://{host}:0")
+                await server.start(f"{scheme}://{host}:0")
             servers.append(server)
         await _serve_until_signalled(*servers, watch_parent=PARENT_PID_ENV in os.environ)
 
@@ -209,6 +277,28 @@ def demo(workers: int, foundation: bool) -> None:
     from corral.demo_cluster import run_demo
 
     run_demo(echo=click.echo, n_workers=workers)
+
+
+@main.group()
+def tls() -> None:
+    """TLS certificates for quick secure setups."""
+
+
+@tls.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--host", "hosts", multiple=True,
+              help="A host name or IP the certificates must name (repeatable); localhost, "
+                   "loopback and this machine's name are always included.")
+@click.option("--days", default=365, show_default=True, help="How long they stay valid.")
+def generate(directory: str, hosts: tuple[str, ...], days: int) -> None:
+    """Create a CA and a certificate/key pair in DIRECTORY, for every corral process."""
+    from corral.certs import generate as generate_certs
+
+    files = generate_certs(directory, hosts=hosts, days=days)["node"]
+    click.echo(f"wrote {files.ca_file}, {files.cert}, {files.key} (key mode 0600)")
+    flags = f"--tls-ca-file {files.ca_file} --tls-cert {files.cert} --tls-key {files.key}"
+    click.echo(f"  corral scheduler {flags}")
+    click.echo(f"  corral worker tls://HOST:8786 {flags}")
 
 
 if __name__ == "__main__":  # pragma: no cover

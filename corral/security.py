@@ -29,6 +29,7 @@ TOKEN_FILE_ENV = "CORRAL_TOKEN_FILE"
 TLS_CA_FILE_ENV = "CORRAL_TLS_CA_FILE"
 TLS_CERT_ENV = "CORRAL_TLS_CERT"
 TLS_KEY_ENV = "CORRAL_TLS_KEY"
+TLS_CHECK_HOSTNAME_ENV = "CORRAL_TLS_CHECK_HOSTNAME"
 
 
 def new_token() -> str:
@@ -111,11 +112,18 @@ class Security:
                             (TLS_KEY_ENV, self.tls_key)):
             if value:
                 env[name] = value
+        if self.tls_check_hostname:
+            env[TLS_CHECK_HOSTNAME_ENV] = "1"
         return env
 
     def __repr__(self) -> str:
         tls = f", tls_cert={self.tls_cert!r}" if self.tls else ""
         return f"Security(token={'<redacted>' if self.token else None}{tls})"
+
+
+def scheme_for(security: Security | None) -> str:
+    """``tls`` when the credentials include TLS, else ``tcp``: what to listen on."""
+    return "tls" if security is not None and security.tls else "tcp"
 
 
 @functools.lru_cache(maxsize=32)
@@ -140,7 +148,9 @@ def from_environment() -> Security | None:
     ca, cert, key = (os.environ.get(n) for n in (TLS_CA_FILE_ENV, TLS_CERT_ENV, TLS_KEY_ENV))
     if not (token or ca):
         return None
-    return Security(token=token or None, tls_ca_file=ca, tls_cert=cert, tls_key=key)
+    check_hostname = os.environ.get(TLS_CHECK_HOSTNAME_ENV, "") not in ("", "0")
+    return Security(token=token or None, tls_ca_file=ca, tls_cert=cert, tls_key=key,
+                    tls_check_hostname=check_hostname)
 
 
 def read_token_file(path: str | os.PathLike[str]) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -59,9 +61,16 @@ async def tcp_server() -> AsyncIterator[Server]:
         yield s
 
 
-def _resources() -> tuple[set[int], int, int]:
-    me = psutil.Process()
-    return {p.pid for p in me.children()}, threading.active_count(), me.num_fds()
+def _open_fds() -> dict[int, str]:
+    fds = {}
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own fd is gone by now
+            fds[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+    return fds
+
+
+def _resources() -> tuple[set[int], int, dict[int, str]]:
+    return {p.pid for p in psutil.Process().children()}, threading.active_count(), _open_fds()
 
 
 @pytest.fixture
@@ -78,11 +87,38 @@ def no_leaks():
         now_children, now_threads, now_fds = _resources()
         leaked = {
             "processes": sorted(now_children - children),
-            "threads": now_threads - threads if now_threads > threads else 0,
-            "fds": now_fds - fds if now_fds > fds else 0,
+            "threads": max(0, now_threads - threads),
+            "fds": sorted(now_fds[fd] for fd in now_fds.keys() - fds.keys())
+            if len(now_fds) > len(fds) else [],
         }
         if not any(leaked.values()):
             return
         if time.monotonic() > deadline:
             raise AssertionError(f"the test leaked {leaked}")
         time.sleep(0.1)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_scheduler_file(tmp_path_factory):
+    """Schedulers started by tests write their credentials here, not in the user's home."""
+    from corral.credentials import SCHEDULER_FILE_ENV
+
+    path = tmp_path_factory.mktemp("corral-home") / "scheduler.json"
+    previous = os.environ.get(SCHEDULER_FILE_ENV)
+    os.environ[SCHEDULER_FILE_ENV] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop(SCHEDULER_FILE_ENV, None)
+    else:
+        os.environ[SCHEDULER_FILE_ENV] = previous
+
+
+@pytest.fixture(autouse=True, scope="session")
+def warm_event_loop_machinery():
+    """uvloop opens one pipe per process the first time a loop runs in a thread, and
+    keeps it: open it before any ``no_leaks`` baseline so it is not taken for a leak."""
+    from corral.utils import LoopRunner
+
+    runner = LoopRunner("warm-up")
+    runner.run(asyncio.sleep(0))
+    runner.stop()

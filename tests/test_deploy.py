@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -97,6 +98,9 @@ def test_cli_scheduler_two_workers_and_a_client(tmp_path):
         assert sched.wait(timeout=15) == 0
         log = sched.stdout.read()
         assert f"start workers with: corral worker {address}" in log
+        token = json.loads(scheduler_file.read_text())["token"]
+        assert token[:4] in log  # named,
+        assert token not in log  # never printed in full
     finally:
         for proc in [sched, *workers]:
             if proc.poll() is None:
@@ -115,7 +119,9 @@ def test_worker_exits_when_its_parent_dies():
             "print(p.pid, flush=True)\n"
             "time.sleep(60)\n"
         )
-        parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        env = {**os.environ, **cluster.security.environment()}  # the cluster's own token
+        parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                                  env=env)
         worker_pid = int(parent.stdout.readline())
         deadline = time.monotonic() + 30
         while not cluster.scheduler.state.workers:

@@ -28,8 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from corral.deploy.process import TOKEN_ENV
-from corral.security import new_token
+from corral.security import TOKEN_ENV, new_token
 
 DRIVER = Path(__file__).with_name("_partition_driver.py")
 WORKER_TTL = 3.0

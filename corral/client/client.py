@@ -23,6 +23,7 @@ from corral import runspec
 from corral.client.future import FINISHED, PENDING, Future, FutureState
 from corral.comm.addressing import normalize_address
 from corral.core import BatchedSend, Comm, ConnectionPool, connect
+from corral.credentials import resolve
 from corral.exceptions import CommClosedError, CorralError, RemoteError
 from corral.protocol import dumps_pickle
 from corral.security import Security
@@ -48,7 +49,12 @@ class AsyncClient:
         runner: LoopRunner | None = None,
         cluster_options: dict[str, Any] | None = None,
         reconnect_timeout: float = 20.0,
+        scheduler_file: str | None = None,
     ) -> None:
+        if hasattr(address, "scheduler_address"):  # a cluster object
+            security = security or address.security
+            address = address.scheduler_address
+        address, security = resolve(address, security, scheduler_file)
         self.scheduler_address = normalize_address(address) if address else None
         self.security = security
         self.timeout = timeout

@@ -34,11 +34,13 @@ class Client:
         name: str = "",
         cluster_options: dict[str, Any] | None = None,
         reconnect_timeout: float = 20.0,
+        scheduler_file: str | None = None,
     ) -> None:
         self._runner = LoopRunner("corral-client")
         self._core = AsyncClient(
             address, security=security, timeout=timeout, name=name, runner=self._runner,
             cluster_options=cluster_options, reconnect_timeout=reconnect_timeout,
+            scheduler_file=scheduler_file,
         )
         try:
             self._runner.run(self._core.start(), timeout=timeout + 60)

@@ -55,28 +55,54 @@ def describe(error: BaseException, where: str) -> str:
 
 
 class _TLSFrameProtocol(_FrameProtocol):
+    """TLS 1.3 checks a client's certificate after the client's handshake has finished, so
+    a refused client learns it only when the server hangs up before saying anything:
+    on the client side, report that as what it almost surely is."""
+
+    def __init__(self, limits: FrameLimits, server: str | None = None) -> None:
+        super().__init__(limits)
+        self._server = server  # set on the client side
+
+    def eof_received(self) -> bool:
+        self._refused_before_a_word(None)
+        return super().eof_received()
+
     def connection_lost(self, exc: Exception | None) -> None:
-        # TLS 1.3 checks the client's certificate after the client thinks it is done,
-        # so a refusal can arrive as the first thing read: report it as what it is.
-        if isinstance(exc, ssl.SSLError) and self.error is None:
-            self.error = TLSError(describe(exc, "the peer"))
+        self._refused_before_a_word(exc)
         super().connection_lost(exc)
+
+    def _refused_before_a_word(self, exc: Exception | None) -> None:
+        if self.error is not None or self._received or self._server is None:
+            return
+        if isinstance(exc, ssl.SSLError):
+            self.error = TLSError(describe(exc, self._server))
+        else:
+            self.error = TLSError(
+                f"TLS with {self._server} failed: the server hung up right after the TLS "
+                "handshake: it did not accept our client certificate (none given, or "
+                "signed by another CA; see --tls-cert/--tls-key)"
+            )
 
 
 async def _first_byte(sock: socket.socket) -> int | None:
-    """The first byte the peer sent, left unread in the socket (None: it hung up)."""
+    """The first byte the peer sent, left unread in the socket (None: it hung up).
+
+    Waits on a duplicate of the socket: uvloop refuses to build a transport on a file
+    descriptor that has been watched with ``add_reader``.
+    """
     loop = asyncio.get_running_loop()
-    while True:
-        try:
-            data = sock.recv(1, socket.MSG_PEEK)
-            return data[0] if data else None
-        except BlockingIOError:
-            readable = loop.create_future()
-            loop.add_reader(sock.fileno(), _set_once, readable)
+    with sock.dup() as watched:
+        while True:
             try:
-                await readable
-            finally:
-                loop.remove_reader(sock.fileno())
+                data = watched.recv(1, socket.MSG_PEEK)
+                return data[0] if data else None
+            except BlockingIOError:
+                readable = loop.create_future()
+                loop.add_reader(watched.fileno(), _set_once, readable)
+                try:
+                    await readable
+                finally:
+                    loop.remove_reader(watched.fileno())
 
 
 def _set_once(future: asyncio.Future[None]) -> None:
@@ -142,7 +168,8 @@ class TLSListener(Listener):
         except OSError:
             conn.close()
             return
-        factory = lambda: _TLSFrameProtocol(self._limits)  # noqa: E731
+        # Keep our own reference: uvloop returns its TLS wrapper, not our protocol.
+        protocol = _TLSFrameProtocol(self._limits)
         try:
             async with asyncio.timeout(TLS_HANDSHAKE_TIMEOUT):
                 first = await _first_byte(conn)
@@ -150,17 +177,17 @@ class TLSListener(Listener):
                     conn.close()
                     return
                 if first != TLS_RECORD_HANDSHAKE:
-                    _, protocol = await loop.connect_accepted_socket(factory, conn)
+                    await loop.connect_accepted_socket(lambda: protocol, conn)
                     comm = TCPComm(protocol, "tls")
                     comm.refused = PLAINTEXT_REFUSAL  # the server's handshake says so, and logs
                     self._on_comm(comm)
                     return
-                _, protocol = await loop.connect_accepted_socket(
-                    factory, conn, ssl=self._context,
+                await loop.connect_accepted_socket(
+                    lambda: protocol, conn, ssl=self._context,
                     ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
                 )
         except (OSError, TimeoutError) as e:
-            logger.warning("refused %s: %s", peer, describe(e, peer))
+            logger.warning("refused: %s", describe(e, f"peer {peer}"))
             conn.close()
             return
         self._on_comm(TCPComm(protocol, "tls"))
@@ -183,9 +210,10 @@ class TLSBackend(Backend):
                            "(--tls-ca-file/--tls-cert/--tls-key or Security(tls_...))")
         parsed = parse_address(address)
         loop = asyncio.get_running_loop()
+        protocol = _TLSFrameProtocol(limits, address)  # ours, not uvloop's TLS wrapper
         try:
-            _, protocol = await loop.create_connection(
-                lambda: _TLSFrameProtocol(limits), parsed.host, parsed.port, ssl=tls,
+            await loop.create_connection(
+                lambda: protocol, parsed.host, parsed.port, ssl=tls,
                 server_hostname=parsed.host, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
             )
         except ssl.SSLError as e:

@@ -16,8 +16,9 @@ from collections.abc import Sequence
 
 from corral.comm.addressing import normalize_address, parse_address
 from corral.core import rpc
-from corral.deploy.process import PARENT_PID_ENV, TOKEN_ENV, child_environment
-from corral.security import Security
+from corral.credentials import forget, remember
+from corral.deploy.process import PARENT_PID_ENV, child_environment
+from corral.security import TOKEN_ENV, Security
 from corral.utils import run_async
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "", "0.0.0.0"}
@@ -52,9 +53,10 @@ class Cluster:
         self.always_ssh = always_ssh
         self.center = normalize_address(center)
         self.hosts = [normalize_address(h) for h in hosts]
-        self.security = security
+        self.security = Security.generate() if security is None else security
         self.processes: list[subprocess.Popen[bytes]] = []
-        env = child_environment(security)
+        env = child_environment(self.security)
+        remember(self.center, self.security)  # so ``Pool(center)`` here finds the token
         try:
             c = parse_address(self.center)
             self._spawn(c.host, ["scheduler", "--host", c.host, "--port", str(c.port)], env)
@@ -97,6 +99,7 @@ class Cluster:
                 await asyncio.sleep(0.05)
 
     def close(self) -> None:
+        forget(self.center)
         for process in reversed(self.processes):  # workers first, then the scheduler
             if process.poll() is None:
                 process.terminate()

@@ -13,9 +13,10 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from corral.credentials import forget, remember
 from corral.deploy.process import WorkerProcess, child_environment, worker_command
 from corral.scheduler import Scheduler
-from corral.security import Security
+from corral.security import Security, scheme_for
 from corral.utils import LoopRunner
 from corral.worker import Worker
 
@@ -49,9 +50,10 @@ class LocalCluster:
         self.nanny = nanny and processes  # in-process workers have no process to restart
         self.worker_options = tuple(worker_options)  # extra ``corral worker`` flags
         self.dashboard_address = dashboard_address  # served once the dashboard lands
-        self.security = security
+        # Authenticated by default: a fresh token the user never has to see or pass on.
+        self.security = Security.generate() if security is None else security
         self.host = host
-        self.scheduler = Scheduler(security=security, **scheduler_options)
+        self.scheduler = Scheduler(security=self.security, **scheduler_options)
         self._scheduler_port = scheduler_port
         self.workers: dict[str, WorkerProcess | Worker] = {}
         self._names = iter(range(1_000_000))
@@ -79,7 +81,9 @@ class LocalCluster:
         if self._started:
             return
         self._started = True
-        await self.scheduler.listen(f"tcp://{self.host}:{self._scheduler_port}")
+        scheme = scheme_for(self.security)
+        await self.scheduler.listen(f"{scheme}://{self.host}:{self._scheduler_port}")
+        remember(self.scheduler_address, self.security)
         await self._scale(self.n_workers)
 
     @property
@@ -118,7 +122,7 @@ class LocalCluster:
                 self.scheduler_address, nthreads=self.threads_per_worker, name=name,
                 security=self.security,
             )
-            await handle.start(f"tcp://{self.host}:0")
+            await handle.start(f"{scheme_for(self.security)}://{self.host}:0")
         self.workers[name] = handle
         return handle
 
@@ -148,6 +152,8 @@ class LocalCluster:
         self._closed = True
         await asyncio.gather(*(_stop(w) for w in self.workers.values()))
         self.workers.clear()
+        if self.scheduler.server.listeners:
+            forget(self.scheduler_address)
         await self.scheduler.close()
 
     def __enter__(self) -> LocalCluster:

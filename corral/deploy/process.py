@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from corral.security import Security
 
 PARENT_PID_ENV = "CORRAL_PARENT_PID"  # a worker exits when this process is gone
-TOKEN_ENV = "CORRAL_TOKEN"  # credentials travel in the environment, never in argv
 NANNY_ENV = "CORRAL_NANNY"  # the address of the nanny supervising a worker process
 
 
@@ -35,10 +34,11 @@ def worker_command(
 
 
 def child_environment(security: Security | None) -> dict[str, str]:
+    """Our environment plus the credentials (never argv: other local users can read that)."""
     env = dict(os.environ, **{PARENT_PID_ENV: str(os.getpid())})
     env.pop(NANNY_ENV, None)
-    if security is not None and security.token:
-        env[TOKEN_ENV] = security.token
+    if security is not None:
+        env.update(security.environment())
     return env
 
 
