@@ -1,6 +1,6 @@
 """corral: distributed, data-local computing for Python."""
 
-from corral.client import AsyncClient, Client, Future, as_completed, wait
+from corral.client import AsyncClient, Client, Future, as_completed, progress, wait
 from corral.client.pool import Pool
 from corral.core import ConnectionPool, Server, connect, rpc
 from corral.deploy import Cluster, LocalCluster
@@ -28,6 +28,7 @@ __all__ = [
     "__version__",
     "as_completed",
     "connect",
+    "progress",
     "rpc",
     "wait",
 ]

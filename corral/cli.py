@@ -119,27 +119,41 @@ def _scheduler_security(flags: dict[str, Any], no_auth: bool) -> Security | None
     return security
 
 
+LOG_LEVEL_ENV = "CORRAL_LOG_LEVEL"  # inherited by nannies and workers started from here
+LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"], case_sensitive=False)
+
+
+def _set_log_level(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value:
+        os.environ[LOG_LEVEL_ENV] = value.lower()
+        logging.getLogger("corral").setLevel(value.upper())
+
+
+def log_level_option(command: Any) -> Any:
+    """``--log-level`` on each command, as well as before it."""
+    return click.option("--log-level", type=LOG_LEVELS, expose_value=False, is_eager=True,
+                        callback=_set_log_level,
+                        help="How much to log to stderr [info].")(command)
+
+
 @click.group()
 @click.version_option(__version__, prog_name="corral")
-@click.option(
-    "--log-level",
-    default="info",
-    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-    help="How much to log to stderr.",
-)
-def main(log_level: str) -> None:
+@log_level_option
+def main() -> None:
     """corral: distributed, data-local computing for Python."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
+    # One line per event: time, component logger (corral.scheduler, ...), level, message.
+    logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("corral").setLevel(os.environ.get(LOG_LEVEL_ENV, "info").upper())
 
 
 @main.command()
+@log_level_option
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Interface to listen on; 0.0.0.0 (or '') accepts workers from other machines.")
 @click.option("--port", default=8786, show_default=True, type=int)
 @click.option("--dashboard-address", default=":8787", show_default=True,
-              help="Where the dashboard will listen (served once the dashboard lands).")
+              help="[HOST]:PORT of the web dashboard and /metrics (host defaults to --host); "
+                   "'none' turns it off.")
 @click.option("--scheduler-file", type=click.Path(dir_okay=False),
               help="Also write address and credentials here (mode 0600), e.g. on a shared "
                    "filesystem for workers on other machines.")
@@ -163,7 +177,8 @@ def scheduler(
     security = _scheduler_security(flags, no_auth)
 
     async def run() -> None:
-        sched = Scheduler(security=security, worker_ttl=worker_ttl)
+        dashboard = None if dashboard_address.lower() in ("none", "") else dashboard_address
+        sched = Scheduler(security=security, worker_ttl=worker_ttl, dashboard_address=dashboard)
         await sched.listen(f"{scheme_for(security)}://{host}:{port}")
         address = sched.address
         files = [write_scheduler_file(default_scheduler_file(), address, security)]
@@ -176,6 +191,9 @@ def scheduler(
                     "" if not token else f"  (on this machine; elsewhere add "
                     f"--scheduler-file {files[-1]} or ${TOKEN_ENV})")
         logger.info("connect with: Client(%r)", address)
+        if sched.dashboard is not None:
+            logger.info("dashboard: %s (client.dashboard_link gives a link that logs in)",
+                        sched.dashboard.url)
         if host in ("127.0.0.1", "localhost", "::1"):
             logger.info("listening on loopback only; use --host 0.0.0.0 for other machines")
         await _serve_until_signalled(sched)
@@ -184,6 +202,7 @@ def scheduler(
 
 
 @main.command()
+@log_level_option
 @click.argument("scheduler_address", required=False)
 @click.option("--scheduler-file", type=click.Path(exists=True, dir_okay=False),
               help="Read the scheduler's address from this file.")

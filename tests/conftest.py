@@ -69,8 +69,9 @@ def _open_fds() -> dict[int, str]:
     return fds
 
 
-def _resources() -> tuple[set[int], int, dict[int, str]]:
-    return {p.pid for p in psutil.Process().children()}, threading.active_count(), _open_fds()
+def _resources() -> tuple[set[int], dict[int, str], dict[int, str]]:
+    threads = {t.ident or 0: t.name for t in threading.enumerate()}
+    return {p.pid for p in psutil.Process().children()}, threads, _open_fds()
 
 
 @pytest.fixture
@@ -87,7 +88,7 @@ def no_leaks():
         now_children, now_threads, now_fds = _resources()
         leaked = {
             "processes": sorted(now_children - children),
-            "threads": max(0, now_threads - threads),
+            "threads": sorted(now_threads[t] for t in now_threads.keys() - threads.keys()),
             "fds": sorted(now_fds[fd] for fd in now_fds.keys() - fds.keys())
             if len(now_fds) > len(fds) else [],
         }

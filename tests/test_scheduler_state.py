@@ -263,3 +263,18 @@ def test_scale_100_workers_100k_tasks():
     assert all(t.state.value == "memory" for k, t in state.tasks.items() if k.startswith("d"))
     state.validate()
     print(f"100 workers x 100 000 tasks simulated in {elapsed:.1f} s")
+
+
+def test_an_error_is_noticed_once_at_its_root_and_lost_data_once_per_key(state):
+    state.handle(add_worker(A), add_worker(B))
+    state.handle(graph("c1", spec("x"), spec("y", ["x"]), spec("z", ["y"])))
+    actions = state.handle(ev.TaskErred(stimulus_id="boom", worker=A, key="x", exception=b"",
+                                        traceback=b"", exception_text="ValueError: bad"))
+    assert of_type(actions, ev.Notice) == [
+        ev.Notice(stimulus_id="boom", event="task-erred", key="x", detail="ValueError: bad")
+    ]
+    state.handle(graph("c1", spec("a"), spec("b", ["a"]), wanted=["b"]))
+    holder = state.tasks["a"].processing_on.address
+    state.handle(finished(holder, "a"))
+    actions = state.handle(ev.RemoveWorker(stimulus_id="gone", address=holder, reason="test"))
+    assert [(n.event, n.key) for n in of_type(actions, ev.Notice)] == [("key-lost", "a")]

@@ -26,7 +26,7 @@ from corral.credentials import read_scheduler_file
 from corral.exceptions import AuthenticationError, HandshakeError, TLSError
 from corral.security import Security
 from tests._helpers import raw_peer
-from tests.test_auth import ATTACKS, encodings_of
+from tests.test_auth import ATTACKS, encodings_of, evil_frames
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -261,12 +261,12 @@ def cluster_ports(cluster: LocalCluster) -> dict[int, int]:
 
 @pytest.mark.timeout(120)
 def test_no_port_of_a_running_cluster_loads_a_pickle_or_leaks_the_token(tmp_path):
-    with LocalCluster(n_workers=2, threads_per_worker=1) as cluster, \
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         wait_for_workers(client, 2)
         ports = cluster_ports(cluster)
-        # The scheduler, two nannies and two workers (the dashboard joins once it exists).
-        assert len(ports) >= 5, ports
+        assert len(ports) >= 5, ports  # the scheduler, two nannies and two workers
+        dashboard = cluster.scheduler.dashboard.port
         token = cluster.security.token
         heard = bytearray()
 
@@ -277,6 +277,17 @@ def test_no_port_of_a_running_cluster_loads_a_pickle_or_leaks_the_token(tmp_path
                         path = tmp_path / f"pwned-{port}-{attack.__name__}"
                         await attack(peer, path, token)
                         heard.extend(await peer.closed_by_server(timeout=5))
+            # The dashboard speaks HTTP: the pickle as raw frames, and as a request body.
+            for i, path in enumerate(["/", "/api/tasks", "/metrics", "/ws", "/login"]):
+                async with raw_peer(f"tcp://127.0.0.1:{dashboard}") as peer:
+                    body = b"".join(evil_frames(tmp_path / f"pwned-http-{i}"))
+                    await peer.send_bytes(
+                        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                        f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+                    heard.extend(await peer.closed_by_server(timeout=5))
+                async with raw_peer(f"tcp://127.0.0.1:{dashboard}") as peer:
+                    await peer.send_bytes(b"".join(evil_frames(tmp_path / f"pwned-raw-{i}")))
+                    heard.extend(await peer.closed_by_server(timeout=5))
 
         asyncio.run(scan())
         assert not list(tmp_path.glob("pwned-*")), "a pickle from an unauthenticated peer ran"

@@ -2,6 +2,7 @@
 
 from corral.client.client import AsyncClient
 from corral.client.future import Future
+from corral.client.progress import progress
 from corral.client.sync import Client
 from corral.client.waiting import (
     ALL_COMPLETED,
@@ -19,5 +20,6 @@ __all__ = [
     "Client",
     "Future",
     "as_completed",
+    "progress",
     "wait",
 ]

@@ -18,6 +18,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Coroutine, Hashable, Iterable
 from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit
 
 from corral import runspec
 from corral.client.future import FINISHED, PENDING, Future, FutureState
@@ -60,6 +61,7 @@ class AsyncClient:
         self.timeout = timeout
         self.reconnect_timeout = reconnect_timeout
         self._scheduler_id: str | None = None
+        self._dashboard_port: int | None = None
         self.id = name or f"client-{uuid.uuid4().hex[:12]}"
         self._runner = runner  # set for sync clients: where blocking calls wait
         self._cluster_options = cluster_options or {}
@@ -105,7 +107,23 @@ class AsyncClient:
         self._stream = BatchedSend(0.002, name=f"{self.id} to scheduler")
         self._stream.start(comm)
         self._scheduler_id = reply.get("scheduler")
+        self._dashboard_port = reply.get("dashboard")
         return comm
+
+    @property
+    def dashboard_link(self) -> str | None:
+        """The scheduler's dashboard (None if it serves none).
+
+        With a token, the link logs the browser in once (it then holds a cookie), so it
+        is as secret as the token: share it as you would the token.
+        """
+        if not self._dashboard_port or self.scheduler_address is None:
+            return None
+        host = urlsplit(self.scheduler_address).hostname or "127.0.0.1"
+        base = f"http://{f'[{host}]' if ':' in host else host}:{self._dashboard_port}"
+        if self.security is None or self.security.token is None:
+            return f"{base}/status"
+        return f"{base}/login?token={quote(self.security.token)}"
 
     def __await__(self) -> Any:
         return self.start().__await__()

@@ -62,6 +62,10 @@ class Client:
         return self._core.scheduler_address
 
     @property
+    def dashboard_link(self) -> str | None:
+        return self._core.dashboard_link
+
+    @property
     def cluster(self) -> Any:
         return self._core.cluster
 

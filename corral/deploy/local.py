@@ -49,11 +49,11 @@ class LocalCluster:
         self.processes = processes
         self.nanny = nanny and processes  # in-process workers have no process to restart
         self.worker_options = tuple(worker_options)  # extra ``corral worker`` flags
-        self.dashboard_address = dashboard_address  # served once the dashboard lands
         # Authenticated by default: a fresh token the user never has to see or pass on.
         self.security = Security.generate() if security is None else security
         self.host = host
-        self.scheduler = Scheduler(security=self.security, **scheduler_options)
+        self.scheduler = Scheduler(security=self.security, dashboard_address=dashboard_address,
+                                   **scheduler_options)
         self._scheduler_port = scheduler_port
         self.workers: dict[str, WorkerProcess | Worker] = {}
         self._names = iter(range(1_000_000))

@@ -236,6 +236,15 @@ class ReportTaskErred(Action):
 
 
 @dataclass(frozen=True, slots=True)
+class Notice(Action):
+    """Something an operator should read once in the log: a task erred, data was lost."""
+
+    event: str  # "task-erred" or "key-lost"
+    key: Key
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ReportCancelled(Action):
     client: str
     key: Key

@@ -20,6 +20,7 @@ from corral.core import BatchedSend, Comm, ConnectionPool, Server, rpc
 from corral.exceptions import CommClosedError
 from corral.scheduler import events as ev
 from corral.scheduler.state import SchedulerState
+from corral.scheduler.timeline import Timeline
 from corral.scheduler.wire import client_stimulus, worker_stimulus
 from corral.security import Security
 
@@ -38,9 +39,14 @@ class Scheduler:
         batch_interval: float = 0.002,
         worker_ttl: float = 30.0,
         client_grace: float = 30.0,
+        dashboard_address: str | None = None,
         **state_options: Any,
     ) -> None:
         self.security = security
+        # Where to serve the web dashboard and /metrics ("host:port", ":port"); None: nowhere.
+        self.dashboard_address = dashboard_address
+        self.dashboard: Any = None  # a corral.dashboard.Dashboard once listening
+        self.timeline = Timeline()
         # A worker silent for this long is dead, whether or not its connection closed.
         self.worker_ttl = worker_ttl
         # A client whose connection drops keeps its keys this long, to reconnect.
@@ -79,6 +85,11 @@ class Scheduler:
         await self.server.listen(address)
         if self._ticker is None:
             self._ticker = asyncio.ensure_future(self._tick_forever())
+        if self.dashboard_address is not None and self.dashboard is None:
+            from corral.dashboard import Dashboard  # aiohttp is imported only when serving
+
+            self.dashboard = Dashboard(self, self.dashboard_address)
+            await self.dashboard.start()
         logger.info("scheduler at %s", self.address)
 
     @property
@@ -88,6 +99,8 @@ class Scheduler:
     async def close(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
+        if self.dashboard is not None:
+            await self.dashboard.close()
         for expiry in self._client_expiry.values():
             expiry.cancel()
         for stream in list(self.worker_streams.values()) + list(self.client_streams.values()):
@@ -105,8 +118,17 @@ class Scheduler:
 
     def handle(self, *stimuli: ev.Stimulus) -> None:
         """Feed stimuli to the state machine and carry out its actions."""
+        lost: list[Any] = []
         for action in self.state.handle(*stimuli):
-            self._carry_out(action)
+            if isinstance(action, ev.Notice) and action.event == "key-lost":
+                lost.append(action.key)  # one line for all, not one per key of a dead worker
+            else:
+                self._carry_out(action)
+        if lost:
+            shown = ", ".join(map(repr, lost[:5])) + (f" and {len(lost) - 5} more"
+                                                      if len(lost) > 5 else "")
+            logger.warning("lost the last copy of %d key(s): %s; recomputing those still "
+                           "needed", len(lost), shown)
 
     def _carry_out(self, action: ev.Action) -> None:
         if isinstance(action, ev.ComputeTask):
@@ -156,6 +178,8 @@ class Scheduler:
                     "traceback_text": action.traceback_text,
                 },
             )
+        elif isinstance(action, ev.Notice):
+            logger.warning("%s %r: %s", action.event, action.key, action.detail)
         elif isinstance(action, ev.ReportCancelled):
             self._to_client(
                 action.client, {"op": "cancelled", "key": action.key, "reason": action.reason}
@@ -227,13 +251,26 @@ class Scheduler:
     def _from_worker(self, address: str, msg: dict[str, Any]) -> None:
         info = self.worker_info[address]
         info["last_seen"] = time.time()
-        if msg.get("op") == "heartbeat":
+        op = msg.get("op")
+        if op == "heartbeat":
             info["metrics"] = msg.get("metrics", {})
             self._to_worker(address, {"op": "heartbeat-ack"})  # proves the link both ways
+            for peer, start, stop, nbytes in msg.get("transfers", ())[:1000]:
+                self.timeline.transfer(address, str(peer), float(start), float(stop), int(nbytes))
             return
         stimulus = worker_stimulus(address, msg)
-        if stimulus is not None:
-            self.handle(stimulus)
+        if stimulus is None:
+            return
+        ts = self.state.tasks.get(stimulus.key) if op in ("task-finished", "task-erred") else None
+        self.handle(stimulus)
+        if ts is None:
+            return
+        if isinstance(stimulus, ev.TaskFinished):
+            self.timeline.task_finished(ts.key, ts.name, address, float(stimulus.start),
+                                        float(stimulus.stop), int(stimulus.nbytes))
+        elif isinstance(stimulus, ev.TaskErred):
+            self.timeline.task_erred(ts.key, ts.name, address, float(stimulus.start),
+                                     float(stimulus.stop))
 
     def _remove_worker(self, address: str, reason: str) -> None:
         stream = self.worker_streams.pop(address, None)
@@ -255,7 +292,8 @@ class Scheduler:
         old = self.client_streams.pop(client, None)
         if old is not None:
             old.abort()
-        await comm.write({"status": "OK", "scheduler": self.id})
+        await comm.write({"status": "OK", "scheduler": self.id,
+                          "dashboard": self.dashboard.port if self.dashboard else None})
         stream = BatchedSend(self.batch_interval, name=f"to {client}")
         stream.start(comm)
         self.client_streams[client] = stream

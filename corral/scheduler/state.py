@@ -350,6 +350,8 @@ class SchedulerState:
 
     def _err(self, ts: TaskState, exc: bytes, tb: bytes, exc_text: str, tb_text: str) -> None:
         """Mark ``ts`` and everything downstream erred, and tell the clients that want them."""
+        if ts.state != TS.ERRED:
+            self._emit(ev.Notice, event="task-erred", key=ts.key, detail=exc_text)
         stack = [ts]
         while stack:
             t = stack.pop()
@@ -458,6 +460,7 @@ class SchedulerState:
 
     def _lost(self, ts: TaskState) -> None:
         """The last replica of ``ts`` is gone: recompute it if still needed."""
+        self._emit(ev.Notice, event="key-lost", key=ts.key, detail="its last copy is gone")
         self._transition(ts, TS.RELEASED)
         for dts in ts.dependents:
             if dts.state == TS.PROCESSING:

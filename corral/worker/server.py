@@ -14,6 +14,7 @@ import logging
 import os
 import pickle
 import time
+from collections import deque
 from typing import Any
 
 import psutil
@@ -102,6 +103,10 @@ class Worker:
         self._process = psutil.Process()
         self._fetched: set[Any] = set()  # keys that came from peers, for the stats below
         self.stats = {"fetched_bytes": 0, "fetched_keys": 0, "local_input_bytes": 0}
+        # Transfers since the last heartbeat, (peer, start, stop, nbytes), for the task stream.
+        self._transfer_log: deque[tuple[str, float, float, int]] = deque(maxlen=1000)
+        self._heartbeat_sent = 0.0
+        self.latency = 0.0  # heartbeat round trip through both batched streams, seconds
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -290,7 +295,8 @@ class Worker:
 
     async def _gather_dep(self, instruction: ev.GatherDep) -> None:
         peer, keys = instruction.peer, list(instruction.keys)
-        stimulus_id = f"gather-{peer}-{time.time()}"
+        start = time.time()
+        stimulus_id = f"gather-{peer}-{start}"
         try:
             data = await self.pool(peer).get_data(keys=keys)
         except (OSError, CommClosedError) as e:
@@ -303,6 +309,7 @@ class Worker:
         nbytes = {k: sizeof(v) for k, v in data.items()}
         self._fetched.update(data)
         self.stats["fetched_bytes"] += sum(nbytes.values())
+        self._transfer_log.append((peer, start, time.time(), sum(nbytes.values())))
         self.stats["fetched_keys"] += len(nbytes)
         stimuli: list[ev.Stimulus] = [
             ev.GatherDepSuccess(stimulus_id=stimulus_id, peer=peer, data=nbytes)
@@ -332,6 +339,7 @@ class Worker:
         fields = dict(msg)
         op = fields.pop("op", None)
         if op == "heartbeat-ack":
+            self.latency = time.monotonic() - self._heartbeat_sent
             return None
         cls = SCHEDULER_OPS.get(op)
         if cls is None:
@@ -353,8 +361,12 @@ class Worker:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
+            transfers = list(self._transfer_log)
+            self._transfer_log.clear()
+            self._heartbeat_sent = time.monotonic()
             with contextlib.suppress(CommClosedError):
-                self.batched.send({"op": "heartbeat", "metrics": self.metrics()})
+                self.batched.send({"op": "heartbeat", "metrics": self.metrics(),
+                                   "transfers": transfers})
 
     def metrics(self) -> dict[str, Any]:
         with self._process.oneshot():
@@ -365,6 +377,8 @@ class Worker:
             "cpu": cpu,
             "keys": len(self.data),
             "executing": self.state.executing_count if self.state else 0,
+            "fetched_bytes": self.stats["fetched_bytes"],
+            "latency": self.latency,
             "time": time.time(),
         }
 

@@ -1,0 +1,52 @@
+"""``progress(futures)``: a progress bar until futures are done (tqdm, terminal or notebook)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from corral.client.future import Future
+
+
+class _Bar(tqdm):
+    # tqdm's monitor thread tunes bars updated from loops; ours is fed by events and the
+    # thread would outlive the call.
+    monitor_interval = 0
+
+
+def progress(futures: Iterable[Future] | Future, *, desc: str = "tasks", **tqdm_options: Any
+             ) -> Any:
+    """Show a bar that fills as ``futures`` finish; returns when all are done.
+
+    Erred futures count as finished (the bar shows how many erred) and nothing is
+    raised: ask the futures for their results. With an asynchronous client this
+    returns a coroutine to await.
+    """
+    futures = [futures] if isinstance(futures, Future) else list(futures)
+    if not futures:
+        raise ValueError("progress() needs at least one future")
+    bar = _Bar(total=len(futures), desc=desc, unit="task", **tqdm_options)
+    coro = _track(futures, bar)
+    runner = futures[0].client._runner
+    return coro if runner is None else runner.run(coro)
+
+
+async def _track(futures: list[Future], bar: _Bar) -> None:
+    pending = {asyncio.ensure_future(f._wait()): f for f in futures if not f.done()}
+    erred = sum(f.status == "error" for f in futures if f.done())
+    bar.update(len(futures) - len(pending))
+    try:
+        while pending:
+            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                erred += pending.pop(task).status == "error"
+            if erred:
+                bar.set_postfix(erred=erred, refresh=False)
+            bar.update(len(done))
+    finally:
+        for task in pending:
+            task.cancel()
+        bar.close()

@@ -1,0 +1,260 @@
+"""The web dashboard: aiohttp on the scheduler's own event loop.
+
+Pages are static files that draw what ``/ws`` pushes: one snapshot of the state
+every ``interval`` seconds, computed once for all watchers and only while someone
+watches. ``/api/*`` serves the same views on request, ``/metrics`` Prometheus text,
+``/health`` a liveness answer. Nothing here changes cluster state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from aiohttp import WSMsgType, web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from corral.dashboard import access, snapshot
+from corral.dashboard.metrics import registry_for
+
+if TYPE_CHECKING:
+    from corral.scheduler import Scheduler
+
+logger = logging.getLogger("corral.dashboard")
+
+STATIC = Path(__file__).parent / "static"
+PAGES = {"/status": "status.html", "/workers": "workers.html", "/task": "task.html",
+         "/graph": "graph.html"}
+OPEN_PATHS = ("/health", "/login")  # everything else needs the token, when there is one
+BACKLOG = 2000  # task-stream records a page gets when it connects
+SEND_TIMEOUT = 5.0  # a watcher that cannot take a snapshot this fast is dropped
+
+
+def parse_address(address: str, default_host: str) -> tuple[str, int]:
+    """``":8787"`` → (default_host, 8787); ``"0.0.0.0:8787"``; ``"[::1]:0"``."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]") or default_host
+    try:
+        return host, int(port)
+    except ValueError:
+        raise ValueError(f"dashboard address {address!r} is not [HOST]:PORT") from None
+
+
+class Dashboard:
+    def __init__(self, scheduler: Scheduler, address: str = ":8787", *,
+                 interval: float = 0.5, allowed_hosts: tuple[str, ...] = ()) -> None:
+        self.scheduler = scheduler
+        scheduler_host = urlsplit(scheduler.address).hostname or "127.0.0.1"
+        self.host, self.requested_port = parse_address(address, scheduler_host)
+        self.interval = interval
+        self.allowed = access.allowed_hosts(self.host, allowed_hosts)
+        self.registry = registry_for(scheduler)
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+        self._watchers: set[web.WebSocketResponse] = set()
+        self._publisher: asyncio.Task[None] | None = None
+        self._seq = 0  # last timeline record pushed to watchers
+
+    @property
+    def security(self) -> Any:
+        return self.scheduler.security
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application(middlewares=[self._guard])
+        app.router.add_get("/", self._root)
+        app.router.add_get("/login", self._login)
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/ws", self._websocket)
+        for path in PAGES:
+            app.router.add_get(path, self._page)
+        app.router.add_static("/static", STATIC)
+        for name, view in (("summary", self._api_summary), ("workers", self._api_workers),
+                           ("tasks", self._api_tasks), ("task", self._api_task),
+                           ("progress", self._api_progress), ("stream", self._api_stream),
+                           ("graph", self._api_graph)):
+            app.router.add_get(f"/api/{name}", view)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        try:
+            site = web.TCPSite(self._runner, self.host, self.requested_port)
+            await site.start()
+        except OSError as e:
+            if e.errno != errno.EADDRINUSE or self.requested_port == 0:
+                raise
+            logger.warning("port %d is in use; serving the dashboard on a free port instead",
+                           self.requested_port)
+            site = web.TCPSite(self._runner, self.host, 0)
+            await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        logger.info("dashboard at %s", self.url)
+
+    async def close(self) -> None:
+        if self._publisher is not None:
+            self._publisher.cancel()
+        for ws in list(self._watchers):
+            await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def url(self) -> str:
+        host = self.host if self.host not in access.WILDCARDS else "127.0.0.1"
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
+
+    # -- guard: Host header, then token ---------------------------------------------
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        host = access.host_name(request.headers.get("Host", ""))
+        if host not in self.allowed:
+            logger.warning("refused a dashboard request for Host %r (not this dashboard's "
+                           "address; DNS rebinding?)", host)
+            return web.Response(status=403, text=f"refused: {host!r} is not an address this "
+                                                 "dashboard serves\n")
+        if request.path in OPEN_PATHS or access.authorized(
+            self.security, request.cookies.get(access.COOKIE),
+            request.headers.get("Authorization"),
+        ):
+            return await handler(request)
+        return web.Response(
+            status=401, content_type="text/plain",
+            text="This cluster's dashboard needs its token. Open the link that "
+                 "client.dashboard_link gives (…/login?token=…), or send "
+                 "'Authorization: Bearer TOKEN'.\n",
+        )
+
+    async def _login(self, request: web.Request) -> web.Response:
+        if self.security is None or self.security.token is None:
+            raise web.HTTPFound("/status")
+        if not self.security.authorize_http(request.query.get("token")):
+            logger.warning("refused a dashboard login with a wrong token")
+            return web.Response(status=401, text="wrong or missing token\n")
+        response = web.HTTPFound("/status")
+        response.set_cookie(access.COOKIE, access.session_value(self.security) or "",
+                            httponly=True, samesite="Strict", path="/")
+        raise response
+
+    # -- pages and plain endpoints ----------------------------------------------------
+
+    async def _root(self, request: web.Request) -> web.Response:
+        raise web.HTTPFound("/status")
+
+    async def _page(self, request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC / PAGES[request.path])
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    # -- JSON API ---------------------------------------------------------------------
+
+    async def _api_summary(self, request: web.Request) -> web.Response:
+        return _json(snapshot.summary(self.scheduler.state, self.scheduler.timeline))
+
+    async def _api_workers(self, request: web.Request) -> web.Response:
+        sched = self.scheduler
+        return _json(snapshot.workers(sched.state, sched.worker_info, time.time()))
+
+    async def _api_tasks(self, request: web.Request) -> web.Response:
+        status = request.query.get("state")
+        if status is not None and status not in snapshot.STATES:
+            raise web.HTTPBadRequest(text=f"state must be one of {', '.join(snapshot.STATES)}")
+        limit = _int_query(request, "limit", 1000)
+        return _json(snapshot.tasks(self.scheduler.state, status, limit))
+
+    async def _api_task(self, request: web.Request) -> web.Response:
+        key = request.query.get("key")
+        if key is None:
+            raise web.HTTPBadRequest(text="give ?key=")
+        detail = snapshot.task_detail(self.scheduler.state, key)
+        if detail is None:
+            raise web.HTTPNotFound(text=f"no task {key!r} (finished and forgotten, or never "
+                                        "submitted)")
+        return _json(detail)
+
+    async def _api_progress(self, request: web.Request) -> web.Response:
+        return _json(snapshot.progress(self.scheduler.state, self.scheduler.timeline))
+
+    async def _api_stream(self, request: web.Request) -> web.Response:
+        seq, records = self.scheduler.timeline.since(_int_query(request, "since", 0))
+        return _json({"seq": seq, "records": snapshot.records(records)})
+
+    async def _api_graph(self, request: web.Request) -> web.Response:
+        return _json(snapshot.graph(self.scheduler.state, _int_query(request, "limit", 500)))
+
+    # -- live updates -------------------------------------------------------------------
+
+    def _snapshot(self, since: int) -> tuple[int, dict[str, Any]]:
+        sched = self.scheduler
+        seq, records = sched.timeline.since(since)
+        return seq, {
+            "time": time.time(),
+            "summary": snapshot.summary(sched.state, sched.timeline),
+            "workers": snapshot.workers(sched.state, sched.worker_info, time.time()),
+            "progress": snapshot.progress(sched.state, sched.timeline),
+            "stream": snapshot.records(records[-BACKLOG:]),
+        }
+
+    async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
+        origin = request.headers.get("Origin")
+        if origin and access.host_name(urlsplit(origin).netloc) not in self.allowed:
+            raise web.HTTPForbidden(text="refused: cross-origin websocket")
+        ws = web.WebSocketResponse(heartbeat=30)
+        await ws.prepare(request)
+        _, first = self._snapshot(max(self.scheduler.timeline.seq - BACKLOG, 0))
+        await ws.send_str(json.dumps(first))
+        self._watchers.add(ws)
+        if self._publisher is None or self._publisher.done():
+            self._seq = self.scheduler.timeline.seq
+            self._publisher = asyncio.ensure_future(self._publish())
+        try:
+            async for msg in ws:  # pages send nothing; this waits for the close
+                if msg.type == WSMsgType.ERROR:
+                    break
+        finally:
+            self._watchers.discard(ws)
+        return ws
+
+    async def _publish(self) -> None:
+        while self._watchers:
+            await asyncio.sleep(self.interval)
+            self._seq, update = self._snapshot(self._seq)
+            text = json.dumps(update)
+            watchers = list(self._watchers)
+            sent = await asyncio.gather(*(_send(ws, text) for ws in watchers))
+            for ws, ok in zip(watchers, sent, strict=True):
+                if not ok:
+                    self._watchers.discard(ws)
+                    await ws.close()
+
+
+async def _send(ws: web.WebSocketResponse, text: str) -> bool:
+    with contextlib.suppress(ConnectionError, RuntimeError, TimeoutError):
+        async with asyncio.timeout(SEND_TIMEOUT):
+            await ws.send_str(text)
+        return True
+    return False
+
+
+def _json(value: Any) -> web.Response:
+    return web.Response(text=json.dumps(value), content_type="application/json")
+
+
+def _int_query(request: web.Request, name: str, default: int) -> int:
+    try:
+        return max(int(request.query.get(name, default)), 0)
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"?{name}= must be an integer") from None

@@ -1,0 +1,90 @@
+"""``/metrics``: the scheduler's state in Prometheus text format.
+
+A custom collector reads the state when Prometheus scrapes, so nothing is updated
+per task: counters and the duration histogram come from the scheduler's timeline.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from corral.dashboard.snapshot import STATES
+
+if TYPE_CHECKING:
+    from corral.scheduler import Scheduler
+
+
+class SchedulerCollector:
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+
+    def collect(self) -> Iterator[Metric]:
+        state, timeline = self.scheduler.state, self.scheduler.timeline
+        tasks = GaugeMetricFamily("corral_tasks", "Tasks the scheduler knows, by state",
+                                  labels=["state"])
+        counts = Counter(ts.state.value for ts in state.tasks.values())
+        for name in STATES:
+            tasks.add_metric([name], counts.get(name, 0))
+        yield tasks
+        yield GaugeMetricFamily("corral_workers", "Workers connected", value=len(state.workers))
+        yield GaugeMetricFamily("corral_threads", "Threads over all workers",
+                                value=sum(w.nthreads for w in state.workers.values()))
+
+        memory = GaugeMetricFamily("corral_worker_memory_bytes",
+                                   "Resident memory of each worker process", labels=["worker"])
+        held = GaugeMetricFamily("corral_worker_stored_bytes",
+                                 "Bytes of results held by each worker", labels=["worker"])
+        latency = GaugeMetricFamily(
+            "corral_comm_latency_seconds",
+            "Round trip of the last heartbeat between each worker and the scheduler",
+            labels=["worker"],
+        )
+        for address, ws in state.workers.items():
+            metrics = self.scheduler.worker_info.get(address, {}).get("metrics") or {}
+            memory.add_metric([address], float(metrics.get("memory", 0) or 0))
+            held.add_metric([address], ws.nbytes)
+            latency.add_metric([address], float(metrics.get("latency", 0) or 0))
+        yield memory
+        yield held
+        yield latency
+
+        yield CounterMetricFamily("corral_transferred_bytes",
+                                  "Bytes workers fetched from each other",
+                                  value=timeline.transferred_bytes)
+        yield CounterMetricFamily("corral_transfers", "Transfers between workers",
+                                  value=timeline.transfers)
+        finished = CounterMetricFamily("corral_tasks_finished", "Tasks computed, by function",
+                                       labels=["name"])
+        for name, count in timeline.finished.items():
+            finished.add_metric([name], count)
+        yield finished
+        erred = CounterMetricFamily("corral_tasks_erred", "Task runs that raised, by function",
+                                    labels=["name"])
+        for name, count in timeline.erred.items():
+            erred.add_metric([name], count)
+        yield erred
+        yield HistogramMetricFamily(
+            "corral_task_duration_seconds", "How long tasks ran on their workers",
+            buckets=[(_bound(b), c) for b, c in timeline.histogram()],
+            sum_value=timeline.duration_sum,
+        )
+
+
+def _bound(value: float) -> str:
+    return "+Inf" if value == float("inf") else repr(value)
+
+
+def registry_for(scheduler: Scheduler) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SchedulerCollector(scheduler))  # type: ignore[arg-type]
+    return registry
