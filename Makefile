@@ -26,6 +26,7 @@ test: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/rpc.py
 	$(BIN)/python bench/tasks.py
+	$(BIN)/python bench/dashboard.py
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

@@ -10,15 +10,20 @@ from pathlib import Path
 VENV = Path(__file__).parent / ".venv-dask"
 
 
+PACKAGES = ("distributed", "numpy", "bokeh")  # bokeh: dask's dashboard pages
+
+
 def dask_python() -> Path | None:
-    """The env's python, creating the env on first use; None if it cannot be made."""
+    """The env's python, creating or completing the env on first use; None if impossible."""
     python = VENV / "bin" / "python"
-    if python.exists():
-        return python
     try:
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "distributed", "numpy"],
-                       check=True, timeout=600)
+        if not python.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        modules = ", ".join(PACKAGES)
+        if subprocess.run([str(python), "-c", f"import {modules}"],
+                          capture_output=True).returncode != 0:
+            subprocess.run([str(python), "-m", "pip", "install", "-q", *PACKAGES],
+                           check=True, timeout=600)
     except (subprocess.SubprocessError, OSError) as e:
         print(f"dask: unavailable ({e})", file=sys.stderr)
         return None

@@ -196,7 +196,7 @@ def scheduler(
                         sched.dashboard.url)
         if host in ("127.0.0.1", "localhost", "::1"):
             logger.info("listening on loopback only; use --host 0.0.0.0 for other machines")
-        await _serve_until_signalled(sched)
+        await _serve_until_signalled(sched, watch_parent=PARENT_PID_ENV in os.environ)
 
     run_async(run())
 

@@ -14,9 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
-from corral.client import Client, as_completed
+from corral.client import Client, progress
 from corral.deploy import LocalCluster
 from corral.worker.server import get_worker
 
@@ -65,6 +64,7 @@ def run_demo(echo: Callable[[str], Any] = print, n_workers: int = 2) -> dict[str
     with LocalCluster(n_workers=n_workers, threads_per_worker=1) as cluster:
         echo(f"local cluster: scheduler {cluster.scheduler_address}, {n_workers} worker processes")
         with Client(cluster.scheduler_address) as client:
+            echo(f"dashboard, while the demo runs: {client.dashboard_link}")
             ready = time.perf_counter()
             parts = client.map(make_partition, range(PARTITIONS))
             summaries = client.map(summarize, parts)
@@ -72,8 +72,7 @@ def run_demo(echo: Callable[[str], Any] = print, n_workers: int = 2) -> dict[str
             pairs = [client.submit(neighbour_correlation, parts[i], parts[i + 1])
                      for i in range(PARTITIONS - 1)]
             work = [*parts, *summaries, *pairs, total]
-            for _ in tqdm(as_completed(work), total=len(work), desc="tasks", unit="task"):
-                pass
+            progress(work)
             result = total.result()
             correlations = client.gather(pairs)
             placement = client.who_has(parts)

@@ -85,9 +85,11 @@ def test_seed_example_with_workers_started_over_ssh(sshd):
     assert len(lineage) == 2
     assert all("sshd" in names for names in lineage.values())  # really started through ssh
     remote_pids = list(p.client.run(os.getpid).values())
+    scheduler_pid = next(conn.pid for conn in psutil.net_connections("tcp")
+                         if conn.laddr.port == center and conn.status == psutil.CONN_LISTEN)
     p.close()
     c.close()
     deadline = time.monotonic() + 15
-    while any(psutil.pid_exists(pid) for pid in remote_pids):
-        assert time.monotonic() < deadline, "workers outlived their ssh sessions"
+    while any(psutil.pid_exists(pid) for pid in [*remote_pids, scheduler_pid]):
+        assert time.monotonic() < deadline, "scheduler or workers outlived their ssh sessions"
         time.sleep(0.1)

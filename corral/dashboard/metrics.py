@@ -6,7 +6,6 @@ per task: counters and the duration histogram come from the scheduler's timeline
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -18,7 +17,7 @@ from prometheus_client.core import (
     Metric,
 )
 
-from corral.dashboard.snapshot import STATES
+from corral.dashboard.snapshot import counts_by_state, number
 
 if TYPE_CHECKING:
     from corral.scheduler import Scheduler
@@ -32,9 +31,8 @@ class SchedulerCollector:
         state, timeline = self.scheduler.state, self.scheduler.timeline
         tasks = GaugeMetricFamily("corral_tasks", "Tasks the scheduler knows, by state",
                                   labels=["state"])
-        counts = Counter(ts.state.value for ts in state.tasks.values())
-        for name in STATES:
-            tasks.add_metric([name], counts.get(name, 0))
+        for name, count in counts_by_state(state).items():
+            tasks.add_metric([name], count)
         yield tasks
         yield GaugeMetricFamily("corral_workers", "Workers connected", value=len(state.workers))
         yield GaugeMetricFamily("corral_threads", "Threads over all workers",
@@ -51,9 +49,9 @@ class SchedulerCollector:
         )
         for address, ws in state.workers.items():
             metrics = self.scheduler.worker_info.get(address, {}).get("metrics") or {}
-            memory.add_metric([address], float(metrics.get("memory", 0) or 0))
+            memory.add_metric([address], number(metrics.get("memory")))
             held.add_metric([address], ws.nbytes)
-            latency.add_metric([address], float(metrics.get("latency", 0) or 0))
+            latency.add_metric([address], number(metrics.get("latency")))
         yield memory
         yield held
         yield latency

@@ -18,12 +18,21 @@ from corral.scheduler.timeline import Record, Timeline
 STATES = tuple(s.value for s in TS)
 
 
+def counts_by_state(state: SchedulerState) -> dict[str, int]:
+    """Tasks per state, from the state machine's running counts (no walk over tasks)."""
+    counts = dict.fromkeys(STATES, 0)
+    for (_, ts_state), n in state.counts.items():
+        counts[ts_state.value] += n
+    counts[TS.RELEASED.value] = len(state.tasks) - sum(counts.values())
+    return counts
+
+
 def summary(state: SchedulerState, timeline: Timeline) -> dict[str, Any]:
-    counts = Counter(ts.state.value for ts in state.tasks.values())
+    counts = counts_by_state(state)
     return {
         "workers": len(state.workers),
         "threads": sum(w.nthreads for w in state.workers.values()),
-        "tasks": {s: counts.get(s, 0) for s in STATES},
+        "tasks": counts,
         "finished": sum(timeline.finished.values()),
         "erred": sum(timeline.erred.values()),
         "transferred_bytes": timeline.transferred_bytes,
@@ -43,15 +52,15 @@ def workers(
             "address": address,
             "name": info.get("name") or ws.name or address,
             "nthreads": ws.nthreads,
-            "memory": _number(metrics.get("memory")),
+            "memory": number(metrics.get("memory")),
             "memory_limit": ws.memory_limit,
-            "cpu": _number(metrics.get("cpu")),
+            "cpu": number(metrics.get("cpu")),
             "executing": len(ws.executing),
             "processing": len(ws.processing),
             "queued": max(len(ws.processing) - len(ws.executing), 0),
             "keys": len(ws.has_what),
             "nbytes": ws.nbytes,
-            "latency": _number(metrics.get("latency")),
+            "latency": number(metrics.get("latency")),
             "last_seen": round(now - info.get("last_seen", now), 3),
             "pid": info.get("pid"),
         })  # fmt: skip
@@ -61,15 +70,15 @@ def workers(
 def progress(state: SchedulerState, timeline: Timeline) -> list[dict[str, Any]]:
     """Per function name: tasks waiting, processing, in memory, erred, and finished so far."""
     by_name: dict[str, Counter[str]] = defaultdict(Counter)
-    for ts in state.tasks.values():
-        by_name[ts.name][ts.state.value] += 1
+    for (name, ts_state), n in state.counts.items():
+        by_name[name][ts_state.value] += n
     for name in timeline.finished:
         by_name[name]
     rows = []
     for name, counts in by_name.items():
         rows.append({
             "name": name,
-            "waiting": counts["waiting"] + counts["no-worker"] + counts["released"],
+            "waiting": counts["waiting"] + counts["no-worker"],
             "processing": counts["processing"],
             "memory": counts["memory"],
             "erred": counts["erred"],
@@ -141,5 +150,6 @@ def _brief(ts: TaskState) -> dict[str, Any]:
     }
 
 
-def _number(value: Any) -> float:
+def number(value: Any) -> float:
+    """A heartbeat figure as a float; anything else a worker sent counts as 0."""
     return float(value) if isinstance(value, int | float) else 0.0

@@ -27,7 +27,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import pickle
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -68,6 +68,9 @@ class SchedulerState:
         self.workers: dict[str, WorkerState] = {}
         self.client_keys: dict[str, set[TaskState]] = defaultdict(set)
         self.log: deque[tuple[Key, str, str, str]] = deque(maxlen=log_length)
+        # Tasks per (function name, state), released ones left out: kept as tasks move so
+        # that the dashboard and /metrics never walk every task to count them.
+        self.counts: dict[tuple[str, TS], int] = {}
         self._durations: dict[str, tuple[float, int]] = {}
         self._generation = 0
         self._load_heap: list[tuple[float, int, str]] = []
@@ -96,6 +99,15 @@ class SchedulerState:
         if (ts.state, new) not in TRANSITIONS:
             raise InvalidTransition(f"{ts.key!r}: {ts.state.value} → {new.value}")
         self.log.append((ts.key, ts.state.value, new.value, self._stimulus_id))
+        counts = self.counts
+        if ts.state != TS.RELEASED:  # tasks are born and forgotten released: never counted
+            old = (ts.name, ts.state)
+            if counts[old] == 1:
+                del counts[old]
+            else:
+                counts[old] -= 1
+        if new != TS.RELEASED:
+            counts[ts.name, new] = counts.get((ts.name, new), 0) + 1
         ts.state = new
 
     # -- clients ----------------------------------------------------------------------
@@ -591,6 +603,8 @@ class SchedulerState:
         return [entry for entry in self.log if entry[0] == key]
 
     def validate(self) -> None:
+        counted = Counter((t.name, t.state) for t in self.tasks.values() if t.state != TS.RELEASED)
+        assert self.counts == dict(counted), (self.counts, counted)
         for key, ts in self.tasks.items():
             assert ts.key == key
             if ts.state == TS.PROCESSING:
