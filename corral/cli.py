@@ -154,6 +154,9 @@ def main() -> None:
 @click.option("--dashboard-address", default=":8787", show_default=True,
               help="[HOST]:PORT of the web dashboard and /metrics (host defaults to --host); "
                    "'none' turns it off.")
+@click.option("--dashboard-allowed-host", "dashboard_allowed_hosts", multiple=True,
+              help="Another host name the dashboard may be reached by (e.g. behind a reverse "
+                   "proxy); repeatable. Its own addresses are always allowed.")
 @click.option("--scheduler-file", type=click.Path(dir_okay=False),
               help="Also write address and credentials here (mode 0600), e.g. on a shared "
                    "filesystem for workers on other machines.")
@@ -166,6 +169,7 @@ def scheduler(
     host: str,
     port: int,
     dashboard_address: str,
+    dashboard_allowed_hosts: tuple[str, ...],
     scheduler_file: str | None,
     no_auth: bool,
     worker_ttl: float,
@@ -178,7 +182,8 @@ def scheduler(
 
     async def run() -> None:
         dashboard = None if dashboard_address.lower() in ("none", "") else dashboard_address
-        sched = Scheduler(security=security, worker_ttl=worker_ttl, dashboard_address=dashboard)
+        sched = Scheduler(security=security, worker_ttl=worker_ttl, dashboard_address=dashboard,
+                          dashboard_allowed_hosts=dashboard_allowed_hosts)
         await sched.listen(f"{scheme_for(security)}://{host}:{port}")
         address = sched.address
         files = [write_scheduler_file(default_scheduler_file(), address, security)]

@@ -222,7 +222,8 @@ def test_foreign_host_headers_and_origins_are_refused(cluster):
 
 
 async def test_an_open_scheduler_serves_its_dashboard_without_login():
-    async with Scheduler(dashboard_address="127.0.0.1:0") as scheduler:
+    async with Scheduler(dashboard_address="127.0.0.1:0",
+                         dashboard_allowed_hosts=("dash.example.org",)) as scheduler:
         await scheduler.listen("tcp://127.0.0.1:0")
         base = scheduler.dashboard.url
         async with aiohttp.ClientSession() as session:
@@ -230,6 +231,9 @@ async def test_an_open_scheduler_serves_its_dashboard_without_login():
                 assert response.status == 200
             async with session.get(base + "/login", allow_redirects=False) as response:
                 assert response.status == 302
+            for host, status in (("dash.example.org", 200), ("other.example.org", 403)):
+                async with session.get(base + "/health", headers={"Host": host}) as response:
+                    assert response.status == status, host
 
 
 async def test_busy_dashboard_port_falls_back_to_a_free_one():
@@ -265,3 +269,16 @@ def test_log_level_flag():
     assert "AUTHENTICATION IS OFF" in quiet
     assert "scheduler at" not in quiet
     assert "corral.scheduler INFO scheduler at" in chatty
+
+
+async def test_progress_is_awaited_with_an_asynchronous_client(capsys):
+    async with Client(asynchronous=True, cluster_options={
+            "processes": False, "dashboard_address": None}) as client:
+        futures = client.map(slow_inc, range(20))
+        futures.append(client.submit(fail, 1))
+        await progress(futures, desc="async incs")
+        assert all(f.done() for f in futures)
+        assert client.dashboard_link is None  # this cluster serves no dashboard
+    err = capsys.readouterr().err
+    assert "21/21" in err
+    assert "erred=1" in err

@@ -40,11 +40,14 @@ class Scheduler:
         worker_ttl: float = 30.0,
         client_grace: float = 30.0,
         dashboard_address: str | None = None,
+        dashboard_allowed_hosts: tuple[str, ...] = (),
         **state_options: Any,
     ) -> None:
         self.security = security
         # Where to serve the web dashboard and /metrics ("host:port", ":port"); None: nowhere.
         self.dashboard_address = dashboard_address
+        # Extra Host-header names the dashboard answers to (e.g. behind a reverse proxy).
+        self.dashboard_allowed_hosts = tuple(dashboard_allowed_hosts)
         self.dashboard: Any = None  # a corral.dashboard.Dashboard once listening
         self.timeline = Timeline()
         # A worker silent for this long is dead, whether or not its connection closed.
@@ -88,7 +91,8 @@ class Scheduler:
         if self.dashboard_address is not None and self.dashboard is None:
             from corral.dashboard import Dashboard  # aiohttp is imported only when serving
 
-            self.dashboard = Dashboard(self, self.dashboard_address)
+            self.dashboard = Dashboard(self, self.dashboard_address,
+                                       allowed_hosts=self.dashboard_allowed_hosts)
             await self.dashboard.start()
         logger.info("scheduler at %s", self.address)
 

@@ -60,15 +60,19 @@ function drawStream(now, workers) {
 
 function renderProgress(rows) {
   corral.replace("progress", ...rows.map((r) => {
-    const total = Math.max(r.finished + r.processing + r.waiting + r.erred, 1);
-    const part = (n, colour) =>
-      corral.el("div", { style: { width: `${(100 * n) / total}%`, background: colour } });
+    const done = Math.max(r.finished, r.memory); // finished so far, held or released
+    const total = Math.max(done + r.processing + r.waiting + r.erred, 1);
+    const part = (n, colour, opacity = 1) => corral.el("div", {
+      style: { width: `${(100 * n) / total}%`, background: colour, opacity },
+    });
     return corral.el("tr", {},
       corral.el("td", { class: "text" }, r.name),
       corral.el("td", { class: "text" }, corral.el("div", { class: "stack" },
-        part(r.finished, corral.colour(r.name)), part(r.processing, "#1f6fb2"),
-        part(r.waiting, "#ccc"), part(r.erred, "#c0392b"))),
-      corral.el("td", {}, `${r.finished} / ${total}`));
+        part(done - r.memory, corral.colour(r.name), 0.45), part(r.memory, corral.colour(r.name)),
+        part(r.processing, "#1f6fb2"), part(r.waiting, "#ccc"), part(r.erred, "#c0392b"))),
+      corral.el("td", {}, `${done} / ${total}`),
+      corral.el("td", {}, `${r.memory} in memory, ${r.processing} processing, `
+        + `${r.waiting} waiting, ${r.erred} erred`));
   }));
 }
 
