@@ -41,6 +41,20 @@ def parse_bytes(text: str) -> int:
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
+def parse_resources(text: str) -> dict[str, float]:
+    """``'GPU=2,MEM=4e9'`` → ``{'GPU': 2.0, 'MEM': 4e9}``."""
+    resources = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, amount = item.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            resources[name.strip()] = float(amount)
+        except ValueError:
+            raise click.BadParameter(f"not NAME=AMOUNT: {item!r} (try GPU=2)") from None
+    return resources
+
+
 def security_options(command: Any) -> Any:
     """The credential flags every command that connects or listens takes."""
     options = [
@@ -223,6 +237,9 @@ def scheduler(
 @click.option("--liveness-timeout", default=30.0, show_default=True,
               help="Seconds the nanny waits for a blocked worker to answer before restarting it.")
 @click.option("--name", default="", help="A name for the worker (default: its address).")
+@click.option("--resources", default="",
+              help="Abstract resources of each worker, e.g. 'GPU=2,MEM=8e9'; a task submitted "
+                   "with resources={'GPU': 1} runs only where and while one is free.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=0, type=int, help="Port to listen on [any free port].")
 @security_options
@@ -234,6 +251,7 @@ def worker(
     memory_limit: str,
     no_nanny: bool,
     name: str,
+    resources: str,
     host: str,
     port: int,
     reconnect_timeout: float,
@@ -256,6 +274,7 @@ def worker(
     if not scheduler_address:
         raise click.UsageError("give SCHEDULER_ADDRESS or --scheduler-file")
     limit = parse_bytes(memory_limit)
+    supplied = parse_resources(resources)
     cores = os.cpu_count() or 1
     threads = nthreads or max(1, cores // max(nworkers, 1))
     scheme = scheme_for(security)
@@ -268,7 +287,7 @@ def worker(
             if no_nanny:
                 server: Worker | Nanny = Worker(
                     scheduler_address, nthreads=threads, name=label, memory_limit=limit,
-                    security=security, reconnect_timeout=reconnect_timeout,
+                    resources=supplied, security=security, reconnect_timeout=reconnect_timeout,
                     nanny=os.environ.get(NANNY_ENV),
                 )
                 await server.start(f"{scheme}://{host}:{worker_port}")
@@ -277,7 +296,8 @@ def worker(
                     scheduler_address, nthreads=threads, name=label, host=host,
                     worker_port=worker_port, memory_limit=limit, security=security,
                     liveness_timeout=liveness_timeout,
-                    worker_args=("--reconnect-timeout", str(reconnect_timeout)),
+                    worker_args=("--reconnect-timeout", str(reconnect_timeout),
+                                 "--resources", resources),
                 )
                 await server.start(f"{scheme}://{host}:0")
             servers.append(server)

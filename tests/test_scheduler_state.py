@@ -278,3 +278,22 @@ def test_an_error_is_noticed_once_at_its_root_and_lost_data_once_per_key(state):
     state.handle(finished(holder, "a"))
     actions = state.handle(ev.RemoveWorker(stimulus_id="gone", address=holder, reason="test"))
     assert [(n.event, n.key) for n in of_type(actions, ev.Notice)] == [("key-lost", "a")]
+
+
+def test_tasks_needing_resources_go_only_to_workers_that_have_them():
+    state = SchedulerState()
+    state.handle(add_worker(A, nthreads=4),
+                 ev.AddWorker(stimulus_id="gpu", address=B, nthreads=1, resources={"GPU": 2}))
+    actions = state.handle(graph("c1", *(spec(f"g{i}", resources={"GPU": 1}) for i in range(4)),
+                                 spec("big", resources={"GPU": 3}), spec("plain")))
+    placed = dict((key, worker) for worker, key in computes(actions))
+    assert {placed[f"g{i}"] for i in range(4)} == {B}
+    assert "big" not in placed
+    assert state.task_state("big") == "no-worker"
+    assert placed["plain"] == A  # the least loaded worker; resources do not matter
+    state.handle(ev.Tick(stimulus_id="tick", now=1.0))  # A is idle, but has no GPU
+    assert not state._steals
+    actions = state.handle(ev.AddWorker(stimulus_id="c", address=C, nthreads=1,
+                                        resources={"GPU": 4}))
+    assert computes(actions) == [(C, "big")]
+    state.validate()

@@ -168,3 +168,21 @@ def test_random_stimuli_keep_the_invariants(sequence):
     for stimulus in sequence:
         state.handle(stimulus)
         state.validate()
+
+
+def test_tasks_needing_resources_run_only_while_enough_is_free():
+    ws = WorkerState(ME, nthreads=4, resources={"GPU": 2})
+    gpu = {"GPU": 1}
+    started = [i.key for i in of(ws.handle(*(
+        ev.ComputeTask(stimulus_id=f"c-{k}", key=k, run_spec=b"", who_has={}, nbytes={},
+                       priority=(p,), resources=gpu) for p, k in enumerate("abc"))), ev.Execute)]
+    assert started == ["a", "b"]  # c waits for a GPU although threads are free
+    plain = of(ws.handle(compute("plain", priority=(9,))), ev.Execute)
+    assert [i.key for i in plain] == ["plain"]  # behind c in priority, but it fits
+    assert [i.key for i in of(ws.handle(success("a")), ev.Execute)] == ["c"]
+    assert ws.available_resources == {"GPU": 0}
+    ws.handle(ev.FreeKeys(stimulus_id="free", keys=("b",)))  # cancelled: still running
+    assert ws.available_resources == {"GPU": 0}
+    ws.handle(success("b"), success("c"))
+    assert ws.available_resources == {"GPU": 2}
+    ws.validate()

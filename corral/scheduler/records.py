@@ -67,9 +67,14 @@ class WorkerState:
     has_what: set[TaskState] = field(default_factory=set)
     nbytes: int = 0
     occupancy: float = 0.0
+    resources: dict[str, float] = field(default_factory=dict)  # totals, e.g. {"GPU": 2}
 
     def load(self) -> float:
         return self.occupancy / self.nthreads
+
+    def supplies(self, needs: dict[str, float] | None) -> bool:
+        """Has this worker enough of each resource to ever run a task needing ``needs``?"""
+        return not needs or all(self.resources.get(r, 0) >= n for r, n in needs.items())
 
 
 @dataclass(eq=False, slots=True)

@@ -241,14 +241,25 @@ class SchedulerState:
 
     def _decide_worker(self, ts: TaskState) -> WorkerState | None:
         if ts.restrictions is not None:
-            allowed = [self.workers[a] for a in ts.restrictions if a in self.workers]
+            allowed = [self.workers[a] for a in ts.restrictions if a in self.workers
+                       and self.workers[a].supplies(ts.resources)]
             if allowed or not ts.loose_restrictions:
                 return min(allowed, key=lambda w: self._start_time(ts, w), default=None)
-        candidates = {w for dts in ts.dependencies for w in dts.who_has}
-        least = self._least_loaded()
+        if ts.resources:  # rare: worth a scan of the workers that have what it needs
+            able = [w for w in self.workers.values() if w.supplies(ts.resources)]
+            candidates = {w for dts in ts.dependencies for w in dts.who_has if w in able}
+            least = min(able, key=WorkerState.load, default=None)
+        else:
+            candidates = {w for dts in ts.dependencies for w in dts.who_has}
+            least = self._least_loaded()
         if least is not None:
             candidates.add(least)
         return min(candidates, key=lambda w: (self._start_time(ts, w), w.address), default=None)
+
+    @staticmethod
+    def _may_run(ts: TaskState, ws: WorkerState) -> bool:
+        return (ts.restrictions is None or ws.address in ts.restrictions) and ws.supplies(
+            ts.resources)
 
     def _start_time(self, ts: TaskState, ws: WorkerState) -> float:
         missing = sum(d.nbytes for d in ts.dependencies if ws not in d.who_has)
@@ -495,7 +506,7 @@ class SchedulerState:
         if s.address in self.workers:
             return
         ws = self.workers[s.address] = WorkerState(
-            s.address, max(1, s.nthreads), s.memory_limit, s.name
+            s.address, max(1, s.nthreads), s.memory_limit, s.name, resources=dict(s.resources)
         )
         self._set_occupancy(ws, 0.0)
         for ts in [t for t in self.tasks.values() if t.state == TS.NO_WORKER]:
@@ -544,8 +555,8 @@ class SchedulerState:
                     break
 
     def _steal_one(self, victim: WorkerState, thief: WorkerState) -> bool:
-        queued = [t for t in victim.processing if t.key not in self._steals
-                  and (t.restrictions is None or thief.address in t.restrictions)]
+        queued = [t for t in victim.processing
+                  if t.key not in self._steals and self._may_run(t, thief)]
         if len(victim.processing) <= victim.nthreads or not queued:
             return False
         ts = max(queued, key=lambda t: t.priority)  # the one that would run last
@@ -566,7 +577,7 @@ class SchedulerState:
         self._transition(ts, TS.RELEASED)
         self._transition(ts, TS.WAITING)
         thief = self.workers.get(thief_address or "")
-        if thief is not None and (ts.restrictions is None or thief.address in ts.restrictions):
+        if thief is not None and self._may_run(ts, thief):
             self._assign(ts, thief)
         else:
             self._place(ts)

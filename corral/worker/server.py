@@ -132,7 +132,7 @@ class Worker:
             task.cancel()
         self.data.clear()
         self._fetched.clear()
-        self.state = WorkerState(self.address, self.nthreads)
+        self.state = WorkerState(self.address, self.nthreads, resources=self.resources)
         runner: TaskRunner | None = None
 
         def on_outcomes(outcomes: list[Outcome]) -> None:

@@ -4,8 +4,10 @@ Theory of operation
 -------------------
 * A task assigned here is ``waiting`` (inputs missing) or ``ready``; ready tasks run in
   priority order on at most ``nthreads`` threads (``executing``), then sit in
-  ``memory`` (or ``error``). Inputs held elsewhere are ``fetch`` tasks: they move to
-  ``flight`` while a transfer brings them, or ``missing`` once no holder is left.
+  ``memory`` (or ``error``). A task that needs resources (``{"GPU": 1}``) runs only
+  while that much of them is free; tasks behind it that fit go first. Inputs held
+  elsewhere are ``fetch`` tasks: they move to ``flight`` while a transfer brings them,
+  or ``missing`` once no holder is left.
 * Transfers are batched per peer (up to ``transfer_message_target_bytes``), one per
   peer at a time and at most ``max_concurrent_transfers`` overall, inputs of the most
   urgent tasks first. A worker never fetches from itself.
@@ -62,6 +64,7 @@ class TaskState:
     who_has: set[str] = field(default_factory=set)
     nbytes: int = 0
     assigned: bool = False  # the scheduler asked us to compute it (vs. an input only)
+    resources: dict[str, float] | None = None  # held while it executes
 
 
 class WorkerState:
@@ -73,9 +76,13 @@ class WorkerState:
         max_concurrent_transfers: int = 10,
         transfer_message_target_bytes: int = 50_000_000,
         log_length: int = 10_000,
+        resources: dict[str, float] | None = None,
     ) -> None:
         self.address = address
         self.nthreads = nthreads
+        self.total_resources = dict(resources or {})
+        self.available_resources = dict(self.total_resources)
+        self._held: dict[Key, dict[str, float]] = {}  # executing key → resources it holds
         self.max_concurrent_transfers = max_concurrent_transfers
         self.transfer_message_target_bytes = transfer_message_target_bytes
         self.tasks: dict[Key, TaskState] = {}
@@ -136,7 +143,8 @@ class WorkerState:
             dependents = ts.dependents
             self._forget(ts)
         ts = self.tasks[s.key] = TaskState(
-            s.key, WS.WAITING, s.run_spec, tuple(s.who_has), priority=s.priority, assigned=True
+            s.key, WS.WAITING, s.run_spec, tuple(s.who_has), priority=s.priority, assigned=True,
+            resources=s.resources or None,
         )
         ts.dependents = dependents
         for dep in ts.dependencies:
@@ -163,15 +171,33 @@ class WorkerState:
             heapq.heappush(self._ready, (ts.priority, next(self._seq), ts.key))
 
     def _ensure_computing(self) -> None:
+        waiting_for_resources = []
         while self._ready and len(self.executing) < self.nthreads:
-            _, _, key = heapq.heappop(self._ready)
+            item = heapq.heappop(self._ready)
+            key = item[2]
             ts = self.tasks.get(key)
             if ts is None or ts.state != WS.READY:
                 continue  # freed or stolen meanwhile
+            if not self._acquire(key, ts.resources):
+                waiting_for_resources.append(item)
+                continue
             self._to(ts, WS.EXECUTING)
             self.executing.add(key)
             self._emit(ev.Execute, key=key)
             self._tell({"op": "task-started", "key": key})  # whom to blame if we die now
+        for item in waiting_for_resources:
+            heapq.heappush(self._ready, item)
+
+    def _acquire(self, key: Key, needs: dict[str, float] | None) -> bool:
+        if not needs:
+            return True
+        available = self.available_resources
+        if any(available.get(r, 0) < n for r, n in needs.items()):
+            return False
+        for r, n in needs.items():
+            available[r] -= n
+        self._held[key] = needs
+        return True
 
     def _ensure_communicating(self) -> None:
         deferred = []
@@ -227,6 +253,8 @@ class WorkerState:
     def _finish_execution(self, key: Key) -> TaskState | None:
         """The task's thread is free; None if its result is to be dropped."""
         self.executing.discard(key)
+        for r, n in self._held.pop(key, {}).items():
+            self.available_resources[r] += n
         ts = self.tasks.get(key)
         if ts is None or ts.state == WS.CANCELLED:
             if ts is not None:
@@ -373,6 +401,10 @@ class WorkerState:
 
     def validate(self) -> None:
         assert len(self.executing) <= self.nthreads
+        assert self._held.keys() <= self.executing
+        for r, total in self.total_resources.items():
+            held = sum(needs.get(r, 0) for needs in self._held.values())
+            assert abs(self.available_resources[r] + held - total) < 1e-9, r
         for key in self.executing:
             assert self.tasks[key].state in (WS.EXECUTING, WS.CANCELLED), key
         for key, ts in self.tasks.items():
