@@ -223,3 +223,17 @@ def test_closed_client_refuses_work(cluster):
     c.close()
     with pytest.raises(CorralError):
         c.submit(inc, 1)
+
+
+def test_get_worker_names_the_worker_running_the_task_with_in_process_workers():
+    from corral.worker.server import get_worker
+
+    def where() -> str:
+        return get_worker().address
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        addresses = sorted(client.nthreads())
+        placed = [client.submit(where, workers=[a], pure=False) for a in addresses]
+        assert [f.result() for f in placed] == addresses
+        assert client.run(where) == {a: a for a in addresses}

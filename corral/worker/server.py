@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import pickle
+import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import psutil
@@ -40,13 +43,29 @@ SCHEDULER_OPS: dict[str, type[ev.Stimulus]] = {
 
 
 _running: list[Worker] = []  # workers started in this process, newest last
+_current = threading.local()  # .worker: the worker whose task or run() this thread serves
 
 
 def get_worker() -> Worker:
-    """The worker running in this process (e.g. from inside a task or ``client.run``)."""
+    """The worker running this task or ``client.run`` call (else the newest in this process).
+
+    Several in-process workers (``LocalCluster(processes=False)``) each answer for
+    their own tasks.
+    """
+    worker = getattr(_current, "worker", None)
+    if worker is not None:
+        return worker
     if not _running:
         raise ValueError("no corral worker is running in this process")
     return _running[-1]
+
+
+def _as(worker: Worker, fn: Callable[[], Any]) -> Any:
+    _current.worker = worker
+    try:
+        return fn()
+    finally:
+        _current.worker = None
 
 
 class Worker:
@@ -258,7 +277,7 @@ class Worker:
             fn, args, kwargs = runspec.unpack(run_spec)
             if inputs:
                 args, kwargs = runspec.substitute((args, kwargs), inputs)
-            return fn(*args, **kwargs)
+            return _as(self, lambda: fn(*args, **kwargs))
 
         self._runner.submit(key, call)
 
@@ -407,7 +426,8 @@ class Worker:
             return fn(*call_args, **call_kwargs)
 
         try:
-            result = await asyncio.get_running_loop().run_in_executor(None, call)
+            result = await asyncio.get_running_loop().run_in_executor(
+                None, functools.partial(_as, self, call))
         except Exception as e:
             import traceback
 
