@@ -297,3 +297,21 @@ def test_tasks_needing_resources_go_only_to_workers_that_have_them():
                                         resources={"GPU": 4}))
     assert computes(actions) == [(C, "big")]
     state.validate()
+
+
+def test_chains_thousands_deep_are_recomputed_and_released_without_recursion(state):
+    depth = 5000  # well past Python's recursion limit
+    state.handle(add_worker(A), add_worker(B))
+    chain = [spec("c0")] + [spec(f"c{i}", [f"c{i - 1}"]) for i in range(1, depth)]
+    last = f"c{depth - 1}"
+    actions = state.handle(graph("c1", *chain, wanted=[last]))
+    for i in range(depth):
+        (worker, key), = computes(actions)
+        assert key == f"c{i}"
+        actions = state.handle(finished(worker, key))
+    holder = state.tasks[last].who_has.copy().pop().address
+    actions = state.handle(ev.RemoveWorker(stimulus_id="gone", address=holder, reason="test"))
+    assert computes(actions) == [(A if holder == B else B, "c0")]  # recomputed from the root
+    assert state.task_state(last) == "waiting"
+    state.handle(ev.ClientReleasesKeys(stimulus_id="bye", client="c1", keys=(last,)))
+    assert state.tasks == {}

@@ -213,23 +213,35 @@ class SchedulerState:
 
     def _compute(self, ts: TaskState) -> None:
         """Bring a released task towards memory: compute its lost inputs, then it."""
-        if ts.run_spec is None:
-            self._err(ts, pickle.dumps(DataLostError(f"data of {ts.key!r} was lost")), b"",
-                      f"DataLostError: data of {ts.key!r} was lost and cannot be recomputed", "")
-            return
-        self._transition(ts, TS.WAITING)
-        ts.waiting_on = NONE
-        for dts in ts.dependencies:
-            if dts.state == TS.RELEASED:
-                self._compute(dts)
-            if dts.state == TS.ERRED:
-                assert dts.error is not None
-                self._err(ts, *dts.error)
-                return
-            if dts.state != TS.MEMORY:
-                ts.waiting_on = added(ts.waiting_on, dts)
-        if not ts.waiting_on:
-            self._place(ts)
+        # A worklist, not recursion: a chain of released inputs can be thousands long.
+        stack = [(ts, False)]
+        while stack:
+            t, inputs_done = stack.pop()
+            if not inputs_done:
+                if t.state != TS.RELEASED:
+                    continue  # reached twice through a shared input
+                if t.run_spec is None:
+                    self._err(t, pickle.dumps(DataLostError(f"data of {t.key!r} was lost")), b"",
+                              f"DataLostError: data of {t.key!r} was lost and cannot be "
+                              "recomputed", "")
+                    continue
+                self._transition(t, TS.WAITING)
+                t.waiting_on = NONE
+                stack.append((t, True))
+                stack.extend((d, False) for d in t.dependencies if d.state == TS.RELEASED)
+                continue
+            if t.state != TS.WAITING:
+                continue  # erred with an input meanwhile
+            erred = next((d for d in t.dependencies if d.state == TS.ERRED), None)
+            if erred is not None:
+                assert erred.error is not None
+                self._err(t, *erred.error)
+                continue
+            for dts in t.dependencies:
+                if dts.state != TS.MEMORY:
+                    t.waiting_on = added(t.waiting_on, dts)
+            if not t.waiting_on:
+                self._place(t)
 
     def _place(self, ts: TaskState) -> None:
         ws = self._decide_worker(ts)
@@ -398,33 +410,39 @@ class SchedulerState:
         return bool(ts.who_wants) or any(d.state in ACTIVE for d in ts.dependents)
 
     def _release_if_unneeded(self, ts: TaskState) -> None:
-        if self._needed(ts):
-            return
-        if ts.state == TS.MEMORY:
-            for ws in list(ts.who_has):
-                self._remove_replica(ts, ws)
-                self._emit(ev.FreeKeys, worker=ws.address, keys=(ts.key,))
-        elif ts.state == TS.PROCESSING:
-            ws = self._unassign(ts)
-            if ws is not None:
-                self._emit(ev.FreeKeys, worker=ws.address, keys=(ts.key,))
-        if ts.state != TS.RELEASED:
-            self._transition(ts, TS.RELEASED)
-            ts.waiting_on = NONE
-            for dts in list(ts.dependencies):  # inputs kept only for this task go too
-                self._release_if_unneeded(dts)
-        self._forget_if_unreferenced(ts)
+        stack = [ts]  # a worklist: inputs kept only for this task go too, however deep
+        while stack:
+            t = stack.pop()
+            if self._needed(t):
+                continue
+            if t.state == TS.MEMORY:
+                for ws in list(t.who_has):
+                    self._remove_replica(t, ws)
+                    self._emit(ev.FreeKeys, worker=ws.address, keys=(t.key,))
+            elif t.state == TS.PROCESSING:
+                ws = self._unassign(t)
+                if ws is not None:
+                    self._emit(ev.FreeKeys, worker=ws.address, keys=(t.key,))
+            if t.state != TS.RELEASED:
+                self._transition(t, TS.RELEASED)
+                t.waiting_on = NONE
+                stack.extend(t.dependencies)
+            self._forget_if_unreferenced(t)
 
     def _forget_if_unreferenced(self, ts: TaskState) -> None:
-        if ts.state != TS.RELEASED or ts.dependents or ts.who_wants:
-            return
-        if self.tasks.get(ts.key) is ts:
-            del self.tasks[ts.key]
-        self._steals.pop(ts.key, None)
-        for dts in ts.dependencies:
-            dts.dependents = discarded(dts.dependents, ts)
-            self._forget_if_unreferenced(dts)
-        ts.dependencies = NONE
+        # A worklist, not recursion: a chain of inputs can be thousands of tasks long.
+        stack = [ts]
+        while stack:
+            t = stack.pop()
+            if t.state != TS.RELEASED or t.dependents or t.who_wants:
+                continue
+            if self.tasks.get(t.key) is t:
+                del self.tasks[t.key]
+            self._steals.pop(t.key, None)
+            for dts in t.dependencies:
+                dts.dependents = discarded(dts.dependents, t)
+            stack.extend(t.dependencies)
+            t.dependencies = NONE
 
     # -- replicas and lost data ----------------------------------------------------------
 
