@@ -1,0 +1,101 @@
+"""dask's scheduler interface on corral: ``client.get(dsk, keys)``.
+
+dask's own ``convert_legacy_graph`` turns a graph of either generation (tuples, key
+aliases and literals, or task-spec nodes) into task-spec nodes, each of which knows its
+dependencies and computes its value when called with theirs. Every node needed for the
+requested keys becomes one corral task whose run_spec calls the node with ``Dependency``
+placeholders for those values, and the whole graph goes to the scheduler in one
+update-graph message. Only ``get`` imports this module: ``import corral`` never
+imports dask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine, Hashable, Iterable, Mapping
+from graphlib import TopologicalSorter
+from typing import TYPE_CHECKING, Any
+
+from dask._task_spec import GraphNode, convert_legacy_graph, cull
+from dask.core import flatten
+from dask.utils import key_split
+
+from corral import runspec
+from corral.client.client import _task_options
+from corral.client.future import Future
+from corral.exceptions import CorralError
+
+if TYPE_CHECKING:
+    from corral.client.client import AsyncClient
+
+
+def _run_node(node: GraphNode, values: dict[Hashable, Any]) -> Any:
+    return node(values)
+
+
+_RUN_NODE = runspec.pickle_function(_run_node)  # pickled once for every task
+
+
+def get(
+    client: AsyncClient,
+    dsk: Any,
+    keys: Any,
+    *,
+    workers: str | Iterable[str] | None = None,
+    allow_other_workers: bool = False,
+    retries: int = 0,
+    priority: int = 0,
+    resources: dict[str, float] | None = None,
+    **other_schedulers_options: Any,
+) -> Coroutine[Any, Any, Any]:
+    """Submit the graph now, in the caller's thread; the coroutine returns the results.
+
+    ``keys`` is a key or nested lists of keys; results come in that shape with lists
+    as tuples, as dask's own schedulers return them. Keyword arguments meant for
+    other schedulers (e.g. ``num_workers``) are ignored, as dask.distributed does.
+    """
+    if client._closed:
+        raise CorralError("client is closed")
+    options = _task_options(workers, allow_other_workers, retries, priority, resources)
+    graph = convert_legacy_graph(dsk if isinstance(dsk, Mapping) else dsk.__dask_graph__())
+    wanted = list(dict.fromkeys(flatten([keys])))
+    for key in wanted:
+        if key not in graph:
+            raise KeyError(key)
+    tasks = [
+        {
+            "key": key,
+            "run_spec": runspec.pack(
+                _RUN_NODE, (node, {dep: runspec.Dependency(dep) for dep in node.dependencies}), {}
+            ),
+            "dependencies": list(node.dependencies),
+            "name": key_split(key),
+            **options,
+        }
+        for key, node in _inputs_first(cull(graph, wanted))
+    ]
+    futures = {key: Future(key, client) for key in wanted}  # before the reports can arrive
+    client._in_loop(client._send, {"op": "update-graph", "tasks": tasks, "wanted": wanted})
+    return _results(client, _shaped(keys, futures), futures)
+
+
+def _inputs_first(graph: dict[Hashable, GraphNode]) -> list[tuple[Hashable, GraphNode]]:
+    """The nodes with each one's inputs before it: the scheduler then finds every input
+    already waiting, and never has to walk a long chain of them (recursively)."""
+    order = TopologicalSorter(
+        {k: [d for d in n.dependencies if d in graph] for k, n in graph.items()}
+    )
+    return [(key, graph[key]) for key in order.static_order()]
+
+
+def _shaped(keys: Any, futures: dict[Hashable, Future]) -> Any:
+    if isinstance(keys, list):
+        return tuple(_shaped(k, futures) for k in keys)
+    return futures[keys]
+
+
+async def _results(client: AsyncClient, shaped: Any, futures: dict[Hashable, Future]) -> Any:
+    try:
+        return await client.gather(shaped)
+    finally:  # intermediate results were never wanted; the outputs are not needed either now
+        for future in futures.values():
+            future.release()
