@@ -1,13 +1,14 @@
 """corral: distributed, data-local computing for Python."""
 
-from corral.client import AsyncClient, Client, Future, as_completed, progress, wait
+from corral.client import AsyncClient, Client, Executor, Future, as_completed, progress, wait
 from corral.client.pool import Pool
 from corral.core import ConnectionPool, Server, connect, rpc
 from corral.deploy import Cluster, LocalCluster
 from corral.exceptions import CommClosedError, CorralError
+from corral.nanny import Nanny
 from corral.scheduler import Scheduler
 from corral.security import Security
-from corral.worker import Worker
+from corral.worker import Worker, get_worker
 
 __version__ = "0.1.0"
 
@@ -18,8 +19,10 @@ __all__ = [
     "CommClosedError",
     "ConnectionPool",
     "CorralError",
+    "Executor",
     "Future",
     "LocalCluster",
+    "Nanny",
     "Pool",
     "Scheduler",
     "Security",
@@ -28,6 +31,7 @@ __all__ = [
     "__version__",
     "as_completed",
     "connect",
+    "get_worker",
     "progress",
     "rpc",
     "wait",

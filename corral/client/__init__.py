@@ -1,6 +1,8 @@
-"""The user API: ``Client``, ``Future``, ``wait``, ``as_completed``, and the seed's ``Pool``."""
+"""The user API: ``Client``, ``Future``, ``wait``, ``as_completed``, ``Executor``, and the
+seed's ``Pool``."""
 
 from corral.client.client import AsyncClient
+from corral.client.executor import Executor
 from corral.client.future import Future
 from corral.client.progress import progress
 from corral.client.sync import Client
@@ -18,6 +20,7 @@ __all__ = [
     "FIRST_EXCEPTION",
     "AsyncClient",
     "Client",
+    "Executor",
     "Future",
     "as_completed",
     "progress",

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 from corral import runspec
-from corral.client.future import FINISHED, PENDING, Future, FutureState
+from corral.client.future import FINISHED, PENDING, Finished, Future, FutureState
 from corral.comm.addressing import normalize_address
 from corral.core import BatchedSend, Comm, ConnectionPool, connect
 from corral.credentials import resolve
@@ -138,7 +138,7 @@ class AsyncClient:
         if self._closed:
             return
         self._closed = True
-        for state in self._states.values():
+        for state in list(self._states.values()):  # futures may be released meanwhile
             state.cancel("client closed")
         self._send({"op": "close-client"})  # release our keys now, not after a grace period
         await self._stream.close(timeout=2)
@@ -283,8 +283,23 @@ class AsyncClient:
             self._in_loop(self._send, msg)
         return futures
 
-    def cancel(self, futures: Iterable[Future]) -> None:
-        """Cancel these futures; tasks nobody else wants stop or never start."""
+    def get(self, dsk: Any, keys: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
+        """dask's scheduler interface: ``await client.get(dsk, keys)``; see ``dask_graph``.
+
+        The graph is sent at once, in one message; awaiting returns the results."""
+        from corral.client import dask_graph  # imports dask, an optional dependency
+
+        return dask_graph.get(self, dsk, keys, **kwargs)
+
+    async def cancel(self, futures: Iterable[Future]) -> None:
+        """Cancel these futures; tasks nobody else wants stop or never start.
+
+        The futures turn cancelled when the scheduler's confirmation arrives.
+        """
+        self._cancel(futures)
+
+    def _cancel(self, futures: Iterable[Future]) -> None:
+        """``cancel`` from any thread, without waiting (``Future.cancel``, the sync client)."""
         keys = list(dict.fromkeys(f.key for f in futures))
         self._in_loop(self._send, {"op": "cancel-keys", "keys": keys})
 
@@ -321,7 +336,7 @@ class AsyncClient:
             else:  # resend what may not have arrived; reports sent while away are lost: ask again
                 for msg in unsent:
                     self._send(msg)
-                keys = [k for k, state in self._states.items() if state.status == PENDING]
+                keys = [k for k, state in list(self._states.items()) if state.status == PENDING]
                 if keys:
                     self._send({"op": "client-desires-keys", "keys": keys})
             logger.info("reconnected to the scheduler at %s", self.scheduler_address)
@@ -374,7 +389,7 @@ class AsyncClient:
             raise ValueError("errors must be 'raise' or 'skip'")
         found: list[Future] = []
         structure = runspec.replace_in(futures, _as_dependency, found)
-        await asyncio.gather(*(f._wait() for f in found))
+        await Finished(found).wait_all()
         failed = [f for f in found if f.status != FINISHED]
         if failed and errors == "raise":
             raise failed[0]._state.exception  # type: ignore[misc]
@@ -439,7 +454,7 @@ class AsyncClient:
         placed = {k: (holders[k], sizeof(items[k])) for k in items}
         self._send({"op": "scatter-data", "placed": placed})
         # The scheduler's report that they are in memory also orders later queries after it.
-        await asyncio.gather(*(f._wait() for f in futures.values()))
+        await Finished(futures.values()).wait_all()
         if isinstance(data, dict):
             return futures
         values = list(futures.values())
@@ -450,13 +465,16 @@ class AsyncClient:
     # -- queries -----------------------------------------------------------------------
 
     async def who_has(self, futures: Iterable[Future] | None = None) -> dict[Hashable, list[str]]:
+        """``{key: [addresses of the workers holding it]}`` for these futures (or all)."""
         keys = None if futures is None else [f.key for f in futures]
         return await self.scheduler.who_has(keys=keys)
 
     async def nthreads(self) -> dict[str, int]:
+        """``{worker address: number of threads}``."""
         return await self.scheduler.nthreads()
 
     async def scheduler_info(self) -> dict[str, Any]:
+        """The scheduler's address and id, and each worker's details."""
         return await self.scheduler.scheduler_info()
 
     async def run(

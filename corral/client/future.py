@@ -8,7 +8,9 @@ needs the key, so the data is freed on the workers.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Generator, Hashable
+import weakref
+from collections.abc import Callable, Generator, Hashable, Iterable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -134,7 +136,7 @@ class Future:
         return self._state.traceback_text or None
 
     def cancel(self) -> None:
-        self.client.cancel([self])
+        self.client._cancel([self])
 
     def add_done_callback(self, fn: Callable[[Future], Any]) -> None:
         """Call ``fn(future)`` once the future is done (at once if it already is)."""
@@ -159,3 +161,52 @@ class Future:
     def __repr__(self) -> str:
         extra = f", type: {self._state.typename}" if self._state.typename else ""
         return f"<Future: {self.status}{extra}, key: {self.key}>"
+
+
+class Finished:
+    """Futures as they finish, collected by a callback on each one's state.
+
+    Waiting on many futures this way costs O(1) per future that finishes, where a task
+    per future (``asyncio.wait`` over ``_wait()``) costs O(n) on every wake-up. Use it on
+    the client's loop, where states finish. The callbacks hold the futures and this
+    object weakly: a wait given up (a timeout, the first of many done) does not keep
+    the futures it watched, so dropping them still releases their tasks.
+    """
+
+    def __init__(self, futures: Iterable[Future]) -> None:
+        self._batch: list[Future] = []
+        self._event = asyncio.Event()
+        self.pending = 0
+        on_finish = weakref.WeakMethod(self._finished)
+        for future in futures:
+            if future.done():
+                self._batch.append(future)
+            else:
+                self.pending += 1
+                future._state.add_callback(partial(_notify, on_finish, weakref.ref(future)))
+
+    def _finished(self, future: Future | None) -> None:
+        self.pending -= 1
+        if future is not None:
+            self._batch.append(future)
+        self._event.set()
+
+    async def next_batch(self) -> list[Future]:
+        """The futures done since the last call (those done already, the first time),
+        waiting for one if there are none; empty only when none is pending."""
+        while not self._batch and self.pending:
+            self._event.clear()
+            await self._event.wait()
+        batch, self._batch = self._batch, []
+        return batch
+
+    async def wait_all(self) -> None:
+        """Return once every future is done."""
+        while self.pending:
+            await self.next_batch()
+
+
+def _notify(on_finish: weakref.WeakMethod[Any], future: weakref.ref[Future]) -> None:
+    finished = on_finish()
+    if finished is not None:
+        finished(future())

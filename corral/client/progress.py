@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from corral.client.future import Future
+from corral.client.future import Finished, Future
 
 
 class _Bar(tqdm):
@@ -35,18 +34,12 @@ def progress(futures: Iterable[Future] | Future, *, desc: str = "tasks", **tqdm_
 
 
 async def _track(futures: list[Future], bar: _Bar) -> None:
-    pending = {asyncio.ensure_future(f._wait()): f for f in futures if not f.done()}
-    erred = sum(f.status == "error" for f in futures if f.done())
-    bar.update(len(futures) - len(pending))
+    finished, erred = Finished(futures), 0
     try:
-        while pending:
-            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                erred += pending.pop(task).status == "error"
+        while batch := await finished.next_batch():
+            erred += sum(f.status == "error" for f in batch)
             if erred:
                 bar.set_postfix(erred=erred, refresh=False)
-            bar.update(len(done))
+            bar.update(len(batch))
     finally:
-        for task in pending:
-            task.cancel()
         bar.close()

@@ -55,56 +55,80 @@ class Client:
 
     @property
     def id(self) -> str:
+        """This client's name at the scheduler."""
         return self._core.id
 
     @property
     def scheduler_address(self) -> str | None:
+        """The address of the scheduler this client talks to."""
         return self._core.scheduler_address
 
     @property
     def dashboard_link(self) -> str | None:
+        """The dashboard's login link (None if the scheduler serves none)."""
         return self._core.dashboard_link
 
     @property
     def cluster(self) -> Any:
+        """The ``LocalCluster`` this client started, if it started one."""
         return self._core.cluster
 
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+        """Run ``fn(*args, **kwargs)`` on the cluster; a ``Future`` at once.
+
+        Options as for ``AsyncClient.submit``: ``key``, ``pure``, ``workers``,
+        ``allow_other_workers``, ``retries``, ``priority``, ``resources``."""
         return self._core.submit(fn, *args, **kwargs)
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], **kwargs: Any) -> list[Future]:
+        """``submit`` for each item of the zipped iterables, in one message."""
         return self._core.map(fn, *iterables, **kwargs)
 
     def gather(self, futures: Any, errors: str = "raise", timeout: float | None = None) -> Any:
+        """The results of (nested lists/dicts/tuples of) futures, in the same structure.
+
+        ``errors="skip"`` leaves failed futures out instead of raising the first error."""
         return self._run(self._core.gather(futures, errors=errors), timeout)
+
+    def get(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
+        """dask's scheduler interface: ``dask.compute(x, scheduler=client.get)``."""
+        return self._run(self._core.get(dsk, keys, **kwargs))
 
     def scatter(
         self, data: Any, workers: str | Iterable[str] | None = None, broadcast: bool = False
     ) -> Any:
+        """Put local data on workers; futures in the shape of ``data``."""
         return self._run(self._core.scatter(data, workers=workers, broadcast=broadcast))
 
     def cancel(self, futures: Iterable[Future]) -> None:
-        self._core.cancel(futures)
+        """Cancel these futures; tasks nobody else wants stop or never start."""
+        self._core._cancel(futures)
 
     def who_has(self, futures: Iterable[Future] | None = None) -> dict[Hashable, list[str]]:
+        """``{key: [addresses of the workers holding it]}`` for these futures (or all)."""
         return self._run(self._core.who_has(futures))
 
     def nthreads(self) -> dict[str, int]:
+        """``{worker address: number of threads}``."""
         return self._run(self._core.nthreads())
 
     def scheduler_info(self) -> dict[str, Any]:
+        """The scheduler's address and id, and each worker's details."""
         return self._run(self._core.scheduler_info())
 
     def run(
         self, fn: Callable[..., Any], *args: Any, workers: Iterable[str] | None = None,
         **kwargs: Any,
     ) -> dict[str, Any]:
+        """Call ``fn(*args, **kwargs)`` on every worker (or those given); ``{address: result}``."""
         return self._run(self._core.run(fn, *args, workers=workers, **kwargs))
 
     def restart(self) -> None:
+        """Cancel every future and have the cluster drop all tasks and data."""
         self._run(self._core.restart())
 
     def close(self) -> None:
+        """Release this client's futures and disconnect; closes a cluster it started."""
         if self._runner.loop.is_closed():
             return
         try:

@@ -7,11 +7,12 @@ Which of the two a call is follows the futures' client: with an ``AsyncClient``,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any, NamedTuple
 
-from corral.client.future import Future
+from corral.client.future import Finished, Future
 
 FIRST_COMPLETED, FIRST_EXCEPTION, ALL_COMPLETED = (
     "FIRST_COMPLETED",
@@ -28,27 +29,15 @@ class DoneAndNotDone(NamedTuple):
 async def _wait_async(
     futures: list[Future], timeout: float | None, return_when: str
 ) -> DoneAndNotDone:
-    pending = {asyncio.ensure_future(f._wait()): f for f in futures if not f.done()}
-
-    def finished() -> bool:
-        done = [f for f in futures if f.done()]
-        if return_when == FIRST_COMPLETED:
-            return bool(done)
-        if return_when == FIRST_EXCEPTION:
-            return any(f.status == "error" for f in done) or len(done) == len(futures)
-        return len(done) == len(futures)
-
-    try:
+    finished = Finished(futures)
+    with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(timeout):
-            while pending and not finished():
-                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    pending.pop(task)
-    except TimeoutError:
-        pass
-    finally:
-        for task in pending:
-            task.cancel()
+            while finished.pending:
+                batch = await finished.next_batch()
+                if return_when == FIRST_COMPLETED or (
+                    return_when == FIRST_EXCEPTION and any(f.status == "error" for f in batch)
+                ):
+                    break
     return DoneAndNotDone({f for f in futures if f.done()}, {f for f in futures if not f.done()})
 
 
@@ -81,8 +70,14 @@ class as_completed:
         self.with_results = with_results
         self._queue: queue.SimpleQueue[Future] = queue.SimpleQueue()
         self._remaining = len(self.futures)
+        self._arrival: asyncio.Event | None = None  # made by ``async for``
         for future in self.futures:
-            future.add_done_callback(self._queue.put)
+            future.add_done_callback(self._arrived)
+
+    def _arrived(self, future: Future) -> None:
+        self._queue.put(future)
+        if self._arrival is not None:  # asynchronous clients call this on their loop
+            self._arrival.set()
 
     def __iter__(self) -> Iterator[Any]:
         while self._remaining:
@@ -91,21 +86,13 @@ class as_completed:
             yield (future, future.result()) if self.with_results else future
 
     async def __aiter__(self) -> AsyncIterator[Any]:
+        self._arrival = asyncio.Event()
         while self._remaining:
             try:
                 future = self._queue.get_nowait()
             except queue.Empty:
-                await _any_done(self.futures)  # its done callback fills the queue
+                self._arrival.clear()
+                await self._arrival.wait()
                 continue
             self._remaining -= 1
             yield (future, await future) if self.with_results else future
-
-
-async def _any_done(futures: list[Future]) -> None:
-    pending = [asyncio.ensure_future(f._wait()) for f in futures if not f.done()]
-    if not pending:
-        await asyncio.sleep(0)  # callbacks of futures already done are on their way
-        return
-    _, rest = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-    for task in rest:
-        task.cancel()

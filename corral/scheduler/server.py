@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
+import sys
 import time
 import uuid
 from typing import Any
@@ -89,7 +91,10 @@ class Scheduler:
         if self._ticker is None:
             self._ticker = asyncio.ensure_future(self._tick_forever())
         if self.dashboard_address is not None and self.dashboard is None:
-            from corral.dashboard import Dashboard  # aiohttp is imported only when serving
+            if "corral.dashboard" not in sys.modules:
+                # aiohttp is imported only when serving, and in a thread: it takes ~0.3 s
+                await asyncio.to_thread(importlib.import_module, "corral.dashboard")
+            from corral.dashboard import Dashboard
 
             self.dashboard = Dashboard(self, self.dashboard_address,
                                        allowed_hosts=self.dashboard_allowed_hosts)

@@ -1,0 +1,290 @@
+"""``corral.Executor`` keeps the promises the standard library makes for executors.
+
+Most tests share one cluster of in-process workers: tasks run in this process, so a
+task can wait on a ``threading.Event`` the test opens (a "gate") to stay pending for as
+long as the test needs. One test runs the executor against real worker processes.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import threading
+import time
+import uuid
+
+import pytest
+
+from corral import Client, Executor, LocalCluster
+from corral.exceptions import CorralError
+
+pytestmark = pytest.mark.usefixtures("no_leaks")
+
+GATES: dict[str, threading.Event] = {}
+RAN: list[str] = []
+
+
+def inc(x):
+    return x + 1
+
+
+def divide(x, y):
+    return x / y
+
+
+def held(gate, value):
+    """``value``, once the test opens ``gate`` (at once if ``gate`` is None)."""
+    if gate is not None and not GATES[gate].wait(30):
+        raise TimeoutError(f"gate {gate} never opened")
+    return value
+
+
+def record(name):
+    RAN.append(name)
+    return name
+
+
+def echo_kwargs(**kwargs):
+    return kwargs
+
+
+def is_closed(client):
+    try:
+        client.submit(inc, 0)
+    except CorralError:
+        return True
+    return False
+
+
+def wait_until(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as c:
+        yield c
+
+
+@pytest.fixture
+def executor(cluster):
+    ex = Executor(cluster)
+    yield ex
+    ex.shutdown()
+
+
+@pytest.fixture
+def gate(executor):
+    """A gate opened when the test ends (before the executor shuts down and waits)."""
+    name = uuid.uuid4().hex
+    GATES[name] = threading.Event()
+    yield name
+    GATES[name].set()
+
+
+def test_submit_returns_standard_futures(executor):
+    future = executor.submit(inc, 1)
+    assert isinstance(future, cf.Future)
+    assert future.result(timeout=10) == 2
+    failed = executor.submit(divide, 1, 0)
+    assert isinstance(failed.exception(timeout=10), ZeroDivisionError)
+    with pytest.raises(ZeroDivisionError):
+        failed.result()
+
+
+def test_keywords_go_to_the_function_even_if_submit_knows_them(executor):
+    future = executor.submit(echo_kwargs, key="k", workers=3, pure=True, x=1)
+    assert future.result(timeout=10) == {"key": "k", "workers": 3, "pure": True, "x": 1}
+
+
+def test_map_yields_results_in_order(executor, gate):
+    assert list(executor.map(divide, [6, 8, 10], [1, 2, 5])) == [6.0, 4.0, 2.0]
+    # The first call finishes last: the order is the inputs', not the finishing order.
+    first_last = executor.map(held, [gate, None], ["a", "b"])
+    assert executor.submit(inc, 1).result(timeout=10) == 2
+    GATES[gate].set()
+    assert list(first_last) == ["a", "b"]
+    assert list(executor.map(divide, range(5), [1, 1])) == [0, 1]  # the shortest wins
+
+
+def test_map_reraises_exceptions_on_iteration(executor):
+    results = executor.map(divide, [1, 2, 3], [1, 0, 1])  # the call itself does not raise
+    assert next(results) == 1.0
+    with pytest.raises(ZeroDivisionError):
+        next(results)
+    with pytest.raises(StopIteration):  # the iterator is finished, the rest cancelled
+        next(results)
+
+
+def test_map_is_lazy_and_times_out_from_the_call(executor, gate):
+    start = time.monotonic()
+    results = executor.map(held, [gate, gate], [1, 2], timeout=1.0)
+    assert time.monotonic() - start < 1.0  # submitting does not wait for results
+    time.sleep(1.0)  # the timeout runs from the call to map, not from next()
+    before = time.monotonic()
+    with pytest.raises(TimeoutError):
+        next(results)
+    assert time.monotonic() - before < 0.5
+    with pytest.raises(StopIteration):
+        next(results)
+
+
+def test_map_timeout_after_some_results(executor, gate):
+    results = executor.map(divide, [1, 2], [1, 1], timeout=30)
+    assert list(results) == [1.0, 2.0]
+    partial = executor.map(held, [None, gate], [0, 1], timeout=2)
+    assert next(partial) == 0
+    with pytest.raises(cf.TimeoutError):
+        next(partial)
+
+
+@pytest.mark.parametrize("chunksize", [1, 3, 100])
+def test_map_chunksize(executor, chunksize):
+    assert list(executor.map(divide, range(10), [2] * 10, chunksize=chunksize)) == [
+        x / 2 for x in range(10)
+    ]
+    with pytest.raises(ZeroDivisionError):
+        list(executor.map(divide, [1, 2, 3], [1, 0, 1], chunksize=chunksize))
+
+
+def test_chunksize_must_be_positive(executor):
+    with pytest.raises(ValueError, match="chunksize"):
+        executor.map(inc, [1], chunksize=0)
+
+
+def test_shutdown_waits_for_pending_work(executor, gate):
+    futures = [executor.submit(held, gate, i) for i in range(3)]
+    shutting = threading.Thread(target=executor.shutdown)
+    shutting.start()
+    shutting.join(0.3)
+    assert shutting.is_alive()  # still waiting for the gated calls
+    assert not any(f.done() for f in futures)
+    GATES[gate].set()
+    shutting.join(10)
+    assert not shutting.is_alive()
+    assert [f.result(timeout=0) for f in futures] == [0, 1, 2]
+
+
+def test_shutdown_cancel_futures(executor, gate):
+    futures = [executor.submit(held, gate, i) for i in range(4)]
+    executor.shutdown(wait=True, cancel_futures=True)
+    assert all(f.cancelled() for f in futures)
+    with pytest.raises(cf.CancelledError):
+        futures[0].result()
+
+
+def test_submit_after_shutdown_raises(executor):
+    executor.shutdown()
+    executor.shutdown()  # safe to call again
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        executor.submit(inc, 1)
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        executor.map(inc, [1])
+
+
+def test_context_manager_shuts_down_and_closes_its_client(cluster):
+    with Executor(cluster) as ex:
+        future = ex.submit(inc, 1)
+    assert future.done()
+    assert future.result() == 2
+    with pytest.raises(RuntimeError):
+        ex.submit(inc, 1)
+    assert is_closed(ex.client)  # the client the executor started
+
+
+def test_a_given_client_stays_open(cluster):
+    with Client(cluster) as client:
+        with Executor(client) as ex:
+            assert ex.submit(inc, 1).result(timeout=10) == 2
+        assert client.submit(inc, 2).result(timeout=10) == 3
+        with pytest.raises(TypeError):
+            Executor(client, timeout=3)
+
+
+def test_standard_wait_and_as_completed(executor, gate):
+    fast = [executor.submit(inc, i) for i in range(5)]
+    slow = executor.submit(held, gate, "slow")
+    done, not_done = cf.wait([*fast, slow], timeout=0.5)
+    assert done == set(fast)
+    assert not_done == {slow}
+    done, not_done = cf.wait([*fast, slow], return_when=cf.FIRST_COMPLETED)
+    assert done
+    failed = executor.submit(divide, 1, 0)
+    done, _ = cf.wait([slow, failed], return_when=cf.FIRST_EXCEPTION, timeout=10)
+    assert done == {failed}
+    GATES[gate].set()
+    finished = list(cf.as_completed([*fast, slow], timeout=10))
+    assert set(finished) == {*fast, slow}
+    assert sorted(f.result() for f in fast) == [1, 2, 3, 4, 5]
+
+
+def test_done_callbacks_fire_off_the_client_loop(executor):
+    fired = threading.Event()
+    seen = []
+
+    def callback(future):
+        follow_up = executor.submit(inc, 10)  # submitting from a callback is fine
+        seen.append((future, future.result(), threading.current_thread().name, follow_up))
+        fired.set()
+
+    future = executor.submit(inc, 1)
+    future.add_done_callback(callback)
+    assert fired.wait(10)
+    [(called_with, result, thread, follow_up)] = seen
+    assert (called_with, result) == (future, 2)
+    assert thread != "corral-client"  # not the client's event loop
+    assert follow_up.result(timeout=10) == 11
+    late = []
+    future.add_done_callback(late.append)  # on a done future: called at once
+    assert late == [future]
+
+
+def test_cancel_a_pending_future_cancels_its_task(executor, gate):
+    RAN.clear()
+    blockers = [executor.submit(held, gate, i) for i in range(2)]  # both workers busy
+    queued = executor.submit(record, "cancelled")
+    assert queued.cancel()
+    assert queued.cancelled()
+    kept = executor.submit(record, "kept")
+    GATES[gate].set()
+    assert kept.result(timeout=10) == "kept"
+    assert [b.result(timeout=10) for b in blockers] == [0, 1]
+    workers = executor.client.scheduler_info
+    wait_until(lambda: all(w["processing"] == 0 for w in workers()["workers"].values()))
+    assert RAN == ["kept"]
+
+
+def test_no_argument_starts_and_stops_a_local_cluster():
+    options = {"n_workers": 1, "processes": False, "dashboard_address": None}
+    with Executor(cluster_options=options) as ex:
+        assert list(ex.map(inc, [1, 2])) == [2, 3]
+        cluster = ex.client.cluster
+    assert cluster._closed
+
+
+def test_shutdown_without_wait_lets_pending_work_finish(cluster):
+    ex = Executor(cluster)
+    name = uuid.uuid4().hex
+    GATES[name] = threading.Event()
+    future = ex.submit(held, name, "done")
+    ex.shutdown(wait=False)
+    assert not future.done()
+    GATES[name].set()
+    assert future.result(timeout=10) == "done"
+    wait_until(lambda: is_closed(ex.client))  # its client closes after the last call
+
+
+def test_on_worker_processes():
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as c:
+        with Executor(c.scheduler_address, security=c.security) as ex:
+            pids = {f.result(timeout=30) for f in [ex.submit(os.getpid) for _ in range(4)]}
+            assert os.getpid() not in pids
+            assert list(ex.map(divide, range(20), [4] * 20, chunksize=6)) == [
+                x / 4 for x in range(20)
+            ]
+            with pytest.raises(ZeroDivisionError):
+                ex.submit(divide, 1, 0).result(timeout=30)
