@@ -1,6 +1,6 @@
-"""``corral demo``: a real run of the foundation on loopback, with timings.
+"""``corral demo --foundation``: a real run of the foundation on loopback, with timings.
 
-Until the compute layer lands this shows what everything else stands on: a
+It shows what the scheduler, workers and clients stand on: a
 ``Server`` with a plain, an async and a streaming handler, ``rpc`` calls (sequential
 and overlapping), an error travelling back with its own type, a large binary payload, and a
 wrong token being refused.

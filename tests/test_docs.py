@@ -1,0 +1,110 @@
+"""The documentation hangs together: nav pages exist, links and anchors resolve, and every
+``::: name`` in the API reference names something importable. No site build, no network
+(``make docs`` builds the site in strict mode)."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import unicodedata
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+PAGES = sorted(DOCS.rglob("*.md"))
+LINKED = [*PAGES, ROOT / "README.md"]
+
+FENCE = re.compile(r"^(```|~~~).*?^\1", re.S | re.M)
+INLINE_CODE = re.compile(r"`[^`\n]*`")
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.M)
+
+
+def prose(path: Path) -> str:
+    """The page without code blocks and inline code, where link-like text is not a link."""
+    return INLINE_CODE.sub("", FENCE.sub("", path.read_text()))
+
+
+def slug(heading: str) -> str:
+    """The anchor Python-Markdown's toc extension (as mkdocs uses it) gives a heading."""
+    text = re.sub(r"[`*_]", "", heading)
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    text = re.sub(r"[^\w\s-]", "", text).strip().lower()
+    return re.sub(r"[-\s]+", "-", text)
+
+
+DIRECTIVE = re.compile(r"^::: ([\w.]+)\s*$", re.M)
+
+
+def has_anchor(path: Path, anchor: str) -> bool:
+    """A heading's slug, or an object mkdocstrings renders there (``::: corral.Future``
+    gives ``#corral.Future`` and ``#corral.Future.<member>``)."""
+    text = FENCE.sub("", path.read_text())
+    if anchor in {slug(h) for h in HEADING.findall(text)}:
+        return True
+    return any(anchor == name or anchor.startswith(f"{name}.") for name in DIRECTIVE.findall(text))
+
+
+def nav_pages() -> list[str]:
+    """Every page named in mkdocs.yml's nav (read as text: PyYAML is a docs-only dependency)."""
+    text = (ROOT / "mkdocs.yml").read_text()
+    nav = text.split("\nnav:\n", 1)[1]
+    nav = re.split(r"\n(?=\S)", nav, maxsplit=1)[0]  # up to the next top-level key
+    return re.findall(r"([\w./-]+\.md)\s*$", nav, re.M)
+
+
+def test_every_nav_page_exists_and_every_page_is_in_the_nav():
+    listed = nav_pages()
+    assert "index.md" in listed
+    missing = [page for page in listed if not (DOCS / page).is_file()]
+    assert not missing, f"mkdocs.yml lists pages that do not exist: {missing}"
+    unlisted = [str(p.relative_to(DOCS)) for p in PAGES if str(p.relative_to(DOCS)) not in listed]
+    assert not unlisted, f"pages missing from mkdocs.yml's nav: {unlisted}"
+
+
+@pytest.mark.parametrize("path", LINKED, ids=lambda p: str(p.relative_to(ROOT)))
+def test_relative_links_point_to_existing_files_and_anchors(path):
+    broken = []
+    for target in LINK.findall(prose(path)):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target):  # http:, https:, mailto:
+            continue
+        file_part, _, anchor = target.partition("#")
+        dest = (path.parent / file_part).resolve() if file_part else path
+        if not dest.exists():
+            broken.append(f"{target}: no such file")
+        elif anchor and dest.suffix == ".md" and dest.is_relative_to(DOCS):
+            if not has_anchor(dest, anchor):
+                broken.append(f"{target}: no heading with anchor #{anchor}")
+    assert not broken, f"broken links in {path.relative_to(ROOT)}: {broken}"
+
+
+def resolve(dotted: str) -> object:
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj: object = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for name in parts[i:]:
+            obj = getattr(obj, name)
+        return obj
+    raise ImportError(dotted)
+
+
+def test_api_reference_names_importable_objects():
+    names = [
+        name
+        for page in sorted((DOCS / "api").glob("*.md"))
+        for name in DIRECTIVE.findall(page.read_text())
+    ]
+    assert "corral.Client" in names
+    unresolved = []
+    for name in names:
+        try:
+            resolve(name)
+        except (ImportError, AttributeError) as e:
+            unresolved.append(f"{name}: {e}")
+    assert not unresolved, f"API reference names that do not import: {unresolved}"
