@@ -17,6 +17,7 @@ import threading
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Coroutine, Hashable, Iterable
+from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
@@ -363,23 +364,25 @@ class AsyncClient:
             state.cancel(msg.get("reason", "cancelled"))
 
     def _add_done_callback(self, future: Future, fn: Callable[[Future], Any]) -> None:
-        def run() -> None:
-            if self._runner is None:
-                fn(future)
-            else:  # sync clients: never run user code on the loop (it may block on it)
-                if self._callback_pool is None:
-                    from concurrent.futures import ThreadPoolExecutor
-
-                    self._callback_pool = ThreadPoolExecutor(1, "corral-callback")
-                self._callback_pool.submit(fn, future)
-
         def register() -> None:
             if future.done():
-                run()
+                self._call_user_code(fn, future)
             else:
-                future._state.add_callback(run)
+                future._state.add_callback(partial(self._call_user_code, fn, future))
 
         self._in_loop(register)
+
+    def _call_user_code(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Call ``fn(*args)`` from the loop: at once for asynchronous clients, else on the
+        callback thread (never on the loop of a sync client: user code may block on it)."""
+        if self._runner is None:
+            fn(*args)
+            return
+        if self._callback_pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._callback_pool = ThreadPoolExecutor(1, "corral-callback")
+        self._callback_pool.submit(fn, *args)
 
     # -- results ---------------------------------------------------------------------------
 

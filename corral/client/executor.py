@@ -1,11 +1,12 @@
 """``Executor``: the standard library's ``concurrent.futures.Executor`` on a corral cluster.
 
 A thin layer over the synchronous ``Client``: ``submit`` and ``map`` hand work to the
-client, and each corral ``Future`` gets a ``concurrent.futures.Future`` twin that its
-done callback settles. That callback runs on the client's callback thread, never on
-its event loop, and so do the callbacks users add to the twins: they may submit work,
-but (as with a one-thread ``ThreadPoolExecutor``) must not wait for another twin, which
-that thread would settle. Cancelling a twin that is still pending cancels its task.
+client, and each corral ``Future`` gets a ``concurrent.futures.Future`` twin. Results
+that arrive together are fetched together, and the twins are settled on the client's
+callback thread, never on its event loop. The callbacks users add to the twins run
+there too: they may submit work, but (as with a one-thread ``ThreadPoolExecutor``) must
+not wait for another twin, which that thread would settle. Cancelling a twin that is
+still pending cancels its task.
 
 The cluster does not tell a client when a task starts, so a twin is never "running":
 ``cancel()`` succeeds until the result has arrived, and asks the cluster to stop the
@@ -26,7 +27,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from corral.client.client import AsyncClient
-from corral.client.future import Future
+from corral.client.future import FINISHED, Future
 from corral.client.sync import Client
 
 if TYPE_CHECKING:
@@ -66,6 +67,9 @@ class Executor(cf.Executor):
         self._shutdown = False
         self._close_when_idle = False
         self._client_closed = False
+        # Touched only on the client's loop:
+        self._arrivals: list[tuple[Future, cf.Future[Any]]] = []
+        self._fetcher: asyncio.Future[None] | None = None
 
     @property
     def client(self) -> Client:
@@ -78,7 +82,8 @@ class Executor(cf.Executor):
             fn, kwargs = partial(fn, **kwargs), {}
         with self._lock:
             self._check_open()
-            return self._twin(self._client.submit(fn, *args, pure=False, **kwargs))
+            [twin] = self._twins([self._client.submit(fn, *args, pure=False, **kwargs)])
+            return twin
 
     def map(
         self,
@@ -104,11 +109,11 @@ class Executor(cf.Executor):
             chunked = _Chunk(fn)
             with self._lock:
                 self._check_open()
-                futures = [self._twin(f) for f in self._client.map(chunked, chunks, pure=False)]
+                futures = self._twins(self._client.map(chunked, chunks, pure=False))
             return itertools.chain.from_iterable(_in_order(futures, end_time))
         with self._lock:
             self._check_open()
-            futures = [self._twin(f) for f in self._client.map(fn, *iterables, pure=False)]
+            futures = self._twins(self._client.map(fn, *iterables, pure=False))
         return _in_order(futures, end_time)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -135,8 +140,13 @@ class Executor(cf.Executor):
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
 
+    def _twins(self, futures: list[Future]) -> list[cf.Future[Any]]:
+        """``concurrent.futures.Future`` twins that follow ``futures``; called under the lock."""
+        pairs = [(future, self._twin(future)) for future in futures]
+        self._client._core._in_loop(self._watch, pairs)  # one wake-up of the loop for all
+        return [twin for _, twin in pairs]
+
     def _twin(self, future: Future) -> cf.Future[Any]:
-        """A ``concurrent.futures.Future`` that follows ``future``; called under the lock."""
         twin: cf.Future[Any] = cf.Future()
         self._pending.add(twin)
 
@@ -149,18 +159,55 @@ class Executor(cf.Executor):
                     future.cancel()
                 self._settled(twin)
 
-        def on_done(future: Future) -> None:
+        twin.add_done_callback(on_twin_done)
+        return twin
+
+    # -- settling twins, in batches ----------------------------------------------------------
+    # Fetching each result on its own costs a round trip to a worker per call, one after
+    # another on the callback thread (~1 ms each). Instead, futures that finish while a
+    # fetch is in flight are fetched together in the next one.
+
+    def _watch(self, pairs: list[tuple[Future, cf.Future[Any]]]) -> None:
+        """On the client's loop: queue each future for settling once it is done."""
+        for future, twin in pairs:
+            if future.done():
+                self._arrived(future, twin)
+            else:
+                future._state.add_callback(partial(self._arrived, future, twin))
+
+    def _arrived(self, future: Future, twin: cf.Future[Any]) -> None:
+        self._arrivals.append((future, twin))
+        if self._fetcher is None or self._fetcher.done():
+            self._fetcher = asyncio.ensure_future(self._fetch_arrivals())
+
+    async def _fetch_arrivals(self) -> None:
+        core = self._client._core
+        while self._arrivals:
+            batch, self._arrivals = self._arrivals, []
+            keys = [f.key for f, twin in batch if f.status == FINISHED and not twin.done()]
+            try:
+                values = await core._gather_keys(keys) if keys else {}
+            except Exception:  # e.g. data lost meanwhile: each twin then waits on its own
+                values = {}
+            core._call_user_code(self._settle_batch, batch, values)
+
+    def _settle_batch(
+        self, batch: list[tuple[Future, cf.Future[Any]]], values: dict[Any, Any]
+    ) -> None:
+        """On the callback thread: give each twin its outcome (users' callbacks run here)."""
+        for future, twin in batch:
             try:
                 if future.cancelled():
                     twin.cancel()
-                elif not twin.cancelled():  # else the result is not wanted: don't fetch it
-                    _settle(twin, future)
+                elif twin.cancelled():
+                    pass  # the result is not wanted
+                elif future.key in values:
+                    with contextlib.suppress(cf.InvalidStateError):
+                        twin.set_result(values[future.key])
+                else:
+                    _settle(twin, future)  # an error, or a value to fetch on its own
             finally:
                 self._settled(twin)
-
-        twin.add_done_callback(on_twin_done)
-        future.add_done_callback(on_done)
-        return twin
 
     def _settled(self, twin: cf.Future[Any]) -> None:
         with self._lock:
