@@ -178,6 +178,30 @@ async def test_connect_to_nothing_times_out_naming_the_address():
     assert isinstance(info.value, OSError)
 
 
+async def test_cancelling_a_connect_mid_handshake_is_a_cancellation():
+    """Not a HandshakeError: a task cancelled while closing must end cancelled, or asyncio
+    logs its 'exception was never retrieved'."""
+    accepted, hung_up = asyncio.Event(), asyncio.Event()
+
+    async def silent(reader, writer):  # accepts, never answers the handshake
+        accepted.set()
+        await reader.read()  # until the cancelled attempt drops the connection
+        writer.close()
+        await writer.wait_closed()
+        hung_up.set()
+
+    listener = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    attempt = asyncio.ensure_future(connect(f"tcp://127.0.0.1:{port}", timeout=10))
+    await accepted.wait()
+    attempt.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await attempt
+    await asyncio.wait_for(hung_up.wait(), 5)
+    listener.close()
+    await listener.wait_closed()
+
+
 async def test_connect_retries_until_the_server_appears():
     async with Server(HANDLERS) as probe:
         await probe.listen("tcp://127.0.0.1:0")

@@ -45,7 +45,7 @@ async def connect(
         ) from None
     except BaseException as e:
         comm.abort()
-        if isinstance(e, HandshakeError | OSError):
-            raise
+        if isinstance(e, HandshakeError | OSError) or not isinstance(e, Exception):
+            raise  # cancellation and interrupts stay what they are
         raise HandshakeError(f"handshake with {address} failed: {e}") from e
     return comm
