@@ -31,6 +31,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/rpc.py
 	$(BIN)/python bench/tasks.py
 	$(BIN)/python bench/dashboard.py
+	$(BIN)/python bench/integration.py
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

@@ -1,0 +1,89 @@
+"""dask collections through ``client.get`` and calls through an executor, in one cluster.
+
+Run inside either environment: ``python _integration_workload.py corral|dask|local``.
+``corral`` and ``dask`` start a LocalCluster of 2 worker processes x 1 thread and use
+its ``client.get`` and executor (``corral.Executor`` / dask's ``client.get_executor()``);
+``local`` measures the same work without a cluster: dask's threaded scheduler and a
+``ProcessPoolExecutor(2)``. Medians of ROUNDS rounds; prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+
+import dask
+import dask.array as da
+import dask.bag as db
+
+ROUNDS = 5
+CALLS = 5_000
+
+
+def noop(x):
+    return x
+
+
+def collections() -> dict:
+    """name -> (collection, expected value); built afresh so nothing is cached."""
+    x = da.ones((4_000, 4_000), chunks=(250, 250))  # 256 chunks
+    bag = db.from_sequence(range(200_000), npartitions=200)
+    return {
+        "array": ((x + x.T).mean(axis=0).sum(), 4_000.0 * 2),
+        "bag": (bag.map(lambda v: v * 2).filter(lambda v: v % 3 == 0).sum(),
+                sum(v * 2 for v in range(200_000) if v * 2 % 3 == 0)),
+    }
+
+
+def median_seconds(action) -> float:
+    action()  # warm up: imports, pickling caches, worker connections
+    samples = []
+    for _ in range(ROUNDS):
+        start = time.perf_counter()
+        action()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def measure(get, executor) -> dict:
+    out = {}
+    for name, (collection, expected) in collections().items():
+        value = dask.compute(collection, scheduler=get)[0]
+        assert abs(value - expected) < 1e-6 * abs(expected), (name, value, expected)
+        out[f"{name}_tasks"] = len(collection.__dask_graph__())
+        out[f"{name}_s"] = median_seconds(lambda c=collection: dask.compute(c, scheduler=get))
+    for chunksize in (1, 100):
+        seconds = median_seconds(
+            lambda c=chunksize: list(executor.map(noop, range(CALLS), chunksize=c)))
+        out[f"map_calls_per_s_chunksize_{chunksize}"] = CALLS / seconds
+    return out
+
+
+def main() -> None:
+    system = sys.argv[1]
+    if system == "corral":
+        from corral import Client, Executor, LocalCluster
+
+        with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
+            with Client(cluster) as client, Executor(client) as executor:
+                out = measure(client.get, executor)
+    elif system == "dask":
+        from distributed import Client, LocalCluster
+
+        with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None,
+                          processes=True) as cluster, Client(cluster) as client:
+            executor = client.get_executor(pure=False)
+            out = measure(client.get, executor)
+    else:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(2) as executor:
+            out = measure("threads", executor)
+    out["dask_version"] = dask.__version__
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
