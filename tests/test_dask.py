@@ -82,6 +82,13 @@ def test_array_matches_synchronous_scheduler(client):
     np.testing.assert_array_equal(x.compute(scheduler=client.get), np.arange(400).reshape(20, 20))
 
 
+def test_the_client_itself_is_a_scheduler(client):
+    x = da.arange(100, chunks=10)
+    assert x.sum().compute(scheduler=client) == sum(range(100))
+    with dask.config.set(scheduler=client):
+        assert db.from_sequence(range(10), npartitions=3).sum().compute() == 45
+
+
 def test_bag_matches_synchronous_scheduler(client):
     b = db.from_sequence(range(100), npartitions=7)
     results = [
@@ -163,6 +170,8 @@ def test_task_options_apply_and_other_schedulers_options_are_ignored(client):
 async def test_async_client_get(cluster):
     async with Client(cluster.scheduler_address, asynchronous=True) as c:
         assert await c.get({"x": 1, "y": (inc, "x")}, ["y", ["x"]]) == (2, (1,))
+        with pytest.raises(RuntimeError, match="asynchronous"):  # dask.compute would block
+            dask.compute(da.ones(3), scheduler=c)
 
 
 def test_on_worker_processes():

@@ -152,6 +152,11 @@ class AsyncClient:
             self._callback_pool.shutdown(wait=False)
 
     @property
+    def asynchronous(self) -> bool:
+        """True unless a synchronous ``Client`` drives this one (dask reads it too)."""
+        return self._runner is None
+
+    @property
     def scheduler(self) -> Any:
         """rpc to the scheduler's query handlers."""
         assert self.scheduler_address is not None

@@ -48,6 +48,10 @@ class Client:
             self._runner.stop()
             raise
 
+    # dask.compute(x, scheduler=client) uses client.get for any object whose class name
+    # contains "Client", has a ``get``, and is not asynchronous.
+    asynchronous = False
+
     def _run(self, coro: Any, timeout: float | None = None) -> Any:
         return self._core._blocking(coro, timeout)
 
