@@ -369,13 +369,7 @@ class AsyncClient:
             state.cancel(msg.get("reason", "cancelled"))
 
     def _add_done_callback(self, future: Future, fn: Callable[[Future], Any]) -> None:
-        def register() -> None:
-            if future.done():
-                self._call_user_code(fn, future)
-            else:
-                future._state.add_callback(partial(self._call_user_code, fn, future))
-
-        self._in_loop(register)
+        self._in_loop(future._state.add_callback, partial(self._call_user_code, fn, future))
 
     def _call_user_code(self, fn: Callable[..., Any], *args: Any) -> None:
         """Call ``fn(*args)`` from the loop: at once for asynchronous clients, else on the

@@ -170,10 +170,7 @@ class Executor(cf.Executor):
     def _watch(self, pairs: list[tuple[Future, cf.Future[Any]]]) -> None:
         """On the client's loop: queue each future for settling once it is done."""
         for future, twin in pairs:
-            if future.done():
-                self._arrived(future, twin)
-            else:
-                future._state.add_callback(partial(self._arrived, future, twin))
+            future._state.add_callback(partial(self._arrived, future, twin))
 
     def _arrived(self, future: Future, twin: cf.Future[Any]) -> None:
         self._arrivals.append((future, twin))

@@ -73,6 +73,10 @@ class FutureState:
             await self.event.wait()
 
     def add_callback(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` when this key is done: at once if it already is."""
+        if self.status != PENDING:
+            callback()
+            return
         if self.callbacks is None:
             self.callbacks = []
         self.callbacks.append(callback)
@@ -179,11 +183,8 @@ class Finished:
         self.pending = 0
         on_finish = weakref.WeakMethod(self._finished)
         for future in futures:
-            if future.done():
-                self._batch.append(future)
-            else:
-                self.pending += 1
-                future._state.add_callback(partial(_notify, on_finish, weakref.ref(future)))
+            self.pending += 1
+            future._state.add_callback(partial(_notify, on_finish, weakref.ref(future)))
 
     def _finished(self, future: Future | None) -> None:
         self.pending -= 1
