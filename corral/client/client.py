@@ -275,19 +275,17 @@ class AsyncClient:
             futures.append(Future(key, self))
             if known:  # an equal pure call already submitted: share its task
                 continue
-            tasks.append(
-                {
-                    "key": key,
-                    "run_spec": runspec.pack(function_bytes, args, kwargs),
-                    "dependencies": list(dict.fromkeys(f.key for f in found)),
-                    "name": name,
-                    **options,
-                }
-            )
+            deps = list(dict.fromkeys(f.key for f in found))
+            tasks.append(_task(key, runspec.pack(function_bytes, args, kwargs), deps, name,
+                               options))
         if tasks:
-            msg = {"op": "update-graph", "tasks": tasks, "wanted": [t["key"] for t in tasks]}
-            self._in_loop(self._send, msg)
+            self._send_graph(tasks, [t["key"] for t in tasks])
         return futures
+
+    def _send_graph(self, tasks: list[dict[str, Any]], wanted: list[Hashable]) -> None:
+        """Send tasks (made by ``_task``) to the scheduler, from any thread, in one message;
+        the client wants the results of ``wanted``."""
+        self._in_loop(self._send, {"op": "update-graph", "tasks": tasks, "wanted": wanted})
 
     def get(self, dsk: Any, keys: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
         """dask's scheduler interface: ``await client.get(dsk, keys)``; see ``dask_graph``.
@@ -548,6 +546,15 @@ def _task_options(
         "priority": int(priority),
         "resources": resources,
     }
+
+
+def _task(
+    key: Hashable, run_spec: Any, dependencies: list[Hashable], name: str,
+    options: dict[str, Any],
+) -> dict[str, Any]:
+    """One task of an update-graph message; ``options`` from ``_task_options``."""
+    return {"key": key, "run_spec": run_spec, "dependencies": dependencies, "name": name,
+            **options}
 
 
 def _load_exception(msg: dict[str, Any]) -> BaseException:

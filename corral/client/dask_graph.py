@@ -20,7 +20,7 @@ from dask.core import flatten
 from dask.utils import key_split
 
 from corral import runspec
-from corral.client.client import _task_options
+from corral.client.client import _task, _task_options
 from corral.client.future import Future
 from corral.exceptions import CorralError
 
@@ -62,20 +62,18 @@ def get(
         if key not in graph:
             raise KeyError(key)
     tasks = [
-        {
-            "key": key,
-            "run_spec": runspec.pack(
-                _RUN_NODE, (node, {dep: runspec.Dependency(dep) for dep in node.dependencies}), {}
-            ),
-            "dependencies": list(node.dependencies),
-            "name": key_split(key),
-            **options,
-        }
+        _task(key, _run_spec(node), list(node.dependencies), key_split(key), options)
         for key, node in _inputs_first(cull(graph, wanted))
     ]
     futures = {key: Future(key, client) for key in wanted}  # before the reports can arrive
-    client._in_loop(client._send, {"op": "update-graph", "tasks": tasks, "wanted": wanted})
+    client._send_graph(tasks, wanted)
     return _results(client, _shaped(keys, futures), futures)
+
+
+def _run_spec(node: GraphNode) -> Any:
+    """Call ``node`` on the worker with the values of its dependencies."""
+    return runspec.pack(_RUN_NODE, (node, {d: runspec.Dependency(d) for d in node.dependencies}),
+                        {})
 
 
 def _inputs_first(graph: dict[Hashable, GraphNode]) -> list[tuple[Hashable, GraphNode]]:
