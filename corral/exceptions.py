@@ -15,6 +15,7 @@
     ├── InvalidTransition                      a state machine was asked for an impossible move
     ├── DataLostError                          the only copy of unrecomputable data is gone
     ├── KilledWorker                           a task was running on too many workers that died
+    ├── ClientClosedError                      a client (or one of its futures) used after close()
     └── RemoteError                            a remote exception that could not be rebuilt locally
 
 OS and asyncio errors are mapped onto this tree at the transport boundary, so callers
@@ -97,3 +98,7 @@ class DataLostError(CorralError):
 
 class KilledWorker(CorralError):
     """A task was running on ``allowed_failures`` workers that died; it is not tried again."""
+
+
+class ClientClosedError(CorralError):
+    """A client, or a future of it, was used after the client was closed."""

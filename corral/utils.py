@@ -57,7 +57,7 @@ class LoopRunner:
         future = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
             return future.result(timeout)
-        except TimeoutError:
+        except (TimeoutError, KeyboardInterrupt):  # Ctrl-C lands here, not on the loop
             future.cancel()
             raise
 

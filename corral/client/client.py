@@ -26,7 +26,7 @@ from corral.client.future import FINISHED, PENDING, Finished, Future, FutureStat
 from corral.comm.addressing import normalize_address
 from corral.core import BatchedSend, Comm, ConnectionPool, connect
 from corral.credentials import resolve
-from corral.exceptions import CommClosedError, CorralError, RemoteError
+from corral.exceptions import ClientClosedError, CommClosedError, CorralError, RemoteError
 from corral.protocol import dumps_pickle
 from corral.security import Security
 from corral.sizeof import sizeof
@@ -162,14 +162,22 @@ class AsyncClient:
         assert self.scheduler_address is not None
         return self.pool(self.scheduler_address)
 
-    def _blocking(self, coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
-        """Run ``coro`` to completion from a synchronous caller."""
-        if self._runner is None:
-            coro.close()
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClientClosedError(f"this client ({self.id}) is closed")
+
+    def _blocking(
+        self, coro: Coroutine[Any, Any, T], timeout: float | None, what: str = "the call"
+    ) -> T:
+        """Run ``coro`` to completion from a synchronous caller; after ``timeout`` seconds
+        raise ``TimeoutError("<what> timed out after <timeout> s")``."""
+        if self._runner is None or self._closed:
+            coro.close()  # never started: no "never awaited" warning
+            self._check_open()  # closed: say so (its loop is gone)
             raise RuntimeError(
                 "this client is asynchronous: use `await future` / `await client.gather(...)`"
             )
-        return self._runner.run(_with_timeout(coro, timeout))
+        return self._runner.run(_with_timeout(coro, timeout, what))
 
     def _in_loop(self, fn: Callable[..., Any], *args: Any) -> None:
         """Call ``fn(*args)`` on the client's loop, from any thread."""
@@ -250,6 +258,17 @@ class AsyncClient:
         options = _task_options(workers, allow_other_workers, retries, priority, resources)
         return self._submit_many(fn, calls, keys, pure, options)
 
+    def _refuse_foreign(self, futures: Iterable[Future]) -> None:
+        """A future of another client names a key this client's scheduler session does not
+        hold (and may be another cluster's): refuse it here, not in a worker later."""
+        for future in futures:
+            if future.client is not self:
+                closed = "closed " if future.client._closed else ""
+                raise ValueError(
+                    f"future {future.key!r} belongs to another {closed}client "
+                    f"({future.client.id}); pass futures only to the client that made them"
+                )
+
     def _submit_many(
         self,
         fn: Callable[..., Any],
@@ -258,14 +277,17 @@ class AsyncClient:
         pure: bool,
         options: dict[str, Any],
     ) -> list[Future]:
-        if self._closed:
-            raise CorralError("client is closed")
+        self._check_open()
         function_bytes = runspec.pickle_function(fn)
         name = getattr(fn, "__name__", type(fn).__name__).replace("<lambda>", "lambda")
-        tasks, futures = [], []
-        for (args, kwargs), key in zip(calls, keys, strict=True):
+        prepared = []  # every call checked before any future is made or task sent
+        for args, kwargs in calls:
             found: list[Future] = []
             args, kwargs = runspec.replace_in((args, kwargs), _as_dependency, found)
+            self._refuse_foreign(found)
+            prepared.append((args, kwargs, found))
+        tasks, futures = [], []
+        for (args, kwargs, found), key in zip(prepared, keys, strict=True):
             if key is None:
                 suffix = (
                     runspec.token(function_bytes, args, kwargs) if pure else uuid.uuid4().hex
@@ -293,6 +315,7 @@ class AsyncClient:
         The graph is sent at once, in one message; awaiting returns the results."""
         from corral.client import dask_graph  # imports dask, an optional dependency
 
+        self._check_open()
         return dask_graph.get(self, dsk, keys, **kwargs)
 
     async def cancel(self, futures: Iterable[Future]) -> None:
@@ -304,6 +327,7 @@ class AsyncClient:
 
     def _cancel(self, futures: Iterable[Future]) -> None:
         """``cancel`` from any thread, without waiting (``Future.cancel``, the sync client)."""
+        self._check_open()
         keys = list(dict.fromkeys(f.key for f in futures))
         self._in_loop(self._send, {"op": "cancel-keys", "keys": keys})
 
@@ -367,6 +391,7 @@ class AsyncClient:
             state.cancel(msg.get("reason", "cancelled"))
 
     def _add_done_callback(self, future: Future, fn: Callable[[Future], Any]) -> None:
+        self._check_open()
         self._in_loop(future._state.add_callback, partial(self._call_user_code, fn, future))
 
     def _call_user_code(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -385,11 +410,14 @@ class AsyncClient:
 
     async def gather(self, futures: Any, errors: str = "raise") -> Any:
         """Results of (nested lists/dicts/tuples of) futures, in the same structure."""
+        self._check_open()
         if errors not in ("raise", "skip"):
             raise ValueError("errors must be 'raise' or 'skip'")
         found: list[Future] = []
         structure = runspec.replace_in(futures, _as_dependency, found)
+        self._refuse_foreign(found)
         await Finished(found).wait_all()
+        self._check_open()  # closed meanwhile: its futures were cancelled, say why
         failed = [f for f in found if f.status != FINISHED]
         if failed and errors == "raise":
             raise failed[0]._state.exception  # type: ignore[misc]
@@ -430,6 +458,7 @@ class AsyncClient:
         self, data: Any, workers: str | Iterable[str] | None = None, broadcast: bool = False
     ) -> Any:
         """Put local data on workers; returns futures in the shape of ``data``."""
+        self._check_open()
         if isinstance(data, dict):
             items = dict(data)
         elif isinstance(data, list | tuple | set | frozenset):
@@ -466,15 +495,18 @@ class AsyncClient:
 
     async def who_has(self, futures: Iterable[Future] | None = None) -> dict[Hashable, list[str]]:
         """``{key: [addresses of the workers holding it]}`` for these futures (or all)."""
+        self._check_open()
         keys = None if futures is None else [f.key for f in futures]
         return await self.scheduler.who_has(keys=keys)
 
     async def nthreads(self) -> dict[str, int]:
         """``{worker address: number of threads}``."""
+        self._check_open()
         return await self.scheduler.nthreads()
 
     async def scheduler_info(self) -> dict[str, Any]:
         """The scheduler's address and id, and each worker's details."""
+        self._check_open()
         return await self.scheduler.scheduler_info()
 
     async def run(
@@ -482,6 +514,7 @@ class AsyncClient:
         **kwargs: Any,
     ) -> dict[str, Any]:
         """Call ``fn(*args, **kwargs)`` on every worker (or those given); ``{address: result}``."""
+        self._check_open()
         msg = {"op": "run", "function": dumps_pickle(fn), "args": dumps_pickle((args, kwargs))}
         targets = None if workers is None else _addresses(workers)
         replies = await self.scheduler.broadcast(msg=msg, workers=targets)
@@ -494,6 +527,7 @@ class AsyncClient:
 
     async def restart(self) -> None:
         """Cancel every future and have the cluster drop all tasks and data."""
+        self._check_open()
         for state in list(self._states.values()):
             state.cancel("restarted")
         await self.scheduler.restart()
@@ -571,8 +605,13 @@ def _load_exception(msg: dict[str, Any]) -> BaseException:
     return RemoteError(type_name, message, msg.get("traceback_text", ""))
 
 
-async def _with_timeout(coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
+async def _with_timeout(coro: Coroutine[Any, Any, T], timeout: float | None, what: str) -> T:
     if timeout is None:
         return await coro
-    async with asyncio.timeout(timeout):
-        return await coro
+    try:
+        async with asyncio.timeout(timeout) as deadline:
+            return await coro
+    except TimeoutError:
+        if deadline.expired():  # ours, not one raised inside (a connect timeout, say)
+            raise TimeoutError(f"{what} timed out after {timeout:g} s") from None
+        raise

@@ -22,7 +22,6 @@ from dask.utils import key_split
 from corral import runspec
 from corral.client.client import _task, _task_options
 from corral.client.future import Future
-from corral.exceptions import CorralError
 
 if TYPE_CHECKING:
     from corral.client.client import AsyncClient
@@ -53,8 +52,6 @@ def get(
     as tuples, as dask's own schedulers return them. Keyword arguments meant for
     other schedulers (e.g. ``num_workers``) are ignored, as dask.distributed does.
     """
-    if client._closed:
-        raise CorralError("client is closed")
     options = _task_options(workers, allow_other_workers, retries, priority, resources)
     graph = convert_legacy_graph(dsk if isinstance(dsk, Mapping) else dsk.__dask_graph__())
     wanted = list(dict.fromkeys(flatten([keys])))

@@ -111,7 +111,11 @@ class Future:
         return self._state.status == CANCELLED
 
     async def _wait(self) -> None:
+        """Wait until done; a client closed before or meanwhile raises ``ClientClosedError``
+        (closing cancels its futures: that is not the task's outcome)."""
+        self.client._check_open()
         await self._state.wait()
+        self.client._check_open()
 
     async def _result_async(self) -> Any:
         await self._wait()
@@ -128,16 +132,20 @@ class Future:
 
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the task and return its value, or raise its exception."""
-        return self.client._blocking(self._result_async(), timeout)
+        return self.client._blocking(self._result_async(), timeout, self._waiting_for)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """Wait for the task; its exception, or None if it succeeded."""
-        return self.client._blocking(self._exception_async(), timeout)
+        return self.client._blocking(self._exception_async(), timeout, self._waiting_for)
 
     def traceback(self, timeout: float | None = None) -> str | None:
         """The remote traceback of a failed task, as text (traceback objects cannot travel)."""
-        self.client._blocking(self._wait(), timeout)
+        self.client._blocking(self._wait(), timeout, self._waiting_for)
         return self._state.traceback_text or None
+
+    @property
+    def _waiting_for(self) -> str:
+        return f"waiting for key {self.key!r}"
 
     def cancel(self) -> None:
         self.client._cancel([self])

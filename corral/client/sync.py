@@ -1,7 +1,16 @@
-"""``Client``: the synchronous facade over ``AsyncClient``, on a background event loop."""
+"""``Client``: the synchronous facade over ``AsyncClient``, on a background event loop.
+
+Ctrl-C lands in the caller's thread while the work runs on the loop's: the interrupted
+call cancels what it started there (``LoopRunner.run``), and a client still open when
+the interpreter exits is closed then, so the scheduler releases its keys at once
+instead of after the grace period for a lost client.
+"""
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import weakref
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
@@ -47,13 +56,14 @@ class Client:
         except BaseException:
             self._runner.stop()
             raise
+        _open_clients.add(self)
 
     # dask.compute(x, scheduler=client) uses client.get for any object whose class name
     # contains "Client", has a ``get``, and is not asynchronous.
     asynchronous = False
 
-    def _run(self, coro: Any, timeout: float | None = None) -> Any:
-        return self._core._blocking(coro, timeout)
+    def _run(self, coro: Any, timeout: float | None = None, what: str = "the call") -> Any:
+        return self._core._blocking(coro, timeout, what)
 
     # -- the API -------------------------------------------------------------------------
 
@@ -92,7 +102,7 @@ class Client:
         """The results of (nested lists/dicts/tuples of) futures, in the same structure.
 
         ``errors="skip"`` leaves failed futures out instead of raising the first error."""
-        return self._run(self._core.gather(futures, errors=errors), timeout)
+        return self._run(self._core.gather(futures, errors=errors), timeout, "gather()")
 
     def get(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
         """dask's scheduler interface: ``dask.compute(x, scheduler=client.get)``."""
@@ -135,8 +145,10 @@ class Client:
         """Release this client's futures and disconnect; closes a cluster it started."""
         if self._runner.loop.is_closed():
             return
+        _open_clients.discard(self)
         try:
-            self._run(self._core.close(), timeout=30)
+            if not self._core._closed:
+                self._run(self._core.close(), timeout=30)
         finally:
             self._runner.stop()
 
@@ -148,3 +160,14 @@ class Client:
 
     def __repr__(self) -> str:
         return f"<Client {self.id} scheduler={self.scheduler_address}>"
+
+
+_open_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_clients() -> None:
+    """Close the clients a program left open (it ended, or Ctrl-C ended it)."""
+    for client in list(_open_clients):
+        with contextlib.suppress(Exception, KeyboardInterrupt):  # a 2nd Ctrl-C: give up quietly
+            client.close()

@@ -47,7 +47,11 @@ class WorkerProcess:
 
     def __init__(self, command: list[str], env: dict[str, str], name: str) -> None:
         self.name = name
-        self.process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+        # Its own process group: Ctrl-C in a terminal reaches only the parent, which then
+        # closes its clients before stopping the workers (no "lost the last copy").
+        self.process = subprocess.Popen(
+            command, env=env, stdin=subprocess.DEVNULL, process_group=0
+        )
 
     @property
     def pid(self) -> int:
