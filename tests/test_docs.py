@@ -123,3 +123,33 @@ def test_the_site_builds_without_warnings(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "WARNING" not in result.stderr, result.stderr
     assert (tmp_path / "api" / "executor" / "index.html").exists()
+
+
+README = ROOT / "README.md"
+PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+PRINTED = re.compile(r"^\s*print\(.*\)\s*#\s*(.+?)\s*$", re.M)  # print(x)  # what it prints
+README_SNIPPETS = PYTHON_BLOCK.findall(README.read_text())
+PATH_LIKE = re.compile(r"(?:\.\.?/)*[\w.-]+/[\w./-]*")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("code", README_SNIPPETS,
+                         ids=[f"block-{i + 1}" for i in range(len(README_SNIPPETS))])
+def test_readme_snippets_run_as_written_and_print_what_they_say(code, tmp_path):
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=110)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == PRINTED.findall(code), result.stderr
+
+
+def test_readme_names_no_file_outside_the_repository():
+    assert len(README_SNIPPETS) >= 2  # the snippets test above has something to run
+    spans = [span.strip("`") for span in INLINE_CODE.findall(FENCE.sub("", README.read_text()))]
+    wrong = []
+    for name in filter(PATH_LIKE.fullmatch, spans):
+        dest = (ROOT / name).resolve()
+        if not dest.is_relative_to(ROOT):
+            wrong.append(f"{name}: outside the repository")
+        elif dest.suffix and not dest.exists():  # a directory may be a build output (site/)
+            wrong.append(f"{name}: no such file")
+    assert not wrong, f"README.md names: {wrong}"
