@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+import atexit
+import contextlib
+import weakref
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -80,6 +83,23 @@ class LoopRunner:
         self._thread.join(timeout=10)
         if not self._thread.is_alive():
             self.loop.close()
+
+
+def close_at_exit(obj: Any) -> Callable[[], None]:
+    """Call ``obj.close()`` when the interpreter exits, if it is still around: a program
+    that ends (or that Ctrl-C ends) without closing a client or cluster still says goodbye.
+    Hooks run newest first, so a client closes before the cluster it was made from.
+    Returns the hook, for ``atexit.unregister`` once ``obj`` is closed."""
+    ref = weakref.ref(obj)
+
+    def hook() -> None:
+        target = ref()
+        if target is not None:
+            with contextlib.suppress(Exception, KeyboardInterrupt):  # a 2nd Ctrl-C: give up
+                target.close()
+
+    atexit.register(hook)
+    return hook
 
 
 def running_loop_or_none() -> asyncio.AbstractEventLoop | None:

@@ -169,7 +169,7 @@ def test_futures_of_another_client_are_refused_at_submit(cluster, client):
 
 PROGRAM = """
 import os, sys, time
-from corral import Client
+from corral import Client, LocalCluster
 
 def inc(x):
     return x + 1
@@ -180,8 +180,14 @@ def block(flag):  # runs until the test creates ``flag``
         time.sleep(0.02)
     return flag
 
-address, flag = sys.argv[1] or None, sys.argv[2]
-client = Client(address, cluster_options={"n_workers": 1, "dashboard_address": None})
+where, flag = sys.argv[1:]
+if where == "own":  # the client starts a local cluster of its own
+    client = Client(cluster_options={"n_workers": 1, "dashboard_address": None})
+elif where == "made":  # the program makes one, and a client of it; neither in a with block
+    cluster = LocalCluster(n_workers=1, dashboard_address=None)
+    client = Client(cluster)
+else:
+    client = Client(where)
 held = client.map(inc, range(6))
 client.gather(held)  # results in memory, which a lost worker would take with it
 blocked = client.submit(block, flag)
@@ -242,8 +248,9 @@ def test_ctrl_c_with_a_remote_scheduler_releases_the_clients_keys_at_once(tmp_pa
 
 
 @pytest.mark.timeout(150)
-def test_ctrl_c_in_a_terminal_closes_a_client_and_its_local_cluster_cleanly(tmp_path):
-    proc, _, flag = run_until_blocked(tmp_path, "", dict(os.environ))
+@pytest.mark.parametrize("cluster", ["own", "made"])
+def test_ctrl_c_in_a_terminal_closes_a_client_and_its_local_cluster_cleanly(tmp_path, cluster):
+    proc, _, flag = run_until_blocked(tmp_path, cluster, dict(os.environ))
     try:
         children = psutil.Process(proc.pid).children(recursive=True)
         assert children  # the nanny and its worker

@@ -2,22 +2,20 @@
 
 Ctrl-C lands in the caller's thread while the work runs on the loop's: the interrupted
 call cancels what it started there (``LoopRunner.run``), and a client still open when
-the interpreter exits is closed then, so the scheduler releases its keys at once
-instead of after the grace period for a lost client.
+the interpreter exits is closed then (``close_at_exit``), so the scheduler releases its
+keys at once instead of after the grace period for a lost client.
 """
 
 from __future__ import annotations
 
 import atexit
-import contextlib
-import weakref
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 from corral.client.client import AsyncClient
 from corral.client.future import Future
 from corral.security import Security
-from corral.utils import LoopRunner
+from corral.utils import LoopRunner, close_at_exit
 
 
 class Client:
@@ -56,7 +54,7 @@ class Client:
         except BaseException:
             self._runner.stop()
             raise
-        _open_clients.add(self)
+        self._exit_hook = close_at_exit(self)
 
     # dask.compute(x, scheduler=client) uses client.get for any object whose class name
     # contains "Client", has a ``get``, and is not asynchronous.
@@ -145,7 +143,7 @@ class Client:
         """Release this client's futures and disconnect; closes a cluster it started."""
         if self._runner.loop.is_closed():
             return
-        _open_clients.discard(self)
+        atexit.unregister(self._exit_hook)
         try:
             if not self._core._closed:
                 self._run(self._core.close(), timeout=30)
@@ -160,14 +158,3 @@ class Client:
 
     def __repr__(self) -> str:
         return f"<Client {self.id} scheduler={self.scheduler_address}>"
-
-
-_open_clients: weakref.WeakSet[Client] = weakref.WeakSet()
-
-
-@atexit.register
-def _close_open_clients() -> None:
-    """Close the clients a program left open (it ended, or Ctrl-C ended it)."""
-    for client in list(_open_clients):
-        with contextlib.suppress(Exception, KeyboardInterrupt):  # a 2nd Ctrl-C: give up quietly
-            client.close()

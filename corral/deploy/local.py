@@ -9,6 +9,7 @@ to start, for tests and small jobs).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -17,7 +18,7 @@ from corral.credentials import forget, remember
 from corral.deploy.process import WorkerProcess, child_environment, worker_command
 from corral.scheduler import Scheduler
 from corral.security import Security, scheme_for
-from corral.utils import LoopRunner
+from corral.utils import LoopRunner, close_at_exit
 from corral.worker import Worker
 
 STARTUP_TIMEOUT = 60.0
@@ -69,6 +70,7 @@ class LocalCluster:
                 self._runner.run(self._close())
                 self._runner.stop()
                 raise
+            self._exit_hook = close_at_exit(self)  # after the clients made from it
 
     def __await__(self) -> Any:
         async def start() -> LocalCluster:
@@ -140,6 +142,7 @@ class LocalCluster:
         if self._runner is None:
             return self._close()
         if not self._closed:
+            atexit.unregister(self._exit_hook)
             try:
                 self._runner.run(self._close(), timeout=60)
             finally:

@@ -71,7 +71,8 @@ class WorkerProcess:
             await asyncio.sleep(0.02)
         if self.alive():
             self.process.kill()
-        await loop.run_in_executor(None, self.process.wait)
+        while self.alive():  # noqa: ASYNC110 - reaped here, not on a thread: at interpreter
+            await asyncio.sleep(0.02)  # exit (close_at_exit) no new thread may start
 
     def __repr__(self) -> str:
         return f"<WorkerProcess {self.name} pid={self.pid} alive={self.alive()}>"
