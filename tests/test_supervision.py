@@ -131,10 +131,12 @@ class Corral:
             self.close()
 
     def close(self) -> None:
-        if self.process.poll() is None:
+        if self.process.poll() is None:  # a failed test: take its children down too
+            for child in psutil.Process(self.process.pid).children(recursive=True):
+                child.kill()
             self.process.kill()
             self.process.wait()
-        self._reader.join(5)
+        self._reader.join(10)
         assert self.process.stderr is not None
         self.process.stderr.close()
 
