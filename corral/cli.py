@@ -8,13 +8,15 @@ import logging
 import os
 import re
 import signal
+import sys
+from collections.abc import Coroutine
 from typing import Any
 
 import click
 
 from corral import __version__
 from corral.credentials import default_scheduler_file, resolve, write_scheduler_file
-from corral.deploy.process import PARENT_PID_ENV
+from corral.deploy import lifeline
 from corral.security import (
     TOKEN_ENV,
     TOKEN_FILE_ENV,
@@ -90,29 +92,44 @@ def _flag_security(flags: dict[str, Any]) -> Security | None:
         raise click.UsageError(str(e)) from None
 
 
-async def _serve_until_signalled(*closers: Any, watch_parent: bool = False) -> None:
-    """Wait for SIGINT/SIGTERM (or the parent process to vanish), then close gracefully."""
+async def _serve_until_signalled(
+    *closers: Any, starting: Coroutine[Any, Any, None] | None = None
+) -> None:
+    """Start (``starting``), then serve until SIGINT/SIGTERM, the parent process's death
+    (``corral.deploy.lifeline``) or a closer finishing; then close them all gracefully.
+
+    A signal during ``starting`` (a worker still waiting for its scheduler) cancels it.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    waiters = [asyncio.ensure_future(stop.wait())]
-    waiters += [asyncio.ensure_future(c.finished()) for c in closers if hasattr(c, "finished")]
-    if watch_parent:
-        waiters.append(asyncio.ensure_future(_parent_gone()))
-    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    for waiter in waiters:
-        waiter.cancel()
-    for closer in closers:
-        await closer.close()
+    serving = asyncio.ensure_future(_serve(closers, starting))
+    waiters = [serving, asyncio.ensure_future(stop.wait()),
+               asyncio.ensure_future(lifeline.parent_gone())]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+        for closer in closers:
+            await closer.close()
+    if not serving.cancelled() and serving.exception() is not None:
+        raise serving.exception()  # type: ignore[misc]
 
 
-async def _parent_gone() -> None:
-    import psutil
-
-    parent = int(os.environ[PARENT_PID_ENV])
-    while psutil.pid_exists(parent):  # noqa: ASYNC110 - polling another process, no event
-        await asyncio.sleep(0.5)
+async def _serve(closers: tuple[Any, ...], starting: Coroutine[Any, Any, None] | None) -> None:
+    if starting is not None:
+        await starting
+    finished = [asyncio.ensure_future(c.finished()) for c in closers if hasattr(c, "finished")]
+    if not finished:
+        await asyncio.Event().wait()  # until cancelled
+    try:
+        await asyncio.wait(finished, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in finished:
+            waiter.cancel()
 
 
 def _scheduler_security(flags: dict[str, Any], no_auth: bool) -> Security | None:
@@ -155,6 +172,7 @@ def log_level_option(command: Any) -> Any:
 @log_level_option
 def main() -> None:
     """corral: distributed, data-local computing for Python."""
+    lifeline.inherit()  # die with the process that started this one, if one asked
     # One line per event: time, component logger (corral.scheduler, ...), level, message.
     logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("corral").setLevel(os.environ.get(LOG_LEVEL_ENV, "info").upper())
@@ -215,7 +233,7 @@ def scheduler(
                         sched.dashboard.url)
         if host in ("127.0.0.1", "localhost", "::1"):
             logger.info("listening on loopback only; use --host 0.0.0.0 for other machines")
-        await _serve_until_signalled(sched, watch_parent=PARENT_PID_ENV in os.environ)
+        await _serve_until_signalled(sched)
 
     run_async(run())
 
@@ -232,8 +250,9 @@ def scheduler(
               help="e.g. 4GiB; the nanny restarts a worker above it. 0 means no limit.")
 @click.option("--no-nanny", is_flag=True,
               help="Run the worker(s) in this process, with no nanny to restart them.")
-@click.option("--reconnect-timeout", default=60.0, show_default=True,
-              help="Seconds a worker keeps trying to reach a lost scheduler before exiting.")
+@click.option("--death-timeout", type=float, default=None,
+              help="Seconds without reaching the scheduler after which a worker gives up and "
+                   "exits [default: never; it keeps trying until stopped].")
 @click.option("--liveness-timeout", default=30.0, show_default=True,
               help="Seconds the nanny waits for a blocked worker to answer before restarting it.")
 @click.option("--name", default="", help="A name for the worker (default: its address).")
@@ -254,7 +273,7 @@ def worker(
     resources: str,
     host: str,
     port: int,
-    reconnect_timeout: float,
+    death_timeout: float | None,
     liveness_timeout: float,
     **flags: Any,
 ) -> None:
@@ -263,7 +282,7 @@ def worker(
     With no address, the scheduler file (--scheduler-file, else the one the last
     `corral scheduler` of this user wrote) gives address and credentials.
     """
-    from corral.deploy.process import NANNY_ENV
+    from corral.deploy.process import GAVE_UP_STATUS, NANNY_ENV
     from corral.nanny import Nanny
     from corral.worker import Worker
 
@@ -279,31 +298,37 @@ def worker(
     threads = nthreads or max(1, cores // max(nworkers, 1))
     scheme = scheme_for(security)
 
-    async def run() -> None:
-        servers: list[Worker | Nanny] = []
-        for i in range(nworkers):
-            label = f"{name}-{i}" if name and nworkers > 1 else name
-            worker_port = port if nworkers == 1 else 0
-            if no_nanny:
-                server: Worker | Nanny = Worker(
-                    scheduler_address, nthreads=threads, name=label, memory_limit=limit,
-                    resources=supplied, security=security, reconnect_timeout=reconnect_timeout,
-                    nanny=os.environ.get(NANNY_ENV),
-                )
-                await server.start(f"{scheme}://{host}:{worker_port}")
-            else:
-                server = Nanny(
-                    scheduler_address, nthreads=threads, name=label, host=host,
-                    worker_port=worker_port, memory_limit=limit, security=security,
-                    liveness_timeout=liveness_timeout,
-                    worker_args=("--reconnect-timeout", str(reconnect_timeout),
-                                 "--resources", resources),
-                )
-                await server.start(f"{scheme}://{host}:0")
-            servers.append(server)
-        await _serve_until_signalled(*servers, watch_parent=PARENT_PID_ENV in os.environ)
+    worker_args = ("--resources", resources,
+                   *(() if death_timeout is None else ("--death-timeout", str(death_timeout))))
+    servers: list[Worker | Nanny] = []
+    for i in range(nworkers):
+        label = f"{name}-{i}" if name and nworkers > 1 else name
+        if no_nanny:
+            servers.append(Worker(
+                scheduler_address, nthreads=threads, name=label, memory_limit=limit,
+                resources=supplied, security=security, death_timeout=death_timeout,
+                nanny=os.environ.get(NANNY_ENV),
+            ))
+        else:
+            servers.append(Nanny(
+                scheduler_address, nthreads=threads, name=label, host=host,
+                worker_port=port if nworkers == 1 else 0, memory_limit=limit, security=security,
+                liveness_timeout=liveness_timeout, worker_args=worker_args,
+            ))
 
-    run_async(run())
+    async def start() -> None:
+        for server in servers:
+            worker_port = port if nworkers == 1 and isinstance(server, Worker) else 0
+            await server.start(f"{scheme}://{host}:{worker_port}")
+
+    try:
+        run_async(_serve_until_signalled(*servers, starting=start()))
+    except (OSError, TimeoutError, RuntimeError) as e:  # expected: one line, no traceback
+        if not any(s.gave_up for s in servers):  # (a worker that gave up has said why)
+            logger.error("%s", e, exc_info=logger.isEnabledFor(logging.DEBUG))
+            sys.exit(1)
+    if any(s.gave_up for s in servers):
+        sys.exit(GAVE_UP_STATUS)
 
 
 @main.command()

@@ -3,16 +3,20 @@
 Theory of operation
 -------------------
 * The nanny starts ``corral worker --no-nanny`` as a child, passing its own address in
-  the environment; the worker reports its address back with ``worker-started`` and
+  the environment; the worker reports its address back with ``worker-started`` as soon
+  as it listens (before it has reached its scheduler, which may take any time), and
   tells the scheduler which nanny it has (so ``client.restart()`` can go through it).
 * Every ``check_interval`` the nanny looks at its worker: an exit it did not ask for
   (crash, ``os._exit``, SIGKILL, the OOM killer) means a restart, after a backoff that
   doubles with every death in quick succession; memory above ``memory_limit`` (RSS via
   psutil) means SIGKILL and a restart; and a worker that cannot answer ``identity``
   within ``liveness_timeout`` (its event loop is blocked) is killed and restarted too.
-* A worker that exits with status 0 has been told to go (or lost its scheduler for
-  good): the nanny then exits as well.
-* SIGINT/SIGTERM to the nanny (or its parent's death) take the worker down with it.
+* A worker that exits with status 0 has been told to go, and one that exits with
+  ``GAVE_UP_STATUS`` has given up on its scheduler (``--death-timeout``, refused
+  credentials; it said why): the nanny then exits as well, without restarting it.
+* SIGINT/SIGTERM to the nanny (or its parent's death) take the worker down with it; the
+  worker holds a lifeline to the nanny (``corral.deploy.lifeline``), so it goes even if
+  the nanny is SIGKILLed.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from typing import Any
 import psutil
 
 from corral.core import Comm, Server, rpc
-from corral.deploy.process import NANNY_ENV, child_environment, worker_command
+from corral.deploy.lifeline import Lifeline
+from corral.deploy.process import GAVE_UP_STATUS, NANNY_ENV, child_environment, worker_command
 from corral.security import Security
 
 logger = logging.getLogger("corral.nanny")
@@ -76,6 +81,8 @@ class Nanny:
             role="nanny",
         )
         self.process: asyncio.subprocess.Process | None = None
+        self._lifeline: Lifeline | None = None
+        self.gave_up: str | None = None  # why the worker gave up for good, if it did
         self.worker_address: str | None = None
         self.restarts = 0
         self._started = asyncio.Event()  # the current worker has reported its address
@@ -110,9 +117,15 @@ class Nanny:
         )
         env = child_environment(self.security)
         env[NANNY_ENV] = self.address
-        self.process = await asyncio.create_subprocess_exec(
-            *command, env=env, stdin=asyncio.subprocess.DEVNULL
-        )
+        # Started from the loop's thread, which lives as long as this nanny: PDEATHSIG is safe.
+        lifeline = self._lifeline = Lifeline(pdeathsig=True)
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                *command, env={**env, **lifeline.environment()}, stdin=asyncio.subprocess.DEVNULL,
+                pass_fds=lifeline.pass_fds,
+            )
+        finally:
+            lifeline.spawned()
         self._born = time.monotonic()
         waiter = asyncio.ensure_future(self._started.wait())
         exited = asyncio.ensure_future(self.process.wait())
@@ -153,8 +166,11 @@ class Nanny:
             if self._expected_exit or self.process is None:
                 continue
             if self.process.returncode is not None:
-                if self.process.returncode == 0:
-                    logger.info("worker exited cleanly; nanny closing")
+                if self.process.returncode in (0, GAVE_UP_STATUS):
+                    if self.process.returncode == GAVE_UP_STATUS:
+                        self.gave_up = "the worker gave up on its scheduler"
+                    logger.info("worker exited (status %d); nanny closing",
+                                self.process.returncode)
                     await self.close()
                     return
                 await self._replace(f"worker exited with status {self.process.returncode}")
@@ -178,16 +194,26 @@ class Nanny:
         return None
 
     async def _unresponsive(self) -> str | None:
-        if self.worker_address is None:
+        if self.worker_address is None or self.process is None:
             return None
+        # Raced against the worker's exit: a worker that closed its port and is exiting
+        # must be seen as exited at once, not after the probe's connect retries time out.
+        probe = asyncio.ensure_future(self._identity(self.worker_address))
+        exited = asyncio.ensure_future(self.process.wait())
         try:
-            async with rpc(self.worker_address, security=self.security,
-                           timeout=self.liveness_timeout) as worker:
-                await asyncio.wait_for(worker.identity(), self.liveness_timeout)
-        except (TimeoutError, OSError) as e:
-            if self.process is not None and self.process.returncode is None:
-                return f"worker did not answer within {self.liveness_timeout} s ({e!r})"
+            await asyncio.wait({probe, exited}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (probe, exited):
+                waiter.cancel()
+            await asyncio.gather(probe, exited, return_exceptions=True)
+        if self.process.returncode is None and not probe.cancelled() \
+                and probe.exception() is not None:
+            return f"worker did not answer within {self.liveness_timeout} s ({probe.exception()!r})"
         return None
+
+    async def _identity(self, address: str) -> None:
+        async with rpc(address, security=self.security, timeout=self.liveness_timeout) as worker:
+            await asyncio.wait_for(worker.identity(), self.liveness_timeout)
 
     async def _replace(self, reason: str) -> None:
         if self._closed.is_set():
@@ -209,14 +235,15 @@ class Nanny:
 
     async def _kill(self, graceful: bool = False, timeout: float = 5.0) -> None:
         process = self.process
-        if process is None or process.returncode is not None:
-            return
-        process.send_signal(signal.SIGTERM if graceful else signal.SIGKILL)
-        try:
-            await asyncio.wait_for(process.wait(), timeout)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+        if process is not None and process.returncode is None:
+            process.send_signal(signal.SIGTERM if graceful else signal.SIGKILL)
+            try:
+                await asyncio.wait_for(process.wait(), timeout)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        if self._lifeline is not None:
+            self._lifeline.cut()
 
     # -- lifecycle -----------------------------------------------------------------------
 

@@ -38,7 +38,7 @@ async def test_workers_rejoin_a_scheduler_restarted_at_the_same_address():
     first = Scheduler()
     await first.listen("tcp://127.0.0.1:0")
     address = first.address
-    worker = Worker(address, nthreads=1, reconnect_timeout=20)
+    worker = Worker(address, nthreads=1)
     await worker.start()
     client = await AsyncClient(address, reconnect_timeout=1)
     pending = client.submit(slow, 1, 3)  # still running when the scheduler dies

@@ -73,6 +73,7 @@ async def connect(
     backend = _backend(parse_address(address).scheme)
     deadline = time.monotonic() + timeout
     delay = 0.01
+    error: BaseException | None = None
     while True:
         remaining = deadline - time.monotonic()
         try:
@@ -81,7 +82,10 @@ async def connect(
         except HandshakeError:
             raise  # the peer answered and said no: trying again will not change that
         except (OSError, TimeoutError) as e:
-            error: BaseException = e
+            # The last attempt, cut short by the deadline, times out: keep the telling error
+            # (connection refused, unknown host) that the earlier ones met.
+            if error is None or not isinstance(e, TimeoutError) or isinstance(error, TimeoutError):
+                error = e
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             detail = type(error).__name__ + (f": {error}" if str(error) else "")

@@ -10,14 +10,14 @@ import asyncio
 import shlex
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 
 from corral.comm.addressing import normalize_address, parse_address
 from corral.core import rpc
 from corral.credentials import forget, remember
-from corral.deploy.process import PARENT_PID_ENV, child_environment
+from corral.deploy.lifeline import Lifeline
+from corral.deploy.process import PARENT_PID_ENV, child_environment, corral_command
 from corral.security import TOKEN_ENV, Security
 from corral.utils import run_async
 
@@ -55,6 +55,7 @@ class Cluster:
         self.hosts = [normalize_address(h) for h in hosts]
         self.security = Security.generate() if security is None else security
         self.processes: list[subprocess.Popen[bytes]] = []
+        self._lifelines: list[Lifeline] = []  # local children die with this process
         env = child_environment(self.security)
         remember(self.center, self.security)  # so ``Pool(center)`` here finds the token
         try:
@@ -73,15 +74,24 @@ class Cluster:
 
     def _spawn(self, host: str, args: list[str], env: dict[str, str]) -> None:
         remote = self.always_ssh or not is_local(host)
+        lifeline = None
         if not remote:
-            command = [sys.executable, "-m", "corral.cli", *args]
+            command = corral_command(*args)
+            lifeline = Lifeline()  # (PDEATHSIG too when called from the main thread)
+            self._lifelines.append(lifeline)
+            env = {**env, **lifeline.environment()}
         else:
             # The token is read from stdin on the far side, never put on a command line;
             # the process exits when its ssh session (its parent there) goes away.
             line = " ".join(shlex.quote(a) for a in [self.remote_python, "-m", "corral.cli", *args])
             token = f'{TOKEN_ENV}="$(cat)" ' if self.security and self.security.token else ""
             command = [*self.ssh, host, f"{token}{PARENT_PID_ENV}=$PPID exec {line}"]
-        process = subprocess.Popen(command, env=env, stdin=subprocess.PIPE)
+        try:
+            process = subprocess.Popen(command, env=env, stdin=subprocess.PIPE,
+                                       pass_fds=lifeline.pass_fds if lifeline else ())
+        finally:
+            if lifeline is not None:
+                lifeline.spawned()
         assert process.stdin is not None
         if remote and self.security and self.security.token:
             process.stdin.write(self.security.token.encode())
@@ -110,6 +120,9 @@ class Cluster:
                 process.kill()
                 process.wait()
         self.processes.clear()
+        for lifeline in self._lifelines:
+            lifeline.cut()
+        self._lifelines.clear()
 
     def __enter__(self) -> Cluster:
         return self

@@ -9,10 +9,30 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
+from corral.deploy.lifeline import LIFELINE_ENV, PARENT_PID_ENV, Lifeline
 from corral.security import Security
 
-PARENT_PID_ENV = "CORRAL_PARENT_PID"  # a worker exits when this process is gone
 NANNY_ENV = "CORRAL_NANNY"  # the address of the nanny supervising a worker process
+SYS_PATH_ENV = "CORRAL_SYS_PATH"  # the parent's sys.path, for the child to import from
+# A worker that gave up on its scheduler (--death-timeout, refused credentials) exits with
+# this (sysexits' EX_UNAVAILABLE): its nanny does not restart it but exits with it.
+GAVE_UP_STATUS = 69
+
+# ``python -m`` would put the current directory first on sys.path: any ``corral`` folder
+# there (the clone's parent, a checkout of another version) would shadow the real one.
+# Instead the child starts with no such entry (-P) and takes its parent's sys.path, so it
+# imports exactly the corral (and the user's modules) its parent does, as multiprocessing
+# does for its children; the variable is removed so the child's own children start clean.
+_BOOTSTRAP = (
+    "import os, sys; "
+    f"sys.path[:] = os.environ.pop({SYS_PATH_ENV!r}).split(os.pathsep); "
+    "from corral.cli import main; main(prog_name='corral')"
+)
+
+
+def corral_command(*args: str) -> list[str]:
+    """``corral ARGS...`` run by this interpreter, importing from this process's sys.path."""
+    return [sys.executable, "-P", "-c", _BOOTSTRAP, *args]
 
 
 def worker_command(
@@ -26,32 +46,43 @@ def worker_command(
     extra: Sequence[str] = (),
 ) -> list[str]:
     """``corral worker ...``: a bare worker, or (``nanny=True``) a nanny that starts one."""
-    return [
-        sys.executable, "-m", "corral.cli", "--log-level", "warning", "worker", scheduler_address,
+    return corral_command(
+        "--log-level", "warning", "worker", scheduler_address,
         "--nthreads", str(nthreads), "--name", name, "--host", host, "--port", str(port),
         *(() if nanny else ("--no-nanny",)), *extra,
-    ]  # fmt: skip
+    )  # fmt: skip
 
 
 def child_environment(security: Security | None) -> dict[str, str]:
     """Our environment plus the credentials (never argv: other local users can read that)."""
-    env = dict(os.environ, **{PARENT_PID_ENV: str(os.getpid())})
-    env.pop(NANNY_ENV, None)
+    env = dict(os.environ)
+    for name in (NANNY_ENV, PARENT_PID_ENV, LIFELINE_ENV):
+        env.pop(name, None)
+    cwd = os.getcwd()
+    env[SYS_PATH_ENV] = os.pathsep.join(p or cwd for p in sys.path)  # '' is the cwd
     if security is not None:
         env.update(security.environment())
     return env
 
 
 class WorkerProcess:
-    """One ``corral worker`` child process."""
+    """One ``corral worker`` child process, which dies with this process."""
 
     def __init__(self, command: list[str], env: dict[str, str], name: str) -> None:
         self.name = name
+        # Started from the event loop's thread, which outlives it: PDEATHSIG is safe.
         # Its own process group: Ctrl-C in a terminal reaches only the parent, which then
         # closes its clients before stopping the workers (no "lost the last copy").
-        self.process = subprocess.Popen(
-            command, env=env, stdin=subprocess.DEVNULL, process_group=0
-        )
+        self.lifeline = Lifeline(pdeathsig=True)
+        try:
+            self.process = subprocess.Popen(
+                command, env={**env, **self.lifeline.environment()}, stdin=subprocess.DEVNULL,
+                pass_fds=self.lifeline.pass_fds, process_group=0,
+            )
+        except BaseException:
+            self.lifeline.cut()
+            raise
+        self.lifeline.spawned()
 
     @property
     def pid(self) -> int:
@@ -62,17 +93,17 @@ class WorkerProcess:
 
     async def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds."""
-        if not self.alive():
-            return
-        self.process.send_signal(signal.SIGTERM)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self.alive() and loop.time() < deadline:  # noqa: ASYNC110 - a child process
-            await asyncio.sleep(0.02)
         if self.alive():
-            self.process.kill()
-        while self.alive():  # noqa: ASYNC110 - reaped here, not on a thread: at interpreter
-            await asyncio.sleep(0.02)  # exit (close_at_exit) no new thread may start
+            self.process.send_signal(signal.SIGTERM)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while self.alive() and loop.time() < deadline:  # noqa: ASYNC110 - a child process
+                await asyncio.sleep(0.02)
+            if self.alive():
+                self.process.kill()
+            while self.alive():  # noqa: ASYNC110 - reaped here, not on a thread: at interpreter
+                await asyncio.sleep(0.02)  # exit (close_at_exit) no new thread may start
+        self.lifeline.cut()
 
     def __repr__(self) -> str:
         return f"<WorkerProcess {self.name} pid={self.pid} alive={self.alive()}>"

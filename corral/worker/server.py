@@ -24,11 +24,12 @@ import psutil
 
 from corral import runspec
 from corral.core import BatchedSend, Comm, ConnectionPool, Server, connect, rpc
-from corral.exceptions import CommClosedError
+from corral.exceptions import CommClosedError, ConnectTimeoutError
 from corral.protocol import dumps_pickle
 from corral.security import Security
 from corral.sizeof import sizeof
 from corral.worker import events as ev
+from corral.worker.reconnect import FATAL, Retry, describe
 from corral.worker.runner import Outcome, TaskRunner
 from corral.worker.state import WorkerState
 
@@ -83,7 +84,7 @@ class Worker:
         heartbeat_interval: float = 1.0,
         batch_interval: float = 0.002,
         scheduler_timeout: float = 30.0,
-        reconnect_timeout: float = 60.0,
+        death_timeout: float | None = None,
         nanny: str | None = None,
     ) -> None:
         self.scheduler_address = scheduler_address
@@ -96,8 +97,9 @@ class Worker:
         self.batch_interval = batch_interval
         # Silence from the scheduler for this long means a dead link (no FIN may come).
         self.scheduler_timeout = scheduler_timeout
-        # How long to keep trying to get the scheduler back before giving up and closing.
-        self.reconnect_timeout = reconnect_timeout
+        # How long to keep trying to reach the scheduler before giving up (None: forever).
+        self.death_timeout = death_timeout
+        self.gave_up: str | None = None  # why the worker gave up on its scheduler, if it did
         self.nanny = nanny
         self.data: dict[Any, Any] = {}
         self.server = Server(
@@ -133,13 +135,13 @@ class Worker:
         """Listen, register with the scheduler, and start serving."""
         await self.server.listen(address)
         self._start_afresh()
-        comm = await self._register(timeout=self.reconnect_timeout)
+        if self.nanny:  # at once: reaching the scheduler may take any time
+            async with rpc(self.nanny, security=self.security, timeout=10) as nanny:
+                await nanny.__getattr__("worker-started")(address=self.address, pid=os.getpid())
+        comm = await self._reach_scheduler()
         self._spawn(self._scheduler_link(comm))
         self._spawn(self._heartbeat())
         _running.append(self)
-        if self.nanny:
-            async with rpc(self.nanny, security=self.security, timeout=10) as nanny:
-                await nanny.__getattr__("worker-started")(address=self.address, pid=os.getpid())
         logger.info("worker at %s, %d threads, scheduler %s", self.address, self.nthreads,
                     self.scheduler_address)
 
@@ -162,28 +164,61 @@ class Worker:
             self.nthreads, asyncio.get_running_loop(), on_outcomes
         )
 
+    async def _reach_scheduler(self) -> Comm:
+        """Register, trying again and again (``reconnect.Retry``) until it works.
+
+        Gives up, saying why in one line, on refused credentials or once ``death_timeout``
+        has passed: raises ``ConnectTimeoutError`` or the ``HandshakeError``.
+        """
+        address = self.scheduler_address
+        retry = Retry(self.death_timeout, time.monotonic())
+        cause = "no time to try"
+        until = ("until stopped" if self.death_timeout is None
+                 else f"for up to {self.death_timeout:g} s (its death timeout)")
+        while (window := retry.window(time.monotonic())) is not None:
+            try:
+                return await self._register(timeout=window)
+            except FATAL as e:
+                self.gave_up = f"the scheduler at {address} refused this worker: {e}"
+                logger.error("%s", self.gave_up)
+                raise
+            except (OSError, TimeoutError, RuntimeError) as e:
+                cause = describe(e)
+            if retry.failed(time.monotonic(), cause):
+                logger.warning("cannot reach the scheduler at %s: %s; retrying %s",
+                               address, cause, until)
+            else:
+                logger.debug("attempt %d to reach %s failed: %s", retry.attempts, address, cause)
+        self.gave_up = (f"giving up on the scheduler at {address}: unreachable for "
+                        f"{self.death_timeout:g} s (its death timeout); last: {cause}")
+        logger.error("%s", self.gave_up)
+        raise ConnectTimeoutError(self.gave_up)
+
     async def _register(self, timeout: float) -> Comm:
-        """Connect to the scheduler (retrying up to ``timeout``) and register."""
+        """One attempt: connect to the scheduler within ``timeout`` and register."""
         comm = await connect(
             self.scheduler_address, timeout=timeout, security=self.security, role="worker",
             name=self.name,
         )
-        await comm.write(
-            {
-                "op": "register-worker",
-                "address": self.address,
-                "nthreads": self.nthreads,
-                "memory_limit": self.memory_limit,
-                "resources": self.resources,
-                "name": self.name or self.address,
-                "pid": os.getpid(),
-                "nanny": self.nanny,
-            }
-        )
-        reply = await asyncio.wait_for(comm.read(), timeout=max(timeout, 10))
-        if not isinstance(reply, dict) or reply.get("status") != "OK":
-            comm.abort()
-            raise RuntimeError(f"scheduler refused registration: {reply!r}")
+        try:
+            await comm.write(
+                {
+                    "op": "register-worker",
+                    "address": self.address,
+                    "nthreads": self.nthreads,
+                    "memory_limit": self.memory_limit,
+                    "resources": self.resources,
+                    "name": self.name or self.address,
+                    "pid": os.getpid(),
+                    "nanny": self.nanny,
+                }
+            )
+            reply = await asyncio.wait_for(comm.read(), timeout=max(timeout, 10))
+            if not isinstance(reply, dict) or reply.get("status") != "OK":
+                raise RuntimeError(f"scheduler refused registration: {reply!r}")
+        except BaseException:
+            comm.abort()  # a failed attempt leaves no connection behind
+            raise
         self.batched = BatchedSend(self.batch_interval, name="to scheduler")
         self.batched.start(comm)
         return comm
@@ -195,13 +230,12 @@ class Worker:
             self.batched.abort()
             if self._closed.is_set():
                 return
-            logger.warning("lost the scheduler at %s; dropping all state and reconnecting "
-                           "for up to %s s", self.scheduler_address, self.reconnect_timeout)
+            logger.warning("lost the scheduler at %s; dropping all state and data, and "
+                           "reconnecting", self.scheduler_address)
             self._start_afresh()
             try:
-                comm = await self._register(timeout=self.reconnect_timeout)
-            except (OSError, RuntimeError, CommClosedError) as e:
-                logger.error("could not reach the scheduler again (%s); closing", e)
+                comm = await self._reach_scheduler()
+            except (OSError, TimeoutError):  # it said why
                 self._spawn(self.close())
                 return
             logger.info("rejoined the scheduler at %s", self.scheduler_address)
