@@ -406,12 +406,24 @@ async def test_client_refuses_a_server_of_another_version():
             await connect(address, timeout=5)
 
 
-async def test_client_refuses_a_server_that_is_not_corral():
-    reply = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"
+async def test_client_pointed_at_an_http_server_is_told_so():
+    reply = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"  # what aiohttp says
     async with fake_server(answer_once(reply)) as address:
         async with asyncio.timeout(5):
-            with pytest.raises(HandshakeError):
+            with pytest.raises(HandshakeError, match="answered in HTTP.*dashboard") as info:
                 await connect(address, timeout=5)
+    assert "frames" not in str(info.value)
+
+
+async def test_http_request_to_a_corral_port_is_named_in_the_log(guarded, security, caplog):
+    caplog.set_level(logging.WARNING, logger="corral.core")
+    async with raw_peer(guarded.address) as peer:
+        await peer.send_bytes(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        await peer.closed_by_server()
+    await wait_until(lambda: warnings_from(caplog), what="the rejection to be logged")
+    (line,) = warnings_from(caplog)
+    assert "HTTP request to a corral port" in line
+    await assert_serves(guarded.address, security)
 
 
 async def test_client_refuses_an_impostor_that_cannot_prove_the_token():
