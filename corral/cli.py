@@ -15,6 +15,7 @@ import click
 from corral import __version__
 from corral.credentials import default_scheduler_file, resolve, write_scheduler_file
 from corral.deploy.process import PARENT_PID_ENV
+from corral.exceptions import HandshakeError
 from corral.security import (
     TOKEN_ENV,
     TOKEN_FILE_ENV,
@@ -88,6 +89,34 @@ def _flag_security(flags: dict[str, Any]) -> Security | None:
         return Security(token=token or None, tls_check_hostname=check_hostname, **tls)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
+
+
+CREDENTIALS_CHECK_TIMEOUT = 3.0  # how long a worker command looks for its scheduler at first
+
+
+def _run(main: Any) -> None:
+    """Run a command's coroutine; a refusal by the other end (wrong or missing token, TLS,
+    another protocol version) ends it with one line naming the cause, not a traceback."""
+    try:
+        run_async(main)
+    except HandshakeError as e:
+        raise click.ClickException(str(e)) from None
+
+
+async def _check_credentials(address: str, security: Security | None) -> None:
+    """Before starting worker processes, learn whether the scheduler accepts us: a refusal
+    is final and is better said once here than by every worker process. An unreachable
+    scheduler is not a refusal; the workers keep trying to reach it."""
+    from corral.core import connect
+
+    try:
+        comm = await connect(address, timeout=CREDENTIALS_CHECK_TIMEOUT, security=security,
+                             role="nanny")
+    except HandshakeError:
+        raise
+    except (OSError, TimeoutError):
+        return
+    comm.abort()
 
 
 async def _serve_until_signalled(*closers: Any, watch_parent: bool = False) -> None:
@@ -217,7 +246,7 @@ def scheduler(
             logger.info("listening on loopback only; use --host 0.0.0.0 for other machines")
         await _serve_until_signalled(sched, watch_parent=PARENT_PID_ENV in os.environ)
 
-    run_async(run())
+    _run(run())
 
 
 @main.command()
@@ -280,6 +309,8 @@ def worker(
     scheme = scheme_for(security)
 
     async def run() -> None:
+        if not no_nanny:
+            await _check_credentials(scheduler_address, security)
         servers: list[Worker | Nanny] = []
         for i in range(nworkers):
             label = f"{name}-{i}" if name and nworkers > 1 else name
@@ -303,7 +334,7 @@ def worker(
             servers.append(server)
         await _serve_until_signalled(*servers, watch_parent=PARENT_PID_ENV in os.environ)
 
-    run_async(run())
+    _run(run())
 
 
 @main.command()

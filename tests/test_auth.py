@@ -410,7 +410,7 @@ async def test_client_pointed_at_an_http_server_is_told_so():
     reply = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"  # what aiohttp says
     async with fake_server(answer_once(reply)) as address:
         async with asyncio.timeout(5):
-            with pytest.raises(HandshakeError, match="answered in HTTP.*dashboard") as info:
+            with pytest.raises(HandshakeError, match=r"answered in HTTP.*dashboard") as info:
                 await connect(address, timeout=5)
     assert "frames" not in str(info.value)
 

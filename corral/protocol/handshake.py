@@ -223,14 +223,13 @@ async def _reject(comm: Comm, reason: str) -> None:
 
 def _error_from_server(reason: str, comm: Comm, had_token: bool) -> HandshakeError:
     """The server's refusal, in words for whoever holds the refused end."""
-    where = f"server {comm.peer_address}"
     if reason == NO_TOKEN and not had_token:
-        return AuthenticationError(f"authentication failed: the {where} requires a token and "
-                                   f"none was given; {TOKEN_HINT}")
+        return AuthenticationError(f"authentication failed: the server at {comm.peer_address} "
+                                   f"requires a token and none was given; {TOKEN_HINT}")
     if reason == WRONG_TOKEN:
-        return AuthenticationError(f"authentication failed: the {where} holds a different "
-                                   f"token; {TOKEN_HINT}")
-    message = f"{reason} ({where})"
+        return AuthenticationError(f"authentication failed: the server at {comm.peer_address} "
+                                   f"holds a different token; {TOKEN_HINT}")
+    message = f"{reason} (server {comm.peer_address})"
     if reason.startswith("authentication failed"):
         return AuthenticationError(message)
     if "protocol" in reason:
