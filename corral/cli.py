@@ -13,9 +13,16 @@ from typing import Any
 import click
 
 from corral import __version__
-from corral.credentials import default_scheduler_file, resolve, write_scheduler_file
+from corral.credentials import (
+    add_to_default_file,
+    default_scheduler_file,
+    remove_from_default_file,
+    remove_scheduler_file,
+    resolve,
+    write_scheduler_file,
+)
 from corral.deploy.process import PARENT_PID_ENV
-from corral.exceptions import HandshakeError
+from corral.exceptions import CredentialsFileError, HandshakeError
 from corral.security import (
     TOKEN_ENV,
     TOKEN_FILE_ENV,
@@ -96,10 +103,11 @@ CREDENTIALS_CHECK_TIMEOUT = 3.0  # how long a worker command looks for its sched
 
 def _run(main: Any) -> None:
     """Run a command's coroutine; a refusal by the other end (wrong or missing token, TLS,
-    another protocol version) ends it with one line naming the cause, not a traceback."""
+    another protocol version) or a scheduler file that cannot be written safely ends it
+    with one line naming the cause, not a traceback."""
     try:
         run_async(main)
-    except HandshakeError as e:
+    except (HandshakeError, CredentialsFileError) as e:
         raise click.ClickException(str(e)) from None
 
 
@@ -229,9 +237,14 @@ def scheduler(
                           dashboard_allowed_hosts=dashboard_allowed_hosts)
         await sched.listen(f"{scheme_for(security)}://{host}:{port}")
         address = sched.address
-        files = [write_scheduler_file(default_scheduler_file(), address, security)]
-        if scheduler_file:
-            files.append(write_scheduler_file(scheduler_file, address, security))
+        try:  # only now: a client that finds the file finds a scheduler that takes its token
+            files = [add_to_default_file(address, security)]
+            if scheduler_file:
+                files.append(write_scheduler_file(scheduler_file, address, security))
+        except CredentialsFileError:
+            await sched.close()
+            remove_from_default_file(address)
+            raise
         token = security.token if security else None
         logger.info("scheduler at %s, token %s, credentials in %s", address, redact(token),
                     " and ".join(map(str, files)))
@@ -244,7 +257,12 @@ def scheduler(
                         sched.dashboard.url)
         if host in ("127.0.0.1", "localhost", "::1"):
             logger.info("listening on loopback only; use --host 0.0.0.0 for other machines")
-        await _serve_until_signalled(sched, watch_parent=PARENT_PID_ENV in os.environ)
+        try:
+            await _serve_until_signalled(sched, watch_parent=PARENT_PID_ENV in os.environ)
+        finally:
+            remove_from_default_file(address)
+            if scheduler_file:
+                remove_scheduler_file(scheduler_file, address)
 
     _run(run())
 
