@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import stat
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from corral.credentials import (
     same_endpoint,
     write_scheduler_file,
 )
+from corral.exceptions import CredentialsFileError
 from corral.security import Security
 from tests.test_security import corral_cli, stop
 
@@ -84,6 +87,40 @@ def test_a_symlink_at_the_path_is_replaced_not_followed(tmp_path):
     assert target.read_text() == PLANTED
     assert_private_and_ours(path)
     assert read_scheduler_file(path)[1] == security
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to act as two users")
+def test_a_file_that_cannot_be_replaced_is_refused_with_one_line():
+    """In a sticky shared directory (like /tmp) nobody may replace another user's file:
+    the scheduler, here uid nobody, must refuse rather than write into root's file."""
+    shared = Path(tempfile.mkdtemp(prefix="corral-shared-"))
+    try:
+        shared.chmod(0o1777)
+        path = shared / "corral.json"
+        path.write_text(PLANTED)
+        path.chmod(0o666)  # even a file it could write to is not written through
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: become nobody and try
+            try:
+                os.setgid(NOBODY)
+                os.setuid(NOBODY)
+                write_scheduler_file(path, "tcp://127.0.0.1:8786", Security.generate())
+                os.write(write_end, b"written")
+            except CredentialsFileError as e:
+                os.write(write_end, str(e).encode())
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end) as pipe:
+            said = pipe.read()
+        os.waitpid(pid, 0)
+        assert "belongs to another user (uid 0)" in said
+        assert "\n" not in said
+        assert path.read_text() == PLANTED
+        assert [p.name for p in shared.iterdir()] == ["corral.json"]  # no temporary left
+    finally:
+        shutil.rmtree(shared)
 
 
 def test_tls_paths_are_stored_absolute(tmp_path, monkeypatch):

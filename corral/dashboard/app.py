@@ -51,8 +51,11 @@ def parse_address(address: str, default_host: str) -> tuple[str, int]:
 
 class Dashboard:
     def __init__(self, scheduler: Scheduler, address: str = ":8787", *,
-                 interval: float = 0.5, allowed_hosts: tuple[str, ...] = ()) -> None:
+                 interval: float = 0.5, allowed_hosts: tuple[str, ...] = (),
+                 session_lifetime: float | None = None) -> None:
         self.scheduler = scheduler
+        # How long a login lasts, in seconds (default: access.session_lifetime(), 12 h).
+        self.session_lifetime = session_lifetime or access.session_lifetime()
         scheduler_host = urlsplit(scheduler.address).hostname or "127.0.0.1"
         self.host, self.requested_port = parse_address(address, scheduler_host)
         self.interval = interval
@@ -145,8 +148,10 @@ class Dashboard:
             self.refusals.refuse("wrong token", "refused a dashboard login with a wrong token")
             return web.Response(status=401, text="wrong or missing token\n")
         response = web.HTTPFound("/status")
-        response.set_cookie(access.COOKIE, access.session_value(self.security) or "",
-                            httponly=True, samesite="Strict", path="/")
+        lifetime = self.session_lifetime
+        response.set_cookie(access.COOKIE,
+                            access.session_value(self.security, time.time() + lifetime) or "",
+                            max_age=int(lifetime), httponly=True, samesite="Strict", path="/")
         raise response
 
     # -- pages and plain endpoints ----------------------------------------------------
