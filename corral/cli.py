@@ -120,7 +120,7 @@ async def _check_credentials(address: str, security: Security | None) -> None:
     try:
         comm = await connect(address, timeout=CREDENTIALS_CHECK_TIMEOUT, security=security,
                              role="nanny")
-    except HandshakeError:
+    except HandshakeError:  # an OSError too, but final
         raise
     except (OSError, TimeoutError):
         return
