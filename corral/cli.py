@@ -15,8 +15,16 @@ from typing import Any
 import click
 
 from corral import __version__
-from corral.credentials import default_scheduler_file, resolve, write_scheduler_file
+from corral.credentials import (
+    add_to_default_file,
+    default_scheduler_file,
+    remove_from_default_file,
+    remove_scheduler_file,
+    resolve,
+    write_scheduler_file,
+)
 from corral.deploy import lifeline
+from corral.exceptions import CredentialsFileError, HandshakeError
 from corral.security import (
     TOKEN_ENV,
     TOKEN_FILE_ENV,
@@ -90,6 +98,35 @@ def _flag_security(flags: dict[str, Any]) -> Security | None:
         return Security(token=token or None, tls_check_hostname=check_hostname, **tls)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
+
+
+CREDENTIALS_CHECK_TIMEOUT = 3.0  # how long a worker command looks for its scheduler at first
+
+
+def _run(main: Any) -> None:
+    """Run a command's coroutine; a refusal by the other end (wrong or missing token, TLS,
+    another protocol version) or a scheduler file that cannot be written safely ends it
+    with one line naming the cause, not a traceback."""
+    try:
+        run_async(main)
+    except (HandshakeError, CredentialsFileError) as e:
+        raise click.ClickException(str(e)) from None
+
+
+async def _check_credentials(address: str, security: Security | None) -> None:
+    """Before starting worker processes, learn whether the scheduler accepts us: a refusal
+    is final and is better said once here than by every worker process. An unreachable
+    scheduler is not a refusal; the workers keep trying to reach it."""
+    from corral.core import connect
+
+    try:
+        comm = await connect(address, timeout=CREDENTIALS_CHECK_TIMEOUT, security=security,
+                             role="nanny")
+    except HandshakeError:  # an OSError too, but final
+        raise
+    except (OSError, TimeoutError):
+        return
+    comm.abort()
 
 
 async def _serve_until_signalled(
@@ -218,9 +255,14 @@ def scheduler(
                           dashboard_allowed_hosts=dashboard_allowed_hosts)
         await sched.listen(f"{scheme_for(security)}://{host}:{port}")
         address = sched.address
-        files = [write_scheduler_file(default_scheduler_file(), address, security)]
-        if scheduler_file:
-            files.append(write_scheduler_file(scheduler_file, address, security))
+        try:  # only now: a client that finds the file finds a scheduler that takes its token
+            files = [add_to_default_file(address, security)]
+            if scheduler_file:
+                files.append(write_scheduler_file(scheduler_file, address, security))
+        except CredentialsFileError:
+            await sched.close()
+            remove_from_default_file(address)
+            raise
         token = security.token if security else None
         logger.info("scheduler at %s, token %s, credentials in %s", address, redact(token),
                     " and ".join(map(str, files)))
@@ -233,9 +275,14 @@ def scheduler(
                         sched.dashboard.url)
         if host in ("127.0.0.1", "localhost", "::1"):
             logger.info("listening on loopback only; use --host 0.0.0.0 for other machines")
-        await _serve_until_signalled(sched)
+        try:
+            await _serve_until_signalled(sched)
+        finally:
+            remove_from_default_file(address)
+            if scheduler_file:
+                remove_scheduler_file(scheduler_file, address)
 
-    run_async(run())
+    _run(run())
 
 
 @main.command()
@@ -317,12 +364,14 @@ def worker(
             ))
 
     async def start() -> None:
+        if not no_nanny:
+            await _check_credentials(scheduler_address, security)
         for server in servers:
             worker_port = port if nworkers == 1 and isinstance(server, Worker) else 0
             await server.start(f"{scheme}://{host}:{worker_port}")
 
     try:
-        run_async(_serve_until_signalled(*servers, starting=start()))
+        _run(_serve_until_signalled(*servers, starting=start()))
     except (OSError, TimeoutError, RuntimeError) as e:  # expected: one line, no traceback
         if not any(s.gave_up for s in servers):  # (a worker that gave up has said why)
             logger.error("%s", e, exc_info=logger.isEnabledFor(logging.DEBUG))

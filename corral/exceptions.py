@@ -11,6 +11,7 @@
     │   ├── AuthenticationError                wrong, missing or unexpected credentials
     │   └── TLSError                           TLS refused: untrusted or missing certificate, or
     │                                          a peer that does not speak TLS
+    ├── CredentialsFileError (PermissionError) a scheduler file that cannot be written safely
     ├── UnknownOperationError (KeyError)       a message named an op the server has no handler for
     ├── InvalidTransition                      a state machine was asked for an impossible move
     ├── DataLostError                          the only copy of unrecomputable data is gone
@@ -63,6 +64,10 @@ class AuthenticationError(HandshakeError):
 
 class TLSError(HandshakeError):
     """A TLS handshake failed; the message names the likely cause."""
+
+
+class CredentialsFileError(CorralError, PermissionError):
+    """A scheduler file could not be written without exposing the token (see credentials)."""
 
 
 class UnknownOperationError(CorralError, KeyError):

@@ -30,6 +30,10 @@ TLS_CA_FILE_ENV = "CORRAL_TLS_CA_FILE"
 TLS_CERT_ENV = "CORRAL_TLS_CERT"
 TLS_KEY_ENV = "CORRAL_TLS_KEY"
 TLS_CHECK_HOSTNAME_ENV = "CORRAL_TLS_CHECK_HOSTNAME"
+# The ways to hand a token over, named in every "token missing or wrong" refusal.
+TOKEN_HINT = (f"pass the scheduler's token with ${TOKEN_ENV} (or ${TOKEN_FILE_ENV}), "
+              "--scheduler-file PATH, or --token-file/--token "
+              "(in Python: Client(scheduler_file=...) or security=Security(token=...))")
 
 
 def new_token() -> str:

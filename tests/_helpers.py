@@ -28,7 +28,7 @@ from corral.security import Security
 
 LOOPBACK = "tcp://127.0.0.1:0"
 MAGIC = b"CORRAL"
-VERSION = 1
+VERSION = 2
 NONCE_BYTES = 32
 _COUNT = struct.Struct("<I")
 _LENGTH = struct.Struct("<Q")
@@ -196,21 +196,24 @@ class RawPeer:
         self.writer.transport.abort()
 
     async def hello(self, auth: bool = False, **overrides: Any) -> tuple[bytes, dict[str, Any]]:
-        """Send a hello and read the welcome; return our nonce and the welcome."""
+        """Send a hello and read the challenge; return our nonce and the challenge."""
         body = hello_body(auth=auth, **overrides)
         await self.send([handshake_frame(body)])
         return body["nonce"], unpack_handshake(await self.read_message())
 
     async def authenticate(self, token: str | None = None) -> dict[str, Any]:
         """Run the whole client handshake by hand; return the server's verdict."""
-        nonce, welcome = await self.hello(auth=token is not None)
-        assert "error" not in welcome, welcome
+        nonce, challenge = await self.hello(auth=token is not None)
+        assert "error" not in challenge, challenge
         proof = None
         if token is not None:
-            proof = hmac_proof(token, b"corral-client", welcome["nonce"], nonce)
+            proof = hmac_proof(token, b"corral-client", challenge["nonce"], nonce)
         await self.send([handshake_frame({"proof": proof})])
         verdict = unpack_handshake(await self.read_message())
         assert verdict.get("ok"), verdict
+        if token is not None:  # the server proves itself last
+            assert verdict["proof"] == hmac_proof(token, b"corral-server", nonce,
+                                                  challenge["nonce"])
         return verdict
 
 

@@ -168,20 +168,20 @@ async def pipelined_with_hello(peer, path, token):
 
 
 async def instead_of_proof(peer, path, token):
-    _, welcome = await peer.hello(auth=True)
-    assert "error" not in welcome
+    _, challenge = await peer.hello(auth=True)
+    assert "error" not in challenge
     await peer.send(evil_frames(path))
 
 
 async def after_hello_without_token(peer, path, token):
-    _, welcome = await peer.hello(auth=False)
-    assert "authentication failed" in welcome["error"]
+    _, challenge = await peer.hello(auth=False)
+    assert "authentication failed" in challenge["error"]
     await send_regardless(peer, pack_message(evil_frames(path)))
 
 
 async def with_wrong_proof_pipelined(peer, path, token):
-    nonce, welcome = await peer.hello(auth=True)
-    proof = hmac_proof("not-the-token", b"corral-client", welcome["nonce"], nonce)
+    nonce, challenge = await peer.hello(auth=True)
+    proof = hmac_proof("not-the-token", b"corral-client", challenge["nonce"], nonce)
     attempt = pack_message([handshake_frame({"proof": proof})])
     await peer.send_bytes(attempt + pack_message(evil_frames(path)))
     verdict = unpack_handshake(await peer.read_message())
@@ -189,8 +189,8 @@ async def with_wrong_proof_pipelined(peer, path, token):
 
 
 async def with_wrong_proof_then_pickle(peer, path, token):
-    nonce, welcome = await peer.hello(auth=True)
-    proof = hmac_proof("not-the-token", b"corral-client", welcome["nonce"], nonce)
+    nonce, challenge = await peer.hello(auth=True)
+    proof = hmac_proof("not-the-token", b"corral-client", challenge["nonce"], nonce)
     await peer.send([handshake_frame({"proof": proof})])
     verdict = unpack_handshake(await peer.read_message())
     assert "authentication failed" in verdict["error"]
@@ -352,7 +352,7 @@ def test_generated_tokens_have_256_bits_and_differ():
 # -- protocol versions -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("version", [0, 2, 65535])
+@pytest.mark.parametrize("version", [0, 1, 65535])
 async def test_hello_with_another_version_is_told_why(guarded, security, caplog, version):
     caplog.set_level(logging.WARNING, logger="corral.core")
     async with raw_peer(guarded.address) as peer:
@@ -400,47 +400,85 @@ def answer_once(reply: bytes):
 
 async def test_client_refuses_a_server_of_another_version():
     welcome = {"role": "server", "name": "", "nonce": bytes(32), "compression": None}
-    reply = pack_message([handshake_frame(welcome, version=2)])
+    reply = pack_message([handshake_frame(welcome, version=1)])
     async with fake_server(answer_once(reply)) as address:
-        with pytest.raises(VersionMismatchError, match="protocol version 2"):
+        with pytest.raises(VersionMismatchError, match="protocol version 1"):
             await connect(address, timeout=5)
 
 
-async def test_client_refuses_a_server_that_is_not_corral():
-    reply = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"
+async def test_client_pointed_at_an_http_server_is_told_so():
+    reply = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"  # what aiohttp says
     async with fake_server(answer_once(reply)) as address:
         async with asyncio.timeout(5):
-            with pytest.raises(HandshakeError):
+            with pytest.raises(HandshakeError, match=r"answered in HTTP.*dashboard") as info:
                 await connect(address, timeout=5)
+    assert "frames" not in str(info.value)
 
 
-async def test_client_refuses_an_impostor_that_claims_a_token():
-    """A server that says it holds a token but cannot prove it gets no proof from the client.
+async def test_http_request_to_a_corral_port_is_named_in_the_log(guarded, security, caplog):
+    caplog.set_level(logging.WARNING, logger="corral.core")
+    async with raw_peer(guarded.address) as peer:
+        await peer.send_bytes(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        await peer.closed_by_server()
+    await wait_until(lambda: warnings_from(caplog), what="the rejection to be logged")
+    (line,) = warnings_from(caplog)
+    assert "HTTP request to a corral port" in line
+    await assert_serves(guarded.address, security)
 
-    The impostor would accept anything; the client must stop at the bad server proof.
+
+async def test_client_refuses_an_impostor_that_cannot_prove_the_token():
+    """A server that accepts any proof but cannot prove the token itself is refused.
+
+    The client proves first (so the impostor does hear a proof, just as a real server
+    would), then stops at the server's missing proof: no message goes out after that.
     """
-    after_welcome: list[list[bytes]] = []
+    after_verdict: list[list[bytes]] = []
 
     async def impostor(peer: RawPeer) -> None:
         hello = unpack_handshake(await peer.read_message())
         assert hello["auth"] is True
-        welcome = {
-            "role": "server",
-            "name": "impostor",
-            "nonce": bytes(32),
-            "compression": None,
-            "auth": True,
-            "proof": bytes(32),
-        }
-        await peer.send([handshake_frame(welcome)])
+        challenge = {"role": "server", "name": "impostor", "nonce": bytes(32),
+                     "compression": None, "auth": True}
+        await peer.send([handshake_frame(challenge)])
+        proof = unpack_handshake(await peer.read_message())
+        assert isinstance(proof["proof"], bytes)
+        await peer.send([handshake_frame({"ok": True, "proof": bytes(32)})])
         with contextlib.suppress(asyncio.IncompleteReadError):
-            after_welcome.append(await peer.read_message())
-            await peer.send([handshake_frame({"ok": True})])
+            after_verdict.append(await peer.read_message())
 
     async with fake_server(impostor) as address:
-        with pytest.raises(AuthenticationError, match="authentication failed"):
+        with pytest.raises(AuthenticationError, match="could not prove it holds the token"):
             await connect(address, timeout=5, security=Security.generate())
-    assert after_welcome == []
+    assert after_verdict == []
+
+
+async def test_a_connector_gets_nothing_derived_from_the_token_before_proving(guarded, security):
+    """The server's side of the exchange, up to the connector's proof, is the same whatever
+    the token: a peer that only connects cannot collect material to guess it offline."""
+    async with raw_peer(guarded.address) as peer:
+        nonce, challenge = await peer.hello(auth=True)
+        assert set(challenge) == {"role", "name", "nonce", "compression", "auth"}
+        assert challenge["auth"] is True
+        for label, first, second in ((b"corral-server", nonce, challenge["nonce"]),
+                                     (b"corral-client", challenge["nonce"], nonce)):
+            assert hmac_proof(security.token, label, first, second) not in challenge.values()
+        wrong = hmac_proof("not-the-token", b"corral-client", challenge["nonce"], nonce)
+        await peer.send([handshake_frame({"proof": wrong})])
+        verdict = unpack_handshake(await peer.read_message())
+        assert set(verdict) == {"error"}  # refused, and still no proof of the server's
+        assert "authentication failed" in verdict["error"]
+        await peer.closed_by_server()
+    await assert_serves(guarded.address, security)
+
+
+async def test_missing_token_error_names_the_ways_to_pass_one(guarded):
+    with pytest.raises(AuthenticationError) as info:
+        await connect(guarded.address, timeout=5)
+    message = str(info.value)
+    assert "requires a token" in message
+    for way in ("CORRAL_TOKEN", "--scheduler-file", "--token"):
+        assert way in message
+    assert "\n" not in message
 
 
 def test_pickled_security_is_still_usable():

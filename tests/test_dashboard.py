@@ -191,6 +191,7 @@ def test_dashboard_needs_the_token_then_a_cookie(client, cluster):
     cookie = headers["Set-Cookie"]
     assert "HttpOnly" in cookie
     assert "SameSite=Strict" in cookie
+    assert "Max-Age=43200" in cookie  # a login lasts 12 hours
     assert cluster.security.token not in cookie
     session = cookie.split(";")[0]
     status, _, page = http(base + "/status", {"Cookie": session})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from corral.dashboard import access, snapshot
@@ -133,7 +135,7 @@ def test_allowed_hosts_are_the_bound_address_and_this_machine():
 
 def test_cookie_holds_a_digest_not_the_token_and_bearer_works():
     security = Security.generate()
-    cookie = access.session_value(security)
+    cookie = access.session_value(security, time.time() + 60)
     assert cookie
     assert security.token not in cookie
     assert access.authorized(security, cookie, None)
@@ -142,6 +144,20 @@ def test_cookie_holds_a_digest_not_the_token_and_bearer_works():
     assert not access.authorized(security, "forged", "Bearer wrong")
     assert not access.authorized(security, security.token, None)  # the token is no cookie
     assert access.authorized(None, None, None)  # an open cluster
+
+
+def test_login_cookie_expires(monkeypatch):
+    security = Security.generate()
+    expires = 1_000_000.0
+    cookie = access.session_value(security, expires)
+    assert access.authorized(security, cookie, None, now=expires - 1)
+    assert not access.authorized(security, cookie, None, now=expires)
+    stamp, digest = cookie.split(".")
+    extended = f"{int(stamp) + 10**6}.{digest}"  # a later expiry under the same digest
+    assert not access.authorized(security, extended, None, now=expires - 1)
+    assert access.session_lifetime() == 12 * 3600
+    monkeypatch.setenv("CORRAL_DASHBOARD_SESSION_HOURS", "0.5")
+    assert access.session_lifetime() == 1800
 
 
 def test_dashboard_addresses():

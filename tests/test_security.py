@@ -100,6 +100,30 @@ def test_cli_scheduler_makes_a_token_and_only_its_holders_get_in(tmp_path, free_
     assert "authentication failed" in log  # one line per refusal, naming why
 
 
+@pytest.mark.parametrize("nanny", [True, False], ids=["nanny", "no-nanny"])
+@pytest.mark.timeout(90)
+def test_worker_without_the_token_says_why_in_one_line(tmp_path, free_port, nanny):
+    shared = tmp_path / "shared.json"
+    sched = corral_cli("scheduler", "--port", str(free_port), "--dashboard-address", "none",
+                       "--scheduler-file", str(shared))
+    try:
+        wait_for_file(shared, sched)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_TOKEN")}
+        env["CORRAL_SCHEDULER_FILE"] = str(tmp_path / "no-such-file.json")
+        worker = subprocess.run(
+            [sys.executable, "-m", "corral.cli", "worker", f"tcp://127.0.0.1:{free_port}",
+             *([] if nanny else ["--no-nanny"])],
+            capture_output=True, text=True, env=env, timeout=60,
+        )
+    finally:
+        stop(sched)
+    assert worker.returncode != 0
+    (line,) = worker.stderr.splitlines()  # no traceback, no log before it
+    assert "requires a token" in line
+    for way in ("CORRAL_TOKEN", "--scheduler-file", "--token"):
+        assert way in line
+
+
 def test_no_auth_is_possible_and_loud(free_port, tmp_path):
     shared = tmp_path / "open.json"
     sched = corral_cli("scheduler", "--port", str(free_port), "--no-auth",

@@ -20,6 +20,14 @@ from corral.comm.framing import FrameLimits, FrameReader, encode_header, frame_n
 from corral.exceptions import CommClosedError, ProtocolError
 
 TLS_HANDSHAKE_START = b"\x16\x03"  # a TLS record of type handshake, version 3.x
+# A stream that does not frame correctly, by how it starts: say what the peer probably is.
+_FOREIGN_STARTS = (
+    (TLS_HANDSHAKE_START, "peer began a TLS handshake on a plaintext (tcp://) port"),
+    (b"HTTP/", "the peer answered in HTTP: it is a web server (probably a corral dashboard), "
+               "not a corral scheduler or worker port"),
+    *((method, "peer sent an HTTP request to a corral port (a browser? the dashboard "
+               "has its own port)") for method in (b"GET ", b"POST ", b"HEAD ", b"PUT ")),
+)
 SMALL_MESSAGE = 64 * 1024  # below this, frames are joined into one write
 MAX_QUEUED_MESSAGES = 64  # stop reading from a peer whose messages nobody consumes
 WRITE_STALL_TIMEOUT = 60.0  # a peer that takes none of our bytes for this long is gone
@@ -59,14 +67,13 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         return self._buffer
 
     def buffer_updated(self, nbytes: int) -> None:
-        first_bytes = bytes(self._buffer[:2]) if not self._received else b""
+        first_bytes = bytes(self._buffer[:min(nbytes, 8)]) if not self._received else b""
         self._received = True
         try:
             messages = self.reader.buffer_updated(nbytes)
         except ProtocolError as e:
-            error = e
-            if first_bytes == TLS_HANDSHAKE_START:
-                error = ProtocolError("peer began a TLS handshake on a plaintext (tcp://) port")
+            error = next((ProtocolError(why) for start, why in _FOREIGN_STARTS
+                          if first_bytes.startswith(start)), e)
             self._end(error)
             assert self.transport is not None
             self.transport.abort()

@@ -20,6 +20,7 @@ from corral.comm.base import Backend, Comm, ComSink, Listener
 from corral.comm.framing import FrameLimits
 from corral.comm.tcp import TCPComm, _all_interfaces_socket, _FrameProtocol, advertised_host
 from corral.exceptions import TLSError
+from corral.refusals import RefusalLog
 
 logger = logging.getLogger("corral.comm")
 
@@ -52,6 +53,13 @@ def describe(error: BaseException, where: str) -> str:
     elif hint is None and isinstance(error, ConnectionResetError | ssl.SSLEOFError):
         hint = _HINTS["UNEXPECTED_EOF_WHILE_READING"]
     return f"TLS with {where} failed: {hint or error}"
+
+
+def _reason(error: BaseException) -> str:
+    """The cause a failed TLS handshake is counted under in summaries."""
+    if isinstance(error, TimeoutError):
+        return "TLS handshake timeout"
+    return str(getattr(error, "reason", None) or type(error).__name__)
 
 
 class _TLSFrameProtocol(_FrameProtocol):
@@ -139,6 +147,7 @@ class TLSListener(Listener):
         self._sock: socket.socket | None = None
         self._accepting: asyncio.Task[None] | None = None
         self._upgrading: set[asyncio.Task[None]] = set()
+        self._refusals = RefusalLog(logger, "TLS handshakes")
         self.address = ""
 
     async def start(self) -> None:
@@ -154,7 +163,8 @@ class TLSListener(Listener):
             try:
                 conn, _ = await loop.sock_accept(self._sock)
             except OSError as e:  # e.g. out of file descriptors: keep the listener alive
-                logger.warning("accept on %s failed: %s", self.address, e)
+                self._refusals.refuse("accept failed", "accept on %s failed: %s",
+                                      self.address, e)
                 await asyncio.sleep(0.1)
                 continue
             task = asyncio.ensure_future(self._upgrade(conn))
@@ -187,12 +197,13 @@ class TLSListener(Listener):
                     ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
                 )
         except (OSError, TimeoutError) as e:
-            logger.warning("refused: %s", describe(e, f"peer {peer}"))
+            self._refusals.refuse(_reason(e), "refused: %s", describe(e, f"peer {peer}"))
             conn.close()
             return
         self._on_comm(TCPComm(protocol, "tls"))
 
     async def stop(self) -> None:
+        self._refusals.close()
         for task in (self._accepting, *self._upgrading):
             if task is not None:
                 task.cancel()

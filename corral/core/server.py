@@ -24,13 +24,17 @@ from corral.comm import DEFAULT_LIMITS, PRE_AUTH_LIMITS, Comm, FrameLimits, List
 from corral.comm.addressing import parse_address
 from corral.core.remote_errors import ErrorReply
 from corral.exceptions import (
+    AuthenticationError,
     CommClosedError,
     DeserializationError,
+    FrameLimitError,
     HandshakeError,
     ProtocolError,
     UnknownOperationError,
+    VersionMismatchError,
 )
 from corral.protocol import ConnectionOptions, server_handshake
+from corral.refusals import RefusalLog
 from corral.security import Security
 
 logger = logging.getLogger("corral.core")
@@ -71,6 +75,7 @@ class Server:
         self.listeners: list[Listener] = []
         self._comms: dict[Comm, asyncio.Task[None]] = {}
         self._pending: OrderedDict[Comm, None] = OrderedDict()  # in handshake, oldest first
+        self._refusals = RefusalLog(logger, "handshakes")
         self._closed = False
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -98,6 +103,7 @@ class Server:
     async def close(self) -> None:
         """Stop listening, close every connection and cancel running handlers."""
         self._closed = True
+        self._refusals.close()
         for listener in self.listeners:
             await listener.stop()
         tasks = list(self._comms.values())
@@ -137,25 +143,26 @@ class Server:
         self._pending[comm] = None
         if len(self._pending) > self.max_pending_handshakes:
             oldest, _ = self._pending.popitem(last=False)
-            logger.warning(
-                "too many connections in handshake; dropping the oldest, from %s",
-                oldest.peer_address,
-            )
+            self._refusals.refuse("backlog full", "too many connections in handshake; dropping "
+                                  "the oldest, from %s", oldest.peer_address)
             oldest.abort()
         try:
             async with asyncio.timeout(self.handshake_timeout):
                 await server_handshake(comm, self._options)
             return True
         except TimeoutError:
-            logger.info("dropping %s: handshake not finished in time", comm.peer_address)
+            self._refusals.refuse("handshake timeout", "dropping %s: handshake not finished "
+                                  "in time", comm.peer_address, level=logging.INFO)
         except (HandshakeError, ProtocolError) as e:
             if not isinstance(e, HandshakeError) or not isinstance(e.__cause__, CommClosedError):
-                logger.warning("rejected connection from %s: %s", comm.peer_address, e)
+                self._refusals.refuse(_cause(e), "rejected connection from %s: %s",
+                                      comm.peer_address, e)
         except (CommClosedError, OSError):
             pass
         except Exception as e:  # a bug of ours must cost this peer only
-            logger.exception("rejected connection from %s: handshake failed: %s",
-                             comm.peer_address, e)
+            self._refusals.refuse("handshake bug", "rejected connection from %s: handshake "
+                                  "failed: %s", comm.peer_address, e, level=logging.ERROR,
+                                  exc_info=True)
         finally:
             self._pending.pop(comm, None)
         return False
@@ -228,3 +235,14 @@ class Server:
     def __repr__(self) -> str:
         where = self.listeners[0].address if self.listeners else "not listening"
         return f"<Server {where} connections={len(self._comms)}>"
+
+
+# The cause a refusal is counted under in summaries, most specific type first.
+_CAUSES = ((AuthenticationError, "authentication failed"),
+           (VersionMismatchError, "not corral or another version"),
+           (FrameLimitError, "over the frame limits"), (HandshakeError, "refused"),
+           (ProtocolError, "malformed"))
+
+
+def _cause(error: Exception) -> str:
+    return next(cause for kind, cause in _CAUSES if isinstance(error, kind))

@@ -3,20 +3,25 @@
 The Host check stops DNS rebinding: a page on another origin whose name resolves to
 this machine still sends its own name as Host, which we refuse. The token is asked
 once (``/login?token=…``, the link ``client.dashboard_link`` gives); the cookie that
-login sets holds a value derived from the token, never the token itself.
+login sets holds its expiry (12 h by default) and an HMAC of the token and the expiry,
+never the token itself.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import socket
+import time
 
 import psutil
 
 from corral.security import Security
 
 COOKIE = "corral-dashboard"
+SESSION_HOURS_ENV = "CORRAL_DASHBOARD_SESSION_HOURS"
+DEFAULT_SESSION_HOURS = 12.0
 WILDCARDS = ("", "0.0.0.0", "::")
 
 
@@ -40,19 +45,44 @@ def host_name(header: str) -> str:
     return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
 
-def session_value(security: Security | None) -> str | None:
-    """What the login cookie holds: a digest of the token (None for an open cluster)."""
+def session_lifetime() -> float:
+    """Seconds a dashboard login lasts: ``$CORRAL_DASHBOARD_SESSION_HOURS``, else 12 h."""
+    hours = os.environ.get(SESSION_HOURS_ENV, "")
+    try:
+        return float(hours) * 3600 if hours else DEFAULT_SESSION_HOURS * 3600
+    except ValueError:
+        raise ValueError(f"${SESSION_HOURS_ENV} must be a number of hours, not {hours!r}") from None
+
+
+def session_value(security: Security | None, expires: float) -> str | None:
+    """What the login cookie holds: when it expires and a digest of the token and that
+    time (None for an open cluster). Changing the time breaks the digest."""
     if security is None or security.token is None:
         return None
-    return hmac.new(security.token_bytes, b"corral dashboard session", hashlib.sha256).hexdigest()
+    stamp = str(int(expires))
+    return f"{stamp}.{_digest(security, stamp)}"
 
 
-def authorized(security: Security | None, cookie: str | None, authorization: str | None) -> bool:
-    """A request may go on with the login cookie or an ``Authorization: Bearer`` token."""
-    expected = session_value(security)
-    if expected is None:
+def _digest(security: Security, stamp: str) -> str:
+    message = b"corral dashboard session|" + stamp.encode()
+    return hmac.new(security.token_bytes or b"", message, hashlib.sha256).hexdigest()
+
+
+def _valid_session(security: Security, cookie: str, now: float) -> bool:
+    stamp, _, digest = cookie.partition(".")
+    if not stamp.isdigit() or int(stamp) <= now:
+        return False
+    return hmac.compare_digest(digest.encode(), _digest(security, stamp).encode())
+
+
+def authorized(security: Security | None, cookie: str | None, authorization: str | None,
+               now: float | None = None) -> bool:
+    """A request may go on with an unexpired login cookie or an ``Authorization: Bearer``
+    token."""
+    if security is None or security.token is None:
         return True
-    if cookie is not None and hmac.compare_digest(cookie.encode(), expected.encode()):
+    if cookie is not None and _valid_session(security, cookie,
+                                             time.time() if now is None else now):
         return True
     scheme, _, presented = (authorization or "").partition(" ")
-    return scheme.lower() == "bearer" and security.authorize_http(presented.strip())  # type: ignore[union-attr]
+    return scheme.lower() == "bearer" and security.authorize_http(presented.strip())

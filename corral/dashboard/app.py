@@ -19,10 +19,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from corral.dashboard import access, snapshot
 from corral.dashboard.metrics import registry_for
+from corral.refusals import RefusalLog
 
 if TYPE_CHECKING:
     from corral.scheduler import Scheduler
@@ -49,8 +51,11 @@ def parse_address(address: str, default_host: str) -> tuple[str, int]:
 
 class Dashboard:
     def __init__(self, scheduler: Scheduler, address: str = ":8787", *,
-                 interval: float = 0.5, allowed_hosts: tuple[str, ...] = ()) -> None:
+                 interval: float = 0.5, allowed_hosts: tuple[str, ...] = (),
+                 session_lifetime: float | None = None) -> None:
         self.scheduler = scheduler
+        # How long a login lasts, in seconds (default: access.session_lifetime(), 12 h).
+        self.session_lifetime = session_lifetime or access.session_lifetime()
         scheduler_host = urlsplit(scheduler.address).hostname or "127.0.0.1"
         self.host, self.requested_port = parse_address(address, scheduler_host)
         self.interval = interval
@@ -61,6 +66,7 @@ class Dashboard:
         self._watchers: set[web.WebSocketResponse] = set()
         self._publisher: asyncio.Task[None] | None = None
         self._seq = 0  # last timeline record pushed to watchers
+        self.refusals = RefusalLog(logger, "dashboard requests")
 
     @property
     def security(self) -> Any:
@@ -83,7 +89,8 @@ class Dashboard:
                            ("progress", self._api_progress), ("stream", self._api_stream),
                            ("graph", self._api_graph)):
             app.router.add_get(f"/api/{name}", view)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                     logger=_AiohttpLog(self.refusals))
         await self._runner.setup()
         try:
             site = web.TCPSite(self._runner, self.host, self.requested_port)
@@ -99,6 +106,7 @@ class Dashboard:
         logger.info("dashboard at %s", self.url)
 
     async def close(self) -> None:
+        self.refusals.close()
         if self._publisher is not None:
             self._publisher.cancel()
         for ws in list(self._watchers):
@@ -117,8 +125,8 @@ class Dashboard:
     async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
         host = access.host_name(request.headers.get("Host", ""))
         if host not in self.allowed:
-            logger.warning("refused a dashboard request for Host %r (not this dashboard's "
-                           "address; DNS rebinding?)", host)
+            self.refusals.refuse("foreign Host", "refused a dashboard request for Host %r (not "
+                                 "this dashboard's address; DNS rebinding?)", host)
             return web.Response(status=403, text=f"refused: {host!r} is not an address this "
                                                  "dashboard serves\n")
         if request.path in OPEN_PATHS or access.authorized(
@@ -137,11 +145,13 @@ class Dashboard:
         if self.security is None or self.security.token is None:
             raise web.HTTPFound("/status")
         if not self.security.authorize_http(request.query.get("token")):
-            logger.warning("refused a dashboard login with a wrong token")
+            self.refusals.refuse("wrong token", "refused a dashboard login with a wrong token")
             return web.Response(status=401, text="wrong or missing token\n")
         response = web.HTTPFound("/status")
-        response.set_cookie(access.COOKIE, access.session_value(self.security) or "",
-                            httponly=True, samesite="Strict", path="/")
+        lifetime = self.session_lifetime
+        response.set_cookie(access.COOKIE,
+                            access.session_value(self.security, time.time() + lifetime) or "",
+                            max_age=int(lifetime), httponly=True, samesite="Strict", path="/")
         raise response
 
     # -- pages and plain endpoints ----------------------------------------------------
@@ -239,6 +249,29 @@ class Dashboard:
                 if not ok:
                     self._watchers.discard(ws)
                     await ws.close()
+
+
+class _AiohttpLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """What aiohttp's request handler logs, made one line per refusal: a malformed request
+    is the client's mistake (no traceback), and a flood of them is summarised."""
+
+    def __init__(self, refusals: RefusalLog) -> None:
+        super().__init__(logging.getLogger("corral.dashboard"), {})
+        self.refusals = refusals
+
+    def log(self, level: int, msg: object, *args: Any, exc_info: Any = None,
+            **kwargs: Any) -> None:
+        if level < logging.WARNING:
+            return  # aiohttp's debug chatter (e.g. a first request that is not HTTP)
+        error = exc_info if isinstance(exc_info, BaseException) else None
+        if isinstance(error, HttpProcessingError):
+            reason = " ".join(str(error.message).split())[:200]
+            self.refusals.refuse(type(error).__name__, "refused a malformed dashboard request: "
+                                 "%s: %s", type(error).__name__, reason)
+            return
+        text = str(msg) % args if args else str(msg)
+        self.refusals.refuse("handler error", "dashboard: %s", text, level=level,
+                             exc_info=exc_info)  # a bug of ours: keep its traceback
 
 
 async def _send(ws: web.WebSocketResponse, text: str) -> bool:

@@ -2,18 +2,22 @@
 
 Sequence (each message one frame: ``MAGIC``, a 2-byte version, then a msgpack map):
 
-1. client → server  ``hello``:  role, name, client nonce, compressions it accepts,
+1. client → server  ``hello``: role, name, client nonce, compressions it accepts,
    whether it holds a token.
-2. server → client  ``welcome``: role, name, server nonce, chosen compression, whether
-   the server requires a token and, if so, its proof
-   ``HMAC(token, "corral-server" | client nonce | server nonce)``; or an error.
-3. client → server  ``proof``: after checking the server's proof (mutual authentication),
-   ``HMAC(token, "corral-client" | server nonce | client nonce)``.
-4. server → client  ``verdict``: ok, or "authentication failed".
+2. server → client  ``challenge``: role, name, server nonce, chosen compression and
+   whether the server requires a token; or an error (another version, a token needed).
+   Nothing in it is derived from the token.
+3. client → server  ``proof``: ``HMAC(token, "corral-client" | server nonce | client
+   nonce)`` (None without a token).
+4. server → client  ``verdict``: ok with the server's own proof ``HMAC(token,
+   "corral-server" | client nonce | server nonce)``, which the client checks (mutual
+   authentication); or "authentication failed".
 
-Handshake messages are small msgpack maps decoded with tight length limits and no
-extension types: nothing is unpickled here. Only after step 4 does each side install
-the message codec that may unpickle, with the larger post-authentication frame limits.
+The side that connects proves first: a peer that merely connects learns nothing it
+could use to guess a user-chosen token offline. Handshake messages are small msgpack
+maps decoded with tight length limits and no extension types: nothing is unpickled
+here. Only after step 4 does each side install the message codec that may unpickle,
+with the larger post-authentication frame limits.
 """
 
 from __future__ import annotations
@@ -36,14 +40,17 @@ from corral.exceptions import (
     VersionMismatchError,
 )
 from corral.protocol.serialize import MessageCodec
-from corral.security import Security
+from corral.security import TOKEN_HINT, Security
 
 MAGIC = b"CORRAL"
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: the connecting side proves first
 _PREFIX = struct.Struct("<6sH")
 MAX_HANDSHAKE_MESSAGE = 4096
 NONCE_BYTES = 32
 _FIELD_TYPES = (str, bytes, int, bool, type(None))
+# What the server says when it refuses a peer's credentials (the client recognises them).
+NO_TOKEN = "authentication failed: this server requires a token"
+WRONG_TOKEN = "authentication failed: wrong token"
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,49 +133,43 @@ async def client_handshake(comm: Comm, options: ConnectionOptions) -> None:
     token = options.security.token_bytes if options.security else None
     nonce = secrets.token_bytes(NONCE_BYTES)
     offered = [options.compression] if options.compression else []
-    await comm.write_frames(
-        encode(
-            {
-                "role": options.role,
-                "name": options.name,
-                "nonce": nonce,
-                "compression": offered,
-                "auth": token is not None,
-            }
+    hello = {"role": options.role, "name": options.name, "nonce": nonce,
+             "compression": offered, "auth": token is not None}
+    await comm.write_frames(encode(hello))
+    challenge = decode(await _read(comm))
+    if "error" in challenge:
+        raise _error_from_server(str(challenge["error"]), comm, had_token=token is not None)
+    server_nonce = _nonce(challenge)
+    if token is not None and not challenge.get("auth"):
+        raise AuthenticationError(
+            f"authentication failed: server at {comm.peer_address} does not authenticate "
+            "itself (it has no token), but this side was given one"
         )
-    )
-    welcome = decode(await _read(comm))
-    if "error" in welcome:
-        raise _error_from_server(str(welcome["error"]), comm)
-    server_nonce = _nonce(welcome)
-    proof = None
-    if token is not None:
-        server_proof = welcome.get("proof")
-        if not welcome.get("auth") or not isinstance(server_proof, bytes):
-            raise AuthenticationError(
-                f"authentication failed: server at {comm.peer_address} does not authenticate "
-                "itself (it has no token), but this side was given one"
-            )
-        expected = _proof(token, b"corral-server", nonce, server_nonce)
-        if not hmac.compare_digest(server_proof, expected):
-            raise AuthenticationError(
-                f"authentication failed: server at {comm.peer_address} holds a different token"
-            )
-        proof = _proof(token, b"corral-client", server_nonce, nonce)
-    chosen = welcome.get("compression")
+    chosen = challenge.get("compression")
     if chosen is not None and chosen not in offered:
         raise ProtocolError(f"server chose compression {chosen!r} that was not offered")
+    proof = None if token is None else _proof(token, b"corral-client", server_nonce, nonce)
     await comm.write_frames(encode({"proof": proof}))
     verdict = decode(await _read(comm))
     if not verdict.get("ok"):
-        raise _error_from_server(str(verdict.get("error", "handshake refused")), comm)
-    _finish(comm, welcome, options, chosen)
+        raise _error_from_server(str(verdict.get("error", "handshake refused")), comm,
+                                 had_token=token is not None)
+    if token is not None:
+        server_proof = verdict.get("proof")
+        expected = _proof(token, b"corral-server", nonce, server_nonce)
+        if not isinstance(server_proof, bytes) or not hmac.compare_digest(server_proof, expected):
+            raise AuthenticationError(
+                f"authentication failed: server at {comm.peer_address} accepted our proof "
+                "but could not prove it holds the token (an impostor?)"
+            )
+    _finish(comm, challenge, options, chosen)
 
 
 async def server_handshake(comm: Comm, options: ConnectionOptions) -> None:
     """Run the server side; raises ``HandshakeError``/``ProtocolError`` to reject the peer.
 
-    The peer is told why it was rejected before the error is raised here.
+    The peer is told why it was rejected before the error is raised here. Nothing sent
+    before the peer's proof is checked depends on the token.
     """
     token = options.security.token_bytes if options.security else None
     try:
@@ -181,30 +182,26 @@ async def server_handshake(comm: Comm, options: ConnectionOptions) -> None:
         raise HandshakeError(comm.refused)
     client_nonce = _nonce(hello)
     if token is not None and not hello.get("auth"):
-        await _reject(comm, "authentication failed: this server requires a token")
+        await _reject(comm, NO_TOKEN)
         raise AuthenticationError("authentication failed: peer sent no token")
     offered = hello.get("compression") or []
     if not isinstance(offered, list):
         raise ProtocolError("malformed handshake message: 'compression' must be a list")
     chosen = next((c for c in offered if c == options.compression), None)
     nonce = secrets.token_bytes(NONCE_BYTES)
-    welcome: dict[str, Any] = {
-        "role": options.role,
-        "name": options.name,
-        "nonce": nonce,
-        "compression": chosen,
-        "auth": token is not None,
-        "proof": None if token is None else _proof(token, b"corral-server", client_nonce, nonce),
-    }
-    await comm.write_frames(encode(welcome))
+    challenge: dict[str, Any] = {"role": options.role, "name": options.name, "nonce": nonce,
+                                 "compression": chosen, "auth": token is not None}
+    await comm.write_frames(encode(challenge))
     reply = decode(await _read(comm))
+    verdict: dict[str, Any] = {"ok": True}
     if token is not None:
         proof = reply.get("proof")
         expected = _proof(token, b"corral-client", nonce, client_nonce)
         if not isinstance(proof, bytes) or not hmac.compare_digest(proof, expected):
-            await _reject(comm, "authentication failed: wrong token")
+            await _reject(comm, WRONG_TOKEN)
             raise AuthenticationError("authentication failed: peer sent a wrong token")
-    await comm.write_frames(encode({"ok": True}))
+        verdict["proof"] = _proof(token, b"corral-server", client_nonce, nonce)
+    await comm.write_frames(encode(verdict))
     _finish(comm, hello, options, chosen)
 
 
@@ -224,7 +221,14 @@ async def _reject(comm: Comm, reason: str) -> None:
         comm.abort()
 
 
-def _error_from_server(reason: str, comm: Comm) -> HandshakeError:
+def _error_from_server(reason: str, comm: Comm, had_token: bool) -> HandshakeError:
+    """The server's refusal, in words for whoever holds the refused end."""
+    if reason == NO_TOKEN and not had_token:
+        return AuthenticationError(f"authentication failed: the server at {comm.peer_address} "
+                                   f"requires a token and none was given; {TOKEN_HINT}")
+    if reason == WRONG_TOKEN:
+        return AuthenticationError(f"authentication failed: the server at {comm.peer_address} "
+                                   f"holds a different token; {TOKEN_HINT}")
     message = f"{reason} (server {comm.peer_address})"
     if reason.startswith("authentication failed"):
         return AuthenticationError(message)
