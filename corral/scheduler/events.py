@@ -46,6 +46,7 @@ class UpdateGraph(Stimulus):
     tasks: tuple[TaskSpec, ...]
     wanted: tuple[Key, ...]
     now: float = 0.0
+    report_start: bool = False  # also tell the client when each wanted task starts
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +243,14 @@ class Notice(Action):
     event: str  # "task-erred" or "key-lost"
     key: Key
     detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReportTaskStarted(Action):
+    """Tell ``client``, which asked, that a worker began running ``key``."""
+
+    client: str
+    key: Key
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,6 +77,9 @@ class SchedulerState:
         self._seq = itertools.count()
         self._steals: dict[Key, str] = {}  # key → intended thief
         self._pending_compute: list[TaskState] = []  # released tasks to bring back, later
+        # Clients to tell when a task starts (an Executor's calls turn "running"): kept
+        # apart from TaskState so that ordinary tasks pay nothing for it.
+        self._start_watchers: dict[Key, set[str]] = {}
         self._actions: list[ev.Action] = []
         self._stimulus_id = ""
 
@@ -109,6 +112,8 @@ class SchedulerState:
         if new != TS.RELEASED:
             counts[ts.name, new] = counts.get((ts.name, new), 0) + 1
         ts.state = new
+        if new in (TS.MEMORY, TS.ERRED) and self._start_watchers:
+            self._start_watchers.pop(ts.key, None)  # done without a start report: none due
 
     # -- clients ----------------------------------------------------------------------
 
@@ -149,7 +154,15 @@ class SchedulerState:
             if ts is not None:
                 ts.who_wants = added(ts.who_wants, s.client)
                 self.client_keys[s.client].add(ts)
+                if s.report_start:
+                    self._watch_start(ts, s.client)
                 self._report_if_done(ts, s.client)
+
+    def _watch_start(self, ts: TaskState, client: str) -> None:
+        if ts.processing_on is not None and ts in ts.processing_on.executing:
+            self._emit(ev.ReportTaskStarted, client=client, key=ts.key)
+        elif ts.state in ACTIVE:
+            self._start_watchers.setdefault(ts.key, set()).add(client)
 
     def _on_ClientDesiresKeys(self, s: ev.ClientDesiresKeys) -> None:
         for key in s.keys:
@@ -324,6 +337,9 @@ class SchedulerState:
         ts, ws = self.tasks.get(s.key), self.workers.get(s.worker)
         if ts is not None and ws is not None and ts.processing_on is ws:
             ws.executing.add(ts)
+            for client in self._start_watchers.pop(ts.key, ()):
+                if client in ts.who_wants:
+                    self._emit(ev.ReportTaskStarted, client=client, key=ts.key)
 
     def _on_TaskFinished(self, s: ev.TaskFinished) -> None:
         ws, ts = self.workers.get(s.worker), self.tasks.get(s.key)
@@ -439,6 +455,7 @@ class SchedulerState:
             if self.tasks.get(t.key) is t:
                 del self.tasks[t.key]
             self._steals.pop(t.key, None)
+            self._start_watchers.pop(t.key, None)
             for dts in t.dependencies:
                 dts.dependents = discarded(dts.dependents, t)
             stack.extend(t.dependencies)
