@@ -360,7 +360,7 @@ def test_shutdown_cancels_only_the_calls_not_started(cluster, executor, gate):
         def processing():
             return [w["processing"] for w in client.scheduler_info()["workers"].values()]
 
-        wait_until(lambda: processing() == [1, 1])  # the cancellations reached the cluster
+        assert processing() == [1, 1]  # the workers gave the cancelled calls back
         GATES[gate].set()
         assert [f.result(timeout=10) for f in started] == [0, 1]
         wait_until(lambda: processing() == [0, 0])
@@ -385,6 +385,29 @@ def test_the_scheduler_reports_starts_only_to_clients_that_ask():
     assert actions == [ev.ReportTaskStarted(stimulus_id="g3", client="c", key="plain")]
     state.handle(ev.TaskFinished(stimulus_id="f", worker="tcp://w:1", key="watched", nbytes=1))
     assert not state._start_watchers
+    state.validate()
+
+
+def test_the_workers_decide_which_calls_a_shutdown_cancels():
+    state = SchedulerState()
+    state.handle(ev.AddWorker(stimulus_id="add", address="tcp://w:1", nthreads=1))
+    tasks = tuple(ev.TaskSpec(key=k, run_spec=b"spec") for k in ("a", "b", "c"))
+    state.handle(ev.UpdateGraph(stimulus_id="g", client="ex", tasks=tasks, wanted=("a", "b", "c"),
+                                report_start=True),
+                 ev.TaskStarted(stimulus_id="s", worker="tcp://w:1", key="a"))
+    actions = state.handle(ev.CancelKeys(stimulus_id="x", client="ex", keys=("a", "b", "c"),
+                                         unstarted_only=True))
+    # "a" has started: it runs on. "b" and "c" are on the worker: it decides.
+    assert actions == [ev.StealRequest(stimulus_id="x", worker="tcp://w:1", key=k)
+                       for k in ("b", "c")]
+    actions = state.handle(
+        ev.StealResponse(stimulus_id="r", worker="tcp://w:1", key="b", released=True),
+        ev.StealResponse(stimulus_id="r", worker="tcp://w:1", key="c", released=False),
+    )
+    assert actions == [ev.ReportCancelled(stimulus_id="r", client="ex", key="b")]
+    assert (state.task_state("a"), state.task_state("b"), state.task_state("c")) == (
+        "processing", None, "processing")  # "c" had started (its report is on its way)
+    assert not state._cancel_requests
     state.validate()
 
 

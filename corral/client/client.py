@@ -318,10 +318,14 @@ class AsyncClient:
         """
         self._cancel(futures)
 
-    def _cancel(self, futures: Iterable[Future]) -> None:
-        """``cancel`` from any thread, without waiting (``Future.cancel``, the sync client)."""
+    def _cancel(self, futures: Iterable[Future], unstarted_only: bool = False) -> None:
+        """``cancel`` from any thread, without waiting (``Future.cancel``, the sync client);
+        ``unstarted_only`` spares tasks that have started (the workers decide)."""
         keys = list(dict.fromkeys(f.key for f in futures))
-        self._in_loop(self._send, {"op": "cancel-keys", "keys": keys})
+        msg: dict[str, Any] = {"op": "cancel-keys", "keys": keys}
+        if unstarted_only:
+            msg["unstarted_only"] = True
+        self._in_loop(self._send, msg)
 
     # -- reports from the scheduler -------------------------------------------------------
 

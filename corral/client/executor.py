@@ -61,6 +61,7 @@ class Executor(cf.Executor):
         # Reentrant: cancelling a twin (even from a finalizer) re-enters through _settled.
         self._lock = threading.RLock()
         self._calls: dict[Hashable, tuple[Future, _Call]] = {}  # pending, by task key
+        self._decided = threading.Condition(self._lock)  # a call started or settled
         self._shutdown = False
         self._close_when_idle = False
         self._client_closed = False
@@ -117,12 +118,27 @@ class Executor(cf.Executor):
             pending = [twin for _, twin in self._calls.values()]
             self._close_when_idle = self._owns_client and not wait and bool(pending)
         if cancel_futures:
-            for twin in pending:
-                twin.cancel()
+            self._cancel_unstarted(pending)
         if wait:
             cf.wait(pending)
         if self._owns_client and not self._close_when_idle:
             self._close_client()
+
+    def _cancel_unstarted(self, twins: list[_Call]) -> None:
+        """Cancel the calls that have not started, as the workers holding them decide;
+        return once each is running or done (a round trip through the cluster)."""
+        with self._lock:
+            calls = [self._calls[t.key] for t in twins if t.key in self._calls and not t.running()]
+        if not calls:
+            return
+        self._client._core._cancel([future for future, _ in calls], unstarted_only=True)
+        undecided = [twin for _, twin in calls]
+        with self._decided:
+            self._decided.wait_for(lambda: all(t.running() or t.done() for t in undecided))
+
+    def _notify_decided(self) -> None:
+        with self._decided:
+            self._decided.notify_all()
 
     # -- twins -----------------------------------------------------------------------------
 
@@ -154,6 +170,7 @@ class Executor(cf.Executor):
             call = self._calls.get(future.key)
         if call is not None:
             call[1].start()
+            self._notify_decided()
 
     def _twin_done(self, twin: _Call) -> None:
         if twin.cancelled():
@@ -166,6 +183,7 @@ class Executor(cf.Executor):
                 call[0].cancel()
             if self._settled(twin):
                 self._close_client()
+            self._notify_decided()
 
     # -- settling twins, in batches ----------------------------------------------------------
     # Fetching each result on its own costs a round trip to a worker per call, one after
@@ -221,6 +239,7 @@ class Executor(cf.Executor):
             else:
                 _settle(twin, future)  # an error, or a value to fetch on its own
             del future, twin
+        self._notify_decided()
         if close:
             self._close_client()
 

@@ -67,10 +67,15 @@ class ClientDesiresKeys(Stimulus):
 
 @dataclass(frozen=True, slots=True)
 class CancelKeys(Stimulus):
-    """A client cancels its futures for these keys."""
+    """A client cancels its futures for these keys.
+
+    With ``unstarted_only``, a task that has started runs on; for one sent to a worker,
+    that worker decides (``StealRequest``), and the client hears either way.
+    """
 
     client: str
     keys: tuple[Key, ...]
+    unstarted_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
