@@ -9,10 +9,12 @@ not wait for another twin, which that thread would settle. Cancelling a twin tha
 still pending cancels its task.
 
 The scheduler tells the executor's client when each call's task starts on a worker: the
-twin is then running, and ``cancel()`` returns False. Until that report arrives (a few
-milliseconds after the start) ``cancel()`` still succeeds and stops the task, which may
-just have begun. Like the standard pools, pending calls finish before the interpreter
-exits, whether or not the executor was shut down.
+twin is then running, and ``cancel()`` returns False. ``cancel()`` cannot wait, so until
+that report arrives (a few milliseconds after the start) it still succeeds, and a call
+that has just begun runs on, its result dropped. ``shutdown(cancel_futures=True)`` can
+wait: it has the workers decide, and cancels exactly the calls that had not started.
+Like the standard pools, pending calls finish before the interpreter exits, whether or
+not the executor was shut down.
 """
 
 from __future__ import annotations
