@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 import uuid
+import weakref
 
 import pytest
 
 from corral import Client, Executor, LocalCluster
 from corral.exceptions import CorralError
+from corral.scheduler import events as ev
+from corral.scheduler.state import SchedulerState
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -46,6 +52,17 @@ def record(name):
 
 def echo_kwargs(**kwargs):
     return kwargs
+
+
+def capture(*args, **kwargs):
+    return args, kwargs
+
+
+class Box:
+    """A result that a weak reference can watch."""
+
+    def __init__(self, value):
+        self.value = value
 
 
 def is_closed(client):
@@ -289,3 +306,146 @@ def test_on_worker_processes():
             ]
             with pytest.raises(ZeroDivisionError):
                 ex.submit(divide, 1, 0).result(timeout=30)
+
+
+# -- the keywords a call receives ------------------------------------------------------------
+
+
+def test_keywords_named_like_submits_own_parameters_reach_the_function(executor):
+    future = executor.submit(capture, 1, self=2, fn=3)
+    assert future.result(timeout=10) == ((1,), {"self": 2, "fn": 3})
+    with pytest.raises(TypeError):
+        executor.submit(fn=capture, arg=1)  # the function itself is positional only
+
+
+# -- map lets go of what it yielded ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunksize", [1, 4])
+def test_map_frees_each_result_the_caller_drops(executor, chunksize):
+    seen = 0
+    for box in executor.map(Box, range(10), chunksize=chunksize):
+        assert box.value == seen
+        ref = weakref.ref(box)
+        del box
+        assert ref() is None  # freed before the next result is asked for
+        seen += 1
+    assert seen == 10
+
+
+# -- running calls: reported, and not cancellable ----------------------------------------------
+
+
+def test_a_started_call_is_running_and_cannot_be_cancelled(executor, gate):
+    RAN.clear()
+    running = executor.submit(held, gate, "ran")
+    wait_until(running.running)
+    assert not running.cancel()
+    assert running.running()
+    assert not running.cancelled()
+    GATES[gate].set()
+    assert running.result(timeout=10) == "ran"
+    assert not running.running()
+
+
+def test_shutdown_cancels_only_the_calls_not_started(cluster, executor, gate):
+    RAN.clear()
+    started = [executor.submit(held, gate, i) for i in range(2)]  # both workers busy
+    queued = [executor.submit(record, f"queued-{i}") for i in range(4)]
+    wait_until(lambda: all(f.running() for f in started))
+    executor.shutdown(wait=False, cancel_futures=True)
+    assert all(f.cancelled() for f in queued)
+    assert not any(f.done() for f in started)
+    with Client(cluster) as client:  # the executor's own client closes when it is idle
+        def processing():
+            return [w["processing"] for w in client.scheduler_info()["workers"].values()]
+
+        assert processing() == [1, 1]  # the workers gave the cancelled calls back
+        GATES[gate].set()
+        assert [f.result(timeout=10) for f in started] == [0, 1]
+        wait_until(lambda: processing() == [0, 0])
+    assert RAN == []
+
+
+def test_the_scheduler_reports_starts_only_to_clients_that_ask():
+    state = SchedulerState()
+    state.handle(ev.AddWorker(stimulus_id="add", address="tcp://w:1", nthreads=2))
+    tasks = tuple(ev.TaskSpec(key=k, run_spec=b"spec") for k in ("watched", "plain"))
+    state.handle(
+        ev.UpdateGraph(stimulus_id="g1", client="ex", tasks=tasks[:1], wanted=("watched",),
+                       report_start=True),
+        ev.UpdateGraph(stimulus_id="g2", client="c", tasks=tasks[1:], wanted=("plain",)),
+    )
+    actions = state.handle(*(ev.TaskStarted(stimulus_id=f"s-{k}", worker="tcp://w:1", key=k)
+                             for k in ("watched", "plain")))
+    assert actions == [ev.ReportTaskStarted(stimulus_id="s-watched", client="ex", key="watched")]
+    # A task asked about once it has started is reported at once.
+    actions = state.handle(ev.UpdateGraph(stimulus_id="g3", client="c", tasks=(),
+                                          wanted=("plain",), report_start=True))
+    assert actions == [ev.ReportTaskStarted(stimulus_id="g3", client="c", key="plain")]
+    state.handle(ev.TaskFinished(stimulus_id="f", worker="tcp://w:1", key="watched", nbytes=1))
+    assert not state._start_watchers
+    state.validate()
+
+
+def test_the_workers_decide_which_calls_a_shutdown_cancels():
+    state = SchedulerState()
+    state.handle(ev.AddWorker(stimulus_id="add", address="tcp://w:1", nthreads=1))
+    tasks = tuple(ev.TaskSpec(key=k, run_spec=b"spec") for k in ("a", "b", "c"))
+    state.handle(ev.UpdateGraph(stimulus_id="g", client="ex", tasks=tasks, wanted=("a", "b", "c"),
+                                report_start=True),
+                 ev.TaskStarted(stimulus_id="s", worker="tcp://w:1", key="a"))
+    actions = state.handle(ev.CancelKeys(stimulus_id="x", client="ex", keys=("a", "b", "c"),
+                                         unstarted_only=True))
+    # "a" has started: it runs on. "b" and "c" are on the worker: it decides.
+    assert actions == [ev.StealRequest(stimulus_id="x", worker="tcp://w:1", key=k)
+                       for k in ("b", "c")]
+    actions = state.handle(
+        ev.StealResponse(stimulus_id="r", worker="tcp://w:1", key="b", released=True),
+        ev.StealResponse(stimulus_id="r", worker="tcp://w:1", key="c", released=False),
+    )
+    assert actions == [ev.ReportCancelled(stimulus_id="r", client="ex", key="b")]
+    assert (state.task_state("a"), state.task_state("b"), state.task_state("c")) == (
+        "processing", None, "processing")  # "c" had started (its report is on its way)
+    assert not state._cancel_requests
+    state.validate()
+
+
+# -- the end of the program --------------------------------------------------------------------
+
+_PROGRAM = textwrap.dedent("""
+    import sys, time
+    from corral import Executor
+
+    def write(path):
+        time.sleep(0.3)
+        with open(path, "w") as f:
+            f.write("done")
+
+    if __name__ == "__main__":
+        out, how = sys.argv[1], sys.argv[2]
+        ex = Executor(cluster_options={"n_workers": 1, "threads_per_worker": 2,
+                                       "processes": False, "dashboard_address": None})
+        for i in range(6):
+            ex.submit(write, f"{out}/{i}")
+        if how == "shutdown-nowait":
+            ex.shutdown(wait=False)
+""")
+
+
+def test_pending_calls_finish_before_the_interpreter_exits(tmp_path):
+    """Like the standard pools: with ``shutdown(wait=False)`` or no shutdown at all."""
+    script = tmp_path / "program.py"
+    script.write_text(_PROGRAM)
+    runs = {}
+    for how in ("shutdown-nowait", "no-shutdown"):
+        (tmp_path / how).mkdir()
+        runs[how] = subprocess.Popen(
+            [sys.executable, str(script), str(tmp_path / how), how],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+    errors = {how: process.communicate(timeout=50)[1] for how, process in runs.items()}
+    for how, process in runs.items():
+        assert process.returncode == 0, errors[how]
+        assert "Traceback" not in errors[how], errors[how]
+        assert sorted(p.name for p in (tmp_path / how).iterdir()) == [str(i) for i in range(6)]

@@ -76,6 +76,7 @@ class AsyncClient:
         self._reader: asyncio.Task[None] | None = None
         self._closed = False
         self._callback_pool: Any = None
+        self._start_callbacks: dict[Hashable, Callable[[], None]] = {}  # see _submit_many
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -276,7 +277,10 @@ class AsyncClient:
         keys: list[Hashable | None],
         pure: bool,
         options: dict[str, Any],
+        on_start: Callable[[Future], None] | None = None,
     ) -> list[Future]:
+        """Futures for ``fn(*args, **kwargs)`` per call; ``on_start(future)`` is called on
+        the loop when its task starts on a worker (never, if it finishes unstarted)."""
         self._check_open()
         function_bytes = runspec.pickle_function(fn)
         name = getattr(fn, "__name__", type(fn).__name__).replace("<lambda>", "lambda")
@@ -300,14 +304,26 @@ class AsyncClient:
             deps = list(dict.fromkeys(f.key for f in found))
             tasks.append(_task(key, runspec.pack(function_bytes, args, kwargs), deps, name,
                                options))
+        if on_start is not None:
+            self._in_loop(self._watch_starts, futures, on_start)  # before the graph leaves
         if tasks:
-            self._send_graph(tasks, [t["key"] for t in tasks])
+            self._send_graph(tasks, [t["key"] for t in tasks], report_start=on_start is not None)
         return futures
 
-    def _send_graph(self, tasks: list[dict[str, Any]], wanted: list[Hashable]) -> None:
+    def _send_graph(
+        self, tasks: list[dict[str, Any]], wanted: list[Hashable], report_start: bool = False
+    ) -> None:
         """Send tasks (made by ``_task``) to the scheduler, from any thread, in one message;
-        the client wants the results of ``wanted``."""
-        self._in_loop(self._send, {"op": "update-graph", "tasks": tasks, "wanted": wanted})
+        the client wants the results of ``wanted`` (and to hear when they start, if asked)."""
+        msg = {"op": "update-graph", "tasks": tasks, "wanted": wanted}
+        if report_start:
+            msg["report_start"] = True
+        self._in_loop(self._send, msg)
+
+    def _watch_starts(self, futures: list[Future], on_start: Callable[[Future], None]) -> None:
+        for future in futures:
+            if not future.done():
+                self._start_callbacks[future.key] = partial(on_start, future)
 
     def get(self, dsk: Any, keys: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
         """dask's scheduler interface: ``await client.get(dsk, keys)``; see ``dask_graph``.
@@ -325,11 +341,15 @@ class AsyncClient:
         """
         self._cancel(futures)
 
-    def _cancel(self, futures: Iterable[Future]) -> None:
-        """``cancel`` from any thread, without waiting (``Future.cancel``, the sync client)."""
+    def _cancel(self, futures: Iterable[Future], unstarted_only: bool = False) -> None:
+        """``cancel`` from any thread, without waiting (``Future.cancel``, the sync client);
+        ``unstarted_only`` spares tasks that have started (the workers decide)."""
         self._check_open()
         keys = list(dict.fromkeys(f.key for f in futures))
-        self._in_loop(self._send, {"op": "cancel-keys", "keys": keys})
+        msg: dict[str, Any] = {"op": "cancel-keys", "keys": keys}
+        if unstarted_only:
+            msg["unstarted_only"] = True
+        self._in_loop(self._send, msg)
 
     # -- reports from the scheduler -------------------------------------------------------
 
@@ -379,7 +399,13 @@ class AsyncClient:
         if state is None:
             return
         op = msg.get("op")
-        if op == "key-in-memory":
+        if op != "task-started" and self._start_callbacks:
+            self._start_callbacks.pop(msg["key"], None)  # done or cancelled unstarted
+        if op == "task-started":
+            on_start = self._start_callbacks.pop(msg["key"], None)
+            if on_start is not None:
+                on_start()
+        elif op == "key-in-memory":
             state.finish(tuple(msg["who_has"]), msg.get("nbytes", 0), msg.get("typename", ""))
         elif op == "task-erred":
             exception = _load_exception(msg)

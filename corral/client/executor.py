@@ -8,38 +8,37 @@ there too: they may submit work, but (as with a one-thread ``ThreadPoolExecutor`
 not wait for another twin, which that thread would settle. Cancelling a twin that is
 still pending cancels its task.
 
-The cluster does not tell a client when a task starts, so a twin is never "running":
-``cancel()`` succeeds until the result has arrived, and asks the cluster to stop the
-task whether it is queued or already running.
+The scheduler tells the executor's client when each call's task starts on a worker: the
+twin is then running, and ``cancel()`` returns False. ``cancel()`` cannot wait, so until
+that report arrives (a few milliseconds after the start) it still succeeds, and a call
+that has just begun runs on, its result dropped. ``shutdown(cancel_futures=True)`` can
+wait: it has the workers decide, and cancels exactly the calls that had not started.
+Like the standard pools, pending calls finish before the interpreter exits, whether or
+not the executor was shut down.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import concurrent.futures.thread  # noqa: F401  (its exit hook must be registered before ours)
 import contextlib
-import inspect
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+import weakref
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from corral.client.client import AsyncClient
+from corral.client.client import AsyncClient, _task_options
 from corral.client.future import FINISHED, Future
 from corral.client.sync import Client
 
 if TYPE_CHECKING:
     from corral.deploy import Cluster, LocalCluster
 
-# Keywords that ``Client.submit`` takes for itself; an Executor passes every keyword to
-# ``fn``, so calls using one of these names go through a partial instead.
-_SUBMIT_OPTIONS = frozenset(
-    name for name, p in inspect.signature(AsyncClient.submit).parameters.items()
-    if p.kind is p.KEYWORD_ONLY
-)
-
+_OPTIONS = _task_options(None, False, 0, 0, None)  # every call: default placement
 
 class Executor(cf.Executor):
     """A ``concurrent.futures.Executor`` that runs calls on a corral cluster.
@@ -63,13 +62,15 @@ class Executor(cf.Executor):
             self._client, self._owns_client = Client(address, **client_options), True
         # Reentrant: cancelling a twin (even from a finalizer) re-enters through _settled.
         self._lock = threading.RLock()
-        self._pending: set[cf.Future[Any]] = set()
+        self._calls: dict[Hashable, tuple[Future, _Call]] = {}  # pending, by task key
+        self._decided = threading.Condition(self._lock)  # a call started or settled
         self._shutdown = False
         self._close_when_idle = False
         self._client_closed = False
         # Touched only on the client's loop:
-        self._arrivals: list[tuple[Future, cf.Future[Any]]] = []
+        self._arrivals: list[tuple[Future, _Call]] = []
         self._fetcher: asyncio.Future[None] | None = None
+        _live.add(self)
 
     @property
     def client(self) -> Client:
@@ -78,12 +79,8 @@ class Executor(cf.Executor):
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future[Any]:
         """Schedule ``fn(*args, **kwargs)`` on the cluster; a ``concurrent.futures.Future``."""
-        if kwargs.keys() & _SUBMIT_OPTIONS:
-            fn, kwargs = partial(fn, **kwargs), {}
-        with self._lock:
-            self._check_open()
-            [twin] = self._twins([self._client.submit(fn, *args, pure=False, **kwargs)])
-            return twin
+        [twin] = self._submit(fn, [(args, kwargs)])
+        return twin
 
     def map(
         self,
@@ -106,73 +103,101 @@ class Executor(cf.Executor):
         if chunksize > 1:
             calls = zip(*iterables, strict=False)
             chunks = iter(lambda: tuple(itertools.islice(calls, chunksize)), ())
-            chunked = _Chunk(fn)
-            with self._lock:
-                self._check_open()
-                futures = self._twins(self._client.map(chunked, chunks, pure=False))
-            return itertools.chain.from_iterable(_in_order(futures, end_time))
-        with self._lock:
-            self._check_open()
-            futures = self._twins(self._client.map(fn, *iterables, pure=False))
+            futures = self._submit(_Chunk(fn), [((chunk,), {}) for chunk in chunks])
+            return _each_of_chunks(_in_order(futures, end_time))
+        futures = self._submit(fn, [(args, {}) for args in zip(*iterables, strict=False)])
         return _in_order(futures, end_time)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Accept no more work; cancel pending calls if asked; wait for the rest if asked.
 
-        A client the executor started is closed once its calls are done: at once with
-        ``wait=True``, else in the background when the last one settles.
+        ``cancel_futures`` cancels the calls that have not started; those running
+        finish. A client the executor started is closed once its calls are done: at
+        once with ``wait=True``, else in the background when the last one settles.
         """
         with self._lock:
             self._shutdown = True
-            pending = list(self._pending)
+            pending = [twin for _, twin in self._calls.values()]
             self._close_when_idle = self._owns_client and not wait and bool(pending)
         if cancel_futures:
-            for twin in pending:
-                twin.cancel()
+            self._cancel_unstarted(pending)
         if wait:
             cf.wait(pending)
         if self._owns_client and not self._close_when_idle:
             self._close_client()
 
+    def _cancel_unstarted(self, twins: list[_Call]) -> None:
+        """Cancel the calls that have not started, as the workers holding them decide;
+        return once each is running or done (a round trip through the cluster)."""
+        with self._lock:
+            calls = [self._calls[t.key] for t in twins if t.key in self._calls and not t.running()]
+        if not calls:
+            return
+        self._client._core._cancel([future for future, _ in calls], unstarted_only=True)
+        undecided = [twin for _, twin in calls]
+        with self._decided:
+            self._decided.wait_for(lambda: all(t.running() or t.done() for t in undecided))
+
+    def _notify_decided(self) -> None:
+        with self._decided:
+            self._decided.notify_all()
+
     # -- twins -----------------------------------------------------------------------------
 
-    def _check_open(self) -> None:
-        if self._shutdown:
-            raise RuntimeError("cannot schedule new futures after shutdown")
+    def _submit(
+        self, fn: Callable[..., Any], calls: list[tuple[tuple[Any, ...], dict[str, Any]]]
+    ) -> list[cf.Future[Any]]:
+        """One task per call, in one message; a twin for each.
 
-    def _twins(self, futures: list[Future]) -> list[cf.Future[Any]]:
-        """``concurrent.futures.Future`` twins that follow ``futures``; called under the lock."""
-        pairs = [(future, self._twin(future)) for future in futures]
-        self._client._core._in_loop(self._watch, pairs)  # one wake-up of the loop for all
+        The arguments go to the client as data, never as keywords of ``Client.submit``:
+        ``fn`` receives every keyword, even ``key``, ``pure`` or ``self``.
+        """
+        core = self._client._core
+        with self._lock:  # held until the twins exist: a start report waits for them
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            futures = core._submit_many(
+                fn, calls, [None] * len(calls), False, _OPTIONS, on_start=self._started
+            )
+            pairs = [(future, _Call(future.key)) for future in futures]
+            for future, twin in pairs:
+                self._calls[future.key] = (future, twin)
+                twin.add_done_callback(self._twin_done)
+        core._in_loop(self._watch, pairs)  # one wake-up of the loop for all
         return [twin for _, twin in pairs]
 
-    def _twin(self, future: Future) -> cf.Future[Any]:
-        twin: cf.Future[Any] = cf.Future()
-        self._pending.add(twin)
+    def _started(self, future: Future) -> None:
+        """On the client's loop: the call's task began on a worker."""
+        with self._lock:
+            call = self._calls.get(future.key)
+        if call is not None:
+            call[1].start()
+            self._notify_decided()
 
-        def on_twin_done(twin: cf.Future[Any]) -> None:
-            if twin.cancelled():
-                # An executor's duty: moves it to CANCELLED_AND_NOTIFIED, which wakes
-                # concurrent.futures.wait() and as_completed().
-                twin.set_running_or_notify_cancel()
-                if not future.done():
-                    future.cancel()
-                self._settled(twin)
-
-        twin.add_done_callback(on_twin_done)
-        return twin
+    def _twin_done(self, twin: _Call) -> None:
+        if twin.cancelled():
+            # An executor's duty: moves it to CANCELLED_AND_NOTIFIED, which wakes
+            # concurrent.futures.wait() and as_completed().
+            twin.set_running_or_notify_cancel()
+            with self._lock:
+                call = self._calls.get(twin.key)
+            if call is not None and not call[0].done():
+                call[0].cancel()
+            if self._settled(twin):
+                self._close_client()
+            self._notify_decided()
 
     # -- settling twins, in batches ----------------------------------------------------------
     # Fetching each result on its own costs a round trip to a worker per call, one after
     # another on the callback thread (~1 ms each). Instead, futures that finish while a
     # fetch is in flight are fetched together in the next one.
 
-    def _watch(self, pairs: list[tuple[Future, cf.Future[Any]]]) -> None:
+    def _watch(self, pairs: list[tuple[Future, _Call]]) -> None:
         """On the client's loop: queue each future for settling once it is done."""
         for future, twin in pairs:
             future._state.add_callback(partial(self._arrived, future, twin))
 
-    def _arrived(self, future: Future, twin: cf.Future[Any]) -> None:
+    def _arrived(self, future: Future, twin: _Call) -> None:
         self._arrivals.append((future, twin))
         if self._fetcher is None or self._fetcher.done():
             self._fetcher = asyncio.ensure_future(self._fetch_arrivals())
@@ -186,32 +211,47 @@ class Executor(cf.Executor):
                 values = await core._gather_keys(keys) if keys else {}
             except Exception:  # e.g. data lost meanwhile: each twin then waits on its own
                 values = {}
+            # The loop's handle that resumed us holds the fetch's own copies of the results
+            # until this step ends: end it, so that only ``values`` (emptied as the twins
+            # are settled) holds them and a result the caller drops is freed.
+            await asyncio.sleep(0)
             core._call_user_code(self._settle_batch, batch, values)
+            del batch, values
 
-    def _settle_batch(
-        self, batch: list[tuple[Future, cf.Future[Any]]], values: dict[Any, Any]
-    ) -> None:
-        """On the callback thread: give each twin its outcome (users' callbacks run here)."""
-        for future, twin in batch:
-            try:
-                if future.cancelled():
-                    twin.cancel()
-                elif twin.cancelled():
-                    pass  # the result is not wanted
-                elif future.key in values:
-                    with contextlib.suppress(cf.InvalidStateError):
-                        twin.set_result(values[future.key])
-                else:
-                    _settle(twin, future)  # an error, or a value to fetch on its own
-            finally:
-                self._settled(twin)
+    def _settle_batch(self, batch: list[tuple[Future, _Call]], values: dict[Any, Any]) -> None:
+        """On the callback thread: give each twin its outcome (users' callbacks run here).
 
-    def _settled(self, twin: cf.Future[Any]) -> None:
-        with self._lock:
-            self._pending.discard(twin)
-            close = self._close_when_idle and not self._pending
+        The outcome is the last thing done with a twin, and nothing here holds on to it
+        after: a result the caller drops is freed at once.
+        """
+        close = False
+        batch.reverse()
+        while batch:
+            future, twin = batch.pop()
+            close = self._settled(twin) or close
+            if future.cancelled():
+                _cancel(twin, future)
+            elif twin.cancelled():
+                pass  # the result is not wanted
+            elif future.key in values:
+                value = values.pop(future.key)
+                with contextlib.suppress(cf.InvalidStateError):
+                    twin.set_result(value)
+                del value
+            else:
+                _settle(twin, future)  # an error, or a value to fetch on its own
+            del future, twin
+        self._notify_decided()
         if close:
             self._close_client()
+
+    def _settled(self, twin: _Call) -> bool:
+        """Forget a settled call; True if the client is now to be closed."""
+        with self._lock:
+            call = self._calls.get(twin.key)
+            if call is not None and call[1] is twin:
+                del self._calls[twin.key]  # the future goes: the cluster may free the data
+            return self._close_when_idle and not self._calls
 
     def _close_client(self) -> None:
         with self._lock:
@@ -221,20 +261,52 @@ class Executor(cf.Executor):
         self._client.close()
 
     def __repr__(self) -> str:
-        state = "shut down" if self._shutdown else f"{len(self._pending)} pending"
+        state = "shut down" if self._shutdown else f"{len(self._calls)} pending"
         return f"<Executor {self._client.scheduler_address} ({state})>"
+
+
+class _Call(cf.Future):  # type: ignore[type-arg]
+    """A call's standard future, which knows its task and can be marked running."""
+
+    def __init__(self, key: Hashable) -> None:
+        super().__init__()
+        self.key = key
+
+    def start(self) -> None:
+        """Pending → running; nothing if it was cancelled or settled meanwhile.
+
+        Under the future's own lock, so that a concurrent ``cancel()`` either wins (and
+        the call stays cancelled) or returns False.
+        """
+        with self._condition:
+            if not self.running() and not self.done():
+                self.set_running_or_notify_cancel()
+
+
+# Like the standard pools, finish pending calls before the interpreter exits. Hooks run
+# in reverse order of registration: ours before concurrent.futures.thread's, which stops
+# the client's callback thread that settles the calls.
+_live: weakref.WeakSet[Executor] = weakref.WeakSet()
+
+
+def _finish_at_exit() -> None:
+    for executor in list(_live):
+        executor.shutdown(wait=True)
+
+
+threading._register_atexit(_finish_at_exit)  # type: ignore[attr-defined]
 
 
 def _settle(twin: cf.Future[Any], future: Future) -> None:
     """Give ``twin`` the outcome of ``future``, which is done (fetching its value).
 
-    ``twin`` goes straight from pending to finished: a ``cancel()`` racing with this
-    either wins (and the outcome is dropped) or returns False.
+    A ``cancel()`` racing with this either wins (and the outcome is dropped) or
+    returns False.
     """
     try:
         value = future.result()
     except (asyncio.CancelledError, cf.CancelledError):  # the client closed meanwhile
-        twin.cancel()
+        _cancel(twin, future)
     except BaseException as e:
         with contextlib.suppress(cf.InvalidStateError):
             twin.set_exception(e)
@@ -243,21 +315,44 @@ def _settle(twin: cf.Future[Any], future: Future) -> None:
             twin.set_result(value)
 
 
+def _cancel(twin: cf.Future[Any], future: Future) -> None:
+    """The cluster dropped the call (e.g. its client closed): a running twin, which
+    cannot be cancelled, gets the ``CancelledError`` as its outcome instead."""
+    if not twin.cancel():
+        with contextlib.suppress(cf.InvalidStateError):
+            twin.set_exception(cf.CancelledError(f"{future.key}: {future._state.exception}"))
+
+
 def _in_order(futures: list[cf.Future[Any]], end_time: float | None) -> Iterator[Any]:
     """Yield the futures' results in order, waiting until ``end_time`` at the latest.
 
     On a timeout, an exception, or when the iterator is dropped, cancel the futures
-    not yet yielded (as the standard library does).
+    not yet yielded (as the standard library does). Holds no reference to a result
+    once yielded, nor to its future: what the caller drops is freed.
     """
-    futures.reverse()  # pop from the end: hold no reference to results already yielded
+    futures.reverse()  # pop from the end
     try:
         while futures:
             timeout = None if end_time is None else end_time - time.monotonic()
-            yield futures[-1].result(timeout)
-            futures.pop()
+            yield _result_or_cancel(futures.pop(), timeout)
     finally:
         for future in futures:
             future.cancel()
+
+
+def _result_or_cancel(future: cf.Future[Any], timeout: float | None) -> Any:
+    try:
+        return future.result(timeout)
+    finally:
+        future.cancel()  # a no-op once it has a result; stops it after a timeout
+
+
+def _each_of_chunks(chunks: Iterator[list[Any]]) -> Iterator[Any]:
+    """The results of each chunk in turn, each one let go of as it is yielded."""
+    for chunk in chunks:
+        chunk.reverse()
+        while chunk:
+            yield chunk.pop()
 
 
 class _Chunk:

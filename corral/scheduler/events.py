@@ -46,6 +46,7 @@ class UpdateGraph(Stimulus):
     tasks: tuple[TaskSpec, ...]
     wanted: tuple[Key, ...]
     now: float = 0.0
+    report_start: bool = False  # also tell the client when each wanted task starts
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +67,15 @@ class ClientDesiresKeys(Stimulus):
 
 @dataclass(frozen=True, slots=True)
 class CancelKeys(Stimulus):
-    """A client cancels its futures for these keys."""
+    """A client cancels its futures for these keys.
+
+    With ``unstarted_only``, a task that has started runs on; for one sent to a worker,
+    that worker decides (``StealRequest``), and the client hears either way.
+    """
 
     client: str
     keys: tuple[Key, ...]
+    unstarted_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +248,14 @@ class Notice(Action):
     event: str  # "task-erred" or "key-lost"
     key: Key
     detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReportTaskStarted(Action):
+    """Tell ``client``, which asked, that a worker began running ``key``."""
+
+    client: str
+    key: Key
 
 
 @dataclass(frozen=True, slots=True)

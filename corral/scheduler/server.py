@@ -189,6 +189,8 @@ class Scheduler:
             )
         elif isinstance(action, ev.Notice):
             logger.warning("%s %r: %s", action.event, action.key, action.detail)
+        elif isinstance(action, ev.ReportTaskStarted):
+            self._to_client(action.client, {"op": "task-started", "key": action.key})
         elif isinstance(action, ev.ReportCancelled):
             self._to_client(
                 action.client, {"op": "cancelled", "key": action.key, "reason": action.reason}

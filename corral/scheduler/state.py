@@ -77,6 +77,10 @@ class SchedulerState:
         self._seq = itertools.count()
         self._steals: dict[Key, str] = {}  # key → intended thief
         self._pending_compute: list[TaskState] = []  # released tasks to bring back, later
+        # Clients to tell when a task starts (an Executor's calls turn "running"): kept
+        # apart from TaskState so that ordinary tasks pay nothing for it.
+        self._start_watchers: dict[Key, set[str]] = {}
+        self._cancel_requests: dict[Key, set[str]] = {}  # cancel unless started: asked
         self._actions: list[ev.Action] = []
         self._stimulus_id = ""
 
@@ -109,6 +113,8 @@ class SchedulerState:
         if new != TS.RELEASED:
             counts[ts.name, new] = counts.get((ts.name, new), 0) + 1
         ts.state = new
+        if new in (TS.MEMORY, TS.ERRED) and self._start_watchers:
+            self._start_watchers.pop(ts.key, None)  # done without a start report: none due
 
     # -- clients ----------------------------------------------------------------------
 
@@ -149,7 +155,15 @@ class SchedulerState:
             if ts is not None:
                 ts.who_wants = added(ts.who_wants, s.client)
                 self.client_keys[s.client].add(ts)
+                if s.report_start:
+                    self._watch_start(ts, s.client)
                 self._report_if_done(ts, s.client)
+
+    def _watch_start(self, ts: TaskState, client: str) -> None:
+        if ts.processing_on is not None and ts in ts.processing_on.executing:
+            self._emit(ev.ReportTaskStarted, client=client, key=ts.key)
+        elif ts.state in ACTIVE:
+            self._start_watchers.setdefault(ts.key, set()).add(client)
 
     def _on_ClientDesiresKeys(self, s: ev.ClientDesiresKeys) -> None:
         for key in s.keys:
@@ -165,15 +179,38 @@ class SchedulerState:
         self._unwant(s.client, s.keys)
 
     def _on_CancelKeys(self, s: ev.CancelKeys) -> None:
-        for key in s.keys:
+        keys = s.keys
+        if s.unstarted_only:
+            keys = tuple(key for key in keys if self._may_cancel_now(key, s.client))
+        for key in keys:
             ts = self.tasks.get(key)
             if ts is not None and s.client in ts.who_wants and ts.state in (*ACTIVE, TS.RELEASED):
                 self._emit(ev.ReportCancelled, client=s.client, key=key)
-        self._unwant(s.client, s.keys)
+        self._unwant(s.client, keys)
+
+    def _may_cancel_now(self, key: Key, client: str) -> bool:
+        """For a cancellation unless started: True if ``key`` cannot have started. For a
+        task on a worker, not known to have started, ask the worker (``StealRequest``)."""
+        ts = self.tasks.get(key)
+        if ts is None or ts.processing_on is None:
+            return True
+        if ts not in ts.processing_on.executing and client in ts.who_wants:
+            if key not in self._cancel_requests:
+                self._emit(ev.StealRequest, worker=ts.processing_on.address, key=key)
+            self._cancel_requests.setdefault(key, set()).add(client)
+        return False
 
     def _on_RemoveClient(self, s: ev.RemoveClient) -> None:
         keys = [ts.key for ts in self.client_keys.pop(s.client, ())]
         self._unwant(s.client, keys)
+
+    def _unwant_all(self, clients: Iterable[str], ts: TaskState) -> None:
+        """Released ``ts`` is no longer wanted by ``clients``: forget it, or compute it
+        again for whoever else needs it."""
+        for client in clients:
+            self._unwant(client, (ts.key,))
+        if self.tasks.get(ts.key) is ts and ts.state == TS.RELEASED and self._needed(ts):
+            self._compute(ts)
 
     def _unwant(self, client: str, keys: Iterable[Key]) -> None:
         owned = self.client_keys.get(client, set())
@@ -324,6 +361,9 @@ class SchedulerState:
         ts, ws = self.tasks.get(s.key), self.workers.get(s.worker)
         if ts is not None and ws is not None and ts.processing_on is ws:
             ws.executing.add(ts)
+            for client in self._start_watchers.pop(ts.key, ()):
+                if client in ts.who_wants:
+                    self._emit(ev.ReportTaskStarted, client=client, key=ts.key)
 
     def _on_TaskFinished(self, s: ev.TaskFinished) -> None:
         ws, ts = self.workers.get(s.worker), self.tasks.get(s.key)
@@ -439,6 +479,8 @@ class SchedulerState:
             if self.tasks.get(t.key) is t:
                 del self.tasks[t.key]
             self._steals.pop(t.key, None)
+            self._start_watchers.pop(t.key, None)
+            self._cancel_requests.pop(t.key, None)
             for dts in t.dependencies:
                 dts.dependents = discarded(dts.dependents, t)
             stack.extend(t.dependencies)
@@ -586,6 +628,7 @@ class SchedulerState:
 
     def _on_StealResponse(self, s: ev.StealResponse) -> None:
         thief_address = self._steals.pop(s.key, None)
+        cancelling = self._cancel_requests.pop(s.key, ())  # not released: it started
         ts = self.tasks.get(s.key)
         if not s.released or ts is None or ts.state != TS.PROCESSING:
             return
@@ -593,6 +636,12 @@ class SchedulerState:
             return
         self._unassign(ts)
         self._transition(ts, TS.RELEASED)
+        if cancelling:
+            for client in cancelling:
+                if client in ts.who_wants:
+                    self._emit(ev.ReportCancelled, client=client, key=ts.key)
+            self._unwant_all(cancelling, ts)
+            return
         self._transition(ts, TS.WAITING)
         thief = self.workers.get(thief_address or "")
         if thief is not None and self._may_run(ts, thief):
