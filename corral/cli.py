@@ -371,7 +371,7 @@ def worker(
             await server.start(f"{scheme}://{host}:{worker_port}")
 
     try:
-        _run(_serve_until_signalled(*servers, starting=start()))
+        run_async(_serve_until_signalled(*servers, starting=start()))
     except (OSError, TimeoutError, RuntimeError) as e:  # expected: one line, no traceback
         if not any(s.gave_up for s in servers):  # (a worker that gave up has said why)
             logger.error("%s", e, exc_info=logger.isEnabledFor(logging.DEBUG))
