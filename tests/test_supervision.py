@@ -288,4 +288,7 @@ def test_local_cluster_started_beside_a_folder_named_corral(tmp_path, monkeypatc
     with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster, \
             Client(cluster.scheduler_address) as client:
         assert client.submit(plus_one, 41).result(timeout=30) == 42
+        # What the parent handed down is not handed on to the tasks' own subprocesses.
+        handed = ("CORRAL_SYS_PATH", "CORRAL_LIFELINE_FD", "CORRAL_PARENT_PID")
+        assert list(client.run(lambda: [v for v in handed if v in os.environ]).values()) == [[]]
 
