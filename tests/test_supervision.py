@@ -239,6 +239,44 @@ def test_worker_exits_when_its_nanny_is_killed_and_not_reaped():
             keeper.stdout.close()
 
 
+LIFELINE_KEEPER = """
+import os, subprocess, sys, time
+from corral.deploy.lifeline import PARENT_PID_ENV, Lifeline
+line = Lifeline(pdeathsig=False)
+env = line.environment() if sys.argv[1] == "pipe" else {PARENT_PID_ENV: str(os.getpid())}
+child = subprocess.Popen([sys.executable, "-c", sys.argv[2]], env={**os.environ, **env},
+                         pass_fds=line.pass_fds if sys.argv[1] == "pipe" else ())
+line.spawned()
+print(child.pid, flush=True)
+time.sleep(120)  # never waits
+"""
+
+WATCHER = """
+import asyncio
+from corral.deploy import lifeline
+lifeline.inherit()
+print("watching", flush=True)
+asyncio.run(lifeline.parent_gone())
+"""
+
+
+@pytest.mark.parametrize("mechanism", ["pipe", "signal"])
+def test_each_lifeline_mechanism_alone_ends_the_child_of_a_killed_unreaped_parent(mechanism):
+    keeper = subprocess.Popen([sys.executable, "-c", LIFELINE_KEEPER, mechanism, WATCHER],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert keeper.stdout is not None
+        child = int(keeper.stdout.readline())
+        assert keeper.stdout.readline() == "watching\n"  # the child shares our stdout pipe
+        assert not gone(child)
+        keeper.kill()  # a zombie until the end of the test
+        assert wait_until(lambda: gone(child), timeout=15)
+    finally:
+        keeper.kill()
+        keeper.wait()
+        keeper.stdout.close()
+
+
 EXECUTOR_PROGRAM = """
 import os
 from corral import Executor
