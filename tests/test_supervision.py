@@ -43,11 +43,12 @@ def test_retry_never_gives_up_without_a_death_timeout_and_reports_rarely():
     assert reports <= 7 * 24 * 3600 / REPORT_EVERY + 1
 
 
-def test_retry_reports_the_first_failure_and_each_new_cause_at_once():
+def test_retry_reports_each_cause_at_once_then_at_most_once_a_minute():
     retry = Retry(None, now=0.0)
     assert retry.failed(1.0, "connection refused")
     assert not retry.failed(2.0, "connection refused")
     assert retry.failed(3.0, "no answer (timed out)")
+    assert not retry.failed(4.0, "connection refused")  # flapping back: said recently
     assert not retry.failed(3.0 + REPORT_EVERY - 1, "no answer (timed out)")
     assert retry.failed(3.0 + REPORT_EVERY, "no answer (timed out)")
 
