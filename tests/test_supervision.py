@@ -8,6 +8,8 @@ itself is pure and tested without sockets.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import os
 import re
 import signal
@@ -24,6 +26,7 @@ from corral import Client, LocalCluster
 from corral.deploy.process import GAVE_UP_STATUS
 from corral.exceptions import ConnectTimeoutError
 from corral.security import Security
+from corral.utils import run_async
 from corral.worker.reconnect import REPORT_EVERY, WINDOW_CAP, Retry, describe
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
@@ -68,6 +71,22 @@ def test_describe_names_the_cause():
     unknown = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
     assert describe(unknown) == "cannot resolve the host name (Name or service not known)"
     assert describe(TimeoutError()) == "no answer (timed out)"
+
+
+def test_retrying_an_unknown_host_logs_no_asyncio_errors(caplog):
+    """uvloop's create_connection, cancelled mid-lookup, logged the lookup's error as
+    'Future exception was never retrieved' with a traceback: once per attempt."""
+    from corral.comm import connect as transport_connect
+
+    async def attempts() -> None:
+        for _ in range(3):
+            with pytest.raises(ConnectTimeoutError, match=r"no-such-host\.invalid"):
+                await transport_connect("tcp://no-such-host.invalid:1", timeout=0.3)
+        gc.collect()  # a leaked future reports when it is collected
+        await asyncio.sleep(0.1)
+
+    run_async(attempts())  # on uvloop, as corral's processes run
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
 
 
 # -- helpers for real processes -------------------------------------------------------------
