@@ -152,8 +152,8 @@ async def _serve_until_signalled(
         await asyncio.gather(*waiters, return_exceptions=True)
         for closer in closers:
             await closer.close()
-    if not serving.cancelled() and serving.exception() is not None:
-        raise serving.exception()  # type: ignore[misc]
+    if not serving.cancelled():
+        serving.result()  # raise what stopped the start, if anything did
 
 
 async def _serve(closers: tuple[Any, ...], starting: Coroutine[Any, Any, None] | None) -> None:

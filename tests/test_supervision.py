@@ -8,6 +8,8 @@ itself is pure and tested without sockets.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import os
 import re
 import signal
@@ -24,6 +26,7 @@ from corral import Client, LocalCluster
 from corral.deploy.process import GAVE_UP_STATUS
 from corral.exceptions import ConnectTimeoutError
 from corral.security import Security
+from corral.utils import run_async
 from corral.worker.reconnect import REPORT_EVERY, WINDOW_CAP, Retry, describe
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
@@ -43,11 +46,12 @@ def test_retry_never_gives_up_without_a_death_timeout_and_reports_rarely():
     assert reports <= 7 * 24 * 3600 / REPORT_EVERY + 1
 
 
-def test_retry_reports_the_first_failure_and_each_new_cause_at_once():
+def test_retry_reports_each_cause_at_once_then_at_most_once_a_minute():
     retry = Retry(None, now=0.0)
     assert retry.failed(1.0, "connection refused")
     assert not retry.failed(2.0, "connection refused")
     assert retry.failed(3.0, "no answer (timed out)")
+    assert not retry.failed(4.0, "connection refused")  # flapping back: said recently
     assert not retry.failed(3.0 + REPORT_EVERY - 1, "no answer (timed out)")
     assert retry.failed(3.0 + REPORT_EVERY, "no answer (timed out)")
 
@@ -67,6 +71,22 @@ def test_describe_names_the_cause():
     unknown = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
     assert describe(unknown) == "cannot resolve the host name (Name or service not known)"
     assert describe(TimeoutError()) == "no answer (timed out)"
+
+
+def test_retrying_an_unknown_host_logs_no_asyncio_errors(caplog):
+    """uvloop's create_connection, cancelled mid-lookup, logged the lookup's error as
+    'Future exception was never retrieved' with a traceback: once per attempt."""
+    from corral.comm import connect as transport_connect
+
+    async def attempts() -> None:
+        for _ in range(3):
+            with pytest.raises(ConnectTimeoutError, match=r"no-such-host\.invalid"):
+                await transport_connect("tcp://no-such-host.invalid:1", timeout=0.3)
+        gc.collect()  # a leaked future reports when it is collected
+        await asyncio.sleep(0.1)
+
+    run_async(attempts())  # on uvloop, as corral's processes run
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
 
 
 # -- helpers for real processes -------------------------------------------------------------
@@ -239,6 +259,44 @@ def test_worker_exits_when_its_nanny_is_killed_and_not_reaped():
             keeper.stdout.close()
 
 
+LIFELINE_KEEPER = """
+import os, subprocess, sys, time
+from corral.deploy.lifeline import PARENT_PID_ENV, Lifeline
+line = Lifeline(pdeathsig=False)
+env = line.environment() if sys.argv[1] == "pipe" else {PARENT_PID_ENV: str(os.getpid())}
+child = subprocess.Popen([sys.executable, "-c", sys.argv[2]], env={**os.environ, **env},
+                         pass_fds=line.pass_fds if sys.argv[1] == "pipe" else ())
+line.spawned()
+print(child.pid, flush=True)
+time.sleep(120)  # never waits
+"""
+
+WATCHER = """
+import asyncio
+from corral.deploy import lifeline
+lifeline.inherit()
+print("watching", flush=True)
+asyncio.run(lifeline.parent_gone())
+"""
+
+
+@pytest.mark.parametrize("mechanism", ["pipe", "signal"])
+def test_each_lifeline_mechanism_alone_ends_the_child_of_a_killed_unreaped_parent(mechanism):
+    keeper = subprocess.Popen([sys.executable, "-c", LIFELINE_KEEPER, mechanism, WATCHER],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert keeper.stdout is not None
+        child = int(keeper.stdout.readline())
+        assert keeper.stdout.readline() == "watching\n"  # the child shares our stdout pipe
+        assert not gone(child)
+        keeper.kill()  # a zombie until the end of the test
+        assert wait_until(lambda: gone(child), timeout=15)
+    finally:
+        keeper.kill()
+        keeper.wait()
+        keeper.stdout.close()
+
+
 EXECUTOR_PROGRAM = """
 import os
 from corral import Executor
@@ -288,4 +346,7 @@ def test_local_cluster_started_beside_a_folder_named_corral(tmp_path, monkeypatc
     with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster, \
             Client(cluster.scheduler_address) as client:
         assert client.submit(plus_one, 41).result(timeout=30) == 42
+        # What the parent handed down is not handed on to the tasks' own subprocesses.
+        handed = ("CORRAL_SYS_PATH", "CORRAL_LIFELINE_FD", "CORRAL_PARENT_PID")
+        assert list(client.run(lambda: [v for v in handed if v in os.environ]).values()) == [[]]
 

@@ -9,6 +9,7 @@ supports it (uvloop does; CPython 3.11's selector loop joins the pieces first).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 import ssl
 from collections import deque
@@ -289,12 +290,26 @@ class TCPListener(Listener):
             self._server = None
 
 
+async def resolve_first(host: str, port: int) -> None:
+    """Look a host name up before ``create_connection``, so an unknown name fails here.
+
+    Cancelled by a timeout mid-lookup, uvloop's ``create_connection`` leaves the lookup's
+    error unretrieved, and asyncio logs it with a traceback: once per attempt, a flood
+    from a worker that keeps retrying an unknown host. ``getaddrinfo`` itself does not.
+    """
+    try:
+        ipaddress.ip_address(host)  # an address: nothing to look up
+    except ValueError:
+        await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+
+
 class TCPBackend(Backend):
     async def connect(
         self, address: str, limits: FrameLimits, tls: ssl.SSLContext | None = None
     ) -> Comm:
         parsed = parse_address(address)
         loop = asyncio.get_running_loop()
+        await resolve_first(parsed.host, parsed.port)
         _, protocol = await loop.create_connection(
             lambda: _FrameProtocol(limits), parsed.host, parsed.port
         )

@@ -18,7 +18,13 @@ import ssl
 from corral.comm.addressing import format_address, parse_address
 from corral.comm.base import Backend, Comm, ComSink, Listener
 from corral.comm.framing import FrameLimits
-from corral.comm.tcp import TCPComm, _all_interfaces_socket, _FrameProtocol, advertised_host
+from corral.comm.tcp import (
+    TCPComm,
+    _all_interfaces_socket,
+    _FrameProtocol,
+    advertised_host,
+    resolve_first,
+)
 from corral.exceptions import TLSError
 from corral.refusals import RefusalLog
 
@@ -222,6 +228,7 @@ class TLSBackend(Backend):
         parsed = parse_address(address)
         loop = asyncio.get_running_loop()
         protocol = _TLSFrameProtocol(limits, address)  # ours, not uvloop's TLS wrapper
+        await resolve_first(parsed.host, parsed.port)
         try:
             await loop.create_connection(
                 lambda: protocol, parsed.host, parsed.port, ssl=tls,

@@ -10,8 +10,8 @@ Rules
   transport probes the address again after 10 ms, doubling to a cap of 1 s (jittered),
   so a scheduler that comes back is found within a couple of seconds.
 * The first failure is said at once, in one line naming the address and the cause
-  (connection refused, no answer, unknown host, ...); after that only when the cause
-  changes, or once every ``REPORT_EVERY`` seconds: a long outage is not a log flood.
+  (connection refused, no answer, unknown host, ...); after that each cause at most once
+  every ``REPORT_EVERY`` seconds: a long (or flapping) outage is not a log flood.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class Retry:
         self.since = now
         self.attempts = 0
         self._window = FIRST_WINDOW
-        self._said: tuple[str, float] | None = None  # the last cause reported, and when
+        self._said: dict[str, float] = {}  # cause → when it was last reported
 
     def window(self, now: float) -> float | None:
         """The time limit of the next attempt; None once it is time to give up."""
@@ -55,9 +55,9 @@ class Retry:
         """Record a failed attempt; True if it should be reported."""
         self.attempts += 1
         self._window = min(self._window * 2, WINDOW_CAP)
-        said = self._said
-        if said is None or said[0] != cause or now - said[1] >= REPORT_EVERY:
-            self._said = (cause, now)
+        last = self._said.get(cause)
+        if last is None or now - last >= REPORT_EVERY:
+            self._said[cause] = now
             return True
         return False
 

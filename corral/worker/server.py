@@ -132,7 +132,10 @@ class Worker:
     # -- lifecycle -----------------------------------------------------------------
 
     async def start(self, address: str | int = "tcp://127.0.0.1:0") -> None:
-        """Listen, register with the scheduler, and start serving."""
+        """Listen, tell the nanny (if any), register with the scheduler, and start serving.
+
+        Waits for the scheduler as long as it takes, or up to ``death_timeout`` seconds.
+        """
         await self.server.listen(address)
         self._start_afresh()
         if self.nanny:  # at once: reaching the scheduler may take any time
