@@ -263,3 +263,27 @@ def test_ctrl_c_in_a_terminal_closes_a_client_and_its_local_cluster_cleanly(tmp_
         flag.touch()
         proc.kill()
         proc.communicate()
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_while_the_local_cluster_starts_leaves_no_process_behind(tmp_path):
+    script = tmp_path / "starting.py"
+    script.write_text("from corral import Client\n"
+                      "Client(cluster_options={'n_workers': 2, 'dashboard_address': None})\n"
+                      "import time; time.sleep(600)\n")  # started already: Ctrl-C lands here
+    proc = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(children := psutil.Process(proc.pid).children(recursive=True)) < 2:
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "no worker process started"
+            time.sleep(0.005)  # both nannies launched, neither up yet: the cluster is starting
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)  # not held open by orphaned children
+        assert_only_the_interrupt(stderr)
+        _, alive = psutil.wait_procs(children, timeout=30)
+        assert not alive
+    finally:
+        proc.kill()
+        proc.communicate()
