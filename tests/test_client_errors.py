@@ -71,6 +71,7 @@ def test_every_call_on_a_closed_client_or_its_futures_raises_client_closed(clust
         "scheduler_info": c.scheduler_info,
         "run": lambda: c.run(os.getpid),
         "restart": c.restart,
+        "get": lambda: c.get({"x": 1}, "x"),
         "result (finished)": finished.result,
         "result (pending at close)": pending.result,
         "exception": pending.exception,
@@ -190,30 +191,27 @@ else:
     client = Client(where)
 held = client.map(inc, range(6))
 client.gather(held)  # results in memory, which a lost worker would take with it
-blocked = client.submit(block, flag)
-print(client.id, flush=True)
-client.gather([blocked])
+client.gather([client.submit(block, flag)])
 """
 
 
-def run_until_blocked(tmp_path: Path, address: str, env: dict[str, str]
-                      ) -> tuple[subprocess.Popen[str], str, Path]:
+def run_until_blocked(tmp_path: Path, where: str, env: dict[str, str]
+                      ) -> tuple[subprocess.Popen[str], Path]:
     """Start PROGRAM in a session of its own (a terminal's Ctrl-C reaches its whole process
-    group); return it, its client's id and the flag that ends its task, once that runs."""
+    group); once its task runs, return it and the flag that ends the task."""
     script = tmp_path / "program.py"
     script.write_text(textwrap.dedent(PROGRAM))
     flag = tmp_path / "flag"
     proc = subprocess.Popen(
-        [sys.executable, str(script), address, str(flag)], stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT, start_new_session=True,
+        [sys.executable, str(script), where, str(flag)], stderr=subprocess.PIPE, text=True,
+        env=env, cwd=ROOT, start_new_session=True,
     )
-    client_id = proc.stdout.readline().strip()  # type: ignore[union-attr]
-    deadline = time.monotonic() + 50
+    deadline = time.monotonic() + 120  # a loaded machine can take long to start a cluster
     while not Path(f"{flag}.started").exists():
         assert proc.poll() is None, proc.communicate()[1]
         assert time.monotonic() < deadline, "the task did not start"
         time.sleep(0.02)
-    return proc, client_id, flag
+    return proc, flag
 
 
 def assert_only_the_interrupt(stderr: str) -> None:
@@ -224,14 +222,14 @@ def assert_only_the_interrupt(stderr: str) -> None:
     assert all(line.startswith("  ") for line in lines[1:-1]), stderr
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
 def test_ctrl_c_with_a_remote_scheduler_releases_the_clients_keys_at_once(tmp_path):
     grace = 600  # far beyond the wait below: only a clean close can release the keys
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
                       dashboard_address=None, client_grace=grace) as cluster, \
             Client(cluster.scheduler_address) as observer:
         env = {**os.environ, **cluster.security.environment()}
-        proc, _, flag = run_until_blocked(tmp_path, cluster.scheduler_address, env)
+        proc, flag = run_until_blocked(tmp_path, cluster.scheduler_address, env)
         try:
             assert observer.scheduler_info()["tasks"].get("memory") == 6
             proc.send_signal(signal.SIGINT)
@@ -247,10 +245,10 @@ def test_ctrl_c_with_a_remote_scheduler_releases_the_clients_keys_at_once(tmp_pa
             proc.communicate()
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(240)
 @pytest.mark.parametrize("cluster", ["own", "made"])
 def test_ctrl_c_in_a_terminal_closes_a_client_and_its_local_cluster_cleanly(tmp_path, cluster):
-    proc, _, flag = run_until_blocked(tmp_path, cluster, dict(os.environ))
+    proc, flag = run_until_blocked(tmp_path, cluster, dict(os.environ))
     try:
         children = psutil.Process(proc.pid).children(recursive=True)
         assert children  # the nanny and its worker
@@ -261,5 +259,29 @@ def test_ctrl_c_in_a_terminal_closes_a_client_and_its_local_cluster_cleanly(tmp_
         assert not alive
     finally:
         flag.touch()
+        proc.kill()
+        proc.communicate()
+
+
+@pytest.mark.timeout(180)
+def test_ctrl_c_while_the_local_cluster_starts_leaves_no_process_behind(tmp_path):
+    script = tmp_path / "starting.py"
+    script.write_text("from corral import Client\n"
+                      "Client(cluster_options={'n_workers': 2, 'dashboard_address': None})\n"
+                      "import time; time.sleep(600)\n")  # started already: Ctrl-C lands here
+    proc = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(children := psutil.Process(proc.pid).children(recursive=True)) < 2:
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "no worker process started"
+            time.sleep(0.005)  # both nannies launched, neither up yet: the cluster is starting
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)  # not held open by orphaned children
+        assert_only_the_interrupt(stderr)
+        _, alive = psutil.wait_procs(children, timeout=30)
+        assert not alive
+    finally:
         proc.kill()
         proc.communicate()

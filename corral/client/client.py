@@ -329,9 +329,9 @@ class AsyncClient:
         """dask's scheduler interface: ``await client.get(dsk, keys)``; see ``dask_graph``.
 
         The graph is sent at once, in one message; awaiting returns the results."""
+        self._check_open()
         from corral.client import dask_graph  # imports dask, an optional dependency
 
-        self._check_open()
         return dask_graph.get(self, dsk, keys, **kwargs)
 
     async def cancel(self, futures: Iterable[Future]) -> None:

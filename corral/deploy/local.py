@@ -86,7 +86,13 @@ class LocalCluster:
         scheme = scheme_for(self.security)
         await self.scheduler.listen(f"{scheme}://{self.host}:{self._scheduler_port}")
         remember(self.scheduler_address, self.security)
-        await self._scale(self.n_workers)
+        try:
+            await self._scale(self.n_workers)
+        except BaseException:  # failed, or cancelled by Ctrl-C: leave no process behind
+            for worker in self.workers.values():
+                if isinstance(worker, WorkerProcess):
+                    worker.terminate_now()
+            raise
 
     @property
     def scheduler_address(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -104,6 +105,13 @@ class WorkerProcess:
             while self.alive():  # noqa: ASYNC110 - reaped here, not on a thread: at interpreter
                 await asyncio.sleep(0.02)  # exit (close_at_exit) no new thread may start
         self.lifeline.cut()
+
+    def terminate_now(self) -> None:
+        """SIGTERM to the process and its children (its own group), without waiting: what a
+        start cut short (Ctrl-C, a failure) does, when nothing may be awaited any more and
+        a nanny still starting would not pass the signal on to its worker."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
 
     def __repr__(self) -> str:
         return f"<WorkerProcess {self.name} pid={self.pid} alive={self.alive()}>"
