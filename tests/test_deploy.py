@@ -77,7 +77,7 @@ def test_cli_scheduler_two_workers_and_a_client(tmp_path):
             assert time.monotonic() < deadline, "scheduler did not write its file"
             assert sched.poll() is None, sched.stdout.read()
             time.sleep(0.05)
-        address = json.loads(scheduler_file.read_text())["address"]
+        address, token = (json.loads(scheduler_file.read_text())[k] for k in ("address", "token"))
         assert address == f"tcp://127.0.0.1:{port}"
         assert oct(scheduler_file.stat().st_mode & 0o777) == "0o600"
         workers = [
@@ -97,8 +97,8 @@ def test_cli_scheduler_two_workers_and_a_client(tmp_path):
         sched.send_signal(signal.SIGINT)
         assert sched.wait(timeout=15) == 0
         log = sched.stdout.read()
+        assert not scheduler_file.exists()  # removed on a clean shutdown
         assert f"start workers with: corral worker {address}" in log
-        token = json.loads(scheduler_file.read_text())["token"]
         assert token[:4] in log  # named,
         assert token not in log  # never printed in full
     finally:
