@@ -187,11 +187,21 @@ def test_shutdown_waits_for_pending_work(executor, gate):
 
 
 def test_shutdown_cancel_futures(executor, gate):
-    futures = [executor.submit(held, gate, i) for i in range(4)]
-    executor.shutdown(wait=True, cancel_futures=True)
-    assert all(f.cancelled() for f in futures)
+    running = [executor.submit(held, gate, i) for i in range(2)]  # both workers busy
+    queued = [executor.submit(held, gate, i) for i in range(2, 4)]
+    wait_until(lambda: all(f.running() for f in running))
+
+    def open_gate_once_cancelled():
+        wait_until(lambda: all(f.cancelled() for f in queued))
+        GATES[gate].set()
+
+    opener = threading.Thread(target=open_gate_once_cancelled)
+    opener.start()
+    executor.shutdown(wait=True, cancel_futures=True)  # waits for the running calls
+    opener.join()
+    assert [f.result(timeout=0) for f in running] == [0, 1]
     with pytest.raises(cf.CancelledError):
-        futures[0].result()
+        queued[0].result()
 
 
 def test_submit_after_shutdown_raises(executor):

@@ -63,7 +63,11 @@ class Executor(cf.Executor):
         # Reentrant: cancelling a twin (even from a finalizer) re-enters through _settled.
         self._lock = threading.RLock()
         self._calls: dict[Hashable, tuple[Future, _Call]] = {}  # pending, by task key
-        self._decided = threading.Condition(self._lock)  # a call started or settled
+        self._decided = threading.Condition()  # notified when a call starts or settles
+        # Starts reported before ``_submit`` registered the call (the loop never waits for
+        # ``_lock``: a submit holds it while it pickles the arguments).
+        self._early_starts: set[Hashable] = set()
+        self._starts_lock = threading.Lock()
         self._shutdown = False
         self._close_when_idle = False
         self._client_closed = False
@@ -153,7 +157,7 @@ class Executor(cf.Executor):
         ``fn`` receives every keyword, even ``key``, ``pure`` or ``self``.
         """
         core = self._client._core
-        with self._lock:  # held until the twins exist: a start report waits for them
+        with self._lock:  # a shutdown sees every call submitted before it
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             futures = core._submit_many(
@@ -163,16 +167,26 @@ class Executor(cf.Executor):
             for future, twin in pairs:
                 self._calls[future.key] = (future, twin)
                 twin.add_done_callback(self._twin_done)
+            with self._starts_lock:
+                if self._early_starts:
+                    for future, twin in pairs:
+                        if future.key in self._early_starts:
+                            self._early_starts.discard(future.key)
+                            twin.start()
         core._in_loop(self._watch, pairs)  # one wake-up of the loop for all
         return [twin for _, twin in pairs]
 
     def _started(self, future: Future) -> None:
         """On the client's loop: the call's task began on a worker."""
-        with self._lock:
-            call = self._calls.get(future.key)
-        if call is not None:
-            call[1].start()
-            self._notify_decided()
+        call = self._calls.get(future.key)
+        if call is None:
+            with self._starts_lock:
+                call = self._calls.get(future.key)
+                if call is None:  # not registered yet (or settled: _arrived forgets it)
+                    self._early_starts.add(future.key)
+                    return
+        call[1].start()
+        self._notify_decided()
 
     def _twin_done(self, twin: _Call) -> None:
         if twin.cancelled():
@@ -198,6 +212,9 @@ class Executor(cf.Executor):
             future._state.add_callback(partial(self._arrived, future, twin))
 
     def _arrived(self, future: Future, twin: _Call) -> None:
+        if self._early_starts:
+            with self._starts_lock:
+                self._early_starts.discard(future.key)
         self._arrivals.append((future, twin))
         if self._fetcher is None or self._fetcher.done():
             self._fetcher = asyncio.ensure_future(self._fetch_arrivals())
