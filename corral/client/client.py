@@ -400,6 +400,8 @@ class AsyncClient:
         """Fetch values straight from the workers holding them, one request per worker."""
         data: dict[Hashable, Any] = {}
         missing = list(dict.fromkeys(keys))
+        causes: dict[str, None] = {}  # "worker: why", in the order they happened
+        first_error: BaseException | None = None
         for _ in range(_FETCH_ATTEMPTS):
             by_worker: dict[str, list[Hashable]] = defaultdict(list)
             for key in missing:
@@ -408,12 +410,21 @@ class AsyncClient:
                     holders = tuple((await self.scheduler.who_has(keys=[key])).get(key, ()))
                 if holders:
                     by_worker[holders[0]].append(key)
+                else:
+                    causes[f"no worker holds {key!r}"] = None
             results = await asyncio.gather(
                 *(self._get_data(w, ks) for w, ks in by_worker.items()), return_exceptions=True
             )
-            for result in results:
+            for (worker, asked), result in zip(by_worker.items(), results, strict=True):
                 if isinstance(result, dict):
                     data.update(result)
+                    if len(result) < len(asked):
+                        causes[f"{worker}: does not hold some of them"] = None
+                elif isinstance(result, Exception):
+                    first_error = first_error or result
+                    causes[f"{worker}: {type(result).__name__}: {result}"] = None
+                else:
+                    raise result  # cancelled
             missing = [k for k in missing if k not in data]
             if not missing:
                 return data
@@ -421,7 +432,9 @@ class AsyncClient:
             for key in missing:
                 if key in self._states:
                     self._states[key].who_has = tuple(fresh.get(key, ()))
-        raise CorralError(f"could not fetch the data of {missing[:5]} from any worker")
+        raise CorralError(
+            f"could not fetch the data of {missing[:5]}: {'; '.join(list(causes)[:5])}"
+        ) from first_error
 
     async def _get_data(self, worker: str, keys: list[Hashable]) -> dict[Hashable, Any]:
         return await self.pool(worker).get_data(keys=keys)
