@@ -13,7 +13,7 @@ import pytest
 from corral.comm import FrameLimits
 from corral.core import Server, connect, rpc
 from corral.exceptions import DeserializationError
-from corral.protocol import MessageCodec
+from corral.protocol import MessageCodec, dumps_pickle
 from corral.protocol.serialize import EXT_PICKLE, EXT_TUPLE, MAX_EXT_DEPTH
 
 
@@ -189,12 +189,13 @@ def test_extension_types_nested_past_the_bound_are_refused(extra_frames):
         _nested_tuple(800),
         {"deep": _nested_tuple(MAX_EXT_DEPTH * 3, leaf=frozenset({1}))},
         [_nested_tuple(MAX_EXT_DEPTH + 1, leaf={np.float64(1.5)})],
-        functools.reduce(lambda v, _: [v], range(600), 0),  # past msgpack's own nesting limit
-        functools.reduce(lambda v, i: [i, ({"k": v},)], range(200), 0),
+        functools.reduce(lambda v, _: [v], range(400), 0),
+        functools.reduce(lambda v, i: [i, ({"k": v},)], range(120), 0),
     ],
-    ids=["tuple-800", "frozenset-leaf", "set-leaf", "list-600", "mixed-200"],
+    ids=["tuple-800", "frozenset-leaf", "set-leaf", "list-400", "mixed-120"],
 )
 def test_deep_values_pickle_handles_travel_intact(value):
+    assert pickle.loads(dumps_pickle(value)) == value  # pickle (or cloudpickle) copes
     codec = MessageCodec()
     assert _same(codec.decode(codec.encode(value)), value)
 
@@ -301,3 +302,9 @@ async def test_values_over_the_frame_limit_travel_between_peers(transport):
     np.testing.assert_array_equal(got, array)
     assert got.flags.writeable
     assert blob == b"y" * 100_000
+
+
+@pytest.mark.parametrize("level", [b"\x91", b"\x81\x00"], ids=["lists", "maps"])
+def test_plain_containers_nested_past_msgpack_limit_are_refused(level):
+    with pytest.raises(DeserializationError, match="cannot decode"):
+        MessageCodec().decode([level * 100_000 + b"\xc0"])

@@ -42,7 +42,7 @@ EXT_FROZENSET = 3
 EXT_PICKLE = 4  # [payload ref, buffer ref, ...]; a ref is [frame index, compression] * pieces
 EXT_FRAME = 5  # [kind, frame index, compression, (frame index, compression)...]
 
-MAX_EXT_DEPTH = 32  # extension types nested deeper than this are refused when decoding
+MAX_EXT_DEPTH = 16  # extension types nested deeper than this are refused when decoding
 DEFAULT_MAX_FRAME_BYTES = FrameLimits().max_frame_bytes  # larger buffers are split
 
 INLINE_BYTES_LIMIT = 64 * 1024  # larger binary values become frames of their own
@@ -125,9 +125,11 @@ class _Encoder:
             frames[0] = self._packer.pack(_hoist_binary(msg))
             if len(frames[0]) > self.max_frame_bytes:  # frame 0 cannot be split: pickle it
                 raise ValueError("message too large for one frame")
-        except (OverflowError, ValueError, UnicodeEncodeError, TypeError):
+        except (OverflowError, ValueError, UnicodeEncodeError, TypeError, RecursionError,
+                pickle.PicklingError):
             # Values msgpack refuses outright (huge ints, lone surrogates, lists nested
-            # past its recursion limit), or too much of them: pickle it all.
+            # past its recursion limit), too much of them, or a subtree too deep to
+            # pickle from down here: pickle it all, from the top of the stack.
             self.frames = frames = [b""]
             frames[0] = msgpack.packb(self.pickle(msg))
         finally:
