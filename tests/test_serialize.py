@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import pickle
 
+import msgpack
 import numpy as np
 import pytest
 
-from corral.core import connect, rpc
+from corral.comm import FrameLimits
+from corral.core import Server, connect, rpc
 from corral.exceptions import DeserializationError
-from corral.protocol import MessageCodec
+from corral.protocol import MessageCodec, dumps_pickle
+from corral.protocol.serialize import EXT_PICKLE, EXT_TUPLE, MAX_EXT_DEPTH
 
 
 @dataclasses.dataclass
@@ -147,3 +152,159 @@ async def test_received_array_lives_in_the_frame_buffer(tcp_server):
     while isinstance(owner.base, np.ndarray):
         owner = owner.base
     assert isinstance(owner.base, bytearray | memoryview)  # a copy would own its memory
+
+
+# -- depth -----------------------------------------------------------------------------
+
+
+def _nested_tuple(depth: int, leaf: object = 0) -> object:
+    value = leaf
+    for _ in range(depth):
+        value = (value,)
+    return value
+
+
+def _wrapped_ext(depth: int) -> msgpack.ExtType:
+    """``depth`` tuple extension types, each holding the next (what a hostile peer sends)."""
+    ext = msgpack.ExtType(EXT_TUPLE, msgpack.packb([0]))
+    for _ in range(depth - 1):
+        ext = msgpack.ExtType(EXT_TUPLE, msgpack.packb([ext]))
+    return ext
+
+
+@pytest.mark.parametrize("extra_frames", [0, 1], ids=["one-frame", "many-frames"])
+def test_extension_types_nested_past_the_bound_are_refused(extra_frames):
+    codec = MessageCodec()
+    frames = [msgpack.packb({"op": "identity", "x": _wrapped_ext(MAX_EXT_DEPTH)})]
+    frames += [b"spare"] * extra_frames
+    assert codec.decode(frames)["x"] == _nested_tuple(MAX_EXT_DEPTH)
+    frames[0] = msgpack.packb({"op": "identity", "x": _wrapped_ext(MAX_EXT_DEPTH + 1)})
+    with pytest.raises(DeserializationError, match=f"more than {MAX_EXT_DEPTH} levels deep"):
+        codec.decode(frames)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        _nested_tuple(800),
+        {"deep": _nested_tuple(MAX_EXT_DEPTH * 3, leaf=frozenset({1}))},
+        [_nested_tuple(MAX_EXT_DEPTH + 1, leaf={np.float64(1.5)})],
+        functools.reduce(lambda v, _: [v], range(400), 0),
+        functools.reduce(lambda v, i: [i, ({"k": v},)], range(120), 0),
+    ],
+    ids=["tuple-800", "frozenset-leaf", "set-leaf", "list-400", "mixed-120"],
+)
+def test_deep_values_pickle_handles_travel_intact(value):
+    assert pickle.loads(dumps_pickle(value)) == value  # pickle (or cloudpickle) copes
+    codec = MessageCodec()
+    assert _same(codec.decode(codec.encode(value)), value)
+
+
+def test_a_value_too_deep_for_pickle_fails_to_encode_with_an_exception():
+    codec = MessageCodec()
+    with pytest.raises((RecursionError, pickle.PicklingError)):
+        codec.encode(_nested_tuple(100_000))
+    assert codec.decode(codec.encode((1, 2))) == (1, 2)  # the encoder is still usable
+
+
+def test_a_deeply_nested_pickle_decodes_without_crashing():
+    # Unpickling is iterative: a 100 000-deep list arrives whole, and the codec can
+    # neither crash nor recurse on it afterwards.
+    depth = 100_000
+    payload = b"\x80\x05" + b"]" * depth + b"a" * (depth - 1) + b"."
+    frames = [msgpack.packb(msgpack.ExtType(EXT_PICKLE, msgpack.packb([[1, None]]))), payload]
+    value = MessageCodec().decode(frames)
+    for _ in range(depth - 1):
+        (value,) = value
+    assert value == []
+
+
+# -- writable arrays -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("compression", [None, "lz4"])
+@pytest.mark.parametrize("size", [10, 100_000], ids=["small", "large"])
+def test_arrays_decode_writable(compression, size):
+    codec = MessageCodec(compression_name=compression)
+    array = np.zeros(size, dtype="u1")  # compressible: lz4 really compresses the large one
+    # Frames as a socket delivers them: small ones as immutable bytes.
+    frames = [bytes(f) for f in codec.encode({"a": array})]
+    result = codec.decode(frames)["a"]
+    assert result.flags.writeable
+    result[0] = 7
+    np.testing.assert_array_equal(result[1:], array[1:])
+
+
+async def test_small_arrays_arrive_writable_over_every_transport(server):
+    async with rpc(server.address) as r:
+        result = await r.echo(data={"small": np.arange(10), "large": np.arange(100_000)})
+    for array in result.values():
+        assert array.flags.writeable
+        array[0] = -1
+
+
+# -- splitting large buffers -----------------------------------------------------------
+
+SPLIT = 4096
+
+
+@pytest.mark.parametrize("compression", [None, "lz4"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        np.arange(10_000, dtype="u2"),  # one out-of-band buffer, 5 pieces
+        bytes(range(256)) * 300,  # a frame of its own (EXT_FRAME), split
+        bytearray(b"x" * 70_000),
+        ["a string" * 20] * 200,  # msgpack, too large for frame 0: pickled whole
+        [Point(i, -i) for i in range(1000)],  # an in-band pickle payload over the limit
+        {"many": [np.full(SPLIT + 1, i, dtype="u1") for i in range(3)], "t": (1, 2)},
+    ],
+    ids=["array", "bytes", "bytearray", "msgpack", "pickle-payload", "several"],
+)
+def test_buffers_over_the_frame_limit_are_split_and_joined(value, compression):
+    codec = MessageCodec(compression_name=compression, max_frame_bytes=SPLIT)
+    frames = codec.encode(value)
+    assert max(memoryview(f).nbytes for f in frames) <= SPLIT
+    result = codec.decode([bytes(f) for f in frames])
+    if isinstance(value, np.ndarray):
+        np.testing.assert_array_equal(result, value)
+        assert result.flags.writeable
+    elif isinstance(value, dict):
+        for got, want in zip(result["many"], value["many"], strict=True):
+            np.testing.assert_array_equal(got, want)
+        assert result["t"] == (1, 2)
+    else:
+        assert _same(result, value)
+
+
+def test_malformed_split_references_are_refused():
+    codec = MessageCodec(max_frame_bytes=SPLIT)
+    frames = codec.encode(np.arange(3 * SPLIT, dtype="u1"))
+    assert len(frames) == 5  # frame 0, the pickle payload, three pieces
+    head = msgpack.packb(msgpack.ExtType(EXT_PICKLE, msgpack.packb([[1, None, 2]])))
+    with pytest.raises(DeserializationError, match="malformed frame reference"):
+        codec.decode([head, *frames[1:]])
+    head = msgpack.packb(msgpack.ExtType(EXT_PICKLE, msgpack.packb([[1, None, 1, None]])))
+    with pytest.raises(DeserializationError, match="missing frame"):
+        codec.decode([head, frames[1]])  # refers to one frame twice
+
+
+@pytest.mark.parametrize("transport", ["tcp://127.0.0.1:0", "inproc://"])
+async def test_values_over_the_frame_limit_travel_between_peers(transport):
+    limits = FrameLimits(max_frame_bytes=SPLIT)
+    async with Server({"echo": lambda comm, data: data}, limits=limits) as server:
+        await server.listen(transport)
+        comm = await connect(server.address, limits=limits)
+        array = np.arange(200_000, dtype="f8")
+        await comm.write({"op": "echo", "data": [array, b"y" * 100_000]})
+        got, blob = await comm.read()
+        await comm.close()
+    np.testing.assert_array_equal(got, array)
+    assert got.flags.writeable
+    assert blob == b"y" * 100_000
+
+
+@pytest.mark.parametrize("level", [b"\x91", b"\x81\x00"], ids=["lists", "maps"])
+def test_plain_containers_nested_past_msgpack_limit_are_refused(level):
+    with pytest.raises(DeserializationError, match="cannot decode"):
+        MessageCodec().decode([level * 100_000 + b"\xc0"])

@@ -36,6 +36,7 @@ logger = logging.getLogger("corral.client")
 T = TypeVar("T")
 
 _FETCH_ATTEMPTS = 3
+_UNSENDABLE = object()  # in place of a value its worker answered it cannot send
 
 
 class AsyncClient:
@@ -453,7 +454,9 @@ class AsyncClient:
     async def _gather_keys(self, keys: list[Hashable]) -> dict[Hashable, Any]:
         """Fetch values straight from the workers holding them, one request per worker."""
         data: dict[Hashable, Any] = {}
-        missing = list(dict.fromkeys(keys))
+        wanted = missing = list(dict.fromkeys(keys))
+        causes: dict[str, None] = {}  # "worker: why", in the order they happened
+        first_error: BaseException | None = None
         for _ in range(_FETCH_ATTEMPTS):
             by_worker: dict[str, list[Hashable]] = defaultdict(list)
             for key in missing:
@@ -462,20 +465,36 @@ class AsyncClient:
                     holders = tuple((await self.scheduler.who_has(keys=[key])).get(key, ()))
                 if holders:
                     by_worker[holders[0]].append(key)
+                else:
+                    causes[f"no worker holds {key!r}"] = None
             results = await asyncio.gather(
                 *(self._get_data(w, ks) for w, ks in by_worker.items()), return_exceptions=True
             )
-            for result in results:
+            for (worker, asked), result in zip(by_worker.items(), results, strict=True):
                 if isinstance(result, dict):
                     data.update(result)
+                    if len(result) < len(asked):
+                        causes[f"{worker}: does not hold some of them"] = None
+                elif isinstance(result, Exception):
+                    first_error = first_error or result
+                    causes[f"{worker}: {type(result).__name__}: {result}"] = None
+                    if not isinstance(result, OSError | CommClosedError):
+                        data.update(dict.fromkeys(asked, _UNSENDABLE))  # asking again won't help
+                else:
+                    raise result  # cancelled
             missing = [k for k in missing if k not in data]
             if not missing:
-                return data
+                break
             fresh = await self.scheduler.who_has(keys=missing)
             for key in missing:
                 if key in self._states:
                     self._states[key].who_has = tuple(fresh.get(key, ()))
-        raise CorralError(f"could not fetch the data of {missing[:5]} from any worker")
+        failed = [k for k in wanted if data.get(k, _UNSENDABLE) is _UNSENDABLE]
+        if not failed:
+            return data
+        raise CorralError(
+            f"could not fetch the data of {failed[:5]}: {'; '.join(list(causes)[:5])}"
+        ) from first_error
 
     async def _get_data(self, worker: str, keys: list[Hashable]) -> dict[Hashable, Any]:
         return await self.pool(worker).get_data(keys=keys)

@@ -18,9 +18,10 @@ a buffer to fill, tells it how many bytes arrived, and collects complete message
 from __future__ import annotations
 
 import mmap
+import os
 import struct
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from corral.exceptions import FrameLimitError
 
@@ -37,13 +38,24 @@ _HUGE_PAGES = sys.platform == "linux" and hasattr(mmap, "MADV_HUGEPAGE")
 Frame = bytes | bytearray | memoryview
 
 
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system
+        return 2**40
+
+
 @dataclass(frozen=True, slots=True)
 class FrameLimits:
-    """Upper bounds a reader enforces before allocating memory for a message."""
+    """Upper bounds a reader enforces before allocating memory for a message.
+
+    The codec splits larger buffers into frames of at most ``max_frame_bytes``, so the
+    defaults let a value as large as this machine's memory travel.
+    """
 
     max_frames: int = 100_000
-    max_frame_bytes: int = 2**31
-    max_message_bytes: int = 2**31
+    max_frame_bytes: int = 2**30
+    max_message_bytes: int = field(default_factory=_physical_memory)
 
     def check(self, lengths: list[int] | tuple[int, ...]) -> None:
         """Raise ``FrameLimitError`` if a message with these frame lengths is not allowed."""

@@ -57,7 +57,8 @@ class InprocComm(Comm):
             raise CommClosedError(f"comm to {self.peer_address} is closed")
         if peer._error is not None:
             raise CommClosedError(f"peer {self.peer_address} closed the comm")
-        frames = [f if isinstance(f, bytes) else bytes(f) for f in frames]
+        # Mutable buffers become the receiver's own (writable, as over TCP).
+        frames = [f if isinstance(f, bytes) else bytearray(f) for f in frames]
         try:
             peer.limits.check([frame_nbytes(f) for f in frames])
         except ProtocolError as e:

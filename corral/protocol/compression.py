@@ -7,13 +7,14 @@ when a sample shows they shrink: compressing random bytes costs time and saves n
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 MIN_SIZE = 64 * 1024
 _SAMPLE = 10_000
 _WORTH_IT = 0.9  # keep compression only if it saves at least 10 %
 
 _Compress = Callable[[bytes | memoryview], bytes]
-_Decompress = Callable[[bytes | bytearray | memoryview], bytes]
+_Decompress = Callable[[bytes | bytearray | memoryview], bytes | bytearray]
 
 
 def _load_codecs() -> dict[str, tuple[_Compress, _Decompress]]:
@@ -21,7 +22,8 @@ def _load_codecs() -> dict[str, tuple[_Compress, _Decompress]]:
     try:
         import lz4.block
 
-        codecs["lz4"] = (lz4.block.compress, lz4.block.decompress)
+        # Decompressed frames may carry array buffers, which must come back writable.
+        codecs["lz4"] = (lz4.block.compress, partial(lz4.block.decompress, return_bytearray=True))
     except ImportError:  # pragma: no cover - lz4 is a declared dependency
         pass
     return codecs
@@ -64,7 +66,7 @@ def decompressed_size(name: str, frame: bytes | bytearray | memoryview) -> int:
     raise ValueError(f"unknown compression {name!r}")
 
 
-def decompress(name: str, frame: bytes | bytearray | memoryview) -> bytes:
+def decompress(name: str, frame: bytes | bytearray | memoryview) -> bytes | bytearray:
     try:
         _, decompress_fn = CODECS[name]
     except KeyError:

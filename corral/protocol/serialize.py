@@ -10,6 +10,18 @@ Frame 0 is msgpack. Values msgpack cannot carry become msgpack extension types:
 
 Decoding a pickle is refused unless the codec was built with ``allow_pickle=True``:
 the handshake only does that once the peer has authenticated.
+
+Depth. msgpack decodes each extension type in a nested call that takes ~40 KiB of C
+stack, so a message nesting a few hundred of them would crash the process. The
+decoder refuses extension types nested deeper than ``MAX_EXT_DEPTH``; the encoder
+never produces such nesting: deeper tuples and sets are pickled whole (pickle's own
+depth limit is Python's recursion limit, and it fails with an exception, not a crash).
+
+Size. A buffer larger than the codec's ``max_frame_bytes`` travels as several frames
+(a reference then lists them all) and is joined into one writable buffer on receipt:
+one copy, and only for such buffers. Buffers that pickle rebuilds objects on (NumPy
+arrays, ...) are always writable: a read-only frame (small frames arrive as ``bytes``)
+is copied, a large one is used in place.
 """
 
 from __future__ import annotations
@@ -20,14 +32,18 @@ from typing import Any
 import cloudpickle
 import msgpack
 
+from corral.comm.framing import FrameLimits, allocate_frame, frame_nbytes
 from corral.exceptions import DeserializationError
 from corral.protocol import compression
 
 EXT_TUPLE = 1
 EXT_SET = 2
 EXT_FROZENSET = 3
-EXT_PICKLE = 4  # [frame index, compression, [buffer frame index, compression]...]
-EXT_FRAME = 5  # [kind, frame index, compression]
+EXT_PICKLE = 4  # [payload ref, buffer ref, ...]; a ref is [frame index, compression] * pieces
+EXT_FRAME = 5  # [kind, frame index, compression, (frame index, compression)...]
+
+MAX_EXT_DEPTH = 16  # extension types nested deeper than this are refused when decoding
+DEFAULT_MAX_FRAME_BYTES = FrameLimits().max_frame_bytes  # larger buffers are split
 
 INLINE_BYTES_LIMIT = 64 * 1024  # larger binary values become frames of their own
 _BYTES_KINDS = {bytes: 0, bytearray: 1, memoryview: 2}
@@ -56,28 +72,30 @@ class _Binary:
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
-def _hoist_binary(obj: Any) -> Any:
+def _hoist_binary(obj: Any, depth: int = 0) -> Any:
     """Wrap large (or mutable) binary values in containers as ``_Binary``.
 
     msgpack would copy them into frame 0; as frames of their own they are written
-    and read in place. Containers are copied only where something was wrapped.
+    and read in place. Containers are copied only where something was wrapped; past
+    ``MAX_EXT_DEPTH`` levels they are left alone (such a value is pickled anyway).
     """
     kind = type(obj)
-    if kind in _SCALARS:
+    if kind in _SCALARS or depth > MAX_EXT_DEPTH:
         return obj
+    depth += 1
     if kind is dict:
         changed = None
         for key, value in obj.items():
             if type(value) in _SCALARS:
                 continue
-            hoisted = _hoist_binary(value)
+            hoisted = _hoist_binary(value, depth)
             if hoisted is not value:
                 if changed is None:
                     changed = dict(obj)
                 changed[key] = hoisted
         return obj if changed is None else changed
     if kind is list or kind is tuple:
-        items = [v if type(v) in _SCALARS else _hoist_binary(v) for v in obj]
+        items = [v if type(v) in _SCALARS else _hoist_binary(v, depth) for v in obj]
         if all(a is b for a, b in zip(items, obj, strict=True)):
             return obj
         return items if kind is list else tuple(items)
@@ -88,43 +106,66 @@ def _hoist_binary(obj: Any) -> Any:
     return obj
 
 
+_CONTAINER_EXTS = {tuple: EXT_TUPLE, set: EXT_SET, frozenset: EXT_FROZENSET}
+
+
 class _Encoder:
     """Packs one message at a time; reused, so its msgpack ``Packer`` is built once."""
 
-    def __init__(self, compression_name: str | None) -> None:
+    def __init__(self, compression_name: str | None, max_frame_bytes: int) -> None:
         self.frames: list[Any] = []
         self.compression = compression_name
+        self.max_frame_bytes = max_frame_bytes
+        self._depth = 0  # extension types enclosing what is being packed
         self._packer = msgpack.Packer(default=self.default, strict_types=True, use_bin_type=True)
 
     def encode(self, msg: Any) -> list[Any]:
         self.frames = frames = [b""]
         try:
             frames[0] = self._packer.pack(_hoist_binary(msg))
-        except (OverflowError, ValueError, UnicodeEncodeError, TypeError):
-            # Values msgpack refuses outright (huge ints, lone surrogates): pickle it all.
+            if len(frames[0]) > self.max_frame_bytes:  # frame 0 cannot be split: pickle it
+                raise ValueError("message too large for one frame")
+        except (OverflowError, ValueError, UnicodeEncodeError, TypeError, RecursionError,
+                pickle.PicklingError):
+            # Values msgpack refuses outright (huge ints, lone surrogates, lists nested
+            # past its recursion limit), too much of them, or a subtree too deep to
+            # pickle from down here: pickle it all, from the top of the stack.
             self.frames = frames = [b""]
             frames[0] = msgpack.packb(self.pickle(msg))
         finally:
             self.frames = []
+            self._depth = 0
         return frames
 
     def add_frame(self, buf: Any) -> list[Any]:
-        codec, data = compression.maybe_compress(self.compression, buf)
-        self.frames.append(data)
-        return [len(self.frames) - 1, codec]
+        """Append ``buf`` as frames of at most ``max_frame_bytes``; its reference."""
+        view = memoryview(buf).cast("B") if not isinstance(buf, bytes) else buf
+        step = self.max_frame_bytes
+        pieces = [view] if len(view) <= step else [
+            view[i : i + step] for i in range(0, len(view), step)
+        ]
+        ref: list[Any] = []
+        for piece in pieces:
+            codec, data = compression.maybe_compress(self.compression, piece)
+            self.frames.append(data)
+            ref += [len(self.frames) - 1, codec]
+        return ref
 
     def pack(self, obj: Any) -> bytes:
         """Pack a nested value (the shared packer is busy with the enclosing message)."""
-        return msgpack.packb(obj, default=self.default, strict_types=True, use_bin_type=True)
+        self._depth += 1
+        try:
+            return msgpack.packb(obj, default=self.default, strict_types=True, use_bin_type=True)
+        finally:
+            self._depth -= 1
 
     def default(self, obj: Any) -> msgpack.ExtType:
         kind = type(obj)
-        if kind is tuple:
-            return msgpack.ExtType(EXT_TUPLE, self.pack(list(obj)))
-        if kind is set:
-            return msgpack.ExtType(EXT_SET, self.pack(list(obj)))
-        if kind is frozenset:
-            return msgpack.ExtType(EXT_FROZENSET, self.pack(list(obj)))
+        code = _CONTAINER_EXTS.get(kind)
+        if code is not None:
+            if self._depth + 1 >= MAX_EXT_DEPTH:  # its items would nest too deep
+                return self.pickle(obj)
+            return msgpack.ExtType(code, self.pack(list(obj)))
         if kind is _Binary:
             value = obj.value
             view = memoryview(value)
@@ -142,23 +183,30 @@ class _Encoder:
 
 
 class MessageCodec:
-    """The codec corral installs on a comm after the handshake."""
+    """The codec corral installs on a comm after the handshake.
+
+    ``max_frame_bytes`` bounds every frame it writes (larger buffers are split) and
+    what a compressed frame it reads may decompress to.
+    """
 
     def __init__(
         self,
         allow_pickle: bool = True,
         compression_name: str | None = None,
-        max_frame_bytes: int = 2**31,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
     ) -> None:
+        if max_frame_bytes < 1:
+            raise ValueError("max_frame_bytes must be at least 1")
         self.allow_pickle = allow_pickle
         self.compression = compression.check_name(compression_name)
-        self.max_frame_bytes = max_frame_bytes  # also bounds what a frame decompresses to
-        self._encoder = _Encoder(self.compression)
+        self.max_frame_bytes = max_frame_bytes
+        self._encoder = _Encoder(self.compression, max_frame_bytes)
 
     def encode(self, msg: Any) -> list[Any]:
         return self._encoder.encode(msg)
 
     def decode(self, frames: list[Any]) -> Any:
+        """The message in ``frames``; frames of split buffers are released (set to None)."""
         try:
             if len(frames) == 1:  # no frames to refer to: containers only
                 return msgpack.unpackb(
@@ -167,7 +215,7 @@ class MessageCodec:
             return _Decoder(frames, self).unpack(frames[0])
         except DeserializationError:
             raise
-        except Exception as e:
+        except Exception as e:  # RecursionError and MemoryError included
             raise DeserializationError(f"cannot decode message: {type(e).__name__}: {e}") from e
 
 
@@ -175,7 +223,8 @@ _NO_PICKLE = MessageCodec(allow_pickle=False)
 
 
 def _single_frame_ext_hook(code: int, data: bytes) -> Any:
-    if code in (EXT_TUPLE, EXT_SET, EXT_FROZENSET):
+    if code in _CONTAINER_EXTS.values():
+        # The decoder's own hook handles what nests inside, counting the depth.
         return _Decoder([data], _NO_PICKLE).ext_hook(code, data)
     raise DeserializationError(f"extension type {code} refers to a frame the message lacks")
 
@@ -186,23 +235,63 @@ class _Decoder:
         self.allow_pickle = codec.allow_pickle
         self.compression = codec.compression
         self.max_frame_bytes = codec.max_frame_bytes
+        self.depth = 0  # extension types being decoded, one inside the other
 
     def unpack(self, data: Any) -> Any:
         return msgpack.unpackb(data, ext_hook=self.ext_hook, strict_map_key=False, raw=False)
 
-    def frame(self, index: int, codec: str | None) -> Any:
-        if not 0 < index < len(self.frames):
+    def _raw(self, index: int, codec: str | None) -> Any:
+        if not 0 < index < len(self.frames) or self.frames[index] is None:
             raise DeserializationError(f"message refers to missing frame {index}")
-        data = self.frames[index]
-        if codec is None:
-            return data
-        if codec != self.compression:
+        if codec is not None and codec != self.compression:
             raise DeserializationError(f"frame compressed with {codec!r}, which was not agreed")
-        if compression.decompressed_size(codec, data) > self.max_frame_bytes:
+        return self.frames[index]
+
+    def _size(self, index: int, codec: str | None) -> int:
+        """The size of a frame once decompressed, checked before decompressing it."""
+        data = self._raw(index, codec)
+        if codec is None:
+            return frame_nbytes(data)
+        size = compression.decompressed_size(codec, data)
+        if size > self.max_frame_bytes:
             raise DeserializationError("compressed frame would exceed the frame size limit")
-        return compression.decompress(codec, data)
+        return size
+
+    def frame(self, index: int, codec: str | None) -> Any:
+        if codec is None:
+            return self._raw(index, codec)
+        self._size(index, codec)
+        return compression.decompress(codec, self.frames[index])
+
+    def buffer(self, ref: list[Any]) -> Any:
+        """The buffer a reference names: one frame, or split frames joined (one copy)."""
+        if len(ref) == 2:
+            return self.frame(*ref)
+        if len(ref) < 2 or len(ref) % 2:
+            raise DeserializationError(f"malformed frame reference {ref[:6]!r}")
+        pairs = list(zip(ref[::2], ref[1::2], strict=True))
+        sizes = [self._size(i, c) for i, c in pairs]
+        joined = allocate_frame(sum(sizes))
+        view = memoryview(joined)
+        start = 0
+        for (index, codec), size in zip(pairs, sizes, strict=True):
+            view[start : start + size] = memoryview(self.frame(index, codec)).cast("B")
+            start += size
+            self.frames[index] = None  # release each piece as soon as it is copied
+        return joined
 
     def ext_hook(self, code: int, data: bytes) -> Any:
+        if self.depth >= MAX_EXT_DEPTH:
+            raise DeserializationError(
+                f"message nests extension types more than {MAX_EXT_DEPTH} levels deep"
+            )
+        self.depth += 1
+        try:
+            return self._ext(code, data)
+        finally:
+            self.depth -= 1
+
+    def _ext(self, code: int, data: bytes) -> Any:
         if code == EXT_TUPLE:
             return tuple(self.unpack(data))
         if code == EXT_SET:
@@ -210,8 +299,8 @@ class _Decoder:
         if code == EXT_FROZENSET:
             return frozenset(self.unpack(data))
         if code == EXT_FRAME:
-            kind, index, codec = self.unpack(data)
-            frame = self.frame(index, codec)
+            kind, *ref = self.unpack(data)
+            frame = self.buffer(ref)
             if kind == 0:
                 return frame if type(frame) is bytes else bytes(frame)
             if kind == 1:
@@ -220,7 +309,14 @@ class _Decoder:
         if code == EXT_PICKLE:
             if not self.allow_pickle:
                 raise DeserializationError("refusing to unpickle data from an unauthenticated peer")
-            (index, codec), *buffer_refs = self.unpack(data)
-            buffers = [self.frame(i, c) for i, c in buffer_refs]
-            return pickle.loads(self.frame(index, codec), buffers=buffers)
+            payload_ref, *buffer_refs = self.unpack(data)
+            buffers = [_writable(self.buffer(ref)) for ref in buffer_refs]
+            return pickle.loads(self.buffer(payload_ref), buffers=buffers)
         raise DeserializationError(f"unknown msgpack extension type {code}")
+
+
+def _writable(frame: Any) -> Any:
+    """``frame``, or a writable copy of it: arrays rebuilt on it must be writable."""
+    if type(frame) is bytearray or not memoryview(frame).readonly:
+        return frame
+    return bytearray(frame)

@@ -355,10 +355,13 @@ class Worker:
         stimulus_id = f"gather-{peer}-{start}"
         try:
             data = await self.pool(peer).get_data(keys=keys)
-        except (OSError, CommClosedError) as e:
+        except Exception as e:
+            if not isinstance(e, OSError | CommClosedError):  # the peer is fine, the data not
+                logger.warning("cannot fetch %s from %s: %s: %s",
+                               keys[:5], peer, type(e).__name__, e)
             self.handle(
                 ev.GatherDepFailure(stimulus_id=stimulus_id, peer=peer, keys=tuple(keys),
-                                    reason=str(e))
+                                    reason=f"{type(e).__name__}: {e}")
             )
             return
         self.data.update(data)
@@ -440,9 +443,21 @@ class Worker:
 
     # -- handlers for peers and clients -------------------------------------------------
 
-    def get_data(self, comm: Comm, keys: list[Any]) -> dict[Any, Any]:
-        """The values of those of ``keys`` held here; absent keys are left out."""
-        return {k: self.data[k] for k in keys if k in self.data}
+    async def get_data(self, comm: Comm, keys: list[Any]) -> None:
+        """Send the values of those of ``keys`` held here; absent keys are left out.
+
+        Written here rather than returned, so that a value that cannot be sent is logged
+        where it lives; the caller gets the cause as the error of its call.
+        """
+        data = {k: self.data[k] for k in keys if k in self.data}
+        try:
+            await comm.write(data)
+        except CommClosedError:
+            raise
+        except Exception as e:
+            logger.warning("cannot send %s to %s: %s: %s",
+                           list(data)[:5], comm.peer_address, type(e).__name__, e)
+            raise
 
     def update_data(
         self, comm: Comm, data: dict[Any, Any], report: bool = True
