@@ -315,3 +315,37 @@ def test_chains_thousands_deep_are_recomputed_and_released_without_recursion(sta
     assert state.task_state(last) == "waiting"
     state.handle(ev.ClientReleasesKeys(stimulus_id="bye", client="c1", keys=(last,)))
     assert state.tasks == {}
+
+
+def test_a_recomputed_task_is_not_blamed_for_workers_killed_while_it_reran(state):
+    """A root that finished once reruns whenever its data is lost; each restarted worker
+    runs it first (slowly, while it starts up) and may die under it again. It finished
+    once, so it did not kill them: the old rule made it KilledWorker after three."""
+    holder = "tcp://first:1"
+    state.handle(add_worker(holder))
+    state.handle(graph("c", spec("root"), spec("leaf", ["root"]), wanted=["leaf"]))
+    state.handle(finished(holder, "root"))
+    for i in range(4):  # the holder dies with "leaf" queued: "root" is lost and reruns
+        fresh = f"tcp://fresh{i}:1"
+        state.handle(add_worker(fresh))
+        actions = state.handle(ev.RemoveWorker(stimulus_id=f"died-{i}", address=holder))
+        state.validate()
+        assert not of_type(actions, ev.ReportTaskErred)
+        assert computes(actions) == [(fresh, "root")]
+        state.handle(ev.TaskStarted(stimulus_id=f"start-{i}", worker=fresh, key="root"))
+        holder = fresh
+    assert state.tasks["root"].suspicious == 0
+
+
+def test_a_task_that_never_finished_is_still_blamed_after_it_reran(state):
+    """Finishing once is what clears a task: one that has only ever been running when
+    workers died stays a suspect, however it got there."""
+    state.handle(add_worker(A), add_worker(B), add_worker(C))
+    state.handle(graph("c", spec("crash")))
+    for _ in range(3):
+        where = state.tasks["crash"].processing_on.address
+        state.handle(ev.TaskStarted(stimulus_id="started", worker=where, key="crash"))
+        actions = state.handle(ev.RemoveWorker(stimulus_id="died", address=where),
+                               add_worker(f"{where}0"))
+    (report,) = of_type(actions, ev.ReportTaskErred)
+    assert isinstance(pickle.loads(report.exception), KilledWorker)

@@ -343,7 +343,7 @@ class SchedulerState:
         if s.stop > s.start:
             total, count = self._durations.get(ts.name, (0.0, 0))
             self._durations[ts.name] = (total + s.stop - s.start, count + 1)
-        ts.typename, ts.waiting_on = s.typename, NONE
+        ts.typename, ts.waiting_on, ts.finished_once = s.typename, NONE, True
         self._transition(ts, TS.MEMORY)
         self._add_replica(ts, ws, s.nbytes)
         for client in ts.who_wants:
@@ -535,7 +535,11 @@ class SchedulerState:
         if ws is None:
             return
         for ts in list(ws.processing):
-            if ts in ws.executing:  # queued tasks are innocent; running ones are suspects
+            # Suspects: tasks it was running that never finished anywhere. Queued tasks are
+            # innocent, and so is a task that finished before: it runs again because data
+            # was lost, and recomputed roots run first on every restarted worker, slow while
+            # it starts up, so they would be blamed for deaths they did not cause.
+            if ts in ws.executing and not ts.finished_once:
                 ts.suspicious += 1
             self._unassign(ts)
             self._transition(ts, TS.RELEASED)
