@@ -349,3 +349,33 @@ def test_a_task_that_never_finished_is_still_blamed_after_it_reran(state):
                                add_worker(f"{where}0"))
     (report,) = of_type(actions, ev.ReportTaskErred)
     assert isinstance(pickle.loads(report.exception), KilledWorker)
+
+
+def test_a_client_missing_data_hears_of_another_holder_or_waits_for_a_recompute(state):
+    state.handle(add_worker(A), add_worker(B))
+    state.handle(graph("c", spec("x", workers=(A,))))
+    state.handle(finished(A, "x"))
+    state.handle(ev.AddKeys(stimulus_id="copy", worker=B, keys={"x": 8}))
+    missing = ev.ClientMissingData(stimulus_id="miss", client="c", key="x", errant_worker=A)
+    actions = state.handle(missing)
+    assert of_type(actions, ev.FreeKeys) == [ev.FreeKeys(stimulus_id="miss", worker=A,
+                                                         keys=("x",))]
+    (report,) = of_type(actions, ev.ReportKeyInMemory)
+    assert report.who_has == (B,)
+    # The last holder is missing it too: the key is recomputed, and reported when done.
+    actions = state.handle(ev.ClientMissingData(stimulus_id="miss2", client="c", key="x",
+                                                errant_worker=B))
+    assert not of_type(actions, ev.ReportKeyInMemory)
+    assert not of_type(actions, ev.ReportTaskErred)
+    assert computes(actions) == [(A, "x")]
+    actions = state.handle(finished(A, "x"))
+    assert [a.who_has for a in of_type(actions, ev.ReportKeyInMemory)] == [(A,)]
+
+
+def test_a_client_missing_scattered_data_gets_data_lost(state):
+    state.handle(add_worker(A))
+    state.handle(ev.ScatterData(stimulus_id="s", client="c", placed={"d": (A, 8)}))
+    actions = state.handle(ev.ClientMissingData(stimulus_id="miss", client="c", key="d",
+                                                errant_worker=A))
+    (report,) = of_type(actions, ev.ReportTaskErred)
+    assert isinstance(pickle.loads(report.exception), DataLostError)

@@ -35,7 +35,10 @@ from corral.utils import LoopRunner
 logger = logging.getLogger("corral.client")
 T = TypeVar("T")
 
-_FETCH_ATTEMPTS = 3
+# Times a key may be missing where the scheduler said it was before gather gives up:
+# each time the scheduler has moved or recomputed it, so only a client cut off from
+# the workers runs out.
+_FETCH_ROUNDS = 20
 
 
 class AsyncClient:
@@ -390,22 +393,30 @@ class AsyncClient:
         found: list[Future] = []
         structure = runspec.replace_in(futures, _as_dependency, found)
         await Finished(found).wait_all()
-        failed = [f for f in found if f.status != FINISHED]
-        if failed and errors == "raise":
-            raise failed[0]._state.exception  # type: ignore[misc]
-        data = await self._gather_keys([f.key for f in found if f.status == FINISHED])
+        data = await self._gather_keys([f.key for f in found], errors)
         return _fill(structure, data)
 
-    async def _gather_keys(self, keys: list[Hashable]) -> dict[Hashable, Any]:
-        """Fetch values straight from the workers holding them, one request per worker."""
+    async def _gather_keys(
+        self, keys: list[Hashable], errors: str = "raise"
+    ) -> dict[Hashable, Any]:
+        """Fetch values straight from the workers holding them, one request per worker.
+
+        The scheduler decides what a key missing from its holder means: the client tells
+        it and waits for its word — another holder, the key recomputed (the future is
+        pending again meanwhile), or an error (``DataLostError`` for data with no lineage).
+        """
         data: dict[Hashable, Any] = {}
         missing = list(dict.fromkeys(keys))
-        for _ in range(_FETCH_ATTEMPTS):
+        for _ in range(_FETCH_ROUNDS):
+            states = {k: s for k in missing if (s := self._states.get(k)) is not None}
+            for state in states.values():  # done already, but for keys being recomputed
+                await state.wait()
+            failed = [s for s in states.values() if s.status != FINISHED]
+            if failed and errors == "raise":
+                raise failed[0].exception  # type: ignore[misc]
+            tried = {k: s.who_has for k, s in states.items() if s.status == FINISHED}
             by_worker: dict[str, list[Hashable]] = defaultdict(list)
-            for key in missing:
-                holders = self._states[key].who_has if key in self._states else ()
-                if not holders:
-                    holders = tuple((await self.scheduler.who_has(keys=[key])).get(key, ()))
+            for key, holders in tried.items():
                 if holders:
                     by_worker[holders[0]].append(key)
             results = await asyncio.gather(
@@ -414,14 +425,17 @@ class AsyncClient:
             for result in results:
                 if isinstance(result, dict):
                     data.update(result)
-            missing = [k for k in missing if k not in data]
+            missing = [k for k in tried if k not in data]
             if not missing:
                 return data
-            fresh = await self.scheduler.who_has(keys=missing)
             for key in missing:
-                if key in self._states:
-                    self._states[key].who_has = tuple(fresh.get(key, ()))
-        raise CorralError(f"could not fetch the data of {missing[:5]} from any worker")
+                state = states[key]
+                errant = tried[key][0] if tried[key] else ""
+                self._send({"op": "missing-data", "key": key, "errant_worker": errant})
+                if state.who_has == tried[key]:  # no newer word from the scheduler yet
+                    state.reset()
+        raise CorralError(f"could not fetch the data of {missing[:5]} from the workers the "
+                          f"scheduler named, {_FETCH_ROUNDS} times over")
 
     async def _get_data(self, worker: str, keys: list[Hashable]) -> dict[Hashable, Any]:
         return await self.pool(worker).get_data(keys=keys)

@@ -485,6 +485,23 @@ class SchedulerState:
             self._lost(ts)
         self._resume_waiting()
 
+    def _on_ClientMissingData(self, s: ev.ClientMissingData) -> None:
+        """A client found no data where we said: drop that replica, then tell it again
+        where the key is, or recompute it (the report follows), or err it if it cannot be."""
+        ts, errant = self.tasks.get(s.key), self.workers.get(s.errant_worker)
+        if ts is None:
+            return
+        if errant is not None and errant in ts.who_has:
+            self._remove_replica(ts, errant)
+            self._emit(ev.FreeKeys, worker=errant.address, keys=(ts.key,))  # if it has one
+        if ts.state == TS.MEMORY and not ts.who_has:
+            self._lost(ts)
+            self._resume_waiting()
+        elif ts.state == TS.RELEASED and self._needed(ts):  # e.g. scattered to a dead worker
+            self._compute(ts)
+        elif s.client in ts.who_wants:
+            self._report_if_done(ts, s.client)
+
     def _compute_later(self, ts: TaskState) -> None:
         self._pending_compute.append(ts)
 
