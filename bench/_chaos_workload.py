@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 import numpy as np
+import psutil
 
 MOD = 1_000_003
 SMALL = 1_000  # int64 items: 8 kB intermediates
@@ -85,8 +86,20 @@ def expected(chains: int, length: int) -> int:
 
 
 def worker_pids(client: Any) -> list[int]:
+    """The worker processes (never their nannies) of ``client``'s cluster."""
     workers = client.scheduler_info()["workers"].values()
-    return [w["pid"] for w in workers if w.get("pid")]
+    if all("pid" in w for w in workers):  # corral reports them
+        return [w["pid"] for w in workers]
+    # dask does not: its nannies live in this process, their workers are its children
+    return [p.pid for p in psutil.Process().children() if _spawned_worker(p)]
+
+
+def _spawned_worker(process: psutil.Process) -> bool:
+    try:
+        line = " ".join(process.cmdline())
+    except psutil.Error:
+        return False
+    return "spawn_main" in line and "resource_tracker" not in line  # not its helper
 
 
 def run_once(client: Any, chains: int, length: int, *, chaos: bool, timeout: float,
@@ -101,13 +114,15 @@ def run_once(client: Any, chains: int, length: int, *, chaos: bool, timeout: flo
 
     def killer() -> None:
         while kills[0] < max_kills and not stop.wait(rng.uniform(1, 2)):
-            pids = worker_pids(client)
-            if len(pids) >= min_workers and not stop.is_set():
-                try:
+            try:
+                pids = worker_pids(client)
+                if len(client.nthreads()) >= min_workers and pids and not stop.is_set():
                     os.kill(rng.choice(pids), signal.SIGKILL)
                     kills[0] += 1
-                except ProcessLookupError:
-                    pass  # already dead, not yet noticed by the scheduler
+            except ProcessLookupError:
+                pass  # already dead, not yet noticed by the scheduler
+            except Exception as e:  # a query failed mid-chaos: try again at the next tick
+                print(f"chaos: {type(e).__name__}: {e}", file=sys.stderr)
 
     thread = threading.Thread(target=killer, daemon=True)
     began = time.perf_counter()
@@ -134,7 +149,7 @@ def run_once(client: Any, chains: int, length: int, *, chaos: bool, timeout: flo
 
 def wait_for_workers(client: Any, n: int, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
-    while len(worker_pids(client)) < n:
+    while len(client.nthreads()) < n:
         if time.monotonic() > deadline:
             raise TimeoutError(f"fewer than {n} workers after {timeout} s")
         time.sleep(0.1)

@@ -52,13 +52,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true",
                         help="3 chaos runs of a 20 x 50 graph instead of 10 of 50 x 100")
+    parser.add_argument("--runs", type=int, help="chaos runs per system (10; quick: 3)")
+    parser.add_argument("--timeout", type=float, default=120,
+                        help="seconds a run may take before it counts as failed")
     parser.add_argument("--json", help="also write the figures here")
     opts = parser.parse_args()
-    args = (["--runs", "3", "--chains", "20", "--length", "50", "--timeout", "90"]
-            if opts.quick else ["--runs", "10", "--timeout", "120"])
-    timeout = 3600 if opts.quick else 4 * 3600
-    print(f"# chaos: {'quick, ' if opts.quick else ''}a worker SIGKILLed every 1-2 s — "
-          f"{os.cpu_count()} cores, Python {platform.python_version()}")
+    runs = opts.runs or (3 if opts.quick else 10)
+    args = ["--runs", str(runs), "--timeout", str(opts.timeout)]
+    if opts.quick:
+        args += ["--chains", "20", "--length", "50"]
+    timeout = 4 * 3600
+    print(f"# chaos: {'quick, ' if opts.quick else ''}{runs} runs, a worker SIGKILLed every "
+          f"1-2 s, {opts.timeout:g} s allowed per run — "
+          f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, "
+          f"Python {platform.python_version()}")
     figures = {"corral": summary(run_corral(args, timeout)),
                "dask": summary(run_in_dask_env(WORKLOAD, "dask", *args, timeout=timeout))}
     fmt = lambda v: "n/a" if v is None else f"{v:,.1f}"  # noqa: E731
