@@ -33,6 +33,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/dashboard.py
 	$(BIN)/python bench/integration.py
 	$(BIN)/python bench/fuzz.py
+	$(BIN)/python bench/chaos.py
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

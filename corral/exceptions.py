@@ -13,6 +13,7 @@
     │                                          a peer that does not speak TLS
     ├── CredentialsFileError (PermissionError) a scheduler file that cannot be written safely
     ├── UnknownOperationError (KeyError)       a message named an op the server has no handler for
+    ├── InvalidMessage (ValueError)            a message's fields are not what its op declares
     ├── InvalidTransition                      a state machine was asked for an impossible move
     ├── DataLostError                          the only copy of unrecomputable data is gone
     ├── KilledWorker                           a task was running on too many workers that died
@@ -75,6 +76,10 @@ class UnknownOperationError(CorralError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else ""
+
+
+class InvalidMessage(CorralError, ValueError):
+    """A peer's message has a field of the wrong type or range, or a missing or unknown one."""
 
 
 class RemoteError(CorralError):

@@ -315,3 +315,67 @@ def test_chains_thousands_deep_are_recomputed_and_released_without_recursion(sta
     assert state.task_state(last) == "waiting"
     state.handle(ev.ClientReleasesKeys(stimulus_id="bye", client="c1", keys=(last,)))
     assert state.tasks == {}
+
+
+def test_a_recomputed_task_is_not_blamed_for_workers_killed_while_it_reran(state):
+    """A root that finished once reruns whenever its data is lost; each restarted worker
+    runs it first (slowly, while it starts up) and may die under it again. It finished
+    once, so it did not kill them: the old rule made it KilledWorker after three."""
+    holder = "tcp://first:1"
+    state.handle(add_worker(holder))
+    state.handle(graph("c", spec("root"), spec("leaf", ["root"]), wanted=["leaf"]))
+    state.handle(finished(holder, "root"))
+    for i in range(4):  # the holder dies with "leaf" queued: "root" is lost and reruns
+        fresh = f"tcp://fresh{i}:1"
+        state.handle(add_worker(fresh))
+        actions = state.handle(ev.RemoveWorker(stimulus_id=f"died-{i}", address=holder))
+        state.validate()
+        assert not of_type(actions, ev.ReportTaskErred)
+        assert computes(actions) == [(fresh, "root")]
+        state.handle(ev.TaskStarted(stimulus_id=f"start-{i}", worker=fresh, key="root"))
+        holder = fresh
+    assert state.tasks["root"].suspicious == 0
+
+
+def test_a_task_that_never_finished_is_still_blamed_after_it_reran(state):
+    """Finishing once is what clears a task: one that has only ever been running when
+    workers died stays a suspect, however it got there."""
+    state.handle(add_worker(A), add_worker(B), add_worker(C))
+    state.handle(graph("c", spec("crash")))
+    for _ in range(3):
+        where = state.tasks["crash"].processing_on.address
+        state.handle(ev.TaskStarted(stimulus_id="started", worker=where, key="crash"))
+        actions = state.handle(ev.RemoveWorker(stimulus_id="died", address=where),
+                               add_worker(f"{where}0"))
+    (report,) = of_type(actions, ev.ReportTaskErred)
+    assert isinstance(pickle.loads(report.exception), KilledWorker)
+
+
+def test_a_client_missing_data_hears_of_another_holder_or_waits_for_a_recompute(state):
+    state.handle(add_worker(A), add_worker(B))
+    state.handle(graph("c", spec("x", workers=(A,))))
+    state.handle(finished(A, "x"))
+    state.handle(ev.AddKeys(stimulus_id="copy", worker=B, keys={"x": 8}))
+    missing = ev.ClientMissingData(stimulus_id="miss", client="c", key="x", errant_worker=A)
+    actions = state.handle(missing)
+    assert of_type(actions, ev.FreeKeys) == [ev.FreeKeys(stimulus_id="miss", worker=A,
+                                                         keys=("x",))]
+    (report,) = of_type(actions, ev.ReportKeyInMemory)
+    assert report.who_has == (B,)
+    # The last holder is missing it too: the key is recomputed, and reported when done.
+    actions = state.handle(ev.ClientMissingData(stimulus_id="miss2", client="c", key="x",
+                                                errant_worker=B))
+    assert not of_type(actions, ev.ReportKeyInMemory)
+    assert not of_type(actions, ev.ReportTaskErred)
+    assert computes(actions) == [(A, "x")]
+    actions = state.handle(finished(A, "x"))
+    assert [a.who_has for a in of_type(actions, ev.ReportKeyInMemory)] == [(A,)]
+
+
+def test_a_client_missing_scattered_data_gets_data_lost(state):
+    state.handle(add_worker(A))
+    state.handle(ev.ScatterData(stimulus_id="s", client="c", placed={"d": (A, 8)}))
+    actions = state.handle(ev.ClientMissingData(stimulus_id="miss", client="c", key="d",
+                                                errant_worker=A))
+    (report,) = of_type(actions, ev.ReportTaskErred)
+    assert isinstance(pickle.loads(report.exception), DataLostError)

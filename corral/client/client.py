@@ -35,8 +35,10 @@ from corral.utils import LoopRunner
 logger = logging.getLogger("corral.client")
 T = TypeVar("T")
 
-_FETCH_ATTEMPTS = 3
-_UNSENDABLE = object()  # in place of a value its worker answered it cannot send
+# Times a key may be missing where the scheduler said it was before gather gives up:
+# each time the scheduler has moved or recomputed it, so only a client cut off from
+# the workers runs out.
+_FETCH_ROUNDS = 20
 
 
 class AsyncClient:
@@ -445,24 +447,34 @@ class AsyncClient:
         self._refuse_foreign(found)
         await Finished(found).wait_all()
         self._check_open()  # closed meanwhile: its futures were cancelled, say why
-        failed = [f for f in found if f.status != FINISHED]
-        if failed and errors == "raise":
-            raise failed[0]._state.exception  # type: ignore[misc]
-        data = await self._gather_keys([f.key for f in found if f.status == FINISHED])
+        data = await self._gather_keys([f.key for f in found], errors)
         return _fill(structure, data)
 
-    async def _gather_keys(self, keys: list[Hashable]) -> dict[Hashable, Any]:
-        """Fetch values straight from the workers holding them, one request per worker."""
+    async def _gather_keys(
+        self, keys: list[Hashable], errors: str = "raise"
+    ) -> dict[Hashable, Any]:
+        """Fetch values straight from the workers holding them, one request per worker.
+
+        The scheduler decides what a key missing from its holder means: the client tells
+        it and waits for its word — another holder, the key recomputed (the future is
+        pending again meanwhile), or an error (``DataLostError`` for data with no lineage).
+        A worker that answers that it cannot send a value ends the fetch with its cause:
+        asking again would not help.
+        """
         data: dict[Hashable, Any] = {}
-        wanted = missing = list(dict.fromkeys(keys))
+        missing = list(dict.fromkeys(keys))
         causes: dict[str, None] = {}  # "worker: why", in the order they happened
         first_error: BaseException | None = None
-        for _ in range(_FETCH_ATTEMPTS):
+        for _ in range(_FETCH_ROUNDS):
+            states = {k: s for k in missing if (s := self._states.get(k)) is not None}
+            for state in states.values():  # done already, but for keys being recomputed
+                await state.wait()
+            failed = [s for s in states.values() if s.status != FINISHED]
+            if failed and errors == "raise":
+                raise failed[0].exception  # type: ignore[misc]
+            tried = {k: s.who_has for k, s in states.items() if s.status == FINISHED}
             by_worker: dict[str, list[Hashable]] = defaultdict(list)
-            for key in missing:
-                holders = self._states[key].who_has if key in self._states else ()
-                if not holders:
-                    holders = tuple((await self.scheduler.who_has(keys=[key])).get(key, ()))
+            for key, holders in tried.items():
                 if holders:
                     by_worker[holders[0]].append(key)
                 else:
@@ -476,24 +488,27 @@ class AsyncClient:
                     if len(result) < len(asked):
                         causes[f"{worker}: does not hold some of them"] = None
                 elif isinstance(result, Exception):
+                    cause = f"{worker}: {type(result).__name__}: {result}"
+                    if not isinstance(result, OSError | CommClosedError):  # it answered
+                        raise CorralError(
+                            f"could not fetch the data of {asked[:5]}: {cause}"
+                        ) from result
                     first_error = first_error or result
-                    causes[f"{worker}: {type(result).__name__}: {result}"] = None
-                    if not isinstance(result, OSError | CommClosedError):
-                        data.update(dict.fromkeys(asked, _UNSENDABLE))  # asking again won't help
+                    causes[cause] = None
                 else:
                     raise result  # cancelled
-            missing = [k for k in missing if k not in data]
+            missing = [k for k in tried if k not in data]
             if not missing:
-                break
-            fresh = await self.scheduler.who_has(keys=missing)
+                return data
             for key in missing:
-                if key in self._states:
-                    self._states[key].who_has = tuple(fresh.get(key, ()))
-        failed = [k for k in wanted if data.get(k, _UNSENDABLE) is _UNSENDABLE]
-        if not failed:
-            return data
+                state = states[key]
+                errant = tried[key][0] if tried[key] else ""
+                self._send({"op": "missing-data", "key": key, "errant_worker": errant})
+                if state.who_has == tried[key]:  # no newer word from the scheduler yet
+                    state.reset()
         raise CorralError(
-            f"could not fetch the data of {failed[:5]}: {'; '.join(list(causes)[:5])}"
+            f"could not fetch the data of {missing[:5]} from the workers the scheduler named, "
+            f"{_FETCH_ROUNDS} times over: {'; '.join(list(causes)[:5])}"
         ) from first_error
 
     async def _get_data(self, worker: str, keys: list[Hashable]) -> dict[Hashable, Any]:

@@ -11,8 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import Annotated
+
+from corral.core.validate import AtLeast
 
 Key = Hashable  # str, or a tuple of str/int (dask's keys)
+# Declared ranges, checked when a peer's message becomes a stimulus (corral.core.validate).
+Count = Annotated[int, AtLeast(0)]
+Amount = Annotated[float, AtLeast(0)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,8 +31,8 @@ class TaskSpec:
     priority: int = 0  # user priority: higher runs first
     workers: tuple[str, ...] | None = None  # restrict to these worker addresses
     allow_other_workers: bool = False  # restrictions are a preference only
-    retries: int = 0
-    resources: dict[str, float] | None = None
+    retries: Count = 0
+    resources: dict[str, Amount] | None = None
     name: str = ""  # function name, groups tasks for duration estimates
 
 
@@ -84,11 +90,20 @@ class RemoveClient(Stimulus):
 
 
 @dataclass(frozen=True, slots=True)
+class ClientMissingData(Stimulus):
+    """``client`` could not fetch ``key`` from ``errant_worker``, which was said to hold it."""
+
+    client: str
+    key: Key
+    errant_worker: str
+
+
+@dataclass(frozen=True, slots=True)
 class AddWorker(Stimulus):
     address: str
-    nthreads: int
-    memory_limit: int = 0
-    resources: dict[str, float] = field(default_factory=dict)
+    nthreads: Annotated[int, AtLeast(1)]
+    memory_limit: Count = 0
+    resources: dict[str, Amount] = field(default_factory=dict)
     name: str = ""
     now: float = 0.0
 
@@ -113,7 +128,7 @@ class TaskFinished(Stimulus):
 
     worker: str
     key: Key
-    nbytes: int
+    nbytes: Count
     typename: str = ""
     start: float = 0.0
     stop: float = 0.0
@@ -138,7 +153,7 @@ class ScatterData(Stimulus):
     """A client placed data on workers directly: ``placed[key] = (worker, nbytes)``."""
 
     client: str
-    placed: dict[Key, tuple[str, int]]
+    placed: dict[Key, tuple[str, Count]]
     typenames: dict[Key, str] = field(default_factory=dict)
 
 
@@ -147,7 +162,7 @@ class AddKeys(Stimulus):
     """A worker holds (more) replicas of these keys: ``keys[key] = nbytes``."""
 
     worker: str
-    keys: dict[Key, int]
+    keys: dict[Key, Count]
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,5 +97,6 @@ class TaskState:
     loose_restrictions: bool = False
     resources: dict[str, float] | None = None
     retries: int = 0
-    suspicious: int = 0
+    suspicious: int = 0  # workers that died running it (see SchedulerState._on_RemoveWorker)
+    finished_once: bool = False  # ran to completion somewhere: never a suspect again
     error: tuple[bytes, bytes, str, str] | None = None  # exception, traceback, texts

@@ -19,11 +19,13 @@ import uuid
 from typing import Any
 
 from corral.core import BatchedSend, Comm, ConnectionPool, Server, rpc
+from corral.core.validate import build, checked
 from corral.exceptions import CommClosedError
 from corral.scheduler import events as ev
+from corral.scheduler.events import Count
 from corral.scheduler.state import SchedulerState
 from corral.scheduler.timeline import Timeline
-from corral.scheduler.wire import client_stimulus, worker_stimulus
+from corral.scheduler.wire import Heartbeat, client_stimuli, worker_message
 from corral.security import Security
 
 logger = logging.getLogger("corral.scheduler")
@@ -221,6 +223,7 @@ class Scheduler:
 
     # -- streams -----------------------------------------------------------------------
 
+    @checked
     async def register_worker(
         self,
         comm: Comm,
@@ -229,9 +232,15 @@ class Scheduler:
         memory_limit: int = 0,
         resources: dict[str, float] | None = None,
         name: str = "",
-        pid: int = 0,
+        pid: Count = 0,
         nanny: str | None = None,
     ) -> None:
+        # Every field is checked (here, and as an AddWorker) before anything is recorded:
+        # a refused registration leaves no trace.
+        added = build(ev.AddWorker, {
+            "stimulus_id": f"register-worker-{address}-{time.time()}", "address": address,
+            "nthreads": nthreads, "memory_limit": memory_limit, "resources": resources or {},
+            "name": name, "now": time.time()})
         if address in self.worker_streams:  # the same worker again, e.g. after a reconnect
             self._remove_worker(address, "re-registered")
         await comm.write({"status": "OK", "scheduler": self.id})
@@ -240,18 +249,7 @@ class Scheduler:
         self.worker_streams[address] = stream
         self.worker_info[address] = {"name": name or address, "pid": pid, "nanny": nanny,
                                      "metrics": {}, "last_seen": time.time()}
-        stimulus_id = f"register-worker-{address}-{time.time()}"
-        self.handle(
-            ev.AddWorker(
-                stimulus_id=stimulus_id,
-                address=address,
-                nthreads=int(nthreads),
-                memory_limit=int(memory_limit or 0),
-                resources=dict(resources or {}),
-                name=name,
-                now=time.time(),
-            )
-        )
+        self.handle(added)
         logger.info("worker %s joined (%d threads)", address, nthreads)
         try:
             await self._read_stream(comm, lambda msg: self._from_worker(address, msg))
@@ -262,26 +260,25 @@ class Scheduler:
     def _from_worker(self, address: str, msg: dict[str, Any]) -> None:
         info = self.worker_info[address]
         info["last_seen"] = time.time()
-        op = msg.get("op")
-        if op == "heartbeat":
-            info["metrics"] = msg.get("metrics", {})
+        stimulus = worker_message(address, msg)
+        if isinstance(stimulus, Heartbeat):
+            info["metrics"] = stimulus.metrics
             self._to_worker(address, {"op": "heartbeat-ack"})  # proves the link both ways
-            for peer, start, stop, nbytes in msg.get("transfers", ())[:1000]:
-                self.timeline.transfer(address, str(peer), float(start), float(stop), int(nbytes))
+            for peer, start, stop, nbytes in stimulus.transfers[:1000]:
+                self.timeline.transfer(address, peer, start, stop, nbytes)
             return
-        stimulus = worker_stimulus(address, msg)
         if stimulus is None:
             return
-        ts = self.state.tasks.get(stimulus.key) if op in ("task-finished", "task-erred") else None
+        finished = isinstance(stimulus, ev.TaskFinished | ev.TaskErred)
+        ts = self.state.tasks.get(stimulus.key) if finished else None  # type: ignore[attr-defined]
         self.handle(stimulus)
         if ts is None:
             return
         if isinstance(stimulus, ev.TaskFinished):
-            self.timeline.task_finished(ts.key, ts.name, address, float(stimulus.start),
-                                        float(stimulus.stop), int(stimulus.nbytes))
+            self.timeline.task_finished(ts.key, ts.name, address, stimulus.start,
+                                        stimulus.stop, stimulus.nbytes)
         elif isinstance(stimulus, ev.TaskErred):
-            self.timeline.task_erred(ts.key, ts.name, address, float(stimulus.start),
-                                     float(stimulus.stop))
+            self.timeline.task_erred(ts.key, ts.name, address, stimulus.start, stimulus.stop)
 
     def _remove_worker(self, address: str, reason: str) -> None:
         stream = self.worker_streams.pop(address, None)
@@ -295,6 +292,7 @@ class Scheduler:
                 other.send({"op": "remove-worker-peer", "peer": address})
         logger.info("worker %s left: %s", address, reason)
 
+    @checked
     async def register_client(self, comm: Comm, client: str) -> None:
         expiry = self._client_expiry.pop(client, None)
         if expiry is not None:
@@ -336,18 +334,7 @@ class Scheduler:
         if op == "close-client":
             self._closing_clients.add(client)
             return
-        if op == "scatter-data":  # the first holder registers the key, the rest are replicas
-            stimulus_id = msg.get("stimulus_id", f"scatter-{time.time()}")
-            placed = {k: (holders[0], nbytes) for k, (holders, nbytes) in msg["placed"].items()}
-            self.handle(ev.ScatterData(stimulus_id=stimulus_id, client=client, placed=placed))
-            for key, (holders, nbytes) in msg["placed"].items():
-                for worker in holders[1:]:
-                    replica = ev.AddKeys(stimulus_id=stimulus_id, worker=worker, keys={key: nbytes})
-                    self.handle(replica)
-            return
-        stimulus = client_stimulus(client, msg, now=time.time())
-        if stimulus is not None:
-            self.handle(stimulus)
+        self.handle(*client_stimuli(client, msg, now=time.time()))
 
     async def _read_stream(self, comm: Comm, on_message: Any) -> None:
         """Read batches from a long-lived stream until it closes; one bad message is skipped."""

@@ -383,7 +383,7 @@ class SchedulerState:
         if s.stop > s.start:
             total, count = self._durations.get(ts.name, (0.0, 0))
             self._durations[ts.name] = (total + s.stop - s.start, count + 1)
-        ts.typename, ts.waiting_on = s.typename, NONE
+        ts.typename, ts.waiting_on, ts.finished_once = s.typename, NONE, True
         self._transition(ts, TS.MEMORY)
         self._add_replica(ts, ws, s.nbytes)
         for client in ts.who_wants:
@@ -527,6 +527,23 @@ class SchedulerState:
             self._lost(ts)
         self._resume_waiting()
 
+    def _on_ClientMissingData(self, s: ev.ClientMissingData) -> None:
+        """A client found no data where we said: drop that replica, then tell it again
+        where the key is, or recompute it (the report follows), or err it if it cannot be."""
+        ts, errant = self.tasks.get(s.key), self.workers.get(s.errant_worker)
+        if ts is None:
+            return
+        if errant is not None and errant in ts.who_has:
+            self._remove_replica(ts, errant)
+            self._emit(ev.FreeKeys, worker=errant.address, keys=(ts.key,))  # if it has one
+        if ts.state == TS.MEMORY and not ts.who_has:
+            self._lost(ts)
+            self._resume_waiting()
+        elif ts.state == TS.RELEASED and self._needed(ts):  # e.g. scattered to a dead worker
+            self._compute(ts)
+        elif s.client in ts.who_wants:
+            self._report_if_done(ts, s.client)
+
     def _compute_later(self, ts: TaskState) -> None:
         self._pending_compute.append(ts)
 
@@ -577,7 +594,11 @@ class SchedulerState:
         if ws is None:
             return
         for ts in list(ws.processing):
-            if ts in ws.executing:  # queued tasks are innocent; running ones are suspects
+            # Suspects: tasks it was running that never finished anywhere. Queued tasks are
+            # innocent, and so is a task that finished before: it runs again because data
+            # was lost, and recomputed roots run first on every restarted worker, slow while
+            # it starts up, so they would be blamed for deaths they did not cause.
+            if ts in ws.executing and not ts.finished_once:
                 ts.suspicious += 1
             self._unassign(ts)
             self._transition(ts, TS.RELEASED)

@@ -24,7 +24,8 @@ import psutil
 
 from corral import runspec
 from corral.core import BatchedSend, Comm, ConnectionPool, Server, connect, rpc
-from corral.exceptions import CommClosedError, ConnectTimeoutError
+from corral.core.validate import build, checked
+from corral.exceptions import CommClosedError, ConnectTimeoutError, InvalidMessage
 from corral.protocol import dumps_pickle
 from corral.security import Security
 from corral.sizeof import sizeof
@@ -395,6 +396,9 @@ class Worker:
         comm.abort()
 
     def _stimulus(self, msg: dict[str, Any]) -> ev.Stimulus | None:
+        if not isinstance(msg, dict):
+            logger.warning("ignoring a non-dict message from the scheduler")
+            return None
         fields = dict(msg)
         op = fields.pop("op", None)
         if op == "heartbeat-ack":
@@ -405,16 +409,10 @@ class Worker:
             logger.warning("ignoring unknown op %r from the scheduler", msg.get("op"))
             return None
         fields.setdefault("stimulus_id", f"{msg['op']}-{time.time()}")
-        if "keys" in fields:
-            fields["keys"] = tuple(fields["keys"])
-        if "priority" in fields:
-            fields["priority"] = tuple(fields["priority"])
-        if "who_has" in fields:
-            fields["who_has"] = {k: tuple(v) for k, v in fields["who_has"].items()}
         try:
-            return cls(**fields)
-        except TypeError as e:
-            logger.warning("ignoring malformed %r from the scheduler: %s", msg.get("op"), e)
+            return build(cls, fields)
+        except InvalidMessage as e:
+            logger.warning("ignoring a malformed message from the scheduler: %s", e)
             return None
 
     async def _heartbeat(self) -> None:
@@ -443,6 +441,7 @@ class Worker:
 
     # -- handlers for peers and clients -------------------------------------------------
 
+    @checked
     async def get_data(self, comm: Comm, keys: list[Any]) -> None:
         """Send the values of those of ``keys`` held here; absent keys are left out.
 
@@ -459,6 +458,8 @@ class Worker:
                            list(data)[:5], comm.peer_address, type(e).__name__, e)
             raise
 
+
+    @checked
     def update_data(
         self, comm: Comm, data: dict[Any, Any], report: bool = True
     ) -> dict[Any, int]:
@@ -469,6 +470,7 @@ class Worker:
                                   report=report))
         return nbytes
 
+    @checked
     async def run(self, comm: Comm, function: bytes, args: bytes = b"") -> dict[str, Any]:
         """``client.run``: call a function here; result and errors travel pickled."""
 
