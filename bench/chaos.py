@@ -40,12 +40,15 @@ def summary(runs: dict[str, list[dict[str, Any]]] | None) -> dict[str, Any]:
     chaos, calm = runs["chaos"], runs["fault_free"]
     exact = [r for r in chaos if r["outcome"] == "exact"]
     failures = sorted({r["outcome"] for r in chaos if r["outcome"] != "exact"})
+    calm_exact = [r["seconds"] for r in calm if r["outcome"] == "exact"]
     chaos_s = statistics.median(r["seconds"] for r in exact) if exact else None
-    calm_s = statistics.median(r["seconds"] for r in calm if r["outcome"] == "exact")
+    calm_s = statistics.median(calm_exact) if calm_exact else None
     return {"exact": f"{len(exact)}/{len(chaos)}", "chaos_s": chaos_s, "fault_free_s": calm_s,
             "ratio": chaos_s / calm_s if chaos_s and calm_s else None,
             "kills": statistics.median(r["kills"] for r in chaos) if chaos else 0,
-            "failures": failures}
+            "failures": failures + sorted({f"fault-free: {r['outcome']}" for r in calm
+                                           if r["outcome"] != "exact"}),
+            "runs": runs}
 
 
 def main() -> None:
