@@ -129,6 +129,20 @@ def test_steal_request_both_ways(ws):
     assert out[-1].msg == {"op": "steal-response", "key": "r1", "released": False}
 
 
+def test_a_task_arriving_with_its_steal_request_starts_if_a_thread_is_free(ws):
+    """Compute messages and a steal request in one batch (a cancel-unless-started right
+    after submitting): what free threads would start is started, the rest released."""
+    out = ws.handle(compute("a"), compute("b"), compute("c"),
+                    ev.StealRequest(stimulus_id="st-a", key="a"),
+                    ev.StealRequest(stimulus_id="st-c", key="c"))
+    assert of(out, ev.Execute) == [ev.Execute(stimulus_id="st-a", key="a"),
+                                   ev.Execute(stimulus_id="st-a", key="b")]
+    assert [i.msg for i in of(out, ev.SendToScheduler) if i.msg["op"] == "steal-response"] == [
+        {"op": "steal-response", "key": "a", "released": False},
+        {"op": "steal-response", "key": "c", "released": True},
+    ]
+
+
 def test_update_data_makes_waiting_tasks_ready(ws):
     ws.handle(compute("y", {"d": ("tcp://gone:1",)}))
     out = ws.handle(ev.UpdateData(stimulus_id="u", data={"d": 5}))

@@ -371,6 +371,10 @@ class WorkerState:
                 self._emit(ev.ReleaseData, keys=(key,))
 
     def _on_StealRequest(self, s: ev.StealRequest) -> None:
+        # Start first what free threads would start anyway: a task that arrived in the same
+        # batch as the request is not "unstarted" just because the batch is not done yet
+        # (shutdown(cancel_futures=True) right after submitting would cancel every call).
+        self._ensure_computing()
         ts = self.tasks.get(s.key)
         released = ts is not None and ts.state in (WS.WAITING, WS.READY)
         if released:
