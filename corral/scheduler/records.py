@@ -69,6 +69,9 @@ class WorkerState:
     occupancy: float = 0.0
     resources: dict[str, float] = field(default_factory=dict)  # totals, e.g. {"GPU": 2}
 
+    def __hash__(self) -> int:
+        return hash(self.address)  # not id(): sets iterate in the same order every run
+
     def load(self) -> float:
         return self.occupancy / self.nthreads
 
@@ -100,3 +103,8 @@ class TaskState:
     suspicious: int = 0  # workers that died running it (see SchedulerState._on_RemoveWorker)
     finished_once: bool = False  # ran to completion somewhere: never a suspect again
     error: tuple[bytes, bytes, str, str] | None = None  # exception, traceback, texts
+
+    def __hash__(self) -> int:
+        # Not id(): sets of tasks then iterate in the same order in every run (and in a
+        # replay), so the same stimuli give the same actions. Identity stays equality.
+        return hash(self.key)
