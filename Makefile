@@ -34,6 +34,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/integration.py
 	$(BIN)/python bench/fuzz.py
 	$(BIN)/python bench/chaos.py
+	$(BIN)/python bench/scale.py
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

@@ -22,6 +22,7 @@ import itertools
 import pickle
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,6 +108,7 @@ class Simulation:
         self.log: list[tuple[tuple[sev.Stimulus, ...], list[sev.Action]]] | None = (
             [] if record else None)
         self.summary = Summary()
+        self.executions: Counter[str] = Counter()  # worker address → tasks it finished
         self._queue: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
         self._seq = itertools.count()
         self._ids = itertools.count()
@@ -238,6 +240,7 @@ class Simulation:
             return
         worker.data.add(key)
         self.summary.executed += 1
+        self.executions[worker.address] += 1
         self._worker_handle(worker, wev.ExecuteSuccess(
             stimulus_id=f"execute-{key}-{self.now!r}", key=key, nbytes=self.nbytes.get(key, 0),
             typename="bytes", start=start, stop=self.now))
