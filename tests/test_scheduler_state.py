@@ -292,7 +292,7 @@ def test_tasks_needing_resources_go_only_to_workers_that_have_them():
     assert state.task_state("big") == "no-worker"
     assert placed["plain"] == A  # the least loaded worker; resources do not matter
     state.handle(ev.Tick(stimulus_id="tick", now=1.0))  # A is idle, but has no GPU
-    assert not state._steals
+    assert not state.stealing.in_flight
     actions = state.handle(ev.AddWorker(stimulus_id="c", address=C, nthreads=1,
                                         resources={"GPU": 4}))
     assert computes(actions) == [(C, "big")]
