@@ -4,6 +4,10 @@ repeatable. Sizes are chosen for this suite's time budget; bench/scale.py goes f
 from __future__ import annotations
 
 import random
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -125,3 +129,18 @@ def test_the_command_line_prints_a_summary(capsys):
     fields = dict(line.split(maxsplit=1) for line in out.splitlines()[1:])
     assert fields["done"] == fields["wanted"] == "90"
     assert fields["workers_killed"] == "2"
+
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "simulation.md"
+SNIPPETS = re.findall(r"^```python\n(.*?)^```", DOC.read_text(), re.S | re.M)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("code", SNIPPETS, ids=[f"block-{i + 1}" for i in range(len(SNIPPETS))])
+def test_the_docs_examples_run_and_print_what_they_say(code, tmp_path):
+    printed = re.findall(r"^\s*print\(.*\)\s*#\s*(.+?)\s*$", code, re.M)
+    assert printed
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=50)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == printed
