@@ -62,16 +62,16 @@ def one_run(system: str, pending: int) -> float:
     if system == "corral":
         from corral import Client
     else:
-        from dask.distributed import Client
+        from dask.distributed import Client  # type: ignore[no-redef]
     with tempfile.TemporaryDirectory() as tmp:
         scheduler_file = str(Path(tmp) / "scheduler.json")
         sched_cmd, worker_cmd = commands(system, scheduler_file)
-        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-        sched = subprocess.Popen(sched_cmd, **quiet)
+        quiet = subprocess.DEVNULL
+        sched = subprocess.Popen(sched_cmd, stdout=quiet, stderr=quiet)
         worker = None
         try:
             wait_for(lambda: Path(scheduler_file).exists(), 60, "scheduler file")
-            worker = subprocess.Popen(worker_cmd, **quiet)
+            worker = subprocess.Popen(worker_cmd, stdout=quiet, stderr=quiet)
             client = Client(scheduler_file=scheduler_file)
             try:
                 wait_for(lambda: len(client.nthreads()) == 1, 60, "worker")

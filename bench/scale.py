@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import random
-import statistics
 import subprocess
 import sys
 import tracemalloc
@@ -48,7 +47,8 @@ def cpu_per_task(n: int, repeats: int) -> tuple[float, float, float]:
         sim.submit(graph)
         gc.collect()
         summary = sim.run()
-        assert summary.done == summary.wanted and not summary.stalled, summary
+        assert summary.done == summary.wanted, summary
+        assert not summary.stalled, summary
         runs.append((summary.scheduler_cpu_s / len(graph), summary.scheduler_cpu_s,
                      summary.wall_s))
         del sim, graph

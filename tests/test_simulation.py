@@ -40,7 +40,8 @@ def small_run(seed: int) -> Simulation:
 def test_same_seed_same_stimulus_log_byte_for_byte_and_a_replay_repeats_every_action():
     first, again, other = small_run(1), small_run(1), small_run(2)
     finished_cleanly(first)
-    assert first.summary.workers_killed == 2 and first.summary.workers_joined == 1
+    assert first.summary.workers_killed == 2
+    assert first.summary.workers_joined == 1
     log = first.stimulus_log()
     assert log == again.stimulus_log()
     assert log != other.stimulus_log()  # the seed matters: the log is not trivially equal
@@ -74,7 +75,8 @@ def test_workers_die_mid_graph_and_every_result_is_still_produced():
             sim.join(0.15 * (i + 1) + 0.5)
     summary = sim.run()
     finished_cleanly(sim)
-    assert summary.workers_killed == 12 and summary.workers_joined == 6
+    assert summary.workers_killed == 12
+    assert summary.workers_joined == 6
     assert summary.executed > len(graph)  # lost results were computed again
 
 

@@ -51,7 +51,8 @@ class Placement:
     def _soonest(self, ts: TaskState) -> WorkerState | None:
         """``decide_worker`` for an unrestricted task: ``start_time`` for every holder of
         an input at once, from one pass over the inputs (not one per candidate)."""
-        total, local = 0, {}
+        total = 0
+        local: dict[WorkerState, int] = {}  # bytes of the inputs each holder has
         for dts in ts.dependencies:
             nbytes = dts.nbytes
             total += nbytes

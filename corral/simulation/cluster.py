@@ -5,7 +5,7 @@ Theory of operation
 * One ``SchedulerState`` and one ``WorkerState`` per worker, the very classes the
   servers run, driven only through ``handle``. Everything around them is simulated:
   a worker's threads (an ``Execute`` finishes after the task's duration), its links
-  (a ``GatherDep`` lands after ``2 × latency + nbytes / bandwidth``), the batched
+  (a ``GatherDep`` lands after ``2 * latency + nbytes / bandwidth``), the batched
   streams (a message reaches the other end ``batch_interval + latency`` after the first
   one of its batch was queued, in order), the scheduler's ``Tick``.
 * Events wait in one heap ordered by (virtual time, sequence number): there are no

@@ -48,6 +48,7 @@ def to_scheduler(worker: str, instruction: wev.SendToScheduler, *, trusted: bool
     if op == "heartbeat":
         return None
     if trusted:  # our own state machine's output: the same stimulus, without the checks
-        return WORKER_OPS[op](stimulus_id=instruction.stimulus_id, worker=worker, **fields)
+        cls: Any = WORKER_OPS[op]
+        return cls(stimulus_id=instruction.stimulus_id, worker=worker, **fields)
     stimulus = worker_message(worker, {**instruction.msg, "stimulus_id": instruction.stimulus_id})
     return None if isinstance(stimulus, Heartbeat) else stimulus
