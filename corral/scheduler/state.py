@@ -433,9 +433,9 @@ class SchedulerState:
             if t.state == TS.ERRED:
                 continue
             if t.state == TS.PROCESSING:
-                ws = self._unassign(t)
-                if ws is not None:
-                    self._emit(ev.FreeKeys, worker=ws.address, keys=(t.key,))
+                assigned = self._unassign(t)
+                if assigned is not None:
+                    self._emit(ev.FreeKeys, worker=assigned.address, keys=(t.key,))
             if t.state == TS.MEMORY:
                 continue
             self._transition(t, TS.ERRED)
@@ -460,9 +460,9 @@ class SchedulerState:
                     self._remove_replica(t, ws)
                     self._emit(ev.FreeKeys, worker=ws.address, keys=(t.key,))
             elif t.state == TS.PROCESSING:
-                ws = self._unassign(t)
-                if ws is not None:
-                    self._emit(ev.FreeKeys, worker=ws.address, keys=(t.key,))
+                assigned = self._unassign(t)
+                if assigned is not None:
+                    self._emit(ev.FreeKeys, worker=assigned.address, keys=(t.key,))
             if t.state != TS.RELEASED:
                 self._transition(t, TS.RELEASED)
                 t.waiting_on = NONE
