@@ -20,18 +20,13 @@ import math
 import types
 import typing
 from collections.abc import Callable, Hashable
-from typing import Annotated, Any, NamedTuple, TypeVar, Union
+from typing import Annotated, Any, TypeVar, Union
 
+from corral.basic_types import AtLeast
 from corral.exceptions import InvalidMessage
 
 T = TypeVar("T")
 Check = Callable[[Any, str], Any]  # (value, where) -> value as declared, or InvalidMessage
-
-
-class AtLeast(NamedTuple):
-    """``Annotated[int, AtLeast(1)]``: a number no smaller than ``low``."""
-
-    low: float
 
 
 def build(cls: type[T], fields: dict[str, Any]) -> T:

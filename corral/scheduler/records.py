@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, TypeVar
 
-from corral.scheduler.events import Key
+from corral.basic_types import Key
 
 T = TypeVar("T")
 

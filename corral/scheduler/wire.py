@@ -14,10 +14,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from corral.basic_types import Count, Key
 from corral.core.validate import build
 from corral.exceptions import InvalidMessage
 from corral.scheduler import events as ev
-from corral.scheduler.events import Count, Key
 
 logger = logging.getLogger("corral.scheduler")
 

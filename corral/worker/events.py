@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from corral.scheduler.events import Key
+from corral.basic_types import Key
 
 
 @dataclass(frozen=True, slots=True)
