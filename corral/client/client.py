@@ -23,6 +23,7 @@ from urllib.parse import quote, urlsplit
 
 from corral import runspec
 from corral.client.future import FINISHED, PENDING, Finished, Future, FutureState
+from corral.client.interface import ClusterLike
 from corral.comm.addressing import normalize_address
 from corral.core import BatchedSend, Comm, ConnectionPool, connect
 from corral.credentials import resolve
@@ -46,7 +47,7 @@ class AsyncClient:
 
     def __init__(
         self,
-        address: str | None = None,
+        address: str | ClusterLike | None = None,
         *,
         security: Security | None = None,
         timeout: float = 10.0,
@@ -56,7 +57,7 @@ class AsyncClient:
         reconnect_timeout: float = 20.0,
         scheduler_file: str | None = None,
     ) -> None:
-        if hasattr(address, "scheduler_address"):  # a cluster object
+        if address is not None and not isinstance(address, str):  # a cluster object
             security = security or address.security
             address = address.scheduler_address
         address, security = resolve(address, security, scheduler_file)
@@ -256,7 +257,7 @@ class AsyncClient:
         if not callable(fn):
             raise TypeError(f"map() needs a callable, got {type(fn).__name__}")
         calls = [(args, kwargs) for args in zip(*iterables, strict=False)]
-        keys = list(key) if key is not None else [None] * len(calls)
+        keys: list[Hashable | None] = list(key) if key is not None else [None] * len(calls)
         if len(keys) != len(calls):
             raise ValueError(f"map() got {len(keys)} keys for {len(calls)} calls")
         options = _task_options(workers, allow_other_workers, retries, priority, resources)
@@ -318,7 +319,7 @@ class AsyncClient:
     ) -> None:
         """Send tasks (made by ``_task``) to the scheduler, from any thread, in one message;
         the client wants the results of ``wanted`` (and to hear when they start, if asked)."""
-        msg = {"op": "update-graph", "tasks": tasks, "wanted": wanted}
+        msg: dict[str, Any] = {"op": "update-graph", "tasks": tasks, "wanted": wanted}
         if report_start:
             msg["report_start"] = True
         self._in_loop(self._send, msg)

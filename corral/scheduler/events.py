@@ -9,16 +9,10 @@ its batched streams. User code and data never pass through here: a task's
 
 from __future__ import annotations
 
-from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from corral.core.validate import AtLeast
-
-Key = Hashable  # str, or a tuple of str/int (dask's keys)
-# Declared ranges, checked when a peer's message becomes a stimulus (corral.core.validate).
-Count = Annotated[int, AtLeast(0)]
-Amount = Annotated[float, AtLeast(0)]
+from corral.basic_types import Amount, AtLeast, Count, Key
 
 
 @dataclass(frozen=True, slots=True)

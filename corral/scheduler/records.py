@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from corral.scheduler.events import Key
+from corral.basic_types import Key
 
 T = TypeVar("T")
 

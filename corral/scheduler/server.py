@@ -18,11 +18,11 @@ import time
 import uuid
 from typing import Any
 
+from corral.basic_types import Count
 from corral.core import BatchedSend, Comm, ConnectionPool, Server, rpc
 from corral.core.validate import build, checked
 from corral.exceptions import CommClosedError
 from corral.scheduler import events as ev
-from corral.scheduler.events import Count
 from corral.scheduler.state import SchedulerState
 from corral.scheduler.timeline import Timeline
 from corral.scheduler.wire import Heartbeat, client_stimuli, worker_message

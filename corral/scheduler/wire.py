@@ -14,10 +14,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from corral.basic_types import Count, Key
 from corral.core.validate import build
 from corral.exceptions import InvalidMessage
 from corral.scheduler import events as ev
-from corral.scheduler.events import Count, Key
 
 logger = logging.getLogger("corral.scheduler")
 
@@ -64,7 +64,7 @@ def worker_message(worker: str, msg: dict[str, Any]) -> ev.Stimulus | Heartbeat 
     try:
         if op == "heartbeat":
             return build(Heartbeat, fields)
-        cls = WORKER_OPS.get(op)  # type: ignore[arg-type]
+        cls = WORKER_OPS.get(op)
         if cls is None:
             raise InvalidMessage(f"unknown op {op!r}")
         fields.setdefault("stimulus_id", f"{op}-{worker}")
@@ -82,7 +82,7 @@ def client_stimuli(client: str, msg: dict[str, Any], now: float) -> list[ev.Stim
     try:
         if op == "scatter-data":
             return _scatter(client, build(Scatter, fields))
-        cls = CLIENT_OPS.get(op)  # type: ignore[arg-type]
+        cls = CLIENT_OPS.get(op)
         if cls is None:
             raise InvalidMessage(f"unknown op {op!r}")
         if cls is ev.UpdateGraph:

@@ -8,8 +8,9 @@ what to run, what to fetch from whom, and what to tell the scheduler.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from corral.scheduler.events import Key
+from corral.basic_types import Key
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,4 +139,4 @@ class ReleaseData(Instruction):
 class SendToScheduler(Instruction):
     """A message for the scheduler's batched stream (a dict with an ``op``)."""
 
-    msg: dict
+    msg: dict[str, Any]

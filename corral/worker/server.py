@@ -310,6 +310,7 @@ class Worker:
             sizeof(v) for k, v in inputs.items() if k not in self._fetched
         )
         run_spec = task.run_spec
+        assert run_spec is not None  # the state machine executes only tasks it was given
 
         def call() -> Any:
             fn, args, kwargs = runspec.unpack(run_spec)
@@ -395,7 +396,7 @@ class Worker:
             pass
         comm.abort()
 
-    def _stimulus(self, msg: dict[str, Any]) -> ev.Stimulus | None:
+    def _stimulus(self, msg: object) -> ev.Stimulus | None:
         if not isinstance(msg, dict):
             logger.warning("ignoring a non-dict message from the scheduler")
             return None

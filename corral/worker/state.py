@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from corral.basic_types import Key
 from corral.exceptions import InvalidTransition
-from corral.scheduler.events import Key
 from corral.worker import events as ev
 
 
