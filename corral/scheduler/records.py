@@ -45,7 +45,7 @@ ACTIVE = (TS.WAITING, TS.NO_WORKER, TS.PROCESSING)
 # id() iterates in the order of memory addresses; and a dict of 5-16 entries takes half
 # the bytes of a set. Empty ones are all this one read-only object: 100 000 pending tasks
 # would otherwise hold ~500 000 empty containers.
-class _Empty(dict):
+class _Empty(dict[Any, None]):
     """The shared empty link set: read-only, and hashable so that it can be a default."""
 
     __slots__ = ()
@@ -54,10 +54,10 @@ class _Empty(dict):
     def _refuse(self, *args: object, **kwargs: object) -> None:
         raise TypeError("NONE is shared by every record: replace it, never fill it")
 
-    __setitem__ = setdefault = update = _refuse  # type: ignore[assignment]
+    __setitem__ = setdefault = update = _refuse
 
 
-NONE: dict = _Empty()
+NONE: dict[Any, None] = _Empty()
 
 
 def added(items: dict[T, None], item: T) -> dict[T, None]:

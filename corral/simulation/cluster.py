@@ -27,8 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from corral.basic_types import Key
 from corral.scheduler import events as sev
-from corral.scheduler.events import Key
 from corral.scheduler.state import SchedulerState
 from corral.simulation import wire
 from corral.simulation.graphs import Graph

@@ -11,7 +11,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from corral.scheduler.events import Key, TaskSpec
+from corral.basic_types import Key
+from corral.scheduler.events import TaskSpec
 
 RUN_SPEC = b"simulated"  # opaque to the scheduler; a simulated worker never unpickles it
 
