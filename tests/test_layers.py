@@ -61,3 +61,10 @@ def test_a_lazy_export_is_the_object_its_module_defines(name):
     value = getattr(corral, name)
     assert getattr(sys.modules[value.__module__], name) is value
     assert name in dir(corral)
+
+
+def test_the_dashboard_reads_a_view_and_never_imports_the_scheduler_server():
+    modules = loaded_by("import corral.dashboard.app")
+    assert "corral.scheduler.state" in modules  # the pure state it shows
+    assert "corral.scheduler.server" not in modules
+    assert not [m for m in modules if m.startswith(("corral.comm", "corral.core"))]

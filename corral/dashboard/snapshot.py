@@ -8,7 +8,7 @@ modest rate (or per human request), never per task.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
 from corral.scheduler.records import TS, TaskState
@@ -41,7 +41,7 @@ def summary(state: SchedulerState, timeline: Timeline) -> dict[str, Any]:
 
 
 def workers(
-    state: SchedulerState, worker_info: dict[str, dict[str, Any]], now: float
+    state: SchedulerState, worker_info: Mapping[str, Mapping[str, Any]], now: float
 ) -> list[dict[str, Any]]:
     """One row per worker: what the state machine knows plus its last heartbeat."""
     rows = []

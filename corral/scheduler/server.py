@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
-import sys
 import time
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 from corral.basic_types import Count
 from corral.core import BatchedSend, Comm, ConnectionPool, Server, rpc
@@ -29,6 +27,15 @@ from corral.scheduler.wire import Heartbeat, client_stimuli, worker_message
 from corral.security import Security
 
 logger = logging.getLogger("corral.scheduler")
+
+
+class Service(Protocol):
+    """Something served beside a scheduler (the dashboard) and closed with it."""
+
+    @property
+    def port(self) -> int: ...
+
+    async def close(self) -> None: ...
 
 
 class Scheduler:
@@ -48,11 +55,14 @@ class Scheduler:
         **state_options: Any,
     ) -> None:
         self.security = security
-        # Where to serve the web dashboard and /metrics ("host:port", ":port"); None: nowhere.
-        self.dashboard_address = dashboard_address
-        # Extra Host-header names the dashboard answers to (e.g. behind a reverse proxy).
-        self.dashboard_allowed_hosts = tuple(dashboard_allowed_hosts)
-        self.dashboard: Any = None  # a corral.dashboard.Dashboard once listening
+        # A convenience for code that builds a Scheduler itself (corral.deploy.dashboard
+        # does the work): serve the dashboard there once listening; None: nowhere.
+        self._dashboard_options = (
+            None if dashboard_address is None else (dashboard_address, dashboard_allowed_hosts)
+        )
+        # Served beside the scheduler (the dashboard), by name: closed with it, and each
+        # one's port told to clients under its name.
+        self.services: dict[str, Service] = {}
         self.timeline = Timeline()
         # A worker silent for this long is dead, whether or not its connection closed.
         self.worker_ttl = worker_ttl
@@ -92,16 +102,19 @@ class Scheduler:
         await self.server.listen(address)
         if self._ticker is None:
             self._ticker = asyncio.ensure_future(self._tick_forever())
-        if self.dashboard_address is not None and self.dashboard is None:
-            if "corral.dashboard" not in sys.modules:
-                # aiohttp is imported only when serving, and in a thread: it takes ~0.3 s
-                await asyncio.to_thread(importlib.import_module, "corral.dashboard")
-            from corral.dashboard import Dashboard
+        if self._dashboard_options is not None and "dashboard" not in self.services:
+            from corral.deploy.dashboard import attach_dashboard  # the deploy layer's job
 
-            self.dashboard = Dashboard(self, self.dashboard_address,
-                                       allowed_hosts=self.dashboard_allowed_hosts)
-            await self.dashboard.start()
+            address, allowed_hosts = self._dashboard_options
+            await attach_dashboard(self, address, allowed_hosts=allowed_hosts)
         logger.info("scheduler at %s", self.address)
+
+    def attach(self, name: str, service: Service) -> None:
+        """Keep ``service`` (started) beside this scheduler until it closes; clients that
+        register are told its port under ``name``."""
+        if name in self.services:
+            raise ValueError(f"a service named {name!r} is already attached")
+        self.services[name] = service
 
     @property
     def address(self) -> str:
@@ -110,8 +123,8 @@ class Scheduler:
     async def close(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
-        if self.dashboard is not None:
-            await self.dashboard.close()
+        for service in self.services.values():
+            await service.close()
         for expiry in self._client_expiry.values():
             expiry.cancel()
         for stream in list(self.worker_streams.values()) + list(self.client_streams.values()):
@@ -301,8 +314,8 @@ class Scheduler:
         old = self.client_streams.pop(client, None)
         if old is not None:
             old.abort()
-        await comm.write({"status": "OK", "scheduler": self.id,
-                          "dashboard": self.dashboard.port if self.dashboard else None})
+        ports = {name: service.port for name, service in self.services.items()}
+        await comm.write({"status": "OK", "scheduler": self.id, **ports})
         stream = BatchedSend(self.batch_interval, name=f"to {client}")
         stream.start(comm)
         self.client_streams[client] = stream
