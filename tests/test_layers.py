@@ -68,3 +68,15 @@ def test_the_dashboard_reads_a_view_and_never_imports_the_scheduler_server():
     assert "corral.scheduler.state" in modules  # the pure state it shows
     assert "corral.scheduler.server" not in modules
     assert not [m for m in modules if m.startswith(("corral.comm", "corral.core"))]
+
+
+def test_futures_and_waiting_use_the_client_through_its_interface_only():
+    modules = loaded_by("import corral.client.future, corral.client.waiting, "
+                        "corral.client.progress")
+    assert not {"corral.client.client", "corral.client.sync"} & set(modules)
+
+
+def test_dask_get_uses_the_client_through_its_interface_only():
+    pytest.importorskip("dask")
+    modules = loaded_by("import corral.client.dask_graph")
+    assert not {"corral.client.client", "corral.client.sync"} & set(modules)
