@@ -430,7 +430,8 @@ class AsyncClient:
         state.finish(report.who_has, report.nbytes, report.typename)
 
     def _on_task_erred(self, state: FutureState, report: msgs.ReportTaskErred) -> None:
-        exception = _load_exception(report)
+        exception = _load_exception(report.exception, report.exception_text,
+                                    report.traceback_text)
         if report.traceback_text:
             exception.add_note(f"Remote traceback:\n{report.traceback_text.rstrip()}")
         state.fail(exception, report.traceback_text)
@@ -601,7 +602,8 @@ class AsyncClient:
         results = {}
         for worker, reply in replies.items():
             if reply.get("status") != "OK":
-                raise _load_exception(reply)
+                raise _load_exception(reply.get("exception"), reply.get("exception_text", ""),
+                                      reply.get("traceback_text", ""))
             results[worker] = pickle.loads(reply["result"])
         return results
 
@@ -671,8 +673,8 @@ def _task(
                          name=name, **options)
 
 
-def _load_exception(report: msgs.ReportTaskErred) -> BaseException:
-    blob = report.exception
+def _load_exception(blob: bytes | None, text: str, traceback_text: str) -> BaseException:
+    """The pickled exception ``blob``, or one rebuilt from its text if it cannot load."""
     if blob:
         try:
             exception = pickle.loads(blob)
@@ -680,9 +682,8 @@ def _load_exception(report: msgs.ReportTaskErred) -> BaseException:
                 return exception
         except Exception:
             pass
-    text = report.exception_text or "unknown error"
-    type_name, _, message = text.partition(": ")
-    return RemoteError(type_name, message, report.traceback_text)
+    type_name, _, message = (text or "unknown error").partition(": ")
+    return RemoteError(type_name, message, traceback_text)
 
 
 # What the client does on each report from the scheduler.

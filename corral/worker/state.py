@@ -106,7 +106,8 @@ class WorkerState:
             self._sid = stimulus.stimulus_id
             handler = HANDLERS.get(type(stimulus))
             if handler is None:
-                raise TypeError(f"the worker state machine has no handler for {stimulus!r}")
+                raise TypeError(f"no worker handler for {type(stimulus).__name__}: "
+                                f"{stimulus!r}")
             handler(self, stimulus)
         self._ensure_computing()
         self._ensure_communicating()
