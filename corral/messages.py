@@ -28,17 +28,12 @@ The wire form is the one peers have always spoken: same op names, same field nam
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Annotated, Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
-from corral.core.validate import AtLeast, build
+from corral.basic_types import Amount, Count, Key
 from corral.exceptions import InvalidMessage
-
-Key = Hashable  # str, or a tuple of str/int (dask's keys)
-# Declared ranges, checked when a peer's message is read (corral.core.validate).
-Count = Annotated[int, AtLeast(0)]
-Amount = Annotated[float, AtLeast(0)]
 
 M = TypeVar("M", bound="Message")
 
@@ -101,6 +96,10 @@ class Message(Event):
     def from_wire(cls, msg: Mapping[str, Any], **local: Any) -> Self:
         """The message ``msg`` (a dict off the wire) stands for; the receiver gives the
         ``local_fields`` (and a ``stimulus_id`` if the sender, an older peer, gave none)."""
+        # Imported here: the pure state machines build messages but never read them, and
+        # load nothing of the servers' layers (tests/test_layers.py).
+        from corral.core.validate import build
+
         given = {k: v for k, v in msg.items() if k != "op"}
         refused = cls.local_fields & given.keys()
         if refused:

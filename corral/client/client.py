@@ -24,6 +24,7 @@ from urllib.parse import quote, urlsplit
 from corral import messages as msgs
 from corral import runspec
 from corral.client.future import FINISHED, PENDING, Finished, Future, FutureState
+from corral.client.interface import ClusterLike
 from corral.comm.addressing import normalize_address
 from corral.core import BatchedSend, Comm, ConnectionPool, connect
 from corral.credentials import resolve
@@ -53,7 +54,7 @@ class AsyncClient:
 
     def __init__(
         self,
-        address: str | None = None,
+        address: str | ClusterLike | None = None,
         *,
         security: Security | None = None,
         timeout: float = 10.0,
@@ -63,7 +64,7 @@ class AsyncClient:
         reconnect_timeout: float = 20.0,
         scheduler_file: str | None = None,
     ) -> None:
-        if hasattr(address, "scheduler_address"):  # a cluster object
+        if address is not None and not isinstance(address, str):  # a cluster object
             security = security or address.security
             address = address.scheduler_address
         address, security = resolve(address, security, scheduler_file)
@@ -269,7 +270,7 @@ class AsyncClient:
         if not callable(fn):
             raise TypeError(f"map() needs a callable, got {type(fn).__name__}")
         calls = [(args, kwargs) for args in zip(*iterables, strict=False)]
-        keys = list(key) if key is not None else [None] * len(calls)
+        keys: list[Hashable | None] = list(key) if key is not None else [None] * len(calls)
         if len(keys) != len(calls):
             raise ValueError(f"map() got {len(keys)} keys for {len(calls)} calls")
         options = _task_options(workers, allow_other_workers, retries, priority, resources)

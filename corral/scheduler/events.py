@@ -15,18 +15,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from corral.core.validate import AtLeast
+from corral.basic_types import Amount, AtLeast, Count, Key
 from corral.messages import (
     AddKeys,
-    Amount,
     CancelKeys,
     ClientDesiresKeys,
     ClientMissingData,
     ClientReleasesKeys,
     ComputeTask,
-    Count,
     FreeKeys,
-    Key,
     MissingData,
     ReleaseWorkerData,
     ReportCancelled,

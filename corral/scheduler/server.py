@@ -20,11 +20,11 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from corral import messages as msgs
+from corral.basic_types import Count
 from corral.core import BatchedSend, Comm, ConnectionPool, Server, rpc
 from corral.core.validate import build, checked
 from corral.exceptions import CommClosedError
 from corral.scheduler import events as ev
-from corral.scheduler.events import Count
 from corral.scheduler.state import SchedulerState
 from corral.scheduler.timeline import Timeline
 from corral.scheduler.wire import client_message, scatter_stimuli, worker_message

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from corral.messages import ComputeTask, FreeKeys, FromWorker, Key, RemoveWorkerPeer, StealRequest
+from corral.basic_types import Key
+from corral.messages import ComputeTask, FreeKeys, FromWorker, RemoveWorkerPeer, StealRequest
 from corral.messages import WorkerStimulus as Stimulus
 
 __all__ = [

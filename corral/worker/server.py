@@ -305,6 +305,7 @@ class Worker:
             sizeof(v) for k, v in inputs.items() if k not in self._fetched
         )
         run_spec = task.run_spec
+        assert run_spec is not None  # the state machine executes only tasks it was given
 
         def call() -> Any:
             fn, args, kwargs = runspec.unpack(run_spec)

@@ -27,8 +27,8 @@ from enum import Enum
 from typing import Any
 
 from corral import messages as msgs
+from corral.basic_types import Key
 from corral.exceptions import InvalidTransition
-from corral.messages import Key
 from corral.worker import events as ev
 
 
