@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from corral.client.future import Future, FutureState
+    from corral.messages import TaskSpec
     from corral.security import Security
     from corral.utils import LoopRunner
 
@@ -73,7 +74,7 @@ class ClientCore(Protocol):
         """A future per call of ``fn``, sent in one message."""
 
     def send_graph(
-        self, tasks: list[dict[str, Any]], wanted: list[Hashable], report_start: bool = False
+        self, tasks: list[TaskSpec], wanted: list[Hashable], report_start: bool = False
     ) -> None:
         """Send tasks (``corral.client.tasks.task_message``) in one message."""
 

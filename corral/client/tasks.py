@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable
 from typing import Any
 
+from corral import messages as msgs
 from corral.comm.addressing import normalize_address
 
 
@@ -30,7 +31,7 @@ def task_options(
     if retries < 0:
         raise ValueError("retries must be >= 0")
     return {
-        "workers": None if workers is None else addresses(workers),
+        "workers": None if workers is None else tuple(addresses(workers)),
         "allow_other_workers": bool(allow_other_workers),
         "retries": int(retries),
         "priority": int(priority),
@@ -41,7 +42,7 @@ def task_options(
 def task_message(
     key: Hashable, run_spec: Any, dependencies: list[Hashable], name: str,
     options: dict[str, Any],
-) -> dict[str, Any]:
+) -> msgs.TaskSpec:
     """One task of an update-graph message; ``options`` from ``task_options``."""
-    return {"key": key, "run_spec": run_spec, "dependencies": dependencies, "name": name,
-            **options}
+    return msgs.TaskSpec(key=key, run_spec=run_spec, dependencies=tuple(dependencies),
+                         name=name, **options)
