@@ -26,7 +26,13 @@ from corral.client.future import FINISHED, PENDING, Finished, Future, FutureStat
 from corral.comm.addressing import normalize_address
 from corral.core import BatchedSend, Comm, ConnectionPool, connect
 from corral.credentials import resolve
-from corral.exceptions import ClientClosedError, CommClosedError, CorralError, RemoteError
+from corral.exceptions import (
+    ClientClosedError,
+    CommClosedError,
+    CommError,
+    CorralError,
+    RemoteError,
+)
 from corral.protocol import dumps_pickle
 from corral.security import Security
 from corral.sizeof import sizeof
@@ -363,7 +369,7 @@ class AsyncClient:
                 while True:
                     for msg in await comm.read():
                         self._on_report(msg)
-            except (CommClosedError, OSError):
+            except CommError:
                 pass
             if self._closed:
                 return
@@ -373,7 +379,7 @@ class AsyncClient:
             previous, unsent = self._scheduler_id, self._stream.unsent()
             try:
                 comm = await self._register(self.reconnect_timeout)
-            except (OSError, CommClosedError, CorralError) as e:
+            except (CorralError, TimeoutError) as e:  # unreachable, refused or silent
                 self._fail_pending(CommClosedError(
                     f"lost the connection to the scheduler at {self.scheduler_address} "
                     f"and could not reconnect within {self.reconnect_timeout} s: {e}"
@@ -489,7 +495,7 @@ class AsyncClient:
                         causes[f"{worker}: does not hold some of them"] = None
                 elif isinstance(result, Exception):
                     cause = f"{worker}: {type(result).__name__}: {result}"
-                    if not isinstance(result, OSError | CommClosedError):  # it answered
+                    if not isinstance(result, CommError):  # it answered
                         raise CorralError(
                             f"could not fetch the data of {asked[:5]}: {cause}"
                         ) from result

@@ -16,7 +16,7 @@ from collections import deque
 
 from corral.comm.base import Backend, Comm, ComSink, Frames, Listener
 from corral.comm.framing import FrameLimits, frame_nbytes
-from corral.exceptions import CommClosedError, ProtocolError
+from corral.exceptions import CommClosedError, ListenError, ProtocolError
 
 _listeners: dict[str, InprocListener] = {}
 _lock = threading.Lock()
@@ -116,7 +116,7 @@ class InprocListener(Listener):
         self.loop = asyncio.get_running_loop()
         with _lock:
             if self.address in _listeners:
-                raise OSError(f"{self.address} is already in use")
+                raise ListenError(f"cannot listen at {self.address}: it is already in use")
             _listeners[self.address] = self
 
     async def stop(self) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from corral.core import BatchedSend, Comm, ConnectionPool, Server, rpc
 from corral.core.validate import build, checked
-from corral.exceptions import CommClosedError
+from corral.exceptions import CommClosedError, CommError
 from corral.scheduler import events as ev
 from corral.scheduler.events import Count
 from corral.scheduler.state import SchedulerState
@@ -341,7 +341,7 @@ class Scheduler:
         while True:
             try:
                 batch = await comm.read()
-            except (CommClosedError, OSError):
+            except CommError:
                 return
             except Exception as e:  # undecodable batch from an authenticated peer
                 logger.warning("dropping a batch from %s: %s", comm.peer_address, e)
@@ -397,7 +397,7 @@ class Scheduler:
                 return await self.pool(address).__getattr__(msg["op"])(
                     **{k: v for k, v in msg.items() if k != "op"}
                 )
-            except (OSError, CommClosedError) as e:
+            except CommError as e:
                 return {"status": "error", "exception": None, "exception_text": repr(e),
                         "traceback_text": ""}
 
