@@ -53,7 +53,9 @@ class InprocComm(Comm):
 
     async def write_frames(self, frames: Frames) -> None:
         peer = self.peer
-        if self._error is not None or peer is None:
+        if self._error is not None:
+            raise CommClosedError(f"{self._error} (peer {self.peer_address})")
+        if peer is None:
             raise CommClosedError(f"comm to {self.peer_address} is closed")
         if peer._error is not None:
             raise CommClosedError(f"peer {self.peer_address} closed the comm")
