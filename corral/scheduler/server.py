@@ -21,7 +21,7 @@ from corral import messages as msgs
 from corral.basic_types import Count
 from corral.core import BatchedSend, Comm, ConnectionPool, Server, rpc
 from corral.core.validate import build, checked
-from corral.exceptions import CommClosedError
+from corral.exceptions import CommClosedError, CommError
 from corral.scheduler import events as ev
 from corral.scheduler.state import SchedulerState
 from corral.scheduler.timeline import Timeline
@@ -331,7 +331,7 @@ class Scheduler:
         while True:
             try:
                 batch = await comm.read()
-            except (CommClosedError, OSError):
+            except CommError:
                 return
             except Exception as e:  # undecodable batch from an authenticated peer
                 logger.warning("dropping a batch from %s: %s", comm.peer_address, e)
@@ -387,7 +387,7 @@ class Scheduler:
                 return await self.pool(address).__getattr__(msg["op"])(
                     **{k: v for k, v in msg.items() if k != "op"}
                 )
-            except (OSError, CommClosedError) as e:
+            except CommError as e:
                 return {"status": "error", "exception": None, "exception_text": repr(e),
                         "traceback_text": ""}
 
