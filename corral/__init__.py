@@ -36,7 +36,30 @@ _HOMES = {
     "get_worker": "corral.worker",
 }
 
-__all__ = ["__version__", *sorted(_HOMES)]
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "Cluster",
+    "CommClosedError",
+    "ConnectionPool",
+    "CorralError",
+    "Executor",
+    "Future",
+    "LocalCluster",
+    "Nanny",
+    "Pool",
+    "Scheduler",
+    "Security",
+    "Server",
+    "Worker",
+    "__version__",
+    "as_completed",
+    "connect",
+    "get_worker",
+    "progress",
+    "rpc",
+    "wait",
+]
 
 
 def __getattr__(name: str) -> Any:

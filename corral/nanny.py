@@ -11,9 +11,10 @@ Theory of operation
   that had come up (as dask's nanny does: a worker killed every few seconds must come
   back every time, and a task that keeps killing workers is stopped by the scheduler's
   ``KilledWorker``), after a backoff that doubles with every consecutive death of a
-  worker that never came up (a broken environment must not spin); memory above ``memory_limit`` (RSS via
-  psutil) means SIGKILL and a restart; and a worker that cannot answer ``identity``
-  within ``liveness_timeout`` (its event loop is blocked) is killed and restarted too.
+  worker that never came up (a broken environment must not spin); memory above
+  ``memory_limit`` (RSS via psutil) means SIGKILL and a restart; and a worker that
+  cannot answer ``identity`` within ``liveness_timeout`` (its event loop is blocked) is
+  killed and restarted too.
 * A worker that exits with status 0 has been told to go, and one that exits with
   ``GAVE_UP_STATUS`` has given up on its scheduler (``--death-timeout``, refused
   credentials; it said why): the nanny then exits as well, without restarting it.
