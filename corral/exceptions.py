@@ -15,6 +15,7 @@
     ├── UnknownOperationError (KeyError)       a message named an op the server has no handler for
     ├── InvalidMessage (ValueError)            a message's fields are not what its op declares
     ├── InvalidTransition                      a state machine was asked for an impossible move
+    ├── UnknownStimulus (TypeError)            a stimulus type no handler is listed for
     ├── DataLostError                          the only copy of unrecomputable data is gone
     ├── KilledWorker                           a task was running on too many workers that died
     ├── ClientClosedError                      a client (or one of its futures) used after close()
@@ -100,6 +101,10 @@ class RemoteError(CorralError):
 
 class InvalidTransition(CorralError):
     """A state machine was asked to move a task between states that are not connected."""
+
+
+class UnknownStimulus(CorralError, TypeError):
+    """A state machine was handed a stimulus type its dispatch table does not list."""
 
 
 class DataLostError(CorralError):

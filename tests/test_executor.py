@@ -394,7 +394,7 @@ def test_the_scheduler_reports_starts_only_to_clients_that_ask():
                                           wanted=("plain",), report_start=True))
     assert actions == [ev.ReportTaskStarted(stimulus_id="g3", client="c", key="plain")]
     state.handle(ev.TaskFinished(stimulus_id="f", worker="tcp://w:1", key="watched", nbytes=1))
-    assert not state._start_watchers
+    assert not state.start_watchers
     state.validate()
 
 
@@ -417,7 +417,7 @@ def test_the_workers_decide_which_calls_a_shutdown_cancels():
     assert actions == [ev.ReportCancelled(stimulus_id="r", client="ex", key="b")]
     assert (state.task_state("a"), state.task_state("b"), state.task_state("c")) == (
         "processing", None, "processing")  # "c" had started (its report is on its way)
-    assert not state._cancel_requests
+    assert not state.cancel_requests
     state.validate()
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import time
 
 import pytest
 
-from corral.exceptions import DataLostError, KilledWorker
+from corral.exceptions import DataLostError, KilledWorker, UnknownStimulus
 from corral.scheduler import events as ev
+from corral.scheduler.dispatch import HANDLERS
 from corral.scheduler.state import SchedulerState
 
 A, B, C = "tcp://a:1", "tcp://b:1", "tcp://c:1"
@@ -292,7 +294,7 @@ def test_tasks_needing_resources_go_only_to_workers_that_have_them():
     assert state.task_state("big") == "no-worker"
     assert placed["plain"] == A  # the least loaded worker; resources do not matter
     state.handle(ev.Tick(stimulus_id="tick", now=1.0))  # A is idle, but has no GPU
-    assert not state._steals
+    assert not state.stealing.in_flight
     actions = state.handle(ev.AddWorker(stimulus_id="c", address=C, nthreads=1,
                                         resources={"GPU": 4}))
     assert computes(actions) == [(C, "big")]
@@ -379,3 +381,19 @@ def test_a_client_missing_scattered_data_gets_data_lost(state):
                                                 errant_worker=A))
     (report,) = of_type(actions, ev.ReportTaskErred)
     assert isinstance(pickle.loads(report.exception), DataLostError)
+
+
+def test_every_stimulus_type_has_exactly_one_handler():
+    stimuli = {c for c in vars(ev).values()
+               if isinstance(c, type) and issubclass(c, ev.Stimulus) and c is not ev.Stimulus}
+    assert set(HANDLERS) == stimuli
+    assert all(callable(h) for h in HANDLERS.values())
+
+
+def test_an_unknown_stimulus_is_refused_by_name(state):
+    @dataclasses.dataclass(frozen=True)
+    class Gossip(ev.Stimulus):
+        pass
+
+    with pytest.raises(UnknownStimulus, match="Gossip"):
+        state.handle(Gossip(stimulus_id="g"))

@@ -1,21 +1,16 @@
-"""The scheduler: knows which worker holds which key and decides where tasks run."""
+"""The scheduler: knows which worker holds which key and decides where tasks run.
 
-from __future__ import annotations
+``Scheduler`` (the server) is imported on first use: the pure state machine in
+``corral.scheduler.state`` loads no server, transport or event loop.
+"""
 
-from typing import TYPE_CHECKING, Any
+import typing as _typing
+
+from corral._lazy import lazy_exports as _lazy_exports
+
+__getattr__, __dir__ = _lazy_exports(__name__, {"Scheduler": "corral.scheduler.server"})
+
+if _typing.TYPE_CHECKING:
+    from corral.scheduler.server import Scheduler
 
 __all__ = ["Scheduler"]
-
-
-def __getattr__(name: str) -> Any:
-    # Imported on first use: workers import ``corral.scheduler.events`` (the shared
-    # message records) and must not pay for the scheduler's server on every start.
-    if name == "Scheduler":
-        from corral.scheduler.server import Scheduler
-
-        return Scheduler
-    raise AttributeError(f"module 'corral.scheduler' has no attribute {name!r}")
-
-
-if TYPE_CHECKING:
-    from corral.scheduler.server import Scheduler

@@ -16,16 +16,18 @@ import logging
 import sys
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
+from corral import messages as msgs
+from corral.basic_types import Count
 from corral.core import BatchedSend, Comm, ConnectionPool, Server, rpc
 from corral.core.validate import build, checked
 from corral.exceptions import CommClosedError
 from corral.scheduler import events as ev
-from corral.scheduler.events import Count
 from corral.scheduler.state import SchedulerState
 from corral.scheduler.timeline import Timeline
-from corral.scheduler.wire import Heartbeat, client_stimuli, worker_message
+from corral.scheduler.wire import client_message, scatter_stimuli, worker_message
 from corral.security import Security
 
 logger = logging.getLogger("corral.scheduler")
@@ -85,6 +87,7 @@ class Scheduler:
         self.pool = ConnectionPool(security=security, name=name)
         self._ticker: asyncio.Task[None] | None = None
         self.id = f"scheduler-{uuid.uuid4().hex[:8]}"
+        self._ids = msgs.StimulusIds(self.id)  # for messages of older peers, sent without one
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -142,75 +145,26 @@ class Scheduler:
                            "needed", len(lost), shown)
 
     def _carry_out(self, action: ev.Action) -> None:
-        if isinstance(action, ev.ComputeTask):
-            self._to_worker(
-                action.worker,
-                {
-                    "op": "compute-task",
-                    "key": action.key,
-                    "run_spec": action.run_spec,
-                    "who_has": action.who_has,
-                    "nbytes": action.nbytes,
-                    "priority": action.priority,
-                    "resources": action.resources,
-                    "stimulus_id": action.stimulus_id,
-                },
-            )
-        elif isinstance(action, ev.FreeKeys):
-            self._to_worker(
-                action.worker,
-                {"op": "free-keys", "keys": action.keys, "stimulus_id": action.stimulus_id},
-            )
-        elif isinstance(action, ev.StealRequest):
-            self._to_worker(
-                action.worker,
-                {"op": "steal-request", "key": action.key, "stimulus_id": action.stimulus_id},
-            )
-        elif isinstance(action, ev.ReportKeyInMemory):
-            self._to_client(
-                action.client,
-                {
-                    "op": "key-in-memory",
-                    "key": action.key,
-                    "who_has": action.who_has,
-                    "nbytes": action.nbytes,
-                    "typename": action.typename,
-                },
-            )
-        elif isinstance(action, ev.ReportTaskErred):
-            self._to_client(
-                action.client,
-                {
-                    "op": "task-erred",
-                    "key": action.key,
-                    "exception": action.exception,
-                    "traceback": action.traceback,
-                    "exception_text": action.exception_text,
-                    "traceback_text": action.traceback_text,
-                },
-            )
+        if isinstance(action, msgs.ToWorker):
+            self._to_worker(action)
+        elif isinstance(action, msgs.ToClient):
+            self._to_client(action)
         elif isinstance(action, ev.Notice):
             logger.warning("%s %r: %s", action.event, action.key, action.detail)
-        elif isinstance(action, ev.ReportTaskStarted):
-            self._to_client(action.client, {"op": "task-started", "key": action.key})
-        elif isinstance(action, ev.ReportCancelled):
-            self._to_client(
-                action.client, {"op": "cancelled", "key": action.key, "reason": action.reason}
-            )
-        else:  # pragma: no cover - a new action the server does not know yet
+        else:  # pragma: no cover - a new kind of action the server does not know yet
             raise TypeError(f"unknown action {action!r}")
 
-    def _to_worker(self, worker: str, msg: dict[str, Any]) -> None:
-        stream = self.worker_streams.get(worker)
+    def _to_worker(self, msg: msgs.ToWorker) -> None:
+        stream = self.worker_streams.get(msg.worker)
         if stream is not None:
             with contextlib.suppress(CommClosedError):
-                stream.send(msg)
+                stream.send(msg.to_wire())
 
-    def _to_client(self, client: str, msg: dict[str, Any]) -> None:
-        stream = self.client_streams.get(client)
+    def _to_client(self, msg: msgs.ToClient) -> None:
+        stream = self.client_streams.get(msg.client)
         if stream is not None:
             with contextlib.suppress(CommClosedError):
-                stream.send(msg)
+                stream.send(msg.to_wire())
 
     async def _tick_forever(self) -> None:
         while True:
@@ -260,17 +214,12 @@ class Scheduler:
     def _from_worker(self, address: str, msg: dict[str, Any]) -> None:
         info = self.worker_info[address]
         info["last_seen"] = time.time()
-        stimulus = worker_message(address, msg)
-        if isinstance(stimulus, Heartbeat):
-            info["metrics"] = stimulus.metrics
-            self._to_worker(address, {"op": "heartbeat-ack"})  # proves the link both ways
-            for peer, start, stop, nbytes in stimulus.transfers[:1000]:
-                self.timeline.transfer(address, peer, start, stop, nbytes)
+        stimulus = worker_message(address, msg, self._ids)
+        if not isinstance(stimulus, ev.TaskFinished | ev.TaskErred):
+            if stimulus is not None:
+                self._serve(stimulus)
             return
-        if stimulus is None:
-            return
-        finished = isinstance(stimulus, ev.TaskFinished | ev.TaskErred)
-        ts = self.state.tasks.get(stimulus.key) if finished else None  # type: ignore[attr-defined]
+        ts = self.state.tasks.get(stimulus.key)
         self.handle(stimulus)
         if ts is None:
             return
@@ -280,6 +229,23 @@ class Scheduler:
         elif isinstance(stimulus, ev.TaskErred):
             self.timeline.task_erred(ts.key, ts.name, address, stimulus.start, stimulus.stop)
 
+    def _serve(self, message: msgs.FromWorker | msgs.FromClient) -> None:
+        """A message off a stream: the server's own business (``OWN_MESSAGES``), or else
+        a stimulus for the state machine."""
+        own = self.OWN_MESSAGES.get(type(message))
+        if own is not None:
+            own(self, message)
+        else:
+            assert isinstance(message, ev.Stimulus), message  # tests/test_messages.py
+            self.handle(message)
+
+    def _on_heartbeat(self, msg: msgs.Heartbeat) -> None:
+        self.worker_info[msg.worker]["metrics"] = msg.metrics
+        # The answer proves the link both ways.
+        self._to_worker(msgs.HeartbeatAck(stimulus_id=msg.stimulus_id, worker=msg.worker))
+        for peer, start, stop, nbytes in msg.transfers[:1000]:
+            self.timeline.transfer(msg.worker, peer, start, stop, nbytes)
+
     def _remove_worker(self, address: str, reason: str) -> None:
         stream = self.worker_streams.pop(address, None)
         self.worker_info.pop(address, None)
@@ -287,9 +253,10 @@ class Scheduler:
             stream.abort()
         stimulus_id = f"remove-worker-{time.time()}"
         self.handle(ev.RemoveWorker(stimulus_id=stimulus_id, address=address, reason=reason))
+        gone = msgs.RemoveWorkerPeer(stimulus_id=stimulus_id, peer=address).to_wire()
         for other in self.worker_streams.values():
             with contextlib.suppress(CommClosedError):
-                other.send({"op": "remove-worker-peer", "peer": address})
+                other.send(gone)
         logger.info("worker %s left: %s", address, reason)
 
     @checked
@@ -330,11 +297,21 @@ class Scheduler:
             logger.info("client %s removed", client)
 
     def _from_client(self, client: str, msg: dict[str, Any]) -> None:
-        op = msg.get("op")
-        if op == "close-client":
-            self._closing_clients.add(client)
-            return
-        self.handle(*client_stimuli(client, msg, now=time.time()))
+        message = client_message(client, msg, self._ids, now=time.time())
+        if message is not None:
+            self._serve(message)
+
+    def _on_close_client(self, msg: msgs.CloseClient) -> None:
+        self._closing_clients.add(msg.client)  # said goodbye: release its keys at once
+
+    def _on_scatter(self, msg: msgs.Scatter) -> None:
+        self.handle(*scatter_stimuli(msg))
+
+    # The messages the server acts on itself; all others that it reads are stimuli.
+    OWN_MESSAGES: ClassVar[dict[type[msgs.Message], Callable[[Any, Any], None]]] = {
+        msgs.Heartbeat: _on_heartbeat, msgs.CloseClient: _on_close_client,
+        msgs.Scatter: _on_scatter,
+    }
 
     async def _read_stream(self, comm: Comm, on_message: Any) -> None:
         """Read batches from a long-lived stream until it closes; one bad message is skipped."""

@@ -1,0 +1,146 @@
+"""How the scheduler handles what clients say: graphs, wants, cancellations, scatters.
+
+Each ``def <stimulus>(state, s)`` here is the handler ``SchedulerState.handle`` finds
+for that stimulus type in ``corral.scheduler.dispatch``; the operations it calls on
+``state`` (compute, release, report ...) are the core's, in ``corral.scheduler.state``.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import TYPE_CHECKING
+
+from corral.basic_types import Key
+from corral.scheduler import events as ev
+from corral.scheduler.placement import depth_first
+from corral.scheduler.records import ACTIVE, TS, TaskState, added
+
+if TYPE_CHECKING:
+    from corral.scheduler.state import SchedulerState
+
+
+def update_graph(state: SchedulerState, s: ev.UpdateGraph) -> None:
+    fresh: list[TaskState] = []
+    for spec in s.tasks:
+        ts = state.tasks.get(spec.key)
+        if ts is None:
+            ts = state.tasks[spec.key] = TaskState(spec.key)
+        if ts.state != TS.RELEASED:
+            continue  # an equal pure call under way or done: share it
+        ts.run_spec, ts.name, ts.retries = spec.run_spec, spec.name, spec.retries
+        ts.restrictions = frozenset(spec.workers) if spec.workers is not None else None
+        ts.loose_restrictions, ts.resources = spec.allow_other_workers, spec.resources
+        ts.priority = (-spec.priority,)
+        fresh.append(ts)
+    missing: dict[TaskState, Key] = {}
+    for spec in s.tasks:
+        ts = state.tasks[spec.key]
+        for dep_key in spec.dependencies:
+            dts = state.tasks.get(dep_key)
+            if dts is None:
+                missing[ts] = dep_key
+                continue
+            ts.dependencies = added(ts.dependencies, dts)
+            dts.dependents = added(dts.dependents, ts)
+    state._generation += 1
+    for order, ts in enumerate(depth_first(fresh)):
+        ts.priority = (ts.priority[0], state._generation, order)
+    for ts, dep_key in missing.items():
+        error = KeyError(f"dependency {dep_key!r} of {ts.key!r} is not known to the scheduler")
+        state.err(ts, pickle.dumps(error), b"", f"KeyError: {error}", "")
+    for ts in fresh:
+        if ts.state == TS.RELEASED:
+            state.compute(ts)
+    for key in s.wanted:  # wants last, so that each client hears of each key once
+        ts = state.tasks.get(key)
+        if ts is not None:
+            ts.who_wants = added(ts.who_wants, s.client)
+            state.client_keys[s.client].add(ts)
+            if s.report_start:
+                _watch_start(state, ts, s.client)
+            state.report_if_done(ts, s.client)
+
+
+def _watch_start(state: SchedulerState, ts: TaskState, client: str) -> None:
+    if ts.processing_on is not None and ts in ts.processing_on.executing:
+        state.emit(ev.ReportTaskStarted, client=client, key=ts.key)
+    elif ts.state in ACTIVE:
+        state.start_watchers.setdefault(ts.key, set()).add(client)
+
+
+def client_desires_keys(state: SchedulerState, s: ev.ClientDesiresKeys) -> None:
+    for key in s.keys:
+        ts = state.tasks.get(key)
+        if ts is not None:
+            ts.who_wants = added(ts.who_wants, s.client)
+            state.client_keys[s.client].add(ts)
+            if ts.state == TS.RELEASED:
+                state.compute(ts)
+            state.report_if_done(ts, s.client)
+
+
+def client_releases_keys(state: SchedulerState, s: ev.ClientReleasesKeys) -> None:
+    state.unwant(s.client, s.keys)
+
+
+def cancel_keys(state: SchedulerState, s: ev.CancelKeys) -> None:
+    keys = s.keys
+    if s.unstarted_only:
+        keys = tuple(key for key in keys if _may_cancel_now(state, key, s.client))
+    for key in keys:
+        ts = state.tasks.get(key)
+        if ts is not None and s.client in ts.who_wants and ts.state in (*ACTIVE, TS.RELEASED):
+            state.emit(ev.ReportCancelled, client=s.client, key=key)
+    state.unwant(s.client, keys)
+
+
+def _may_cancel_now(state: SchedulerState, key: Key, client: str) -> bool:
+    """For a cancellation unless started: True if ``key`` cannot have started. For a
+    task on a worker, not known to have started, ask the worker (``StealRequest``)."""
+    ts = state.tasks.get(key)
+    if ts is None or ts.processing_on is None:
+        return True
+    if ts not in ts.processing_on.executing and client in ts.who_wants:
+        if key not in state.cancel_requests:
+            state.emit(ev.StealRequest, worker=ts.processing_on.address, key=key)
+        state.cancel_requests.setdefault(key, set()).add(client)
+    return False
+
+
+def remove_client(state: SchedulerState, s: ev.RemoveClient) -> None:
+    keys = [ts.key for ts in state.client_keys.pop(s.client, ())]
+    state.unwant(s.client, keys)
+
+
+def scatter_data(state: SchedulerState, s: ev.ScatterData) -> None:
+    for key, (address, nbytes) in s.placed.items():
+        ws = state.workers.get(address)
+        ts = state.tasks.get(key) or state.tasks.setdefault(key, TaskState(key))
+        ts.who_wants = added(ts.who_wants, s.client)
+        state.client_keys[s.client].add(ts)
+        if ws is None:
+            continue
+        if ts.state == TS.RELEASED:
+            ts.run_spec = None
+            state.transition(ts, TS.MEMORY)
+        state.add_replica(ts, ws, nbytes)
+        ts.typename = s.typenames.get(key, ts.typename)
+        state.report_if_done(ts, s.client)
+
+
+def client_missing_data(state: SchedulerState, s: ev.ClientMissingData) -> None:
+    """A client found no data where we said: drop that replica, then tell it again
+    where the key is, or recompute it (the report follows), or err it if it cannot be."""
+    ts, errant = state.tasks.get(s.key), state.workers.get(s.errant_worker)
+    if ts is None:
+        return
+    if errant is not None and errant in ts.who_has:
+        state.remove_replica(ts, errant)
+        state.emit(ev.FreeKeys, worker=errant.address, keys=(ts.key,))  # if it has one
+    if ts.state == TS.MEMORY and not ts.who_has:
+        state.lost(ts)
+        state.resume_waiting()
+    elif ts.state == TS.RELEASED and state.needed(ts):  # e.g. scattered to a dead worker
+        state.compute(ts)
+    elif s.client in ts.who_wants:
+        state.report_if_done(ts, s.client)

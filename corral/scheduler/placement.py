@@ -1,0 +1,124 @@
+"""Where a ready task runs, and the bookkeeping of what each worker has queued.
+
+A ready task goes to the worker with the smallest estimated start time,
+``occupancy / nthreads + bytes of inputs it lacks / bandwidth``. Only the holders of its
+inputs and the least-occupied worker (a lazily updated heap) are considered, so placing
+a task costs O(inputs + log workers), not O(workers). Occupancy is the sum of the
+estimated durations of a worker's queued tasks; durations are learnt per function name.
+
+Pure: no I/O, no clock, no state transitions (those are ``SchedulerState``'s).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+
+from corral.scheduler.records import TaskState, WorkerState
+
+
+class Placement:
+    def __init__(
+        self, workers: dict[str, WorkerState], *, bandwidth: float, default_duration: float
+    ) -> None:
+        self.workers = workers  # the state machine's own dict, shared
+        self.bandwidth = bandwidth
+        self.default_duration = default_duration
+        self.durations: dict[str, tuple[float, int]] = {}  # name → (total seconds, count)
+        self._load_heap: list[tuple[float, int, str]] = []  # (load, tie-break, address)
+        self._seq = itertools.count()
+
+    # -- choosing ----------------------------------------------------------------------
+
+    def decide_worker(self, ts: TaskState) -> WorkerState | None:
+        """The worker where ``ts`` would start soonest; None if none may run it."""
+        if ts.restrictions is not None:
+            allowed = [self.workers[a] for a in ts.restrictions if a in self.workers
+                       and self.workers[a].supplies(ts.resources)]
+            if allowed or not ts.loose_restrictions:
+                return min(allowed, key=lambda w: (self.start_time(ts, w), w.address),
+                           default=None)
+        if ts.resources:  # rare: worth a scan of the workers that have what it needs
+            able = [w for w in self.workers.values() if w.supplies(ts.resources)]
+            candidates = {w for dts in ts.dependencies for w in dts.who_has if w in able}
+            least = min(able, key=WorkerState.load, default=None)
+        else:
+            candidates = {w for dts in ts.dependencies for w in dts.who_has}
+            least = self.least_loaded()
+        if least is not None:
+            candidates.add(least)
+        return min(candidates, key=lambda w: (self.start_time(ts, w), w.address), default=None)
+
+    @staticmethod
+    def may_run(ts: TaskState, ws: WorkerState) -> bool:
+        return (ts.restrictions is None or ws.address in ts.restrictions) and ws.supplies(
+            ts.resources)
+
+    def start_time(self, ts: TaskState, ws: WorkerState) -> float:
+        missing = sum(d.nbytes for d in ts.dependencies if ws not in d.who_has)
+        return ws.load() + missing / self.bandwidth
+
+    def least_loaded(self) -> WorkerState | None:
+        heap = self._load_heap
+        while heap:
+            load, _, address = heap[0]
+            ws = self.workers.get(address)
+            if ws is not None and ws.load() == load:
+                return ws
+            heapq.heappop(heap)  # stale entry
+        return None
+
+    # -- bookkeeping -------------------------------------------------------------------
+
+    def set_occupancy(self, ws: WorkerState, occupancy: float) -> None:
+        ws.occupancy = max(occupancy, 0.0)
+        heapq.heappush(self._load_heap, (ws.load(), next(self._seq), ws.address))
+        if len(self._load_heap) > 4 * len(self.workers) + 1000:
+            self._load_heap = [(w.load(), next(self._seq), a) for a, w in self.workers.items()]
+            heapq.heapify(self._load_heap)
+
+    def add_processing(self, ts: TaskState, ws: WorkerState) -> None:
+        """``ts`` is queued on ``ws``: count its estimated duration there."""
+        ts.processing_on = ws
+        duration = self.estimate(ts)
+        ws.processing[ts] = duration
+        self.set_occupancy(ws, ws.occupancy + duration)
+
+    def remove_processing(self, ts: TaskState) -> WorkerState | None:
+        """``ts`` is no longer queued where it was; that worker, if any."""
+        ws, ts.processing_on = ts.processing_on, None
+        if ws is not None and ts in ws.processing:
+            self.set_occupancy(ws, ws.occupancy - ws.processing.pop(ts))
+            ws.executing.discard(ts)
+        return ws
+
+    def estimate(self, ts: TaskState) -> float:
+        total, count = self.durations.get(ts.name, (self.default_duration, 1))
+        return total / count
+
+    def record_duration(self, name: str, seconds: float) -> None:
+        total, count = self.durations.get(name, (0.0, 0))
+        self.durations[name] = (total + seconds, count + 1)
+
+
+def depth_first(tasks: list[TaskState]) -> list[TaskState]:
+    """Post-order from the terminal tasks: inputs first, and a chain before the next root."""
+    members = set(tasks)
+    order: list[TaskState] = []
+    seen: set[TaskState] = set()
+    terminals = [t for t in tasks if not (t.dependents & members)]
+    for root in terminals:
+        stack: list[tuple[TaskState, bool]] = [(root, False)]
+        while stack:
+            ts, expanded = stack.pop()
+            if expanded:
+                order.append(ts)
+                continue
+            if ts in seen:
+                continue
+            seen.add(ts)
+            stack.append((ts, True))
+            deps = sorted((d for d in ts.dependencies if d in members and d not in seen),
+                          key=lambda d: str(d.key), reverse=True)
+            stack.extend((d, False) for d in deps)
+    return order

@@ -1,0 +1,187 @@
+"""How the scheduler handles what workers say: joining and leaving, results,
+replicas, missing data, and answers to steal requests; and the passing of time.
+
+Each ``def <stimulus>(state, s)`` here is the handler ``SchedulerState.handle`` finds
+for that stimulus type in ``corral.scheduler.dispatch``; the operations it calls on
+``state`` are the core's, in ``corral.scheduler.state``.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import TYPE_CHECKING
+
+from corral.exceptions import KilledWorker
+from corral.scheduler import events as ev
+from corral.scheduler.records import NONE, TS, WorkerState, discarded
+
+if TYPE_CHECKING:
+    from corral.scheduler.state import SchedulerState
+
+
+def add_worker(state: SchedulerState, s: ev.AddWorker) -> None:
+    if s.address in state.workers:
+        return
+    ws = state.workers[s.address] = WorkerState(
+        s.address, max(1, s.nthreads), s.memory_limit, s.name, resources=dict(s.resources)
+    )
+    state.placement.set_occupancy(ws, 0.0)
+    for ts in list(state.no_worker):
+        if ts.state == TS.NO_WORKER:  # placing one may not move another, but be sure
+            state.place(ts)
+
+
+def remove_worker(state: SchedulerState, s: ev.RemoveWorker) -> None:
+    ws = state.workers.pop(s.address, None)
+    if ws is None:
+        return
+    for ts in list(ws.processing):
+        # Suspects: tasks it was running that never finished anywhere. Queued tasks are
+        # innocent, and so is a task that finished before: it runs again because data
+        # was lost, and recomputed roots run first on every restarted worker, slow while
+        # it starts up, so they would be blamed for deaths they did not cause.
+        if ts in ws.executing and not ts.finished_once:
+            ts.suspicious += 1
+        state.unassign(ts)
+        state.transition(ts, TS.RELEASED)
+        if ts.suspicious >= state.allowed_failures:
+            error = KilledWorker(
+                f"task {ts.key!r} was running on {ts.suspicious} workers that died; "
+                f"the last was {ws.address}"
+            )
+            state.err(ts, pickle.dumps(error), b"", f"KilledWorker: {error}", "")
+        else:
+            state.compute_later(ts)
+    held = list(ws.has_what)
+    for ts in held:
+        state.remove_replica(ts, ws)
+    for ts in held:
+        if ts.state == TS.MEMORY and not ts.who_has:
+            state.lost(ts)
+    state.resume_waiting()
+
+
+def task_started(state: SchedulerState, s: ev.TaskStarted) -> None:
+    ts, ws = state.tasks.get(s.key), state.workers.get(s.worker)
+    if ts is not None and ws is not None and ts.processing_on is ws:
+        ws.executing.add(ts)
+        for client in state.start_watchers.pop(ts.key, ()):
+            if client in ts.who_wants:
+                state.emit(ev.ReportTaskStarted, client=client, key=ts.key)
+
+
+def task_finished(state: SchedulerState, s: ev.TaskFinished) -> None:
+    ws, ts = state.workers.get(s.worker), state.tasks.get(s.key)
+    if ws is None:
+        return
+    if ts is None or ts.state in (TS.RELEASED, TS.ERRED):
+        state.emit(ev.FreeKeys, worker=ws.address, keys=(s.key,))
+        return
+    if ts.state == TS.MEMORY:
+        state.add_replica(ts, ws, s.nbytes)
+        return
+    if ts.processing_on is not None and ts.processing_on is not ws:
+        other = state.unassign(ts)  # ran elsewhere too (e.g. stolen): keep this result
+        assert other is not None
+        state.emit(ev.FreeKeys, worker=other.address, keys=(ts.key,))
+    state.unassign(ts)
+    if s.stop > s.start:
+        state.placement.record_duration(ts.name, s.stop - s.start)
+    ts.typename, ts.waiting_on, ts.finished_once = s.typename, NONE, True
+    state.transition(ts, TS.MEMORY)
+    state.add_replica(ts, ws, s.nbytes)
+    for client in ts.who_wants:
+        state.report_if_done(ts, client)
+    for dts in list(ts.dependents):
+        if ts in dts.waiting_on:
+            dts.waiting_on = discarded(dts.waiting_on, ts)
+            if not dts.waiting_on and dts.state == TS.WAITING:
+                state.place(dts)
+    for dts in list(ts.dependencies):
+        state.release_if_unneeded(dts)
+    state.release_if_unneeded(ts)
+
+
+def task_erred(state: SchedulerState, s: ev.TaskErred) -> None:
+    ts, ws = state.tasks.get(s.key), state.workers.get(s.worker)
+    if ts is None or ws is None or ts.state != TS.PROCESSING or ts.processing_on is not ws:
+        return
+    state.unassign(ts)
+    state.emit(ev.FreeKeys, worker=ws.address, keys=(ts.key,))  # the worker keeps no error
+    if ts.retries > 0:
+        ts.retries -= 1
+        state.transition(ts, TS.RELEASED)
+        state.compute(ts)
+        return
+    state.err(ts, s.exception, s.traceback, s.exception_text, s.traceback_text)
+
+
+def add_keys(state: SchedulerState, s: ev.AddKeys) -> None:
+    ws = state.workers.get(s.worker)
+    if ws is None:
+        return
+    unknown = []
+    for key, nbytes in s.keys.items():
+        ts = state.tasks.get(key)
+        if ts is not None and ts.state == TS.MEMORY:
+            state.add_replica(ts, ws, nbytes)
+        else:
+            unknown.append(key)
+    if unknown:
+        state.emit(ev.FreeKeys, worker=ws.address, keys=tuple(unknown))
+
+
+def release_worker_data(state: SchedulerState, s: ev.ReleaseWorkerData) -> None:
+    ts, ws = state.tasks.get(s.key), state.workers.get(s.worker)
+    if ts is not None and ws is not None:
+        state.remove_replica(ts, ws)
+        if ts.state == TS.MEMORY and not ts.who_has:
+            state.lost(ts)
+            state.resume_waiting()
+
+
+def missing_data(state: SchedulerState, s: ev.MissingData) -> None:
+    ts, errant = state.tasks.get(s.key), state.workers.get(s.errant_worker)
+    if ts is None:
+        return
+    if errant is not None:
+        state.remove_replica(ts, errant)
+    asker = state.workers.get(s.worker)
+    if asker is not None:  # the task there needs fresh who_has: send it again
+        for dts in [d for d in ts.dependents if d.processing_on is asker]:
+            state.unassign(dts)
+            state.emit(ev.FreeKeys, worker=asker.address, keys=(dts.key,))
+            state.transition(dts, TS.RELEASED)
+            state.compute_later(dts)
+    if ts.state == TS.MEMORY and not ts.who_has:
+        state.lost(ts)
+    state.resume_waiting()
+
+
+def tick(state: SchedulerState, s: ev.Tick) -> None:
+    for victim, ts in state.stealing.choose(state.workers.values()):
+        state.emit(ev.StealRequest, worker=victim.address, key=ts.key)
+
+
+def steal_response(state: SchedulerState, s: ev.StealResponse) -> None:
+    thief_address = state.stealing.answered(s.key)
+    cancelling = state.cancel_requests.pop(s.key, ())  # not released: it started
+    ts = state.tasks.get(s.key)
+    if not s.released or ts is None or ts.state != TS.PROCESSING:
+        return
+    if ts.processing_on is None or ts.processing_on.address != s.worker:
+        return
+    state.unassign(ts)
+    state.transition(ts, TS.RELEASED)
+    if cancelling:
+        for client in cancelling:
+            if client in ts.who_wants:
+                state.emit(ev.ReportCancelled, client=client, key=ts.key)
+        state.unwant_all(cancelling, ts)
+        return
+    state.transition(ts, TS.WAITING)
+    thief = state.workers.get(thief_address or "")
+    if thief is not None and state.placement.may_run(ts, thief):
+        state.assign(ts, thief)
+    else:
+        state.place(ts)
