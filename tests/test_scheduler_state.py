@@ -57,8 +57,12 @@ def test_one_task_on_one_worker(state):
                        nbytes={}, priority=(0, 1, 0), resources=None)
     ]
     actions = state.handle(finished(A, "x"))
-    assert actions == [ev.ReportKeyInMemory(stimulus_id="done-x", client="c1", key="x",
-                                            who_has=(A,), nbytes=8, typename="int")]
+    assert actions == [
+        ev.RecordTaskRun(stimulus_id="done-x", worker=A, key="x", name="", start=0.0, stop=0.0,
+                         nbytes=8),
+        ev.ReportKeyInMemory(stimulus_id="done-x", client="c1", key="x", who_has=(A,), nbytes=8,
+                             typename="int"),
+    ]
     assert state.task_state("x") == "memory"
     actions = state.handle(ev.ClientReleasesKeys(stimulus_id="rel", client="c1", keys=("x",)))
     assert actions == [ev.FreeKeys(stimulus_id="rel", worker=A, keys=("x",))]

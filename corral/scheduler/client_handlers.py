@@ -1,4 +1,5 @@
-"""How the scheduler handles what clients say: graphs, wants, cancellations, scatters.
+"""How the scheduler handles what clients say: graphs, wants, cancellations, scatters;
+and clients coming, going, and coming back within their grace.
 
 Each ``def <stimulus>(state, s)`` here is the handler ``SchedulerState.handle`` finds
 for that stimulus type in ``corral.scheduler.dispatch``; the operations it calls on
@@ -108,8 +109,24 @@ def _may_cancel_now(state: SchedulerState, key: Key, client: str) -> bool:
 
 
 def remove_client(state: SchedulerState, s: ev.RemoveClient) -> None:
-    keys = [ts.key for ts in state.client_keys.pop(s.client, ())]
-    state.unwant(s.client, keys)
+    drop_client(state, s.client, "closed")
+
+
+def drop_client(state: SchedulerState, client: str, reason: str) -> None:
+    """Release every key ``client`` holds and forget it."""
+    state.liveness.client_connected(client)  # no deadline left pending
+    keys = [ts.key for ts in state.client_keys.pop(client, ())]
+    state.unwant(client, keys)
+    state.emit(ev.DropClient, client=client, reason=reason)
+
+
+def client_connected(state: SchedulerState, s: ev.ClientConnected) -> None:
+    state.liveness.client_connected(s.client)
+
+
+def client_disconnected(state: SchedulerState, s: ev.ClientDisconnected) -> None:
+    """Without a goodbye: keep its keys for ``client_grace``, in case it comes back."""
+    state.liveness.client_disconnected(s.client, s.now)
 
 
 def scatter_data(state: SchedulerState, s: ev.ScatterData) -> None:

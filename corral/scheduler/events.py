@@ -193,8 +193,34 @@ class StealResponse(Stimulus):
 
 @dataclass(frozen=True, slots=True)
 class Tick(Stimulus):
-    """Periodic: time passes (balancing, timeouts)."""
+    """Periodic: time passes. Silent workers and clients gone past their grace are
+    removed, and idle workers steal."""
 
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerHeartbeat(Stimulus):
+    """``worker`` was heard from at ``now``: it is alive for another ``worker_ttl``."""
+
+    worker: str
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConnected(Stimulus):
+    """``client`` (re)connected at ``now``: if it had dropped off, its keys are kept."""
+
+    client: str
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class ClientDisconnected(Stimulus):
+    """``client``'s connection dropped at ``now`` without a goodbye: its keys are
+    released at ``now + client_grace`` unless it reconnects first."""
+
+    client: str
     now: float
 
 
@@ -271,6 +297,38 @@ class ReportTaskStarted(Action):
 
     client: str
     key: Key
+
+
+@dataclass(frozen=True, slots=True)
+class RecordTaskRun(Action):
+    """``worker`` ran ``key`` (function ``name``) from ``start`` to ``stop``, by its
+    clock: one bar of the task stream, whatever became of the result."""
+
+    worker: str
+    key: Key
+    name: str
+    start: float
+    stop: float
+    nbytes: int = 0
+    erred: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DropWorker(Action):
+    """``worker`` is removed (gone silent, disconnected, or replaced): close its stream
+    and tell its peers. Its tasks have already been rescheduled."""
+
+    worker: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DropClient(Action):
+    """``client`` is removed and its keys released (it said goodbye, or its grace ran
+    out)."""
+
+    client: str
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from corral.exceptions import CommClosedError
 from corral.scheduler import events as ev
 from corral.scheduler.events import Count
 from corral.scheduler.state import SchedulerState
+from corral.scheduler.stimulus_log import StimulusIds
 from corral.scheduler.timeline import Timeline
 from corral.scheduler.wire import Heartbeat, client_stimuli, worker_message
 from corral.security import Security
@@ -58,9 +59,11 @@ class Scheduler:
         self.worker_ttl = worker_ttl
         # A client whose connection drops keeps its keys this long, to reconnect.
         self.client_grace = client_grace
-        self._client_expiry: dict[str, asyncio.TimerHandle] = {}
         self._closing_clients: set[str] = set()
-        self.state = SchedulerState(**state_options)
+        # Both are decided by the state machine, from the times stamped on stimuli here.
+        self.state = SchedulerState(worker_ttl=worker_ttl, client_grace=client_grace,
+                                    **state_options)
+        self._ids = StimulusIds()  # for the stimuli the scheduler makes itself
         self.tick_interval = tick_interval
         self.batch_interval = batch_interval
         self.server = Server(
@@ -112,8 +115,6 @@ class Scheduler:
             self._ticker.cancel()
         if self.dashboard is not None:
             await self.dashboard.close()
-        for expiry in self._client_expiry.values():
-            expiry.cancel()
         for stream in list(self.worker_streams.values()) + list(self.client_streams.values()):
             stream.abort()
         await self.server.close()
@@ -197,6 +198,17 @@ class Scheduler:
             self._to_client(
                 action.client, {"op": "cancelled", "key": action.key, "reason": action.reason}
             )
+        elif isinstance(action, ev.RecordTaskRun):
+            if action.erred:
+                self.timeline.task_erred(action.key, action.name, action.worker, action.start,
+                                         action.stop)
+            else:
+                self.timeline.task_finished(action.key, action.name, action.worker,
+                                            action.start, action.stop, action.nbytes)
+        elif isinstance(action, ev.DropWorker):
+            self._drop_worker(action.worker, action.reason)
+        elif isinstance(action, ev.DropClient):
+            logger.info("client %s removed: %s", action.client, action.reason)
         else:  # pragma: no cover - a new action the server does not know yet
             raise TypeError(f"unknown action {action!r}")
 
@@ -215,11 +227,7 @@ class Scheduler:
     async def _tick_forever(self) -> None:
         while True:
             await asyncio.sleep(self.tick_interval)
-            now = time.time()
-            for address, info in list(self.worker_info.items()):
-                if now - info["last_seen"] > self.worker_ttl:
-                    self._remove_worker(address, f"no heartbeat for {self.worker_ttl} s")
-            self.handle(ev.Tick(stimulus_id=f"tick-{now}", now=now))
+            self.handle(ev.Tick(stimulus_id=self._ids("tick"), now=time.time()))
 
     # -- streams -----------------------------------------------------------------------
 
@@ -238,7 +246,7 @@ class Scheduler:
         # Every field is checked (here, and as an AddWorker) before anything is recorded:
         # a refused registration leaves no trace.
         added = build(ev.AddWorker, {
-            "stimulus_id": f"register-worker-{address}-{time.time()}", "address": address,
+            "stimulus_id": self._ids("register-worker"), "address": address,
             "nthreads": nthreads, "memory_limit": memory_limit, "resources": resources or {},
             "name": name, "now": time.time()})
         if address in self.worker_streams:  # the same worker again, e.g. after a reconnect
@@ -259,34 +267,32 @@ class Scheduler:
 
     def _from_worker(self, address: str, msg: dict[str, Any]) -> None:
         info = self.worker_info[address]
-        info["last_seen"] = time.time()
+        now = info["last_seen"] = time.time()  # for display; liveness is the state's
         stimulus = worker_message(address, msg)
         if isinstance(stimulus, Heartbeat):
             info["metrics"] = stimulus.metrics
             self._to_worker(address, {"op": "heartbeat-ack"})  # proves the link both ways
             for peer, start, stop, nbytes in stimulus.transfers[:1000]:
                 self.timeline.transfer(address, peer, start, stop, nbytes)
+            self.handle(ev.WorkerHeartbeat(stimulus_id=stimulus.stimulus_id or
+                                           self._ids("heartbeat"), worker=address, now=now))
             return
-        if stimulus is None:
-            return
-        finished = isinstance(stimulus, ev.TaskFinished | ev.TaskErred)
-        ts = self.state.tasks.get(stimulus.key) if finished else None  # type: ignore[attr-defined]
-        self.handle(stimulus)
-        if ts is None:
-            return
-        if isinstance(stimulus, ev.TaskFinished):
-            self.timeline.task_finished(ts.key, ts.name, address, stimulus.start,
-                                        stimulus.stop, stimulus.nbytes)
-        elif isinstance(stimulus, ev.TaskErred):
-            self.timeline.task_erred(ts.key, ts.name, address, stimulus.start, stimulus.stop)
+        if stimulus is not None:
+            self.handle(stimulus)
 
     def _remove_worker(self, address: str, reason: str) -> None:
+        self.handle(ev.RemoveWorker(stimulus_id=self._ids("remove-worker"), address=address,
+                                    reason=reason))
+        self._drop_worker(address, reason)  # if the state machine did not know it
+
+    def _drop_worker(self, address: str, reason: str) -> None:
+        """Close the stream to a removed worker and tell its peers it is gone."""
         stream = self.worker_streams.pop(address, None)
-        self.worker_info.pop(address, None)
+        info = self.worker_info.pop(address, None)
+        if stream is None and info is None:
+            return  # already dropped
         if stream is not None:
             stream.abort()
-        stimulus_id = f"remove-worker-{time.time()}"
-        self.handle(ev.RemoveWorker(stimulus_id=stimulus_id, address=address, reason=reason))
         for other in self.worker_streams.values():
             with contextlib.suppress(CommClosedError):
                 other.send({"op": "remove-worker-peer", "peer": address})
@@ -294,10 +300,8 @@ class Scheduler:
 
     @checked
     async def register_client(self, comm: Comm, client: str) -> None:
-        expiry = self._client_expiry.pop(client, None)
-        if expiry is not None:
-            expiry.cancel()
-            logger.info("client %s reconnected", client)
+        self.handle(ev.ClientConnected(stimulus_id=self._ids("client-connected"), client=client,
+                                       now=time.time()))
         old = self.client_streams.pop(client, None)
         if old is not None:
             old.abort()
@@ -315,19 +319,14 @@ class Scheduler:
                 stream.abort()
             if client in self._closing_clients:  # said goodbye: nothing to keep
                 self._closing_clients.discard(client)
-                self._remove_client(client)
+                if client not in self.client_streams:
+                    self.handle(ev.RemoveClient(stimulus_id=self._ids("remove-client"),
+                                                client=client))
             elif client not in self.client_streams:
                 logger.info("client %s disconnected; releasing its keys in %s s unless it "
                             "reconnects", client, self.client_grace)
-                self._client_expiry[client] = asyncio.get_running_loop().call_later(
-                    self.client_grace, self._remove_client, client
-                )
-
-    def _remove_client(self, client: str) -> None:
-        self._client_expiry.pop(client, None)
-        if client not in self.client_streams:
-            self.handle(ev.RemoveClient(stimulus_id=f"remove-client-{time.time()}", client=client))
-            logger.info("client %s removed", client)
+                self.handle(ev.ClientDisconnected(stimulus_id=self._ids("client-disconnected"),
+                                                  client=client, now=time.time()))
 
     def _from_client(self, client: str, msg: dict[str, Any]) -> None:
         op = msg.get("op")
@@ -412,7 +411,7 @@ class Scheduler:
 
     async def restart(self, comm: Comm, timeout: float = 60.0) -> str:
         """Forget every task; nannies replace their worker processes, bare workers reset."""
-        stimulus_id = f"restart-{time.time()}"
+        stimulus_id = self._ids("restart")
         for client, owned in list(self.state.client_keys.items()):
             keys = tuple(ts.key for ts in owned)
             self.handle(ev.CancelKeys(stimulus_id=stimulus_id, client=client, keys=keys))
