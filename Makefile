@@ -25,6 +25,7 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check .
+	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed-test
@@ -37,6 +38,7 @@ bench: $(VENV)/.installed-test
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
+	$(BIN)/python -m mypy
 
 # --strict turns every mkdocs/mkdocstrings warning into a failure. NO_MKDOCS_2_WARNING
 # silences mkdocs-material's end-of-life banner (printed, not a build warning).

@@ -37,7 +37,7 @@ async def _ticks(comm: Any, count: int = 3, interval: float = 0.05) -> None:
 async def foundation_demo(calls: int = 2000, echo: Callable[[str], Any] = print) -> dict[str, Any]:
     """Start an authenticated server on loopback and exercise it; returns the figures."""
     security = Security.generate()
-    handlers = {"add": _add, "checksum": _checksum, "ticks": _ticks}
+    handlers: dict[str, Callable[..., Any]] = {"add": _add, "checksum": _checksum, "ticks": _ticks}
     async with Server(handlers, security=security, name="demo") as server:
         await server.listen("tcp://127.0.0.1:0")
         echo(f"server listening at {server.address} (token-authenticated)")

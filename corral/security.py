@@ -107,7 +107,8 @@ class Security:
         """
         if self.token is None:
             return True
-        return presented is not None and hmac.compare_digest(presented.encode(), self.token_bytes)
+        return presented is not None and hmac.compare_digest(presented.encode(),
+                                                             self.token.encode())
 
     def environment(self) -> dict[str, str]:
         """Environment variables that hand these credentials to a child process."""

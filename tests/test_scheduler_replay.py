@@ -9,7 +9,7 @@ import pytest
 
 from corral.scheduler import events as ev
 from corral.scheduler.state import SchedulerState
-from corral.scheduler.stimulus_log import StimulusIds, StoryStep, load, record, replay
+from corral.scheduler.stimulus_log import StoryStep, load, record, replay
 from tests.test_scheduler_state import add_worker, finished, graph, spec
 
 
@@ -136,8 +136,3 @@ def test_a_story_keeps_transitions_whose_stimulus_rolled_off():
     assert steps[0].stimulus is None  # rolled off the stimulus log; its moves remain
     assert steps[1].transitions == (("processing", "released"),)
 
-
-def test_stimulus_ids_are_origin_and_a_counter():
-    ids = StimulusIds()
-    assert [ids("tick"), ids("remove-worker"), ids("tick")] == [
-        "tick-1", "remove-worker-2", "tick-3"]

@@ -244,6 +244,7 @@ def test_depth_first_priorities(state):
     assert order.index("d1") < order.index("r2")  # finish a branch before the next root
 
 
+@pytest.mark.timeout(180)  # ~20 s alone; the 2-core machine is shared
 def test_scale_100_workers_100k_tasks():
     state = SchedulerState()
     workers = [f"tcp://w{i}:1" for i in range(100)]

@@ -12,14 +12,15 @@ import corral.exceptions as exc
 
 
 def test_all_is_complete_and_importable():
+    for name in corral.__all__:  # each export is imported on first use
+        assert getattr(corral, name) is not None
     public = {
         name
         for name, value in vars(corral).items()
         if not name.startswith("_") and not isinstance(value, types.ModuleType)
     }
     assert public == set(corral.__all__) - {"__version__"}
-    for name in corral.__all__:
-        assert hasattr(corral, name)
+    assert set(corral.__all__) <= set(dir(corral))
     for name in corral.core.__all__:
         assert hasattr(corral.core, name)
 

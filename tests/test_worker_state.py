@@ -6,6 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from corral import messages as msgs
 from corral.worker import events as ev
 from corral.worker.state import WorkerState
 
@@ -29,7 +30,7 @@ def of(instructions, kind):
 
 def ops(instructions):
     """What the worker tells the scheduler, leaving out the routine "task-started" notes."""
-    sent = [i.msg["op"] for i in of(instructions, ev.SendToScheduler)]
+    sent = [i.msg.op for i in of(instructions, ev.SendToScheduler)]
     return [op for op in sent if op != "task-started"]
 
 
@@ -44,12 +45,11 @@ def ws():
 def test_a_task_without_inputs_runs_at_once(ws):
     assert ws.handle(compute("x")) == [
         ev.Execute(stimulus_id="c-x", key="x"),
-        ev.SendToScheduler(stimulus_id="c-x", msg={"op": "task-started", "key": "x"}),
+        ev.SendToScheduler(stimulus_id="c-x", msg=msgs.TaskStarted(stimulus_id="c-x", key="x")),
     ]
     out = ws.handle(success("x"))
-    assert out == [ev.SendToScheduler(stimulus_id="s-x", msg={
-        "op": "task-finished", "key": "x", "nbytes": 8, "typename": "int", "start": 1.0,
-        "stop": 2.0})]
+    assert out == [ev.SendToScheduler(stimulus_id="s-x", msg=msgs.TaskFinished(
+        stimulus_id="s-x", key="x", nbytes=8, typename="int", start=1.0, stop=2.0))]
 
 
 def test_thread_limit_and_priority_order(ws):
@@ -124,9 +124,9 @@ def test_memory_kept_while_a_local_task_needs_it(ws):
 def test_steal_request_both_ways(ws):
     ws.handle(compute("r1"), compute("r2"), compute("queued"))
     out = ws.handle(ev.StealRequest(stimulus_id="st", key="queued"))
-    assert out[-1].msg == {"op": "steal-response", "key": "queued", "released": True}
+    assert out[-1].msg == msgs.StealResponse(stimulus_id="st", key="queued", released=True)
     out = ws.handle(ev.StealRequest(stimulus_id="st", key="r1"))
-    assert out[-1].msg == {"op": "steal-response", "key": "r1", "released": False}
+    assert out[-1].msg == msgs.StealResponse(stimulus_id="st", key="r1", released=False)
 
 
 def test_a_task_arriving_with_its_steal_request_starts_if_a_thread_is_free(ws):
@@ -137,9 +137,10 @@ def test_a_task_arriving_with_its_steal_request_starts_if_a_thread_is_free(ws):
                     ev.StealRequest(stimulus_id="st-c", key="c"))
     assert of(out, ev.Execute) == [ev.Execute(stimulus_id="st-a", key="a"),
                                    ev.Execute(stimulus_id="st-a", key="b")]
-    assert [i.msg for i in of(out, ev.SendToScheduler) if i.msg["op"] == "steal-response"] == [
-        {"op": "steal-response", "key": "a", "released": False},
-        {"op": "steal-response", "key": "c", "released": True},
+    assert [i.msg for i in of(out, ev.SendToScheduler)
+            if isinstance(i.msg, msgs.StealResponse)] == [
+        msgs.StealResponse(stimulus_id="st-a", key="a", released=False),
+        msgs.StealResponse(stimulus_id="st-c", key="c", released=True),
     ]
 
 

@@ -21,12 +21,20 @@ from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
+from corral import messages as msgs
 from corral import runspec
 from corral.client.future import FINISHED, PENDING, Finished, Future, FutureState
+from corral.client.interface import ClusterLike
 from corral.comm.addressing import normalize_address
 from corral.core import BatchedSend, Comm, ConnectionPool, connect
 from corral.credentials import resolve
-from corral.exceptions import ClientClosedError, CommClosedError, CorralError, RemoteError
+from corral.exceptions import (
+    ClientClosedError,
+    CommClosedError,
+    CorralError,
+    InvalidMessage,
+    RemoteError,
+)
 from corral.protocol import dumps_pickle
 from corral.security import Security
 from corral.sizeof import sizeof
@@ -46,7 +54,7 @@ class AsyncClient:
 
     def __init__(
         self,
-        address: str | None = None,
+        address: str | ClusterLike | None = None,
         *,
         security: Security | None = None,
         timeout: float = 10.0,
@@ -56,7 +64,7 @@ class AsyncClient:
         reconnect_timeout: float = 20.0,
         scheduler_file: str | None = None,
     ) -> None:
-        if hasattr(address, "scheduler_address"):  # a cluster object
+        if address is not None and not isinstance(address, str):  # a cluster object
             security = security or address.security
             address = address.scheduler_address
         address, security = resolve(address, security, scheduler_file)
@@ -67,6 +75,7 @@ class AsyncClient:
         self._scheduler_id: str | None = None
         self._dashboard_port: int | None = None
         self.id = name or f"client-{uuid.uuid4().hex[:12]}"
+        self._ids = msgs.StimulusIds(self.id)  # every message it sends: "<id>-<n>"
         self._runner = runner  # set for sync clients: where blocking calls wait
         self._cluster_options = cluster_options or {}
         self.cluster: Any = None
@@ -145,7 +154,8 @@ class AsyncClient:
         self._closed = True
         for state in list(self._states.values()):  # futures may be released meanwhile
             state.cancel("client closed")
-        self._send({"op": "close-client"})  # release our keys now, not after a grace period
+        # Release our keys now, not after a grace period.
+        self._send(msgs.CloseClient(stimulus_id=self._ids()))
         await self._stream.close(timeout=2)
         if self._reader is not None:
             self._reader.cancel()
@@ -210,9 +220,13 @@ class AsyncClient:
             self._states.pop(key, None)
         if not self._closed and self.loop is not None and not self.loop.is_closed():
             with contextlib.suppress(RuntimeError):
-                self._in_loop(self._send, {"op": "client-releases-keys", "keys": [key]})
+                self._in_loop(self._send, msgs.ClientReleasesKeys(stimulus_id=self._ids(),
+                                                                  keys=(key,)))
 
-    def _send(self, msg: dict[str, Any]) -> None:
+    def _send(self, msg: msgs.FromClient) -> None:
+        self._send_wire(msg.to_wire())
+
+    def _send_wire(self, msg: dict[str, Any]) -> None:
         with contextlib.suppress(CommClosedError):
             self._stream.send(msg)
 
@@ -256,7 +270,7 @@ class AsyncClient:
         if not callable(fn):
             raise TypeError(f"map() needs a callable, got {type(fn).__name__}")
         calls = [(args, kwargs) for args in zip(*iterables, strict=False)]
-        keys = list(key) if key is not None else [None] * len(calls)
+        keys: list[Hashable | None] = list(key) if key is not None else [None] * len(calls)
         if len(keys) != len(calls):
             raise ValueError(f"map() got {len(keys)} keys for {len(calls)} calls")
         options = _task_options(workers, allow_other_workers, retries, priority, resources)
@@ -310,18 +324,17 @@ class AsyncClient:
         if on_start is not None:
             self._in_loop(self._watch_starts, futures, on_start)  # before the graph leaves
         if tasks:
-            self._send_graph(tasks, [t["key"] for t in tasks], report_start=on_start is not None)
+            self._send_graph(tasks, [t.key for t in tasks], report_start=on_start is not None)
         return futures
 
     def _send_graph(
-        self, tasks: list[dict[str, Any]], wanted: list[Hashable], report_start: bool = False
+        self, tasks: list[msgs.TaskSpec], wanted: list[Hashable], report_start: bool = False
     ) -> None:
         """Send tasks (made by ``_task``) to the scheduler, from any thread, in one message;
         the client wants the results of ``wanted`` (and to hear when they start, if asked)."""
-        msg = {"op": "update-graph", "tasks": tasks, "wanted": wanted}
-        if report_start:
-            msg["report_start"] = True
-        self._in_loop(self._send, msg)
+        self._in_loop(self._send, msgs.UpdateGraph(
+            stimulus_id=self._ids(), tasks=tuple(tasks), wanted=tuple(wanted),
+            report_start=report_start))
 
     def _watch_starts(self, futures: list[Future], on_start: Callable[[Future], None]) -> None:
         for future in futures:
@@ -349,10 +362,8 @@ class AsyncClient:
         ``unstarted_only`` spares tasks that have started (the workers decide)."""
         self._check_open()
         keys = list(dict.fromkeys(f.key for f in futures))
-        msg: dict[str, Any] = {"op": "cancel-keys", "keys": keys}
-        if unstarted_only:
-            msg["unstarted_only"] = True
-        self._in_loop(self._send, msg)
+        self._in_loop(self._send, msgs.CancelKeys(stimulus_id=self._ids(), keys=tuple(keys),
+                                                  unstarted_only=unstarted_only))
 
     # -- reports from the scheduler -------------------------------------------------------
 
@@ -386,10 +397,10 @@ class AsyncClient:
                 ))
             else:  # resend what may not have arrived; reports sent while away are lost: ask again
                 for msg in unsent:
-                    self._send(msg)
+                    self._send_wire(msg)
                 keys = [k for k, state in list(self._states.items()) if state.status == PENDING]
                 if keys:
-                    self._send({"op": "client-desires-keys", "keys": keys})
+                    self._send(msgs.ClientDesiresKeys(stimulus_id=self._ids(), keys=tuple(keys)))
             logger.info("reconnected to the scheduler at %s", self.scheduler_address)
 
     def _fail_pending(self, error: BaseException) -> None:
@@ -397,27 +408,37 @@ class AsyncClient:
             if state.status == PENDING:
                 state.fail(error)
 
-    def _on_report(self, msg: dict[str, Any]) -> None:
-        state = self._states.get(msg.get("key"))
+    def _on_report(self, msg: Any) -> None:
+        try:
+            report = msgs.read(msgs.TO_CLIENT, msg, self._ids, client=self.id)
+        except InvalidMessage as e:
+            logger.warning("ignoring a malformed report from the scheduler: %s", e)
+            return
+        key = report.key  # type: ignore[attr-defined]  # every report names one
+        state = self._states.get(key)
         if state is None:
             return
-        op = msg.get("op")
-        if op != "task-started" and self._start_callbacks:
-            self._start_callbacks.pop(msg["key"], None)  # done or cancelled unstarted
-        if op == "task-started":
-            on_start = self._start_callbacks.pop(msg["key"], None)
-            if on_start is not None:
-                on_start()
-        elif op == "key-in-memory":
-            state.finish(tuple(msg["who_has"]), msg.get("nbytes", 0), msg.get("typename", ""))
-        elif op == "task-erred":
-            exception = _load_exception(msg)
-            traceback_text = msg.get("traceback_text", "")
-            if traceback_text:
-                exception.add_note(f"Remote traceback:\n{traceback_text.rstrip()}")
-            state.fail(exception, traceback_text)
-        elif op == "cancelled":
-            state.cancel(msg.get("reason", "cancelled"))
+        if self._start_callbacks and not isinstance(report, msgs.ReportTaskStarted):
+            self._start_callbacks.pop(key, None)  # done or cancelled unstarted
+        REPORTS[type(report)](self, state, report)
+
+    def _on_task_started(self, state: FutureState, report: msgs.ReportTaskStarted) -> None:
+        on_start = self._start_callbacks.pop(report.key, None)
+        if on_start is not None:
+            on_start()
+
+    def _on_key_in_memory(self, state: FutureState, report: msgs.ReportKeyInMemory) -> None:
+        state.finish(report.who_has, report.nbytes, report.typename)
+
+    def _on_task_erred(self, state: FutureState, report: msgs.ReportTaskErred) -> None:
+        exception = _load_exception(report.exception, report.exception_text,
+                                    report.traceback_text)
+        if report.traceback_text:
+            exception.add_note(f"Remote traceback:\n{report.traceback_text.rstrip()}")
+        state.fail(exception, report.traceback_text)
+
+    def _on_cancelled(self, state: FutureState, report: msgs.ReportCancelled) -> None:
+        state.cancel(report.reason)
 
     def _add_done_callback(self, future: Future, fn: Callable[[Future], Any]) -> None:
         self._check_open()
@@ -503,7 +524,8 @@ class AsyncClient:
             for key in missing:
                 state = states[key]
                 errant = tried[key][0] if tried[key] else ""
-                self._send({"op": "missing-data", "key": key, "errant_worker": errant})
+                self._send(msgs.ClientMissingData(stimulus_id=self._ids(), key=key,
+                                                  errant_worker=errant))
                 if state.who_has == tried[key]:  # no newer word from the scheduler yet
                     state.reset()
         raise CorralError(
@@ -540,8 +562,8 @@ class AsyncClient:
             *(self.pool(w).update_data(data=d, report=False) for w, d in placement.items())
         )
         futures = {key: Future(key, self) for key in items}
-        placed = {k: (holders[k], sizeof(items[k])) for k in items}
-        self._send({"op": "scatter-data", "placed": placed})
+        placed = {k: (tuple(holders[k]), sizeof(items[k])) for k in items}
+        self._send(msgs.Scatter(stimulus_id=self._ids(), placed=placed))
         # The scheduler's report that they are in memory also orders later queries after it.
         await Finished(futures.values()).wait_all()
         if isinstance(data, dict):
@@ -581,7 +603,8 @@ class AsyncClient:
         results = {}
         for worker, reply in replies.items():
             if reply.get("status") != "OK":
-                raise _load_exception(reply)
+                raise _load_exception(reply.get("exception"), reply.get("exception_text", ""),
+                                      reply.get("traceback_text", ""))
             results[worker] = pickle.loads(reply["result"])
         return results
 
@@ -634,7 +657,7 @@ def _task_options(
     if retries < 0:
         raise ValueError("retries must be >= 0")
     return {
-        "workers": None if workers is None else _addresses(workers),
+        "workers": None if workers is None else tuple(_addresses(workers)),
         "allow_other_workers": bool(allow_other_workers),
         "retries": int(retries),
         "priority": int(priority),
@@ -645,14 +668,14 @@ def _task_options(
 def _task(
     key: Hashable, run_spec: Any, dependencies: list[Hashable], name: str,
     options: dict[str, Any],
-) -> dict[str, Any]:
+) -> msgs.TaskSpec:
     """One task of an update-graph message; ``options`` from ``_task_options``."""
-    return {"key": key, "run_spec": run_spec, "dependencies": dependencies, "name": name,
-            **options}
+    return msgs.TaskSpec(key=key, run_spec=run_spec, dependencies=tuple(dependencies),
+                         name=name, **options)
 
 
-def _load_exception(msg: dict[str, Any]) -> BaseException:
-    blob = msg.get("exception")
+def _load_exception(blob: bytes | None, text: str, traceback_text: str) -> BaseException:
+    """The pickled exception ``blob``, or one rebuilt from its text if it cannot load."""
     if blob:
         try:
             exception = pickle.loads(blob)
@@ -660,9 +683,17 @@ def _load_exception(msg: dict[str, Any]) -> BaseException:
                 return exception
         except Exception:
             pass
-    text = msg.get("exception_text", "unknown error")
-    type_name, _, message = text.partition(": ")
-    return RemoteError(type_name, message, msg.get("traceback_text", ""))
+    type_name, _, message = (text or "unknown error").partition(": ")
+    return RemoteError(type_name, message, traceback_text)
+
+
+# What the client does on each report from the scheduler.
+REPORTS: dict[type[msgs.ToClient], Callable[[AsyncClient, FutureState, Any], None]] = {
+    msgs.ReportTaskStarted: AsyncClient._on_task_started,
+    msgs.ReportKeyInMemory: AsyncClient._on_key_in_memory,
+    msgs.ReportTaskErred: AsyncClient._on_task_erred,
+    msgs.ReportCancelled: AsyncClient._on_cancelled,
+}
 
 
 async def _with_timeout(coro: Coroutine[Any, Any, T], timeout: float | None, what: str) -> T:

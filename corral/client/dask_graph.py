@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Coroutine, Hashable, Iterable, Mapping
 from graphlib import TopologicalSorter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dask._task_spec import GraphNode, convert_legacy_graph, cull
 from dask.core import flatten
@@ -25,6 +25,8 @@ from corral.client.future import Future
 
 if TYPE_CHECKING:
     from corral.client.client import AsyncClient
+
+K = TypeVar("K", bound=Hashable)
 
 
 def _run_node(node: GraphNode, values: dict[Hashable, Any]) -> Any:
@@ -73,7 +75,7 @@ def _run_spec(node: GraphNode) -> Any:
                         {})
 
 
-def _inputs_first(graph: dict[Hashable, GraphNode]) -> list[tuple[Hashable, GraphNode]]:
+def _inputs_first(graph: dict[K, GraphNode]) -> list[tuple[K, GraphNode]]:
     """The nodes with each one's inputs before it: the scheduler then finds every input
     already waiting, and never has to walk a long chain of them (recursively)."""
     order = TopologicalSorter(

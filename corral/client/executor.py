@@ -188,7 +188,8 @@ class Executor(cf.Executor):
         call[1].start()
         self._notify_decided()
 
-    def _twin_done(self, twin: _Call) -> None:
+    def _twin_done(self, twin: cf.Future[Any]) -> None:
+        assert isinstance(twin, _Call)  # registered on our twins only
         if twin.cancelled():
             # An executor's duty: moves it to CANCELLED_AND_NOTIFIED, which wakes
             # concurrent.futures.wait() and as_completed().
@@ -282,7 +283,7 @@ class Executor(cf.Executor):
         return f"<Executor {self._client.scheduler_address} ({state})>"
 
 
-class _Call(cf.Future):  # type: ignore[type-arg]
+class _Call(cf.Future[Any]):
     """A call's standard future, which knows its task and can be marked running."""
 
     def __init__(self, key: Hashable) -> None:

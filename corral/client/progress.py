@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
 from corral.client.future import Finished, Future
 
+if TYPE_CHECKING:
+    _Tqdm = tqdm[Any]  # generic in its stubs only: tqdm[Any] fails at run time
+else:
+    _Tqdm = tqdm
 
-class _Bar(tqdm):
+
+class _Bar(_Tqdm):
     # tqdm's monitor thread tunes bars updated from loops; ours is fed by events and the
     # thread would outlive the call.
     monitor_interval = 0

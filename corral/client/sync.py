@@ -14,6 +14,7 @@ from typing import Any
 
 from corral.client.client import AsyncClient
 from corral.client.future import Future
+from corral.client.interface import ClusterLike
 from corral.security import Security
 from corral.utils import LoopRunner, close_at_exit
 
@@ -26,14 +27,16 @@ class Client:
     (to be awaited, or used with ``async with``) whose methods are coroutines.
     """
 
-    def __new__(cls, address: str | None = None, *, asynchronous: bool = False, **kwargs: Any):
+    # Any: an AsyncClient is not a Client, which mypy requires of __new__'s return type.
+    def __new__(cls, address: str | ClusterLike | None = None, *, asynchronous: bool = False,
+                **kwargs: Any) -> Any:
         if asynchronous:
             return AsyncClient(address, **kwargs)
         return super().__new__(cls)
 
     def __init__(
         self,
-        address: str | None = None,
+        address: str | ClusterLike | None = None,
         *,
         asynchronous: bool = False,
         security: Security | None = None,

@@ -16,6 +16,12 @@ class Address(NamedTuple):
     host: str  # '' means all interfaces (listen) for tcp; the location for inproc
     port: int | None
 
+    def network_port(self) -> int:
+        """The port of a tcp:// or tls:// address (an inproc:// one has none)."""
+        if self.port is None:
+            raise ValueError(f"{self.scheme}://{self.host} has no port")
+        return self.port
+
 
 def parse_address(addr: str | int | tuple[str, int]) -> Address:
     """Split an address into scheme, host and port.

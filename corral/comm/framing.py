@@ -143,7 +143,7 @@ class FrameReader:
         return self._parse()
 
     def _parse(self) -> list[list[Frame]]:
-        messages = []
+        messages: list[list[Frame]] = []
         while True:
             if self._lengths is None and self._take_small_message(messages):
                 continue

@@ -178,7 +178,8 @@ class TCPComm(Comm):
                 self._transport.writelines([header, *frames])
         if p.drain_waiter is not None:
             await self._drain(p.drain_waiter)
-        if p.error is not None and not isinstance(p.error, CommClosedError):
+        # mypy keeps p.error narrowed to None across the await above; _drain may set it.
+        if p.error is not None and not isinstance(p.error, CommClosedError):  # type: ignore[unreachable]
             raise _closed_error(p.error, self.peer_address)
 
     async def _drain(self, waiter: asyncio.Future[None]) -> None:
@@ -312,9 +313,10 @@ class TCPBackend(Backend):
     ) -> Comm:
         parsed = parse_address(address)
         loop = asyncio.get_running_loop()
-        await resolve_first(parsed.host, parsed.port)
+        port = parsed.network_port()
+        await resolve_first(parsed.host, port)
         _, protocol = await loop.create_connection(
-            lambda: _FrameProtocol(limits), parsed.host, parsed.port
+            lambda: _FrameProtocol(limits), parsed.host, port
         )
         return TCPComm(protocol)
 

@@ -228,10 +228,11 @@ class TLSBackend(Backend):
         parsed = parse_address(address)
         loop = asyncio.get_running_loop()
         protocol = _TLSFrameProtocol(limits, address)  # ours, not uvloop's TLS wrapper
-        await resolve_first(parsed.host, parsed.port)
+        port = parsed.network_port()
+        await resolve_first(parsed.host, port)
         try:
             await loop.create_connection(
-                lambda: protocol, parsed.host, parsed.port, ssl=tls,
+                lambda: protocol, parsed.host, port, ssl=tls,
                 server_hostname=parsed.host, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
             )
         except ssl.SSLError as e:

@@ -20,18 +20,13 @@ import math
 import types
 import typing
 from collections.abc import Callable, Hashable
-from typing import Annotated, Any, NamedTuple, TypeVar, Union
+from typing import Annotated, Any, TypeVar, Union
 
+from corral.basic_types import AtLeast
 from corral.exceptions import InvalidMessage
 
 T = TypeVar("T")
 Check = Callable[[Any, str], Any]  # (value, where) -> value as declared, or InvalidMessage
-
-
-class AtLeast(NamedTuple):
-    """``Annotated[int, AtLeast(1)]``: a number no smaller than ``low``."""
-
-    low: float
 
 
 def build(cls: type[T], fields: dict[str, Any]) -> T:
@@ -180,8 +175,19 @@ def _mapping(key: Check, item: Check) -> Check:
     return mapping
 
 
-@functools.cache
+_DATACLASS_CHECKS: dict[type[Any], Check] = {}
+
+
 def _dataclass_check(cls: type[T]) -> Callable[[Any, str], T]:
+    """The check for dataclass ``cls``, compiled on first use (a plain dict rather than
+    ``functools.cache``, whose wrapper loses this function's generic signature)."""
+    check = _DATACLASS_CHECKS.get(cls)
+    if check is None:
+        check = _DATACLASS_CHECKS[cls] = _compile_dataclass(cls)
+    return check
+
+
+def _compile_dataclass(cls: type[T]) -> Callable[[Any, str], T]:
     hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name: _compile(hints[f.name]) for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     required = {f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]

@@ -84,5 +84,5 @@ def _bound(value: float) -> str:
 
 def registry_for(scheduler: Scheduler) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SchedulerCollector(scheduler))  # type: ignore[arg-type]
+    registry.register(SchedulerCollector(scheduler))
     return registry

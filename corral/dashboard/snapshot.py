@@ -74,7 +74,7 @@ def progress(state: SchedulerState, timeline: Timeline) -> list[dict[str, Any]]:
         by_name[name][ts_state.value] += n
     for name in timeline.finished:
         by_name[name]
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, counts in by_name.items():
         rows.append({
             "name": name,

@@ -14,10 +14,10 @@ import time
 from collections.abc import Sequence
 
 from corral.comm.addressing import normalize_address, parse_address
-from corral.core import rpc
+from corral.core.rpc import rpc  # the function: `corral.core.rpc` is also its module
 from corral.credentials import forget, remember
-from corral.deploy.lifeline import Lifeline
-from corral.deploy.process import PARENT_PID_ENV, child_environment, corral_command
+from corral.deploy.lifeline import PARENT_PID_ENV, Lifeline
+from corral.deploy.process import child_environment, corral_command
 from corral.security import TOKEN_ENV, Security
 from corral.utils import run_async
 
@@ -71,6 +71,11 @@ class Cluster:
         except BaseException:
             self.close()
             raise
+
+    @property
+    def scheduler_address(self) -> str:
+        """The scheduler's address (``center``): what ``Client(cluster)`` connects to."""
+        return self.center
 
     def _spawn(self, host: str, args: list[str], env: dict[str, str]) -> None:
         remote = self.always_ssh or not is_local(host)

@@ -46,7 +46,7 @@ MAX_EXT_DEPTH = 16  # extension types nested deeper than this are refused when d
 DEFAULT_MAX_FRAME_BYTES = FrameLimits().max_frame_bytes  # larger buffers are split
 
 INLINE_BYTES_LIMIT = 64 * 1024  # larger binary values become frames of their own
-_BYTES_KINDS = {bytes: 0, bytearray: 1, memoryview: 2}
+_BYTES_KINDS: dict[type[Any], int] = {bytes: 0, bytearray: 1, memoryview: 2}
 
 
 def dumps_pickle(obj: Any, buffer_callback: Any = None) -> bytes:
@@ -106,7 +106,7 @@ def _hoist_binary(obj: Any, depth: int = 0) -> Any:
     return obj
 
 
-_CONTAINER_EXTS = {tuple: EXT_TUPLE, set: EXT_SET, frozenset: EXT_FROZENSET}
+_CONTAINER_EXTS: dict[type[Any], int] = {tuple: EXT_TUPLE, set: EXT_SET, frozenset: EXT_FROZENSET}
 
 
 class _Encoder:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pickle
 from typing import TYPE_CHECKING
 
+from corral.basic_types import Key
 from corral.scheduler import events as ev
-from corral.scheduler.events import Key
 from corral.scheduler.placement import depth_first
 from corral.scheduler.records import ACTIVE, TS, TaskState, added
 

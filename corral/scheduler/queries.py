@@ -10,7 +10,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from corral.scheduler.events import Key
+from corral.basic_types import Key
 from corral.scheduler.records import TS
 
 if TYPE_CHECKING:

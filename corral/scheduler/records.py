@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from corral.scheduler.events import Key
+from corral.basic_types import Key
 
 T = TypeVar("T")
 
@@ -39,7 +39,7 @@ ACTIVE = (TS.WAITING, TS.NO_WORKER, TS.PROCESSING)
 
 # A task's empty sets are all this one object: 100 000 pending tasks would otherwise
 # hold ~500 000 empty sets of 216 bytes each.
-NONE: frozenset = frozenset()
+NONE: frozenset[Any] = frozenset()
 
 
 def added(items: AbstractSet[T], item: T) -> set[T]:

@@ -16,17 +16,18 @@ import logging
 import sys
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
+from corral import messages as msgs
+from corral.basic_types import Count
 from corral.core import BatchedSend, Comm, ConnectionPool, Server, rpc
 from corral.core.validate import build, checked
 from corral.exceptions import CommClosedError
 from corral.scheduler import events as ev
-from corral.scheduler.events import Count
 from corral.scheduler.state import SchedulerState
-from corral.scheduler.stimulus_log import StimulusIds
 from corral.scheduler.timeline import Timeline
-from corral.scheduler.wire import Heartbeat, client_stimuli, worker_message
+from corral.scheduler.wire import client_message, scatter_stimuli, worker_message
 from corral.security import Security
 
 logger = logging.getLogger("corral.scheduler")
@@ -63,7 +64,6 @@ class Scheduler:
         # Both are decided by the state machine, from the times stamped on stimuli here.
         self.state = SchedulerState(worker_ttl=worker_ttl, client_grace=client_grace,
                                     **state_options)
-        self._ids = StimulusIds()  # for the stimuli the scheduler makes itself
         self.tick_interval = tick_interval
         self.batch_interval = batch_interval
         self.server = Server(
@@ -88,6 +88,9 @@ class Scheduler:
         self.pool = ConnectionPool(security=security, name=name)
         self._ticker: asyncio.Task[None] | None = None
         self.id = f"scheduler-{uuid.uuid4().hex[:8]}"
+        # Ids of the stimuli the scheduler makes itself, and of older peers' messages sent
+        # without one.
+        self._ids = msgs.StimulusIds(self.id)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -143,61 +146,12 @@ class Scheduler:
                            "needed", len(lost), shown)
 
     def _carry_out(self, action: ev.Action) -> None:
-        if isinstance(action, ev.ComputeTask):
-            self._to_worker(
-                action.worker,
-                {
-                    "op": "compute-task",
-                    "key": action.key,
-                    "run_spec": action.run_spec,
-                    "who_has": action.who_has,
-                    "nbytes": action.nbytes,
-                    "priority": action.priority,
-                    "resources": action.resources,
-                    "stimulus_id": action.stimulus_id,
-                },
-            )
-        elif isinstance(action, ev.FreeKeys):
-            self._to_worker(
-                action.worker,
-                {"op": "free-keys", "keys": action.keys, "stimulus_id": action.stimulus_id},
-            )
-        elif isinstance(action, ev.StealRequest):
-            self._to_worker(
-                action.worker,
-                {"op": "steal-request", "key": action.key, "stimulus_id": action.stimulus_id},
-            )
-        elif isinstance(action, ev.ReportKeyInMemory):
-            self._to_client(
-                action.client,
-                {
-                    "op": "key-in-memory",
-                    "key": action.key,
-                    "who_has": action.who_has,
-                    "nbytes": action.nbytes,
-                    "typename": action.typename,
-                },
-            )
-        elif isinstance(action, ev.ReportTaskErred):
-            self._to_client(
-                action.client,
-                {
-                    "op": "task-erred",
-                    "key": action.key,
-                    "exception": action.exception,
-                    "traceback": action.traceback,
-                    "exception_text": action.exception_text,
-                    "traceback_text": action.traceback_text,
-                },
-            )
+        if isinstance(action, msgs.ToWorker):
+            self._to_worker(action)
+        elif isinstance(action, msgs.ToClient):
+            self._to_client(action)
         elif isinstance(action, ev.Notice):
             logger.warning("%s %r: %s", action.event, action.key, action.detail)
-        elif isinstance(action, ev.ReportTaskStarted):
-            self._to_client(action.client, {"op": "task-started", "key": action.key})
-        elif isinstance(action, ev.ReportCancelled):
-            self._to_client(
-                action.client, {"op": "cancelled", "key": action.key, "reason": action.reason}
-            )
         elif isinstance(action, ev.RecordTaskRun):
             if action.erred:
                 self.timeline.task_erred(action.key, action.name, action.worker, action.start,
@@ -206,28 +160,28 @@ class Scheduler:
                 self.timeline.task_finished(action.key, action.name, action.worker,
                                             action.start, action.stop, action.nbytes)
         elif isinstance(action, ev.DropWorker):
-            self._drop_worker(action.worker, action.reason)
+            self._drop_worker(action.worker, action.reason, action.stimulus_id)
         elif isinstance(action, ev.DropClient):
             logger.info("client %s removed: %s", action.client, action.reason)
-        else:  # pragma: no cover - a new action the server does not know yet
+        else:  # pragma: no cover - a new kind of action the server does not know yet
             raise TypeError(f"unknown action {action!r}")
 
-    def _to_worker(self, worker: str, msg: dict[str, Any]) -> None:
-        stream = self.worker_streams.get(worker)
+    def _to_worker(self, msg: msgs.ToWorker) -> None:
+        stream = self.worker_streams.get(msg.worker)
         if stream is not None:
             with contextlib.suppress(CommClosedError):
-                stream.send(msg)
+                stream.send(msg.to_wire())
 
-    def _to_client(self, client: str, msg: dict[str, Any]) -> None:
-        stream = self.client_streams.get(client)
+    def _to_client(self, msg: msgs.ToClient) -> None:
+        stream = self.client_streams.get(msg.client)
         if stream is not None:
             with contextlib.suppress(CommClosedError):
-                stream.send(msg)
+                stream.send(msg.to_wire())
 
     async def _tick_forever(self) -> None:
         while True:
             await asyncio.sleep(self.tick_interval)
-            self.handle(ev.Tick(stimulus_id=self._ids("tick"), now=time.time()))
+            self.handle(ev.Tick(stimulus_id=self._ids(), now=time.time()))
 
     # -- streams -----------------------------------------------------------------------
 
@@ -246,7 +200,7 @@ class Scheduler:
         # Every field is checked (here, and as an AddWorker) before anything is recorded:
         # a refused registration leaves no trace.
         added = build(ev.AddWorker, {
-            "stimulus_id": self._ids("register-worker"), "address": address,
+            "stimulus_id": self._ids(), "address": address,
             "nthreads": nthreads, "memory_limit": memory_limit, "resources": resources or {},
             "name": name, "now": time.time()})
         if address in self.worker_streams:  # the same worker again, e.g. after a reconnect
@@ -267,25 +221,36 @@ class Scheduler:
 
     def _from_worker(self, address: str, msg: dict[str, Any]) -> None:
         info = self.worker_info[address]
-        now = info["last_seen"] = time.time()  # for display; liveness is the state's
-        stimulus = worker_message(address, msg)
-        if isinstance(stimulus, Heartbeat):
-            info["metrics"] = stimulus.metrics
-            self._to_worker(address, {"op": "heartbeat-ack"})  # proves the link both ways
-            for peer, start, stop, nbytes in stimulus.transfers[:1000]:
-                self.timeline.transfer(address, peer, start, stop, nbytes)
-            self.handle(ev.WorkerHeartbeat(stimulus_id=stimulus.stimulus_id or
-                                           self._ids("heartbeat"), worker=address, now=now))
-            return
+        info["last_seen"] = time.time()  # for display: liveness is the state machine's
+        stimulus = worker_message(address, msg, self._ids)
         if stimulus is not None:
-            self.handle(stimulus)
+            self._serve(stimulus)  # the task stream hears of results from RecordTaskRun
+
+    def _serve(self, message: msgs.FromWorker | msgs.FromClient) -> None:
+        """A message off a stream: the server's own business (``OWN_MESSAGES``), or else
+        a stimulus for the state machine."""
+        own = self.OWN_MESSAGES.get(type(message))
+        if own is not None:
+            own(self, message)
+        else:
+            assert isinstance(message, ev.Stimulus), message  # tests/test_messages.py
+            self.handle(message)
+
+    def _on_heartbeat(self, msg: msgs.Heartbeat) -> None:
+        self.worker_info[msg.worker]["metrics"] = msg.metrics
+        # The answer proves the link both ways.
+        self._to_worker(msgs.HeartbeatAck(stimulus_id=msg.stimulus_id, worker=msg.worker))
+        for peer, start, stop, nbytes in msg.transfers[:1000]:
+            self.timeline.transfer(msg.worker, peer, start, stop, nbytes)
+        self.handle(ev.WorkerHeartbeat(stimulus_id=msg.stimulus_id, worker=msg.worker,
+                                       now=time.time()))
 
     def _remove_worker(self, address: str, reason: str) -> None:
-        self.handle(ev.RemoveWorker(stimulus_id=self._ids("remove-worker"), address=address,
-                                    reason=reason))
-        self._drop_worker(address, reason)  # if the state machine did not know it
+        stimulus_id = self._ids()
+        self.handle(ev.RemoveWorker(stimulus_id=stimulus_id, address=address, reason=reason))
+        self._drop_worker(address, reason, stimulus_id)  # if the state machine did not know it
 
-    def _drop_worker(self, address: str, reason: str) -> None:
+    def _drop_worker(self, address: str, reason: str, stimulus_id: str) -> None:
         """Close the stream to a removed worker and tell its peers it is gone."""
         stream = self.worker_streams.pop(address, None)
         info = self.worker_info.pop(address, None)
@@ -293,15 +258,15 @@ class Scheduler:
             return  # already dropped
         if stream is not None:
             stream.abort()
+        gone = msgs.RemoveWorkerPeer(stimulus_id=stimulus_id, peer=address).to_wire()
         for other in self.worker_streams.values():
             with contextlib.suppress(CommClosedError):
-                other.send({"op": "remove-worker-peer", "peer": address})
+                other.send(gone)
         logger.info("worker %s left: %s", address, reason)
 
     @checked
     async def register_client(self, comm: Comm, client: str) -> None:
-        self.handle(ev.ClientConnected(stimulus_id=self._ids("client-connected"), client=client,
-                                       now=time.time()))
+        self.handle(ev.ClientConnected(stimulus_id=self._ids(), client=client, now=time.time()))
         old = self.client_streams.pop(client, None)
         if old is not None:
             old.abort()
@@ -320,20 +285,29 @@ class Scheduler:
             if client in self._closing_clients:  # said goodbye: nothing to keep
                 self._closing_clients.discard(client)
                 if client not in self.client_streams:
-                    self.handle(ev.RemoveClient(stimulus_id=self._ids("remove-client"),
-                                                client=client))
+                    self.handle(ev.RemoveClient(stimulus_id=self._ids(), client=client))
             elif client not in self.client_streams:
                 logger.info("client %s disconnected; releasing its keys in %s s unless it "
                             "reconnects", client, self.client_grace)
-                self.handle(ev.ClientDisconnected(stimulus_id=self._ids("client-disconnected"),
-                                                  client=client, now=time.time()))
+                self.handle(ev.ClientDisconnected(stimulus_id=self._ids(), client=client,
+                                                  now=time.time()))
 
     def _from_client(self, client: str, msg: dict[str, Any]) -> None:
-        op = msg.get("op")
-        if op == "close-client":
-            self._closing_clients.add(client)
-            return
-        self.handle(*client_stimuli(client, msg, now=time.time()))
+        message = client_message(client, msg, self._ids, now=time.time())
+        if message is not None:
+            self._serve(message)
+
+    def _on_close_client(self, msg: msgs.CloseClient) -> None:
+        self._closing_clients.add(msg.client)  # said goodbye: release its keys at once
+
+    def _on_scatter(self, msg: msgs.Scatter) -> None:
+        self.handle(*scatter_stimuli(msg))
+
+    # The messages the server acts on itself; all others that it reads are stimuli.
+    OWN_MESSAGES: ClassVar[dict[type[msgs.Message], Callable[[Any, Any], None]]] = {
+        msgs.Heartbeat: _on_heartbeat, msgs.CloseClient: _on_close_client,
+        msgs.Scatter: _on_scatter,
+    }
 
     async def _read_stream(self, comm: Comm, on_message: Any) -> None:
         """Read batches from a long-lived stream until it closes; one bad message is skipped."""
@@ -411,7 +385,7 @@ class Scheduler:
 
     async def restart(self, comm: Comm, timeout: float = 60.0) -> str:
         """Forget every task; nannies replace their worker processes, bare workers reset."""
-        stimulus_id = self._ids("restart")
+        stimulus_id = self._ids()
         for client, owned in list(self.state.client_keys.items()):
             keys = tuple(ts.key for ts in owned)
             self.handle(ev.CancelKeys(stimulus_id=stimulus_id, client=client, keys=keys))

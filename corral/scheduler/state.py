@@ -33,11 +33,11 @@ from collections import defaultdict, deque
 from collections.abc import Iterable
 from typing import Any
 
+from corral.basic_types import Key
 from corral.exceptions import DataLostError, InvalidTransition, UnknownStimulus
 from corral.scheduler import events as ev
 from corral.scheduler import queries, stimulus_log
 from corral.scheduler.dispatch import HANDLERS
-from corral.scheduler.events import Key
 from corral.scheduler.liveness import Liveness
 from corral.scheduler.placement import Placement
 from corral.scheduler.records import (

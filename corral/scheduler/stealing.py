@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from corral.scheduler.events import Key
+from corral.basic_types import Key
 from corral.scheduler.placement import Placement
 from corral.scheduler.records import TaskState, WorkerState
 

@@ -1,8 +1,8 @@
 """The stimuli a scheduler handled: their ids, a key's story, and exact replay.
 
-* Ids: one scheme, ``"<origin>-<n>"``. The scheduler names the stimuli it makes itself
-  (a tick, a worker removed, a restart) with ``StimulusIds``; peers send their own ids,
-  which are kept as they come.
+* Ids: one scheme, ``"<origin>-<n>"`` (``corral.messages.StimulusIds``). The scheduler
+  names the stimuli it makes itself (a tick, a worker removed, a restart) with its own
+  id as origin; peers send their own ids, which are kept as they come.
 * Story: ``SchedulerState.log`` holds transitions with the id of their cause, and
   ``SchedulerState.stimuli`` the causes themselves; ``story(state, key)`` joins the two.
 * Replay: the state machine is deterministic given its options and stimuli, so feeding
@@ -18,7 +18,6 @@ taken from a peer, so pickle's trust model holds.
 
 from __future__ import annotations
 
-import itertools
 import pickle
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -28,16 +27,6 @@ from corral.scheduler.events import Key
 
 if TYPE_CHECKING:
     from corral.scheduler.state import SchedulerState
-
-
-class StimulusIds:
-    """Ids for stimuli made here: ``"<origin>-<n>"``, ``n`` counting every id made."""
-
-    def __init__(self) -> None:
-        self._counter = itertools.count(1)
-
-    def __call__(self, origin: str) -> str:
-        return f"{origin}-{next(self._counter)}"
 
 
 class StoryStep(NamedTuple):

@@ -1,5 +1,18 @@
-"""Workers: run tasks, hold their results, serve them to peers and clients."""
+"""Workers: run tasks, hold their results, serve them to peers and clients.
 
-from corral.worker.server import Worker, get_worker
+``Worker`` and ``get_worker`` (the server) are imported on first use: the pure state
+machine in ``corral.worker.state`` loads no server, transport or event loop.
+"""
+
+import typing as _typing
+
+from corral._lazy import lazy_exports as _lazy_exports
+
+__getattr__, __dir__ = _lazy_exports(
+    __name__, {"Worker": "corral.worker.server", "get_worker": "corral.worker.server"}
+)
+
+if _typing.TYPE_CHECKING:
+    from corral.worker.server import Worker, get_worker
 
 __all__ = ["Worker", "get_worker"]
