@@ -43,9 +43,9 @@ def update_graph(state: SchedulerState, s: ev.UpdateGraph) -> None:
                 continue
             ts.dependencies = added(ts.dependencies, dts)
             dts.dependents = added(dts.dependents, ts)
-    state._generation += 1
+    state.generation += 1
     for order, ts in enumerate(depth_first(fresh)):
-        ts.priority = (ts.priority[0], state._generation, order)
+        ts.priority = (ts.priority[0], state.generation, order)
     for ts, dep_key in missing.items():
         error = KeyError(f"dependency {dep_key!r} of {ts.key!r} is not known to the scheduler")
         state.err(ts, pickle.dumps(error), b"", f"KeyError: {error}", "")
@@ -114,7 +114,7 @@ def remove_client(state: SchedulerState, s: ev.RemoveClient) -> None:
 
 def drop_client(state: SchedulerState, client: str, reason: str) -> None:
     """Release every key ``client`` holds and forget it."""
-    state.liveness.client_connected(client)  # no deadline left pending
+    state.liveness.client_connected(client)  # gone for good: no deadline left pending
     keys = [ts.key for ts in state.client_keys.pop(client, ())]
     state.unwant(client, keys)
     state.emit(ev.DropClient, client=client, reason=reason)

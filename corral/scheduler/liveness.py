@@ -39,9 +39,9 @@ class Liveness:
     def client_disconnected(self, client: str, now: float) -> None:
         self.client_deadlines[client] = now + self.client_grace
 
-    def client_connected(self, client: str) -> bool:
-        """``client`` is back; True if it was within its grace."""
-        return self.client_deadlines.pop(client, None) is not None
+    def client_connected(self, client: str) -> None:
+        """``client`` is (back) here, or gone for good: no deadline for it."""
+        self.client_deadlines.pop(client, None)
 
     def expired_clients(self, now: float) -> list[str]:
         """Clients whose grace has run out at ``now``; forgotten here."""

@@ -2,6 +2,9 @@
 
 Theory of operation
 -------------------
+* ``handle`` looks each stimulus's type up in ``dispatch.HANDLERS``; the handlers
+  (``client_handlers``, ``worker_handlers``) work through the operations here, which
+  keep the records, indexes and counts consistent (``validate`` checks them).
 * A task is ``released`` (known, nothing under way), ``waiting`` (for inputs),
   ``no-worker`` (ready, but no allowed worker exists), ``processing`` (sent to one
   worker), ``memory`` (held by one or more workers) or ``erred``; *forgotten* tasks are
@@ -95,7 +98,7 @@ class SchedulerState:
                                    default_duration=default_duration)
         self.stealing = Stealing(self.placement, max_in_flight=max_steals_in_flight)
         self.liveness = Liveness(worker_ttl=worker_ttl, client_grace=client_grace)
-        self._generation = 0
+        self.generation = 0  # graphs submitted so far: the second part of priorities
         # Tasks in no-worker, in the order they got there: placed again when a worker joins.
         self.no_worker: dict[TaskState, None] = {}
         # Released tasks to bring back once a stimulus has sorted out what was lost: a
