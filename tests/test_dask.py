@@ -21,6 +21,7 @@ from dask._task_spec import Alias, DataNode, Dict, List, Task, TaskRef
 from dask.utils_test import GetFunctionTestMixin, add, inc
 
 from corral import Client, LocalCluster
+from corral.messages import UpdateGraph
 from tests.test_compute import wait_until
 
 
@@ -140,7 +141,7 @@ def test_whole_graph_goes_in_one_message_and_is_released(client, monkeypatch):
     monkeypatch.setattr(client._core, "_send", lambda msg: (sent.append(msg), send(msg)))
 
     def graphs():
-        found = [m for m in sent if m["op"] == "update-graph"]
+        found = [m for m in sent if isinstance(m, UpdateGraph)]
         sent.clear()
         return found
 
@@ -149,15 +150,15 @@ def test_whole_graph_goes_in_one_message_and_is_released(client, monkeypatch):
     dsk["unneeded"] = (inc, "total")
     assert client.get(dsk, "total") == 210
     (graph,) = graphs()
-    assert sorted(map(str, (t["key"] for t in graph["tasks"]))) == sorted(
+    assert sorted(map(str, (t.key for t in graph.tasks))) == sorted(
         map(str, set(dsk) - {"unneeded"})
     )
-    assert graph["wanted"] == ["total"]
+    assert graph.wanted == ("total",)
 
     x = da.ones((40, 40), chunks=10)
     assert (x + x.T).sum().compute(scheduler=client.get) == 3200
     (graph,) = graphs()
-    assert len(graph["tasks"]) > 16  # every chunk, and the reductions of them
+    assert len(graph.tasks) > 16  # every chunk, and the reductions of them
     wait_until(lambda: client.scheduler_info()["tasks"] == {})
 
 

@@ -121,7 +121,7 @@ async def test_the_real_streams_carry_malformed_messages_harmlessly(scheduler, c
         async with AsyncClient(scheduler.address) as client:
             with caplog.at_level(logging.WARNING, logger="corral"):
                 worker.batched.send({"op": "task-finished", "key": "x", "nbytes": "big"})
-                client._send({"op": "update-graph", "tasks": 7, "wanted": []})
+                client._send_wire({"op": "update-graph", "tasks": 7, "wanted": []})
                 assert await client.submit(inc, 4) == 5  # sent after: handled after
             lines = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
             assert len(lines) == 2, lines

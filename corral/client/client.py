@@ -21,13 +21,22 @@ from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
+from corral import messages as msgs
 from corral import runspec
 from corral.client.future import FINISHED, PENDING, Finished, Future, FutureState
-from corral.client.interface import ClusterLike
+from corral.client.interface import ClientCore, ClusterLike
+from corral.client.tasks import addresses, task_message, task_options
 from corral.comm.addressing import normalize_address
 from corral.core import BatchedSend, Comm, ConnectionPool, connect
 from corral.credentials import resolve
-from corral.exceptions import ClientClosedError, CommClosedError, CorralError, RemoteError
+from corral.exceptions import (
+    ClientClosedError,
+    CommClosedError,
+    CommError,
+    CorralError,
+    InvalidMessage,
+    RemoteError,
+)
 from corral.protocol import dumps_pickle
 from corral.security import Security
 from corral.sizeof import sizeof
@@ -42,7 +51,7 @@ T = TypeVar("T")
 _FETCH_ROUNDS = 20
 
 
-class AsyncClient:
+class AsyncClient(ClientCore):
     """Connects to a scheduler (or starts a ``LocalCluster`` when given no address)."""
 
     def __init__(
@@ -68,6 +77,7 @@ class AsyncClient:
         self._scheduler_id: str | None = None
         self._dashboard_port: int | None = None
         self.id = name or f"client-{uuid.uuid4().hex[:12]}"
+        self._ids = msgs.StimulusIds(self.id)  # every message it sends: "<id>-<n>"
         self._runner = runner  # set for sync clients: where blocking calls wait
         self._cluster_options = cluster_options or {}
         self.cluster: Any = None
@@ -80,7 +90,7 @@ class AsyncClient:
         self._reader: asyncio.Task[None] | None = None
         self._closed = False
         self._callback_pool: Any = None
-        self._start_callbacks: dict[Hashable, Callable[[], None]] = {}  # see _submit_many
+        self._start_callbacks: dict[Hashable, Callable[[], None]] = {}  # see submit_many
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -146,7 +156,8 @@ class AsyncClient:
         self._closed = True
         for state in list(self._states.values()):  # futures may be released meanwhile
             state.cancel("client closed")
-        self._send({"op": "close-client"})  # release our keys now, not after a grace period
+        # Release our keys now, not after a grace period.
+        self._send(msgs.CloseClient(stimulus_id=self._ids()))
         await self._stream.close(timeout=2)
         if self._reader is not None:
             self._reader.cancel()
@@ -167,24 +178,34 @@ class AsyncClient:
         assert self.scheduler_address is not None
         return self.pool(self.scheduler_address)
 
-    def _check_open(self) -> None:
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` has begun; its futures are cancelled then."""
+        return self._closed
+
+    @property
+    def runner(self) -> LoopRunner | None:
+        """The loop a synchronous client's blocking calls wait on; None if asynchronous."""
+        return self._runner
+
+    def check_open(self) -> None:
         if self._closed:
             raise ClientClosedError(f"this client ({self.id}) is closed")
 
-    def _blocking(
+    def blocking(
         self, coro: Coroutine[Any, Any, T], timeout: float | None, what: str = "the call"
     ) -> T:
         """Run ``coro`` to completion from a synchronous caller; after ``timeout`` seconds
         raise ``TimeoutError("<what> timed out after <timeout> s")``."""
         if self._runner is None or self._closed:
             coro.close()  # never started: no "never awaited" warning
-            self._check_open()  # closed: say so (its loop is gone)
+            self.check_open()  # closed: say so (its loop is gone)
             raise RuntimeError(
                 "this client is asynchronous: use `await future` / `await client.gather(...)`"
             )
         return self._runner.run(_with_timeout(coro, timeout, what))
 
-    def _in_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+    def in_loop(self, fn: Callable[..., Any], *args: Any) -> None:
         """Call ``fn(*args)`` on the client's loop, from any thread."""
         assert self.loop is not None
         if self._runner is None or self._runner.in_loop_thread():
@@ -194,7 +215,7 @@ class AsyncClient:
 
     # -- reference counting ----------------------------------------------------------
 
-    def _acquire(self, key: Hashable) -> FutureState:
+    def acquire_key(self, key: Hashable) -> FutureState:
         with self._lock:
             self._refcount[key] += 1
             state = self._states.get(key)
@@ -202,7 +223,7 @@ class AsyncClient:
                 state = self._states[key] = FutureState()
             return state
 
-    def _release(self, key: Hashable) -> None:
+    def release_key(self, key: Hashable) -> None:
         with self._lock:
             self._refcount[key] -= 1
             if self._refcount[key] > 0:
@@ -211,9 +232,13 @@ class AsyncClient:
             self._states.pop(key, None)
         if not self._closed and self.loop is not None and not self.loop.is_closed():
             with contextlib.suppress(RuntimeError):
-                self._in_loop(self._send, {"op": "client-releases-keys", "keys": [key]})
+                self.in_loop(self._send, msgs.ClientReleasesKeys(stimulus_id=self._ids(),
+                                                                  keys=(key,)))
 
-    def _send(self, msg: dict[str, Any]) -> None:
+    def _send(self, msg: msgs.FromClient) -> None:
+        self._send_wire(msg.to_wire())
+
+    def _send_wire(self, msg: dict[str, Any]) -> None:
         with contextlib.suppress(CommClosedError):
             self._stream.send(msg)
 
@@ -236,8 +261,8 @@ class AsyncClient:
         replaced by their values on the worker."""
         if not callable(fn):
             raise TypeError(f"submit() needs a callable, got {type(fn).__name__}")
-        options = _task_options(workers, allow_other_workers, retries, priority, resources)
-        (future,) = self._submit_many(fn, [(args, kwargs)], [key], pure, options)
+        options = task_options(workers, allow_other_workers, retries, priority, resources)
+        (future,) = self.submit_many(fn, [(args, kwargs)], [key], pure, options)
         return future
 
     def map(
@@ -260,21 +285,21 @@ class AsyncClient:
         keys: list[Hashable | None] = list(key) if key is not None else [None] * len(calls)
         if len(keys) != len(calls):
             raise ValueError(f"map() got {len(keys)} keys for {len(calls)} calls")
-        options = _task_options(workers, allow_other_workers, retries, priority, resources)
-        return self._submit_many(fn, calls, keys, pure, options)
+        options = task_options(workers, allow_other_workers, retries, priority, resources)
+        return self.submit_many(fn, calls, keys, pure, options)
 
     def _refuse_foreign(self, futures: Iterable[Future]) -> None:
         """A future of another client names a key this client's scheduler session does not
         hold (and may be another cluster's): refuse it here, not in a worker later."""
         for future in futures:
             if future.client is not self:
-                closed = "closed " if future.client._closed else ""
+                closed = "closed " if future.client.closed else ""
                 raise ValueError(
                     f"future {future.key!r} belongs to another {closed}client "
                     f"({future.client.id}); pass futures only to the client that made them"
                 )
 
-    def _submit_many(
+    def submit_many(
         self,
         fn: Callable[..., Any],
         calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
@@ -285,7 +310,7 @@ class AsyncClient:
     ) -> list[Future]:
         """Futures for ``fn(*args, **kwargs)`` per call; ``on_start(future)`` is called on
         the loop when its task starts on a worker (never, if it finishes unstarted)."""
-        self._check_open()
+        self.check_open()
         function_bytes = runspec.pickle_function(fn)
         name = getattr(fn, "__name__", type(fn).__name__).replace("<lambda>", "lambda")
         prepared = []  # every call checked before any future is made or task sent
@@ -306,23 +331,22 @@ class AsyncClient:
             if known:  # an equal pure call already submitted: share its task
                 continue
             deps = list(dict.fromkeys(f.key for f in found))
-            tasks.append(_task(key, runspec.pack(function_bytes, args, kwargs), deps, name,
+            tasks.append(task_message(key, runspec.pack(function_bytes, args, kwargs), deps, name,
                                options))
         if on_start is not None:
-            self._in_loop(self._watch_starts, futures, on_start)  # before the graph leaves
+            self.in_loop(self._watch_starts, futures, on_start)  # before the graph leaves
         if tasks:
-            self._send_graph(tasks, [t["key"] for t in tasks], report_start=on_start is not None)
+            self.send_graph(tasks, [t.key for t in tasks], report_start=on_start is not None)
         return futures
 
-    def _send_graph(
-        self, tasks: list[dict[str, Any]], wanted: list[Hashable], report_start: bool = False
+    def send_graph(
+        self, tasks: list[msgs.TaskSpec], wanted: list[Hashable], report_start: bool = False
     ) -> None:
-        """Send tasks (made by ``_task``) to the scheduler, from any thread, in one message;
+        """Send tasks (made by ``task_message``) to the scheduler, from any thread, in one message;
         the client wants the results of ``wanted`` (and to hear when they start, if asked)."""
-        msg: dict[str, Any] = {"op": "update-graph", "tasks": tasks, "wanted": wanted}
-        if report_start:
-            msg["report_start"] = True
-        self._in_loop(self._send, msg)
+        self.in_loop(self._send, msgs.UpdateGraph(
+            stimulus_id=self._ids(), tasks=tuple(tasks), wanted=tuple(wanted),
+            report_start=report_start))
 
     def _watch_starts(self, futures: list[Future], on_start: Callable[[Future], None]) -> None:
         for future in futures:
@@ -333,7 +357,7 @@ class AsyncClient:
         """dask's scheduler interface: ``await client.get(dsk, keys)``; see ``dask_graph``.
 
         The graph is sent at once, in one message; awaiting returns the results."""
-        self._check_open()
+        self.check_open()
         from corral.client import dask_graph  # imports dask, an optional dependency
 
         return dask_graph.get(self, dsk, keys, **kwargs)
@@ -343,17 +367,15 @@ class AsyncClient:
 
         The futures turn cancelled when the scheduler's confirmation arrives.
         """
-        self._cancel(futures)
+        self.cancel_soon(futures)
 
-    def _cancel(self, futures: Iterable[Future], unstarted_only: bool = False) -> None:
+    def cancel_soon(self, futures: Iterable[Future], unstarted_only: bool = False) -> None:
         """``cancel`` from any thread, without waiting (``Future.cancel``, the sync client);
         ``unstarted_only`` spares tasks that have started (the workers decide)."""
-        self._check_open()
+        self.check_open()
         keys = list(dict.fromkeys(f.key for f in futures))
-        msg: dict[str, Any] = {"op": "cancel-keys", "keys": keys}
-        if unstarted_only:
-            msg["unstarted_only"] = True
-        self._in_loop(self._send, msg)
+        self.in_loop(self._send, msgs.CancelKeys(stimulus_id=self._ids(), keys=tuple(keys),
+                                                  unstarted_only=unstarted_only))
 
     # -- reports from the scheduler -------------------------------------------------------
 
@@ -364,7 +386,7 @@ class AsyncClient:
                 while True:
                     for msg in await comm.read():
                         self._on_report(msg)
-            except (CommClosedError, OSError):
+            except CommError:
                 pass
             if self._closed:
                 return
@@ -374,7 +396,7 @@ class AsyncClient:
             previous, unsent = self._scheduler_id, self._stream.unsent()
             try:
                 comm = await self._register(self.reconnect_timeout)
-            except (OSError, CommClosedError, CorralError) as e:
+            except (CorralError, TimeoutError) as e:  # unreachable, refused or silent
                 self._fail_pending(CommClosedError(
                     f"lost the connection to the scheduler at {self.scheduler_address} "
                     f"and could not reconnect within {self.reconnect_timeout} s: {e}"
@@ -387,10 +409,10 @@ class AsyncClient:
                 ))
             else:  # resend what may not have arrived; reports sent while away are lost: ask again
                 for msg in unsent:
-                    self._send(msg)
+                    self._send_wire(msg)
                 keys = [k for k, state in list(self._states.items()) if state.status == PENDING]
                 if keys:
-                    self._send({"op": "client-desires-keys", "keys": keys})
+                    self._send(msgs.ClientDesiresKeys(stimulus_id=self._ids(), keys=tuple(keys)))
             logger.info("reconnected to the scheduler at %s", self.scheduler_address)
 
     def _fail_pending(self, error: BaseException) -> None:
@@ -398,33 +420,43 @@ class AsyncClient:
             if state.status == PENDING:
                 state.fail(error)
 
-    def _on_report(self, msg: dict[str, Any]) -> None:
-        state = self._states.get(msg.get("key"))
+    def _on_report(self, msg: Any) -> None:
+        try:
+            report = msgs.read(msgs.TO_CLIENT, msg, self._ids, client=self.id)
+        except InvalidMessage as e:
+            logger.warning("ignoring a malformed report from the scheduler: %s", e)
+            return
+        key = report.key  # type: ignore[attr-defined]  # every report names one
+        state = self._states.get(key)
         if state is None:
             return
-        op = msg.get("op")
-        if op != "task-started" and self._start_callbacks:
-            self._start_callbacks.pop(msg["key"], None)  # done or cancelled unstarted
-        if op == "task-started":
-            on_start = self._start_callbacks.pop(msg["key"], None)
-            if on_start is not None:
-                on_start()
-        elif op == "key-in-memory":
-            state.finish(tuple(msg["who_has"]), msg.get("nbytes", 0), msg.get("typename", ""))
-        elif op == "task-erred":
-            exception = _load_exception(msg)
-            traceback_text = msg.get("traceback_text", "")
-            if traceback_text:
-                exception.add_note(f"Remote traceback:\n{traceback_text.rstrip()}")
-            state.fail(exception, traceback_text)
-        elif op == "cancelled":
-            state.cancel(msg.get("reason", "cancelled"))
+        if self._start_callbacks and not isinstance(report, msgs.ReportTaskStarted):
+            self._start_callbacks.pop(key, None)  # done or cancelled unstarted
+        REPORTS[type(report)](self, state, report)
 
-    def _add_done_callback(self, future: Future, fn: Callable[[Future], Any]) -> None:
-        self._check_open()
-        self._in_loop(future._state.add_callback, partial(self._call_user_code, fn, future))
+    def _on_task_started(self, state: FutureState, report: msgs.ReportTaskStarted) -> None:
+        on_start = self._start_callbacks.pop(report.key, None)
+        if on_start is not None:
+            on_start()
 
-    def _call_user_code(self, fn: Callable[..., Any], *args: Any) -> None:
+    def _on_key_in_memory(self, state: FutureState, report: msgs.ReportKeyInMemory) -> None:
+        state.finish(report.who_has, report.nbytes, report.typename)
+
+    def _on_task_erred(self, state: FutureState, report: msgs.ReportTaskErred) -> None:
+        exception = _load_exception(report.exception, report.exception_text,
+                                    report.traceback_text)
+        if report.traceback_text:
+            exception.add_note(f"Remote traceback:\n{report.traceback_text.rstrip()}")
+        state.fail(exception, report.traceback_text)
+
+    def _on_cancelled(self, state: FutureState, report: msgs.ReportCancelled) -> None:
+        state.cancel(report.reason)
+
+    def add_done_callback(self, future: Future, fn: Callable[[Future], Any]) -> None:
+        self.check_open()
+        self.in_loop(future._state.add_callback, partial(self.call_user_code, fn, future))
+
+    def call_user_code(self, fn: Callable[..., Any], *args: Any) -> None:
         """Call ``fn(*args)`` from the loop: at once for asynchronous clients, else on the
         callback thread (never on the loop of a sync client: user code may block on it)."""
         if self._runner is None:
@@ -440,18 +472,18 @@ class AsyncClient:
 
     async def gather(self, futures: Any, errors: str = "raise") -> Any:
         """Results of (nested lists/dicts/tuples of) futures, in the same structure."""
-        self._check_open()
+        self.check_open()
         if errors not in ("raise", "skip"):
             raise ValueError("errors must be 'raise' or 'skip'")
         found: list[Future] = []
         structure = runspec.replace_in(futures, _as_dependency, found)
         self._refuse_foreign(found)
         await Finished(found).wait_all()
-        self._check_open()  # closed meanwhile: its futures were cancelled, say why
-        data = await self._gather_keys([f.key for f in found], errors)
+        self.check_open()  # closed meanwhile: its futures were cancelled, say why
+        data = await self.gather_keys([f.key for f in found], errors)
         return _fill(structure, data)
 
-    async def _gather_keys(
+    async def gather_keys(
         self, keys: list[Hashable], errors: str = "raise"
     ) -> dict[Hashable, Any]:
         """Fetch values straight from the workers holding them, one request per worker.
@@ -490,7 +522,7 @@ class AsyncClient:
                         causes[f"{worker}: does not hold some of them"] = None
                 elif isinstance(result, Exception):
                     cause = f"{worker}: {type(result).__name__}: {result}"
-                    if not isinstance(result, OSError | CommClosedError):  # it answered
+                    if not isinstance(result, CommError):  # it answered
                         raise CorralError(
                             f"could not fetch the data of {asked[:5]}: {cause}"
                         ) from result
@@ -504,7 +536,8 @@ class AsyncClient:
             for key in missing:
                 state = states[key]
                 errant = tried[key][0] if tried[key] else ""
-                self._send({"op": "missing-data", "key": key, "errant_worker": errant})
+                self._send(msgs.ClientMissingData(stimulus_id=self._ids(), key=key,
+                                                  errant_worker=errant))
                 if state.who_has == tried[key]:  # no newer word from the scheduler yet
                     state.reset()
         raise CorralError(
@@ -519,7 +552,7 @@ class AsyncClient:
         self, data: Any, workers: str | Iterable[str] | None = None, broadcast: bool = False
     ) -> Any:
         """Put local data on workers; returns futures in the shape of ``data``."""
-        self._check_open()
+        self.check_open()
         if isinstance(data, dict):
             items = dict(data)
         elif isinstance(data, list | tuple | set | frozenset):
@@ -527,7 +560,7 @@ class AsyncClient:
         else:
             items = {f"{type(data).__name__}-{uuid.uuid4().hex}": data}
         nthreads = await self.scheduler.nthreads()
-        targets = sorted(nthreads) if workers is None else _addresses(workers)
+        targets = sorted(nthreads) if workers is None else addresses(workers)
         if not targets:
             raise CorralError("no workers to scatter to")
         placement: dict[str, dict[Hashable, Any]] = defaultdict(dict)
@@ -541,8 +574,8 @@ class AsyncClient:
             *(self.pool(w).update_data(data=d, report=False) for w, d in placement.items())
         )
         futures = {key: Future(key, self) for key in items}
-        placed = {k: (holders[k], sizeof(items[k])) for k in items}
-        self._send({"op": "scatter-data", "placed": placed})
+        placed = {k: (tuple(holders[k]), sizeof(items[k])) for k in items}
+        self._send(msgs.Scatter(stimulus_id=self._ids(), placed=placed))
         # The scheduler's report that they are in memory also orders later queries after it.
         await Finished(futures.values()).wait_all()
         if isinstance(data, dict):
@@ -556,18 +589,18 @@ class AsyncClient:
 
     async def who_has(self, futures: Iterable[Future] | None = None) -> dict[Hashable, list[str]]:
         """``{key: [addresses of the workers holding it]}`` for these futures (or all)."""
-        self._check_open()
+        self.check_open()
         keys = None if futures is None else [f.key for f in futures]
         return await self.scheduler.who_has(keys=keys)
 
     async def nthreads(self) -> dict[str, int]:
         """``{worker address: number of threads}``."""
-        self._check_open()
+        self.check_open()
         return await self.scheduler.nthreads()
 
     async def scheduler_info(self) -> dict[str, Any]:
         """The scheduler's address and id, and each worker's details."""
-        self._check_open()
+        self.check_open()
         return await self.scheduler.scheduler_info()
 
     async def run(
@@ -575,20 +608,21 @@ class AsyncClient:
         **kwargs: Any,
     ) -> dict[str, Any]:
         """Call ``fn(*args, **kwargs)`` on every worker (or those given); ``{address: result}``."""
-        self._check_open()
+        self.check_open()
         msg = {"op": "run", "function": dumps_pickle(fn), "args": dumps_pickle((args, kwargs))}
-        targets = None if workers is None else _addresses(workers)
+        targets = None if workers is None else addresses(workers)
         replies = await self.scheduler.broadcast(msg=msg, workers=targets)
         results = {}
         for worker, reply in replies.items():
             if reply.get("status") != "OK":
-                raise _load_exception(reply)
+                raise _load_exception(reply.get("exception"), reply.get("exception_text", ""),
+                                      reply.get("traceback_text", ""))
             results[worker] = pickle.loads(reply["result"])
         return results
 
     async def restart(self) -> None:
         """Cancel every future and have the cluster drop all tasks and data."""
-        self._check_open()
+        self.check_open()
         for state in list(self._states.values()):
             state.cancel("restarted")
         await self.scheduler.restart()
@@ -619,41 +653,8 @@ def _fill(structure: Any, data: dict[Hashable, Any]) -> Any:
     return structure
 
 
-def _addresses(workers: str | Iterable[str]) -> list[str]:
-    if isinstance(workers, str):
-        workers = [workers]
-    return [normalize_address(w) for w in workers]
-
-
-def _task_options(
-    workers: str | Iterable[str] | None,
-    allow_other_workers: bool,
-    retries: int,
-    priority: int,
-    resources: dict[str, float] | None,
-) -> dict[str, Any]:
-    if retries < 0:
-        raise ValueError("retries must be >= 0")
-    return {
-        "workers": None if workers is None else _addresses(workers),
-        "allow_other_workers": bool(allow_other_workers),
-        "retries": int(retries),
-        "priority": int(priority),
-        "resources": resources,
-    }
-
-
-def _task(
-    key: Hashable, run_spec: Any, dependencies: list[Hashable], name: str,
-    options: dict[str, Any],
-) -> dict[str, Any]:
-    """One task of an update-graph message; ``options`` from ``_task_options``."""
-    return {"key": key, "run_spec": run_spec, "dependencies": dependencies, "name": name,
-            **options}
-
-
-def _load_exception(msg: dict[str, Any]) -> BaseException:
-    blob = msg.get("exception")
+def _load_exception(blob: bytes | None, text: str, traceback_text: str) -> BaseException:
+    """The pickled exception ``blob``, or one rebuilt from its text if it cannot load."""
     if blob:
         try:
             exception = pickle.loads(blob)
@@ -661,9 +662,17 @@ def _load_exception(msg: dict[str, Any]) -> BaseException:
                 return exception
         except Exception:
             pass
-    text = msg.get("exception_text", "unknown error")
-    type_name, _, message = text.partition(": ")
-    return RemoteError(type_name, message, msg.get("traceback_text", ""))
+    type_name, _, message = (text or "unknown error").partition(": ")
+    return RemoteError(type_name, message, traceback_text)
+
+
+# What the client does on each report from the scheduler.
+REPORTS: dict[type[msgs.ToClient], Callable[[AsyncClient, FutureState, Any], None]] = {
+    msgs.ReportTaskStarted: AsyncClient._on_task_started,
+    msgs.ReportKeyInMemory: AsyncClient._on_key_in_memory,
+    msgs.ReportTaskErred: AsyncClient._on_task_erred,
+    msgs.ReportCancelled: AsyncClient._on_cancelled,
+}
 
 
 async def _with_timeout(coro: Coroutine[Any, Any, T], timeout: float | None, what: str) -> T:

@@ -2,9 +2,12 @@
 
 Every stimulus carries a ``stimulus_id`` (who or what caused it) and, where time
 matters, the time it happened (``now``): the state machine never reads a clock.
-Actions name who must be told what; the scheduler server turns them into messages on
-its batched streams. User code and data never pass through here: a task's
-``run_spec`` is opaque bytes that only a worker unpickles.
+Actions name who must be told what; the scheduler server sends each to its destination
+on its batched streams. The stimuli and actions that travel (a worker's ``TaskFinished``,
+a ``ComputeTask`` for a worker, a client's ``UpdateGraph``, ...) are the messages of
+``corral.messages``, re-exported here; those declared here never leave the scheduler.
+User code and data never pass through here: a task's ``run_spec`` is opaque bytes that
+only a worker unpickles.
 """
 
 from __future__ import annotations
@@ -13,83 +16,49 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 from corral.basic_types import Amount, AtLeast, Count, Key
+from corral.messages import (
+    AddKeys,
+    CancelKeys,
+    ClientDesiresKeys,
+    ClientMissingData,
+    ClientReleasesKeys,
+    ComputeTask,
+    FreeKeys,
+    MissingData,
+    ReleaseWorkerData,
+    ReportCancelled,
+    ReportKeyInMemory,
+    ReportTaskErred,
+    ReportTaskStarted,
+    StealRequest,
+    StealResponse,
+    TaskErred,
+    TaskFinished,
+    TaskSpec,
+    TaskStarted,
+    UpdateGraph,
+)
+from corral.messages import SchedulerAction as Action
+from corral.messages import SchedulerStimulus as Stimulus
+
+__all__ = [
+    "SERVER_ACTIONS", "Action", "AddKeys", "AddWorker", "Amount", "CancelKeys",
+    "ClientConnected", "ClientDesiresKeys", "ClientDisconnected", "ClientMissingData",
+    "ClientReleasesKeys", "ComputeTask", "Count", "DropClient", "DropWorker", "FreeKeys",
+    "Key", "MissingData", "Notice", "RecordTaskRun", "ReleaseWorkerData", "RemoveClient",
+    "RemoveWorker", "ReportCancelled", "ReportKeyInMemory", "ReportTaskErred",
+    "ReportTaskStarted", "ScatterData", "StealRequest", "StealResponse", "Stimulus",
+    "TaskErred", "TaskFinished", "TaskSpec", "TaskStarted", "Tick", "UpdateGraph",
+    "WorkerHeartbeat",
+]
 
 
-@dataclass(frozen=True, slots=True)
-class TaskSpec:
-    """A task as a client submits it."""
-
-    key: Key
-    run_spec: bytes  # pickled (function, args, kwargs); opaque to the scheduler
-    dependencies: tuple[Key, ...] = ()
-    priority: int = 0  # user priority: higher runs first
-    workers: tuple[str, ...] | None = None  # restrict to these worker addresses
-    allow_other_workers: bool = False  # restrictions are a preference only
-    retries: Count = 0
-    resources: dict[str, Amount] | None = None
-    name: str = ""  # function name, groups tasks for duration estimates
-
-
-# -- stimuli ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Stimulus:
-    stimulus_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class UpdateGraph(Stimulus):
-    """A client submits tasks and wants the keys in ``wanted``."""
-
-    client: str
-    tasks: tuple[TaskSpec, ...]
-    wanted: tuple[Key, ...]
-    now: float = 0.0
-    report_start: bool = False  # also tell the client when each wanted task starts
-
-
-@dataclass(frozen=True, slots=True)
-class ClientReleasesKeys(Stimulus):
-    """A client holds no more futures for these keys."""
-
-    client: str
-    keys: tuple[Key, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ClientDesiresKeys(Stimulus):
-    """A client wants keys that already exist (e.g. a future unpickled in another client)."""
-
-    client: str
-    keys: tuple[Key, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class CancelKeys(Stimulus):
-    """A client cancels its futures for these keys.
-
-    With ``unstarted_only``, a task that has started runs on; for one sent to a worker,
-    that worker decides (``StealRequest``), and the client hears either way.
-    """
-
-    client: str
-    keys: tuple[Key, ...]
-    unstarted_only: bool = False
+# -- stimuli that never travel ------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class RemoveClient(Stimulus):
     client: str
-
-
-@dataclass(frozen=True, slots=True)
-class ClientMissingData(Stimulus):
-    """``client`` could not fetch ``key`` from ``errant_worker``, which was said to hold it."""
-
-    client: str
-    key: Key
-    errant_worker: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,40 +78,6 @@ class RemoveWorker(Stimulus):
 
 
 @dataclass(frozen=True, slots=True)
-class TaskStarted(Stimulus):
-    """A worker began executing ``key`` (it is to blame if the worker dies now)."""
-
-    worker: str
-    key: Key
-
-
-@dataclass(frozen=True, slots=True)
-class TaskFinished(Stimulus):
-    """A worker computed ``key`` and holds its result."""
-
-    worker: str
-    key: Key
-    nbytes: Count
-    typename: str = ""
-    start: float = 0.0
-    stop: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class TaskErred(Stimulus):
-    """Running ``key`` on ``worker`` raised."""
-
-    worker: str
-    key: Key
-    exception: bytes  # pickled exception, opaque here
-    traceback: bytes  # pickled traceback (or b"")
-    exception_text: str = ""
-    traceback_text: str = ""
-    start: float = 0.0
-    stop: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
 class ScatterData(Stimulus):
     """A client placed data on workers directly: ``placed[key] = (worker, nbytes)``."""
 
@@ -152,102 +87,39 @@ class ScatterData(Stimulus):
 
 
 @dataclass(frozen=True, slots=True)
-class AddKeys(Stimulus):
-    """A worker holds (more) replicas of these keys: ``keys[key] = nbytes``."""
-
-    worker: str
-    keys: dict[Key, Count]
-
-
-@dataclass(frozen=True, slots=True)
-class MissingData(Stimulus):
-    """``worker`` could not get ``key`` from ``errant_worker``, which was said to have it."""
-
-    worker: str
-    key: Key
-    errant_worker: str
-
-
-@dataclass(frozen=True, slots=True)
-class ReleaseWorkerData(Stimulus):
-    """A worker dropped its replica of ``key``."""
-
-    worker: str
-    key: Key
-
-
-@dataclass(frozen=True, slots=True)
-class StealResponse(Stimulus):
-    """Answer to ``StealRequest``: ``released`` if the task had not started yet."""
-
-    worker: str
-    key: Key
-    released: bool
-
-
-@dataclass(frozen=True, slots=True)
 class Tick(Stimulus):
-    """Periodic: time passes (balancing, timeouts)."""
+    """Periodic: time passes. Silent workers and clients gone past their grace are
+    removed, and idle workers steal."""
 
     now: float
 
 
-# -- actions ------------------------------------------------------------------------------
-
-
 @dataclass(frozen=True, slots=True)
-class Action:
-    stimulus_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class ComputeTask(Action):
-    """Tell ``worker`` to compute ``key``; its inputs are at ``who_has``."""
+class WorkerHeartbeat(Stimulus):
+    """``worker`` was heard from at ``now``: it is alive for another ``worker_ttl``."""
 
     worker: str
-    key: Key
-    run_spec: bytes
-    who_has: dict[Key, tuple[str, ...]]
-    nbytes: dict[Key, int]
-    priority: tuple[float, ...]
-    resources: dict[str, float] | None = None
+    now: float
 
 
 @dataclass(frozen=True, slots=True)
-class FreeKeys(Action):
-    """Tell ``worker`` to drop these keys (results, replicas, or queued tasks)."""
-
-    worker: str
-    keys: tuple[Key, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class StealRequest(Action):
-    """Ask ``worker`` to give back ``key`` if it has not started running it."""
-
-    worker: str
-    key: Key
-
-
-@dataclass(frozen=True, slots=True)
-class ReportKeyInMemory(Action):
-    """Tell ``client`` that ``key`` is done and where its data lives."""
+class ClientConnected(Stimulus):
+    """``client`` (re)connected at ``now``: if it had dropped off, its keys are kept."""
 
     client: str
-    key: Key
-    who_has: tuple[str, ...]
-    nbytes: int
-    typename: str = ""
+    now: float
 
 
 @dataclass(frozen=True, slots=True)
-class ReportTaskErred(Action):
+class ClientDisconnected(Stimulus):
+    """``client``'s connection dropped at ``now`` without a goodbye: its keys are
+    released at ``now + client_grace`` unless it reconnects first."""
+
     client: str
-    key: Key
-    exception: bytes
-    traceback: bytes
-    exception_text: str = ""
-    traceback_text: str = ""
+    now: float
+
+
+# -- actions that never travel ------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,15 +132,36 @@ class Notice(Action):
 
 
 @dataclass(frozen=True, slots=True)
-class ReportTaskStarted(Action):
-    """Tell ``client``, which asked, that a worker began running ``key``."""
+class RecordTaskRun(Action):
+    """``worker`` ran ``key`` (function ``name``) from ``start`` to ``stop``, by its
+    clock: one bar of the task stream, whatever became of the result."""
 
-    client: str
+    worker: str
     key: Key
+    name: str
+    start: float
+    stop: float
+    nbytes: int = 0
+    erred: bool = False
 
 
 @dataclass(frozen=True, slots=True)
-class ReportCancelled(Action):
+class DropWorker(Action):
+    """``worker`` is removed (gone silent, disconnected, or replaced): close its stream
+    and tell its peers. Its tasks have already been rescheduled."""
+
+    worker: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DropClient(Action):
+    """``client`` is removed and its keys released (it said goodbye, or its grace ran
+    out)."""
+
     client: str
-    key: Key
-    reason: str = "cancelled"
+    reason: str = ""
+
+
+# What the scheduler server carries out itself (logs, the task stream, its streams).
+SERVER_ACTIONS: tuple[type[Action], ...] = (Notice, RecordTaskRun, DropWorker, DropClient)

@@ -3,45 +3,25 @@
 The worker server keeps the data itself (key → value) and runs the thread pool and
 the peer transfers; the state machine only sees keys, sizes and outcomes, and decides
 what to run, what to fetch from whom, and what to tell the scheduler.
+
+The stimuli that come from the scheduler (``ComputeTask``, ``FreeKeys``, ...) and what
+it tells the scheduler (``SendToScheduler``) are messages of ``corral.messages``; those
+declared here never leave the worker.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from corral.basic_types import Key
+from corral.messages import ComputeTask, FreeKeys, FromWorker, RemoveWorkerPeer, StealRequest
+from corral.messages import WorkerStimulus as Stimulus
 
-
-@dataclass(frozen=True, slots=True)
-class Stimulus:
-    stimulus_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class ComputeTask(Stimulus):
-    """From the scheduler: compute ``key``; inputs not held here are at ``who_has``."""
-
-    key: Key
-    run_spec: bytes
-    who_has: dict[Key, tuple[str, ...]]
-    nbytes: dict[Key, int]
-    priority: tuple[float, ...]
-    resources: dict[str, float] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class FreeKeys(Stimulus):
-    """From the scheduler: drop these keys unless another task here still needs them."""
-
-    keys: tuple[Key, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class StealRequest(Stimulus):
-    """From the scheduler: release ``key`` if it has not started running."""
-
-    key: Key
+__all__ = [
+    "ComputeTask", "Execute", "ExecuteFailure", "ExecuteSuccess", "FreeKeys", "GatherDep",
+    "GatherDepFailure", "GatherDepMissing", "GatherDepSuccess", "Instruction", "ReleaseData",
+    "RemoveWorkerPeer", "SendToScheduler", "StealRequest", "Stimulus", "UpdateData",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,13 +77,6 @@ class GatherDepFailure(Stimulus):
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class RemoveWorkerPeer(Stimulus):
-    """The scheduler says ``peer`` is gone: forget it as a source of data."""
-
-    peer: str
-
-
 # -- instructions -------------------------------------------------------------------------
 
 
@@ -137,6 +110,6 @@ class ReleaseData(Instruction):
 
 @dataclass(frozen=True, slots=True)
 class SendToScheduler(Instruction):
-    """A message for the scheduler's batched stream (a dict with an ``op``)."""
+    """A message for the scheduler's batched stream."""
 
-    msg: dict[str, Any]
+    msg: FromWorker

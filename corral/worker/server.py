@@ -18,15 +18,16 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import psutil
 
+from corral import messages as msgs
 from corral import runspec
 from corral.core import BatchedSend, Comm, ConnectionPool, Server, connect, rpc
-from corral.core.validate import build, checked
-from corral.exceptions import CommClosedError, ConnectTimeoutError, InvalidMessage
-from corral.protocol import dumps_pickle
+from corral.core.validate import checked
+from corral.exceptions import CommClosedError, CommError, ConnectTimeoutError, InvalidMessage
+from corral.protocol import dumps_pickle, loads_pickle
 from corral.security import Security
 from corral.sizeof import sizeof
 from corral.worker import events as ev
@@ -35,14 +36,6 @@ from corral.worker.runner import Outcome, TaskRunner
 from corral.worker.state import WorkerState
 
 logger = logging.getLogger("corral.worker")
-
-SCHEDULER_OPS: dict[str, type[ev.Stimulus]] = {
-    "compute-task": ev.ComputeTask,
-    "free-keys": ev.FreeKeys,
-    "steal-request": ev.StealRequest,
-    "remove-worker-peer": ev.RemoveWorkerPeer,
-}
-
 
 _running: list[Worker] = []  # workers started in this process, newest last
 _current = threading.local()  # .worker: the worker whose task or run() this thread serves
@@ -118,6 +111,7 @@ class Worker:
         self.pool = ConnectionPool(security=security, name=name)
         self.batched = BatchedSend(batch_interval, name="to scheduler")
         self.state: WorkerState | None = None
+        self._ids: msgs.StimulusIds | None = None  # "<address>-<n>" once listening
         self._runner: TaskRunner | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._gathers: set[asyncio.Task[Any]] = set()
@@ -138,6 +132,7 @@ class Worker:
         Waits for the scheduler as long as it takes, or up to ``death_timeout`` seconds.
         """
         await self.server.listen(address)
+        self._ids = msgs.StimulusIds(self.address)
         self._start_afresh()
         if self.nanny:  # at once: reaching the scheduler may take any time
             async with rpc(self.nanny, security=self.security, timeout=10) as nanny:
@@ -186,7 +181,7 @@ class Worker:
                 self.gave_up = f"the scheduler at {address} refused this worker: {e}"
                 logger.error("%s", self.gave_up)
                 raise
-            except (OSError, TimeoutError, RuntimeError) as e:
+            except (CommError, TimeoutError, RuntimeError) as e:
                 cause = describe(e)
             if retry.failed(time.monotonic(), cause):
                 logger.warning("cannot reach the scheduler at %s: %s; retrying %s",
@@ -239,7 +234,7 @@ class Worker:
             self._start_afresh()
             try:
                 comm = await self._reach_scheduler()
-            except (OSError, TimeoutError):  # it said why
+            except CommError:  # it said why
                 self._spawn(self.close())
                 return
             logger.info("rejoined the scheduler at %s", self.scheduler_address)
@@ -297,7 +292,7 @@ class Worker:
                 self._fetched.discard(key)
         elif isinstance(instruction, ev.SendToScheduler):
             with contextlib.suppress(CommClosedError):
-                self.batched.send({**instruction.msg, "stimulus_id": instruction.stimulus_id})
+                self.batched.send(instruction.msg.to_wire())
         else:  # pragma: no cover
             raise TypeError(f"unknown instruction {instruction!r}")
 
@@ -323,7 +318,7 @@ class Worker:
     def _on_outcomes(self, outcomes: list[Outcome]) -> None:
         stimuli: list[ev.Stimulus] = []
         for o in outcomes:
-            stimulus_id = f"execute-{o.key}-{o.stop}"
+            stimulus_id = self._new_id()
             if o.ok:
                 self.data[o.key] = o.value
                 stimuli.append(
@@ -354,11 +349,11 @@ class Worker:
     async def _gather_dep(self, instruction: ev.GatherDep) -> None:
         peer, keys = instruction.peer, list(instruction.keys)
         start = time.time()
-        stimulus_id = f"gather-{peer}-{start}"
+        stimulus_id = self._new_id()
         try:
             data = await self.pool(peer).get_data(keys=keys)
         except Exception as e:
-            if not isinstance(e, OSError | CommClosedError):  # the peer is fine, the data not
+            if not isinstance(e, CommError):  # the peer is fine, the data not
                 logger.warning("cannot fetch %s from %s: %s: %s",
                                keys[:5], peer, type(e).__name__, e)
             self.handle(
@@ -392,29 +387,37 @@ class Worker:
                     self.handle(*stimuli)
         except TimeoutError:
             logger.warning("no word from the scheduler for %s s", self.scheduler_timeout)
-        except (CommClosedError, OSError):
+        except CommError:
             pass
         comm.abort()
 
-    def _stimulus(self, msg: object) -> ev.Stimulus | None:
-        if not isinstance(msg, dict):
-            logger.warning("ignoring a non-dict message from the scheduler")
-            return None
-        fields = dict(msg)
-        op = fields.pop("op", None)
-        if op == "heartbeat-ack":
-            self.latency = time.monotonic() - self._heartbeat_sent
-            return None
-        cls = SCHEDULER_OPS.get(op)
-        if cls is None:
-            logger.warning("ignoring unknown op %r from the scheduler", msg.get("op"))
-            return None
-        fields.setdefault("stimulus_id", f"{msg['op']}-{time.time()}")
+    def _stimulus(self, msg: Any) -> ev.Stimulus | None:
+        """The stimulus a message from the scheduler is; None if the server handles it
+        (``OWN_MESSAGES``) or it is malformed (logged)."""
         try:
-            return build(cls, fields)
+            message = msgs.read(msgs.TO_WORKER, msg, self._new_id, worker=self.address)
         except InvalidMessage as e:
             logger.warning("ignoring a malformed message from the scheduler: %s", e)
             return None
+        own = self.OWN_MESSAGES.get(type(message))
+        if own is not None:
+            own(self, message)
+            return None
+        assert isinstance(message, ev.Stimulus), message  # tests/test_messages.py
+        return message
+
+    def _on_heartbeat_ack(self, msg: msgs.HeartbeatAck) -> None:
+        self.latency = time.monotonic() - self._heartbeat_sent
+
+    # The messages from the scheduler the server acts on itself; all others are stimuli.
+    OWN_MESSAGES: ClassVar[dict[type[msgs.Message], Callable[[Any, Any], None]]] = {
+        msgs.HeartbeatAck: _on_heartbeat_ack,
+    }
+
+    def _new_id(self) -> str:
+        """An id for a stimulus that starts here: ``<address>-<n>``."""
+        assert self._ids is not None
+        return self._ids()
 
     async def _heartbeat(self) -> None:
         while True:
@@ -422,9 +425,10 @@ class Worker:
             transfers = list(self._transfer_log)
             self._transfer_log.clear()
             self._heartbeat_sent = time.monotonic()
+            beat = msgs.Heartbeat(stimulus_id=self._new_id(), metrics=self.metrics(),
+                                  transfers=tuple(transfers))
             with contextlib.suppress(CommClosedError):
-                self.batched.send({"op": "heartbeat", "metrics": self.metrics(),
-                                   "transfers": transfers})
+                self.batched.send(beat.to_wire())
 
     def metrics(self) -> dict[str, Any]:
         with self._process.oneshot():
@@ -467,8 +471,7 @@ class Worker:
         """Store values sent directly (scatter); returns their sizes."""
         self.data.update(data)
         nbytes = {k: sizeof(v) for k, v in data.items()}
-        self.handle(ev.UpdateData(stimulus_id=f"update-data-{time.time()}", data=nbytes,
-                                  report=report))
+        self.handle(ev.UpdateData(stimulus_id=self._new_id(), data=nbytes, report=report))
         return nbytes
 
     @checked
@@ -476,8 +479,8 @@ class Worker:
         """``client.run``: call a function here; result and errors travel pickled."""
 
         def call() -> Any:
-            fn = pickle.loads(function)
-            call_args, call_kwargs = pickle.loads(args) if args else ((), {})
+            fn = loads_pickle(function)
+            call_args, call_kwargs = loads_pickle(args) if args else ((), {})
             return fn(*call_args, **call_kwargs)
 
         try:
@@ -497,7 +500,7 @@ class Worker:
     def reset(self, comm: Comm) -> str:
         """Drop all data and queued work (``client.restart``)."""
         assert self.state is not None
-        self.handle(ev.FreeKeys(stimulus_id=f"reset-{time.time()}", keys=tuple(self.state.tasks)))
+        self.handle(ev.FreeKeys(stimulus_id=self._new_id(), keys=tuple(self.state.tasks)))
         self.data.clear()
         return "OK"
 

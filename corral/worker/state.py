@@ -21,10 +21,12 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from corral import messages as msgs
 from corral.basic_types import Key
 from corral.exceptions import InvalidTransition
 from corral.worker import events as ev
@@ -105,7 +107,11 @@ class WorkerState:
     def handle(self, *stimuli: ev.Stimulus) -> list[ev.Instruction]:
         for stimulus in stimuli:
             self._sid = stimulus.stimulus_id
-            getattr(self, "_on_" + type(stimulus).__name__)(stimulus)
+            handler = HANDLERS.get(type(stimulus))
+            if handler is None:
+                raise TypeError(f"no worker handler for {type(stimulus).__name__}: "
+                                f"{stimulus!r}")
+            handler(self, stimulus)
         self._ensure_computing()
         self._ensure_communicating()
         out, self._out = self._out, []
@@ -114,8 +120,9 @@ class WorkerState:
     def _emit(self, kind: type[ev.Instruction], **fields: Any) -> None:
         self._out.append(kind(stimulus_id=self._sid, **fields))
 
-    def _tell(self, msg: dict[str, Any]) -> None:
-        self._emit(ev.SendToScheduler, msg=msg)
+    def _tell(self, kind: type[msgs.FromWorker], **fields: Any) -> None:
+        """Tell the scheduler, naming the stimulus being handled as the cause."""
+        self._emit(ev.SendToScheduler, msg=kind(stimulus_id=self._sid, **fields))
 
     def _to(self, ts: TaskState, new: WS) -> None:
         if (ts.state, new) not in TRANSITIONS:
@@ -129,13 +136,11 @@ class WorkerState:
         ts = self.tasks.get(s.key)
         if ts is not None and ts.assigned:
             if ts.state == WS.MEMORY:
-                self._tell({"op": "task-finished", "key": ts.key, "nbytes": ts.nbytes,
-                            "typename": "", "start": 0.0, "stop": 0.0})
+                self._tell(msgs.TaskFinished, key=ts.key, nbytes=ts.nbytes)
             return
         if ts is not None and ts.state == WS.MEMORY:  # held as someone's input already
             ts.assigned = True
-            self._tell({"op": "task-finished", "key": ts.key, "nbytes": ts.nbytes,
-                        "typename": "", "start": 0.0, "stop": 0.0})
+            self._tell(msgs.TaskFinished, key=ts.key, nbytes=ts.nbytes)
             return
         if ts is not None and ts.state == WS.CANCELLED:  # wanted again while still running
             ts.assigned = True
@@ -187,7 +192,7 @@ class WorkerState:
             self._to(ts, WS.EXECUTING)
             self.executing.add(key)
             self._emit(ev.Execute, key=key)
-            self._tell({"op": "task-started", "key": key})  # whom to blame if we die now
+            self._tell(msgs.TaskStarted, key=key)  # whom to blame if we die now
         for item in waiting_for_resources:
             heapq.heappush(self._ready, item)
 
@@ -236,8 +241,8 @@ class WorkerState:
             return
         ts.nbytes = s.nbytes
         self._to(ts, WS.MEMORY)
-        self._tell({"op": "task-finished", "key": s.key, "nbytes": s.nbytes,
-                    "typename": s.typename, "start": s.start, "stop": s.stop})
+        self._tell(msgs.TaskFinished, key=s.key, nbytes=s.nbytes, typename=s.typename,
+                   start=s.start, stop=s.stop)
         self._inputs_done(ts)
         for dependent in list(ts.dependents):  # tasks here that waited for this one
             if dependent in self.tasks:
@@ -248,9 +253,9 @@ class WorkerState:
         if ts is None:
             return
         self._to(ts, WS.ERROR)
-        self._tell({"op": "task-erred", "key": s.key, "exception": s.exception,
-                    "traceback": s.traceback, "exception_text": s.exception_text,
-                    "traceback_text": s.traceback_text, "start": s.start, "stop": s.stop})
+        self._tell(msgs.TaskErred, key=s.key, exception=s.exception, traceback=s.traceback,
+                   exception_text=s.exception_text, traceback_text=s.traceback_text,
+                   start=s.start, stop=s.stop)
         self._inputs_done(ts)
 
     def _finish_execution(self, key: Key) -> TaskState | None:
@@ -295,7 +300,7 @@ class WorkerState:
                 if dependent in self.tasks:
                     self._maybe_ready(self.tasks[dependent])
         if arrived:
-            self._tell({"op": "add-keys", "keys": arrived})
+            self._tell(msgs.AddKeys, keys=arrived)
         for key in requested:  # asked for but not in the answer: handled by GatherDepMissing
             ts = self.tasks.get(key)
             if ts is not None and ts.state == WS.FLIGHT and key not in s.data:
@@ -307,14 +312,14 @@ class WorkerState:
             ts = self.tasks.get(key)
             if ts is not None:
                 ts.who_has.discard(s.peer)
-                self._tell({"op": "missing-data", "key": key, "errant_worker": s.peer})
+                self._tell(msgs.MissingData, key=key, errant_worker=s.peer)
                 self._refetch(ts)
 
     def _on_GatherDepFailure(self, s: ev.GatherDepFailure) -> None:
         self.in_flight.pop(s.peer, None)
         for key in s.keys:
             if key in self.tasks:
-                self._tell({"op": "missing-data", "key": key, "errant_worker": s.peer})
+                self._tell(msgs.MissingData, key=key, errant_worker=s.peer)
         self._drop_peer(s.peer)
 
     def _on_RemoveWorkerPeer(self, s: ev.RemoveWorkerPeer) -> None:
@@ -356,7 +361,7 @@ class WorkerState:
                 if dependent in self.tasks:
                     self._maybe_ready(self.tasks[dependent])
         if s.report:
-            self._tell({"op": "add-keys", "keys": dict(s.data)})
+            self._tell(msgs.AddKeys, keys=dict(s.data))
 
     def _on_FreeKeys(self, s: ev.FreeKeys) -> None:
         for key in s.keys:
@@ -384,7 +389,7 @@ class WorkerState:
             assert ts is not None
             self._forget(ts)
             self._inputs_done(ts)
-        self._tell({"op": "steal-response", "key": s.key, "released": released})
+        self._tell(msgs.StealResponse, key=s.key, released=released)
 
     def _release_if_unneeded(self, ts: TaskState) -> None:
         """An input nobody here needs any more, and that we were not asked to compute."""
@@ -392,7 +397,7 @@ class WorkerState:
             return
         if ts.state == WS.MEMORY:
             self._emit(ev.ReleaseData, keys=(ts.key,))
-            self._tell({"op": "release-worker-data", "key": ts.key})
+            self._tell(msgs.ReleaseWorkerData, key=ts.key)
         if ts.state != WS.FLIGHT:  # a transfer in flight is dropped when it lands
             self._forget(ts)
 
@@ -424,3 +429,18 @@ class WorkerState:
                 assert dependent in self.tasks, (key, dependent)
         for peer in self.in_flight:  # its keys may since have been assigned here
             assert peer != self.address
+
+
+# Every stimulus the worker state machine takes, and its handler.
+HANDLERS: dict[type[ev.Stimulus], Callable[[WorkerState, Any], None]] = {
+    ev.ComputeTask: WorkerState._on_ComputeTask,
+    ev.FreeKeys: WorkerState._on_FreeKeys,
+    ev.StealRequest: WorkerState._on_StealRequest,
+    ev.RemoveWorkerPeer: WorkerState._on_RemoveWorkerPeer,
+    ev.UpdateData: WorkerState._on_UpdateData,
+    ev.ExecuteSuccess: WorkerState._on_ExecuteSuccess,
+    ev.ExecuteFailure: WorkerState._on_ExecuteFailure,
+    ev.GatherDepSuccess: WorkerState._on_GatherDepSuccess,
+    ev.GatherDepMissing: WorkerState._on_GatherDepMissing,
+    ev.GatherDepFailure: WorkerState._on_GatherDepFailure,
+}

@@ -1,0 +1,436 @@
+"""The one vocabulary of the scheduler's streams: every message, defined once.
+
+Rules
+-----
+* A message is a frozen dataclass with an ``op`` (its name on the wire) and its fields.
+  ``to_wire()`` gives the dict that travels (``{"op": ..., field: value, ...}``);
+  ``from_wire(msg, ...)`` checks an incoming dict against the declared fields
+  (``corral.core.validate``) and refuses a malformed one whole, with ``InvalidMessage``.
+* The direction is the base class: ``ToWorker`` and ``ToClient`` messages are sent by
+  the scheduler, ``FromWorker`` and ``FromClient`` ones received by it. The peer at the
+  other end (``worker`` or ``client``) is a field of the object but never of the wire
+  form: the sender addresses the stream, and the scheduler learns the sender from the
+  stream it arrived on, never from the message. Fields in ``local_fields`` are set by
+  the receiver; a peer that sends one is refused.
+* The same objects are the state machines' vocabulary: a ``ComputeTask`` is the
+  scheduler's action, the message on the wire and the worker's stimulus; a
+  ``TaskFinished`` is what the worker's state machine tells the scheduler and the
+  scheduler's stimulus. The role markers (``SchedulerStimulus``, ``SchedulerAction``,
+  ``WorkerStimulus``) say which. Stimuli that never travel (a worker joining, a thread's
+  outcome) are declared next to their state machine, on the same markers.
+* Every message carries a ``stimulus_id``: ``<origin>-<n>`` (``StimulusIds``), made by
+  whoever caused it and kept by what follows from it, so a log can say why. Older
+  peers send none: the receiver makes one.
+
+The wire form is the one peers have always spoken: same op names, same field names.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, ClassVar, Self, TypeVar
+
+from corral.basic_types import Amount, Count, Key
+from corral.exceptions import InvalidMessage
+
+M = TypeVar("M", bound="Message")
+
+
+class StimulusIds:
+    """``<origin>-1``, ``<origin>-2``, ...: ids unique among those one origin makes."""
+
+    def __init__(self, origin: str) -> None:
+        self.origin = origin
+        self._count = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self.origin}-{next(self._count)}"
+
+
+# -- roles --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Anything a state machine takes in or gives out: it has a cause."""
+
+    stimulus_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerStimulus(Event):
+    """Fed to ``SchedulerState.handle``."""
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerAction(Event):
+    """Returned by ``SchedulerState.handle``."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStimulus(Event):
+    """Fed to ``WorkerState.handle``."""
+
+
+# -- directions ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Message(Event):
+    op: ClassVar[str]
+    local_fields: ClassVar[frozenset[str]] = frozenset()  # set by the receiver, never sent
+
+    def to_wire(self) -> dict[str, Any]:
+        msg: dict[str, Any] = {"op": self.op}
+        names = _WIRE_FIELDS.get(type(self))
+        if names is None:
+            names = _WIRE_FIELDS[type(self)] = tuple(
+                f.name for f in fields(self) if f.name not in self.local_fields)
+        for name in names:
+            msg[name] = getattr(self, name)
+        return msg
+
+    @classmethod
+    def from_wire(cls, msg: Mapping[str, Any], **local: Any) -> Self:
+        """The message ``msg`` (a dict off the wire) stands for; the receiver gives the
+        ``local_fields`` (and a ``stimulus_id`` if the sender, an older peer, gave none)."""
+        # Imported here: the pure state machines build messages but never read them, and
+        # load nothing of the servers' layers (tests/test_layers.py).
+        from corral.core.validate import build
+
+        given = {k: v for k, v in msg.items() if k != "op"}
+        refused = cls.local_fields & given.keys()
+        if refused:
+            raise InvalidMessage(f"{cls.op}: field(s) {', '.join(sorted(refused))} are not "
+                                 "the sender's to set")
+        return build(cls, {**given, **local})
+
+
+_WIRE_FIELDS: dict[type[Message], tuple[str, ...]] = {}  # per class: the fields that travel
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToWorker(Message):
+    local_fields = frozenset({"worker"})
+    worker: str = ""  # the destination
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FromWorker(Message):
+    local_fields = frozenset({"worker"})
+    worker: str = ""  # the sender, known from its stream
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToClient(Message):
+    local_fields = frozenset({"client"})
+    client: str  # the destination
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FromClient(Message):
+    local_fields = frozenset({"client"})
+    client: str = ""  # the sender, known from its stream
+
+
+# -- scheduler → worker -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ComputeTask(ToWorker, SchedulerAction, WorkerStimulus):
+    """Compute ``key``; its inputs not held there are at ``who_has``."""
+
+    op = "compute-task"
+    key: Key
+    run_spec: bytes  # pickled (function, args, kwargs); opaque to the scheduler
+    who_has: dict[Key, tuple[str, ...]]
+    nbytes: dict[Key, int]
+    priority: tuple[float, ...]
+    resources: dict[str, float] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FreeKeys(ToWorker, SchedulerAction, WorkerStimulus):
+    """Drop these keys (results, replicas, queued tasks) unless still needed there."""
+
+    op = "free-keys"
+    keys: tuple[Key, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StealRequest(ToWorker, SchedulerAction, WorkerStimulus):
+    """Give back ``key`` if it has not started running (answered by ``StealResponse``)."""
+
+    op = "steal-request"
+    key: Key
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoveWorkerPeer(ToWorker, WorkerStimulus):
+    """``peer`` is gone: forget it as a source of data."""
+
+    op = "remove-worker-peer"
+    peer: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeartbeatAck(ToWorker):
+    """The answer to ``Heartbeat``: proves the link both ways."""
+
+    op = "heartbeat-ack"
+
+
+# -- worker → scheduler -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskStarted(FromWorker, SchedulerStimulus):
+    """The worker began executing ``key`` (it is to blame if the worker dies now)."""
+
+    op = "task-started"
+    key: Key
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskFinished(FromWorker, SchedulerStimulus):
+    """The worker computed ``key`` and holds its result."""
+
+    op = "task-finished"
+    key: Key
+    nbytes: Count
+    typename: str = ""
+    start: float = 0.0
+    stop: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskErred(FromWorker, SchedulerStimulus):
+    """Running ``key`` raised."""
+
+    op = "task-erred"
+    key: Key
+    exception: bytes  # pickled exception, opaque to the scheduler
+    traceback: bytes  # pickled traceback (or b"")
+    exception_text: str = ""
+    traceback_text: str = ""
+    start: float = 0.0
+    stop: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AddKeys(FromWorker, SchedulerStimulus):
+    """The worker holds (more) replicas of these keys: ``keys[key] = nbytes``."""
+
+    op = "add-keys"
+    keys: dict[Key, Count]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MissingData(FromWorker, SchedulerStimulus):
+    """The worker could not get ``key`` from ``errant_worker``, said to have it."""
+
+    op = "missing-data"
+    key: Key
+    errant_worker: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReleaseWorkerData(FromWorker, SchedulerStimulus):
+    """The worker dropped its replica of ``key``."""
+
+    op = "release-worker-data"
+    key: Key
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StealResponse(FromWorker, SchedulerStimulus):
+    """Answer to ``StealRequest``: ``released`` if the task had not started yet."""
+
+    op = "steal-response"
+    key: Key
+    released: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Heartbeat(FromWorker):
+    """A worker's periodic sign of life: its metrics, and the transfers it made since."""
+
+    op = "heartbeat"
+    metrics: dict[str, Any] = field(default_factory=dict)
+    transfers: tuple[tuple[str, float, float, Count], ...] = ()  # (peer, start, stop, nbytes)
+
+
+# -- scheduler → client -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReportKeyInMemory(ToClient, SchedulerAction):
+    """``key`` is done; its data lives on ``who_has``."""
+
+    op = "key-in-memory"
+    key: Key
+    who_has: tuple[str, ...]
+    nbytes: int
+    typename: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReportTaskErred(ToClient, SchedulerAction):
+    op = "task-erred"
+    key: Key
+    exception: bytes
+    traceback: bytes
+    exception_text: str = ""
+    traceback_text: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReportTaskStarted(ToClient, SchedulerAction):
+    """A worker began running ``key`` (sent to clients that asked)."""
+
+    op = "task-started"
+    key: Key
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReportCancelled(ToClient, SchedulerAction):
+    op = "cancelled"
+    key: Key
+    reason: str = "cancelled"
+
+
+# -- client → scheduler -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """A task as a client submits it."""
+
+    key: Key
+    run_spec: bytes  # pickled (function, args, kwargs); opaque to the scheduler
+    dependencies: tuple[Key, ...] = ()
+    priority: int = 0  # user priority: higher runs first
+    workers: tuple[str, ...] | None = None  # restrict to these worker addresses
+    allow_other_workers: bool = False  # restrictions are a preference only
+    retries: Count = 0
+    resources: dict[str, Amount] | None = None
+    name: str = ""  # function name, groups tasks for duration estimates
+
+    def to_wire(self) -> dict[str, Any]:
+        """The fields that differ from their defaults (the receiver fills in the rest)."""
+        return {name: value for name, default, value in
+                zip(_TASK_FIELDS, _TASK_DEFAULTS, (getattr(self, n) for n in _TASK_FIELDS),
+                    strict=True) if value != default}
+
+
+_TASK_FIELDS = tuple(f.name for f in fields(TaskSpec))
+_TASK_DEFAULTS = tuple(object() if f.default is MISSING else f.default for f in fields(TaskSpec))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateGraph(FromClient, SchedulerStimulus):
+    """The client submits tasks and wants the keys in ``wanted``."""
+
+    op = "update-graph"
+    local_fields = frozenset({"client", "now"})
+    tasks: tuple[TaskSpec, ...]
+    wanted: tuple[Key, ...]
+    report_start: bool = False  # also tell the client when each wanted task starts
+    now: float = 0.0  # when the scheduler received it
+
+    def to_wire(self) -> dict[str, Any]:
+        msg = Message.to_wire(self)
+        msg["tasks"] = [spec.to_wire() for spec in self.tasks]
+        return msg
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientReleasesKeys(FromClient, SchedulerStimulus):
+    """The client holds no more futures for these keys."""
+
+    op = "client-releases-keys"
+    keys: tuple[Key, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientDesiresKeys(FromClient, SchedulerStimulus):
+    """The client wants keys that already exist (e.g. a future unpickled in another client,
+    or the results it may have missed while reconnecting)."""
+
+    op = "client-desires-keys"
+    keys: tuple[Key, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelKeys(FromClient, SchedulerStimulus):
+    """The client cancels its futures for these keys.
+
+    With ``unstarted_only``, a task that has started runs on; for one sent to a worker,
+    that worker decides (``StealRequest``), and the client hears either way.
+    """
+
+    op = "cancel-keys"
+    keys: tuple[Key, ...]
+    unstarted_only: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientMissingData(FromClient, SchedulerStimulus):
+    """The client could not fetch ``key`` from ``errant_worker``, said to hold it."""
+
+    op = "missing-data"
+    key: Key
+    errant_worker: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Scatter(FromClient):
+    """The client put data on workers itself: ``placed[key] = (holders, nbytes)``."""
+
+    op = "scatter-data"
+    placed: dict[Key, tuple[tuple[str, ...], Count]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CloseClient(FromClient):
+    """The client is closing: release its keys now, not after a grace period."""
+
+    op = "close-client"
+
+
+# -- reading ------------------------------------------------------------------------------
+
+
+def _table(*classes: type[M]) -> dict[str, type[M]]:
+    table = {cls.op: cls for cls in classes}
+    assert len(table) == len(classes), "two messages of one direction share an op"
+    return table
+
+
+TO_WORKER: dict[str, type[ToWorker]] = _table(
+    ComputeTask, FreeKeys, StealRequest, RemoveWorkerPeer, HeartbeatAck)
+FROM_WORKER: dict[str, type[FromWorker]] = _table(
+    TaskStarted, TaskFinished, TaskErred, AddKeys, MissingData, ReleaseWorkerData,
+    StealResponse, Heartbeat)
+TO_CLIENT: dict[str, type[ToClient]] = _table(
+    ReportKeyInMemory, ReportTaskErred, ReportTaskStarted, ReportCancelled)
+FROM_CLIENT: dict[str, type[FromClient]] = _table(
+    UpdateGraph, ClientReleasesKeys, ClientDesiresKeys, CancelKeys, ClientMissingData,
+    Scatter, CloseClient)
+
+
+def read(table: Mapping[str, type[M]], msg: Any, new_id: Callable[[], str],
+         **local: Any) -> M:
+    """The message of ``table`` that ``msg`` (a dict off the wire) is; ``new_id()`` names
+    it if its sender gave no ``stimulus_id``. Raises ``InvalidMessage``."""
+    if not isinstance(msg, dict):
+        raise InvalidMessage(f"expected a message (a mapping), got {type(msg).__name__}")
+    op = msg.get("op")
+    cls = table.get(op) if isinstance(op, str) else None
+    if cls is None:
+        raise InvalidMessage(f"unknown op {op!r}")
+    if "stimulus_id" not in msg:
+        local["stimulus_id"] = new_id()
+    return cls.from_wire(msg, **local)
