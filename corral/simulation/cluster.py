@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from corral import messages as msgs
 from corral.basic_types import Key
 from corral.scheduler import events as sev
 from corral.scheduler.state import SchedulerState
@@ -113,8 +114,8 @@ class Simulation:
         self._seq = itertools.count()
         self._ids = itertools.count()
         self._names = itertools.count()
-        self._from_workers: list[sev.Stimulus] = []  # arrived, fed at the next event
         self._idle_ticks = 0
+        self._dropped: set[str] = set()
         for _ in range(workers):
             self._add_worker(nthreads)
 
@@ -174,6 +175,9 @@ class Simulation:
     def _sid(self, origin: str) -> str:
         return f"{origin}-{next(self._ids)}"
 
+    def _new_id(self) -> str:
+        return self._sid("sim")
+
     def _to_scheduler(self, *stimuli: sev.Stimulus) -> None:
         """Feed the scheduler and carry out its actions, timing only the state machine."""
         start = time.process_time()
@@ -183,11 +187,13 @@ class Simulation:
         if self.log is not None:
             self.log.append((stimuli, actions))
         for action in actions:
-            stimulus = wire.to_worker(action)
-            if stimulus is not None:
-                if isinstance(action, sev.StealRequest):
+            message = wire.to_worker(action)
+            if message is not None:
+                if isinstance(action, msgs.StealRequest):
                     self.summary.steal_requests += 1
-                self._send_to_worker(action.worker, stimulus)  # type: ignore[attr-defined]
+                self._send_to_worker(*message)
+            elif isinstance(action, sev.DropWorker):
+                self._drop(action.worker, action.stimulus_id)
             elif isinstance(action, sev.ReportKeyInMemory | sev.ReportTaskErred):
                 if action.key in self.wanted and action.key not in self.reported:
                     done = isinstance(action, sev.ReportKeyInMemory)
@@ -231,7 +237,8 @@ class Simulation:
         batch, worker.to_scheduler = worker.to_scheduler, []
         if not worker.alive:
             return  # died before the batch left
-        stimuli = [s for s in (wire.to_scheduler(worker.address, m) for m in batch) if s]
+        stimuli = [s for s in (wire.to_scheduler(worker.address, m, self._new_id) for m in batch)
+                   if s]
         if stimuli:
             self._to_scheduler(*stimuli)
 
@@ -299,11 +306,20 @@ class Simulation:
         self._at(self.now + self.latency, self._worker_gone, worker.address)
 
     def _worker_gone(self, address: str) -> None:
-        sid = self._sid("remove-worker")
-        self._to_scheduler(sev.RemoveWorker(stimulus_id=sid, address=address,
-                                            reason="simulated death"))
+        """The scheduler sees the connection close; it answers with ``DropWorker``."""
+        self._to_scheduler(sev.RemoveWorker(stimulus_id=self._sid("remove-worker"),
+                                            address=address, reason="simulated death"))
+
+    def _drop(self, address: str, stimulus_id: str) -> None:
+        """As the server: close the stream to ``address``, tell every other worker."""
+        if address in self._dropped:
+            return
+        self._dropped.add(address)
+        worker = self.workers.pop(address, None)
+        if worker is not None:  # the scheduler gave up on a worker still running
+            worker.alive = False
         for other in self.workers:
-            self._send_to_worker(other, wire.peer_removed(sid, address))
+            self._send_to_worker(other, wire.peer_removed(stimulus_id, address))
 
     def _update_graph(self, graph: Graph) -> None:
         self._to_scheduler(sev.UpdateGraph(
