@@ -36,7 +36,7 @@ def small_run(seed: int) -> Simulation:
     return sim
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(180)
 def test_same_seed_same_stimulus_log_byte_for_byte_and_a_replay_repeats_every_action():
     first, again, other = small_run(1), small_run(1), small_run(2)
     finished_cleanly(first)
@@ -51,11 +51,11 @@ def test_same_seed_same_stimulus_log_byte_for_byte_and_a_replay_repeats_every_ac
     assert sum(map(len, recorded)) > 1000
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(180)  # a few seconds each, but the suite shares 2 cores
 @pytest.mark.parametrize("shape", sorted(GENERATORS))
 def test_every_graph_shape_runs_to_completion(shape):
     sim = Simulation(50, seed=3)
-    graph = GENERATORS[shape](2000, random.Random(3))
+    graph = GENERATORS[shape](1500, random.Random(3))
     sim.submit(graph)
     summary = sim.run()
     finished_cleanly(sim)
@@ -64,10 +64,10 @@ def test_every_graph_shape_runs_to_completion(shape):
     assert summary.makespan > 0
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(240)
 def test_workers_die_mid_graph_and_every_result_is_still_produced():
     sim = Simulation(100, seed=5)
-    graph = mixed(4000, random.Random(5))
+    graph = mixed(3000, random.Random(5))
     sim.submit(graph)
     for i in range(12):  # a death every 0.15 virtual seconds, a newcomer for every other
         sim.kill(0.15 * (i + 1))
@@ -109,7 +109,7 @@ def test_stealing_spreads_a_skewed_start():
     assert stolen.summary.makespan < stuck.summary.makespan / 3
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 def test_a_thousand_workers_run_a_large_graph_of_trees_chains_and_shuffles():
     # 10^4 tasks (~15 s of CPU here); bench/scale.py runs 10^5 and 10^6 on 1 000 workers.
     graph = tree(4_000, random.Random(7))
