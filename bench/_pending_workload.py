@@ -70,11 +70,11 @@ def one_run(system: str, pending: int) -> float:
         sched = subprocess.Popen(sched_cmd, stdout=quiet, stderr=quiet)
         worker = None
         try:
-            wait_for(lambda: Path(scheduler_file).exists(), 60, "scheduler file")
+            wait_for(lambda: Path(scheduler_file).exists(), 300, "scheduler file")
             worker = subprocess.Popen(worker_cmd, stdout=quiet, stderr=quiet)
             client = Client(scheduler_file=scheduler_file)
             try:
-                wait_for(lambda: len(client.nthreads()) == 1, 60, "worker")
+                wait_for(lambda: len(client.nthreads()) == 1, 300, "worker")
                 client.submit(plus, 1, 2, pure=False).result()  # every module loaded
                 gc.collect()
                 time.sleep(1.0)
