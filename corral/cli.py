@@ -24,7 +24,7 @@ from corral.credentials import (
     write_scheduler_file,
 )
 from corral.deploy import lifeline
-from corral.exceptions import CredentialsFileError, HandshakeError
+from corral.exceptions import CommError, CredentialsFileError, HandshakeError
 from corral.security import (
     TOKEN_ENV,
     TOKEN_FILE_ENV,
@@ -122,9 +122,9 @@ async def _check_credentials(address: str, security: Security | None) -> None:
     try:
         comm = await connect(address, timeout=CREDENTIALS_CHECK_TIMEOUT, security=security,
                              role="nanny")
-    except HandshakeError:  # an OSError too, but final
+    except HandshakeError:  # final
         raise
-    except (OSError, TimeoutError):
+    except CommError:  # unreachable (yet)
         return
     comm.abort()
 

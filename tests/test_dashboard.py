@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from corral import Client, LocalCluster, progress
 from corral.deploy.dashboard import attach_dashboard
 from corral.scheduler import Scheduler
+from tests._helpers import wait_until_blocking
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -122,10 +123,9 @@ def test_api_and_metrics_follow_a_running_computation(client, api):
     assert {r[2] for r in stream["records"]} >= {"slow_inc", "sum"}
 
     # The sum gathered inputs from the other worker: heartbeats report the transfers.
-    deadline = time.monotonic() + 10
-    while (m := metrics(api("/metrics")))["corral_transferred_bytes_total"] == 0:
-        assert time.monotonic() < deadline, "no transfer ever reported"
-        time.sleep(0.3)
+    wait_until_blocking(lambda: metrics(api("/metrics"))["corral_transferred_bytes_total"] > 0,
+                        10, what="a transfer reported in a heartbeat")
+    m = metrics(api("/metrics"))
     assert m["corral_workers"] == 2
     assert m["corral_tasks{state=memory}"] >= 401
     assert m["corral_tasks_finished_total{name=slow_inc}"] >= 400
@@ -259,15 +259,19 @@ def test_progress_bar_counts_every_future(client, capsys):
     assert "30/30" in err
 
 
-def test_log_level_flag():
+def test_log_level_flag(tmp_path):
     def startup(level: str) -> str:
+        ready = tmp_path / f"{level}.json"  # written once it serves, just before its INFO lines
         proc = subprocess.Popen(
             [sys.executable, "-m", "corral.cli", "scheduler", "--log-level", level, "--port",
-             "0", "--dashboard-address", "none", "--no-auth"],
+             "0", "--dashboard-address", "none", "--no-auth", "--scheduler-file", str(ready)],
             stderr=subprocess.PIPE, text=True,
         )
-        time.sleep(2.5)
-        proc.terminate()
+        try:
+            wait_until_blocking(lambda: proc.poll() is not None or ready.exists(), 60,
+                                what="the scheduler to start")
+        finally:
+            proc.terminate()
         return proc.communicate(timeout=20)[1]
 
     quiet, chatty = startup("warning"), startup("info")

@@ -32,6 +32,7 @@ from corral.credentials import resolve
 from corral.exceptions import (
     ClientClosedError,
     CommClosedError,
+    CommError,
     CorralError,
     InvalidMessage,
     RemoteError,
@@ -385,7 +386,7 @@ class AsyncClient(ClientCore):
                 while True:
                     for msg in await comm.read():
                         self._on_report(msg)
-            except (CommClosedError, OSError):
+            except CommError:
                 pass
             if self._closed:
                 return
@@ -395,7 +396,7 @@ class AsyncClient(ClientCore):
             previous, unsent = self._scheduler_id, self._stream.unsent()
             try:
                 comm = await self._register(self.reconnect_timeout)
-            except (OSError, CommClosedError, CorralError) as e:
+            except (CorralError, TimeoutError) as e:  # unreachable, refused or silent
                 self._fail_pending(CommClosedError(
                     f"lost the connection to the scheduler at {self.scheduler_address} "
                     f"and could not reconnect within {self.reconnect_timeout} s: {e}"
@@ -521,7 +522,7 @@ class AsyncClient(ClientCore):
                         causes[f"{worker}: does not hold some of them"] = None
                 elif isinstance(result, Exception):
                     cause = f"{worker}: {type(result).__name__}: {result}"
-                    if not isinstance(result, OSError | CommClosedError):  # it answered
+                    if not isinstance(result, CommError):  # it answered
                         raise CorralError(
                             f"could not fetch the data of {asked[:5]}: {cause}"
                         ) from result

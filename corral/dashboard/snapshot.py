@@ -125,7 +125,8 @@ def task_detail(state: SchedulerState, key: str) -> dict[str, Any] | None:
         suspicious=ts.suspicious,
         exception=ts.error[2] if ts.error else None,
         traceback=ts.error[3] if ts.error else None,
-        story=[[old, new, stimulus] for _, old, new, stimulus in state.story(ts.key)][-50:],
+        story=[[old, new, step.stimulus_id] for step in state.story(ts.key)
+               for old, new in step.transitions][-50:],
     )
     return detail
 

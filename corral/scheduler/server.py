@@ -21,7 +21,7 @@ from corral import messages as msgs
 from corral.basic_types import Count
 from corral.core import BatchedSend, Comm, ConnectionPool, Server, rpc
 from corral.core.validate import build, checked
-from corral.exceptions import CommClosedError
+from corral.exceptions import CommClosedError, CommError
 from corral.scheduler import events as ev
 from corral.scheduler.state import SchedulerState
 from corral.scheduler.timeline import Timeline
@@ -70,9 +70,10 @@ class Scheduler:
         self.worker_ttl = worker_ttl
         # A client whose connection drops keeps its keys this long, to reconnect.
         self.client_grace = client_grace
-        self._client_expiry: dict[str, asyncio.TimerHandle] = {}
         self._closing_clients: set[str] = set()
-        self.state = SchedulerState(**state_options)
+        # Both are decided by the state machine, from the times stamped on stimuli here.
+        self.state = SchedulerState(worker_ttl=worker_ttl, client_grace=client_grace,
+                                    **state_options)
         self.tick_interval = tick_interval
         self.batch_interval = batch_interval
         self.server = Server(
@@ -97,7 +98,9 @@ class Scheduler:
         self.pool = ConnectionPool(security=security, name=name)
         self._ticker: asyncio.Task[None] | None = None
         self.id = f"scheduler-{uuid.uuid4().hex[:8]}"
-        self._ids = msgs.StimulusIds(self.id)  # for messages of older peers, sent without one
+        # Ids of the stimuli the scheduler makes itself, and of older peers' messages sent
+        # without one.
+        self._ids = msgs.StimulusIds(self.id)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -128,8 +131,6 @@ class Scheduler:
             self._ticker.cancel()
         for service in self.services.values():
             await service.close()
-        for expiry in self._client_expiry.values():
-            expiry.cancel()
         for stream in list(self.worker_streams.values()) + list(self.client_streams.values()):
             stream.abort()
         await self.server.close()
@@ -164,6 +165,17 @@ class Scheduler:
             self._to_client(action)
         elif isinstance(action, ev.Notice):
             logger.warning("%s %r: %s", action.event, action.key, action.detail)
+        elif isinstance(action, ev.RecordTaskRun):
+            if action.erred:
+                self.timeline.task_erred(action.key, action.name, action.worker, action.start,
+                                         action.stop)
+            else:
+                self.timeline.task_finished(action.key, action.name, action.worker,
+                                            action.start, action.stop, action.nbytes)
+        elif isinstance(action, ev.DropWorker):
+            self._drop_worker(action.worker, action.reason, action.stimulus_id)
+        elif isinstance(action, ev.DropClient):
+            logger.info("client %s removed: %s", action.client, action.reason)
         else:  # pragma: no cover - a new kind of action the server does not know yet
             raise TypeError(f"unknown action {action!r}")
 
@@ -182,11 +194,7 @@ class Scheduler:
     async def _tick_forever(self) -> None:
         while True:
             await asyncio.sleep(self.tick_interval)
-            now = time.time()
-            for address, info in list(self.worker_info.items()):
-                if now - info["last_seen"] > self.worker_ttl:
-                    self._remove_worker(address, f"no heartbeat for {self.worker_ttl} s")
-            self.handle(ev.Tick(stimulus_id=f"tick-{now}", now=now))
+            self.handle(ev.Tick(stimulus_id=self._ids(), now=time.time()))
 
     # -- streams -----------------------------------------------------------------------
 
@@ -205,7 +213,7 @@ class Scheduler:
         # Every field is checked (here, and as an AddWorker) before anything is recorded:
         # a refused registration leaves no trace.
         added = build(ev.AddWorker, {
-            "stimulus_id": f"register-worker-{address}-{time.time()}", "address": address,
+            "stimulus_id": self._ids(), "address": address,
             "nthreads": nthreads, "memory_limit": memory_limit, "resources": resources or {},
             "name": name, "now": time.time()})
         if address in self.worker_streams:  # the same worker again, e.g. after a reconnect
@@ -226,21 +234,10 @@ class Scheduler:
 
     def _from_worker(self, address: str, msg: dict[str, Any]) -> None:
         info = self.worker_info[address]
-        info["last_seen"] = time.time()
+        info["last_seen"] = time.time()  # for display: liveness is the state machine's
         stimulus = worker_message(address, msg, self._ids)
-        if not isinstance(stimulus, ev.TaskFinished | ev.TaskErred):
-            if stimulus is not None:
-                self._serve(stimulus)
-            return
-        ts = self.state.tasks.get(stimulus.key)
-        self.handle(stimulus)
-        if ts is None:
-            return
-        if isinstance(stimulus, ev.TaskFinished):
-            self.timeline.task_finished(ts.key, ts.name, address, stimulus.start,
-                                        stimulus.stop, stimulus.nbytes)
-        elif isinstance(stimulus, ev.TaskErred):
-            self.timeline.task_erred(ts.key, ts.name, address, stimulus.start, stimulus.stop)
+        if stimulus is not None:
+            self._serve(stimulus)  # the task stream hears of results from RecordTaskRun
 
     def _serve(self, message: msgs.FromWorker | msgs.FromClient) -> None:
         """A message off a stream: the server's own business (``OWN_MESSAGES``), or else
@@ -258,14 +255,22 @@ class Scheduler:
         self._to_worker(msgs.HeartbeatAck(stimulus_id=msg.stimulus_id, worker=msg.worker))
         for peer, start, stop, nbytes in msg.transfers[:1000]:
             self.timeline.transfer(msg.worker, peer, start, stop, nbytes)
+        self.handle(ev.WorkerHeartbeat(stimulus_id=msg.stimulus_id, worker=msg.worker,
+                                       now=time.time()))
 
     def _remove_worker(self, address: str, reason: str) -> None:
+        stimulus_id = self._ids()
+        self.handle(ev.RemoveWorker(stimulus_id=stimulus_id, address=address, reason=reason))
+        self._drop_worker(address, reason, stimulus_id)  # if the state machine did not know it
+
+    def _drop_worker(self, address: str, reason: str, stimulus_id: str) -> None:
+        """Close the stream to a removed worker and tell its peers it is gone."""
         stream = self.worker_streams.pop(address, None)
-        self.worker_info.pop(address, None)
+        info = self.worker_info.pop(address, None)
+        if stream is None and info is None:
+            return  # already dropped
         if stream is not None:
             stream.abort()
-        stimulus_id = f"remove-worker-{time.time()}"
-        self.handle(ev.RemoveWorker(stimulus_id=stimulus_id, address=address, reason=reason))
         gone = msgs.RemoveWorkerPeer(stimulus_id=stimulus_id, peer=address).to_wire()
         for other in self.worker_streams.values():
             with contextlib.suppress(CommClosedError):
@@ -274,10 +279,7 @@ class Scheduler:
 
     @checked
     async def register_client(self, comm: Comm, client: str) -> None:
-        expiry = self._client_expiry.pop(client, None)
-        if expiry is not None:
-            expiry.cancel()
-            logger.info("client %s reconnected", client)
+        self.handle(ev.ClientConnected(stimulus_id=self._ids(), client=client, now=time.time()))
         old = self.client_streams.pop(client, None)
         if old is not None:
             old.abort()
@@ -295,19 +297,13 @@ class Scheduler:
                 stream.abort()
             if client in self._closing_clients:  # said goodbye: nothing to keep
                 self._closing_clients.discard(client)
-                self._remove_client(client)
+                if client not in self.client_streams:
+                    self.handle(ev.RemoveClient(stimulus_id=self._ids(), client=client))
             elif client not in self.client_streams:
                 logger.info("client %s disconnected; releasing its keys in %s s unless it "
                             "reconnects", client, self.client_grace)
-                self._client_expiry[client] = asyncio.get_running_loop().call_later(
-                    self.client_grace, self._remove_client, client
-                )
-
-    def _remove_client(self, client: str) -> None:
-        self._client_expiry.pop(client, None)
-        if client not in self.client_streams:
-            self.handle(ev.RemoveClient(stimulus_id=f"remove-client-{time.time()}", client=client))
-            logger.info("client %s removed", client)
+                self.handle(ev.ClientDisconnected(stimulus_id=self._ids(), client=client,
+                                                  now=time.time()))
 
     def _from_client(self, client: str, msg: dict[str, Any]) -> None:
         message = client_message(client, msg, self._ids, now=time.time())
@@ -331,7 +327,7 @@ class Scheduler:
         while True:
             try:
                 batch = await comm.read()
-            except (CommClosedError, OSError):
+            except CommError:
                 return
             except Exception as e:  # undecodable batch from an authenticated peer
                 logger.warning("dropping a batch from %s: %s", comm.peer_address, e)
@@ -387,7 +383,7 @@ class Scheduler:
                 return await self.pool(address).__getattr__(msg["op"])(
                     **{k: v for k, v in msg.items() if k != "op"}
                 )
-            except (OSError, CommClosedError) as e:
+            except CommError as e:
                 return {"status": "error", "exception": None, "exception_text": repr(e),
                         "traceback_text": ""}
 
@@ -402,7 +398,7 @@ class Scheduler:
 
     async def restart(self, comm: Comm, timeout: float = 60.0) -> str:
         """Forget every task; nannies replace their worker processes, bare workers reset."""
-        stimulus_id = f"restart-{time.time()}"
+        stimulus_id = self._ids()
         for client, owned in list(self.state.client_keys.items()):
             keys = tuple(ts.key for ts in owned)
             self.handle(ev.CancelKeys(stimulus_id=stimulus_id, client=client, keys=keys))
