@@ -35,6 +35,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/integration.py
 	$(BIN)/python bench/fuzz.py
 	$(BIN)/python bench/chaos.py
+	$(BIN)/python bench/scale.py
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

@@ -316,7 +316,7 @@ def test_chains_thousands_deep_are_recomputed_and_released_without_recursion(sta
         (worker, key), = computes(actions)
         assert key == f"c{i}"
         actions = state.handle(finished(worker, key))
-    holder = state.tasks[last].who_has.copy().pop().address
+    holder = next(iter(state.tasks[last].who_has)).address
     actions = state.handle(ev.RemoveWorker(stimulus_id="gone", address=holder, reason="test"))
     assert computes(actions) == [(A if holder == B else B, "c0")]  # recomputed from the root
     assert state.task_state(last) == "waiting"

@@ -56,7 +56,7 @@ def update_graph(state: SchedulerState, s: ev.UpdateGraph) -> None:
         ts = state.tasks.get(key)
         if ts is not None:
             ts.who_wants = added(ts.who_wants, s.client)
-            state.client_keys[s.client].add(ts)
+            state.client_keys[s.client][ts] = None
             if s.report_start:
                 _watch_start(state, ts, s.client)
             state.report_if_done(ts, s.client)
@@ -74,7 +74,7 @@ def client_desires_keys(state: SchedulerState, s: ev.ClientDesiresKeys) -> None:
         ts = state.tasks.get(key)
         if ts is not None:
             ts.who_wants = added(ts.who_wants, s.client)
-            state.client_keys[s.client].add(ts)
+            state.client_keys[s.client][ts] = None
             if ts.state == TS.RELEASED:
                 state.compute(ts)
             state.report_if_done(ts, s.client)
@@ -134,7 +134,7 @@ def scatter_data(state: SchedulerState, s: ev.ScatterData) -> None:
         ws = state.workers.get(address)
         ts = state.tasks.get(key) or state.tasks.setdefault(key, TaskState(key))
         ts.who_wants = added(ts.who_wants, s.client)
-        state.client_keys[s.client].add(ts)
+        state.client_keys[s.client][ts] = None
         if ws is None:
             continue
         if ts.state == TS.RELEASED:

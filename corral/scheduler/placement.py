@@ -43,11 +43,27 @@ class Placement:
             candidates = {w for dts in ts.dependencies for w in dts.who_has if w in able}
             least = min(able, key=WorkerState.load, default=None)
         else:
-            candidates = {w for dts in ts.dependencies for w in dts.who_has}
-            least = self.least_loaded()
+            return self._soonest(ts)
         if least is not None:
             candidates.add(least)
         return min(candidates, key=lambda w: (self.start_time(ts, w), w.address), default=None)
+
+    def _soonest(self, ts: TaskState) -> WorkerState | None:
+        """``decide_worker`` for an unrestricted task: ``start_time`` for every holder of
+        an input at once, from one pass over the inputs (not one per candidate)."""
+        total = 0
+        local: dict[WorkerState, int] = {}  # bytes of the inputs each holder has
+        for dts in ts.dependencies:
+            nbytes = dts.nbytes
+            total += nbytes
+            for w in dts.who_has:
+                local[w] = local.get(w, 0) + nbytes
+        least = self.least_loaded()
+        if least is not None and least not in local:
+            local[least] = 0
+        bandwidth = self.bandwidth
+        return min(local, default=None, key=lambda w: (
+            w.occupancy / w.nthreads + (total - local[w]) / bandwidth, w.address))
 
     @staticmethod
     def may_run(ts: TaskState, ws: WorkerState) -> bool:
@@ -106,7 +122,7 @@ def depth_first(tasks: list[TaskState]) -> list[TaskState]:
     members = set(tasks)
     order: list[TaskState] = []
     seen: set[TaskState] = set()
-    terminals = [t for t in tasks if not (t.dependents & members)]
+    terminals = [t for t in tasks if not any(d in members for d in t.dependents)]
     for root in terminals:
         stack: list[tuple[TaskState, bool]] = [(root, False)]
         while stack:

@@ -5,7 +5,6 @@ The decisions that change them live in ``corral.scheduler.state``.
 
 from __future__ import annotations
 
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, TypeVar
@@ -23,6 +22,9 @@ class TS(Enum):
     MEMORY = "memory"
     ERRED = "erred"
 
+    # Identity, in C: the default Enum hash is a Python call, paid on every transition.
+    __hash__ = object.__hash__
+
 
 TRANSITIONS: frozenset[tuple[TS, TS]] = frozenset({
     (TS.RELEASED, TS.WAITING), (TS.RELEASED, TS.MEMORY), (TS.RELEASED, TS.ERRED),
@@ -37,22 +39,38 @@ TRANSITIONS: frozenset[tuple[TS, TS]] = frozenset({
 ACTIVE = (TS.WAITING, TS.NO_WORKER, TS.PROCESSING)
 
 
-# A task's empty sets are all this one object: 100 000 pending tasks would otherwise
-# hold ~500 000 empty sets of 216 bytes each.
-NONE: frozenset[Any] = frozenset()
+# A record's links to others (inputs, dependents, holders, ...) are dicts used as ordered
+# sets, every value None. They iterate in the order things happened, so the same stimuli
+# give the same actions in every run and in a replay, where a set of records hashed by
+# id() iterates in the order of memory addresses; and a dict of 5-16 entries takes half
+# the bytes of a set. Empty ones are all this one read-only object: 100 000 pending tasks
+# would otherwise hold ~500 000 empty containers.
+class _Empty(dict[Any, None]):
+    """The shared empty link set: read-only, and hashable so that it can be a default."""
+
+    __slots__ = ()
+    __hash__ = object.__hash__  # type: ignore[assignment]
+
+    def _refuse(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("NONE is shared by every record: replace it, never fill it")
+
+    __setitem__ = setdefault = update = _refuse
 
 
-def added(items: AbstractSet[T], item: T) -> set[T]:
+NONE: dict[Any, None] = _Empty()
+
+
+def added(items: dict[T, None], item: T) -> dict[T, None]:
     if items is NONE:
-        return {item}
-    items.add(item)  # type: ignore[attr-defined]
-    return items  # type: ignore[return-value]
+        return {item: None}
+    items[item] = None
+    return items
 
 
-def discarded(items: AbstractSet[T], item: T) -> AbstractSet[T]:
+def discarded(items: dict[T, None], item: T) -> dict[T, None]:
     if items is NONE:
         return NONE
-    items.discard(item)  # type: ignore[attr-defined]
+    items.pop(item, None)
     return items or NONE
 
 
@@ -64,7 +82,7 @@ class WorkerState:
     name: str = ""
     processing: dict[TaskState, float] = field(default_factory=dict)  # task → est. duration
     executing: set[TaskState] = field(default_factory=set)  # started, per the worker
-    has_what: set[TaskState] = field(default_factory=set)
+    has_what: dict[TaskState, None] = field(default_factory=dict)  # an ordered set
     nbytes: int = 0
     occupancy: float = 0.0
     resources: dict[str, float] = field(default_factory=dict)  # totals, e.g. {"GPU": 2}
@@ -87,12 +105,12 @@ class TaskState:
     state: TS = TS.RELEASED
     name: str = ""
     priority: tuple[float, ...] = (0,)
-    # Empty sets are the shared NONE until something is added (see ``added``).
-    dependencies: AbstractSet[TaskState] = NONE
-    dependents: AbstractSet[TaskState] = NONE
-    waiting_on: AbstractSet[TaskState] = NONE
-    who_has: AbstractSet[WorkerState] = NONE
-    who_wants: AbstractSet[str] = NONE
+    # Ordered sets, the shared empty NONE until something is added (see ``added``).
+    dependencies: dict[TaskState, None] = NONE
+    dependents: dict[TaskState, None] = NONE
+    waiting_on: dict[TaskState, None] = NONE
+    who_has: dict[WorkerState, None] = NONE
+    who_wants: dict[str, None] = NONE
     processing_on: WorkerState | None = None
     nbytes: int = 0
     typename: str = ""

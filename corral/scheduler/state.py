@@ -84,7 +84,7 @@ class SchedulerState:
         self.allowed_failures = allowed_failures
         self.tasks: dict[Key, TaskState] = {}
         self.workers: dict[str, WorkerState] = {}
-        self.client_keys: dict[str, set[TaskState]] = defaultdict(set)
+        self.client_keys: dict[str, dict[TaskState, None]] = defaultdict(dict)  # ordered sets
         self.log: deque[tuple[Key, str, str, str]] = deque(maxlen=log_length)  # transitions
         # The stimuli themselves, newest last, and how many were ever handled: the log
         # replays the machine exactly while ``stimuli_handled == len(stimuli)``. It holds
@@ -133,7 +133,7 @@ class SchedulerState:
     def transition(self, ts: TaskState, new: TS) -> None:
         if (ts.state, new) not in TRANSITIONS:
             raise InvalidTransition(f"{ts.key!r}: {ts.state.value} → {new.value}")
-        self.log.append((ts.key, ts.state.value, new.value, self._stimulus_id))
+        self.log.append((ts.key, ts.state._value_, new._value_, self._stimulus_id))
         counts = self.counts
         if ts.state != TS.RELEASED:  # tasks are born and forgotten released: never counted
             old = (ts.name, ts.state)
@@ -162,13 +162,13 @@ class SchedulerState:
             self.compute(ts)
 
     def unwant(self, client: str, keys: Iterable[Key]) -> None:
-        owned = self.client_keys.get(client, set())
+        owned = self.client_keys.get(client, {})
         for key in keys:
             ts = self.tasks.get(key)
             if ts is None:
                 continue
             ts.who_wants = discarded(ts.who_wants, client)
-            owned.discard(ts)
+            owned.pop(ts, None)
             self.release_if_unneeded(ts)
 
     def report_if_done(self, ts: TaskState, client: str) -> None:
@@ -241,13 +241,13 @@ class SchedulerState:
         ts.nbytes = nbytes
         if ws not in ts.who_has:
             ts.who_has = added(ts.who_has, ws)
-            ws.has_what.add(ts)
+            ws.has_what[ts] = None
             ws.nbytes += nbytes
 
     def remove_replica(self, ts: TaskState, ws: WorkerState) -> None:
         if ws in ts.who_has:
             ts.who_has = discarded(ts.who_has, ws)
-            ws.has_what.discard(ts)
+            ws.has_what.pop(ts, None)
             ws.nbytes -= ts.nbytes
 
     def err(self, ts: TaskState, exc: bytes, tb: bytes, exc_text: str, tb_text: str) -> None:

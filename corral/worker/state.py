@@ -43,6 +43,9 @@ class WS(Enum):
     FLIGHT = "flight"
     MISSING = "missing"
 
+    # Identity, in C: the default Enum hash is a Python call, paid on every transition.
+    __hash__ = object.__hash__
+
 
 TRANSITIONS: frozenset[tuple[WS, WS]] = frozenset({
     (WS.WAITING, WS.READY), (WS.READY, WS.EXECUTING), (WS.EXECUTING, WS.MEMORY),
@@ -124,7 +127,7 @@ class WorkerState:
     def _to(self, ts: TaskState, new: WS) -> None:
         if (ts.state, new) not in TRANSITIONS:
             raise InvalidTransition(f"{ts.key!r}: {ts.state.value} → {new.value}")
-        self.log.append((ts.key, ts.state.value, new.value, self._sid))
+        self.log.append((ts.key, ts.state._value_, new._value_, self._sid))
         ts.state = new
 
     # -- assignments -------------------------------------------------------------------
@@ -401,7 +404,7 @@ class WorkerState:
     def _forget(self, ts: TaskState) -> None:
         if self.tasks.get(ts.key) is ts:
             del self.tasks[ts.key]
-        self.log.append((ts.key, ts.state.value, "forgotten", self._sid))
+        self.log.append((ts.key, ts.state._value_, "forgotten", self._sid))
 
     # -- introspection ---------------------------------------------------------------------
 
