@@ -1,6 +1,19 @@
-"""Deployment: ``LocalCluster`` and the seed's ``Cluster(hosts=..., center=...)``."""
+"""Deployment: ``LocalCluster`` and the seed's ``Cluster(hosts=..., center=...)``.
 
-from corral.deploy.cluster import Cluster
-from corral.deploy.local import LocalCluster
+Both are imported on first use: a worker or nanny process imports only
+``corral.deploy.lifeline`` and ``corral.deploy.process`` from here, not the scheduler and
+client that a cluster brings, so a restarted worker is back sooner.
+"""
+
+import typing as _typing
+
+from corral._lazy import lazy_exports as _lazy_exports
+
+__getattr__, __dir__ = _lazy_exports(__name__, {"Cluster": "corral.deploy.cluster",
+                                                "LocalCluster": "corral.deploy.local"})
+
+if _typing.TYPE_CHECKING:
+    from corral.deploy.cluster import Cluster
+    from corral.deploy.local import LocalCluster
 
 __all__ = ["Cluster", "LocalCluster"]
