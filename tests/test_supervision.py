@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import os
 import re
 import signal
@@ -343,3 +344,43 @@ def test_local_cluster_started_beside_a_folder_named_corral(tmp_path, monkeypatc
         handed = ("CORRAL_SYS_PATH", "CORRAL_LIFELINE_FD", "CORRAL_PARENT_PID")
         assert list(client.run(lambda: [v for v in handed if v in os.environ]).values()) == [[]]
 
+
+
+async def test_nanny_restarts_a_worker_that_had_come_up_at_once_however_often_it_dies(
+        monkeypatch):
+    """Chaos kills a worker every 1-2 s: no worker lived the 10 s that used to forgive
+    earlier deaths, so restarts waited 0.2, 0.4 ... 10 s and the cluster sat empty. A
+    worker that had come up is restarted at once; only one that dies before it comes
+    up (a broken environment) is backed off, doubling."""
+    from corral.nanny import MAX_BACKOFF, Nanny
+
+    nanny = Nanny("tcp://127.0.0.1:1", nthreads=1)
+    slept: list[float] = []
+    came_up = True
+
+    async def no_kill(*args, **kwargs):
+        pass
+
+    async def start(*args, **kwargs):
+        if came_up:
+            nanny._started.set()
+        else:
+            nanny._started.clear()
+
+    async def sleep(seconds):
+        slept.append(seconds)
+
+    monkeypatch.setattr(nanny, "_kill", no_kill)
+    monkeypatch.setattr(nanny, "_start_worker", start)
+    monkeypatch.setattr("corral.nanny.asyncio.sleep", sleep)
+    nanny._started.set()
+    for _ in range(8):
+        await nanny._replace("worker exited with status -9")
+    assert slept == []
+    assert nanny.restarts == 8
+    came_up = False
+    for _ in range(8):
+        await nanny._replace("worker exited with status 1")
+    assert slept[0] < 1
+    assert slept[-1] == MAX_BACKOFF
+    assert all(b in (2 * a, MAX_BACKOFF) for a, b in itertools.pairwise(slept))

@@ -1,7 +1,9 @@
 """Deployment: ``LocalCluster`` and the seed's ``Cluster(hosts=..., center=...)``.
 
-Each loads on first use: ``corral scheduler`` imports ``corral.deploy.dashboard``
-without the workers and processes a cluster needs.
+Both are imported on first use: ``corral scheduler`` imports ``corral.deploy.dashboard``,
+and a worker or nanny process ``corral.deploy.lifeline`` and ``corral.deploy.process``,
+without the scheduler, client and processes a cluster brings (a restarted worker is back
+sooner).
 """
 
 import typing as _typing
