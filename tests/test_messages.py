@@ -17,7 +17,7 @@ import pytest
 
 from corral import messages as msgs
 from corral.client.client import REPORTS, AsyncClient
-from corral.exceptions import InvalidMessage
+from corral.exceptions import InvalidMessage, UnknownStimulus
 from corral.protocol import MessageCodec
 from corral.scheduler import Scheduler
 from corral.scheduler import events as ev
@@ -132,7 +132,7 @@ def test_an_unknown_stimulus_is_refused_by_the_worker_state_machine_by_name():
     class Unheard(msgs.WorkerStimulus):
         pass
 
-    with pytest.raises(TypeError, match="no worker handler for Unheard"):
+    with pytest.raises(UnknownStimulus, match="no worker handler for Unheard"):
         WorkerState("tcp://me:1", 1).handle(Unheard(stimulus_id="u"))
 
 
