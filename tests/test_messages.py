@@ -108,9 +108,12 @@ def test_the_wire_form_is_the_one_peers_have_always_spoken():
         msgs.TaskSpec(key="k", run_spec=b"f", dependencies=("d",), name="inc", retries=2),),
         wanted=("k",))
     assert graph.to_wire() == {"op": "update-graph", "stimulus_id": "c-1", "report_start": False,
-                               "wanted": ("k",), "tasks": [{"key": "k", "run_spec": b"f",
-                                                            "dependencies": ("d",), "retries": 2,
-                                                            "name": "inc"}]}
+                               "wanted": ("k",), "tasks": [{
+                                   "key": "k", "run_spec": b"f", "dependencies": ("d",),
+                                   "priority": 0, "workers": None, "allow_other_workers": False,
+                                   "retries": 2, "resources": None, "name": "inc"}]}
+    spec = graph.tasks[0]
+    assert spec.to_wire() == {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
     ack = msgs.HeartbeatAck(stimulus_id="h", worker="tcp://w:1")
     assert ack.to_wire() == {"op": "heartbeat-ack", "stimulus_id": "h"}
 
