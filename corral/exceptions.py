@@ -1,16 +1,18 @@
 """Every exception corral raises on purpose, in one place.
 
     CorralError
-    ├── CommClosedError (ConnectionError)      the peer is gone or the comm was closed
-    ├── ConnectTimeoutError (TimeoutError)     connect() gave up after retrying
+    ├── CommError (OSError)                    the transport failed; the OS error is the cause
+    │   ├── CommClosedError (ConnectionError)  the peer is gone or the comm was closed
+    │   ├── ConnectTimeoutError (TimeoutError) connect() gave up after retrying
+    │   ├── ListenError                        cannot listen there (address in use, no such host)
+    │   └── HandshakeError (ConnectionError)   the connection handshake failed
+    │       ├── VersionMismatchError           not a corral peer, or another protocol version
+    │       ├── AuthenticationError            wrong, missing or unexpected credentials
+    │       └── TLSError                       TLS refused: untrusted or missing certificate,
+    │                                          or a peer that does not speak TLS
     ├── ProtocolError                          bytes on the wire that break the protocol
     │   ├── FrameLimitError                    a frame count or size over the configured limit
     │   └── DeserializationError               a well-framed message that cannot be decoded
-    ├── HandshakeError (ConnectionError)       the connection handshake failed
-    │   ├── VersionMismatchError               not a corral peer, or another protocol version
-    │   ├── AuthenticationError                wrong, missing or unexpected credentials
-    │   └── TLSError                           TLS refused: untrusted or missing certificate, or
-    │                                          a peer that does not speak TLS
     ├── CredentialsFileError (PermissionError) a scheduler file that cannot be written safely
     ├── UnknownOperationError (KeyError)       a message named an op the server has no handler for
     ├── InvalidMessage (ValueError)            a message's fields are not what its op declares
@@ -21,8 +23,10 @@
     ├── ClientClosedError                      a client (or one of its futures) used after close()
     └── RemoteError                            a remote exception that could not be rebuilt locally
 
-OS and asyncio errors are mapped onto this tree at the transport boundary, so callers
-catch ``CommClosedError`` rather than a zoo of socket errors.
+OS and asyncio errors are mapped onto this tree at the transport boundary
+(``corral.comm``), so callers catch ``CommError`` (or a subclass) rather than a zoo of
+socket errors; the OS error stays chained as ``__cause__``. ``CommError`` is still an
+``OSError``, so code that catches ``OSError`` keeps working.
 """
 
 from __future__ import annotations
@@ -32,12 +36,20 @@ class CorralError(Exception):
     """Base class of every corral error."""
 
 
-class CommClosedError(CorralError, ConnectionError):
+class CommError(CorralError, OSError):
+    """The transport failed: a connection could not be made, kept or listened for."""
+
+
+class CommClosedError(CommError, ConnectionError):
     """The comm was closed, locally or by the peer, or the peer vanished."""
 
 
-class ConnectTimeoutError(CorralError, TimeoutError):
+class ConnectTimeoutError(CommError, TimeoutError):
     """Could not connect to an address within the timeout, despite retrying."""
+
+
+class ListenError(CommError):
+    """Could not listen at an address: it is in use, or not one of this machine's."""
 
 
 class ProtocolError(CorralError):
@@ -52,7 +64,7 @@ class DeserializationError(ProtocolError):
     """A complete message arrived but could not be decoded into Python objects."""
 
 
-class HandshakeError(CorralError, ConnectionError):
+class HandshakeError(CommError, ConnectionError):
     """The connection handshake did not complete."""
 
 

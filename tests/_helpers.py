@@ -16,7 +16,7 @@ import secrets
 import socket
 import struct
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import msgpack
@@ -67,13 +67,44 @@ async def assert_serves(address: str, security: Security | None = None, within: 
             assert await r.add(x=1, y=2) == 3
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
-    """Poll ``predicate`` until it holds; fail the test if it does not within ``timeout``."""
+# -- waiting on conditions: the one polling helper of the suite --------------------------------
+
+
+Why = str | Callable[[], object]  # what is awaited, or a function saying what is wrong
+
+
+def _polls(predicate: Callable[[], object], timeout: float, what: Why) -> Iterator[float]:
+    """Yield how long to pause until ``predicate()`` holds; fail the test after ``timeout``.
+
+    Pauses start at 1 ms and grow to 50 ms, so a quick condition is seen at once and a
+    slow one (a process starting) costs little CPU.
+    """
     deadline = time.monotonic() + timeout
+    pause = 0.001
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s: {what or predicate}")
-        await asyncio.sleep(0.005)
+            detail = what() if callable(what) else what or predicate
+            raise AssertionError(f"not within {timeout:g} s: {detail}")
+        yield pause
+        pause = min(pause * 2, 0.05)
+
+
+async def wait_until(
+    predicate: Callable[[], object], timeout: float = 10.0, what: Why = ""
+) -> bool:
+    """In a coroutine: wait until ``predicate()`` holds (True), or fail the test."""
+    for pause in _polls(predicate, timeout, what):
+        await asyncio.sleep(pause)
+    return True
+
+
+def wait_until_blocking(
+    predicate: Callable[[], object], timeout: float = 10.0, what: Why = ""
+) -> bool:
+    """Outside the event loop: wait until ``predicate()`` holds (True), or fail the test."""
+    for pause in _polls(predicate, timeout, what):
+        time.sleep(pause)
+    return True
 
 
 def warnings_from(caplog: Any, logger: str = "corral.core") -> list[str]:

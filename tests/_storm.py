@@ -18,7 +18,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 import msgpack
 
 from corral import Client, Security
-from tests._helpers import RawPeer
+from tests._helpers import RawPeer, wait_until_blocking
 
 OPS = ["register-worker", "register-client", "who_has", "scheduler_info", "get_data",
        "update_data", "run", "broadcast", "identity", "restart", "nope", ""]
@@ -44,21 +43,22 @@ def live_cluster(directory: Path) -> Iterator[dict[str, Any]]:
                                   str(scheduler_file)], env=env)
     processes = [scheduler]
     try:
-        deadline = time.monotonic() + 30
-        while not (scheduler_file.exists() and scheduler_file.read_text()):
+        def written() -> bool:
             assert scheduler.poll() is None, "the scheduler did not start"
-            assert time.monotonic() < deadline, "the scheduler did not write its file"
-            time.sleep(0.05)
+            return scheduler_file.exists() and bool(scheduler_file.read_text())
+
+        wait_until_blocking(written, 30, what="the scheduler to write its file")
         worker = subprocess.Popen([*cli, "worker", "--scheduler-file", str(scheduler_file),
                                    "--no-nanny", "--nthreads", "1"], env=env)
         processes.append(worker)
         security = Security(token=token)
         address = json.loads(scheduler_file.read_text())["address"]
         with Client(address, security=security) as client:
-            while not client.nthreads():
+            def registered() -> bool:
                 assert worker.poll() is None, "the worker did not start"
-                assert time.monotonic() < deadline + 30, "the worker did not register"
-                time.sleep(0.05)
+                return bool(client.nthreads())
+
+            wait_until_blocking(registered, 60, what="the worker to register")
             (worker_address,) = client.nthreads()
         yield {"token": token, "security": security, "scheduler": address,
                "worker": worker_address, "processes": processes}

@@ -36,13 +36,6 @@ def echo(comm, data=None):
     return data
 
 
-async def wait_for(condition, timeout: float = 5.0) -> None:
-    """Wait until ``condition()`` is true, checking at every turn of the event loop."""
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.001)
-
-
 HANDLERS = {"add": add, "slow_add": slow_add, "ticks": ticks, "echo": echo}
 
 

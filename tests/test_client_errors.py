@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ import pytest
 
 from corral import AsyncClient, Client, LocalCluster, as_completed, progress, wait
 from corral.exceptions import ClientClosedError
+from tests._helpers import wait_until_blocking
 
 ROOT = Path(__file__).resolve().parent.parent
 NEVER = {"resources": {"no-such-resource": 1}}  # no worker has it: the task stays pending
@@ -206,11 +206,12 @@ def run_until_blocked(tmp_path: Path, where: str, env: dict[str, str]
         [sys.executable, str(script), where, str(flag)], stderr=subprocess.PIPE, text=True,
         env=env, cwd=ROOT, start_new_session=True,
     )
-    deadline = time.monotonic() + 120  # a loaded machine can take long to start a cluster
-    while not Path(f"{flag}.started").exists():
+    def started() -> bool:
         assert proc.poll() is None, proc.communicate()[1]
-        assert time.monotonic() < deadline, "the task did not start"
-        time.sleep(0.02)
+        return Path(f"{flag}.started").exists()
+
+    # A loaded machine can take long to start a cluster.
+    wait_until_blocking(started, 120, what="the task to start")
     return proc, flag
 
 
@@ -235,10 +236,8 @@ def test_ctrl_c_with_a_remote_scheduler_releases_the_clients_keys_at_once(tmp_pa
             proc.send_signal(signal.SIGINT)
             _, stderr = proc.communicate(timeout=30)
             assert_only_the_interrupt(stderr)
-            deadline = time.monotonic() + 30
-            while observer.scheduler_info()["tasks"]:
-                assert time.monotonic() < deadline, observer.scheduler_info()
-                time.sleep(0.05)
+            wait_until_blocking(lambda: not observer.scheduler_info()["tasks"], 30,
+                                what=observer.scheduler_info)
         finally:
             flag.touch()
             proc.kill()
@@ -272,11 +271,13 @@ def test_ctrl_c_while_the_local_cluster_starts_leaves_no_process_behind(tmp_path
     proc = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while len(children := psutil.Process(proc.pid).children(recursive=True)) < 2:
+        def launched() -> bool:
             assert proc.poll() is None, proc.communicate()[1]
-            assert time.monotonic() < deadline, "no worker process started"
-            time.sleep(0.005)  # both nannies launched, neither up yet: the cluster is starting
+            return len(psutil.Process(proc.pid).children(recursive=True)) >= 2
+
+        # Both nannies launched, neither up yet: the cluster is starting.
+        wait_until_blocking(launched, 120, what="the worker processes to start")
+        children = psutil.Process(proc.pid).children(recursive=True)
         os.killpg(proc.pid, signal.SIGINT)
         _, stderr = proc.communicate(timeout=30)  # not held open by orphaned children
         assert_only_the_interrupt(stderr)

@@ -14,6 +14,7 @@ import pytest
 
 from corral import Client, LocalCluster, as_completed, wait
 from corral.exceptions import CorralError
+from tests._helpers import wait_until_blocking
 
 
 def inc(x):
@@ -57,14 +58,6 @@ def fetched_keys():
     from corral.worker.server import get_worker
 
     return get_worker().stats["fetched_keys"]
-
-
-def wait_until(condition, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        time.sleep(0.01)
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +165,7 @@ def test_cancel(client):
     blocker = client.submit(slow, 0, delay=0.5, pure=False)
     queued = client.submit(slow, 1, delay=0.5, pure=False)
     queued.cancel()
-    wait_until(queued.done)
+    wait_until_blocking(queued.done)
     assert queued.cancelled()
     assert blocker.result(timeout=10) == 0
 
@@ -184,7 +177,7 @@ def test_released_futures_free_their_data(client):
     assert client.who_has([future])[key]
     del future
     gc.collect()
-    wait_until(lambda: not client.who_has().get(key))
+    wait_until_blocking(lambda: not client.who_has().get(key))
 
 
 def test_run_nthreads_and_scheduler_info(client):

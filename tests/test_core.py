@@ -16,7 +16,8 @@ from corral.core import (
     rpc,
 )
 from corral.exceptions import ConnectTimeoutError, UnknownOperationError
-from tests.conftest import HANDLERS, wait_for
+from tests._helpers import wait_until
+from tests.conftest import HANDLERS
 
 
 async def read_until_error(comm) -> Exception:
@@ -237,7 +238,7 @@ async def test_rpc_after_server_restart_reconnects():
         r = rpc(address)
         assert await r.add(x=1, y=1) == 2
         (pooled,) = r._pool._idle[address]
-    await wait_for(pooled.closed)
+    await wait_until(pooled.closed, what="the pooled comm closed")
     async with Server(HANDLERS) as s:
         await s.listen(address)
         # The pooled comm saw its peer go; the pool notices and connects afresh.

@@ -13,7 +13,6 @@ import shutil
 import socket
 import stat
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -30,6 +29,7 @@ from corral.credentials import (
 )
 from corral.exceptions import CredentialsFileError
 from corral.security import Security
+from tests._helpers import wait_until_blocking
 from tests.test_security import corral_cli, stop
 
 NOBODY = 65534
@@ -176,17 +176,21 @@ def test_host_aliases_are_one_endpoint():
 
 def wait_for_record(path: Path, port: int | None, proc, timeout: float = 30) -> None:
     """Until ``path`` names the scheduler on ``port`` (None: until it is gone)."""
-    deadline = time.monotonic() + timeout
-    while True:
+    def address() -> str | None:
         try:
-            address = json.loads(path.read_text())["address"]
+            return str(json.loads(path.read_text())["address"])
         except FileNotFoundError:
-            address = None
-        if (address is None) if port is None else (address or "").endswith(f":{port}"):
-            return
+            return None
+
+    def recorded() -> bool:
+        now = address()
+        if (now is None) if port is None else (now or "").endswith(f":{port}"):
+            return True
         assert proc is None or proc.poll() is None, proc.communicate()[0]
-        assert time.monotonic() < deadline, f"{path} holds {address}, expected port {port}"
-        time.sleep(0.02)
+        return False
+
+    wait_until_blocking(recorded, timeout,
+                        what=lambda: f"{path} holds {address()}, expected port {port}")
 
 
 def scheduler_env(default: Path) -> dict[str, str]:
@@ -236,9 +240,11 @@ def test_the_file_appears_only_once_the_scheduler_takes_its_token(tmp_path):
     stop(earlier)
     later = corral_cli(*args, env=env)
     try:
-        while not shared.exists():  # take the credentials the moment they appear
+        def appeared() -> bool:  # take the credentials the moment they appear
             assert later.poll() is None, later.communicate()[0]
-            time.sleep(0.005)
+            return shared.exists()
+
+        wait_until_blocking(appeared, 30, what=f"{shared} to appear")
         address, security = read_scheduler_file(shared)
         with Client(address, security=security, timeout=10) as client:
             assert client.scheduler_info()["workers"] == {}

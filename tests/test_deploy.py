@@ -8,11 +8,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import psutil
 
 from corral import Client, Cluster, LocalCluster, Pool
+from tests._helpers import wait_until_blocking
 
 
 def free_ports(n: int) -> list[int]:
@@ -72,11 +72,11 @@ def test_cli_scheduler_two_workers_and_a_client(tmp_path):
     sched = _start(["scheduler", "--port", str(port), "--scheduler-file", str(scheduler_file)])
     workers = []
     try:
-        deadline = time.monotonic() + 30
-        while not scheduler_file.exists():
-            assert time.monotonic() < deadline, "scheduler did not write its file"
+        def written() -> bool:
             assert sched.poll() is None, sched.stdout.read()
-            time.sleep(0.05)
+            return scheduler_file.exists()
+
+        wait_until_blocking(written, 30, what="the scheduler to write its file")
         address, token = (json.loads(scheduler_file.read_text())[k] for k in ("address", "token"))
         assert address == f"tcp://127.0.0.1:{port}"
         assert oct(scheduler_file.stat().st_mode & 0o777) == "0o600"
@@ -85,10 +85,7 @@ def test_cli_scheduler_two_workers_and_a_client(tmp_path):
             _start(["worker", "--scheduler-file", str(scheduler_file), "--nthreads", "1"]),
         ]
         with Client(address) as client:
-            deadline = time.monotonic() + 30
-            while len(client.nthreads()) < 2:
-                assert time.monotonic() < deadline, "workers did not join"
-                time.sleep(0.05)
+            wait_until_blocking(lambda: len(client.nthreads()) >= 2, 30, what="2 workers")
             assert client.submit(sum, [1, 2, 3]).result(timeout=10) == 6
             assert sorted(client.gather(client.map(abs, [-1, -2]))) == [1, 2]
         for w in workers:
@@ -123,14 +120,10 @@ def test_worker_exits_when_its_parent_dies():
         parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                                   env=env)
         worker_pid = int(parent.stdout.readline())
-        deadline = time.monotonic() + 30
-        while not cluster.scheduler.state.workers:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_until_blocking(lambda: cluster.scheduler.state.workers, 30, what="a worker")
         parent.kill()
         parent.wait()
         parent.stdout.close()
-        deadline = time.monotonic() + 15
-        while psutil.pid_exists(worker_pid) and psutil.Process(worker_pid).status() != "zombie":
-            assert time.monotonic() < deadline, "orphaned worker kept running"
-            time.sleep(0.1)
+        wait_until_blocking(lambda: not psutil.pid_exists(worker_pid)
+                            or psutil.Process(worker_pid).status() == "zombie",
+                            15, what="the orphaned worker to stop")

@@ -23,6 +23,7 @@ from corral import Client, Executor, LocalCluster
 from corral.exceptions import CorralError
 from corral.scheduler import events as ev
 from corral.scheduler.state import SchedulerState
+from tests._helpers import wait_until_blocking
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -71,13 +72,6 @@ def is_closed(client):
     except CorralError:
         return True
     return False
-
-
-def wait_until(condition, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 @pytest.fixture(scope="module")
@@ -189,10 +183,10 @@ def test_shutdown_waits_for_pending_work(executor, gate):
 def test_shutdown_cancel_futures(executor, gate):
     running = [executor.submit(held, gate, i) for i in range(2)]  # both workers busy
     queued = [executor.submit(held, gate, i) for i in range(2, 4)]
-    wait_until(lambda: all(f.running() for f in running))
+    wait_until_blocking(lambda: all(f.running() for f in running))
 
     def open_gate_once_cancelled():
-        wait_until(lambda: all(f.cancelled() for f in queued))
+        wait_until_blocking(lambda: all(f.cancelled() for f in queued))
         GATES[gate].set()
 
     opener = threading.Thread(target=open_gate_once_cancelled)
@@ -282,7 +276,7 @@ def test_cancel_a_pending_future_cancels_its_task(executor, gate):
     assert kept.result(timeout=10) == "kept"
     assert [b.result(timeout=10) for b in blockers] == [0, 1]
     workers = executor.client.scheduler_info
-    wait_until(lambda: all(w["processing"] == 0 for w in workers()["workers"].values()))
+    wait_until_blocking(lambda: all(w["processing"] == 0 for w in workers()["workers"].values()))
     assert RAN == ["kept"]
 
 
@@ -303,7 +297,7 @@ def test_shutdown_without_wait_lets_pending_work_finish(cluster):
     assert not future.done()
     GATES[name].set()
     assert future.result(timeout=10) == "done"
-    wait_until(lambda: is_closed(ex.client))  # its client closes after the last call
+    wait_until_blocking(lambda: is_closed(ex.client))  # its client closes after the last call
 
 
 def test_on_worker_processes():
@@ -349,7 +343,7 @@ def test_map_frees_each_result_the_caller_drops(executor, chunksize):
 def test_a_started_call_is_running_and_cannot_be_cancelled(executor, gate):
     RAN.clear()
     running = executor.submit(held, gate, "ran")
-    wait_until(running.running)
+    wait_until_blocking(running.running)
     assert not running.cancel()
     assert running.running()
     assert not running.cancelled()
@@ -362,7 +356,7 @@ def test_shutdown_cancels_only_the_calls_not_started(cluster, executor, gate):
     RAN.clear()
     started = [executor.submit(held, gate, i) for i in range(2)]  # both workers busy
     queued = [executor.submit(record, f"queued-{i}") for i in range(4)]
-    wait_until(lambda: all(f.running() for f in started))
+    wait_until_blocking(lambda: all(f.running() for f in started))
     executor.shutdown(wait=False, cancel_futures=True)
     assert all(f.cancelled() for f in queued)
     assert not any(f.done() for f in started)
@@ -373,7 +367,7 @@ def test_shutdown_cancels_only_the_calls_not_started(cluster, executor, gate):
         assert processing() == [1, 1]  # the workers gave the cancelled calls back
         GATES[gate].set()
         assert [f.result(timeout=10) for f in started] == [0, 1]
-        wait_until(lambda: processing() == [0, 0])
+        wait_until_blocking(lambda: processing() == [0, 0])
     assert RAN == []
 
 

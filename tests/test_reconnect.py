@@ -15,6 +15,7 @@ from corral import AsyncClient
 from corral.exceptions import CommClosedError
 from corral.scheduler import Scheduler
 from corral.worker import Worker
+from tests._helpers import wait_until
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -28,12 +29,6 @@ def slow(x, seconds):
     return x
 
 
-async def until(predicate, timeout=10.0):
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)
-
-
 async def test_workers_rejoin_a_scheduler_restarted_at_the_same_address():
     first = Scheduler()
     await first.listen("tcp://127.0.0.1:0")
@@ -42,7 +37,7 @@ async def test_workers_rejoin_a_scheduler_restarted_at_the_same_address():
     await worker.start()
     client = await AsyncClient(address, reconnect_timeout=1)
     pending = client.submit(slow, 1, 3)  # still running when the scheduler dies
-    await until(lambda: worker.state.executing_count == 1)
+    await wait_until(lambda: worker.state.executing_count == 1)
     await first.close()
     # The client errs clearly within its reconnect timeout instead of hanging.
     with pytest.raises(CommClosedError, match="could not reconnect"):
@@ -50,7 +45,7 @@ async def test_workers_rejoin_a_scheduler_restarted_at_the_same_address():
             await pending
     second = Scheduler()
     await second.listen(address)
-    await until(lambda: len(second.state.workers) == 1, timeout=20)
+    await wait_until(lambda: len(second.state.workers) == 1, timeout=20)
     async with AsyncClient(address) as fresh:
         assert await fresh.submit(inc, 41) == 42
     await client.close()
@@ -91,7 +86,7 @@ async def test_a_vanished_client_releases_its_keys_after_the_grace_period():
             client._stream.comm.abort()  # ... and never come back
             await asyncio.sleep(0.2)
             assert future.key in scheduler.state.tasks  # still within the grace period
-            await until(lambda: future.key not in worker.data, timeout=5)
+            await wait_until(lambda: future.key not in worker.data, timeout=5)
             assert await kept == 11
             await other.close()
             await client.close()
@@ -107,6 +102,6 @@ async def test_worker_that_hears_nothing_from_the_scheduler_rejoins_afresh():
                 assert await client.submit(inc, 1) == 2
                 # A silent scheduler (no heartbeat acks for lack of heartbeats) looks like a
                 # dead link: the worker drops everything and registers again.
-                await until(lambda: not worker.data, timeout=5)
-                await until(lambda: len(scheduler.state.workers) == 1, timeout=5)
+                await wait_until(lambda: not worker.data, timeout=5)
+                await wait_until(lambda: len(scheduler.state.workers) == 1, timeout=5)
                 assert await client.submit(inc, 2) == 3

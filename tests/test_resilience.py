@@ -17,6 +17,7 @@ import pytest
 
 from corral import Client, LocalCluster, wait
 from corral.exceptions import DataLostError, KilledWorker
+from tests._helpers import wait_until_blocking
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -67,15 +68,6 @@ def worker_pids(client) -> dict[str, int]:
     return {a: w["pid"] for a, w in client.scheduler_info()["workers"].items()}
 
 
-def wait_until(predicate, timeout=30.0, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
-
-
 def no_live_children() -> list[psutil.Process]:
     return [p for p in psutil.Process().children(recursive=True)
             if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
@@ -85,13 +77,13 @@ def no_live_children() -> list[psutil.Process]:
 def cluster():
     with LocalCluster(n_workers=3, threads_per_worker=1) as c:
         yield c
-    assert wait_until(lambda: not no_live_children(), timeout=10), no_live_children()
+    wait_until_blocking(lambda: not no_live_children(), timeout=10, what=no_live_children)
 
 
 @pytest.fixture
 def client(cluster):
     with Client(cluster.scheduler_address) as c:
-        assert wait_until(lambda: len(c.nthreads()) == 3)
+        wait_until_blocking(lambda: len(c.nthreads()) == 3)
         yield c
 
 
@@ -108,7 +100,7 @@ def test_chaos_sigkill_a_random_worker_every_1_to_2_s_result_exact(client):
                          min_workers=3)
     assert out["outcome"] == "exact", out
     assert out["kills"] >= 2, "the computation ended before the chaos began; make it longer"
-    assert wait_until(lambda: len(client.nthreads()) == 3, timeout=30)
+    wait_until_blocking(lambda: len(client.nthreads()) == 3, timeout=30)
 
 
 @pytest.mark.timeout(120)
@@ -116,7 +108,7 @@ def test_task_that_kills_every_worker_becomes_killed_worker(client):
     doomed = client.submit(die, pure=False)
     with pytest.raises(KilledWorker, match="die"):
         doomed.result(timeout=90)
-    assert wait_until(lambda: len(client.nthreads()) == 3, timeout=30)
+    wait_until_blocking(lambda: len(client.nthreads()) == 3, timeout=30)
     assert client.gather(client.map(step, range(20), delay=0)) == list(range(1, 21))
 
 
@@ -150,7 +142,7 @@ def test_memory_limit_restarts_worker_and_other_tasks_finish():
         assert client.gather(others, timeout=90) == list(range(1, 31))
         with pytest.raises(KilledWorker):
             greedy.result(timeout=90)
-        assert wait_until(lambda: len(client.nthreads()) == 2, timeout=30)
+        wait_until_blocking(lambda: len(client.nthreads()) == 2, timeout=30)
         assert set(worker_pids(client).values()) != pids
 
 
@@ -165,8 +157,8 @@ def test_blocked_worker_is_declared_dead_and_restarted_by_its_nanny(tmp_path):
         # The blocked worker falls silent: the scheduler drops it, the task runs elsewhere.
         assert f.result(timeout=60) == "done"
         assert time.monotonic() - start < 30
-        assert wait_until(lambda: len(client.nthreads()) == 2, timeout=30)
-        assert wait_until(lambda: len(set(worker_pids(client).values()) - pids) == 1, timeout=30)
+        wait_until_blocking(lambda: len(client.nthreads()) == 2, timeout=30)
+        wait_until_blocking(lambda: len(set(worker_pids(client).values()) - pids) == 1, timeout=30)
 
 
 def kill_worker(client, address: str) -> None:
@@ -187,7 +179,7 @@ def test_gather_waits_for_a_result_recomputed_after_its_holder_died(client):
     kill_worker(client, holder)
     assert client.gather(f, timeout=60) == 2
     assert f.result(timeout=60) == 2
-    assert wait_until(lambda: len(client.nthreads()) == 3, timeout=30)
+    wait_until_blocking(lambda: len(client.nthreads()) == 3, timeout=30)
 
 
 @pytest.mark.timeout(90)
@@ -198,4 +190,4 @@ def test_gather_of_scattered_data_whose_holder_died_raises_data_lost(client):
     kill_worker(client, holder)
     with pytest.raises(DataLostError, match="lost"):
         client.gather(x, timeout=60)
-    assert wait_until(lambda: len(client.nthreads()) == 3, timeout=30)
+    wait_until_blocking(lambda: len(client.nthreads()) == 3, timeout=30)

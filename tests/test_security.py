@@ -25,7 +25,7 @@ from corral.core import connect, rpc
 from corral.credentials import read_scheduler_file
 from corral.exceptions import AuthenticationError, HandshakeError, TLSError
 from corral.security import Security
-from tests._helpers import raw_peer
+from tests._helpers import raw_peer, wait_until_blocking
 from tests.test_auth import ATTACKS, encodings_of, evil_frames
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
@@ -58,18 +58,15 @@ def stop(*procs: subprocess.Popen) -> list[str]:
 
 
 def wait_for_file(path: Path, proc: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists() or not path.read_text():
+    def written() -> bool:
         assert proc.poll() is None, proc.communicate()[0]
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.05)
+        return path.exists() and bool(path.read_text())
+
+    wait_until_blocking(written, timeout, what=f"{path} to be written")
 
 
 def wait_for_workers(client: Client, n: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while len(client.nthreads()) < n:
-        assert time.monotonic() < deadline, "workers did not join"
-        time.sleep(0.05)
+    wait_until_blocking(lambda: len(client.nthreads()) >= n, timeout, what=f"{n} workers")
 
 
 # -- tokens -----------------------------------------------------------------------------------
@@ -177,12 +174,12 @@ def test_full_computation_over_mutual_tls(tls_cluster):
 def log_lines(caplog, logger: str, expected: int = 1, timeout: float = 5.0) -> list[str]:
     """The messages ``logger`` logged, once there are ``expected`` of them (the server may
     finish logging a refusal a moment after the client has raised)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        lines = [r.getMessage() for r in caplog.records if r.name == logger]
-        if len(lines) >= expected or time.monotonic() > deadline:
-            return lines
-        time.sleep(0.02)
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == logger]
+
+    wait_until_blocking(lambda: len(lines()) >= expected, timeout,
+                        what=lambda: f"{expected} lines from {logger}: {lines()}")
+    return lines()
 
 
 def _refusal(address: str, security: Security) -> Exception:
@@ -290,7 +287,7 @@ def test_no_port_of_a_running_cluster_loads_a_pickle_or_leaks_the_token(tmp_path
         wait_for_workers(client, 2)
         ports = cluster_ports(cluster)
         assert len(ports) >= 5, ports  # the scheduler, two nannies and two workers
-        dashboard = cluster.scheduler.dashboard.port
+        dashboard = cluster.dashboard.port
         token = cluster.security.token
         heard = bytearray()
 
@@ -334,13 +331,13 @@ def free_port():
 def test_default_scheduler_file_is_private(private_scheduler_file, free_port):
     sched = corral_cli("scheduler", "--port", str(free_port))
     try:
-        deadline = time.monotonic() + 30
-        while not (private_scheduler_file.exists() and
-                   json.loads(private_scheduler_file.read_text() or "{}").get("address", "")
-                   .endswith(f":{free_port}")):
-            assert time.monotonic() < deadline, "no default scheduler file"
+        def written() -> bool:
             assert sched.poll() is None
-            time.sleep(0.05)
+            return private_scheduler_file.exists() and json.loads(
+                private_scheduler_file.read_text() or "{}"
+            ).get("address", "").endswith(f":{free_port}")
+
+        wait_until_blocking(written, 30, what="the default scheduler file")
         assert oct(private_scheduler_file.stat().st_mode & 0o777) == "0o600"
         # A worker on this machine needs nothing but the command the log shows.
         worker = corral_cli("worker", "--nthreads", "1")

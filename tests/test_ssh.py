@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 from corral import Cluster, Pool
+from tests._helpers import wait_until_blocking
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
@@ -89,7 +90,6 @@ def test_seed_example_with_workers_started_over_ssh(sshd):
                          if conn.laddr.port == center and conn.status == psutil.CONN_LISTEN)
     p.close()
     c.close()
-    deadline = time.monotonic() + 15
-    while any(psutil.pid_exists(pid) for pid in [*remote_pids, scheduler_pid]):
-        assert time.monotonic() < deadline, "scheduler or workers outlived their ssh sessions"
-        time.sleep(0.1)
+    wait_until_blocking(
+        lambda: not any(psutil.pid_exists(pid) for pid in [*remote_pids, scheduler_pid]), 15,
+        what="the scheduler and workers to end with their ssh sessions")

@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
 import psutil
 import pytest
@@ -28,6 +27,7 @@ from corral.exceptions import ConnectTimeoutError
 from corral.security import Security
 from corral.utils import run_async
 from corral.worker.reconnect import REPORT_EVERY, WINDOW_CAP, Retry, describe
+from tests._helpers import wait_until_blocking
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -105,15 +105,6 @@ def gone(pid: int) -> bool:
         return True
 
 
-def wait_until(predicate, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 class Corral:
     """``corral ARGS`` as a child process whose stderr is collected line by line."""
 
@@ -140,7 +131,8 @@ class Corral:
         return len(re.findall(pattern, self.text))
 
     def wait_for(self, pattern: str, n: int = 1, timeout: float = 30.0) -> None:
-        assert wait_until(lambda: self.count(pattern) >= n, timeout), self.text
+        wait_until_blocking(lambda: self.count(pattern) >= n, timeout,
+                            what=lambda: f"{n} x {pattern!r} in:\n{self.text}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
         if self.process.poll() is None:
@@ -209,14 +201,14 @@ def test_worker_waits_for_its_scheduler_and_rejoins_it_after_an_outage():
         scheduler = Corral(*scheduler_args, env=token)
         security = Security(token=token["CORRAL_TOKEN"])
         with Client(address, security=security) as client:
-            assert wait_until(lambda: len(client.nthreads()) == 1)
+            wait_until_blocking(lambda: len(client.nthreads()) == 1)
             (pid,) = client.run(os.getpid).values()
         assert scheduler.stop() == 0
         # The scheduler is gone; the worker keeps trying until a new one listens there.
         worker.wait_for(f"cannot reach the scheduler at {address}", n=2)
         scheduler = Corral(*scheduler_args, env=token)
         with Client(address, security=security) as client:
-            assert wait_until(lambda: len(client.nthreads()) == 1)
+            wait_until_blocking(lambda: len(client.nthreads()) == 1)
             assert client.submit(sum, [1, 2, 3]).result(timeout=30) == 6
             assert list(client.run(os.getpid).values()) == [pid]  # the same process
         assert worker.stop() == 0
@@ -246,13 +238,14 @@ def test_worker_exits_when_its_nanny_is_killed_and_not_reaped():
         try:
             assert keeper.stdout is not None
             nanny = int(keeper.stdout.readline())
-            assert wait_until(lambda: len(cluster.scheduler.state.workers) == 1)
+            wait_until_blocking(lambda: len(cluster.scheduler.state.workers) == 1)
             (worker,) = psutil.Process(nanny).children()
             os.kill(nanny, signal.SIGKILL)
-            assert wait_until(lambda: gone(nanny))
+            wait_until_blocking(lambda: gone(nanny))
             assert psutil.Process(nanny).status() == psutil.STATUS_ZOMBIE  # unreaped
-            assert wait_until(lambda: gone(worker.pid), timeout=20), "orphaned worker lives on"
-            assert wait_until(lambda: not cluster.scheduler.state.workers)
+            wait_until_blocking(lambda: gone(worker.pid), timeout=20,
+                                what="the orphaned worker to go")
+            wait_until_blocking(lambda: not cluster.scheduler.state.workers)
         finally:
             keeper.kill()
             keeper.wait()
@@ -290,7 +283,7 @@ def test_each_lifeline_mechanism_alone_ends_the_child_of_a_killed_unreaped_paren
         assert keeper.stdout.readline() == "watching\n"  # the child shares our stdout pipe
         assert not gone(child)
         keeper.kill()  # a zombie until the end of the test
-        assert wait_until(lambda: gone(child), timeout=15)
+        wait_until_blocking(lambda: gone(child), timeout=15)
     finally:
         keeper.kill()
         keeper.wait()
@@ -317,9 +310,9 @@ def test_executor_workers_exit_when_their_program_is_killed_and_not_reaped():
         pids = [int(p) for p in program.stdout.readline().split()]
         assert len(pids) == 4  # two nannies, two workers
         program.kill()  # and not reaped until the end of the test: a zombie
-        assert wait_until(lambda: gone(program.pid))
-        assert wait_until(lambda: all(gone(p) for p in pids), timeout=20), [
-            p for p in pids if not gone(p)]
+        wait_until_blocking(lambda: gone(program.pid))
+        wait_until_blocking(lambda: all(gone(p) for p in pids), timeout=20,
+                            what=lambda: [p for p in pids if not gone(p)])
     finally:
         program.kill()
         program.wait()

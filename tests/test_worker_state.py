@@ -24,6 +24,29 @@ def success(key, nbytes=8):
                              start=1.0, stop=2.0)
 
 
+def sent(stimulus_id, message_type, **fields):
+    """The instruction to tell the scheduler ``message_type(**fields)``."""
+    return ev.SendToScheduler(stimulus_id=stimulus_id,
+                              msg=message_type(stimulus_id=stimulus_id, **fields))
+
+
+def started(stimulus_id, key):
+    """What starting ``key`` takes: run it, and say so."""
+    return [ev.Execute(stimulus_id=stimulus_id, key=key),
+            sent(stimulus_id, msgs.TaskStarted, key=key)]
+
+
+def finished(stimulus_id, key, nbytes=8):
+    return sent(stimulus_id, msgs.TaskFinished, key=key, nbytes=nbytes, typename="int",
+                start=1.0, stop=2.0)
+
+
+def released(stimulus_id, *keys):
+    """Drop fetched copies of ``keys`` and tell the scheduler, one key at a time."""
+    return [i for key in keys for i in (ev.ReleaseData(stimulus_id=stimulus_id, keys=(key,)),
+                                        sent(stimulus_id, msgs.ReleaseWorkerData, key=key))]
+
+
 def of(instructions, kind):
     return [i for i in instructions if isinstance(i, kind)]
 
@@ -54,25 +77,22 @@ def test_a_task_without_inputs_runs_at_once(ws):
 
 def test_thread_limit_and_priority_order(ws):
     ws.handle(compute("busy1", priority=(0,)), compute("busy2", priority=(0,)))
-    out = ws.handle(compute("late", priority=(5,)), compute("soon", priority=(1,)))
-    assert of(out, ev.Execute) == []
-    out = ws.handle(success("busy1"))
-    assert of(out, ev.Execute) == [ev.Execute(stimulus_id="s-busy1", key="soon")]
+    assert ws.handle(compute("late", priority=(5,)), compute("soon", priority=(1,))) == []
+    assert ws.handle(success("busy1")) == [
+        finished("s-busy1", "busy1"), *started("s-busy1", "soon")]
 
 
 def test_inputs_are_fetched_in_batches_per_peer_never_from_self(ws):
-    out = ws.handle(compute("y", {"a": (P1, ME), "b": (P1,), "c": (P2,)}))
-    gathers = sorted((g.peer, g.keys) for g in of(out, ev.GatherDep))
-    assert gathers == [(P1, ("a", "b")), (P2, ("c",))]
+    assert ws.handle(compute("y", {"a": (P1, ME), "b": (P1,), "c": (P2,)})) == [
+        ev.GatherDep(stimulus_id="c-y", peer=P1, keys=("a", "b"), total_nbytes=20),
+        ev.GatherDep(stimulus_id="c-y", peer=P2, keys=("c",), total_nbytes=10),
+    ]
     out = ws.handle(ev.GatherDepSuccess(stimulus_id="g1", peer=P1, data={"a": 10, "b": 10}))
-    assert ops(out) == ["add-keys"]
-    assert of(out, ev.Execute) == []
+    assert out == [sent("g1", msgs.AddKeys, keys={"a": 10, "b": 10})]  # y still waits for c
     out = ws.handle(ev.GatherDepSuccess(stimulus_id="g2", peer=P2, data={"c": 10}))
-    assert of(out, ev.Execute) == [ev.Execute(stimulus_id="g2", key="y")]
-    out = ws.handle(success("y"))
-    released = sorted(k for r in of(out, ev.ReleaseData) for k in r.keys)
-    assert released == ["a", "b", "c"]  # fetched inputs go once their task is done
-    assert ops(out).count("release-worker-data") == 3
+    assert out == [sent("g2", msgs.AddKeys, keys={"c": 10}), *started("g2", "y")]
+    # Fetched inputs go once their task is done.
+    assert ws.handle(success("y")) == [finished("s-y", "y"), *released("s-y", "a", "b", "c")]
 
 
 def test_global_transfer_limit(ws):
@@ -100,7 +120,8 @@ def test_failure_is_reported(ws):
     ws.handle(compute("x"))
     out = ws.handle(ev.ExecuteFailure(stimulus_id="f", key="x", exception=b"e", traceback=b"",
                                       exception_text="E", traceback_text="tb", start=0, stop=1))
-    assert ops(out) == ["task-erred"]
+    assert out == [sent("f", msgs.TaskErred, key="x", exception=b"e", traceback=b"",
+                        exception_text="E", traceback_text="tb", start=0, stop=1)]
 
 
 def test_freeing_an_executing_task_drops_its_result(ws):
@@ -115,18 +136,16 @@ def test_memory_kept_while_a_local_task_needs_it(ws):
     ws.handle(compute("a"))
     ws.handle(success("a"))
     ws.handle(compute("b", {"a": (ME,)}), compute("blocker"))
-    out = ws.handle(ev.FreeKeys(stimulus_id="free", keys=("a",)))
-    assert of(out, ev.ReleaseData) == []
-    out = ws.handle(success("b"))
-    assert ev.ReleaseData(stimulus_id="s-b", keys=("a",)) in out
+    assert ws.handle(ev.FreeKeys(stimulus_id="free", keys=("a",))) == []
+    assert ws.handle(success("b")) == [finished("s-b", "b"), *released("s-b", "a")]
 
 
 def test_steal_request_both_ways(ws):
     ws.handle(compute("r1"), compute("r2"), compute("queued"))
-    out = ws.handle(ev.StealRequest(stimulus_id="st", key="queued"))
-    assert out[-1].msg == msgs.StealResponse(stimulus_id="st", key="queued", released=True)
-    out = ws.handle(ev.StealRequest(stimulus_id="st", key="r1"))
-    assert out[-1].msg == msgs.StealResponse(stimulus_id="st", key="r1", released=False)
+    assert ws.handle(ev.StealRequest(stimulus_id="st", key="queued")) == [
+        sent("st", msgs.StealResponse, key="queued", released=True)]
+    assert ws.handle(ev.StealRequest(stimulus_id="st", key="r1")) == [
+        sent("st", msgs.StealResponse, key="r1", released=False)]
 
 
 def test_a_task_arriving_with_its_steal_request_starts_if_a_thread_is_free(ws):
@@ -135,20 +154,18 @@ def test_a_task_arriving_with_its_steal_request_starts_if_a_thread_is_free(ws):
     out = ws.handle(compute("a"), compute("b"), compute("c"),
                     ev.StealRequest(stimulus_id="st-a", key="a"),
                     ev.StealRequest(stimulus_id="st-c", key="c"))
-    assert of(out, ev.Execute) == [ev.Execute(stimulus_id="st-a", key="a"),
-                                   ev.Execute(stimulus_id="st-a", key="b")]
-    assert [i.msg for i in of(out, ev.SendToScheduler)
-            if isinstance(i.msg, msgs.StealResponse)] == [
-        msgs.StealResponse(stimulus_id="st-a", key="a", released=False),
-        msgs.StealResponse(stimulus_id="st-c", key="c", released=True),
+    assert out == [
+        *started("st-a", "a"),
+        *started("st-a", "b"),
+        sent("st-a", msgs.StealResponse, key="a", released=False),
+        sent("st-c", msgs.StealResponse, key="c", released=True),
     ]
 
 
 def test_update_data_makes_waiting_tasks_ready(ws):
     ws.handle(compute("y", {"d": ("tcp://gone:1",)}))
-    out = ws.handle(ev.UpdateData(stimulus_id="u", data={"d": 5}))
-    assert ops(out) == ["add-keys"]
-    assert of(out, ev.Execute) == [ev.Execute(stimulus_id="u", key="y")]
+    assert ws.handle(ev.UpdateData(stimulus_id="u", data={"d": 5})) == [
+        sent("u", msgs.AddKeys, keys={"d": 5}), *started("u", "y")]
 
 
 def test_duplicates_and_unknown_keys_are_harmless(ws):

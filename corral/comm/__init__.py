@@ -26,7 +26,13 @@ from corral.comm.framing import FrameLimits, FrameReader
 from corral.comm.inproc import InprocBackend
 from corral.comm.tcp import TCPBackend
 from corral.comm.tls import TLSBackend
-from corral.exceptions import CommClosedError, ConnectTimeoutError, HandshakeError
+from corral.exceptions import (
+    CommClosedError,
+    CommError,
+    ConnectTimeoutError,
+    HandshakeError,
+    ListenError,
+)
 
 backends: dict[str, Backend] = {"tcp": TCPBackend(), "tls": TLSBackend(), "inproc": InprocBackend()}
 
@@ -38,9 +44,11 @@ __all__ = [
     "Codec",
     "Comm",
     "CommClosedError",
+    "CommError",
     "FrameLimits",
     "FrameReader",
     "Frames",
+    "ListenError",
     "Listener",
     "RawFrames",
     "connect",
@@ -102,8 +110,22 @@ async def listen(
     limits: FrameLimits = PRE_AUTH_LIMITS,
     tls: ssl.SSLContext | None = None,
 ) -> Listener:
-    """Start accepting connections at ``address``; ``on_comm`` gets each new comm."""
+    """Start accepting connections at ``address``; ``on_comm`` gets each new comm.
+
+    Raises ``ListenError`` naming the address and the OS's reason (in use, unknown host)
+    when it cannot listen there.
+    """
     address = normalize_address(address)
     listener = _backend(parse_address(address).scheme).listener(address, on_comm, limits, tls)
-    await listener.start()
+    try:
+        await listener.start()
+    except CommError:
+        raise
+    except OSError as e:
+        raise ListenError(f"cannot listen at {address}: {_os_reason(e)}") from e
     return listener
+
+
+def _os_reason(error: OSError) -> str:
+    """The OS's own words for ``error`` (``Address already in use``), without errno noise."""
+    return error.strerror or str(error) or type(error).__name__

@@ -16,7 +16,7 @@ from collections import deque
 
 from corral.comm.base import Backend, Comm, ComSink, Frames, Listener
 from corral.comm.framing import FrameLimits, frame_nbytes
-from corral.exceptions import CommClosedError, ProtocolError
+from corral.exceptions import CommClosedError, ListenError, ProtocolError
 
 _listeners: dict[str, InprocListener] = {}
 _lock = threading.Lock()
@@ -53,7 +53,9 @@ class InprocComm(Comm):
 
     async def write_frames(self, frames: Frames) -> None:
         peer = self.peer
-        if self._error is not None or peer is None:
+        if self._error is not None:
+            raise CommClosedError(f"{self._error} (peer {self.peer_address})")
+        if peer is None:
             raise CommClosedError(f"comm to {self.peer_address} is closed")
         if peer._error is not None:
             raise CommClosedError(f"peer {self.peer_address} closed the comm")
@@ -116,7 +118,7 @@ class InprocListener(Listener):
         self.loop = asyncio.get_running_loop()
         with _lock:
             if self.address in _listeners:
-                raise OSError(f"{self.address} is already in use")
+                raise ListenError(f"cannot listen at {self.address}: it is already in use")
             _listeners[self.address] = self
 
     async def stop(self) -> None:

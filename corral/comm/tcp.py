@@ -205,6 +205,7 @@ class TCPComm(Comm):
                 raise _closed_error(error, self.peer_address) from None
 
     async def close(self) -> None:
+        self._protocol._end(CommClosedError("comm closed"))  # by us: not the peer's doing
         if not self._transport.is_closing():
             self._transport.close()
         try:
@@ -214,6 +215,7 @@ class TCPComm(Comm):
             self._transport.abort()
 
     def abort(self) -> None:
+        self._protocol._end(CommClosedError("comm closed"))
         self._transport.abort()
 
     def closed(self) -> bool:

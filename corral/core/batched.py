@@ -14,7 +14,7 @@ import logging
 from typing import Any
 
 from corral.comm import Comm
-from corral.exceptions import CommClosedError
+from corral.exceptions import CommClosedError, CommError
 
 logger = logging.getLogger("corral.core")
 
@@ -85,7 +85,7 @@ class BatchedSend:
                 if not self._task.cancelled():
                     raise  # we were cancelled, not the writer (which ``abort`` may stop)
         if self.comm is not None:
-            with contextlib.suppress(CommClosedError, OSError):
+            with contextlib.suppress(CommError):
                 await self.comm.close()
 
     def unsent(self) -> list[Any]:

@@ -7,7 +7,7 @@ import time
 
 from corral import comm as transport
 from corral.comm import DEFAULT_LIMITS, Comm, FrameLimits
-from corral.exceptions import ConnectTimeoutError, HandshakeError
+from corral.exceptions import CommClosedError, CommError, ConnectTimeoutError, HandshakeError
 from corral.protocol import ConnectionOptions, client_handshake
 from corral.security import Security
 
@@ -45,7 +45,9 @@ async def connect(
         ) from None
     except BaseException as e:
         comm.abort()
-        if isinstance(e, HandshakeError | OSError) or not isinstance(e, Exception):
+        if isinstance(e, CommError) or not isinstance(e, Exception):
             raise  # cancellation and interrupts stay what they are
+        if isinstance(e, OSError):  # the connection failed, not the peer's answer
+            raise CommClosedError(f"handshake with {address} failed: {e}") from e
         raise HandshakeError(f"handshake with {address} failed: {e}") from e
     return comm

@@ -26,6 +26,7 @@ from corral.core.remote_errors import ErrorReply
 from corral.exceptions import (
     AuthenticationError,
     CommClosedError,
+    CommError,
     DeserializationError,
     FrameLimitError,
     HandshakeError,
@@ -157,7 +158,7 @@ class Server:
             if not isinstance(e, HandshakeError) or not isinstance(e.__cause__, CommClosedError):
                 self._refusals.refuse(_cause(e), "rejected connection from %s: %s",
                                       comm.peer_address, e)
-        except (CommClosedError, OSError):
+        except CommError:
             pass
         except Exception as e:  # a bug of ours must cost this peer only
             self._refusals.refuse("handshake bug", "rejected connection from %s: handshake "

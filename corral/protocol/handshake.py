@@ -35,6 +35,7 @@ from corral.comm import DEFAULT_LIMITS, Comm, FrameLimits
 from corral.exceptions import (
     AuthenticationError,
     CommClosedError,
+    CommError,
     HandshakeError,
     ProtocolError,
     VersionMismatchError,
@@ -217,7 +218,7 @@ async def _reject(comm: Comm, reason: str) -> None:
     try:
         await comm.write_frames(encode({"error": reason}))
         await comm.close()
-    except (CommClosedError, OSError):
+    except CommError:
         comm.abort()
 
 

@@ -26,8 +26,8 @@ from corral import messages as msgs
 from corral import runspec
 from corral.core import BatchedSend, Comm, ConnectionPool, Server, connect, rpc
 from corral.core.validate import checked
-from corral.exceptions import CommClosedError, ConnectTimeoutError, InvalidMessage
-from corral.protocol import dumps_pickle
+from corral.exceptions import CommClosedError, CommError, ConnectTimeoutError, InvalidMessage
+from corral.protocol import dumps_pickle, loads_pickle
 from corral.security import Security
 from corral.sizeof import sizeof
 from corral.worker import events as ev
@@ -181,7 +181,7 @@ class Worker:
                 self.gave_up = f"the scheduler at {address} refused this worker: {e}"
                 logger.error("%s", self.gave_up)
                 raise
-            except (OSError, TimeoutError, RuntimeError) as e:
+            except (CommError, TimeoutError, RuntimeError) as e:
                 cause = describe(e)
             if retry.failed(time.monotonic(), cause):
                 logger.warning("cannot reach the scheduler at %s: %s; retrying %s",
@@ -234,7 +234,7 @@ class Worker:
             self._start_afresh()
             try:
                 comm = await self._reach_scheduler()
-            except (OSError, TimeoutError):  # it said why
+            except CommError:  # it said why
                 self._spawn(self.close())
                 return
             logger.info("rejoined the scheduler at %s", self.scheduler_address)
@@ -353,7 +353,7 @@ class Worker:
         try:
             data = await self.pool(peer).get_data(keys=keys)
         except Exception as e:
-            if not isinstance(e, OSError | CommClosedError):  # the peer is fine, the data not
+            if not isinstance(e, CommError):  # the peer is fine, the data not
                 logger.warning("cannot fetch %s from %s: %s: %s",
                                keys[:5], peer, type(e).__name__, e)
             self.handle(
@@ -387,7 +387,7 @@ class Worker:
                     self.handle(*stimuli)
         except TimeoutError:
             logger.warning("no word from the scheduler for %s s", self.scheduler_timeout)
-        except (CommClosedError, OSError):
+        except CommError:
             pass
         comm.abort()
 
@@ -479,8 +479,8 @@ class Worker:
         """``client.run``: call a function here; result and errors travel pickled."""
 
         def call() -> Any:
-            fn = pickle.loads(function)
-            call_args, call_kwargs = pickle.loads(args) if args else ((), {})
+            fn = loads_pickle(function)
+            call_args, call_kwargs = loads_pickle(args) if args else ((), {})
             return fn(*call_args, **call_kwargs)
 
         try:
