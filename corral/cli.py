@@ -245,15 +245,22 @@ def scheduler(
     **flags: Any,
 ) -> None:
     """Start a scheduler (with a fresh token unless given one, or --no-auth)."""
+    from corral.deploy.dashboard import attach_dashboard
     from corral.scheduler import Scheduler
 
     security = _scheduler_security(flags, no_auth)
 
     async def run() -> None:
-        dashboard = None if dashboard_address.lower() in ("none", "") else dashboard_address
-        sched = Scheduler(security=security, worker_ttl=worker_ttl, dashboard_address=dashboard,
-                          dashboard_allowed_hosts=dashboard_allowed_hosts)
+        sched = Scheduler(security=security, worker_ttl=worker_ttl)
         await sched.listen(f"{scheme_for(security)}://{host}:{port}")
+        dashboard = None
+        if dashboard_address.lower() not in ("none", ""):
+            try:
+                dashboard = await attach_dashboard(sched, dashboard_address,
+                                                   allowed_hosts=dashboard_allowed_hosts)
+            except BaseException:
+                await sched.close()
+                raise
         address = sched.address
         try:  # only now: a client that finds the file finds a scheduler that takes its token
             files = [add_to_default_file(address, security)]
@@ -270,9 +277,9 @@ def scheduler(
                     "" if not token else f"  (on this machine; elsewhere add "
                     f"--scheduler-file {files[-1]} or ${TOKEN_ENV})")
         logger.info("connect with: Client(%r)", address)
-        if sched.dashboard is not None:
+        if dashboard is not None:
             logger.info("dashboard: %s (client.dashboard_link gives a link that logs in)",
-                        sched.dashboard.url)
+                        dashboard.url)
         if host in ("127.0.0.1", "localhost", "::1"):
             logger.info("listening on loopback only; use --host 0.0.0.0 for other machines")
         try:

@@ -7,10 +7,14 @@ Theory of operation
   as it listens (before it has reached its scheduler, which may take any time), and
   tells the scheduler which nanny it has (so ``client.restart()`` can go through it).
 * Every ``check_interval`` the nanny looks at its worker: an exit it did not ask for
-  (crash, ``os._exit``, SIGKILL, the OOM killer) means a restart, after a backoff that
-  doubles with every death in quick succession; memory above ``memory_limit`` (RSS via
-  psutil) means SIGKILL and a restart; and a worker that cannot answer ``identity``
-  within ``liveness_timeout`` (its event loop is blocked) is killed and restarted too.
+  (crash, ``os._exit``, SIGKILL, the OOM killer) means a restart: at once for a worker
+  that had come up (as dask's nanny does: a worker killed every few seconds must come
+  back every time, and a task that keeps killing workers is stopped by the scheduler's
+  ``KilledWorker``), after a backoff that doubles with every consecutive death of a
+  worker that never came up (a broken environment must not spin); memory above
+  ``memory_limit`` (RSS via psutil) means SIGKILL and a restart; and a worker that
+  cannot answer ``identity`` within ``liveness_timeout`` (its event loop is blocked) is
+  killed and restarted too.
 * A worker that exits with status 0 has been told to go, and one that exits with
   ``GAVE_UP_STATUS`` has given up on its scheduler (``--death-timeout``, refused
   credentials; it said why): the nanny then exits as well, without restarting it.
@@ -37,8 +41,7 @@ from corral.security import Security
 
 logger = logging.getLogger("corral.nanny")
 
-MAX_BACKOFF = 10.0
-STABLE_AFTER = 10.0  # seconds up before a worker's earlier deaths are forgiven
+MAX_BACKOFF = 10.0  # seconds, between starts of a worker that keeps dying before it is up
 
 
 class Nanny:
@@ -87,8 +90,7 @@ class Nanny:
         self.restarts = 0
         self._started = asyncio.Event()  # the current worker has reported its address
         self._closed = asyncio.Event()
-        self._deaths = 0
-        self._born = 0.0
+        self._failed_starts = 0  # consecutive deaths before the worker came up
         self._expected_exit = False
         self._watcher: asyncio.Task[None] | None = None
 
@@ -126,7 +128,6 @@ class Nanny:
             )
         finally:
             lifeline.spawned()
-        self._born = time.monotonic()
         waiter = asyncio.ensure_future(self._started.wait())
         exited = asyncio.ensure_future(self.process.wait())
         await asyncio.wait({waiter, exited}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -220,13 +221,13 @@ class Nanny:
             return
         logger.warning("restarting worker %s: %s", self.worker_address, reason)
         await self._kill()
-        if time.monotonic() - self._born > STABLE_AFTER:
-            self._deaths = 0
-        delay = min(MAX_BACKOFF, 0.1 * 2**self._deaths)
-        self._deaths += 1
-        await asyncio.sleep(delay)
-        if self._closed.is_set():
-            return
+        if self._started.is_set():
+            self._failed_starts = 0
+        else:
+            self._failed_starts += 1
+            await asyncio.sleep(min(MAX_BACKOFF, 0.1 * 2**self._failed_starts))
+            if self._closed.is_set():
+                return
         try:
             await self._start_worker()
             self.restarts += 1

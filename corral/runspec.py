@@ -16,7 +16,7 @@ import pickle
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
-from corral.protocol import dumps_pickle
+from corral.protocol import dumps_pickle, loads_pickle
 
 
 class Dependency:
@@ -79,11 +79,11 @@ def token(function_bytes: bytes, args: Any, kwargs: Any) -> str:
 
 @functools.lru_cache(maxsize=256)
 def _load_function(function_bytes: bytes) -> Callable[..., Any]:
-    return pickle.loads(function_bytes)
+    return loads_pickle(function_bytes)
 
 
 def unpack(run_spec: bytes) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
-    function_bytes, args, kwargs = pickle.loads(run_spec)
+    function_bytes, args, kwargs = loads_pickle(run_spec)
     return _load_function(function_bytes), args, kwargs
 
 

@@ -17,6 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from corral import Client, LocalCluster, progress
+from corral.deploy.dashboard import attach_dashboard
 from corral.scheduler import Scheduler
 from tests._helpers import wait_until_blocking
 
@@ -54,7 +55,7 @@ def cluster():
     with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address="127.0.0.1:0",
                       worker_options=("--liveness-timeout", "30")) as cluster:
         # Serving a file starts the loop's executor thread once: not a leak of any test.
-        port, token = cluster.scheduler.dashboard.port, cluster.security.token
+        port, token = cluster.dashboard.port, cluster.security.token
         assert http(f"http://127.0.0.1:{port}/status", {"Authorization": f"Bearer {token}"}
                     )[0] == 200
         yield cluster
@@ -69,7 +70,7 @@ def client(cluster):
 @pytest.fixture
 def api(cluster):
     """GET a dashboard path with the token; returns the decoded JSON (or text)."""
-    base = f"http://127.0.0.1:{cluster.scheduler.dashboard.port}"
+    base = f"http://127.0.0.1:{cluster.dashboard.port}"
     auth = {"Authorization": f"Bearer {cluster.security.token}"}
 
     def get(path: str) -> Any:
@@ -175,7 +176,7 @@ def test_api_refuses_bad_queries_clearly(api, cluster):
 
 
 def test_dashboard_needs_the_token_then_a_cookie(client, cluster):
-    base = f"http://127.0.0.1:{cluster.scheduler.dashboard.port}"
+    base = f"http://127.0.0.1:{cluster.dashboard.port}"
     for path in ("/status", "/workers", "/api/workers", "/metrics", "/api/task?key=x"):
         status, _, body = http(base + path)
         assert status == 401, path
@@ -201,7 +202,7 @@ def test_dashboard_needs_the_token_then_a_cookie(client, cluster):
 
 
 def test_foreign_host_headers_and_origins_are_refused(cluster):
-    base = f"http://127.0.0.1:{cluster.scheduler.dashboard.port}"
+    base = f"http://127.0.0.1:{cluster.dashboard.port}"
     token = {"Authorization": f"Bearer {cluster.security.token}"}
     status, _, body = http(base + "/api/summary", {**token, "Host": "evil.example:8787"})
     assert status == 403
@@ -223,10 +224,12 @@ def test_foreign_host_headers_and_origins_are_refused(cluster):
 
 
 async def test_an_open_scheduler_serves_its_dashboard_without_login():
-    async with Scheduler(dashboard_address="127.0.0.1:0",
-                         dashboard_allowed_hosts=("dash.example.org",)) as scheduler:
+    async with Scheduler() as scheduler:
         await scheduler.listen("tcp://127.0.0.1:0")
-        base = scheduler.dashboard.url
+        dashboard = await attach_dashboard(scheduler, "127.0.0.1:0",
+                                           allowed_hosts=("dash.example.org",))
+        assert scheduler.services == {"dashboard": dashboard}  # the scheduler closes it
+        base = dashboard.url
         async with aiohttp.ClientSession() as session:
             async with session.get(base + "/status") as response:
                 assert response.status == 200
@@ -238,12 +241,13 @@ async def test_an_open_scheduler_serves_its_dashboard_without_login():
 
 
 async def test_busy_dashboard_port_falls_back_to_a_free_one():
+    # Scheduler(dashboard_address=...): the convenience that attaches one when listening.
     async with Scheduler(dashboard_address="127.0.0.1:0") as first:
         await first.listen("tcp://127.0.0.1:0")
-        taken = first.dashboard.port
+        taken = first.services["dashboard"].port
         async with Scheduler(dashboard_address=f"127.0.0.1:{taken}") as second:
             await second.listen("tcp://127.0.0.1:0")
-            assert second.dashboard.port not in (0, taken)
+            assert second.services["dashboard"].port not in (0, taken)
 
 
 def test_progress_bar_counts_every_future(client, capsys):

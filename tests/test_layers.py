@@ -41,8 +41,8 @@ def test_the_worker_state_machine_loads_no_scheduler_and_no_server():
     ours = [m for m in modules if m.startswith("corral")]
     assert server_side(modules) == []
     assert not [m for m in ours if m.startswith("corral.scheduler")]
-    assert len(ours) <= 10, ours  # 7 today (was 60, with the whole scheduler server)
-    assert len(modules) <= 40, len(modules)  # 27 today (was 247)
+    assert len(ours) <= 10, ours  # 8 at this writing (was 60, the scheduler server among them)
+    assert len(modules) <= 40, len(modules)  # 28 at this writing (was 247)
 
 
 def test_the_scheduler_state_machine_loads_no_worker_and_no_server():
@@ -50,8 +50,8 @@ def test_the_scheduler_state_machine_loads_no_worker_and_no_server():
     ours = [m for m in modules if m.startswith("corral")]
     assert server_side(modules) == []
     assert not [m for m in ours if m.startswith("corral.worker")]
-    assert len(ours) <= 20, ours  # 14 today (was 60)
-    assert len(modules) <= 55, len(modules)  # 39 today (was 247)
+    assert len(ours) <= 20, ours  # 15 at this writing (was 60)
+    assert len(modules) <= 55, len(modules)  # 40 at this writing (was 247)
 
 
 @pytest.mark.parametrize("name", ["Client", "Scheduler", "Worker", "progress", "rpc", "wait"])
@@ -61,3 +61,22 @@ def test_a_lazy_export_is_the_object_its_module_defines(name):
     value = getattr(corral, name)
     assert getattr(sys.modules[value.__module__], name) is value
     assert name in dir(corral)
+
+
+def test_the_dashboard_reads_a_view_and_never_imports_the_scheduler_server():
+    modules = loaded_by("import corral.dashboard.app")
+    assert "corral.scheduler.state" in modules  # the pure state it shows
+    assert "corral.scheduler.server" not in modules
+    assert not [m for m in modules if m.startswith(("corral.comm", "corral.core"))]
+
+
+def test_futures_and_waiting_use_the_client_through_its_interface_only():
+    modules = loaded_by("import corral.client.future, corral.client.waiting, "
+                        "corral.client.progress")
+    assert not {"corral.client.client", "corral.client.sync"} & set(modules)
+
+
+def test_dask_get_uses_the_client_through_its_interface_only():
+    pytest.importorskip("dask")
+    modules = loaded_by("import corral.client.dask_graph")
+    assert not {"corral.client.client", "corral.client.sync"} & set(modules)

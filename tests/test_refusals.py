@@ -109,7 +109,7 @@ async def test_garbage_dashboard_requests_cost_one_line_each_and_no_traceback(ca
                 b"GET /\x00 HTTP/1.1\r\nHost: x\r\n\r\n"]
     async with Scheduler(security=Security.generate(), dashboard_address="127.0.0.1:0") as s:
         await s.listen("tcp://127.0.0.1:0")
-        address = f"tcp://127.0.0.1:{s.dashboard.port}"
+        address = f"tcp://127.0.0.1:{s.services['dashboard'].port}"
         for i in range(FLOOD // 2):
             async with raw_peer(address) as peer:
                 await peer.send_bytes(requests[i % len(requests)])

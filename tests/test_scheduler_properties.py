@@ -152,6 +152,9 @@ class World:
     # -- what every action must satisfy --------------------------------------------------
 
     def check_and_apply(self, action: ev.Action) -> None:
+        if isinstance(action, ev.DropWorker):  # for the server: close a gone worker's stream
+            assert action.worker not in self.state.workers, f"dropped but kept: {action}"
+            return
         worker_address = getattr(action, "worker", None)
         if worker_address is not None:
             assert worker_address in self.workers, f"action to an unknown worker: {action}"

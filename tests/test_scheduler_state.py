@@ -77,8 +77,12 @@ def test_one_task_on_one_worker(state):
                        nbytes={}, priority=(0, 1, 0), resources=None)
     ]
     actions = state.handle(finished(A, "x"))
-    assert actions == [ev.ReportKeyInMemory(stimulus_id="done-x", client="c1", key="x",
-                                            who_has=(A,), nbytes=8, typename="int")]
+    assert actions == [
+        ev.RecordTaskRun(stimulus_id="done-x", worker=A, key="x", name="", start=0.0, stop=0.0,
+                         nbytes=8),
+        ev.ReportKeyInMemory(stimulus_id="done-x", client="c1", key="x", who_has=(A,), nbytes=8,
+                             typename="int"),
+    ]
     assert state.task_state("x") == "memory"
     actions = state.handle(ev.ClientReleasesKeys(stimulus_id="rel", client="c1", keys=("x",)))
     assert actions == [ev.FreeKeys(stimulus_id="rel", worker=A, keys=("x",))]
@@ -258,6 +262,7 @@ def test_depth_first_priorities(state):
     assert order.index("d1") < order.index("r2")  # finish a branch before the next root
 
 
+@pytest.mark.timeout(180)  # ~20 s alone; the 2-core machine is shared
 def test_scale_100_workers_100k_tasks():
     state = SchedulerState()
     workers = [f"tcp://w{i}:1" for i in range(100)]

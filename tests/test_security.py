@@ -287,7 +287,7 @@ def test_no_port_of_a_running_cluster_loads_a_pickle_or_leaks_the_token(tmp_path
         wait_for_workers(client, 2)
         ports = cluster_ports(cluster)
         assert len(ports) >= 5, ports  # the scheduler, two nannies and two workers
-        dashboard = cluster.scheduler.dashboard.port
+        dashboard = cluster.dashboard.port
         token = cluster.security.token
         heard = bytearray()
 

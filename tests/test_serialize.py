@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pickle
+import threading
 
 import msgpack
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 from corral.comm import FrameLimits
 from corral.core import Server, connect, rpc
 from corral.exceptions import DeserializationError
-from corral.protocol import MessageCodec, dumps_pickle
+from corral.protocol import MessageCodec, dumps_pickle, loads_pickle
 from corral.protocol.serialize import EXT_PICKLE, EXT_TUPLE, MAX_EXT_DEPTH
 
 
@@ -308,3 +309,51 @@ async def test_values_over_the_frame_limit_travel_between_peers(transport):
 def test_plain_containers_nested_past_msgpack_limit_are_refused(level):
     with pytest.raises(DeserializationError, match="cannot decode"):
         MessageCodec().decode([level * 100_000 + b"\xc0"])
+
+
+# -- unpickling, one thread at a time ------------------------------------------------------
+
+_HOLDING, _RELEASE = threading.Event(), threading.Event()
+_ORDER: list[str] = []
+
+
+def _rebuilt_slowly() -> str:
+    """Stands for an unpickle that imports a slow module (numpy in a fresh worker)."""
+    _HOLDING.set()
+    _RELEASE.wait(30)
+    _ORDER.append("slow")
+    return "slow"
+
+
+def _rebuilt_at_once() -> str:
+    _ORDER.append("quick")
+    return "quick"
+
+
+class _Rebuild:
+    def __init__(self, how):
+        self.how = how
+
+    def __reduce__(self):
+        return (self.how, ())
+
+
+def test_unpickling_is_one_thread_at_a_time():
+    """Two threads importing numpy and its submodules at once through unpickling (a task
+    thread's function, the loop thread's array) got "partially initialized module"
+    errors in fresh workers: no unpickle may start while another one runs."""
+    slow, quick = pickle.dumps(_Rebuild(_rebuilt_slowly)), pickle.dumps(_Rebuild(_rebuilt_at_once))
+    first = threading.Thread(target=loads_pickle, args=(slow,))
+    second = threading.Thread(target=loads_pickle, args=(quick,))
+    first.start()
+    try:
+        assert _HOLDING.wait(30)
+        second.start()
+        second.join(0.2)
+        assert second.is_alive(), "an unpickle ran while another was under way"
+    finally:
+        _RELEASE.set()
+        first.join(30)
+        if second.is_alive() or second.ident is not None:
+            second.join(30)
+    assert _ORDER == ["slow", "quick"]

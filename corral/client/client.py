@@ -24,7 +24,8 @@ from urllib.parse import quote, urlsplit
 from corral import messages as msgs
 from corral import runspec
 from corral.client.future import FINISHED, PENDING, Finished, Future, FutureState
-from corral.client.interface import ClusterLike
+from corral.client.interface import ClientCore, ClusterLike
+from corral.client.tasks import addresses, task_message, task_options
 from corral.comm.addressing import normalize_address
 from corral.core import BatchedSend, Comm, ConnectionPool, connect
 from corral.credentials import resolve
@@ -50,7 +51,7 @@ T = TypeVar("T")
 _FETCH_ROUNDS = 20
 
 
-class AsyncClient:
+class AsyncClient(ClientCore):
     """Connects to a scheduler (or starts a ``LocalCluster`` when given no address)."""
 
     def __init__(
@@ -89,7 +90,7 @@ class AsyncClient:
         self._reader: asyncio.Task[None] | None = None
         self._closed = False
         self._callback_pool: Any = None
-        self._start_callbacks: dict[Hashable, Callable[[], None]] = {}  # see _submit_many
+        self._start_callbacks: dict[Hashable, Callable[[], None]] = {}  # see submit_many
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -177,24 +178,34 @@ class AsyncClient:
         assert self.scheduler_address is not None
         return self.pool(self.scheduler_address)
 
-    def _check_open(self) -> None:
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` has begun; its futures are cancelled then."""
+        return self._closed
+
+    @property
+    def runner(self) -> LoopRunner | None:
+        """The loop a synchronous client's blocking calls wait on; None if asynchronous."""
+        return self._runner
+
+    def check_open(self) -> None:
         if self._closed:
             raise ClientClosedError(f"this client ({self.id}) is closed")
 
-    def _blocking(
+    def blocking(
         self, coro: Coroutine[Any, Any, T], timeout: float | None, what: str = "the call"
     ) -> T:
         """Run ``coro`` to completion from a synchronous caller; after ``timeout`` seconds
         raise ``TimeoutError("<what> timed out after <timeout> s")``."""
         if self._runner is None or self._closed:
             coro.close()  # never started: no "never awaited" warning
-            self._check_open()  # closed: say so (its loop is gone)
+            self.check_open()  # closed: say so (its loop is gone)
             raise RuntimeError(
                 "this client is asynchronous: use `await future` / `await client.gather(...)`"
             )
         return self._runner.run(_with_timeout(coro, timeout, what))
 
-    def _in_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+    def in_loop(self, fn: Callable[..., Any], *args: Any) -> None:
         """Call ``fn(*args)`` on the client's loop, from any thread."""
         assert self.loop is not None
         if self._runner is None or self._runner.in_loop_thread():
@@ -204,7 +215,7 @@ class AsyncClient:
 
     # -- reference counting ----------------------------------------------------------
 
-    def _acquire(self, key: Hashable) -> FutureState:
+    def acquire_key(self, key: Hashable) -> FutureState:
         with self._lock:
             self._refcount[key] += 1
             state = self._states.get(key)
@@ -212,7 +223,7 @@ class AsyncClient:
                 state = self._states[key] = FutureState()
             return state
 
-    def _release(self, key: Hashable) -> None:
+    def release_key(self, key: Hashable) -> None:
         with self._lock:
             self._refcount[key] -= 1
             if self._refcount[key] > 0:
@@ -221,7 +232,7 @@ class AsyncClient:
             self._states.pop(key, None)
         if not self._closed and self.loop is not None and not self.loop.is_closed():
             with contextlib.suppress(RuntimeError):
-                self._in_loop(self._send, msgs.ClientReleasesKeys(stimulus_id=self._ids(),
+                self.in_loop(self._send, msgs.ClientReleasesKeys(stimulus_id=self._ids(),
                                                                   keys=(key,)))
 
     def _send(self, msg: msgs.FromClient) -> None:
@@ -250,8 +261,8 @@ class AsyncClient:
         replaced by their values on the worker."""
         if not callable(fn):
             raise TypeError(f"submit() needs a callable, got {type(fn).__name__}")
-        options = _task_options(workers, allow_other_workers, retries, priority, resources)
-        (future,) = self._submit_many(fn, [(args, kwargs)], [key], pure, options)
+        options = task_options(workers, allow_other_workers, retries, priority, resources)
+        (future,) = self.submit_many(fn, [(args, kwargs)], [key], pure, options)
         return future
 
     def map(
@@ -274,21 +285,21 @@ class AsyncClient:
         keys: list[Hashable | None] = list(key) if key is not None else [None] * len(calls)
         if len(keys) != len(calls):
             raise ValueError(f"map() got {len(keys)} keys for {len(calls)} calls")
-        options = _task_options(workers, allow_other_workers, retries, priority, resources)
-        return self._submit_many(fn, calls, keys, pure, options)
+        options = task_options(workers, allow_other_workers, retries, priority, resources)
+        return self.submit_many(fn, calls, keys, pure, options)
 
     def _refuse_foreign(self, futures: Iterable[Future]) -> None:
         """A future of another client names a key this client's scheduler session does not
         hold (and may be another cluster's): refuse it here, not in a worker later."""
         for future in futures:
             if future.client is not self:
-                closed = "closed " if future.client._closed else ""
+                closed = "closed " if future.client.closed else ""
                 raise ValueError(
                     f"future {future.key!r} belongs to another {closed}client "
                     f"({future.client.id}); pass futures only to the client that made them"
                 )
 
-    def _submit_many(
+    def submit_many(
         self,
         fn: Callable[..., Any],
         calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
@@ -299,7 +310,7 @@ class AsyncClient:
     ) -> list[Future]:
         """Futures for ``fn(*args, **kwargs)`` per call; ``on_start(future)`` is called on
         the loop when its task starts on a worker (never, if it finishes unstarted)."""
-        self._check_open()
+        self.check_open()
         function_bytes = runspec.pickle_function(fn)
         name = getattr(fn, "__name__", type(fn).__name__).replace("<lambda>", "lambda")
         prepared = []  # every call checked before any future is made or task sent
@@ -320,20 +331,20 @@ class AsyncClient:
             if known:  # an equal pure call already submitted: share its task
                 continue
             deps = list(dict.fromkeys(f.key for f in found))
-            tasks.append(_task(key, runspec.pack(function_bytes, args, kwargs), deps, name,
+            tasks.append(task_message(key, runspec.pack(function_bytes, args, kwargs), deps, name,
                                options))
         if on_start is not None:
-            self._in_loop(self._watch_starts, futures, on_start)  # before the graph leaves
+            self.in_loop(self._watch_starts, futures, on_start)  # before the graph leaves
         if tasks:
-            self._send_graph(tasks, [t.key for t in tasks], report_start=on_start is not None)
+            self.send_graph(tasks, [t.key for t in tasks], report_start=on_start is not None)
         return futures
 
-    def _send_graph(
+    def send_graph(
         self, tasks: list[msgs.TaskSpec], wanted: list[Hashable], report_start: bool = False
     ) -> None:
-        """Send tasks (made by ``_task``) to the scheduler, from any thread, in one message;
+        """Send tasks (made by ``task_message``) to the scheduler, from any thread, in one message;
         the client wants the results of ``wanted`` (and to hear when they start, if asked)."""
-        self._in_loop(self._send, msgs.UpdateGraph(
+        self.in_loop(self._send, msgs.UpdateGraph(
             stimulus_id=self._ids(), tasks=tuple(tasks), wanted=tuple(wanted),
             report_start=report_start))
 
@@ -346,7 +357,7 @@ class AsyncClient:
         """dask's scheduler interface: ``await client.get(dsk, keys)``; see ``dask_graph``.
 
         The graph is sent at once, in one message; awaiting returns the results."""
-        self._check_open()
+        self.check_open()
         from corral.client import dask_graph  # imports dask, an optional dependency
 
         return dask_graph.get(self, dsk, keys, **kwargs)
@@ -356,14 +367,14 @@ class AsyncClient:
 
         The futures turn cancelled when the scheduler's confirmation arrives.
         """
-        self._cancel(futures)
+        self.cancel_soon(futures)
 
-    def _cancel(self, futures: Iterable[Future], unstarted_only: bool = False) -> None:
+    def cancel_soon(self, futures: Iterable[Future], unstarted_only: bool = False) -> None:
         """``cancel`` from any thread, without waiting (``Future.cancel``, the sync client);
         ``unstarted_only`` spares tasks that have started (the workers decide)."""
-        self._check_open()
+        self.check_open()
         keys = list(dict.fromkeys(f.key for f in futures))
-        self._in_loop(self._send, msgs.CancelKeys(stimulus_id=self._ids(), keys=tuple(keys),
+        self.in_loop(self._send, msgs.CancelKeys(stimulus_id=self._ids(), keys=tuple(keys),
                                                   unstarted_only=unstarted_only))
 
     # -- reports from the scheduler -------------------------------------------------------
@@ -441,11 +452,11 @@ class AsyncClient:
     def _on_cancelled(self, state: FutureState, report: msgs.ReportCancelled) -> None:
         state.cancel(report.reason)
 
-    def _add_done_callback(self, future: Future, fn: Callable[[Future], Any]) -> None:
-        self._check_open()
-        self._in_loop(future._state.add_callback, partial(self._call_user_code, fn, future))
+    def add_done_callback(self, future: Future, fn: Callable[[Future], Any]) -> None:
+        self.check_open()
+        self.in_loop(future._state.add_callback, partial(self.call_user_code, fn, future))
 
-    def _call_user_code(self, fn: Callable[..., Any], *args: Any) -> None:
+    def call_user_code(self, fn: Callable[..., Any], *args: Any) -> None:
         """Call ``fn(*args)`` from the loop: at once for asynchronous clients, else on the
         callback thread (never on the loop of a sync client: user code may block on it)."""
         if self._runner is None:
@@ -461,18 +472,18 @@ class AsyncClient:
 
     async def gather(self, futures: Any, errors: str = "raise") -> Any:
         """Results of (nested lists/dicts/tuples of) futures, in the same structure."""
-        self._check_open()
+        self.check_open()
         if errors not in ("raise", "skip"):
             raise ValueError("errors must be 'raise' or 'skip'")
         found: list[Future] = []
         structure = runspec.replace_in(futures, _as_dependency, found)
         self._refuse_foreign(found)
         await Finished(found).wait_all()
-        self._check_open()  # closed meanwhile: its futures were cancelled, say why
-        data = await self._gather_keys([f.key for f in found], errors)
+        self.check_open()  # closed meanwhile: its futures were cancelled, say why
+        data = await self.gather_keys([f.key for f in found], errors)
         return _fill(structure, data)
 
-    async def _gather_keys(
+    async def gather_keys(
         self, keys: list[Hashable], errors: str = "raise"
     ) -> dict[Hashable, Any]:
         """Fetch values straight from the workers holding them, one request per worker.
@@ -541,7 +552,7 @@ class AsyncClient:
         self, data: Any, workers: str | Iterable[str] | None = None, broadcast: bool = False
     ) -> Any:
         """Put local data on workers; returns futures in the shape of ``data``."""
-        self._check_open()
+        self.check_open()
         if isinstance(data, dict):
             items = dict(data)
         elif isinstance(data, list | tuple | set | frozenset):
@@ -549,7 +560,7 @@ class AsyncClient:
         else:
             items = {f"{type(data).__name__}-{uuid.uuid4().hex}": data}
         nthreads = await self.scheduler.nthreads()
-        targets = sorted(nthreads) if workers is None else _addresses(workers)
+        targets = sorted(nthreads) if workers is None else addresses(workers)
         if not targets:
             raise CorralError("no workers to scatter to")
         placement: dict[str, dict[Hashable, Any]] = defaultdict(dict)
@@ -578,18 +589,18 @@ class AsyncClient:
 
     async def who_has(self, futures: Iterable[Future] | None = None) -> dict[Hashable, list[str]]:
         """``{key: [addresses of the workers holding it]}`` for these futures (or all)."""
-        self._check_open()
+        self.check_open()
         keys = None if futures is None else [f.key for f in futures]
         return await self.scheduler.who_has(keys=keys)
 
     async def nthreads(self) -> dict[str, int]:
         """``{worker address: number of threads}``."""
-        self._check_open()
+        self.check_open()
         return await self.scheduler.nthreads()
 
     async def scheduler_info(self) -> dict[str, Any]:
         """The scheduler's address and id, and each worker's details."""
-        self._check_open()
+        self.check_open()
         return await self.scheduler.scheduler_info()
 
     async def run(
@@ -597,9 +608,9 @@ class AsyncClient:
         **kwargs: Any,
     ) -> dict[str, Any]:
         """Call ``fn(*args, **kwargs)`` on every worker (or those given); ``{address: result}``."""
-        self._check_open()
+        self.check_open()
         msg = {"op": "run", "function": dumps_pickle(fn), "args": dumps_pickle((args, kwargs))}
-        targets = None if workers is None else _addresses(workers)
+        targets = None if workers is None else addresses(workers)
         replies = await self.scheduler.broadcast(msg=msg, workers=targets)
         results = {}
         for worker, reply in replies.items():
@@ -611,7 +622,7 @@ class AsyncClient:
 
     async def restart(self) -> None:
         """Cancel every future and have the cluster drop all tasks and data."""
-        self._check_open()
+        self.check_open()
         for state in list(self._states.values()):
             state.cancel("restarted")
         await self.scheduler.restart()
@@ -640,39 +651,6 @@ def _fill(structure: Any, data: dict[Hashable, Any]) -> Any:
             if type(v) is not runspec.Dependency or v.key in data
         }
     return structure
-
-
-def _addresses(workers: str | Iterable[str]) -> list[str]:
-    if isinstance(workers, str):
-        workers = [workers]
-    return [normalize_address(w) for w in workers]
-
-
-def _task_options(
-    workers: str | Iterable[str] | None,
-    allow_other_workers: bool,
-    retries: int,
-    priority: int,
-    resources: dict[str, float] | None,
-) -> dict[str, Any]:
-    if retries < 0:
-        raise ValueError("retries must be >= 0")
-    return {
-        "workers": None if workers is None else tuple(_addresses(workers)),
-        "allow_other_workers": bool(allow_other_workers),
-        "retries": int(retries),
-        "priority": int(priority),
-        "resources": resources,
-    }
-
-
-def _task(
-    key: Hashable, run_spec: Any, dependencies: list[Hashable], name: str,
-    options: dict[str, Any],
-) -> msgs.TaskSpec:
-    """One task of an update-graph message; ``options`` from ``_task_options``."""
-    return msgs.TaskSpec(key=key, run_spec=run_spec, dependencies=tuple(dependencies),
-                         name=name, **options)
 
 
 def _load_exception(blob: bytes | None, text: str, traceback_text: str) -> BaseException:

@@ -20,11 +20,11 @@ from dask.core import flatten
 from dask.utils import key_split
 
 from corral import runspec
-from corral.client.client import _task, _task_options
 from corral.client.future import Future
+from corral.client.tasks import task_message, task_options
 
 if TYPE_CHECKING:
-    from corral.client.client import AsyncClient
+    from corral.client.interface import ClientCore
 
 K = TypeVar("K", bound=Hashable)
 
@@ -37,7 +37,7 @@ _RUN_NODE = runspec.pickle_function(_run_node)  # pickled once for every task
 
 
 def get(
-    client: AsyncClient,
+    client: ClientCore,
     dsk: Any,
     keys: Any,
     *,
@@ -54,18 +54,18 @@ def get(
     as tuples, as dask's own schedulers return them. Keyword arguments meant for
     other schedulers (e.g. ``num_workers``) are ignored, as dask.distributed does.
     """
-    options = _task_options(workers, allow_other_workers, retries, priority, resources)
+    options = task_options(workers, allow_other_workers, retries, priority, resources)
     graph = convert_legacy_graph(dsk if isinstance(dsk, Mapping) else dsk.__dask_graph__())
     wanted = list(dict.fromkeys(flatten([keys])))
     for key in wanted:
         if key not in graph:
             raise KeyError(key)
     tasks = [
-        _task(key, _run_spec(node), list(node.dependencies), key_split(key), options)
+        task_message(key, _run_spec(node), list(node.dependencies), key_split(key), options)
         for key, node in _inputs_first(cull(graph, wanted))
     ]
     futures = {key: Future(key, client) for key in wanted}  # before the reports can arrive
-    client._send_graph(tasks, wanted)
+    client.send_graph(tasks, wanted)
     return _results(client, _shaped(keys, futures), futures)
 
 
@@ -90,7 +90,7 @@ def _shaped(keys: Any, futures: dict[Hashable, Future]) -> Any:
     return futures[keys]
 
 
-async def _results(client: AsyncClient, shaped: Any, futures: dict[Hashable, Future]) -> Any:
+async def _results(client: ClientCore, shaped: Any, futures: dict[Hashable, Future]) -> Any:
     try:
         return await client.gather(shaped)
     finally:  # intermediate results were never wanted; the outputs are not needed either now

@@ -31,14 +31,15 @@ from collections.abc import Callable, Hashable, Iterable, Iterator
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from corral.client.client import AsyncClient, _task_options
+from corral.client.client import AsyncClient
 from corral.client.future import FINISHED, Future
 from corral.client.sync import Client
+from corral.client.tasks import task_options
 
 if TYPE_CHECKING:
     from corral.deploy import Cluster, LocalCluster
 
-_OPTIONS = _task_options(None, False, 0, 0, None)  # every call: default placement
+_OPTIONS = task_options(None, False, 0, 0, None)  # every call: default placement
 
 class Executor(cf.Executor):
     """A ``concurrent.futures.Executor`` that runs calls on a corral cluster.
@@ -137,7 +138,7 @@ class Executor(cf.Executor):
             calls = [self._calls[t.key] for t in twins if t.key in self._calls and not t.running()]
         if not calls:
             return
-        self._client._core._cancel([future for future, _ in calls], unstarted_only=True)
+        self._client.core.cancel_soon([future for future, _ in calls], unstarted_only=True)
         undecided = [twin for _, twin in calls]
         with self._decided:
             self._decided.wait_for(lambda: all(t.running() or t.done() for t in undecided))
@@ -156,11 +157,11 @@ class Executor(cf.Executor):
         The arguments go to the client as data, never as keywords of ``Client.submit``:
         ``fn`` receives every keyword, even ``key``, ``pure`` or ``self``.
         """
-        core = self._client._core
+        core = self._client.core
         with self._lock:  # a shutdown sees every call submitted before it
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            futures = core._submit_many(
+            futures = core.submit_many(
                 fn, calls, [None] * len(calls), False, _OPTIONS, on_start=self._started
             )
             pairs = [(future, _Call(future.key)) for future in futures]
@@ -173,7 +174,7 @@ class Executor(cf.Executor):
                         if future.key in self._early_starts:
                             self._early_starts.discard(future.key)
                             twin.start()
-        core._in_loop(self._watch, pairs)  # one wake-up of the loop for all
+        core.in_loop(self._watch, pairs)  # one wake-up of the loop for all
         return [twin for _, twin in pairs]
 
     def _started(self, future: Future) -> None:
@@ -221,19 +222,19 @@ class Executor(cf.Executor):
             self._fetcher = asyncio.ensure_future(self._fetch_arrivals())
 
     async def _fetch_arrivals(self) -> None:
-        core = self._client._core
+        core = self._client.core
         while self._arrivals:
             batch, self._arrivals = self._arrivals, []
             keys = [f.key for f, twin in batch if f.status == FINISHED and not twin.done()]
             try:
-                values = await core._gather_keys(keys) if keys else {}
+                values = await core.gather_keys(keys) if keys else {}
             except Exception:  # e.g. data lost meanwhile: each twin then waits on its own
                 values = {}
             # The loop's handle that resumed us holds the fetch's own copies of the results
             # until this step ends: end it, so that only ``values`` (emptied as the twins
             # are settled) holds them and a result the caller drops is freed.
             await asyncio.sleep(0)
-            core._call_user_code(self._settle_batch, batch, values)
+            core.call_user_code(self._settle_batch, batch, values)
             del batch, values
 
     def _settle_batch(self, batch: list[tuple[Future, _Call]], values: dict[Any, Any]) -> None:

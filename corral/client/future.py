@@ -14,7 +14,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from corral.client.client import AsyncClient
+    from corral.client.interface import ClientCore
 
 PENDING, FINISHED, ERROR, CANCELLED = "pending", "finished", "error", "cancelled"
 
@@ -94,10 +94,10 @@ class Future:
 
     __slots__ = ("__weakref__", "_released", "_state", "client", "key")
 
-    def __init__(self, key: Hashable, client: AsyncClient) -> None:
+    def __init__(self, key: Hashable, client: ClientCore) -> None:
         self.key = key
         self.client = client
-        self._state = client._acquire(key)
+        self._state = client.acquire_key(key)
         self._released = False
 
     @property
@@ -113,15 +113,15 @@ class Future:
     async def _wait(self) -> None:
         """Wait until done; a client closed before or meanwhile raises ``ClientClosedError``
         (closing cancels its futures: that is not the task's outcome)."""
-        self.client._check_open()
+        self.client.check_open()
         await self._state.wait()
-        self.client._check_open()
+        self.client.check_open()
 
     async def _result_async(self) -> Any:
         await self._wait()
         if self._state.status != FINISHED:
             raise self._state.exception  # type: ignore[misc]
-        return (await self.client._gather_keys([self.key]))[self.key]
+        return (await self.client.gather_keys([self.key]))[self.key]
 
     async def _exception_async(self) -> BaseException | None:
         await self._wait()
@@ -132,15 +132,15 @@ class Future:
 
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the task and return its value, or raise its exception."""
-        return self.client._blocking(self._result_async(), timeout, self._waiting_for)
+        return self.client.blocking(self._result_async(), timeout, self._waiting_for)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """Wait for the task; its exception, or None if it succeeded."""
-        return self.client._blocking(self._exception_async(), timeout, self._waiting_for)
+        return self.client.blocking(self._exception_async(), timeout, self._waiting_for)
 
     def traceback(self, timeout: float | None = None) -> str | None:
         """The remote traceback of a failed task, as text (traceback objects cannot travel)."""
-        self.client._blocking(self._wait(), timeout, self._waiting_for)
+        self.client.blocking(self._wait(), timeout, self._waiting_for)
         return self._state.traceback_text or None
 
     @property
@@ -148,16 +148,16 @@ class Future:
         return f"waiting for key {self.key!r}"
 
     def cancel(self) -> None:
-        self.client._cancel([self])
+        self.client.cancel_soon([self])
 
     def add_done_callback(self, fn: Callable[[Future], Any]) -> None:
         """Call ``fn(future)`` once the future is done (at once if it already is)."""
-        self.client._add_done_callback(self, fn)
+        self.client.add_done_callback(self, fn)
 
     def release(self) -> None:
         if not self._released:
             self._released = True
-            self.client._release(self.key)
+            self.client.release_key(self.key)
 
     def __del__(self) -> None:
         try:

@@ -1,16 +1,24 @@
 """What the client's modules need of each other and of a cluster, named as interfaces.
 
-``future``, ``waiting``, ``progress``, ``executor`` and ``dask_graph`` depend on these
-protocols, never on ``AsyncClient`` itself, so imports point one way: ``client`` →
-``future`` → ``interface``.
+``future``, ``waiting``, ``progress``, ``executor`` and ``dask_graph`` use the client
+that owns their futures through ``ClientCore``, never through ``AsyncClient``'s own
+attributes, so imports point one way: ``client`` imports them, they import this.
+``AsyncClient`` implements ``ClientCore``; its methods are public to this package and
+left out of the documented API.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Coroutine, Hashable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
+    from corral.client.future import Future, FutureState
+    from corral.messages import TaskSpec
     from corral.security import Security
+    from corral.utils import LoopRunner
+
+T = TypeVar("T")
 
 
 class ClusterLike(Protocol):
@@ -21,3 +29,68 @@ class ClusterLike(Protocol):
 
     @property
     def security(self) -> Security | None: ...
+
+
+class ClientCore(Protocol):
+    """The client that owns futures, as futures, ``wait``, ``progress``, ``Executor`` and
+    dask's ``get`` use it. Every method may be called from any thread unless it says so."""
+
+    id: str  # names the client in errors and to the scheduler
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` has begun; its futures are cancelled then."""
+
+    @property
+    def runner(self) -> LoopRunner | None:
+        """The loop a synchronous client's blocking calls wait on; None if asynchronous."""
+
+    def check_open(self) -> None:
+        """Raise ``ClientClosedError`` if the client is closed."""
+
+    def blocking(
+        self, coro: Coroutine[Any, Any, T], timeout: float | None, what: str = "the call"
+    ) -> T:
+        """Run ``coro`` on the loop of a synchronous client and wait for its result."""
+
+    def in_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Call ``fn(*args)`` on the client's loop."""
+
+    def acquire_key(self, key: Hashable) -> FutureState:
+        """One more future for ``key``: the state all of them share."""
+
+    def release_key(self, key: Hashable) -> None:
+        """One future fewer for ``key``; with none left, the scheduler may free it."""
+
+    def submit_many(
+        self,
+        fn: Callable[..., Any],
+        calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
+        keys: list[Hashable | None],
+        pure: bool,
+        options: dict[str, Any],
+        on_start: Callable[[Future], None] | None = None,
+    ) -> list[Future]:
+        """A future per call of ``fn``, sent in one message."""
+
+    def send_graph(
+        self, tasks: list[TaskSpec], wanted: list[Hashable], report_start: bool = False
+    ) -> None:
+        """Send tasks (``corral.client.tasks.task_message``) in one message."""
+
+    def cancel_soon(self, futures: Iterable[Future], unstarted_only: bool = False) -> None:
+        """Ask the scheduler to cancel these futures' tasks, without waiting."""
+
+    def add_done_callback(self, future: Future, fn: Callable[[Future], Any]) -> None:
+        """Call ``fn(future)`` (user code) once ``future`` is done."""
+
+    def call_user_code(self, fn: Callable[..., Any], *args: Any) -> None:
+        """From the loop: call ``fn(*args)`` where user code may block."""
+
+    async def gather_keys(
+        self, keys: list[Hashable], errors: str = "raise"
+    ) -> dict[Hashable, Any]:
+        """On the loop: the values of finished keys, from the workers holding them."""
+
+    async def gather(self, futures: Any, errors: str = "raise") -> Any:
+        """On the loop: the results of (nested structures of) futures."""

@@ -32,10 +32,10 @@ def progress(futures: Iterable[Future] | Future, *, desc: str = "tasks", **tqdm_
     futures = [futures] if isinstance(futures, Future) else list(futures)
     if not futures:
         raise ValueError("progress() needs at least one future")
-    futures[0].client._check_open()
+    futures[0].client.check_open()
     bar = _Bar(total=len(futures), desc=desc, unit="task", **tqdm_options)
     coro = _track(futures, bar)
-    runner = futures[0].client._runner
+    runner = futures[0].client.runner
     return coro if runner is None else runner.run(coro)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from corral.client.client import AsyncClient
 from corral.client.future import Future
-from corral.client.interface import ClusterLike
+from corral.client.interface import ClientCore, ClusterLike
 from corral.security import Security
 from corral.utils import LoopRunner, close_at_exit
 
@@ -63,8 +63,13 @@ class Client:
     # contains "Client", has a ``get``, and is not asynchronous.
     asynchronous = False
 
+    @property
+    def core(self) -> ClientCore:
+        """The asynchronous client this one runs, as corral's own modules use it."""
+        return self._core
+
     def _run(self, coro: Any, timeout: float | None = None, what: str = "the call") -> Any:
-        return self._core._blocking(coro, timeout, what)
+        return self._core.blocking(coro, timeout, what)
 
     # -- the API -------------------------------------------------------------------------
 
@@ -117,7 +122,7 @@ class Client:
 
     def cancel(self, futures: Iterable[Future]) -> None:
         """Cancel these futures; tasks nobody else wants stop or never start."""
-        self._core._cancel(futures)
+        self._core.cancel_soon(futures)
 
     def who_has(self, futures: Iterable[Future] | None = None) -> dict[Hashable, list[str]]:
         """``{key: [addresses of the workers holding it]}`` for these futures (or all)."""
@@ -148,7 +153,7 @@ class Client:
             return
         atexit.unregister(self._exit_hook)
         try:
-            if not self._core._closed:
+            if not self._core.closed:
                 self._run(self._core.close(), timeout=30)
         finally:
             self._runner.stop()

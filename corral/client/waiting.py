@@ -53,11 +53,11 @@ def wait(
     if not futures:
         return DoneAndNotDone(set(), set())
     client = futures[0].client
-    client._check_open()
+    client.check_open()
     coro = _wait_async(futures, timeout, return_when)
-    if client._runner is None:
+    if client.runner is None:
         return coro
-    return client._blocking(coro, None)
+    return client.blocking(coro, None)
 
 
 class as_completed:

@@ -27,7 +27,8 @@ from corral.dashboard.metrics import registry_for
 from corral.refusals import RefusalLog
 
 if TYPE_CHECKING:
-    from corral.scheduler import Scheduler
+    from corral.scheduler.view import SchedulerView
+    from corral.security import Security
 
 logger = logging.getLogger("corral.dashboard")
 
@@ -50,7 +51,7 @@ def parse_address(address: str, default_host: str) -> tuple[str, int]:
 
 
 class Dashboard:
-    def __init__(self, scheduler: Scheduler, address: str = ":8787", *,
+    def __init__(self, scheduler: SchedulerView, address: str = ":8787", *,
                  interval: float = 0.5, allowed_hosts: tuple[str, ...] = (),
                  session_lifetime: float | None = None) -> None:
         self.scheduler = scheduler
@@ -69,7 +70,7 @@ class Dashboard:
         self.refusals = RefusalLog(logger, "dashboard requests")
 
     @property
-    def security(self) -> Any:
+    def security(self) -> Security | None:
         return self.scheduler.security
 
     # -- lifecycle -------------------------------------------------------------------

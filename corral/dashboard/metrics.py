@@ -20,11 +20,11 @@ from prometheus_client.core import (
 from corral.dashboard.snapshot import counts_by_state, number
 
 if TYPE_CHECKING:
-    from corral.scheduler import Scheduler
+    from corral.scheduler.view import SchedulerView
 
 
 class SchedulerCollector:
-    def __init__(self, scheduler: Scheduler) -> None:
+    def __init__(self, scheduler: SchedulerView) -> None:
         self.scheduler = scheduler
 
     def collect(self) -> Iterator[Metric]:
@@ -82,7 +82,7 @@ def _bound(value: float) -> str:
     return "+Inf" if value == float("inf") else repr(value)
 
 
-def registry_for(scheduler: Scheduler) -> CollectorRegistry:
+def registry_for(scheduler: SchedulerView) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SchedulerCollector(scheduler))
     return registry

@@ -8,7 +8,7 @@ modest rate (or per human request), never per task.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
 from corral.scheduler.records import TS, TaskState
@@ -41,7 +41,7 @@ def summary(state: SchedulerState, timeline: Timeline) -> dict[str, Any]:
 
 
 def workers(
-    state: SchedulerState, worker_info: dict[str, dict[str, Any]], now: float
+    state: SchedulerState, worker_info: Mapping[str, Mapping[str, Any]], now: float
 ) -> list[dict[str, Any]]:
     """One row per worker: what the state machine knows plus its last heartbeat."""
     rows = []
@@ -125,7 +125,8 @@ def task_detail(state: SchedulerState, key: str) -> dict[str, Any] | None:
         suspicious=ts.suspicious,
         exception=ts.error[2] if ts.error else None,
         traceback=ts.error[3] if ts.error else None,
-        story=[[old, new, stimulus] for _, old, new, stimulus in state.story(ts.key)][-50:],
+        story=[[old, new, step.stimulus_id] for step in state.story(ts.key)
+               for old, new in step.transitions][-50:],
     )
     return detail
 

@@ -12,14 +12,18 @@ import asyncio
 import atexit
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from corral.credentials import forget, remember
+from corral.deploy.dashboard import attach_dashboard
 from corral.deploy.process import WorkerProcess, child_environment, worker_command
 from corral.scheduler import Scheduler
 from corral.security import Security, scheme_for
 from corral.utils import LoopRunner, close_at_exit
 from corral.worker import Worker
+
+if TYPE_CHECKING:
+    from corral.dashboard.app import Dashboard
 
 STARTUP_TIMEOUT = 60.0
 
@@ -53,8 +57,11 @@ class LocalCluster:
         # Authenticated by default: a fresh token the user never has to see or pass on.
         self.security = Security.generate() if security is None else security
         self.host = host
-        self.scheduler = Scheduler(security=self.security, dashboard_address=dashboard_address,
-                                   **scheduler_options)
+        # The dashboard ("host:port", ":port"; None: none) is attached once listening.
+        self.dashboard_address = dashboard_address
+        self._dashboard_allowed_hosts = tuple(scheduler_options.pop("dashboard_allowed_hosts", ()))
+        self.dashboard: Dashboard | None = None
+        self.scheduler = Scheduler(security=self.security, **scheduler_options)
         self._scheduler_port = scheduler_port
         self.workers: dict[str, WorkerProcess | Worker] = {}
         self._names = iter(range(1_000_000))
@@ -85,6 +92,9 @@ class LocalCluster:
         self._started = True
         scheme = scheme_for(self.security)
         await self.scheduler.listen(f"{scheme}://{self.host}:{self._scheduler_port}")
+        if self.dashboard_address is not None:
+            self.dashboard = await attach_dashboard(self.scheduler, self.dashboard_address,
+                                                    allowed_hosts=self._dashboard_allowed_hosts)
         remember(self.scheduler_address, self.security)
         try:
             await self._scale(self.n_workers)

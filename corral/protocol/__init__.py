@@ -6,7 +6,7 @@ from corral.protocol.handshake import (
     client_handshake,
     server_handshake,
 )
-from corral.protocol.serialize import MessageCodec, dumps_pickle
+from corral.protocol.serialize import MessageCodec, dumps_pickle, loads_pickle
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -14,5 +14,6 @@ __all__ = [
     "MessageCodec",
     "client_handshake",
     "dumps_pickle",
+    "loads_pickle",
     "server_handshake",
 ]

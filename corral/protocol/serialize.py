@@ -27,6 +27,7 @@ is copied, a large one is used in place.
 from __future__ import annotations
 
 import pickle
+import threading
 from typing import Any
 
 import cloudpickle
@@ -47,6 +48,21 @@ DEFAULT_MAX_FRAME_BYTES = FrameLimits().max_frame_bytes  # larger buffers are sp
 
 INLINE_BYTES_LIMIT = 64 * 1024  # larger binary values become frames of their own
 _BYTES_KINDS: dict[type[Any], int] = {bytes: 0, bytearray: 1, memoryview: 2}
+
+
+# Unpickling imports the modules that objects name. When two threads import a package
+# and one of its submodules at the same time, in different orders (a task thread
+# unpickling a function whose module imports numpy, the loop thread unpickling an array,
+# which imports ``numpy._core.multiarray`` first), CPython breaks the would-be deadlock
+# by handing one of them the partially initialized module: "cannot import name ... from
+# partially initialized module", in fresh workers. So unpickling is one thread at a time.
+_UNPICKLING = threading.RLock()
+
+
+def loads_pickle(data: Any, buffers: Any = ()) -> Any:
+    """``pickle.loads``, one thread at a time per process (see ``_UNPICKLING``)."""
+    with _UNPICKLING:
+        return pickle.loads(data, buffers=buffers)
 
 
 def dumps_pickle(obj: Any, buffer_callback: Any = None) -> bytes:
@@ -311,7 +327,7 @@ class _Decoder:
                 raise DeserializationError("refusing to unpickle data from an unauthenticated peer")
             payload_ref, *buffer_refs = self.unpack(data)
             buffers = [_writable(self.buffer(ref)) for ref in buffer_refs]
-            return pickle.loads(self.buffer(payload_ref), buffers=buffers)
+            return loads_pickle(self.buffer(payload_ref), buffers=buffers)
         raise DeserializationError(f"unknown msgpack extension type {code}")
 
 

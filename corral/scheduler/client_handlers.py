@@ -1,4 +1,5 @@
-"""How the scheduler handles what clients say: graphs, wants, cancellations, scatters.
+"""How the scheduler handles what clients say: graphs, wants, cancellations, scatters;
+and clients coming, going, and coming back within their grace.
 
 Each ``def <stimulus>(state, s)`` here is the handler ``SchedulerState.handle`` finds
 for that stimulus type in ``corral.scheduler.dispatch``; the operations it calls on
@@ -42,9 +43,9 @@ def update_graph(state: SchedulerState, s: ev.UpdateGraph) -> None:
                 continue
             ts.dependencies = added(ts.dependencies, dts)
             dts.dependents = added(dts.dependents, ts)
-    state._generation += 1
+    state.generation += 1
     for order, ts in enumerate(depth_first(fresh)):
-        ts.priority = (ts.priority[0], state._generation, order)
+        ts.priority = (ts.priority[0], state.generation, order)
     for ts, dep_key in missing.items():
         error = KeyError(f"dependency {dep_key!r} of {ts.key!r} is not known to the scheduler")
         state.err(ts, pickle.dumps(error), b"", f"KeyError: {error}", "")
@@ -108,8 +109,24 @@ def _may_cancel_now(state: SchedulerState, key: Key, client: str) -> bool:
 
 
 def remove_client(state: SchedulerState, s: ev.RemoveClient) -> None:
-    keys = [ts.key for ts in state.client_keys.pop(s.client, ())]
-    state.unwant(s.client, keys)
+    drop_client(state, s.client, "closed")
+
+
+def drop_client(state: SchedulerState, client: str, reason: str) -> None:
+    """Release every key ``client`` holds and forget it."""
+    state.liveness.client_connected(client)  # gone for good: no deadline left pending
+    keys = [ts.key for ts in state.client_keys.pop(client, ())]
+    state.unwant(client, keys)
+    state.emit(ev.DropClient, client=client, reason=reason)
+
+
+def client_connected(state: SchedulerState, s: ev.ClientConnected) -> None:
+    state.liveness.client_connected(s.client)
+
+
+def client_disconnected(state: SchedulerState, s: ev.ClientDisconnected) -> None:
+    """Without a goodbye: keep its keys for ``client_grace``, in case it comes back."""
+    state.liveness.client_disconnected(s.client, s.now)
 
 
 def scatter_data(state: SchedulerState, s: ev.ScatterData) -> None:

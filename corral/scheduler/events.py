@@ -42,12 +42,14 @@ from corral.messages import SchedulerAction as Action
 from corral.messages import SchedulerStimulus as Stimulus
 
 __all__ = [
-    "Action", "AddKeys", "AddWorker", "Amount", "CancelKeys", "ClientDesiresKeys",
-    "ClientMissingData", "ClientReleasesKeys", "ComputeTask", "Count", "FreeKeys", "Key",
-    "MissingData", "Notice", "ReleaseWorkerData", "RemoveClient", "RemoveWorker",
-    "ReportCancelled", "ReportKeyInMemory", "ReportTaskErred", "ReportTaskStarted",
-    "ScatterData", "StealRequest", "StealResponse", "Stimulus", "TaskErred", "TaskFinished",
-    "TaskSpec", "TaskStarted", "Tick", "UpdateGraph",
+    "SERVER_ACTIONS", "Action", "AddKeys", "AddWorker", "Amount", "CancelKeys",
+    "ClientConnected", "ClientDesiresKeys", "ClientDisconnected", "ClientMissingData",
+    "ClientReleasesKeys", "ComputeTask", "Count", "DropClient", "DropWorker", "FreeKeys",
+    "Key", "MissingData", "Notice", "RecordTaskRun", "ReleaseWorkerData", "RemoveClient",
+    "RemoveWorker", "ReportCancelled", "ReportKeyInMemory", "ReportTaskErred",
+    "ReportTaskStarted", "ScatterData", "StealRequest", "StealResponse", "Stimulus",
+    "TaskErred", "TaskFinished", "TaskSpec", "TaskStarted", "Tick", "UpdateGraph",
+    "WorkerHeartbeat",
 ]
 
 
@@ -86,8 +88,34 @@ class ScatterData(Stimulus):
 
 @dataclass(frozen=True, slots=True)
 class Tick(Stimulus):
-    """Periodic: time passes (balancing, timeouts)."""
+    """Periodic: time passes. Silent workers and clients gone past their grace are
+    removed, and idle workers steal."""
 
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerHeartbeat(Stimulus):
+    """``worker`` was heard from at ``now``: it is alive for another ``worker_ttl``."""
+
+    worker: str
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConnected(Stimulus):
+    """``client`` (re)connected at ``now``: if it had dropped off, its keys are kept."""
+
+    client: str
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class ClientDisconnected(Stimulus):
+    """``client``'s connection dropped at ``now`` without a goodbye: its keys are
+    released at ``now + client_grace`` unless it reconnects first."""
+
+    client: str
     now: float
 
 
@@ -101,3 +129,39 @@ class Notice(Action):
     event: str  # "task-erred" or "key-lost"
     key: Key
     detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordTaskRun(Action):
+    """``worker`` ran ``key`` (function ``name``) from ``start`` to ``stop``, by its
+    clock: one bar of the task stream, whatever became of the result."""
+
+    worker: str
+    key: Key
+    name: str
+    start: float
+    stop: float
+    nbytes: int = 0
+    erred: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DropWorker(Action):
+    """``worker`` is removed (gone silent, disconnected, or replaced): close its stream
+    and tell its peers. Its tasks have already been rescheduled."""
+
+    worker: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DropClient(Action):
+    """``client`` is removed and its keys released (it said goodbye, or its grace ran
+    out)."""
+
+    client: str
+    reason: str = ""
+
+
+# What the scheduler server carries out itself (logs, the task stream, its streams).
+SERVER_ACTIONS: tuple[type[Action], ...] = (Notice, RecordTaskRun, DropWorker, DropClient)

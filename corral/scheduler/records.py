@@ -69,6 +69,9 @@ class WorkerState:
     occupancy: float = 0.0
     resources: dict[str, float] = field(default_factory=dict)  # totals, e.g. {"GPU": 2}
 
+    def __hash__(self) -> int:  # by address, not identity: see TaskState.__hash__
+        return hash(self.address)
+
     def load(self) -> float:
         return self.occupancy / self.nthreads
 
@@ -100,3 +103,10 @@ class TaskState:
     suspicious: int = 0  # workers that died running it (see SchedulerState._on_RemoveWorker)
     finished_once: bool = False  # ran to completion somewhere: never a suspect again
     error: tuple[bytes, bytes, str, str] | None = None  # exception, traceback, texts
+
+    # Hashed by key, not identity (equality stays identity): a set of tasks then iterates
+    # in an order fixed by the keys and the history of the set, not by where objects
+    # landed in memory, so a replay into fresh objects makes the same actions in the same
+    # order (across processes too, with the same PYTHONHASHSEED).
+    def __hash__(self) -> int:
+        return hash(self.key)

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
-import sys
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from corral import messages as msgs
 from corral.basic_types import Count
@@ -31,6 +29,15 @@ from corral.scheduler.wire import client_message, scatter_stimuli, worker_messag
 from corral.security import Security
 
 logger = logging.getLogger("corral.scheduler")
+
+
+class Service(Protocol):
+    """Something served beside a scheduler (the dashboard) and closed with it."""
+
+    @property
+    def port(self) -> int: ...
+
+    async def close(self) -> None: ...
 
 
 class Scheduler:
@@ -50,19 +57,23 @@ class Scheduler:
         **state_options: Any,
     ) -> None:
         self.security = security
-        # Where to serve the web dashboard and /metrics ("host:port", ":port"); None: nowhere.
-        self.dashboard_address = dashboard_address
-        # Extra Host-header names the dashboard answers to (e.g. behind a reverse proxy).
-        self.dashboard_allowed_hosts = tuple(dashboard_allowed_hosts)
-        self.dashboard: Any = None  # a corral.dashboard.Dashboard once listening
+        # A convenience for code that builds a Scheduler itself (corral.deploy.dashboard
+        # does the work): serve the dashboard there once listening; None: nowhere.
+        self._dashboard_options = (
+            None if dashboard_address is None else (dashboard_address, dashboard_allowed_hosts)
+        )
+        # Served beside the scheduler (the dashboard), by name: closed with it, and each
+        # one's port told to clients under its name.
+        self.services: dict[str, Service] = {}
         self.timeline = Timeline()
         # A worker silent for this long is dead, whether or not its connection closed.
         self.worker_ttl = worker_ttl
         # A client whose connection drops keeps its keys this long, to reconnect.
         self.client_grace = client_grace
-        self._client_expiry: dict[str, asyncio.TimerHandle] = {}
         self._closing_clients: set[str] = set()
-        self.state = SchedulerState(**state_options)
+        # Both are decided by the state machine, from the times stamped on stimuli here.
+        self.state = SchedulerState(worker_ttl=worker_ttl, client_grace=client_grace,
+                                    **state_options)
         self.tick_interval = tick_interval
         self.batch_interval = batch_interval
         self.server = Server(
@@ -87,7 +98,9 @@ class Scheduler:
         self.pool = ConnectionPool(security=security, name=name)
         self._ticker: asyncio.Task[None] | None = None
         self.id = f"scheduler-{uuid.uuid4().hex[:8]}"
-        self._ids = msgs.StimulusIds(self.id)  # for messages of older peers, sent without one
+        # Ids of the stimuli the scheduler makes itself, and of older peers' messages sent
+        # without one.
+        self._ids = msgs.StimulusIds(self.id)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -95,16 +108,19 @@ class Scheduler:
         await self.server.listen(address)
         if self._ticker is None:
             self._ticker = asyncio.ensure_future(self._tick_forever())
-        if self.dashboard_address is not None and self.dashboard is None:
-            if "corral.dashboard" not in sys.modules:
-                # aiohttp is imported only when serving, and in a thread: it takes ~0.3 s
-                await asyncio.to_thread(importlib.import_module, "corral.dashboard")
-            from corral.dashboard import Dashboard
+        if self._dashboard_options is not None and "dashboard" not in self.services:
+            from corral.deploy.dashboard import attach_dashboard  # the deploy layer's job
 
-            self.dashboard = Dashboard(self, self.dashboard_address,
-                                       allowed_hosts=self.dashboard_allowed_hosts)
-            await self.dashboard.start()
+            address, allowed_hosts = self._dashboard_options
+            await attach_dashboard(self, address, allowed_hosts=allowed_hosts)
         logger.info("scheduler at %s", self.address)
+
+    def attach(self, name: str, service: Service) -> None:
+        """Keep ``service`` (started) beside this scheduler until it closes; clients that
+        register are told its port under ``name``."""
+        if name in self.services:
+            raise ValueError(f"a service named {name!r} is already attached")
+        self.services[name] = service
 
     @property
     def address(self) -> str:
@@ -113,10 +129,8 @@ class Scheduler:
     async def close(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
-        if self.dashboard is not None:
-            await self.dashboard.close()
-        for expiry in self._client_expiry.values():
-            expiry.cancel()
+        for service in self.services.values():
+            await service.close()
         for stream in list(self.worker_streams.values()) + list(self.client_streams.values()):
             stream.abort()
         await self.server.close()
@@ -151,6 +165,17 @@ class Scheduler:
             self._to_client(action)
         elif isinstance(action, ev.Notice):
             logger.warning("%s %r: %s", action.event, action.key, action.detail)
+        elif isinstance(action, ev.RecordTaskRun):
+            if action.erred:
+                self.timeline.task_erred(action.key, action.name, action.worker, action.start,
+                                         action.stop)
+            else:
+                self.timeline.task_finished(action.key, action.name, action.worker,
+                                            action.start, action.stop, action.nbytes)
+        elif isinstance(action, ev.DropWorker):
+            self._drop_worker(action.worker, action.reason, action.stimulus_id)
+        elif isinstance(action, ev.DropClient):
+            logger.info("client %s removed: %s", action.client, action.reason)
         else:  # pragma: no cover - a new kind of action the server does not know yet
             raise TypeError(f"unknown action {action!r}")
 
@@ -169,11 +194,7 @@ class Scheduler:
     async def _tick_forever(self) -> None:
         while True:
             await asyncio.sleep(self.tick_interval)
-            now = time.time()
-            for address, info in list(self.worker_info.items()):
-                if now - info["last_seen"] > self.worker_ttl:
-                    self._remove_worker(address, f"no heartbeat for {self.worker_ttl} s")
-            self.handle(ev.Tick(stimulus_id=f"tick-{now}", now=now))
+            self.handle(ev.Tick(stimulus_id=self._ids(), now=time.time()))
 
     # -- streams -----------------------------------------------------------------------
 
@@ -192,7 +213,7 @@ class Scheduler:
         # Every field is checked (here, and as an AddWorker) before anything is recorded:
         # a refused registration leaves no trace.
         added = build(ev.AddWorker, {
-            "stimulus_id": f"register-worker-{address}-{time.time()}", "address": address,
+            "stimulus_id": self._ids(), "address": address,
             "nthreads": nthreads, "memory_limit": memory_limit, "resources": resources or {},
             "name": name, "now": time.time()})
         if address in self.worker_streams:  # the same worker again, e.g. after a reconnect
@@ -213,21 +234,10 @@ class Scheduler:
 
     def _from_worker(self, address: str, msg: dict[str, Any]) -> None:
         info = self.worker_info[address]
-        info["last_seen"] = time.time()
+        info["last_seen"] = time.time()  # for display: liveness is the state machine's
         stimulus = worker_message(address, msg, self._ids)
-        if not isinstance(stimulus, ev.TaskFinished | ev.TaskErred):
-            if stimulus is not None:
-                self._serve(stimulus)
-            return
-        ts = self.state.tasks.get(stimulus.key)
-        self.handle(stimulus)
-        if ts is None:
-            return
-        if isinstance(stimulus, ev.TaskFinished):
-            self.timeline.task_finished(ts.key, ts.name, address, stimulus.start,
-                                        stimulus.stop, stimulus.nbytes)
-        elif isinstance(stimulus, ev.TaskErred):
-            self.timeline.task_erred(ts.key, ts.name, address, stimulus.start, stimulus.stop)
+        if stimulus is not None:
+            self._serve(stimulus)  # the task stream hears of results from RecordTaskRun
 
     def _serve(self, message: msgs.FromWorker | msgs.FromClient) -> None:
         """A message off a stream: the server's own business (``OWN_MESSAGES``), or else
@@ -245,14 +255,22 @@ class Scheduler:
         self._to_worker(msgs.HeartbeatAck(stimulus_id=msg.stimulus_id, worker=msg.worker))
         for peer, start, stop, nbytes in msg.transfers[:1000]:
             self.timeline.transfer(msg.worker, peer, start, stop, nbytes)
+        self.handle(ev.WorkerHeartbeat(stimulus_id=msg.stimulus_id, worker=msg.worker,
+                                       now=time.time()))
 
     def _remove_worker(self, address: str, reason: str) -> None:
+        stimulus_id = self._ids()
+        self.handle(ev.RemoveWorker(stimulus_id=stimulus_id, address=address, reason=reason))
+        self._drop_worker(address, reason, stimulus_id)  # if the state machine did not know it
+
+    def _drop_worker(self, address: str, reason: str, stimulus_id: str) -> None:
+        """Close the stream to a removed worker and tell its peers it is gone."""
         stream = self.worker_streams.pop(address, None)
-        self.worker_info.pop(address, None)
+        info = self.worker_info.pop(address, None)
+        if stream is None and info is None:
+            return  # already dropped
         if stream is not None:
             stream.abort()
-        stimulus_id = f"remove-worker-{time.time()}"
-        self.handle(ev.RemoveWorker(stimulus_id=stimulus_id, address=address, reason=reason))
         gone = msgs.RemoveWorkerPeer(stimulus_id=stimulus_id, peer=address).to_wire()
         for other in self.worker_streams.values():
             with contextlib.suppress(CommClosedError):
@@ -261,15 +279,12 @@ class Scheduler:
 
     @checked
     async def register_client(self, comm: Comm, client: str) -> None:
-        expiry = self._client_expiry.pop(client, None)
-        if expiry is not None:
-            expiry.cancel()
-            logger.info("client %s reconnected", client)
+        self.handle(ev.ClientConnected(stimulus_id=self._ids(), client=client, now=time.time()))
         old = self.client_streams.pop(client, None)
         if old is not None:
             old.abort()
-        await comm.write({"status": "OK", "scheduler": self.id,
-                          "dashboard": self.dashboard.port if self.dashboard else None})
+        ports = {name: service.port for name, service in self.services.items()}
+        await comm.write({"status": "OK", "scheduler": self.id, **ports})
         stream = BatchedSend(self.batch_interval, name=f"to {client}")
         stream.start(comm)
         self.client_streams[client] = stream
@@ -282,19 +297,13 @@ class Scheduler:
                 stream.abort()
             if client in self._closing_clients:  # said goodbye: nothing to keep
                 self._closing_clients.discard(client)
-                self._remove_client(client)
+                if client not in self.client_streams:
+                    self.handle(ev.RemoveClient(stimulus_id=self._ids(), client=client))
             elif client not in self.client_streams:
                 logger.info("client %s disconnected; releasing its keys in %s s unless it "
                             "reconnects", client, self.client_grace)
-                self._client_expiry[client] = asyncio.get_running_loop().call_later(
-                    self.client_grace, self._remove_client, client
-                )
-
-    def _remove_client(self, client: str) -> None:
-        self._client_expiry.pop(client, None)
-        if client not in self.client_streams:
-            self.handle(ev.RemoveClient(stimulus_id=f"remove-client-{time.time()}", client=client))
-            logger.info("client %s removed", client)
+                self.handle(ev.ClientDisconnected(stimulus_id=self._ids(), client=client,
+                                                  now=time.time()))
 
     def _from_client(self, client: str, msg: dict[str, Any]) -> None:
         message = client_message(client, msg, self._ids, now=time.time())
@@ -389,7 +398,7 @@ class Scheduler:
 
     async def restart(self, comm: Comm, timeout: float = 60.0) -> str:
         """Forget every task; nannies replace their worker processes, bare workers reset."""
-        stimulus_id = f"restart-{time.time()}"
+        stimulus_id = self._ids()
         for client, owned in list(self.state.client_keys.items()):
             keys = tuple(ts.key for ts in owned)
             self.handle(ev.CancelKeys(stimulus_id=stimulus_id, client=client, keys=keys))

@@ -2,6 +2,9 @@
 
 Theory of operation
 -------------------
+* ``handle`` looks each stimulus's type up in ``dispatch.HANDLERS``; the handlers
+  (``client_handlers``, ``worker_handlers``) work through the operations here, which
+  keep the records, indexes and counts consistent (``validate`` checks them).
 * A task is ``released`` (known, nothing under way), ``waiting`` (for inputs),
   ``no-worker`` (ready, but no allowed worker exists), ``processing`` (sent to one
   worker), ``memory`` (held by one or more workers) or ``erred``; *forgotten* tasks are
@@ -19,8 +22,11 @@ Theory of operation
 * Recovery costs what it touches: tasks set aside while a dead worker's losses are
   sorted out wait in a FIFO with a membership set, and no-worker tasks are indexed, so
   neither a worker leaving nor one joining walks every task.
-* No I/O and no clock: time comes in the stimuli. Every stimulus is logged with its id,
-  and ``story(key)`` tells a key's history.
+* No I/O and no clock: time comes in the stimuli (``now``); silent workers and clients
+  past their grace expire on a ``Tick`` (``liveness``). Every stimulus is logged (a
+  bounded deque) and so is every transition, with the stimulus id that caused it:
+  ``story(key)`` tells a key's history, and ``stimulus_log.replay`` feeds a recorded
+  log to a fresh machine, which makes the same actions.
 """
 
 from __future__ import annotations
@@ -33,8 +39,9 @@ from typing import Any
 from corral.basic_types import Key
 from corral.exceptions import DataLostError, InvalidTransition, UnknownStimulus
 from corral.scheduler import events as ev
-from corral.scheduler import queries
+from corral.scheduler import queries, stimulus_log
 from corral.scheduler.dispatch import HANDLERS
+from corral.scheduler.liveness import Liveness
 from corral.scheduler.placement import Placement
 from corral.scheduler.records import (
     ACTIVE,
@@ -47,6 +54,7 @@ from corral.scheduler.records import (
     discarded,
 )
 from corral.scheduler.stealing import Stealing
+from corral.scheduler.stimulus_log import StoryStep
 
 # Seconds, for functions never seen to finish. Small, so that until we know better a
 # task follows its data; stealing spreads the work once durations are measured.
@@ -62,19 +70,35 @@ class SchedulerState:
         allowed_failures: int = 3,
         max_steals_in_flight: int = 100,
         log_length: int = 100_000,
+        stimulus_log_length: int = 10_000,
+        worker_ttl: float | None = None,
+        client_grace: float = 30.0,
     ) -> None:
+        # Everything a replay needs to build the same machine (``stimulus_log.replay``).
+        self.options: dict[str, Any] = {
+            "bandwidth": bandwidth, "default_duration": default_duration,
+            "allowed_failures": allowed_failures, "max_steals_in_flight": max_steals_in_flight,
+            "log_length": log_length, "stimulus_log_length": stimulus_log_length,
+            "worker_ttl": worker_ttl, "client_grace": client_grace,
+        }
         self.allowed_failures = allowed_failures
         self.tasks: dict[Key, TaskState] = {}
         self.workers: dict[str, WorkerState] = {}
         self.client_keys: dict[str, set[TaskState]] = defaultdict(set)
-        self.log: deque[tuple[Key, str, str, str]] = deque(maxlen=log_length)
+        self.log: deque[tuple[Key, str, str, str]] = deque(maxlen=log_length)  # transitions
+        # The stimuli themselves, newest last, and how many were ever handled: the log
+        # replays the machine exactly while ``stimuli_handled == len(stimuli)``. It holds
+        # whole graphs (``UpdateGraph``) until they roll off; 0 keeps none.
+        self.stimuli: deque[ev.Stimulus] = deque(maxlen=stimulus_log_length)
+        self.stimuli_handled = 0
         # Tasks per (function name, state), released ones left out: kept as tasks move so
         # that the dashboard and /metrics never walk every task to count them.
         self.counts: dict[tuple[str, TS], int] = {}
         self.placement = Placement(self.workers, bandwidth=bandwidth,
                                    default_duration=default_duration)
         self.stealing = Stealing(self.placement, max_in_flight=max_steals_in_flight)
-        self._generation = 0
+        self.liveness = Liveness(worker_ttl=worker_ttl, client_grace=client_grace)
+        self.generation = 0  # graphs submitted so far: the second part of priorities
         # Tasks in no-worker, in the order they got there: placed again when a worker joins.
         self.no_worker: dict[TaskState, None] = {}
         # Released tasks to bring back once a stimulus has sorted out what was lost: a
@@ -92,11 +116,13 @@ class SchedulerState:
 
     def handle(self, *stimuli: ev.Stimulus) -> list[ev.Action]:
         for stimulus in stimuli:
-            self._stimulus_id = stimulus.stimulus_id
             handler = HANDLERS.get(type(stimulus))
             if handler is None:
                 raise UnknownStimulus(f"no scheduler handler for {type(stimulus).__name__}: "
                                       f"{stimulus!r}")
+            self._stimulus_id = stimulus.stimulus_id
+            self.stimuli.append(stimulus)
+            self.stimuli_handled += 1
             handler(self, stimulus)
         actions, self._actions = self._actions, []
         return actions
@@ -344,8 +370,10 @@ class SchedulerState:
     def info(self) -> dict[str, Any]:
         return queries.info(self)
 
-    def story(self, key: Key) -> list[tuple[Key, str, str, str]]:
-        return [entry for entry in self.log if entry[0] == key]
+    def story(self, key: Key) -> list[StoryStep]:
+        """What happened to ``key``, oldest first: each stimulus still logged that named
+        it or moved it, with the moves it caused (see ``stimulus_log.story``)."""
+        return stimulus_log.story(self, key)
 
     def validate(self) -> None:
         queries.validate(self)

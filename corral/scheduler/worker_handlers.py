@@ -1,5 +1,6 @@
-"""How the scheduler handles what workers say: joining and leaving, results,
-replicas, missing data, and answers to steal requests; and the passing of time.
+"""How the scheduler handles what workers say: joining, heartbeats and leaving,
+results, replicas, missing data, and answers to steal requests; and the passing of
+time (``Tick``), which expires silent workers and absent clients.
 
 Each ``def <stimulus>(state, s)`` here is the handler ``SchedulerState.handle`` finds
 for that stimulus type in ``corral.scheduler.dispatch``; the operations it calls on
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from corral.exceptions import KilledWorker
 from corral.scheduler import events as ev
+from corral.scheduler.client_handlers import drop_client
 from corral.scheduler.records import NONE, TS, WorkerState, discarded
 
 if TYPE_CHECKING:
@@ -25,16 +27,27 @@ def add_worker(state: SchedulerState, s: ev.AddWorker) -> None:
     ws = state.workers[s.address] = WorkerState(
         s.address, max(1, s.nthreads), s.memory_limit, s.name, resources=dict(s.resources)
     )
+    state.liveness.worker_joined(s.address, s.now)
     state.placement.set_occupancy(ws, 0.0)
     for ts in list(state.no_worker):
         if ts.state == TS.NO_WORKER:  # placing one may not move another, but be sure
             state.place(ts)
 
 
+def worker_heartbeat(state: SchedulerState, s: ev.WorkerHeartbeat) -> None:
+    state.liveness.worker_seen(s.worker, s.now)
+
+
 def remove_worker(state: SchedulerState, s: ev.RemoveWorker) -> None:
-    ws = state.workers.pop(s.address, None)
+    _remove(state, s.address, s.reason)
+
+
+def _remove(state: SchedulerState, address: str, reason: str) -> None:
+    """Forget the worker at ``address``: run its tasks elsewhere, recompute lost data."""
+    ws = state.workers.pop(address, None)
     if ws is None:
         return
+    state.liveness.worker_left(address)
     for ts in list(ws.processing):
         # Suspects: tasks it was running that never finished anywhere. Queued tasks are
         # innocent, and so is a task that finished before: it runs again because data
@@ -59,6 +72,7 @@ def remove_worker(state: SchedulerState, s: ev.RemoveWorker) -> None:
         if ts.state == TS.MEMORY and not ts.who_has:
             state.lost(ts)
     state.resume_waiting()
+    state.emit(ev.DropWorker, worker=address, reason=reason)
 
 
 def task_started(state: SchedulerState, s: ev.TaskStarted) -> None:
@@ -72,6 +86,9 @@ def task_started(state: SchedulerState, s: ev.TaskStarted) -> None:
 
 def task_finished(state: SchedulerState, s: ev.TaskFinished) -> None:
     ws, ts = state.workers.get(s.worker), state.tasks.get(s.key)
+    if ts is not None:
+        state.emit(ev.RecordTaskRun, worker=s.worker, key=ts.key, name=ts.name, start=s.start,
+                   stop=s.stop, nbytes=s.nbytes)
     if ws is None:
         return
     if ts is None or ts.state in (TS.RELEASED, TS.ERRED):
@@ -104,6 +121,9 @@ def task_finished(state: SchedulerState, s: ev.TaskFinished) -> None:
 
 def task_erred(state: SchedulerState, s: ev.TaskErred) -> None:
     ts, ws = state.tasks.get(s.key), state.workers.get(s.worker)
+    if ts is not None:
+        state.emit(ev.RecordTaskRun, worker=s.worker, key=ts.key, name=ts.name, start=s.start,
+                   stop=s.stop, erred=True)
     if ts is None or ws is None or ts.state != TS.PROCESSING or ts.processing_on is not ws:
         return
     state.unassign(ts)
@@ -159,6 +179,12 @@ def missing_data(state: SchedulerState, s: ev.MissingData) -> None:
 
 
 def tick(state: SchedulerState, s: ev.Tick) -> None:
+    """Time has passed: expire silent workers and clients past their grace, then steal."""
+    liveness = state.liveness
+    for address in liveness.silent_workers(s.now):
+        _remove(state, address, f"no heartbeat for {liveness.worker_ttl} s")
+    for client in liveness.expired_clients(s.now):
+        drop_client(state, client, f"not back within {liveness.client_grace} s")
     for victim, ts in state.stealing.choose(state.workers.values()):
         state.emit(ev.StealRequest, worker=victim.address, key=ts.key)
 

@@ -27,7 +27,7 @@ from corral import runspec
 from corral.core import BatchedSend, Comm, ConnectionPool, Server, connect, rpc
 from corral.core.validate import checked
 from corral.exceptions import CommClosedError, CommError, ConnectTimeoutError, InvalidMessage
-from corral.protocol import dumps_pickle
+from corral.protocol import dumps_pickle, loads_pickle
 from corral.security import Security
 from corral.sizeof import sizeof
 from corral.worker import events as ev
@@ -479,8 +479,8 @@ class Worker:
         """``client.run``: call a function here; result and errors travel pickled."""
 
         def call() -> Any:
-            fn = pickle.loads(function)
-            call_args, call_kwargs = pickle.loads(args) if args else ((), {})
+            fn = loads_pickle(function)
+            call_args, call_kwargs = loads_pickle(args) if args else ((), {})
             return fn(*call_args, **call_kwargs)
 
         try:

@@ -1,0 +1,48 @@
+"""Tasks as the client sends them: one entry of an update-graph message, and its options.
+
+Shared by ``AsyncClient``, ``Executor`` and ``get`` (dask graphs), none of which needs
+the others for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable
+from typing import Any
+
+from corral import messages as msgs
+from corral.comm.addressing import normalize_address
+
+
+def addresses(workers: str | Iterable[str]) -> list[str]:
+    """Worker addresses, given as one or several, in canonical form."""
+    if isinstance(workers, str):
+        workers = [workers]
+    return [normalize_address(w) for w in workers]
+
+
+def task_options(
+    workers: str | Iterable[str] | None,
+    allow_other_workers: bool,
+    retries: int,
+    priority: int,
+    resources: dict[str, float] | None,
+) -> dict[str, Any]:
+    """The placement options every task of one ``submit``/``map``/``get`` call carries."""
+    if retries < 0:
+        raise ValueError("retries must be >= 0")
+    return {
+        "workers": None if workers is None else tuple(addresses(workers)),
+        "allow_other_workers": bool(allow_other_workers),
+        "retries": int(retries),
+        "priority": int(priority),
+        "resources": resources,
+    }
+
+
+def task_message(
+    key: Hashable, run_spec: Any, dependencies: list[Hashable], name: str,
+    options: dict[str, Any],
+) -> msgs.TaskSpec:
+    """One task of an update-graph message; ``options`` from ``task_options``."""
+    return msgs.TaskSpec(key=key, run_spec=run_spec, dependencies=tuple(dependencies),
+                         name=name, **options)

@@ -1,0 +1,105 @@
+"""The stimuli a scheduler handled: their ids, a key's story, and exact replay.
+
+* Ids: one scheme, ``"<origin>-<n>"`` (``corral.messages.StimulusIds``). The scheduler
+  names the stimuli it makes itself (a tick, a worker removed, a restart) with its own
+  id as origin; peers send their own ids, which are kept as they come.
+* Story: ``SchedulerState.log`` holds transitions with the id of their cause, and
+  ``SchedulerState.stimuli`` the causes themselves; ``story(state, key)`` joins the two.
+* Replay: the state machine is deterministic given its options and stimuli, so feeding
+  a recording (``record``) to a fresh machine (``replay``) makes the same actions, in
+  the same order, as long as the bounded log still holds every stimulus from the start.
+
+Recordings are pickles. Stimuli are frozen dataclasses of keys (str, or tuples of str
+and int, which msgpack would turn into lists and cannot use as map keys), bytes and
+nested tuples and dicts: pickle round-trips all of them exactly, with no schema to keep
+in step with ``events``. A recording is read only by the operator's own tools, never
+taken from a peer, so pickle's trust model holds.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from corral.scheduler import events as ev
+from corral.scheduler.events import Key
+
+if TYPE_CHECKING:
+    from corral.scheduler.state import SchedulerState
+
+
+class StoryStep(NamedTuple):
+    """One stimulus in a key's story, and the moves (old state, new state) of that key
+    it caused. ``stimulus`` is None once it has rolled off the stimulus log."""
+
+    stimulus_id: str
+    stimulus: ev.Stimulus | None
+    transitions: tuple[tuple[str, str], ...]
+
+
+def mentions(stimulus: ev.Stimulus, key: Key) -> bool:
+    """Does ``stimulus`` name ``key`` (as its key, among its keys, tasks or wants)?"""
+    if getattr(stimulus, "key", None) == key:
+        return True
+    if key in getattr(stimulus, "keys", ()) or key in getattr(stimulus, "wanted", ()):
+        return True
+    if isinstance(stimulus, ev.ScatterData):
+        return key in stimulus.placed
+    if isinstance(stimulus, ev.UpdateGraph):
+        return any(spec.key == key or key in spec.dependencies for spec in stimulus.tasks)
+    return False
+
+
+def story(state: SchedulerState, key: Key) -> list[StoryStep]:
+    moves: dict[str, list[tuple[str, str]]] = {}
+    for moved, old, new, stimulus_id in state.log:
+        if moved == key:
+            moves.setdefault(stimulus_id, []).append((old, new))
+    steps: list[StoryStep] = []
+    told: set[str] = set()
+    for stimulus in state.stimuli:
+        sid = stimulus.stimulus_id
+        if sid in moves and sid not in told:
+            steps.append(StoryStep(sid, stimulus, tuple(moves[sid])))
+            told.add(sid)
+        elif sid not in moves and mentions(stimulus, key):
+            steps.append(StoryStep(sid, stimulus, ()))
+    # Moves whose stimulus has rolled off the (shorter) stimulus log come first: older.
+    earlier = [StoryStep(sid, None, tuple(m)) for sid, m in moves.items() if sid not in told]
+    return earlier + steps
+
+
+@dataclass(frozen=True, slots=True)
+class Recording:
+    options: dict[str, Any]  # SchedulerState's constructor arguments
+    stimuli: tuple[ev.Stimulus, ...]
+    complete: bool  # True if no stimulus had rolled off the log
+
+
+def record(state: SchedulerState) -> bytes:
+    """``state``'s options and logged stimuli, as bytes for ``replay``."""
+    stimuli = tuple(state.stimuli)
+    recording = Recording(dict(state.options), stimuli, len(stimuli) == state.stimuli_handled)
+    return pickle.dumps(recording, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def load(data: bytes) -> Recording:
+    recording = pickle.loads(data)
+    if not isinstance(recording, Recording):
+        raise TypeError(f"not a scheduler recording: {type(recording).__name__}")
+    return recording
+
+
+def replay(recording: Recording | bytes) -> tuple[SchedulerState, list[ev.Action]]:
+    """A fresh ``SchedulerState`` fed the recorded stimuli one at a time, and the
+    actions it made. A recording that lost its oldest stimuli replays only the rest."""
+    from corral.scheduler.state import SchedulerState
+
+    if isinstance(recording, bytes):
+        recording = load(recording)
+    state = SchedulerState(**recording.options)
+    actions: list[ev.Action] = []
+    for stimulus in recording.stimuli:
+        actions.extend(state.handle(stimulus))
+    return state, actions
