@@ -50,6 +50,10 @@ def brief(actions):
     for a in actions:
         if isinstance(a, ev.Notice):
             out.append(("notice", a.event, a.key))
+        elif isinstance(a, ev.RecordTaskRun):  # a bar of the task stream
+            out.append(("record", a.worker, a.key))
+        elif isinstance(a, ev.DropWorker):
+            out.append(("drop", a.worker))
         elif type(a) in _BRIEF:
             who = a.worker if hasattr(a, "worker") else a.client
             out.append((_BRIEF[type(a)], who, a.keys if isinstance(a, ev.FreeKeys) else a.key))
@@ -120,9 +124,9 @@ def test_chain_across_workers_and_release_of_intermediates(state):
     state.handle(graph("c", spec("a"), spec("b", ["a"]), wanted=["b"]))
     wa = state.tasks["a"].processing_on.address
     actions = state.handle(finished(wa, "a"))
-    assert brief(actions) == [("compute", wa, "b")]
+    assert brief(actions) == [("record", wa, "a"), ("compute", wa, "b")]
     actions = state.handle(finished(wa, "b"))
-    assert brief(actions) == [("memory", "c", "b"), ("free", wa, ("a",))]
+    assert brief(actions) == [("record", wa, "b"), ("memory", "c", "b"), ("free", wa, ("a",))]
     assert state.task_state("a") == "released"  # kept as lineage of b
 
 
@@ -146,11 +150,12 @@ def test_retries_then_error_propagates_to_dependents_and_clients(state):
     )
     actions = state.handle(erred)
     # Retried: the failed attempt is freed on the worker, then sent again.
-    assert brief(actions) == [("free", A, ("x",)), ("compute", A, "x")]
+    assert brief(actions) == [("record", A, "x"), ("free", A, ("x",)), ("compute", A, "x")]
     actions = state.handle(erred)
-    assert brief(actions) == [("free", A, ("x",)), ("notice", "task-erred", "x"),
-                              ("erred", "c", "x"), ("erred", "c", "y")]
-    assert pickle.loads(actions[2].exception).args == ("v",)
+    assert brief(actions) == [("record", A, "x"), ("free", A, ("x",)),
+                              ("notice", "task-erred", "x"), ("erred", "c", "x"),
+                              ("erred", "c", "y")]
+    assert pickle.loads(actions[3].exception).args == ("v",)
     assert state.task_state("y") == "erred"
 
 
@@ -167,7 +172,7 @@ def test_pure_keys_are_shared_and_refcounted_across_clients(state):
     assert state.handle(graph("c2", spec("x"))) == []
     actions = state.handle(ev.ClientReleasesKeys(stimulus_id="r", client="c1", keys=("x",)))
     assert actions == []
-    assert brief(state.handle(finished(A, "x"))) == [("memory", "c2", "x")]
+    assert brief(state.handle(finished(A, "x"))) == [("record", A, "x"), ("memory", "c2", "x")]
 
 
 def test_cancel_reports_and_frees(state):
@@ -189,12 +194,12 @@ def test_removed_worker_reschedules_and_recomputes_lineage(state):
     actions = state.handle(ev.RemoveWorker(stimulus_id="gone", address=A))
     # "a" is restricted to the dead worker: nothing to compute. b's input died with A:
     # b is taken back from B and waits for a's recomputation.
-    assert brief(actions) == [("notice", "key-lost", "a"), ("free", B, ("b",))]
+    assert brief(actions) == [("notice", "key-lost", "a"), ("free", B, ("b",)), ("drop", A)]
     assert state.task_state("a") == "no-worker"
     assert state.task_state("b") == "waiting"
     actions = state.handle(add_worker(A))
     assert brief(actions) == [("compute", A, "a")]
-    assert brief(state.handle(finished(A, "a"))) == [("compute", B, "b")]
+    assert brief(state.handle(finished(A, "a"))) == [("record", A, "a"), ("compute", B, "b")]
 
 
 def test_lost_scattered_data_errs_clearly(state):
