@@ -202,14 +202,14 @@ def test_worker_waits_for_its_scheduler_and_rejoins_it_after_an_outage():
         scheduler = Corral(*scheduler_args, env=token)
         security = Security(token=token["CORRAL_TOKEN"])
         with Client(address, security=security) as client:
-            wait_until_blocking(lambda: len(client.nthreads()) == 1)
+            wait_until_blocking(lambda: len(client.nthreads()) == 1, timeout=30)
             (pid,) = client.run(os.getpid).values()
         assert scheduler.stop() == 0
         # The scheduler is gone; the worker keeps trying until a new one listens there.
         worker.wait_for(f"cannot reach the scheduler at {address}", n=2)
         scheduler = Corral(*scheduler_args, env=token)
         with Client(address, security=security) as client:
-            wait_until_blocking(lambda: len(client.nthreads()) == 1)
+            wait_until_blocking(lambda: len(client.nthreads()) == 1, timeout=30)
             assert client.submit(sum, [1, 2, 3]).result(timeout=30) == 6
             assert list(client.run(os.getpid).values()) == [pid]  # the same process
         assert worker.stop() == 0
@@ -239,14 +239,14 @@ def test_worker_exits_when_its_nanny_is_killed_and_not_reaped():
         try:
             assert keeper.stdout is not None
             nanny = int(keeper.stdout.readline())
-            wait_until_blocking(lambda: len(cluster.scheduler.state.workers) == 1)
+            wait_until_blocking(lambda: len(cluster.scheduler.state.workers) == 1, timeout=30)
             (worker,) = psutil.Process(nanny).children()
             os.kill(nanny, signal.SIGKILL)
-            wait_until_blocking(lambda: gone(nanny))
+            wait_until_blocking(lambda: gone(nanny), timeout=30)
             assert psutil.Process(nanny).status() == psutil.STATUS_ZOMBIE  # unreaped
             wait_until_blocking(lambda: gone(worker.pid), timeout=20,
                                 what="the orphaned worker to go")
-            wait_until_blocking(lambda: not cluster.scheduler.state.workers)
+            wait_until_blocking(lambda: not cluster.scheduler.state.workers, timeout=30)
         finally:
             keeper.kill()
             keeper.wait()
@@ -311,7 +311,7 @@ def test_executor_workers_exit_when_their_program_is_killed_and_not_reaped():
         pids = [int(p) for p in program.stdout.readline().split()]
         assert len(pids) == 4  # two nannies, two workers
         program.kill()  # and not reaped until the end of the test: a zombie
-        wait_until_blocking(lambda: gone(program.pid))
+        wait_until_blocking(lambda: gone(program.pid), timeout=30)
         wait_until_blocking(lambda: all(gone(p) for p in pids), timeout=20,
                             what=lambda: [p for p in pids if not gone(p)])
     finally:
