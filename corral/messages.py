@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Self, TypeVar
 
 from corral.basic_types import Amount, Count, Key
@@ -304,9 +304,11 @@ class ReportCancelled(ToClient, SchedulerAction):
 # -- client → scheduler -------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskSpec:
-    """A task as a client submits it."""
+    """A task as a client submits it. Never changed once built; not frozen because a graph
+    may hold a million of them, made on the client and again on the scheduler, and a
+    frozen dataclass takes about four times as long to build."""
 
     key: Key
     run_spec: bytes  # pickled (function, args, kwargs); opaque to the scheduler
@@ -319,14 +321,12 @@ class TaskSpec:
     name: str = ""  # function name, groups tasks for duration estimates
 
     def to_wire(self) -> dict[str, Any]:
-        """The fields that differ from their defaults (the receiver fills in the rest)."""
-        return {name: value for name, default, value in
-                zip(_TASK_FIELDS, _TASK_DEFAULTS, (getattr(self, n) for n in _TASK_FIELDS),
-                    strict=True) if value != default}
-
-
-_TASK_FIELDS = tuple(f.name for f in fields(TaskSpec))
-_TASK_DEFAULTS = tuple(object() if f.default is MISSING else f.default for f in fields(TaskSpec))
+        # Spelled out: three times as fast as a loop over the fields, for a million tasks
+        # (a test checks that every field is here).
+        return {"key": self.key, "run_spec": self.run_spec, "dependencies": self.dependencies,
+                "priority": self.priority, "workers": self.workers,
+                "allow_other_workers": self.allow_other_workers, "retries": self.retries,
+                "resources": self.resources, "name": self.name}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -278,14 +278,22 @@ async def test_connection_pool_shares_its_limit_across_addresses():
         assert pool.open == 0
 
 
-async def test_cancelled_call_does_not_poison_the_pool(tcp_server):
-    async with rpc(tcp_server.address) as r:
-        task = asyncio.ensure_future(r.slow_add(x=1, y=1, delay=10))
-        await asyncio.sleep(0.05)  # let the request reach the server
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        assert await r.add(x=3, y=4) == 7
+async def test_cancelled_call_does_not_poison_the_pool():
+    reached = asyncio.Event()
+
+    async def hang(comm):
+        reached.set()
+        await asyncio.sleep(10)  # still running when the caller gives up
+
+    async with Server({**HANDLERS, "hang": hang}) as server:
+        await server.listen("tcp://127.0.0.1:0")
+        async with rpc(server.address) as r:
+            task = asyncio.ensure_future(r.hang())
+            await asyncio.wait_for(reached.wait(), 5)  # the request reached the server
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert await r.add(x=3, y=4) == 7
 
 
 async def test_batched_send_coalesces_bursts(tcp_server):

@@ -22,7 +22,7 @@ from dask.utils_test import GetFunctionTestMixin, add, inc
 
 from corral import Client, LocalCluster
 from corral.messages import UpdateGraph
-from tests.test_compute import wait_until
+from tests._helpers import wait_until_blocking
 
 
 class Custom(Exception):
@@ -159,7 +159,7 @@ def test_whole_graph_goes_in_one_message_and_is_released(client, monkeypatch):
     assert (x + x.T).sum().compute(scheduler=client.get) == 3200
     (graph,) = graphs()
     assert len(graph.tasks) > 16  # every chunk, and the reductions of them
-    wait_until(lambda: client.scheduler_info()["tasks"] == {})
+    wait_until_blocking(lambda: client.scheduler_info()["tasks"] == {})
 
 
 def test_task_options_apply_and_other_schedulers_options_are_ignored(client):

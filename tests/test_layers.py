@@ -50,8 +50,8 @@ def test_the_scheduler_state_machine_loads_no_worker_and_no_server():
     ours = [m for m in modules if m.startswith("corral")]
     assert server_side(modules) == []
     assert not [m for m in ours if m.startswith("corral.worker")]
-    assert len(ours) <= 20, ours  # 15 at this writing (was 60)
-    assert len(modules) <= 55, len(modules)  # 40 at this writing (was 247)
+    assert len(ours) <= 20, ours  # 17 at this writing (was 60)
+    assert len(modules) <= 55, len(modules)  # 42 at this writing (was 247)
 
 
 @pytest.mark.parametrize("name", ["Client", "Scheduler", "Worker", "progress", "rpc", "wait"])

@@ -17,7 +17,7 @@ import pytest
 
 from corral import messages as msgs
 from corral.client.client import REPORTS, AsyncClient
-from corral.exceptions import InvalidMessage
+from corral.exceptions import InvalidMessage, UnknownStimulus
 from corral.protocol import MessageCodec
 from corral.scheduler import Scheduler
 from corral.scheduler import events as ev
@@ -108,11 +108,65 @@ def test_the_wire_form_is_the_one_peers_have_always_spoken():
         msgs.TaskSpec(key="k", run_spec=b"f", dependencies=("d",), name="inc", retries=2),),
         wanted=("k",))
     assert graph.to_wire() == {"op": "update-graph", "stimulus_id": "c-1", "report_start": False,
-                               "wanted": ("k",), "tasks": [{"key": "k", "run_spec": b"f",
-                                                            "dependencies": ("d",), "retries": 2,
-                                                            "name": "inc"}]}
+                               "wanted": ("k",), "tasks": [{
+                                   "key": "k", "run_spec": b"f", "dependencies": ("d",),
+                                   "priority": 0, "workers": None, "allow_other_workers": False,
+                                   "retries": 2, "resources": None, "name": "inc"}]}
+    spec = graph.tasks[0]
+    assert spec.to_wire() == {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
     ack = msgs.HeartbeatAck(stimulus_id="h", worker="tcp://w:1")
     assert ack.to_wire() == {"op": "heartbeat-ack", "stimulus_id": "h"}
+
+
+# Messages as the peers before this vocabulary spelled them (no ids on most).
+EARLIER_PEERS = [
+    (msgs.TO_WORKER, {"op": "compute-task", "key": "k", "run_spec": b"f", "who_has": {},
+                      "nbytes": {}, "priority": [0, 1], "resources": None,
+                      "stimulus_id": "graph-c"}),
+    (msgs.TO_WORKER, {"op": "free-keys", "keys": ["k"], "stimulus_id": "rel-c"}),
+    (msgs.TO_WORKER, {"op": "steal-request", "key": "k", "stimulus_id": "cancel-c"}),
+    (msgs.TO_WORKER, {"op": "remove-worker-peer", "peer": "tcp://p:1"}),
+    (msgs.TO_WORKER, {"op": "heartbeat-ack"}),
+    (msgs.FROM_WORKER, {"op": "task-finished", "key": "k", "nbytes": 8, "typename": "int",
+                        "start": 1.0, "stop": 2.0, "stimulus_id": "execute-k-2.0"}),
+    (msgs.FROM_WORKER, {"op": "add-keys", "keys": {"k": 8}, "stimulus_id": "gather-p-1.0"}),
+    (msgs.FROM_WORKER, {"op": "heartbeat", "metrics": {"cpu": 1.0},
+                        "transfers": [["tcp://p:1", 1.0, 2.0, 8]]}),
+    (msgs.TO_CLIENT, {"op": "key-in-memory", "key": "k", "who_has": ["tcp://w:1"],
+                      "nbytes": 8, "typename": "int"}),
+    (msgs.TO_CLIENT, {"op": "task-erred", "key": "k", "exception": b"", "traceback": b"",
+                      "exception_text": "E: x", "traceback_text": ""}),
+    (msgs.TO_CLIENT, {"op": "task-started", "key": "k"}),
+    (msgs.TO_CLIENT, {"op": "cancelled", "key": "k", "reason": "cancelled"}),
+    (msgs.FROM_CLIENT, {"op": "update-graph", "wanted": ["k"], "report_start": True, "tasks": [
+        {"key": "k", "run_spec": b"f", "dependencies": [], "name": "inc", "workers": None,
+         "allow_other_workers": False, "retries": 0, "priority": 0, "resources": None}]}),
+    (msgs.FROM_CLIENT, {"op": "client-releases-keys", "keys": ["k"]}),
+    (msgs.FROM_CLIENT, {"op": "cancel-keys", "keys": ["k"], "unstarted_only": True}),
+    (msgs.FROM_CLIENT, {"op": "scatter-data", "placed": {"k": [["tcp://w:1"], 8]}}),
+    (msgs.FROM_CLIENT, {"op": "close-client"}),
+]
+
+
+@pytest.mark.parametrize(("table", "msg"), EARLIER_PEERS,
+                         ids=[msg["op"] for _, msg in EARLIER_PEERS])
+def test_messages_of_earlier_peers_are_read_and_written_back_the_same(table, msg):
+    peer = {"client": "c"} if table is msgs.TO_CLIENT else {}  # ToClient's has no default
+    message = msgs.read(table, msg, lambda: "made-here", **peer)
+    assert message.stimulus_id == msg.get("stimulus_id", "made-here")
+    wire = message.to_wire()
+    for name, value in msg.items():  # what they sent is what we send, lists read as tuples
+        if name != "tasks":
+            assert wire[name] == _tuples(value), name
+    assert table[message.to_wire()["op"]] is type(message)
+
+
+def _tuples(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    return value
 
 
 # -- handlers ------------------------------------------------------------------------------
@@ -132,7 +186,7 @@ def test_an_unknown_stimulus_is_refused_by_the_worker_state_machine_by_name():
     class Unheard(msgs.WorkerStimulus):
         pass
 
-    with pytest.raises(TypeError, match="no worker handler for Unheard"):
+    with pytest.raises(UnknownStimulus, match="no worker handler for Unheard"):
         WorkerState("tcp://me:1", 1).handle(Unheard(stimulus_id="u"))
 
 

@@ -83,7 +83,7 @@ def cluster():
 @pytest.fixture
 def client(cluster):
     with Client(cluster.scheduler_address) as c:
-        wait_until_blocking(lambda: len(c.nthreads()) == 3)
+        wait_until_blocking(lambda: len(c.nthreads()) == 3, timeout=30)
         yield c
 
 

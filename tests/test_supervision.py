@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import os
 import re
 import signal
@@ -201,14 +202,14 @@ def test_worker_waits_for_its_scheduler_and_rejoins_it_after_an_outage():
         scheduler = Corral(*scheduler_args, env=token)
         security = Security(token=token["CORRAL_TOKEN"])
         with Client(address, security=security) as client:
-            wait_until_blocking(lambda: len(client.nthreads()) == 1)
+            wait_until_blocking(lambda: len(client.nthreads()) == 1, timeout=30)
             (pid,) = client.run(os.getpid).values()
         assert scheduler.stop() == 0
         # The scheduler is gone; the worker keeps trying until a new one listens there.
         worker.wait_for(f"cannot reach the scheduler at {address}", n=2)
         scheduler = Corral(*scheduler_args, env=token)
         with Client(address, security=security) as client:
-            wait_until_blocking(lambda: len(client.nthreads()) == 1)
+            wait_until_blocking(lambda: len(client.nthreads()) == 1, timeout=30)
             assert client.submit(sum, [1, 2, 3]).result(timeout=30) == 6
             assert list(client.run(os.getpid).values()) == [pid]  # the same process
         assert worker.stop() == 0
@@ -238,14 +239,14 @@ def test_worker_exits_when_its_nanny_is_killed_and_not_reaped():
         try:
             assert keeper.stdout is not None
             nanny = int(keeper.stdout.readline())
-            wait_until_blocking(lambda: len(cluster.scheduler.state.workers) == 1)
+            wait_until_blocking(lambda: len(cluster.scheduler.state.workers) == 1, timeout=30)
             (worker,) = psutil.Process(nanny).children()
             os.kill(nanny, signal.SIGKILL)
-            wait_until_blocking(lambda: gone(nanny))
+            wait_until_blocking(lambda: gone(nanny), timeout=30)
             assert psutil.Process(nanny).status() == psutil.STATUS_ZOMBIE  # unreaped
             wait_until_blocking(lambda: gone(worker.pid), timeout=20,
                                 what="the orphaned worker to go")
-            wait_until_blocking(lambda: not cluster.scheduler.state.workers)
+            wait_until_blocking(lambda: not cluster.scheduler.state.workers, timeout=30)
         finally:
             keeper.kill()
             keeper.wait()
@@ -310,7 +311,7 @@ def test_executor_workers_exit_when_their_program_is_killed_and_not_reaped():
         pids = [int(p) for p in program.stdout.readline().split()]
         assert len(pids) == 4  # two nannies, two workers
         program.kill()  # and not reaped until the end of the test: a zombie
-        wait_until_blocking(lambda: gone(program.pid))
+        wait_until_blocking(lambda: gone(program.pid), timeout=30)
         wait_until_blocking(lambda: all(gone(p) for p in pids), timeout=20,
                             what=lambda: [p for p in pids if not gone(p)])
     finally:
@@ -343,3 +344,43 @@ def test_local_cluster_started_beside_a_folder_named_corral(tmp_path, monkeypatc
         handed = ("CORRAL_SYS_PATH", "CORRAL_LIFELINE_FD", "CORRAL_PARENT_PID")
         assert list(client.run(lambda: [v for v in handed if v in os.environ]).values()) == [[]]
 
+
+
+async def test_nanny_restarts_a_worker_that_had_come_up_at_once_however_often_it_dies(
+        monkeypatch):
+    """Chaos kills a worker every 1-2 s: no worker lived the 10 s that used to forgive
+    earlier deaths, so restarts waited 0.2, 0.4 ... 10 s and the cluster sat empty. A
+    worker that had come up is restarted at once; only one that dies before it comes
+    up (a broken environment) is backed off, doubling."""
+    from corral.nanny import MAX_BACKOFF, Nanny
+
+    nanny = Nanny("tcp://127.0.0.1:1", nthreads=1)
+    slept: list[float] = []
+    came_up = True
+
+    async def no_kill(*args, **kwargs):
+        pass
+
+    async def start(*args, **kwargs):
+        if came_up:
+            nanny._started.set()
+        else:
+            nanny._started.clear()
+
+    async def sleep(seconds):
+        slept.append(seconds)
+
+    monkeypatch.setattr(nanny, "_kill", no_kill)
+    monkeypatch.setattr(nanny, "_start_worker", start)
+    monkeypatch.setattr("corral.nanny.asyncio.sleep", sleep)
+    nanny._started.set()
+    for _ in range(8):
+        await nanny._replace("worker exited with status -9")
+    assert slept == []
+    assert nanny.restarts == 8
+    came_up = False
+    for _ in range(8):
+        await nanny._replace("worker exited with status 1")
+    assert slept[0] < 1
+    assert slept[-1] == MAX_BACKOFF
+    assert all(b in (2 * a, MAX_BACKOFF) for a, b in itertools.pairwise(slept))

@@ -28,7 +28,7 @@ from typing import Any
 
 from corral import messages as msgs
 from corral.basic_types import Key
-from corral.exceptions import InvalidTransition
+from corral.exceptions import InvalidTransition, UnknownStimulus
 from corral.worker import events as ev
 
 
@@ -109,8 +109,8 @@ class WorkerState:
             self._sid = stimulus.stimulus_id
             handler = HANDLERS.get(type(stimulus))
             if handler is None:
-                raise TypeError(f"no worker handler for {type(stimulus).__name__}: "
-                                f"{stimulus!r}")
+                raise UnknownStimulus(f"no worker handler for {type(stimulus).__name__}: "
+                                      f"{stimulus!r}")
             handler(self, stimulus)
         self._ensure_computing()
         self._ensure_communicating()
