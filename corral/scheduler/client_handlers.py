@@ -41,8 +41,12 @@ def update_graph(state: SchedulerState, s: ev.UpdateGraph) -> None:
             if dts is None:
                 missing[ts] = dep_key
                 continue
+            if dts in ts.dependencies:
+                continue
             ts.dependencies = added(ts.dependencies, dts)
             dts.dependents = added(dts.dependents, ts)
+            if ts.state in ACTIVE:
+                dts.active_dependents += 1
     state.generation += 1
     for order, ts in enumerate(depth_first(fresh)):
         ts.priority = (ts.priority[0], state.generation, order)

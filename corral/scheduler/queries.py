@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from corral.basic_types import Key
-from corral.scheduler.records import TS
+from corral.scheduler.records import ACTIVE, TS
 
 if TYPE_CHECKING:
     from corral.scheduler.state import SchedulerState
@@ -69,6 +69,8 @@ def validate(state: SchedulerState) -> None:
         for dts in ts.dependencies:
             assert ts in dts.dependents, key
             assert state.tasks.get(dts.key) is dts, key
+        active = sum(d.state in ACTIVE for d in ts.dependents)
+        assert ts.active_dependents == active, (key, ts.active_dependents, active)
     for ws in state.workers.values():
         for ts in ws.processing:
             assert ts.processing_on is ws

@@ -87,9 +87,6 @@ class WorkerState:
     occupancy: float = 0.0
     resources: dict[str, float] = field(default_factory=dict)  # totals, e.g. {"GPU": 2}
 
-    def __hash__(self) -> int:  # by address, not identity: see TaskState.__hash__
-        return hash(self.address)
-
     def load(self) -> float:
         return self.occupancy / self.nthreads
 
@@ -120,11 +117,8 @@ class TaskState:
     retries: int = 0
     suspicious: int = 0  # workers that died running it (see SchedulerState._on_RemoveWorker)
     finished_once: bool = False  # ran to completion somewhere: never a suspect again
+    # Dependents waiting, without a worker or processing (``ACTIVE``): kept by
+    # ``SchedulerState.transition`` so that "is this input still needed?" costs O(1), not
+    # a scan of every dependent (a shuffle's inputs have hundreds).
+    active_dependents: int = 0
     error: tuple[bytes, bytes, str, str] | None = None  # exception, traceback, texts
-
-    # Hashed by key, not identity (equality stays identity): a set of tasks then iterates
-    # in an order fixed by the keys and the history of the set, not by where objects
-    # landed in memory, so a replay into fresh objects makes the same actions in the same
-    # order (across processes too, with the same PYTHONHASHSEED).
-    def __hash__(self) -> int:
-        return hash(self.key)

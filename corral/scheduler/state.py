@@ -147,6 +147,11 @@ class SchedulerState:
             del self.no_worker[ts]
         elif new == TS.NO_WORKER:
             self.no_worker[ts] = None
+        was_active, is_active = ts.state in ACTIVE, new in ACTIVE
+        if was_active != is_active:
+            step = 1 if is_active else -1
+            for dts in ts.dependencies:
+                dts.active_dependents += step
         ts.state = new
         if new in (TS.MEMORY, TS.ERRED) and self.start_watchers:
             self.start_watchers.pop(ts.key, None)  # done without a start report: none due
@@ -274,7 +279,7 @@ class SchedulerState:
     # -- releasing and forgetting ----------------------------------------------------------
 
     def needed(self, ts: TaskState) -> bool:
-        return bool(ts.who_wants) or any(d.state in ACTIVE for d in ts.dependents)
+        return bool(ts.who_wants) or ts.active_dependents > 0
 
     def release_if_unneeded(self, ts: TaskState) -> None:
         stack = [ts]  # a worklist: inputs kept only for this task go too, however deep
