@@ -23,7 +23,8 @@ from urllib.parse import quote, urlsplit
 
 from corral import messages as msgs
 from corral import runspec
-from corral.client.future import FINISHED, PENDING, Finished, Future, FutureState
+from corral.client import fetch
+from corral.client.future import PENDING, Finished, Future, FutureState
 from corral.client.interface import ClientCore, ClusterLike
 from corral.client.tasks import addresses, task_message, task_options
 from corral.comm.addressing import normalize_address
@@ -45,10 +46,6 @@ from corral.utils import LoopRunner
 logger = logging.getLogger("corral.client")
 T = TypeVar("T")
 
-# Times a key may be missing where the scheduler said it was before gather gives up:
-# each time the scheduler has moved or recomputed it, so only a client cut off from
-# the workers runs out.
-_FETCH_ROUNDS = 20
 
 
 class AsyncClient(ClientCore):
@@ -481,72 +478,18 @@ class AsyncClient(ClientCore):
         await Finished(found).wait_all()
         self.check_open()  # closed meanwhile: its futures were cancelled, say why
         data = await self.gather_keys([f.key for f in found], errors)
-        return _fill(structure, data)
+        return fetch.fill(structure, data)
 
     async def gather_keys(
         self, keys: list[Hashable], errors: str = "raise"
     ) -> dict[Hashable, Any]:
-        """Fetch values straight from the workers holding them, one request per worker.
+        """Fetch values straight from the workers holding them (``fetch.gather_keys``)."""
+        return await fetch.gather_keys(self._states, self.pool, self._report_missing,
+                                       keys, errors)
 
-        The scheduler decides what a key missing from its holder means: the client tells
-        it and waits for its word — another holder, the key recomputed (the future is
-        pending again meanwhile), or an error (``DataLostError`` for data with no lineage).
-        A worker that answers that it cannot send a value ends the fetch with its cause:
-        asking again would not help.
-        """
-        data: dict[Hashable, Any] = {}
-        missing = list(dict.fromkeys(keys))
-        causes: dict[str, None] = {}  # "worker: why", in the order they happened
-        first_error: BaseException | None = None
-        for _ in range(_FETCH_ROUNDS):
-            states = {k: s for k in missing if (s := self._states.get(k)) is not None}
-            for state in states.values():  # done already, but for keys being recomputed
-                await state.wait()
-            failed = [s for s in states.values() if s.status != FINISHED]
-            if failed and errors == "raise":
-                raise failed[0].exception  # type: ignore[misc]
-            tried = {k: s.who_has for k, s in states.items() if s.status == FINISHED}
-            by_worker: dict[str, list[Hashable]] = defaultdict(list)
-            for key, holders in tried.items():
-                if holders:
-                    by_worker[holders[0]].append(key)
-                else:
-                    causes[f"no worker holds {key!r}"] = None
-            results = await asyncio.gather(
-                *(self._get_data(w, ks) for w, ks in by_worker.items()), return_exceptions=True
-            )
-            for (worker, asked), result in zip(by_worker.items(), results, strict=True):
-                if isinstance(result, dict):
-                    data.update(result)
-                    if len(result) < len(asked):
-                        causes[f"{worker}: does not hold some of them"] = None
-                elif isinstance(result, Exception):
-                    cause = f"{worker}: {type(result).__name__}: {result}"
-                    if not isinstance(result, CommError):  # it answered
-                        raise CorralError(
-                            f"could not fetch the data of {asked[:5]}: {cause}"
-                        ) from result
-                    first_error = first_error or result
-                    causes[cause] = None
-                else:
-                    raise result  # cancelled
-            missing = [k for k in tried if k not in data]
-            if not missing:
-                return data
-            for key in missing:
-                state = states[key]
-                errant = tried[key][0] if tried[key] else ""
-                self._send(msgs.ClientMissingData(stimulus_id=self._ids(), key=key,
-                                                  errant_worker=errant))
-                if state.who_has == tried[key]:  # no newer word from the scheduler yet
-                    state.reset()
-        raise CorralError(
-            f"could not fetch the data of {missing[:5]} from the workers the scheduler named, "
-            f"{_FETCH_ROUNDS} times over: {'; '.join(list(causes)[:5])}"
-        ) from first_error
-
-    async def _get_data(self, worker: str, keys: list[Hashable]) -> dict[Hashable, Any]:
-        return await self.pool(worker).get_data(keys=keys)
+    def _report_missing(self, key: Hashable, errant_worker: str) -> None:
+        self._send(msgs.ClientMissingData(stimulus_id=self._ids(), key=key,
+                                          errant_worker=errant_worker))
 
     async def scatter(
         self, data: Any, workers: str | Iterable[str] | None = None, broadcast: bool = False
@@ -633,24 +576,6 @@ class AsyncClient(ClientCore):
 
 def _as_dependency(x: Any) -> runspec.Dependency | None:
     return runspec.Dependency(x.key) if isinstance(x, Future) else None
-
-
-def _fill(structure: Any, data: dict[Hashable, Any]) -> Any:
-    """Put gathered values in place of placeholders; placeholders of failed keys vanish."""
-    kind = type(structure)
-    if kind is runspec.Dependency:
-        return data[structure.key]
-    if kind in (list, tuple, set, frozenset):
-        return kind(
-            _fill(v, data) for v in structure
-            if type(v) is not runspec.Dependency or v.key in data
-        )
-    if kind is dict:
-        return {
-            k: _fill(v, data) for k, v in structure.items()
-            if type(v) is not runspec.Dependency or v.key in data
-        }
-    return structure
 
 
 def _load_exception(blob: bytes | None, text: str, traceback_text: str) -> BaseException:
