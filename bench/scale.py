@@ -60,16 +60,21 @@ def simulate(n: int, repeats: int) -> tuple[float, float, float]:
     return sorted(runs)[len(runs) // 2]
 
 
+def _cluster_and_graph(graph: Any) -> tuple[SchedulerState, ev.UpdateGraph]:
+    """A scheduler state machine with 1 000 one-thread workers, and ``graph`` to submit."""
+    state = SchedulerState()
+    state.handle(*(ev.AddWorker(stimulus_id=f"w{i}", address=f"sim://worker-{i}", nthreads=1)
+                   for i in range(WORKERS)))
+    return state, ev.UpdateGraph(stimulus_id="graph", client="c", tasks=tuple(graph.tasks),
+                                 wanted=tuple(graph.wanted))
+
+
 def drive(n: int, seed: int = 0) -> float:
     """Scheduler CPU seconds for an ``n``-task graph on 1 000 workers that finish every task
     they are given at once: intake and all scheduling, and nothing else (no worker state
     machines, transfers or clock, which the simulation spends most of its time on)."""
     graph = mixed(n, random.Random(seed))
-    state = SchedulerState()
-    state.handle(*(ev.AddWorker(stimulus_id=f"w{i}", address=f"sim://worker-{i}", nthreads=1)
-                   for i in range(WORKERS)))
-    update = ev.UpdateGraph(stimulus_id="graph", client="c", tasks=tuple(graph.tasks),
-                            wanted=tuple(graph.wanted))
+    state, update = _cluster_and_graph(graph)
     gc.collect()
     start = time.process_time()
     actions = state.handle(update)
@@ -95,11 +100,7 @@ def drive(n: int, seed: int = 0) -> float:
 def peak_bytes_per_task(n: int) -> float:
     """Peak traced memory of the scheduler taking in an ``n``-task graph, per task."""
     graph = mixed(n, random.Random(0))
-    state = SchedulerState()
-    state.handle(*(ev.AddWorker(stimulus_id=f"w{i}", address=f"sim://worker-{i}", nthreads=1)
-                   for i in range(WORKERS)))
-    update = ev.UpdateGraph(stimulus_id="graph", client="c", tasks=tuple(graph.tasks),
-                            wanted=tuple(graph.wanted))
+    state, update = _cluster_and_graph(graph)
     gc.collect()
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
