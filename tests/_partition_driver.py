@@ -42,8 +42,14 @@ def pid():
     return os.getpid()
 
 
+_say_lock = threading.Lock()  # the main and the watcher thread both report
+
+
 def say(event: str, **fields) -> None:
-    print(json.dumps({"event": event, "t": time.time(), **fields}), flush=True)
+    # print() writes the text and the newline separately: two threads printing at once
+    # could put two events on one line.
+    with _say_lock:
+        print(json.dumps({"event": event, "t": time.time(), **fields}), flush=True)
 
 
 def wait_for_workers(client: Client, n: int, timeout: float) -> dict:
