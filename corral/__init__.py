@@ -25,6 +25,7 @@ _EXPORTS = {
     "Server": "corral.core.server",
     "Worker": "corral.worker.server",
     "as_completed": "corral.client.waiting",
+    "config": "corral.config",
     "connect": "corral.core.connect",
     "get_worker": "corral.worker.server",
     "progress": "corral.client.progress",
@@ -34,6 +35,7 @@ _EXPORTS = {
 __getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)
 
 if _typing.TYPE_CHECKING:
+    from corral import config
     from corral.client.client import AsyncClient
     from corral.client.executor import Executor
     from corral.client.future import Future
@@ -70,6 +72,7 @@ __all__ = [
     "Worker",
     "__version__",
     "as_completed",
+    "config",
     "connect",
     "get_worker",
     "progress",

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from corral import __version__
+from corral import __version__, config
 from corral.credentials import (
     add_to_default_file,
     default_scheduler_file,
@@ -193,7 +193,8 @@ LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"], case_sensitive=
 
 def _set_log_level(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
     if value:
-        os.environ[LOG_LEVEL_ENV] = value.lower()
+        os.environ[LOG_LEVEL_ENV] = value.lower()  # CORRAL_LOG_LEVEL is config "log-level"
+        config.set({"log-level": value.lower()})
         logging.getLogger("corral").setLevel(value.upper())
 
 
@@ -201,7 +202,7 @@ def log_level_option(command: Any) -> Any:
     """``--log-level`` on each command, as well as before it."""
     return click.option("--log-level", type=LOG_LEVELS, expose_value=False, is_eager=True,
                         callback=_set_log_level,
-                        help="How much to log to stderr [info].")(command)
+                        help="How much to log to stderr [config log-level: info].")(command)
 
 
 @click.group()
@@ -212,17 +213,17 @@ def main() -> None:
     lifeline.inherit()  # die with the process that started this one, if one asked
     # One line per event: time, component logger (corral.scheduler, ...), level, message.
     logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("corral").setLevel(os.environ.get(LOG_LEVEL_ENV, "info").upper())
+    logging.getLogger("corral").setLevel(config.get("log-level").upper())
 
 
 @main.command()
 @log_level_option
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Interface to listen on; 0.0.0.0 (or '') accepts workers from other machines.")
-@click.option("--port", default=8786, show_default=True, type=int)
-@click.option("--dashboard-address", default=":8787", show_default=True,
+@click.option("--port", type=int, help="[config scheduler.port: 8786]")
+@click.option("--dashboard-address",
               help="[HOST]:PORT of the web dashboard and /metrics (host defaults to --host); "
-                   "'none' turns it off.")
+                   "'none' turns it off [config dashboard.address: :8787].")
 @click.option("--dashboard-allowed-host", "dashboard_allowed_hosts", multiple=True,
               help="Another host name the dashboard may be reached by (e.g. behind a reverse "
                    "proxy); repeatable. Its own addresses are always allowed.")
@@ -232,21 +233,25 @@ def main() -> None:
 @security_options
 @click.option("--no-auth", is_flag=True,
               help="Accept unauthenticated peers. Anyone who can connect can run code.")
-@click.option("--worker-ttl", default=30.0, show_default=True,
-              help="Seconds without a heartbeat after which a worker counts as dead.")
+@click.option("--worker-ttl", type=float,
+              help="Seconds without a heartbeat after which a worker counts as dead "
+                   "[config scheduler.worker-ttl: 30].")
 def scheduler(
     host: str,
-    port: int,
-    dashboard_address: str,
+    port: int | None,
+    dashboard_address: str | None,
     dashboard_allowed_hosts: tuple[str, ...],
     scheduler_file: str | None,
     no_auth: bool,
-    worker_ttl: float,
+    worker_ttl: float | None,
     **flags: Any,
 ) -> None:
     """Start a scheduler (with a fresh token unless given one, or --no-auth)."""
     from corral.deploy.dashboard import attach_dashboard
     from corral.scheduler import Scheduler
+
+    port = config.fallback(port, "scheduler.port")
+    dashboard_address = str(config.fallback(dashboard_address, "dashboard.address"))
 
     security = _scheduler_security(flags, no_auth)
 

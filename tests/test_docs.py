@@ -142,6 +142,22 @@ def test_readme_snippets_run_as_written_and_print_what_they_say(code, tmp_path):
     assert result.stdout.splitlines() == PRINTED.findall(code), result.stderr
 
 
+# Pages whose python blocks run as written, each printing what its comments say.
+RUN_PAGES = ["configuration.md"]
+PAGE_SNIPPETS = [(page, code) for page in RUN_PAGES
+                 for code in PYTHON_BLOCK.findall((DOCS / page).read_text())]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(("page", "code"), PAGE_SNIPPETS,
+                         ids=[f"{page}-{i + 1}" for i, (page, _) in enumerate(PAGE_SNIPPETS)])
+def test_page_snippets_run_as_written_and_print_what_they_say(page, code, tmp_path):
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=110, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == PRINTED.findall(code), result.stderr
+
+
 def test_readme_names_no_file_outside_the_repository():
     assert len(README_SNIPPETS) >= 2  # the snippets test above has something to run
     spans = [span.strip("`") for span in INLINE_CODE.findall(FENCE.sub("", README.read_text()))]

@@ -14,6 +14,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from corral import config
 from corral.credentials import forget, remember
 from corral.deploy.dashboard import attach_dashboard
 from corral.deploy.process import WorkerProcess, child_environment, worker_command
@@ -24,8 +25,6 @@ from corral.worker import Worker
 
 if TYPE_CHECKING:
     from corral.dashboard.app import Dashboard
-
-STARTUP_TIMEOUT = 60.0
 
 
 class LocalCluster:
@@ -72,7 +71,7 @@ class LocalCluster:
         if not asynchronous:
             self._runner = LoopRunner("corral-cluster")
             try:
-                self._runner.run(self._start(), timeout=STARTUP_TIMEOUT)
+                self._runner.run(self._start(), timeout=config.get("deploy.startup-timeout"))
             except BaseException:
                 self._runner.run(self._close())
                 self._runner.stop()
@@ -114,7 +113,7 @@ class LocalCluster:
         """Grow or shrink to ``n`` workers (a coroutine for asynchronous clusters)."""
         if self._runner is None:
             return self._scale(n)
-        return self._runner.run(self._scale(n), timeout=STARTUP_TIMEOUT)
+        return self._runner.run(self._scale(n), timeout=config.get("deploy.startup-timeout"))
 
     async def _scale(self, n: int) -> None:
         if n < 0:
@@ -145,7 +144,7 @@ class LocalCluster:
         return handle
 
     async def _wait_for_workers(self, n: int, new: list[Any]) -> None:
-        async with asyncio.timeout(STARTUP_TIMEOUT):
+        async with asyncio.timeout(config.get("deploy.startup-timeout")):
             while len(self.scheduler.state.workers) < n:
                 dead = [w for w in new if isinstance(w, WorkerProcess) and not w.alive()]
                 if dead:

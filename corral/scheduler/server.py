@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
+from corral import config
 from corral import messages as msgs
 from corral.basic_types import Count
 from corral.core import BatchedSend, Comm, ConnectionPool, Server, rpc
@@ -48,10 +49,10 @@ class Scheduler:
         *,
         security: Security | None = None,
         name: str = "scheduler",
-        tick_interval: float = 0.1,
-        batch_interval: float = 0.002,
-        worker_ttl: float = 30.0,
-        client_grace: float = 30.0,
+        tick_interval: float | None = None,
+        batch_interval: float | None = None,
+        worker_ttl: float | None = None,
+        client_grace: float | None = None,
         dashboard_address: str | None = None,
         dashboard_allowed_hosts: tuple[str, ...] = (),
         **state_options: Any,
@@ -66,6 +67,10 @@ class Scheduler:
         # one's port told to clients under its name.
         self.services: dict[str, Service] = {}
         self.timeline = Timeline()
+        # Unset knobs come from corral.config (scheduler.*), read once, here.
+        worker_ttl = config.fallback(worker_ttl, "scheduler.worker-ttl")
+        client_grace = config.fallback(client_grace, "scheduler.client-grace")
+        state_options.setdefault("allowed_failures", config.get("scheduler.allowed-failures"))
         # A worker silent for this long is dead, whether or not its connection closed.
         self.worker_ttl = worker_ttl
         # A client whose connection drops keeps its keys this long, to reconnect.
@@ -74,8 +79,8 @@ class Scheduler:
         # Both are decided by the state machine, from the times stamped on stimuli here.
         self.state = SchedulerState(worker_ttl=worker_ttl, client_grace=client_grace,
                                     **state_options)
-        self.tick_interval = tick_interval
-        self.batch_interval = batch_interval
+        self.tick_interval: float = config.fallback(tick_interval, "scheduler.tick-interval")
+        self.batch_interval: float = config.fallback(batch_interval, "scheduler.batch-interval")
         self.server = Server(
             {
                 "register-worker": self.register_worker,

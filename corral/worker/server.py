@@ -22,8 +22,8 @@ from typing import Any, ClassVar
 
 import psutil
 
+from corral import config, runspec
 from corral import messages as msgs
-from corral import runspec
 from corral.core import BatchedSend, Comm, ConnectionPool, Server, connect, rpc
 from corral.core.validate import checked
 from corral.exceptions import CommClosedError, CommError, ConnectTimeoutError, InvalidMessage
@@ -75,9 +75,9 @@ class Worker:
         memory_limit: int = 0,
         resources: dict[str, float] | None = None,
         security: Security | None = None,
-        heartbeat_interval: float = 1.0,
-        batch_interval: float = 0.002,
-        scheduler_timeout: float = 30.0,
+        heartbeat_interval: float | None = None,
+        batch_interval: float | None = None,
+        scheduler_timeout: float | None = None,
         death_timeout: float | None = None,
         nanny: str | None = None,
     ) -> None:
@@ -87,10 +87,13 @@ class Worker:
         self.memory_limit = memory_limit
         self.resources = dict(resources or {})
         self.security = security
-        self.heartbeat_interval = heartbeat_interval
-        self.batch_interval = batch_interval
+        # Unset knobs come from corral.config (worker.*).
+        self.heartbeat_interval: float = config.fallback(heartbeat_interval,
+                                                         "worker.heartbeat-interval")
+        self.batch_interval: float = config.fallback(batch_interval, "worker.batch-interval")
         # Silence from the scheduler for this long means a dead link (no FIN may come).
-        self.scheduler_timeout = scheduler_timeout
+        self.scheduler_timeout: float = config.fallback(scheduler_timeout,
+                                                        "worker.scheduler-timeout")
         # How long to keep trying to reach the scheduler before giving up (None: forever).
         self.death_timeout = death_timeout
         self.gave_up: str | None = None  # why the worker gave up on its scheduler, if it did
@@ -109,7 +112,7 @@ class Worker:
             role="worker",
         )
         self.pool = ConnectionPool(security=security, name=name)
-        self.batched = BatchedSend(batch_interval, name="to scheduler")
+        self.batched = BatchedSend(self.batch_interval, name="to scheduler")
         self.state: WorkerState | None = None
         self._ids: msgs.StimulusIds | None = None  # "<address>-<n>" once listening
         self._runner: TaskRunner | None = None
