@@ -27,6 +27,8 @@ _EXPORTS = {
     "as_completed": "corral.client.waiting",
     "config": "corral.config",
     "connect": "corral.core.connect",
+    "default_client": "corral.client.defaults",
+    "futures_of": "corral.client.persist",
     "get_worker": "corral.worker.server",
     "progress": "corral.client.progress",
     "rpc": "corral.core.rpc",
@@ -37,8 +39,10 @@ __getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)
 if _typing.TYPE_CHECKING:
     from corral import config
     from corral.client.client import AsyncClient
+    from corral.client.defaults import default_client
     from corral.client.executor import Executor
     from corral.client.future import Future
+    from corral.client.persist import futures_of
     from corral.client.pool import Pool
     from corral.client.progress import progress
     from corral.client.sync import Client
@@ -74,6 +78,8 @@ __all__ = [
     "as_completed",
     "config",
     "connect",
+    "default_client",
+    "futures_of",
     "get_worker",
     "progress",
     "rpc",

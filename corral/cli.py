@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import logging
 import os
-import re
 import signal
 import sys
 from collections.abc import Coroutine
@@ -14,7 +13,7 @@ from typing import Any
 
 import click
 
-from corral import __version__, config
+from corral import __version__, config, utils
 from corral.credentials import (
     add_to_default_file,
     default_scheduler_file,
@@ -39,16 +38,13 @@ from corral.utils import run_async
 
 logger = logging.getLogger("corral.cli")
 
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # fmt: skip
-
 
 def parse_bytes(text: str) -> int:
     """``'4GiB'`` → 4294967296; ``'1.5 GB'`` → 1500000000."""
-    match = re.fullmatch(r"\s*([\d.]+)\s*([a-zA-Z]*)\s*", text)
-    if not match or match.group(2).lower() not in _UNITS:
-        raise click.BadParameter(f"not a size: {text!r} (try 4GiB or 500MB)")
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    try:
+        return utils.parse_bytes(text)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 def parse_resources(text: str) -> dict[str, float]:
@@ -320,6 +316,9 @@ def scheduler(
                    "with resources={'GPU': 1} runs only where and while one is free.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=0, type=int, help="Port to listen on [any free port].")
+@click.option("--local-directory", type=click.Path(file_okay=False),
+              help="Each worker's scratch directory is made under this "
+                   "[config worker.local-directory: the system's temporary directory].")
 @security_options
 def worker(
     scheduler_address: str | None,
@@ -334,6 +333,7 @@ def worker(
     port: int,
     death_timeout: float | None,
     liveness_timeout: float,
+    local_directory: str | None,
     **flags: Any,
 ) -> None:
     """Start worker(s) for the scheduler at SCHEDULER_ADDRESS.
@@ -358,7 +358,8 @@ def worker(
     scheme = scheme_for(security)
 
     worker_args = ("--resources", resources,
-                   *(() if death_timeout is None else ("--death-timeout", str(death_timeout))))
+                   *(() if death_timeout is None else ("--death-timeout", str(death_timeout))),
+                   *(() if local_directory is None else ("--local-directory", local_directory)))
     servers: list[Worker | Nanny] = []
     for i in range(nworkers):
         label = f"{name}-{i}" if name and nworkers > 1 else name
@@ -366,7 +367,7 @@ def worker(
             servers.append(Worker(
                 scheduler_address, nthreads=threads, name=label, memory_limit=limit,
                 resources=supplied, security=security, death_timeout=death_timeout,
-                nanny=os.environ.get(NANNY_ENV),
+                nanny=os.environ.get(NANNY_ENV), local_directory=local_directory,
             ))
         else:
             servers.append(Nanny(

@@ -14,6 +14,8 @@ import functools
 import logging
 import os
 import pickle
+import shutil
+import tempfile
 import threading
 import time
 from collections import deque
@@ -80,6 +82,7 @@ class Worker:
         scheduler_timeout: float | None = None,
         death_timeout: float | None = None,
         nanny: str | None = None,
+        local_directory: str | None = None,
     ) -> None:
         self.scheduler_address = scheduler_address
         self.nthreads = nthreads or os.cpu_count() or 1
@@ -97,6 +100,11 @@ class Worker:
         # How long to keep trying to reach the scheduler before giving up (None: forever).
         self.death_timeout = death_timeout
         self.gave_up: str | None = None  # why the worker gave up on its scheduler, if it did
+        # Its own scratch directory, made under this one (worker.local-directory; None: the
+        # system's temporary directory) when it starts, removed when it closes.
+        self._local_parent: str | None = config.fallback(local_directory,
+                                                         "worker.local-directory")
+        self.local_directory = ""
         self.nanny = nanny
         self.data: dict[Any, Any] = {}
         self.server = Server(
@@ -135,6 +143,7 @@ class Worker:
         Waits for the scheduler as long as it takes, or up to ``death_timeout`` seconds.
         """
         await self.server.listen(address)
+        self.local_directory = tempfile.mkdtemp(prefix="corral-worker-", dir=self._local_parent)
         self._ids = msgs.StimulusIds(self.address)
         self._start_afresh()
         if self.nanny:  # at once: reaching the scheduler may take any time
@@ -259,6 +268,8 @@ class Worker:
         await self.pool.close()
         if self._runner is not None:
             self._runner.shutdown()
+        if self.local_directory:
+            shutil.rmtree(self.local_directory, ignore_errors=True)
 
     async def finished(self) -> None:
         """Wait until the worker has closed (e.g. because the scheduler went away)."""
