@@ -23,6 +23,7 @@ from corral.core import BatchedSend, Comm, ConnectionPool, Server, rpc
 from corral.core.validate import build, checked
 from corral.exceptions import CommClosedError, CommError
 from corral.scheduler import events as ev
+from corral.scheduler.coordination import Coordination, HolderGone, UnwantKeys, WantKeys
 from corral.scheduler.state import SchedulerState
 from corral.scheduler.timeline import Timeline
 from corral.scheduler.wire import client_message, scatter_stimuli, worker_message
@@ -54,6 +55,7 @@ class Scheduler:
         client_grace: float = 30.0,
         dashboard_address: str | None = None,
         dashboard_allowed_hosts: tuple[str, ...] = (),
+        lease_timeout: float = 30.0,
         **state_options: Any,
     ) -> None:
         self.security = security
@@ -74,6 +76,8 @@ class Scheduler:
         # Both are decided by the state machine, from the times stamped on stimuli here.
         self.state = SchedulerState(worker_ttl=worker_ttl, client_grace=client_grace,
                                     **state_options)
+        # Locks, queues, variables...: their own state machine, beside the tasks'.
+        self.coordination = Coordination(lease_timeout=lease_timeout)
         self.tick_interval = tick_interval
         self.batch_interval = batch_interval
         self.server = Server(
@@ -179,6 +183,19 @@ class Scheduler:
         else:  # pragma: no cover - a new kind of action the server does not know yet
             raise TypeError(f"unknown action {action!r}")
 
+    def coordinate(self, *stimuli: msgs.Event) -> None:
+        """Feed stimuli to the coordination machine and carry out its actions: replies
+        to clients, and keys held or let go (as the task state machine's client wants)."""
+        for action in self.coordination.handle(*stimuli):
+            if isinstance(action, msgs.CoordinationReply):
+                self._to_client(action)
+            elif isinstance(action, WantKeys):
+                self.handle(ev.ClientDesiresKeys(stimulus_id=action.stimulus_id,
+                                                 client=action.client, keys=action.keys))
+            elif isinstance(action, UnwantKeys):
+                self.handle(ev.ClientReleasesKeys(stimulus_id=action.stimulus_id,
+                                                  client=action.client, keys=action.keys))
+
     def _to_worker(self, msg: msgs.ToWorker) -> None:
         stream = self.worker_streams.get(msg.worker)
         if stream is not None:
@@ -194,7 +211,9 @@ class Scheduler:
     async def _tick_forever(self) -> None:
         while True:
             await asyncio.sleep(self.tick_interval)
-            self.handle(ev.Tick(stimulus_id=self._ids(), now=time.time()))
+            tick = ev.Tick(stimulus_id=self._ids(), now=time.time())
+            self.handle(tick)
+            self.coordinate(tick)
 
     # -- streams -----------------------------------------------------------------------
 
@@ -245,6 +264,8 @@ class Scheduler:
         own = self.OWN_MESSAGES.get(type(message))
         if own is not None:
             own(self, message)
+        elif isinstance(message, msgs.CoordinationStimulus):
+            self.coordinate(message)
         else:
             assert isinstance(message, ev.Stimulus), message  # tests/test_messages.py
             self.handle(message)
@@ -295,6 +316,8 @@ class Scheduler:
             if self.client_streams.get(client) is stream:
                 del self.client_streams[client]
                 stream.abort()
+            if client not in self.client_streams:  # its leases and waits end now
+                self.coordinate(HolderGone(stimulus_id=self._ids(), client=client))
             if client in self._closing_clients:  # said goodbye: nothing to keep
                 self._closing_clients.discard(client)
                 if client not in self.client_streams:
