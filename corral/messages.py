@@ -186,6 +186,15 @@ class RemoveWorkerPeer(ToWorker, WorkerStimulus):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AddWorkerPlugin(ToWorker):
+    """Set up this worker plugin (pickled by a client, opaque to the scheduler)."""
+
+    op = "plugin-add"
+    name: str
+    plugin: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class HeartbeatAck(ToWorker):
     """The answer to ``Heartbeat``: proves the link both ways."""
 
@@ -570,7 +579,7 @@ def _table(*classes: type[M]) -> dict[str, type[M]]:
 
 
 TO_WORKER: dict[str, type[ToWorker]] = _table(
-    ComputeTask, FreeKeys, StealRequest, RemoveWorkerPeer, HeartbeatAck)
+    ComputeTask, FreeKeys, StealRequest, RemoveWorkerPeer, HeartbeatAck, AddWorkerPlugin)
 FROM_WORKER: dict[str, type[FromWorker]] = _table(
     TaskStarted, TaskFinished, TaskErred, AddKeys, MissingData, ReleaseWorkerData,
     StealResponse, Heartbeat)

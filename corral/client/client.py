@@ -24,6 +24,7 @@ from urllib.parse import quote, urlsplit
 from corral import messages as msgs
 from corral import runspec
 from corral.client import fetch
+from corral.client.extras import AsyncClientExtras
 from corral.client.future import PENDING, Finished, Future, FutureState
 from corral.client.interface import ClientCore, ClusterLike
 from corral.client.requests import Requests
@@ -49,7 +50,7 @@ T = TypeVar("T")
 
 
 
-class AsyncClient(ClientCore):
+class AsyncClient(AsyncClientExtras, ClientCore):
     """Connects to a scheduler (or starts a ``LocalCluster`` when given no address)."""
 
     def __init__(

@@ -24,6 +24,7 @@ from corral.core.validate import build, checked
 from corral.exceptions import CommClosedError, CommError
 from corral.scheduler import events as ev
 from corral.scheduler.coordination import Coordination, HolderGone, UnwantKeys, WantKeys
+from corral.scheduler.extras import SchedulerExtras
 from corral.scheduler.state import SchedulerState
 from corral.scheduler.timeline import Timeline
 from corral.scheduler.wire import client_message, scatter_stimuli, worker_message
@@ -80,6 +81,7 @@ class Scheduler:
         self.coordination = Coordination(lease_timeout=lease_timeout)
         self.tick_interval = tick_interval
         self.batch_interval = batch_interval
+        self.extras = SchedulerExtras(self)  # more queries; worker plugins kept for joiners
         self.server = Server(
             {
                 "register-worker": self.register_worker,
@@ -91,6 +93,7 @@ class Scheduler:
                 "broadcast": self.broadcast,
                 "restart": self.restart,
                 "identity": self.identity,
+                **self.extras.handlers(),
             },
             security=security,
             name=name,
@@ -240,6 +243,7 @@ class Scheduler:
         await comm.write({"status": "OK", "scheduler": self.id})
         stream = BatchedSend(self.batch_interval, name=f"to {address}")
         stream.start(comm)
+        self.extras.worker_joined(address, stream, added.stimulus_id)
         self.worker_streams[address] = stream
         self.worker_info[address] = {"name": name or address, "pid": pid, "nanny": nanny,
                                      "metrics": {}, "last_seen": time.time()}

@@ -31,6 +31,7 @@ from corral.protocol import dumps_pickle, loads_pickle
 from corral.security import Security
 from corral.sizeof import sizeof
 from corral.worker import events as ev
+from corral.worker.plugins import WorkerExtras
 from corral.worker.reconnect import FATAL, Retry, describe
 from corral.worker.runner import Outcome, TaskRunner
 from corral.worker.state import WorkerState
@@ -96,6 +97,7 @@ class Worker:
         self.gave_up: str | None = None  # why the worker gave up on its scheduler, if it did
         self.nanny = nanny
         self.data: dict[Any, Any] = {}
+        self.extras = WorkerExtras(self)  # plugins, uploaded files, the log ring
         self.server = Server(
             {
                 "get_data": self.get_data,
@@ -103,6 +105,7 @@ class Worker:
                 "run": self.run,
                 "reset": self.reset,
                 "identity": self.identity,
+                **self.extras.handlers(),
             },
             security=security,
             name=name,
@@ -132,6 +135,7 @@ class Worker:
         Waits for the scheduler as long as it takes, or up to ``death_timeout`` seconds.
         """
         await self.server.listen(address)
+        self.extras.start()
         self._ids = msgs.StimulusIds(self.address)
         self._start_afresh()
         if self.nanny:  # at once: reaching the scheduler may take any time
@@ -254,6 +258,7 @@ class Worker:
             task.cancel()
         await self.server.close()
         await self.pool.close()
+        await self.extras.close()
         if self._runner is not None:
             self._runner.shutdown()
 
@@ -276,8 +281,13 @@ class Worker:
 
     def handle(self, *stimuli: ev.Stimulus) -> None:
         assert self.state is not None
+        watching = self.extras.watching_transitions()  # plugins with a transition hook
+        if watching:
+            self.extras.mark(self.state.log)
         for instruction in self.state.handle(*stimuli):
             self._carry_out(instruction)
+        if watching:
+            self.extras.transitions(self.state.log)
 
     def _carry_out(self, instruction: ev.Instruction) -> None:
         if isinstance(instruction, ev.Execute):
@@ -409,9 +419,12 @@ class Worker:
     def _on_heartbeat_ack(self, msg: msgs.HeartbeatAck) -> None:
         self.latency = time.monotonic() - self._heartbeat_sent
 
+    def _on_add_plugin(self, msg: msgs.AddWorkerPlugin) -> None:
+        self.extras.add_soon(msg.name, msg.plugin)
+
     # The messages from the scheduler the server acts on itself; all others are stimuli.
     OWN_MESSAGES: ClassVar[dict[type[msgs.Message], Callable[[Any, Any], None]]] = {
-        msgs.HeartbeatAck: _on_heartbeat_ack,
+        msgs.HeartbeatAck: _on_heartbeat_ack, msgs.AddWorkerPlugin: _on_add_plugin,
     }
 
     def _new_id(self) -> str:
