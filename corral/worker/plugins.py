@@ -19,6 +19,7 @@ import importlib
 import inspect
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from collections import deque
@@ -84,6 +85,7 @@ class WorkerExtras:
         self.plugins: dict[str, Any] = {}
         self.logs = LogRing(log_length)
         self._directory: str | None = None
+        self._own_directory = False  # made here: removed at close
         self._watched: tuple[Any, ...] | None = None  # last transition seen: see below
 
     def start(self) -> None:
@@ -92,14 +94,24 @@ class WorkerExtras:
     async def close(self) -> None:
         logging.getLogger("corral").removeHandler(self.logs)
         for name in list(self.plugins):
-            await self._teardown(name)
+            try:
+                await self._teardown(name)
+            except Exception as e:
+                logger.warning("worker plugin %r failed to tear down: %s: %s", name,
+                               type(e).__name__, e)
+        if self._own_directory and self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
 
     def directory(self) -> str:
         """Where uploaded files go: the worker's ``local_directory``, or a fresh one."""
         if self._directory is None:
             local = getattr(self.worker, "local_directory", None)
-            self._directory = local or tempfile.mkdtemp(prefix="corral-worker-")
-            os.makedirs(self._directory, exist_ok=True)
+            if local:
+                self._directory = os.path.join(local, "uploads")
+                os.makedirs(self._directory, exist_ok=True)
+            else:
+                self._directory = tempfile.mkdtemp(prefix="corral-uploads-")
+                self._own_directory = True
         return self._directory
 
     def handlers(self) -> dict[str, Any]:
