@@ -237,3 +237,18 @@ def test_primitives_pickle_by_name(client):
     assert (lock.name, lock._async.max_leases, lock._async._client) == ("pickled", 3, None)
     q = pickle.loads(pickle.dumps(Queue("q", client=client, maxsize=4)))
     assert q._async.maxsize == 4
+
+
+def use_passed_primitives(lock: Lock, queue: Queue) -> int:
+    with lock:  # no client given anywhere: the worker's (corral.get_client())
+        return int(queue.get(timeout=10)) + int(Variable("passed-var").get(timeout=10))
+
+
+def test_primitives_passed_to_tasks_use_the_workers_client(client):
+    if not hasattr(corral, "get_client"):
+        pytest.skip("needs corral.get_client (tasks that launch tasks)")
+    queue = Queue("passed-queue", client=client)
+    queue.put(40)
+    Variable("passed-var", client=client).set(2)
+    future = client.submit(use_passed_primitives, Lock("passed", client=client), queue)
+    assert future.result(timeout=30) == 42

@@ -275,12 +275,15 @@ class Semaphore(_Sync):
         self._async = AsyncSemaphore(max_leases, name, client)
 
     def acquire(self, timeout: float | None = None) -> bool:
+        """Take a lease; False if none came free within ``timeout`` seconds."""
         return self._run(self._async.acquire(timeout))
 
     def release(self) -> bool:
+        """Give back the oldest lease taken through this object (False if it had expired)."""
         return self._run(self._async.release())
 
     def get_value(self) -> int:
+        """How many leases are held now, by anyone."""
         return self._run(self._async.get_value())
 
     def __enter__(self) -> Semaphore:
@@ -298,12 +301,15 @@ class Lock(_Sync):
         self._async = AsyncLock(name, client)
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        """Take the lock; False if not free within ``timeout`` s (or at once, unblocking)."""
         return self._run(self._async.acquire(blocking, timeout))
 
     def release(self) -> bool:
+        """Release the lock taken through this object (False if its lease had expired)."""
         return self._run(self._async.release())
 
     def locked(self) -> bool:
+        """Whether anyone holds the lock now."""
         return self._run(self._async.locked())
 
     def __enter__(self) -> Lock:
@@ -321,15 +327,19 @@ class Event(_Sync):
         self._async = AsyncEvent(name, client)
 
     def set(self) -> None:
+        """Set the flag: every waiter wakes, and waits return at once until ``clear``."""
         self._run(self._async.set())
 
     def clear(self) -> None:
+        """Clear the flag."""
         self._run(self._async.clear())
 
     def is_set(self) -> bool:
+        """Whether the flag is set."""
         return self._run(self._async.is_set())
 
     def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the flag is set: True, or False after ``timeout`` seconds."""
         return self._run(self._async.wait(timeout))
 
 
@@ -340,12 +350,15 @@ class Variable(_Sync):
         self._async = AsyncVariable(name, client)
 
     def set(self, value: Any) -> None:
+        """Set the value (a future's data is kept while the variable holds it)."""
         self._run(self._async.set(value))
 
     def get(self, timeout: float | None = None) -> Any:
+        """The value, waiting until one is set; ``TimeoutError`` after ``timeout`` s."""
         return self._run(self._async.get(timeout))
 
     def delete(self) -> None:
+        """Remove the value (and let go of a future it held)."""
         self._run(self._async.delete())
 
 
@@ -356,10 +369,13 @@ class Queue(_Sync):
         self._async = AsyncQueue(name, client, maxsize)
 
     def put(self, value: Any, timeout: float | None = None) -> None:
+        """Append ``value``; ``TimeoutError`` if there was no room within ``timeout`` s."""
         self._run(self._async.put(value, timeout))
 
     def get(self, timeout: float | None = None, batch: bool | int = False) -> Any:
+        """The oldest item, waiting; ``batch=n``: a list of ``n``; ``batch=True``: all now."""
         return self._run(self._async.get(timeout, batch))
 
     def qsize(self) -> int:
+        """How many items the queue holds now."""
         return self._run(self._async.qsize())
