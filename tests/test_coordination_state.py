@@ -123,6 +123,13 @@ def test_a_cancelled_wait_gets_no_reply_and_leaves_nothing(m):
     assert handle(m, msgs.CancelWait(stimulus_id="c2", client="b", request=1)) == []
 
 
+def test_a_request_number_already_waiting_is_refused(m):
+    handle(m, acquire("a", 1), acquire("b", 1))
+    out = handle(m, req(msgs.WaitEvent, "b", 1, "e"))
+    assert replies(out) == [("b", 1, "error", "ValueError")]
+    assert list(m.waits) == [("b", 1)]
+
+
 # -- events ---------------------------------------------------------------------------------
 
 

@@ -168,6 +168,9 @@ class Coordination:
               timeout: float | None) -> bool:
         """Queue ``request``; or answer "timeout" at once if it may not wait (False)."""
         deadline = float("inf") if timeout is None else request.now + timeout
+        if (request.client, request.request) in self.waits:  # a confused or hostile peer
+            self._refuse(request, f"request {request.request} is already waiting", "ValueError")
+            return False
         if deadline <= request.now:
             self._timed_out(request)
             return False

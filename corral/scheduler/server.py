@@ -189,7 +189,12 @@ class Scheduler:
     def coordinate(self, *stimuli: msgs.Event) -> None:
         """Feed stimuli to the coordination machine and carry out its actions: replies
         to clients, and keys held or let go (as the task state machine's client wants)."""
-        for action in self.coordination.handle(*stimuli):
+        try:
+            actions = self.coordination.handle(*stimuli)
+        except Exception:  # a bug there must not stop the ticks or drop a client's stream
+            logger.exception("coordination failed on %s", [type(s).__name__ for s in stimuli])
+            return
+        for action in actions:
             if isinstance(action, msgs.CoordinationReply):
                 self._to_client(action)
             elif isinstance(action, WantKeys):
