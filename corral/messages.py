@@ -16,8 +16,10 @@ Rules
   scheduler's action, the message on the wire and the worker's stimulus; a
   ``TaskFinished`` is what the worker's state machine tells the scheduler and the
   scheduler's stimulus. The role markers (``SchedulerStimulus``, ``SchedulerAction``,
-  ``WorkerStimulus``) say which. Stimuli that never travel (a worker joining, a thread's
-  outcome) are declared next to their state machine, on the same markers.
+  ``WorkerStimulus``, and ``CoordinationStimulus``/``CoordinationAction`` for the
+  scheduler's locks, queues and variables) say which. Stimuli that never travel (a
+  worker joining, a thread's outcome) are declared next to their state machine, on the
+  same markers.
 * Every message carries a ``stimulus_id``: ``<origin>-<n>`` (``StimulusIds``), made by
   whoever caused it and kept by what follows from it, so a log can say why. Older
   peers send none: the receiver makes one.

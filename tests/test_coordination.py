@@ -7,6 +7,7 @@ import asyncio
 import gc
 import os
 import time
+from datetime import timedelta
 
 import psutil
 import pytest
@@ -160,6 +161,8 @@ def test_a_lock_is_one_lock_by_name_with_timeouts_and_nonblocking(client):
     assert a.acquire()
     assert b.acquire(blocking=False) is False
     assert b.acquire(timeout=0.1) is False
+    assert b.acquire(timeout="50ms") is False  # dask's spellings of a timeout
+    assert b.acquire(timeout=timedelta(milliseconds=50)) is False
     assert b.locked()
     with pytest.raises(RuntimeError, match="not acquired through this Lock"):
         b.release()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Coroutine
+from datetime import timedelta
 from typing import Any, ClassVar, TypeVar
 
 from corral import messages as msgs
@@ -25,6 +26,7 @@ from corral.client.requests import dump_item
 
 logger = logging.getLogger("corral.client")
 T = TypeVar("T")
+Timeout = float | str | timedelta | None  # seconds; "500ms" and timedelta as dask takes them
 
 
 def resolve_client(client: Any) -> AsyncClient:
@@ -43,10 +45,19 @@ def resolve_client(client: Any) -> AsyncClient:
     return core
 
 
-def _checked_timeout(timeout: float | None) -> float | None:
-    if timeout is not None and timeout < 0:
-        raise ValueError(f"timeout must be >= 0 or None, got {timeout}")
-    return timeout
+def _checked_timeout(timeout: float | str | timedelta | None) -> float | None:
+    """Seconds, or None; dask's spellings (``"500ms"``, a ``timedelta``) are read too."""
+    if isinstance(timeout, timedelta):
+        timeout = timeout.total_seconds()
+    elif isinstance(timeout, str):
+        try:
+            from dask.utils import parse_timedelta
+        except ImportError:  # pragma: no cover - dask is optional
+            raise ValueError(f"timeout {timeout!r}: give seconds as a number") from None
+        timeout = parse_timedelta(timeout)
+    if timeout is not None and (timeout < 0 or timeout != timeout):
+        raise ValueError(f"timeout must be a number of seconds >= 0, or None; got {timeout}")
+    return None if timeout is None else float(timeout)
 
 
 class _Primitive:
@@ -96,7 +107,7 @@ class AsyncSemaphore(_Primitive):
     def _args(self) -> tuple[Any, ...]:
         return (self.max_leases, self.name)
 
-    async def acquire(self, timeout: float | None = None) -> bool:
+    async def acquire(self, timeout: Timeout = None) -> bool:
         """Take a lease; False if none came free within ``timeout`` seconds."""
         lease = uuid.uuid4().hex
         reply, _ = await self._ask(msgs.AcquireLease, kind=self.kind, lease=lease,
@@ -147,7 +158,7 @@ class AsyncLock(AsyncSemaphore):
         return (self.name,)
 
     async def acquire(self, blocking: bool = True,  # type: ignore[override]
-                      timeout: float | None = None) -> bool:
+                      timeout: Timeout = None) -> bool:
         """Take the lock; False if it did not come free within ``timeout`` seconds (or
         at once, with ``blocking=False``)."""
         if not blocking:
@@ -177,7 +188,7 @@ class AsyncEvent(_Primitive):
         reply, _ = await self._ask(msgs.Inspect, kind=self.kind)
         return bool(reply.value)
 
-    async def wait(self, timeout: float | None = None) -> bool:
+    async def wait(self, timeout: Timeout = None) -> bool:
         """Wait until the flag is set: True, or False after ``timeout`` seconds."""
         reply, _ = await self._ask(msgs.WaitEvent, timeout=_checked_timeout(timeout))
         return reply.outcome == "ok"
@@ -192,11 +203,11 @@ class AsyncVariable(_Primitive):
     async def set(self, value: Any) -> None:
         await self._ask(msgs.SetVariable, item=dump_item(value))
 
-    async def get(self, timeout: float | None = None) -> Any:
+    async def get(self, timeout: Timeout = None) -> Any:
         """The value, waiting until one is set; ``TimeoutError`` after ``timeout`` s."""
         reply, values = await self._ask(msgs.GetVariable, timeout=_checked_timeout(timeout))
         if reply.outcome == "timeout":
-            raise TimeoutError(f"variable {self.name!r} was not set within {timeout:g} s")
+            raise TimeoutError(f"variable {self.name!r} was not set within {timeout} s")
         return values[0]
 
     async def delete(self) -> None:
@@ -219,14 +230,14 @@ class AsyncQueue(_Primitive):
     def _args(self) -> tuple[Any, ...]:
         return (self.name, None, self.maxsize)
 
-    async def put(self, value: Any, timeout: float | None = None) -> None:
+    async def put(self, value: Any, timeout: Timeout = None) -> None:
         """Append ``value``; ``TimeoutError`` if there was no room within ``timeout`` s."""
         reply, _ = await self._ask(msgs.PutQueue, item=dump_item(value), maxsize=self.maxsize,
                                    timeout=_checked_timeout(timeout))
         if reply.outcome == "timeout":
-            raise TimeoutError(f"queue {self.name!r} had no room within {timeout:g} s")
+            raise TimeoutError(f"queue {self.name!r} had no room within {timeout} s")
 
-    async def get(self, timeout: float | None = None, batch: bool | int = False) -> Any:
+    async def get(self, timeout: Timeout = None, batch: bool | int = False) -> Any:
         """The oldest item, waiting for one; with ``batch=n``, a list of the ``n`` oldest
         (waiting for them all), with ``batch=True`` a list of all there are now."""
         count = 1 if batch is False else 0 if batch is True else int(batch)
@@ -235,7 +246,7 @@ class AsyncQueue(_Primitive):
         reply, values = await self._ask(msgs.GetQueue, count=count,
                                         timeout=_checked_timeout(timeout))
         if reply.outcome == "timeout":
-            raise TimeoutError(f"queue {self.name!r} had no item within {timeout:g} s")
+            raise TimeoutError(f"queue {self.name!r} had no item within {timeout} s")
         return values if batch is not False else values[0]
 
     async def qsize(self) -> int:
@@ -274,7 +285,7 @@ class Semaphore(_Sync):
     def __init__(self, max_leases: int = 1, name: str | None = None, client: Any = None) -> None:
         self._async = AsyncSemaphore(max_leases, name, client)
 
-    def acquire(self, timeout: float | None = None) -> bool:
+    def acquire(self, timeout: Timeout = None) -> bool:
         """Take a lease; False if none came free within ``timeout`` seconds."""
         return self._run(self._async.acquire(timeout))
 
@@ -300,7 +311,7 @@ class Lock(_Sync):
     def __init__(self, name: str | None = None, client: Any = None) -> None:
         self._async = AsyncLock(name, client)
 
-    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+    def acquire(self, blocking: bool = True, timeout: Timeout = None) -> bool:
         """Take the lock; False if not free within ``timeout`` s (or at once, unblocking)."""
         return self._run(self._async.acquire(blocking, timeout))
 
@@ -338,7 +349,7 @@ class Event(_Sync):
         """Whether the flag is set."""
         return self._run(self._async.is_set())
 
-    def wait(self, timeout: float | None = None) -> bool:
+    def wait(self, timeout: Timeout = None) -> bool:
         """Wait until the flag is set: True, or False after ``timeout`` seconds."""
         return self._run(self._async.wait(timeout))
 
@@ -353,7 +364,7 @@ class Variable(_Sync):
         """Set the value (a future's data is kept while the variable holds it)."""
         self._run(self._async.set(value))
 
-    def get(self, timeout: float | None = None) -> Any:
+    def get(self, timeout: Timeout = None) -> Any:
         """The value, waiting until one is set; ``TimeoutError`` after ``timeout`` s."""
         return self._run(self._async.get(timeout))
 
@@ -368,11 +379,11 @@ class Queue(_Sync):
     def __init__(self, name: str | None = None, client: Any = None, maxsize: int = 0) -> None:
         self._async = AsyncQueue(name, client, maxsize)
 
-    def put(self, value: Any, timeout: float | None = None) -> None:
+    def put(self, value: Any, timeout: Timeout = None) -> None:
         """Append ``value``; ``TimeoutError`` if there was no room within ``timeout`` s."""
         self._run(self._async.put(value, timeout))
 
-    def get(self, timeout: float | None = None, batch: bool | int = False) -> Any:
+    def get(self, timeout: Timeout = None, batch: bool | int = False) -> Any:
         """The oldest item, waiting; ``batch=n``: a list of ``n``; ``batch=True``: all now."""
         return self._run(self._async.get(timeout, batch))
 
