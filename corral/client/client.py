@@ -25,8 +25,10 @@ from corral import messages as msgs
 from corral import runspec
 from corral.client import defaults, fetch, persist
 from corral.client.cluster import cluster_arguments, wait_for_workers
+from corral.client.extras import AsyncClientExtras
 from corral.client.future import PENDING, Finished, Future, FutureState
 from corral.client.interface import ClientCore, ClusterLike
+from corral.client.requests import Requests
 from corral.client.tasks import addresses, task_message, task_options
 from corral.comm.addressing import normalize_address
 from corral.core import BatchedSend, Comm, ConnectionPool, connect
@@ -49,7 +51,7 @@ T = TypeVar("T")
 
 
 
-class AsyncClient(ClientCore):
+class AsyncClient(AsyncClientExtras, ClientCore):
     """Connects to a scheduler (or starts a ``LocalCluster`` when given no address)."""
 
     def __init__(
@@ -92,6 +94,7 @@ class AsyncClient(ClientCore):
         self._closed = False
         self._callback_pool: Any = None
         self._start_callbacks: dict[Hashable, Callable[[], None]] = {}  # see submit_many
+        self.requests = Requests(self)  # locks, queues, variables...: corral.client.requests
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -162,6 +165,7 @@ class AsyncClient(ClientCore):
         defaults.forget(self)
         for state in list(self._states.values()):  # futures may be released meanwhile
             state.cancel("client closed")
+        self.requests.fail_all(ClientClosedError(f"this client ({self.id}) is closed"))
         # Release our keys now, not after a grace period.
         self._send(msgs.CloseClient(stimulus_id=self._ids()))
         await self._stream.close(timeout=2)
@@ -246,6 +250,14 @@ class AsyncClient(ClientCore):
 
     def _send(self, msg: msgs.FromClient) -> None:
         self._send_wire(msg.to_wire())
+
+    def send(self, msg: msgs.FromClient) -> None:
+        """On the loop: send ``msg`` to the scheduler on the client's stream."""
+        self._send(msg)
+
+    def new_id(self) -> str:
+        """A fresh stimulus id of this client's."""
+        return self._ids()
 
     def _send_wire(self, msg: dict[str, Any]) -> None:
         with contextlib.suppress(CommClosedError):
@@ -415,6 +427,8 @@ class AsyncClient(ClientCore):
             if self._closed:
                 return
             self._stream.abort()
+            self.requests.fail_all(CommClosedError(
+                "lost the connection to the scheduler while waiting on it"))
             logger.warning("lost the connection to the scheduler; reconnecting for up to %s s",
                            self.reconnect_timeout)
             previous, unsent = self._scheduler_id, self._stream.unsent()
@@ -449,6 +463,9 @@ class AsyncClient(ClientCore):
             report = msgs.read(msgs.TO_CLIENT, msg, self._ids, client=self.id)
         except InvalidMessage as e:
             logger.warning("ignoring a malformed report from the scheduler: %s", e)
+            return
+        if isinstance(report, msgs.CoordinationReply):  # answers a request, names no key
+            self.requests.on_reply(report)
             return
         key = report.key  # type: ignore[attr-defined]  # every report names one
         state = self._states.get(key)

@@ -15,13 +15,14 @@ from typing import Any
 
 from corral.client import defaults, persist
 from corral.client.client import AsyncClient
+from corral.client.extras import ClientExtras
 from corral.client.future import Future
 from corral.client.interface import ClientCore, ClusterLike
 from corral.security import Security
 from corral.utils import LoopRunner, close_at_exit
 
 
-class Client:
+class Client(ClientExtras):
     """Submit work to a corral cluster and get futures back.
 
     ``Client()`` starts a ``LocalCluster`` of its own, with the cluster arguments given

@@ -33,6 +33,7 @@ from corral.protocol import dumps_pickle, loads_pickle
 from corral.security import Security
 from corral.sizeof import sizeof
 from corral.worker import events as ev
+from corral.worker.plugins import WorkerExtras
 from corral.worker.reconnect import FATAL, Retry, describe
 from corral.worker.runner import Outcome, TaskRunner
 from corral.worker.state import WorkerState
@@ -107,6 +108,7 @@ class Worker:
         self.local_directory = ""
         self.nanny = nanny
         self.data: dict[Any, Any] = {}
+        self.extras = WorkerExtras(self)  # plugins, uploaded files, the log ring
         self.server = Server(
             {
                 "get_data": self.get_data,
@@ -114,6 +116,7 @@ class Worker:
                 "run": self.run,
                 "reset": self.reset,
                 "identity": self.identity,
+                **self.extras.handlers(),
             },
             security=security,
             name=name,
@@ -144,6 +147,7 @@ class Worker:
         """
         await self.server.listen(address)
         self.local_directory = tempfile.mkdtemp(prefix="corral-worker-", dir=self._local_parent)
+        self.extras.start()
         self._ids = msgs.StimulusIds(self.address)
         self._start_afresh()
         if self.nanny:  # at once: reaching the scheduler may take any time
@@ -266,6 +270,7 @@ class Worker:
             task.cancel()
         await self.server.close()
         await self.pool.close()
+        await self.extras.close()
         if self._runner is not None:
             self._runner.shutdown()
         if self.local_directory:
@@ -290,8 +295,13 @@ class Worker:
 
     def handle(self, *stimuli: ev.Stimulus) -> None:
         assert self.state is not None
+        watching = self.extras.watching_transitions()  # plugins with a transition hook
+        if watching:
+            self.extras.mark(self.state.log)
         for instruction in self.state.handle(*stimuli):
             self._carry_out(instruction)
+        if watching:
+            self.extras.transitions(self.state.log)
 
     def _carry_out(self, instruction: ev.Instruction) -> None:
         if isinstance(instruction, ev.Execute):
@@ -423,9 +433,12 @@ class Worker:
     def _on_heartbeat_ack(self, msg: msgs.HeartbeatAck) -> None:
         self.latency = time.monotonic() - self._heartbeat_sent
 
+    def _on_add_plugin(self, msg: msgs.AddWorkerPlugin) -> None:
+        self.extras.add_soon(msg.name, msg.plugin)
+
     # The messages from the scheduler the server acts on itself; all others are stimuli.
     OWN_MESSAGES: ClassVar[dict[type[msgs.Message], Callable[[Any, Any], None]]] = {
-        msgs.HeartbeatAck: _on_heartbeat_ack,
+        msgs.HeartbeatAck: _on_heartbeat_ack, msgs.AddWorkerPlugin: _on_add_plugin,
     }
 
     def _new_id(self) -> str:
