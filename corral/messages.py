@@ -194,6 +194,23 @@ class TaskStarted(FromWorker, SchedulerStimulus):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TaskSeceded(FromWorker, SchedulerStimulus):
+    """``key`` left its thread slot (``corral.secede()``): it runs on, waiting for tasks it
+    launched, but no longer counts as the worker's load."""
+
+    op = "task-seceded"
+    key: Key
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskRejoined(FromWorker, SchedulerStimulus):
+    """Seceded ``key`` has a thread slot again (``corral.rejoin()``): load once more."""
+
+    op = "task-rejoined"
+    key: Key
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TaskFinished(FromWorker, SchedulerStimulus):
     """The worker computed ``key`` and holds its result."""
 
@@ -413,7 +430,7 @@ TO_WORKER: dict[str, type[ToWorker]] = _table(
     ComputeTask, FreeKeys, StealRequest, RemoveWorkerPeer, HeartbeatAck)
 FROM_WORKER: dict[str, type[FromWorker]] = _table(
     TaskStarted, TaskFinished, TaskErred, AddKeys, MissingData, ReleaseWorkerData,
-    StealResponse, Heartbeat)
+    StealResponse, Heartbeat, TaskSeceded, TaskRejoined)
 TO_CLIENT: dict[str, type[ToClient]] = _table(
     ReportKeyInMemory, ReportTaskErred, ReportTaskStarted, ReportCancelled)
 FROM_CLIENT: dict[str, type[FromClient]] = _table(

@@ -34,6 +34,8 @@ HANDLERS: dict[type[ev.Stimulus], Handler] = {
     ev.RemoveWorker: workers.remove_worker,
     ev.WorkerHeartbeat: workers.worker_heartbeat,
     ev.TaskStarted: workers.task_started,
+    ev.TaskSeceded: workers.task_seceded,
+    ev.TaskRejoined: workers.task_rejoined,
     ev.TaskFinished: workers.task_finished,
     ev.TaskErred: workers.task_erred,
     ev.AddKeys: workers.add_keys,

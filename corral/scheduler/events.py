@@ -34,6 +34,8 @@ from corral.messages import (
     StealResponse,
     TaskErred,
     TaskFinished,
+    TaskRejoined,
+    TaskSeceded,
     TaskSpec,
     TaskStarted,
     UpdateGraph,
@@ -48,7 +50,8 @@ __all__ = [
     "Key", "MissingData", "Notice", "RecordTaskRun", "ReleaseWorkerData", "RemoveClient",
     "RemoveWorker", "ReportCancelled", "ReportKeyInMemory", "ReportTaskErred",
     "ReportTaskStarted", "ScatterData", "StealRequest", "StealResponse", "Stimulus",
-    "TaskErred", "TaskFinished", "TaskSpec", "TaskStarted", "Tick", "UpdateGraph",
+    "TaskErred", "TaskFinished", "TaskRejoined", "TaskSeceded", "TaskSpec", "TaskStarted",
+    "Tick", "UpdateGraph",
     "WorkerHeartbeat",
 ]
 

@@ -84,6 +84,19 @@ def task_started(state: SchedulerState, s: ev.TaskStarted) -> None:
                 state.emit(ev.ReportTaskStarted, client=client, key=ts.key)
 
 
+def task_seceded(state: SchedulerState, s: ev.TaskSeceded) -> None:
+    """A task left its thread slot to wait for tasks it launched: not load any more."""
+    ts, ws = state.tasks.get(s.key), state.workers.get(s.worker)
+    if ts is not None and ws is not None:
+        state.placement.secede(ts, ws)
+
+
+def task_rejoined(state: SchedulerState, s: ev.TaskRejoined) -> None:
+    ts, ws = state.tasks.get(s.key), state.workers.get(s.worker)
+    if ts is not None and ws is not None:
+        state.placement.rejoin(ts, ws)
+
+
 def task_finished(state: SchedulerState, s: ev.TaskFinished) -> None:
     ws, ts = state.workers.get(s.worker), state.tasks.get(s.key)
     if ts is not None:
