@@ -26,10 +26,15 @@ _EXPORTS = {
     "Worker": "corral.worker.server",
     "as_completed": "corral.client.waiting",
     "connect": "corral.core.connect",
+    "fire_and_forget": "corral.client.keeping",
+    "get_client": "corral.client.worker_client",
     "get_worker": "corral.worker.server",
     "progress": "corral.client.progress",
+    "rejoin": "corral.worker.secession",
     "rpc": "corral.core.rpc",
+    "secede": "corral.worker.secession",
     "wait": "corral.client.waiting",
+    "worker_client": "corral.client.worker_client",
 }
 __getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)
 
@@ -37,10 +42,12 @@ if _typing.TYPE_CHECKING:
     from corral.client.client import AsyncClient
     from corral.client.executor import Executor
     from corral.client.future import Future
+    from corral.client.keeping import fire_and_forget
     from corral.client.pool import Pool
     from corral.client.progress import progress
     from corral.client.sync import Client
     from corral.client.waiting import as_completed, wait
+    from corral.client.worker_client import get_client, worker_client
     from corral.core.connect import connect
     from corral.core.rpc import ConnectionPool, rpc
     from corral.core.server import Server
@@ -51,6 +58,7 @@ if _typing.TYPE_CHECKING:
     from corral.scheduler import Scheduler
     from corral.security import Security
     from corral.worker import Worker, get_worker
+    from corral.worker.secession import rejoin, secede
 
 __all__ = [
     "AsyncClient",
@@ -71,8 +79,13 @@ __all__ = [
     "__version__",
     "as_completed",
     "connect",
+    "fire_and_forget",
+    "get_client",
     "get_worker",
     "progress",
+    "rejoin",
     "rpc",
+    "secede",
     "wait",
+    "worker_client",
 ]

@@ -381,6 +381,23 @@ class ClientDesiresKeys(FromClient, SchedulerStimulus):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RetryKeys(FromClient, SchedulerStimulus):
+    """Run these erred keys again, with the erred inputs they need (``Future.retry``)."""
+
+    op = "retry-keys"
+    keys: tuple[Key, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FireAndForget(FromClient, SchedulerStimulus):
+    """Run these keys to the end even if no client wants them any more
+    (``fire_and_forget``); their results are freed once done, unless someone wants them."""
+
+    op = "fire-and-forget"
+    keys: tuple[Key, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CancelKeys(FromClient, SchedulerStimulus):
     """The client cancels its futures for these keys.
 
@@ -435,7 +452,7 @@ TO_CLIENT: dict[str, type[ToClient]] = _table(
     ReportKeyInMemory, ReportTaskErred, ReportTaskStarted, ReportCancelled)
 FROM_CLIENT: dict[str, type[FromClient]] = _table(
     UpdateGraph, ClientReleasesKeys, ClientDesiresKeys, CancelKeys, ClientMissingData,
-    Scatter, CloseClient)
+    Scatter, CloseClient, RetryKeys, FireAndForget)
 
 
 def read(table: Mapping[str, type[M]], msg: Any, new_id: Callable[[], str],

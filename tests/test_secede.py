@@ -3,13 +3,20 @@ action lists), and recursive launching on one-thread workers (real processes).""
 
 from __future__ import annotations
 
+import gc
+import os
+import time
+
 import pytest
 
+import corral
+from corral import Client, Future, LocalCluster
 from corral import messages as msgs
 from corral.scheduler import events as sev
 from corral.scheduler.state import SchedulerState
 from corral.worker import events as ev
 from corral.worker.state import WS, WorkerState
+from tests._helpers import wait_until_blocking
 
 ME, A, B = "tcp://me:1", "tcp://a:1", "tcp://b:1"
 
@@ -59,7 +66,8 @@ def test_a_seceded_task_frees_its_slot_for_the_next_ready_task(ws):
         *start("secede-parent", "child"),
     ]
     assert ws.tasks["parent"].state == WS.LONG_RUNNING
-    assert ws.executing == {"child"} and ws.long_running == {"parent"}
+    assert ws.executing == {"child"}
+    assert ws.long_running == {"parent"}
     assert ws.handle(secede("parent")) == []  # twice is once
 
 
@@ -115,7 +123,8 @@ def test_a_seceded_task_that_finishes_without_rejoining_frees_nothing_twice(ws):
     out = ws.handle(success("parent"))
     assert out == [tell("s-parent", msgs.TaskFinished, key="parent", nbytes=8, typename="int",
                         start=1.0, stop=2.0)]
-    assert ws.executing == {"child"} and not ws.long_running
+    assert ws.executing == {"child"}
+    assert not ws.long_running
 
 
 # -- the scheduler --------------------------------------------------------------------------
@@ -134,7 +143,8 @@ def test_the_scheduler_does_not_count_a_seceded_task_as_load():
     assert ws.occupancy == 1.0
     state.handle(sev.TaskStarted(stimulus_id="st", worker=where, key="parent"),
                  sev.TaskSeceded(stimulus_id="sec", worker=where, key="parent"))
-    assert ws.occupancy == 0.0 and ws.queued() == 0
+    assert ws.occupancy == 0.0
+    assert ws.queued() == 0
     state.validate()
     # a child goes to the parent's worker now (ties broken by address: make it the loser)
     children = tuple(sev.TaskSpec(key=f"child-{i}", run_spec=b"c", name="child")
@@ -142,14 +152,17 @@ def test_the_scheduler_does_not_count_a_seceded_task_as_load():
     out = state.handle(sev.UpdateGraph(stimulus_id="g2", client="c", tasks=children,
                                        wanted=tuple(t.key for t in children)))
     assert sorted(a.worker for a in out if isinstance(a, sev.ComputeTask)) == sorted([A, B])
-    assert ws.queued() == 1 and state.workers[other].queued() == 1
+    assert ws.queued() == 1
+    assert state.workers[other].queued() == 1
     # idle workers steal nothing from a worker whose only extra task is seceded
     assert state.handle(sev.Tick(stimulus_id="t", now=1.0)) == []
     state.handle(sev.TaskRejoined(stimulus_id="rej", worker=where, key="parent"))
-    assert ws.occupancy == 2.0 and ws.queued() == 2
+    assert ws.occupancy == 2.0
+    assert ws.queued() == 2
     state.validate()
     state.handle(sev.TaskFinished(stimulus_id="done", worker=where, key="parent", nbytes=8))
-    assert ws.occupancy == 1.0 and not ws.long_running
+    assert ws.occupancy == 1.0
+    assert not ws.long_running
     state.validate()
 
 
@@ -163,3 +176,133 @@ def test_a_seceded_task_on_a_worker_that_dies_is_recomputed_elsewhere():
     out = state.handle(sev.RemoveWorker(stimulus_id="gone", address=A))
     assert [(a.worker, a.key) for a in out if isinstance(a, sev.ComputeTask)] == [(B, "parent")]
     state.validate()
+
+
+# -- on a cluster of one-thread workers -------------------------------------------------
+
+
+def fib(n):
+    if n < 2:
+        return n
+    client = corral.get_client()
+    a, b = client.submit(fib, n - 1), client.submit(fib, n - 2)
+    corral.secede()  # without it, the last thread would wait for tasks that cannot start
+    result = sum(client.gather([a, b]))
+    corral.rejoin()
+    return result
+
+
+def total_of_incs(n):
+    with corral.worker_client() as client:
+        return sum(client.gather(client.map(inc, range(n))))
+
+
+def inc(x):
+    return x + 1
+
+
+def launch():
+    return corral.get_client().submit(inc, 10)
+
+
+class Box:
+    def __init__(self, future):
+        self.future = future
+
+
+def read_box(box):
+    return box.future.result(timeout=20) + 1
+
+
+def wait_for_path(path):
+    while not os.path.exists(path):  # a gate the test opens; the task polls, not the test
+        time.sleep(0.01)
+    return path
+
+
+def write_path(path, gate):
+    with open(path, "w") as f:
+        f.write("done")
+
+
+def fails_once(path):
+    if not os.path.exists(path):
+        open(path, "w").close()
+        raise ValueError("first time")
+    return "second time"
+
+
+@pytest.fixture(scope="module")
+def client():
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, \
+            Client(cluster.scheduler_address) as c:
+        yield c
+
+
+def test_recursive_fib_on_one_thread_workers_does_not_deadlock(client):
+    assert client.submit(fib, 12).result(timeout=60) == 144
+    assert client.submit(total_of_incs, 10).result(timeout=30) == 55
+
+
+def test_get_client_outside_tasks_without_a_default_says_so():
+    import corral.client.worker_client as wc
+
+    if wc._default_client() is None:
+        with pytest.raises(ValueError, match="found no client"):
+            corral.get_client()
+    with pytest.raises(ValueError, match="in a corral task"):
+        corral.secede()
+
+
+def test_a_future_inside_an_object_or_closure_arrives_as_a_future_and_is_kept(client):
+    x = client.submit(inc, 1)
+    in_object = client.submit(read_box, Box(x))
+
+    def closure():
+        return x.result(timeout=20) * 10
+
+    in_closure = client.submit(closure)
+    del x  # the tasks' futures hold x until they are done
+    gc.collect()
+    assert in_object.result(timeout=30) == 3
+    assert in_closure.result(timeout=30) == 20
+
+
+def test_a_future_returned_by_a_task_is_a_future_of_the_client_reading_it(client):
+    inner = client.submit(launch).result(timeout=30)
+    assert isinstance(inner, Future)
+    assert inner.client is client.core
+    assert inner.result(timeout=30) == 11
+
+
+def test_fire_and_forget_runs_a_task_nobody_holds_any_more(client, tmp_path):
+    gate, out = str(tmp_path / "gate"), str(tmp_path / "out")
+    opener = client.submit(wait_for_path, gate, pure=False)
+    job = client.submit(write_path, out, opener)
+    corral.fire_and_forget(job)
+    del job, opener
+    gc.collect()
+    open(gate, "w").close()
+    wait_until_blocking(lambda: os.path.exists(out), timeout=30)
+
+
+def test_retry_runs_a_failed_task_again(client, tmp_path):
+    future = client.submit(fails_once, str(tmp_path / "flag"), pure=False)
+    with pytest.raises(ValueError, match="first time"):
+        future.result(timeout=30)
+    future.retry()
+    assert future.result(timeout=30) == "second time"
+    assert not future.cancelled()
+
+
+def test_as_completed_takes_more_futures_and_yields_batches(client):
+    ac = corral.as_completed([client.submit(inc, 1)])
+    ac.update([client.submit(inc, 2)])
+    ac.add(client.submit(inc, 3))
+    assert ac.count() == 3
+    first = next(ac)
+    assert ac.count() == 2
+    seen = [first, *(f for batch in ac.batches() for f in batch)]
+    assert sorted(f.result() for f in seen) == [2, 3, 4]
+    assert ac.is_empty()
+    assert list(ac) == []

@@ -24,6 +24,8 @@ HANDLERS: dict[type[ev.Stimulus], Handler] = {
     ev.ClientDesiresKeys: clients.client_desires_keys,
     ev.ClientReleasesKeys: clients.client_releases_keys,
     ev.CancelKeys: clients.cancel_keys,
+    ev.FireAndForget: clients.fire_and_forget,
+    ev.RetryKeys: clients.retry_keys,
     ev.RemoveClient: clients.remove_client,
     ev.ClientConnected: clients.client_connected,
     ev.ClientDisconnected: clients.client_disconnected,

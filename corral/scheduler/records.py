@@ -38,6 +38,9 @@ TRANSITIONS: frozenset[tuple[TS, TS]] = frozenset({
 
 ACTIVE = (TS.WAITING, TS.NO_WORKER, TS.PROCESSING)
 
+# The pseudo-client that wants fire-and-forget tasks until they are done; never told.
+FIRE_AND_FORGET = "fire-and-forget"
+
 
 # A record's links to others (inputs, dependents, holders, ...) are dicts used as ordered
 # sets, every value None. They iterate in the order things happened, so the same stimuli

@@ -198,9 +198,9 @@ class WorkerState:
             key = self._rejoining.popleft()
             self.long_running.remove(key)
             self.executing.add(key)
-            ts = self.tasks[key]
-            if ts.state == WS.LONG_RUNNING:
-                self._to(ts, WS.EXECUTING)
+            rejoined = self.tasks[key]
+            if rejoined.state == WS.LONG_RUNNING:
+                self._to(rejoined, WS.EXECUTING)
                 self._tell(msgs.TaskRejoined, key=key)
             self._emit(ev.Resume, key=key)
         waiting_for_resources = []
