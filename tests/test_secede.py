@@ -214,6 +214,13 @@ def read_box(box):
     return box.future.result(timeout=20) + 1
 
 
+def reader_of(future):
+    def read():
+        return future.result(timeout=20) * 10
+
+    return read
+
+
 def wait_for_path(path):
     while not os.path.exists(path):  # a gate the test opens; the task polls, not the test
         time.sleep(0.01)
@@ -258,10 +265,7 @@ def test_a_future_inside_an_object_or_closure_arrives_as_a_future_and_is_kept(cl
     x = client.submit(inc, 1)
     in_object = client.submit(read_box, Box(x))
 
-    def closure():
-        return x.result(timeout=20) * 10
-
-    in_closure = client.submit(closure)
+    in_closure = client.submit(reader_of(x))
     del x  # the tasks' futures hold x until they are done
     gc.collect()
     assert in_object.result(timeout=30) == 3
