@@ -41,10 +41,15 @@ _EXPORTS = {
     "default_client": "corral.client.defaults",
     "futures_of": "corral.client.persist",
     "get_task_stream": "corral.client.extras",
+    "fire_and_forget": "corral.client.keeping",
+    "get_client": "corral.client.worker_client",
     "get_worker": "corral.worker.server",
     "progress": "corral.client.progress",
+    "rejoin": "corral.worker.secession",
     "rpc": "corral.core.rpc",
+    "secede": "corral.worker.secession",
     "wait": "corral.client.waiting",
+    "worker_client": "corral.client.worker_client",
 }
 __getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)
 
@@ -67,11 +72,13 @@ if _typing.TYPE_CHECKING:
     from corral.client.executor import Executor
     from corral.client.extras import WorkerPlugin, get_task_stream
     from corral.client.future import Future
+    from corral.client.keeping import fire_and_forget
     from corral.client.persist import futures_of
     from corral.client.pool import Pool
     from corral.client.progress import progress
     from corral.client.sync import Client
     from corral.client.waiting import as_completed, wait
+    from corral.client.worker_client import get_client, worker_client
     from corral.core.connect import connect
     from corral.core.rpc import ConnectionPool, rpc
     from corral.core.server import Server
@@ -82,6 +89,7 @@ if _typing.TYPE_CHECKING:
     from corral.scheduler import Scheduler
     from corral.security import Security
     from corral.worker import Worker, get_worker
+    from corral.worker.secession import rejoin, secede
 
 __all__ = [
     "AsyncClient",
@@ -115,10 +123,15 @@ __all__ = [
     "config",
     "connect",
     "default_client",
+    "fire_and_forget",
     "futures_of",
+    "get_client",
     "get_task_stream",
     "get_worker",
     "progress",
+    "rejoin",
     "rpc",
+    "secede",
     "wait",
+    "worker_client",
 ]

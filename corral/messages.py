@@ -215,6 +215,23 @@ class TaskStarted(FromWorker, SchedulerStimulus):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TaskSeceded(FromWorker, SchedulerStimulus):
+    """``key`` left its thread slot (``corral.secede()``): it runs on, waiting for tasks it
+    launched, but no longer counts as the worker's load."""
+
+    op = "task-seceded"
+    key: Key
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskRejoined(FromWorker, SchedulerStimulus):
+    """Seceded ``key`` has a thread slot again (``corral.rejoin()``): load once more."""
+
+    op = "task-rejoined"
+    key: Key
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TaskFinished(FromWorker, SchedulerStimulus):
     """The worker computed ``key`` and holds its result."""
 
@@ -381,6 +398,23 @@ class ClientDesiresKeys(FromClient, SchedulerStimulus):
     or the results it may have missed while reconnecting)."""
 
     op = "client-desires-keys"
+    keys: tuple[Key, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryKeys(FromClient, SchedulerStimulus):
+    """Run these erred keys again, with the erred inputs they need (``Future.retry``)."""
+
+    op = "retry-keys"
+    keys: tuple[Key, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FireAndForget(FromClient, SchedulerStimulus):
+    """Run these keys to the end even if no client wants them any more
+    (``fire_and_forget``); their results are freed once done, unless someone wants them."""
+
+    op = "fire-and-forget"
     keys: tuple[Key, ...]
 
 
@@ -584,7 +618,7 @@ TO_WORKER: dict[str, type[ToWorker]] = _table(
     ComputeTask, FreeKeys, StealRequest, RemoveWorkerPeer, HeartbeatAck, AddWorkerPlugin)
 FROM_WORKER: dict[str, type[FromWorker]] = _table(
     TaskStarted, TaskFinished, TaskErred, AddKeys, MissingData, ReleaseWorkerData,
-    StealResponse, Heartbeat)
+    StealResponse, Heartbeat, TaskSeceded, TaskRejoined)
 TO_CLIENT: dict[str, type[ToClient]] = _table(
     ReportKeyInMemory, ReportTaskErred, ReportTaskStarted, ReportCancelled,
     CoordinationReply)
@@ -592,7 +626,7 @@ FROM_CLIENT: dict[str, type[FromClient]] = _table(
     UpdateGraph, ClientReleasesKeys, ClientDesiresKeys, CancelKeys, ClientMissingData,
     Scatter, CloseClient, AcquireLease, ReleaseLease, SetEvent, WaitEvent, SetVariable,
     GetVariable, PutQueue, GetQueue, PublishDataset, GetDataset, UnpublishDataset, Inspect,
-    CancelWait, RefreshLeases)
+    CancelWait, RefreshLeases, RetryKeys, FireAndForget)
 
 
 def read(table: Mapping[str, type[M]], msg: Any, new_id: Callable[[], str],

@@ -26,7 +26,14 @@ from corral import runspec
 from corral.client import defaults, fetch, persist
 from corral.client.cluster import cluster_arguments, wait_for_workers
 from corral.client.extras import AsyncClientExtras
-from corral.client.future import PENDING, Finished, Future, FutureState
+from corral.client.future import (
+    PENDING,
+    Finished,
+    Future,
+    FutureState,
+    pickled_futures,
+    reading_client,
+)
 from corral.client.interface import ClientCore, ClusterLike
 from corral.client.requests import Requests
 from corral.client.tasks import addresses, task_message, task_options
@@ -255,10 +262,6 @@ class AsyncClient(AsyncClientExtras, ClientCore):
         """On the loop: send ``msg`` to the scheduler on the client's stream."""
         self._send(msg)
 
-    def new_id(self) -> str:
-        """A fresh stimulus id of this client's."""
-        return self._ids()
-
     def _send_wire(self, msg: dict[str, Any]) -> None:
         with contextlib.suppress(CommClosedError):
             self._stream.send(msg)
@@ -332,7 +335,8 @@ class AsyncClient(AsyncClientExtras, ClientCore):
         """Futures for ``fn(*args, **kwargs)`` per call; ``on_start(future)`` is called on
         the loop when its task starts on a worker (never, if it finishes unstarted)."""
         self.check_open()
-        function_bytes = runspec.pickle_function(fn)
+        with pickled_futures() as held_by_all:  # futures in a closure, say: see hold()
+            function_bytes = runspec.pickle_function(fn)
         name = getattr(fn, "__name__", type(fn).__name__).replace("<lambda>", "lambda")
         prepared = []  # every call checked before any future is made or task sent
         for args, kwargs in calls:
@@ -352,8 +356,11 @@ class AsyncClient(AsyncClientExtras, ClientCore):
             if known:  # an equal pure call already submitted: share its task
                 continue
             deps = list(dict.fromkeys(f.key for f in found))
-            tasks.append(task_message(key, runspec.pack(function_bytes, args, kwargs), deps, name,
-                               options))
+            with pickled_futures() as held:
+                run_spec = runspec.pack(function_bytes, args, kwargs)
+            if held or held_by_all:
+                futures[-1]._state.hold(held_by_all + held)
+            tasks.append(task_message(key, run_spec, deps, name, options))
         if on_start is not None:
             self.in_loop(self._watch_starts, futures, on_start)  # before the graph leaves
         if tasks:
@@ -527,9 +534,37 @@ class AsyncClient(AsyncClientExtras, ClientCore):
     async def gather_keys(
         self, keys: list[Hashable], errors: str = "raise"
     ) -> dict[Hashable, Any]:
-        """Fetch values straight from the workers holding them (``fetch.gather_keys``)."""
-        return await fetch.gather_keys(self._states, self.pool, self._report_missing,
-                                       keys, errors)
+        """Fetch values straight from the workers holding them (``fetch.gather_keys``);
+        futures inside them become this client's."""
+        token = reading_client.set(self)
+        try:
+            return await fetch.gather_keys(self._states, self.pool, self._report_missing,
+                                           keys, errors)
+        finally:
+            reading_client.reset(token)
+
+    def adopt(self, key: Hashable) -> Future:
+        """A future for ``key``, made elsewhere (unpickled): this client wants it too."""
+        new = key not in self._states
+        future = Future(key, self)
+        if new:
+            self.in_loop(self._send, msgs.ClientDesiresKeys(stimulus_id=self._ids(),
+                                                             keys=(key,)))
+        return future
+
+    def retry_soon(self, futures: Iterable[Future]) -> None:
+        """Run failed tasks again, from any thread (``keeping.retry``)."""
+        from corral.client import keeping
+
+        keeping.retry(self, futures)
+
+    async def retry(self, futures: Iterable[Future]) -> None:
+        """Run the failed tasks of ``futures`` again (and the failed inputs they need)."""
+        self.retry_soon(futures)
+
+    def new_id(self) -> str:
+        """A stimulus id for a message from this client: ``<id>-<n>``."""
+        return self._ids()
 
     def _report_missing(self, key: Hashable, errant_worker: str) -> None:
         self._send(msgs.ClientMissingData(stimulus_id=self._ids(), key=key,

@@ -154,6 +154,10 @@ class Client(ClientExtras):
         """Cancel these futures; tasks nobody else wants stop or never start."""
         self._core.cancel_soon(futures)
 
+    def retry(self, futures: Iterable[Future]) -> None:
+        """Run the failed tasks of ``futures`` again (and the failed inputs they need)."""
+        self._core.retry_soon(futures)
+
     def who_has(self, futures: Iterable[Future] | None = None) -> dict[Hashable, list[str]]:
         """``{key: [addresses of the workers holding it]}`` for these futures (or all)."""
         return self._run(self._core.who_has(futures))

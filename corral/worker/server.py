@@ -41,7 +41,8 @@ from corral.worker.state import WorkerState
 logger = logging.getLogger("corral.worker")
 
 _running: list[Worker] = []  # workers started in this process, newest last
-_current = threading.local()  # .worker: the worker whose task or run() this thread serves
+# .worker: the worker whose task or run() this thread serves; .key: the task's key
+_current = threading.local()
 
 
 def get_worker() -> Worker:
@@ -58,12 +59,19 @@ def get_worker() -> Worker:
     return _running[-1]
 
 
-def _as(worker: Worker, fn: Callable[[], Any]) -> Any:
-    _current.worker = worker
+def _as(worker: Worker, fn: Callable[[], Any], key: Any = None) -> Any:
+    _current.worker, _current.key = worker, key
     try:
         return fn()
     finally:
-        _current.worker = None
+        _current.worker = _current.key = None
+
+
+def current_task() -> tuple[Worker, Any] | None:
+    """The worker and key of the task this thread runs (key None in ``client.run``);
+    None outside tasks."""
+    worker = getattr(_current, "worker", None)
+    return None if worker is None else (worker, _current.key)
 
 
 class Worker:
@@ -137,6 +145,10 @@ class Worker:
         self._transfer_log: deque[tuple[str, float, float, int]] = deque(maxlen=1000)
         self._heartbeat_sent = 0.0
         self.latency = 0.0  # heartbeat round trip through both batched streams, seconds
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.resume_events: dict[Any, threading.Event] = {}  # seceded tasks in rejoin()
+        self.client: Any = None  # the Client tasks here share (corral.get_client())
+        self.client_lock = threading.Lock()
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -148,6 +160,7 @@ class Worker:
         await self.server.listen(address)
         self.local_directory = tempfile.mkdtemp(prefix="corral-worker-", dir=self._local_parent)
         self.extras.start()
+        self.loop = asyncio.get_running_loop()
         self._ids = msgs.StimulusIds(self.address)
         self._start_afresh()
         if self.nanny:  # at once: reaching the scheduler may take any time
@@ -164,6 +177,7 @@ class Worker:
         """Empty state, data and threads: how a worker starts, and rejoins after a loss."""
         if self._runner is not None:
             self._runner.shutdown()  # running tasks finish; their outcomes are dropped
+        self._resume_all()
         for task in self._gathers:
             task.cancel()
         self.data.clear()
@@ -275,6 +289,26 @@ class Worker:
             self._runner.shutdown()
         if self.local_directory:
             shutil.rmtree(self.local_directory, ignore_errors=True)
+        self._resume_all()
+        if self.client is not None:
+            await asyncio.to_thread(self.client.close)
+
+    def _resume_all(self) -> None:
+        """Let every task waiting in ``rejoin()`` go on (the worker starts afresh or ends)."""
+        events, self.resume_events = self.resume_events, {}
+        for event in events.values():
+            event.set()
+
+    def from_thread(self, kind: type[ev.Secede | ev.Rejoin], key: Any) -> bool:
+        """From a task's thread: hand the state machine ``kind(key)``; False if closed."""
+        if self.loop is None or self._closed.is_set():
+            return False
+        try:
+            self.loop.call_soon_threadsafe(
+                lambda: self.handle(kind(stimulus_id=self._new_id(), key=key)))
+        except RuntimeError:  # the loop closed meanwhile
+            return False
+        return True
 
     async def finished(self) -> None:
         """Wait until the worker has closed (e.g. because the scheduler went away)."""
@@ -306,6 +340,10 @@ class Worker:
     def _carry_out(self, instruction: ev.Instruction) -> None:
         if isinstance(instruction, ev.Execute):
             self._execute(instruction.key)
+        elif isinstance(instruction, ev.Resume):
+            event = self.resume_events.pop(instruction.key, None)
+            if event is not None:
+                event.set()
         elif isinstance(instruction, ev.GatherDep):
             task = asyncio.ensure_future(self._gather_dep(instruction))
             self._gathers.add(task)
@@ -332,12 +370,12 @@ class Worker:
         assert run_spec is not None  # the state machine executes only tasks it was given
 
         def call() -> Any:
-            fn, args, kwargs = runspec.unpack(run_spec)
+            fn, args, kwargs = runspec.unpack(run_spec)  # futures inside bind to get_client()
             if inputs:
                 args, kwargs = runspec.substitute((args, kwargs), inputs)
-            return _as(self, lambda: fn(*args, **kwargs))
+            return fn(*args, **kwargs)
 
-        self._runner.submit(key, call)
+        self._runner.submit(key, functools.partial(_as, self, call, key))
 
     def _on_outcomes(self, outcomes: list[Outcome]) -> None:
         stimuli: list[ev.Stimulus] = []
