@@ -111,6 +111,10 @@ async def workload(client: AsyncClient) -> None:
     await blocker
 
 
+# A new client makes itself dask's scheduler, which imports dask.config (~0.1 s) the first
+# time: a one-time import, not a stall of the client's own; import it before watching.
+dask_config = pytest.importorskip("dask.config")
+
 async def test_cluster_and_client_on_one_loop_never_block_it(watched):
     options = {"n_workers": 2, "threads_per_worker": 1, "processes": False,
                "dashboard_address": "127.0.0.1:0"}
@@ -131,7 +135,8 @@ async def test_client_never_blocks_its_loop(process_cluster, watched):
 
 def test_every_client_method_has_an_awaitable_twin():
     """Each method of ``Client`` is on ``AsyncClient`` too, and returns something to await
-    there; only submit and map, which never wait, return futures at once in both."""
+    there; only submit, map, compute and persist, which never wait, return futures at once in
+    both, and as_current is a context manager in both."""
     for name in dir(Client):
         if name.startswith("_") or not callable(getattr(Client, name)):
             continue  # properties and attributes
@@ -139,7 +144,8 @@ def test_every_client_method_has_an_awaitable_twin():
         assert method is not None, f"AsyncClient lacks {name}"
         returns = str(method.__annotations__.get("return"))
         awaitable = asyncio.iscoroutinefunction(method) or returns.startswith("Coroutine")
-        assert awaitable == (name not in {"submit", "map"}), name
+        immediate = {"submit", "map", "compute", "persist", "as_current"}
+        assert awaitable == (name not in immediate), name
 
 
 async def test_a_wait_that_returns_early_keeps_no_future_alive():
