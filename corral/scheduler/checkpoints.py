@@ -10,9 +10,10 @@ was done since the last one, and a long graph never finishes.
 
 The rule
 --------
-* Every finished task gets a *lineage cost*: its measured duration plus the lineage
-  cost of each input that is not a checkpoint, i.e. the compute time a loss of it would
-  redo. Its *anchors* are the nearest checkpoints its lineage reaches.
+* Every finished task gets a *lineage cost*: its measured duration (plus a fixed
+  ``TASK_OVERHEAD`` for sending and reporting it) plus the lineage cost of each input
+  that is not a checkpoint, i.e. the time a loss of it would take to redo. Its
+  *anchors* are the nearest checkpoints its lineage reaches.
 * Once the cluster has lost a worker that held data or ran tasks (``arm``), a finished
   task whose lineage cost is at least ``ratio`` times what copying it costs
   (``overhead + nbytes / bandwidth``) becomes a checkpoint: another worker is asked to
@@ -42,6 +43,10 @@ if TYPE_CHECKING:
 
 # Seconds a copy costs beyond its bytes: a message each way and a fetch on the worker.
 COPY_OVERHEAD = 0.005
+# Seconds running a task again costs beyond its measured run: it is sent, started and
+# reported like any other (a NumPy step of 0.6 ms took 6-9 ms end to end in the chaos
+# bench), so a chain of short tasks is weighed by its length, not only its run times.
+TASK_OVERHEAD = 0.005
 
 
 class Checkpoints:
@@ -65,7 +70,7 @@ class Checkpoints:
         on its anchors, and make it a checkpoint if losing it would cost enough."""
         if self.ratio <= 0:
             return
-        lineage = max(duration, 0.0)
+        lineage = max(duration, 0.0) + TASK_OVERHEAD
         anchors: dict[TaskState, None] = {}
         for dts in ts.dependencies:
             if dts.checkpoint:
