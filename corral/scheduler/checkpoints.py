@@ -77,14 +77,15 @@ class Checkpoints:
                 anchors[dts] = None
             else:
                 lineage += dts.lineage
-                anchors.update(dts.anchors)
+                for cts in dts.anchors:
+                    anchors[cts] = None
         ts.lineage = lineage
         self._drop_anchors(ts)  # a recomputed result: its old ones, if any
         if anchors:
             pins = self.pins
             for cts in anchors:
                 pins[cts] += 1
-            ts.anchors = anchors
+            ts.anchors = tuple(anchors)
         if ts.checkpoint or (self.armed and lineage >= self.ratio * (
                 COPY_OVERHEAD + ts.nbytes / self.bandwidth)):
             if not ts.checkpoint:
