@@ -14,10 +14,11 @@ The rule
   ``TASK_OVERHEAD`` for sending and reporting it) plus the lineage cost of each input
   that is not a checkpoint, i.e. the time a loss of it would take to redo. Its
   *anchors* are the nearest checkpoints its lineage reaches.
-* Once the cluster has lost a worker that held data or ran tasks (``arm``), a finished
-  task whose lineage cost is at least ``ratio`` times what copying it costs
+* Once the cluster has lost a worker that held data or ran tasks (``arm``; lineage
+  is weighed from then on, so a healthy cluster pays nothing), a finished task whose
+  lineage cost is at least ``ratio`` times what copying it costs
   (``overhead + nbytes / bandwidth``) becomes a checkpoint: another worker is asked to
-  fetch a copy (``AcquireReplicas``). A healthy cluster pays nothing.
+  fetch a copy (``AcquireReplicas``).
 * A checkpoint is kept in memory, even when no task needs it as an input, while a result
   in memory counts on it, i.e. has it among its anchors (``pins``). A checkpoint stops
   counting on its own anchors once it has two copies: so older checkpoints are freed
@@ -68,8 +69,8 @@ class Checkpoints:
     def finished(self, ts: TaskState, duration: float) -> None:
         """``ts`` is in memory after running ``duration`` seconds: weigh its lineage, count
         on its anchors, and make it a checkpoint if losing it would cost enough."""
-        if self.ratio <= 0:
-            return
+        if not self.armed:
+            return  # a healthy cluster pays nothing; lineage counts from the first loss
         lineage = max(duration, 0.0) + TASK_OVERHEAD
         anchors: dict[TaskState, None] = {}
         for dts in ts.dependencies:
