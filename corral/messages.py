@@ -180,6 +180,18 @@ class StealRequest(ToWorker, SchedulerAction, WorkerStimulus):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AcquireReplicas(ToWorker, SchedulerAction, WorkerStimulus):
+    """Fetch a copy of each of these keys from its holders (``who_has``) and keep it
+    until freed: a second replica, so that one death loses no long lineage
+    (``corral.scheduler.checkpoints``). Answered by ``AddKeys``."""
+
+    op = "acquire-replicas"
+    who_has: dict[Key, tuple[str, ...]]
+    nbytes: dict[Key, Count]
+    priority: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RemoveWorkerPeer(ToWorker, WorkerStimulus):
     """``peer`` is gone: forget it as a source of data."""
 
@@ -615,7 +627,8 @@ def _table(*classes: type[M]) -> dict[str, type[M]]:
 
 
 TO_WORKER: dict[str, type[ToWorker]] = _table(
-    ComputeTask, FreeKeys, StealRequest, RemoveWorkerPeer, HeartbeatAck, AddWorkerPlugin)
+    ComputeTask, FreeKeys, StealRequest, AcquireReplicas, RemoveWorkerPeer, HeartbeatAck,
+    AddWorkerPlugin)
 FROM_WORKER: dict[str, type[FromWorker]] = _table(
     TaskStarted, TaskFinished, TaskErred, AddKeys, MissingData, ReleaseWorkerData,
     StealResponse, Heartbeat, TaskSeceded, TaskRejoined)

@@ -185,6 +185,8 @@ stimuli = st.one_of(
     st.builds(success, st.sampled_from(KEYS)),
     st.builds(lambda k: ev.FreeKeys(stimulus_id="f", keys=(k,)), st.sampled_from(KEYS)),
     st.builds(lambda k: ev.StealRequest(stimulus_id="s", key=k), st.sampled_from(KEYS)),
+    st.builds(lambda k: ev.AcquireReplicas(stimulus_id="r", who_has={k: (P1,)}, nbytes={k: 1}),
+              st.sampled_from(KEYS)),
     st.builds(lambda ks: ev.GatherDepSuccess(stimulus_id="g", peer=P1, data=dict.fromkeys(ks, 1)),
               st.lists(st.sampled_from(KEYS), max_size=3)),
     st.builds(lambda ks: ev.GatherDepFailure(stimulus_id="x", peer=P1, keys=tuple(ks)),

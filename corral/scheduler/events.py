@@ -17,6 +17,7 @@ from typing import Annotated
 
 from corral.basic_types import Amount, AtLeast, Count, Key
 from corral.messages import (
+    AcquireReplicas,
     AddKeys,
     CancelKeys,
     ClientDesiresKeys,
@@ -46,7 +47,7 @@ from corral.messages import SchedulerAction as Action
 from corral.messages import SchedulerStimulus as Stimulus
 
 __all__ = [
-    "SERVER_ACTIONS", "Action", "AddKeys", "AddWorker", "Amount", "CancelKeys",
+    "SERVER_ACTIONS", "AcquireReplicas", "Action", "AddKeys", "AddWorker", "Amount", "CancelKeys",
     "ClientConnected", "ClientDesiresKeys", "ClientDisconnected", "ClientMissingData",
     "ClientReleasesKeys", "ComputeTask", "Count", "DropClient", "DropWorker", "FireAndForget",
     "FreeKeys",

@@ -71,6 +71,12 @@ def validate(state: SchedulerState) -> None:
             assert state.tasks.get(dts.key) is dts, key
         active = sum(d.state in ACTIVE for d in ts.dependents)
         assert ts.active_dependents == active, (key, ts.active_dependents, active)
+    # checkpoints: each is pinned by exactly the results in memory that count on it
+    pins = Counter(c for t in state.tasks.values() for c in t.anchors)
+    assert all(t.state == TS.MEMORY for t in state.tasks.values() if t.anchors)
+    assert {t for t in state.tasks.values() if t.checkpoint} == set(state.checkpoints.pins)
+    assert all(state.checkpoints.pins[c] == pins[c] for c in state.checkpoints.pins), pins
+    assert not state.checkpoints.unpinned, "checkpoints left unsettled after a stimulus"
     for ws in state.workers.values():
         for ts in ws.processing:
             assert ts.processing_on is ws

@@ -133,3 +133,8 @@ class TaskState:
     # a scan of every dependent (a shuffle's inputs have hundreds).
     active_dependents: int = 0
     error: tuple[bytes, bytes, str, str] | None = None  # exception, traceback, texts
+    # Checkpoints (``corral.scheduler.checkpoints``): seconds of compute a loss of this
+    # result would redo, the checkpoints its lineage stops at, and whether it is one.
+    lineage: float = 0.0
+    anchors: tuple[TaskState, ...] = NONE
+    checkpoint: bool = False

@@ -40,6 +40,7 @@ from corral.basic_types import Key
 from corral.exceptions import DataLostError, InvalidTransition, UnknownStimulus
 from corral.scheduler import events as ev
 from corral.scheduler import queries, stimulus_log
+from corral.scheduler.checkpoints import Checkpoints
 from corral.scheduler.dispatch import HANDLERS
 from corral.scheduler.liveness import Liveness
 from corral.scheduler.placement import Placement
@@ -74,6 +75,7 @@ class SchedulerState:
         stimulus_log_length: int = 10_000,
         worker_ttl: float | None = None,
         client_grace: float = 30.0,
+        checkpoint_ratio: float = 10.0,
     ) -> None:
         # Everything a replay needs to build the same machine (``stimulus_log.replay``).
         self.options: dict[str, Any] = {
@@ -81,6 +83,7 @@ class SchedulerState:
             "allowed_failures": allowed_failures, "max_steals_in_flight": max_steals_in_flight,
             "log_length": log_length, "stimulus_log_length": stimulus_log_length,
             "worker_ttl": worker_ttl, "client_grace": client_grace,
+            "checkpoint_ratio": checkpoint_ratio,
         }
         self.allowed_failures = allowed_failures
         self.tasks: dict[Key, TaskState] = {}
@@ -99,6 +102,8 @@ class SchedulerState:
                                    default_duration=default_duration)
         self.stealing = Stealing(self.placement, max_in_flight=max_steals_in_flight)
         self.liveness = Liveness(worker_ttl=worker_ttl, client_grace=client_grace)
+        # Second copies of results that would be expensive to recompute, once workers die.
+        self.checkpoints = Checkpoints(self, ratio=checkpoint_ratio, bandwidth=bandwidth)
         self.generation = 0  # graphs submitted so far: the second part of priorities
         # Tasks in no-worker, in the order they got there: placed again when a worker joins.
         self.no_worker: dict[TaskState, None] = {}
@@ -125,6 +130,8 @@ class SchedulerState:
             self.stimuli.append(stimulus)
             self.stimuli_handled += 1
             handler(self, stimulus)
+            if self.checkpoints.unpinned:
+                self.checkpoints.settle()
         actions, self._actions = self._actions, []
         return actions
 
@@ -140,6 +147,8 @@ class SchedulerState:
         if (ts.state, new) not in TRANSITIONS:
             raise InvalidTransition(f"{ts.key!r}: {ts.state.value} → {new.value}")
         self.log.append((ts.key, ts.state._value_, new._value_, self._stimulus_id))
+        if ts.state == TS.MEMORY and (ts.anchors or ts.checkpoint):
+            self.checkpoints.leaving_memory(ts)
         counts = self.counts
         if ts.state != TS.RELEASED:  # tasks are born and forgotten released: never counted
             old = (ts.name, ts.state)
@@ -290,7 +299,8 @@ class SchedulerState:
     # -- releasing and forgetting ----------------------------------------------------------
 
     def needed(self, ts: TaskState) -> bool:
-        return bool(ts.who_wants) or ts.active_dependents > 0
+        return bool(ts.who_wants) or ts.active_dependents > 0 or (
+            ts.checkpoint and self.checkpoints.pins[ts] > 0)
 
     def release_if_unneeded(self, ts: TaskState) -> None:
         stack = [ts]  # a worklist: inputs kept only for this task go too, however deep

@@ -48,6 +48,8 @@ def _remove(state: SchedulerState, address: str, reason: str) -> None:
     if ws is None:
         return
     state.liveness.worker_left(address)
+    if ws.processing or ws.has_what:
+        state.checkpoints.arm()  # work was lost: second copies are now worth their cost
     for ts in list(ws.processing):
         # Suspects: tasks it was running that never finished anywhere. Queued tasks are
         # innocent, and so is a task that finished before: it runs again because data
@@ -71,6 +73,7 @@ def _remove(state: SchedulerState, address: str, reason: str) -> None:
     for ts in held:
         if ts.state == TS.MEMORY and not ts.who_has:
             state.lost(ts)
+    state.checkpoints.worker_removed(ws, held)
     state.resume_waiting()
     state.emit(ev.DropWorker, worker=address, reason=reason)
 
@@ -109,6 +112,8 @@ def task_finished(state: SchedulerState, s: ev.TaskFinished) -> None:
         return
     if ts.state == TS.MEMORY:
         state.add_replica(ts, ws, s.nbytes)
+        if ts.checkpoint:
+            state.checkpoints.replica_added(ts)
         return
     if ts.processing_on is not None and ts.processing_on is not ws:
         other = state.unassign(ts)  # ran elsewhere too (e.g. stolen): keep this result
@@ -120,6 +125,7 @@ def task_finished(state: SchedulerState, s: ev.TaskFinished) -> None:
     ts.typename, ts.waiting_on, ts.finished_once = s.typename, NONE, True
     state.transition(ts, TS.MEMORY)
     state.add_replica(ts, ws, s.nbytes)
+    state.checkpoints.finished(ts, s.stop - s.start)  # before its inputs may be freed
     for client in ts.who_wants:
         state.report_if_done(ts, client)
     if FIRE_AND_FORGET in ts.who_wants:
@@ -160,6 +166,8 @@ def add_keys(state: SchedulerState, s: ev.AddKeys) -> None:
         ts = state.tasks.get(key)
         if ts is not None and ts.state == TS.MEMORY:
             state.add_replica(ts, ws, nbytes)
+            if ts.checkpoint:
+                state.checkpoints.replica_added(ts)
         else:
             unknown.append(key)
     if unknown:
@@ -181,6 +189,8 @@ def missing_data(state: SchedulerState, s: ev.MissingData) -> None:
         return
     if errant is not None:
         state.remove_replica(ts, errant)
+    if ts.checkpoint:
+        state.checkpoints.copy_failed(ts, s.worker)
     asker = state.workers.get(s.worker)
     if asker is not None:  # the task there needs fresh who_has: send it again
         for dts in [d for d in ts.dependents if d.processing_on is asker]:

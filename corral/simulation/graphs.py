@@ -122,6 +122,40 @@ def random_dag(n: int, rng: random.Random, *, max_inputs: int = 4, window: int =
     return g
 
 
+def linked_chains(n: int, rng: random.Random, *, length: int = 100, prefix: str = "linked",
+                  duration: float = 0.005, nbytes: int = 8_000, link_every: int = 10,
+                  big_every: int = 20, big_nbytes: int = 5 * 2**20) -> Graph:
+    """The chaos bench's shape (``bench/_chaos_workload.py``): ``n // length`` chains;
+    every ``link_every``-th step also reads the next chain's previous step, every
+    ``big_every``-th makes a big result; a pairwise tree sums the chain ends and the
+    client wants only its root."""
+    g = Graph()
+    count = max(1, n // length)
+    layer = [f"{prefix}-{c}-0" for c in range(count)]
+    for key in layer:
+        g.add(key, (), "start", _jitter(rng, duration), nbytes)
+    for i in range(1, length):
+        keys = [f"{prefix}-{c}-{i}" for c in range(count)]
+        for c, key in enumerate(keys):
+            deps = (layer[c], layer[(c + 1) % count]) if i % link_every == 0 else (layer[c],)
+            g.add(key, tuple(dict.fromkeys(deps)), "step", _jitter(rng, duration),
+                  big_nbytes if i % big_every == 0 else nbytes)
+        layer = keys
+    level = 0
+    while len(layer) > 1:
+        nxt = []
+        for j in range(0, len(layer), 2):
+            if j + 1 < len(layer):
+                key = f"{prefix}-add-{level}-{j}"
+                g.add(key, (layer[j], layer[j + 1]), "add", _jitter(rng, duration), nbytes)
+                nxt.append(key)
+            else:
+                nxt.append(layer[j])
+        layer, level = nxt, level + 1
+    g.wanted = list[Key](layer)
+    return g
+
+
 def mixed(n: int, rng: random.Random) -> Graph:
     """A third each of trees, chains and shuffles."""
     g = tree(n // 3, rng)

@@ -78,6 +78,7 @@ class TaskState:
     who_has: set[str] = field(default_factory=set)
     nbytes: int = 0
     assigned: bool = False  # the scheduler asked us to compute it (vs. an input only)
+    replica: bool = False  # the scheduler asked us to hold a copy (``AcquireReplicas``)
     resources: dict[str, float] | None = None  # held while it executes
 
 
@@ -314,7 +315,7 @@ class WorkerState:
                 continue
             if ts.state not in (WS.FLIGHT, WS.FETCH, WS.MISSING):
                 continue  # assigned here meanwhile: our own result will take its place
-            if not ts.dependents and not ts.assigned:
+            if not ts.dependents and not ts.assigned and not ts.replica:
                 self._emit(ev.ReleaseData, keys=(key,))
                 self._forget(ts)
                 continue
@@ -370,7 +371,7 @@ class WorkerState:
 
     def _urgency(self, ts: TaskState) -> tuple[float, ...]:
         priorities = [self.tasks[d].priority for d in ts.dependents if d in self.tasks]
-        return min(priorities, default=())
+        return min(priorities, default=ts.priority)
 
     # -- data put here, freeing, stealing ------------------------------------------------
 
@@ -388,12 +389,29 @@ class WorkerState:
         if s.report:
             self._tell(msgs.AddKeys, keys=dict(s.data))
 
+    def _on_AcquireReplicas(self, s: ev.AcquireReplicas) -> None:
+        """Hold a copy of each key: fetch the ones not here, keep them until freed."""
+        held = {}
+        for key, holders in s.who_has.items():
+            ts = self.tasks.get(key)
+            if ts is None:
+                ts = self.tasks[key] = TaskState(key, WS.FETCH, priority=s.priority,
+                                                 nbytes=s.nbytes.get(key, 0))
+            ts.replica = True
+            if ts.state == WS.MEMORY:
+                held[key] = ts.nbytes
+            elif ts.state in (WS.FETCH, WS.FLIGHT, WS.MISSING):
+                ts.who_has |= set(holders) - {self.address}
+                self._refetch(ts)
+        if held:
+            self._tell(msgs.AddKeys, keys=held)
+
     def _on_FreeKeys(self, s: ev.FreeKeys) -> None:
         for key in s.keys:
             ts = self.tasks.get(key)
             if ts is None:
                 continue
-            ts.assigned = False
+            ts.assigned = ts.replica = False
             if ts.state in RUNNING:
                 self._to(ts, WS.CANCELLED)
             elif ts.state in (WS.WAITING, WS.READY, WS.ERROR):
@@ -402,6 +420,8 @@ class WorkerState:
             elif ts.state == WS.MEMORY and not ts.dependents:
                 self._forget(ts)
                 self._emit(ev.ReleaseData, keys=(key,))
+            elif ts.state in (WS.FETCH, WS.MISSING) and not ts.dependents:
+                self._forget(ts)  # a replica no longer wanted (one in flight: when it lands)
 
     def _on_Secede(self, s: ev.Secede) -> None:
         if s.key not in self.executing:
@@ -433,8 +453,9 @@ class WorkerState:
         self._tell(msgs.StealResponse, key=s.key, released=released)
 
     def _release_if_unneeded(self, ts: TaskState) -> None:
-        """An input nobody here needs any more, and that we were not asked to compute."""
-        if ts.dependents or ts.assigned:
+        """An input nobody here needs any more, that we were not asked to compute or
+        keep."""
+        if ts.dependents or ts.assigned or ts.replica:
             return
         if ts.state == WS.MEMORY:
             self._emit(ev.ReleaseData, keys=(ts.key,))
@@ -481,6 +502,7 @@ HANDLERS: dict[type[ev.Stimulus], Callable[[WorkerState, Any], None]] = {
     ev.ComputeTask: WorkerState._on_ComputeTask,
     ev.FreeKeys: WorkerState._on_FreeKeys,
     ev.StealRequest: WorkerState._on_StealRequest,
+    ev.AcquireReplicas: WorkerState._on_AcquireReplicas,
     ev.Secede: WorkerState._on_Secede,
     ev.Rejoin: WorkerState._on_Rejoin,
     ev.RemoveWorkerPeer: WorkerState._on_RemoveWorkerPeer,
