@@ -166,6 +166,11 @@ def test_workers_import_a_scripts_sibling_module_and_this_test_module(client):
     assert client.submit(inc, 1).result() == 2  # pickled by reference: tests.test_dask_door
 
 
+def test_the_tutorial_clients_workers_have_the_arguments_it_was_given(client):
+    (info,) = client.scheduler_info()["workers"].values()
+    assert (info["nthreads"], info["memory_limit"]) == (2, 2**30)
+
+
 # -- item 4: persist and compute ------------------------------------------------------------
 
 
@@ -175,7 +180,7 @@ def test_persist_keeps_the_data_on_the_cluster_in_futures_of_the_same_collection
     assert type(y) is type(x)
     futures = corral.futures_of(y)
     assert len(futures) == 4
-    wait(futures)
+    wait(y)  # a persisted collection: its futures
     assert all(f.status == "finished" for f in futures)
     assert set(client.who_has(futures)) == {f.key for f in futures}
     assert (y + 1).sum().compute() == 2 * sum(range(40)) + 40  # reused in a new graph
@@ -243,6 +248,14 @@ def test_client_passes_cluster_arguments_and_its_cluster_scales_synchronously(tm
         with pytest.raises(TimeoutError, match="2 of 3 workers"):
             c.wait_for_workers(3, timeout=0.2)
     assert os.listdir(tmp_path) == []  # each worker's directory went with it
+
+
+def test_a_client_given_a_cluster_has_it_as_client_cluster_and_leaves_it_open():
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+        with Client(cluster, set_as_default=False) as c:
+            assert c.cluster is cluster
+        assert cluster.scale(2) is None  # still open: not the client's to close
+        assert len(cluster.scheduler.state.workers) == 2
 
 
 def test_cluster_arguments_are_refused_with_an_address_or_when_no_cluster_takes_them():

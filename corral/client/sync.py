@@ -102,7 +102,7 @@ class Client:
 
     @property
     def cluster(self) -> Any:
-        """The ``LocalCluster`` this client started, if it started one."""
+        """The cluster this client was given, or the ``LocalCluster`` it started."""
         return self._core.cluster
 
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
