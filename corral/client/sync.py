@@ -15,13 +15,14 @@ from typing import Any
 
 from corral.client import defaults, persist
 from corral.client.client import AsyncClient
+from corral.client.extras import ClientExtras
 from corral.client.future import Future
 from corral.client.interface import ClientCore, ClusterLike
 from corral.security import Security
 from corral.utils import LoopRunner, close_at_exit
 
 
-class Client:
+class Client(ClientExtras):
     """Submit work to a corral cluster and get futures back.
 
     ``Client()`` starts a ``LocalCluster`` of its own, with the cluster arguments given
@@ -152,6 +153,10 @@ class Client:
     def cancel(self, futures: Iterable[Future]) -> None:
         """Cancel these futures; tasks nobody else wants stop or never start."""
         self._core.cancel_soon(futures)
+
+    def retry(self, futures: Iterable[Future]) -> None:
+        """Run the failed tasks of ``futures`` again (and the failed inputs they need)."""
+        self._core.retry_soon(futures)
 
     def who_has(self, futures: Iterable[Future] | None = None) -> dict[Hashable, list[str]]:
         """``{key: [addresses of the workers holding it]}`` for these futures (or all)."""

@@ -33,6 +33,7 @@ from corral.protocol import dumps_pickle, loads_pickle
 from corral.security import Security
 from corral.sizeof import sizeof
 from corral.worker import events as ev
+from corral.worker.plugins import WorkerExtras
 from corral.worker.reconnect import FATAL, Retry, describe
 from corral.worker.runner import Outcome, TaskRunner
 from corral.worker.state import WorkerState
@@ -40,7 +41,8 @@ from corral.worker.state import WorkerState
 logger = logging.getLogger("corral.worker")
 
 _running: list[Worker] = []  # workers started in this process, newest last
-_current = threading.local()  # .worker: the worker whose task or run() this thread serves
+# .worker: the worker whose task or run() this thread serves; .key: the task's key
+_current = threading.local()
 
 
 def get_worker() -> Worker:
@@ -57,12 +59,19 @@ def get_worker() -> Worker:
     return _running[-1]
 
 
-def _as(worker: Worker, fn: Callable[[], Any]) -> Any:
-    _current.worker = worker
+def _as(worker: Worker, fn: Callable[[], Any], key: Any = None) -> Any:
+    _current.worker, _current.key = worker, key
     try:
         return fn()
     finally:
-        _current.worker = None
+        _current.worker = _current.key = None
+
+
+def current_task() -> tuple[Worker, Any] | None:
+    """The worker and key of the task this thread runs (key None in ``client.run``);
+    None outside tasks."""
+    worker = getattr(_current, "worker", None)
+    return None if worker is None else (worker, _current.key)
 
 
 class Worker:
@@ -107,6 +116,7 @@ class Worker:
         self.local_directory = ""
         self.nanny = nanny
         self.data: dict[Any, Any] = {}
+        self.extras = WorkerExtras(self)  # plugins, uploaded files, the log ring
         self.server = Server(
             {
                 "get_data": self.get_data,
@@ -114,6 +124,7 @@ class Worker:
                 "run": self.run,
                 "reset": self.reset,
                 "identity": self.identity,
+                **self.extras.handlers(),
             },
             security=security,
             name=name,
@@ -134,6 +145,10 @@ class Worker:
         self._transfer_log: deque[tuple[str, float, float, int]] = deque(maxlen=1000)
         self._heartbeat_sent = 0.0
         self.latency = 0.0  # heartbeat round trip through both batched streams, seconds
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.resume_events: dict[Any, threading.Event] = {}  # seceded tasks in rejoin()
+        self.client: Any = None  # the Client tasks here share (corral.get_client())
+        self.client_lock = threading.Lock()
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -144,6 +159,8 @@ class Worker:
         """
         await self.server.listen(address)
         self.local_directory = tempfile.mkdtemp(prefix="corral-worker-", dir=self._local_parent)
+        self.extras.start()
+        self.loop = asyncio.get_running_loop()
         self._ids = msgs.StimulusIds(self.address)
         self._start_afresh()
         if self.nanny:  # at once: reaching the scheduler may take any time
@@ -160,6 +177,7 @@ class Worker:
         """Empty state, data and threads: how a worker starts, and rejoins after a loss."""
         if self._runner is not None:
             self._runner.shutdown()  # running tasks finish; their outcomes are dropped
+        self._resume_all()
         for task in self._gathers:
             task.cancel()
         self.data.clear()
@@ -266,10 +284,31 @@ class Worker:
             task.cancel()
         await self.server.close()
         await self.pool.close()
+        await self.extras.close()
         if self._runner is not None:
             self._runner.shutdown()
         if self.local_directory:
             shutil.rmtree(self.local_directory, ignore_errors=True)
+        self._resume_all()
+        if self.client is not None:
+            await asyncio.to_thread(self.client.close)
+
+    def _resume_all(self) -> None:
+        """Let every task waiting in ``rejoin()`` go on (the worker starts afresh or ends)."""
+        events, self.resume_events = self.resume_events, {}
+        for event in events.values():
+            event.set()
+
+    def from_thread(self, kind: type[ev.Secede | ev.Rejoin], key: Any) -> bool:
+        """From a task's thread: hand the state machine ``kind(key)``; False if closed."""
+        if self.loop is None or self._closed.is_set():
+            return False
+        try:
+            self.loop.call_soon_threadsafe(
+                lambda: self.handle(kind(stimulus_id=self._new_id(), key=key)))
+        except RuntimeError:  # the loop closed meanwhile
+            return False
+        return True
 
     async def finished(self) -> None:
         """Wait until the worker has closed (e.g. because the scheduler went away)."""
@@ -290,12 +329,21 @@ class Worker:
 
     def handle(self, *stimuli: ev.Stimulus) -> None:
         assert self.state is not None
+        watching = self.extras.watching_transitions()  # plugins with a transition hook
+        if watching:
+            self.extras.mark(self.state.log)
         for instruction in self.state.handle(*stimuli):
             self._carry_out(instruction)
+        if watching:
+            self.extras.transitions(self.state.log)
 
     def _carry_out(self, instruction: ev.Instruction) -> None:
         if isinstance(instruction, ev.Execute):
             self._execute(instruction.key)
+        elif isinstance(instruction, ev.Resume):
+            event = self.resume_events.pop(instruction.key, None)
+            if event is not None:
+                event.set()
         elif isinstance(instruction, ev.GatherDep):
             task = asyncio.ensure_future(self._gather_dep(instruction))
             self._gathers.add(task)
@@ -322,12 +370,12 @@ class Worker:
         assert run_spec is not None  # the state machine executes only tasks it was given
 
         def call() -> Any:
-            fn, args, kwargs = runspec.unpack(run_spec)
+            fn, args, kwargs = runspec.unpack(run_spec)  # futures inside bind to get_client()
             if inputs:
                 args, kwargs = runspec.substitute((args, kwargs), inputs)
-            return _as(self, lambda: fn(*args, **kwargs))
+            return fn(*args, **kwargs)
 
-        self._runner.submit(key, call)
+        self._runner.submit(key, functools.partial(_as, self, call, key))
 
     def _on_outcomes(self, outcomes: list[Outcome]) -> None:
         stimuli: list[ev.Stimulus] = []
@@ -423,9 +471,12 @@ class Worker:
     def _on_heartbeat_ack(self, msg: msgs.HeartbeatAck) -> None:
         self.latency = time.monotonic() - self._heartbeat_sent
 
+    def _on_add_plugin(self, msg: msgs.AddWorkerPlugin) -> None:
+        self.extras.add_soon(msg.name, msg.plugin)
+
     # The messages from the scheduler the server acts on itself; all others are stimuli.
     OWN_MESSAGES: ClassVar[dict[type[msgs.Message], Callable[[Any, Any], None]]] = {
-        msgs.HeartbeatAck: _on_heartbeat_ack,
+        msgs.HeartbeatAck: _on_heartbeat_ack, msgs.AddWorkerPlugin: _on_add_plugin,
     }
 
     def _new_id(self) -> str:
