@@ -181,6 +181,7 @@ def test_persist_keeps_the_data_on_the_cluster_in_futures_of_the_same_collection
     futures = corral.futures_of(y)
     assert len(futures) == 4
     wait(y)  # a persisted collection: its futures
+    corral.progress(y, disable=True)  # returns at once: all done
     assert all(f.status == "finished" for f in futures)
     assert set(client.who_has(futures)) == {f.key for f in futures}
     assert (y + 1).sum().compute() == 2 * sum(range(40)) + 40  # reused in a new graph
@@ -217,6 +218,8 @@ def test_futures_inside_dask_graphs_are_dependencies(client):
     arr = da.from_delayed(ones, shape=(6,), dtype=float)
     assert (arr + 1).sum().compute() == 12
     assert corral.futures_of(delayed(inc)(f)) == [f]
+    g = client.submit(inc, 2)
+    assert corral.futures_of([f, {"g": g}, (f,)]) == [f, g]  # in order, each once
 
 
 def test_a_future_of_another_client_in_a_graph_is_refused(client):
