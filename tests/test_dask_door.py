@@ -122,6 +122,25 @@ def test_compute_and_dask_compute_run_on_the_cluster(client):
     assert corral.default_client() is client
 
 
+def in_a_corral_task():
+    from corral.worker.server import current_task
+
+    return current_task() is not None
+
+
+def compute_inside(n):
+    """A task that computes a dask graph itself, as dask.distributed users write."""
+    from dask import delayed
+
+    return delayed(in_a_corral_task)().compute(), da.arange(n, chunks=2).sum().compute()
+
+
+def test_compute_inside_a_task_runs_on_the_cluster_seceded(client):
+    assert client.submit(compute_inside, 10).result() == (True, 45)
+    # Both of the worker's threads inside such tasks at once: they secede, no deadlock.
+    assert client.gather(client.map(compute_inside, [4, 6])) == [(True, 6), (True, 15)]
+
+
 def test_a_new_client_is_the_default_until_it_closes_and_as_current_overrides(client):
     security = client.cluster.security
     with Client(client.scheduler_address, security=security) as second:
@@ -142,6 +161,10 @@ def test_without_a_client_dask_schedules_as_before_and_default_client_says_so():
         "    assert type(dask.config.get('scheduler')).__name__ == 'DefaultClientProxy'\n"
         "assert dask.config.get('scheduler', None) is None\n"
         "assert delayed(sum)([1, 2]).compute() == 3\n"
+        "from corral.client.defaults import route_dask_in_tasks\n"
+        "route_dask_in_tasks()  # as in a worker's process: with no client, dask's own\n"
+        "assert delayed(sum)([1, 2]).compute() == 3\n"
+        "assert dask.persist(delayed(sum)([1, 2]))[0].compute() == 3\n"
         "try:\n"
         "    corral.default_client()\n"
         "except ValueError as e:\n"
