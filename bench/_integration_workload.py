@@ -1,4 +1,5 @@
-"""dask collections through ``client.get`` and calls through an executor, in one cluster.
+"""dask collections through ``client.get``, ``dask.persist`` and computations on the
+persisted array, and calls through an executor, in one cluster.
 
 Run inside either environment: ``python _integration_workload.py corral|dask|local``.
 ``corral`` and ``dask`` start a LocalCluster of 2 worker processes x 1 thread and use
@@ -47,8 +48,28 @@ def median_seconds(action) -> float:
     return statistics.median(samples)
 
 
-def measure(get, executor) -> dict:
-    out = {}
+def measure_persist(get, futures_of, wait) -> dict:
+    """``dask.persist`` of a 128 MB array (through the client's ``persist`` on a cluster),
+    then repeated computations on the persisted array."""
+    x = da.random.random((4_000, 4_000), chunks=(500, 500))  # 64 chunks of 2 MB
+
+    def persist():
+        (y,) = dask.persist(x, scheduler=get)
+        if futures_of is not None:
+            wait(futures_of(y))  # the data stays on the cluster; wait until it is there
+        return y
+
+    out = {"persist_s": median_seconds(persist)}
+    y = persist()
+    expected = float(dask.compute((y + y.T).mean(axis=0).sum(), scheduler=get)[0])
+    assert 3_900 < expected < 4_100, expected
+    out["on_persisted_s"] = median_seconds(
+        lambda: dask.compute((y + y.T).mean(axis=0).sum(), scheduler=get))
+    return out
+
+
+def measure(get, executor, futures_of=None, wait=None) -> dict:
+    out = measure_persist(get, futures_of, wait)
     for name, (collection, expected) in collections().items():
         value = dask.compute(collection, scheduler=get)[0]
         assert abs(value - expected) < 1e-6 * abs(expected), (name, value, expected)
@@ -64,18 +85,18 @@ def measure(get, executor) -> dict:
 def main() -> None:
     system = sys.argv[1]
     if system == "corral":
-        from corral import Client, Executor, LocalCluster
+        from corral import Client, Executor, LocalCluster, futures_of, wait
 
         with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
             with Client(cluster) as client, Executor(client) as executor:
-                out = measure(client.get, executor)
+                out = measure(client.get, executor, futures_of, wait)
     elif system == "dask":
-        from distributed import Client, LocalCluster
+        from distributed import Client, LocalCluster, futures_of, wait
 
         with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None,
                           processes=True) as cluster, Client(cluster) as client:
             executor = client.get_executor(pure=False)
-            out = measure(client.get, executor)
+            out = measure(client.get, executor, futures_of, wait)
     else:
         from concurrent.futures import ProcessPoolExecutor
 

@@ -1,7 +1,9 @@
 """Integration benchmark: dask collections via client.get, and Executor.map, same run.
 
 dask.array ((x + x.T).mean(0).sum(), 256 chunks) and dask.bag (map/filter/sum over 200
-partitions) computed with ``scheduler=client.get``; 5 000 no-op calls through
+partitions) computed with ``scheduler=client.get``; ``dask.persist`` of a 128 MB array
+(through ``client.persist``: the data stays on the workers) and repeated computations
+on the persisted array; 5 000 no-op calls through
 ``Executor.map`` with chunksize 1 and 100. Each on corral and on dask.distributed (its
 own env), both LocalCluster with 2 worker processes x 1 thread, and without a cluster:
 dask's threaded scheduler and ``ProcessPoolExecutor(2)`` in this process. The physical
@@ -57,6 +59,13 @@ def main() -> None:
         print(f"{label:32} {c:8.3f} {d or float('nan'):8.3f} {t:8.3f} {ratio(c, d):>12}")
     print("(dask's threaded scheduler runs in one process and moves no data: a floor, "
           "not a peer)")
+
+    print(f"\n{'persisted array, seconds':32} {'corral':>8} {'dask':>8} {'threads':>8} "
+          f"{'corral/dask':>12}")
+    for key, label in (("persist_s", "dask.persist, 64 x 2 MB chunks"),
+                       ("on_persisted_s", "(y + y.T).mean(0).sum() on it")):
+        c, d, t = corral[key], dask.get(key), local[key]
+        print(f"{label:32} {c:8.3f} {d or float('nan'):8.3f} {t:8.3f} {ratio(c, d):>12}")
 
     print(f"\n{'Executor.map, calls/s':32} {'corral':>8} {'dask':>8} {'procpool':>8} "
           f"{'corral/dask':>12} {'corral/raw':>11}")

@@ -122,6 +122,25 @@ def test_compute_and_dask_compute_run_on_the_cluster(client):
     assert corral.default_client() is client
 
 
+def in_a_corral_task():
+    from corral.worker.server import current_task
+
+    return current_task() is not None
+
+
+def compute_inside(n):
+    """A task that computes a dask graph itself, as dask.distributed users write."""
+    from dask import delayed
+
+    return delayed(in_a_corral_task)().compute(), da.arange(n, chunks=2).sum().compute()
+
+
+def test_compute_inside_a_task_runs_on_the_cluster_seceded(client):
+    assert client.submit(compute_inside, 10).result() == (True, 45)
+    # Both of the worker's threads inside such tasks at once: they secede, no deadlock.
+    assert client.gather(client.map(compute_inside, [4, 6])) == [(True, 6), (True, 15)]
+
+
 def test_a_new_client_is_the_default_until_it_closes_and_as_current_overrides(client):
     security = client.cluster.security
     with Client(client.scheduler_address, security=security) as second:
@@ -142,6 +161,10 @@ def test_without_a_client_dask_schedules_as_before_and_default_client_says_so():
         "    assert type(dask.config.get('scheduler')).__name__ == 'DefaultClientProxy'\n"
         "assert dask.config.get('scheduler', None) is None\n"
         "assert delayed(sum)([1, 2]).compute() == 3\n"
+        "from corral.client.defaults import route_dask_in_tasks\n"
+        "route_dask_in_tasks()  # as in a worker's process: with no client, dask's own\n"
+        "assert delayed(sum)([1, 2]).compute() == 3\n"
+        "assert dask.persist(delayed(sum)([1, 2]))[0].compute() == 3\n"
         "try:\n"
         "    corral.default_client()\n"
         "except ValueError as e:\n"
@@ -166,6 +189,11 @@ def test_workers_import_a_scripts_sibling_module_and_this_test_module(client):
     assert client.submit(inc, 1).result() == 2  # pickled by reference: tests.test_dask_door
 
 
+def test_the_tutorial_clients_workers_have_the_arguments_it_was_given(client):
+    (info,) = client.scheduler_info()["workers"].values()
+    assert (info["nthreads"], info["memory_limit"]) == (2, 2**30)
+
+
 # -- item 4: persist and compute ------------------------------------------------------------
 
 
@@ -175,7 +203,8 @@ def test_persist_keeps_the_data_on_the_cluster_in_futures_of_the_same_collection
     assert type(y) is type(x)
     futures = corral.futures_of(y)
     assert len(futures) == 4
-    wait(futures)
+    wait(y)  # a persisted collection: its futures
+    corral.progress(y, disable=True)  # returns at once: all done
     assert all(f.status == "finished" for f in futures)
     assert set(client.who_has(futures)) == {f.key for f in futures}
     assert (y + 1).sum().compute() == 2 * sum(range(40)) + 40  # reused in a new graph
@@ -212,6 +241,8 @@ def test_futures_inside_dask_graphs_are_dependencies(client):
     arr = da.from_delayed(ones, shape=(6,), dtype=float)
     assert (arr + 1).sum().compute() == 12
     assert corral.futures_of(delayed(inc)(f)) == [f]
+    g = client.submit(inc, 2)
+    assert corral.futures_of([f, {"g": g}, (f,)]) == [f, g]  # in order, each once
 
 
 def test_a_future_of_another_client_in_a_graph_is_refused(client):
@@ -243,6 +274,14 @@ def test_client_passes_cluster_arguments_and_its_cluster_scales_synchronously(tm
         with pytest.raises(TimeoutError, match="2 of 3 workers"):
             c.wait_for_workers(3, timeout=0.2)
     assert os.listdir(tmp_path) == []  # each worker's directory went with it
+
+
+def test_a_client_given_a_cluster_has_it_as_client_cluster_and_leaves_it_open():
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+        with Client(cluster, set_as_default=False) as c:
+            assert c.cluster is cluster
+        assert cluster.scale(2) is None  # still open: not the client's to close
+        assert len(cluster.scheduler.state.workers) == 2
 
 
 def test_cluster_arguments_are_refused_with_an_address_or_when_no_cluster_takes_them():

@@ -77,6 +77,7 @@ class AsyncClient(AsyncClientExtras, ClientCore):
     ) -> None:
         self._cluster_options = cluster_arguments(address, cluster_options, cluster_kwargs)
         self._set_as_default = set_as_default and runner is None  # a sync Client sets itself
+        given_cluster = None if address is None or isinstance(address, str) else address
         if address is not None and not isinstance(address, str):  # a cluster object
             security = security or address.security
             address = address.scheduler_address
@@ -90,7 +91,8 @@ class AsyncClient(AsyncClientExtras, ClientCore):
         self.id = name or f"client-{uuid.uuid4().hex[:12]}"
         self._ids = msgs.StimulusIds(self.id)  # every message it sends: "<id>-<n>"
         self._runner = runner  # set for sync clients: where blocking calls wait
-        self.cluster: Any = None
+        self.cluster: Any = given_cluster  # the one given, or (below) the one it starts
+        self._owns_cluster = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self.pool = ConnectionPool(security=security, timeout=timeout, name=self.id)
         self._stream = BatchedSend(0.002, name=f"{self.id} to scheduler")
@@ -112,6 +114,7 @@ class AsyncClient(AsyncClientExtras, ClientCore):
 
             options = {"security": self.security, **self._cluster_options}
             self.cluster = await LocalCluster(asynchronous=True, **options)
+            self._owns_cluster = True
             if self._runner is not None:  # cluster.scale(n) blocks, as the client's calls do
                 self.cluster.run_on(self._runner)
             self.scheduler_address = self.cluster.scheduler_address
@@ -179,7 +182,7 @@ class AsyncClient(AsyncClientExtras, ClientCore):
         if self._reader is not None:
             self._reader.cancel()
         await self.pool.close()
-        if self.cluster is not None:
+        if self._owns_cluster:
             await self.cluster.aclose()
         if self._callback_pool is not None:
             self._callback_pool.shutdown(wait=False)

@@ -10,6 +10,11 @@ client. Each call goes to whichever client is current at that moment, so
 ``x.compute()``, ``dask.compute(...)`` and ``x.persist()`` run on the cluster. A
 ``scheduler=`` argument or a ``dask.config.set(scheduler=...)`` of the user's still
 wins, as with dask.distributed.
+
+Inside a corral task (on a worker, where dask is routed here once a task runs with dask
+loaded), ``x.compute()`` goes to the worker's client, the task seceded from its thread
+slot meanwhile (``worker_client()``): on one-thread workers it cannot deadlock. With no
+client at all, the proxy does what dask does without one (its threaded scheduler).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import importlib.util
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -85,19 +91,65 @@ class DefaultClientProxy:
 
     @property
     def asynchronous(self) -> bool:
-        return bool(default_client().asynchronous)
+        client = _client_here()
+        return client is not None and bool(client.asynchronous)
 
     def get(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
-        return default_client().get(dsk, keys, **kwargs)
+        if _in_task():
+            from corral.client.worker_client import worker_client
+
+            with worker_client() as client:  # seceded while the cluster computes
+                return client.get(dsk, keys, **kwargs)
+        client = _client_here()
+        if client is None:
+            import dask.threaded
+
+            return dask.threaded.get(dsk, keys, **kwargs)
+        return client.get(dsk, keys, **kwargs)
 
     def persist(self, collections: Any, **kwargs: Any) -> Any:
-        return default_client().persist(collections, **kwargs)
+        client = _client_here()
+        if client is None:
+            from dask.base import persist
+
+            return list(persist(*collections, scheduler="threads", **kwargs))
+        return client.persist(collections, **kwargs)
 
     def __repr__(self) -> str:
         return "<the default corral client>"
 
 
 SCHEDULER = DefaultClientProxy()
+
+
+def _in_task() -> bool:
+    """Whether this thread runs a corral task (on a worker)."""
+    if "corral.worker.server" not in sys.modules:
+        return False
+    from corral.worker.server import current_task
+
+    return current_task() is not None
+
+
+def _client_here() -> Any:
+    """The client dask's work goes to from here: in a task, the worker's; else the
+    current or default one; None if there is none."""
+    if _in_task():
+        from corral.client.worker_client import get_client
+
+        return get_client()
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
+def route_dask_in_tasks() -> None:
+    """In a worker's process, once dask is loaded: dask's computations inside tasks go
+    to the cluster, unless dask's scheduler setting says otherwise."""
+    config = _dask_config()
+    if config is not None and config.config.get("scheduler") is None:
+        config.set(scheduler=SCHEDULER)
 
 
 def _dask_config() -> Any:

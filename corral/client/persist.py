@@ -121,18 +121,18 @@ def futures_of(obj: Any) -> list[Future]:
     a dask collection whose graph holds them (a persisted one), each once."""
     found: dict[int, Future] = {}
     stack = [obj]
-    while stack:
+    while stack:  # depth first, in order: pushed in reverse
         x = stack.pop()
         if isinstance(x, Future):
             found.setdefault(id(x), x)
         elif isinstance(x, (list, tuple, set, frozenset)):
-            stack.extend(x)
+            stack.extend(reversed(list(x)))
         elif isinstance(x, dict):
-            stack.extend(x.values())
+            stack.extend(reversed(list(x.values())))
         elif hasattr(x, "__dask_graph__") and _is_collection(x):
-            stack.extend(x.__dask_graph__().values())
+            stack.extend(reversed(list(x.__dask_graph__().values())))
         elif _is_graph_node(x):
-            stack.extend(_node_parts(x))
+            stack.extend(reversed(_node_parts(x)))
     return list(found.values())
 
 

@@ -21,15 +21,23 @@ class _Bar(_Tqdm):
     monitor_interval = 0
 
 
-def progress(futures: Iterable[Future] | Future, *, desc: str = "tasks", **tqdm_options: Any
-             ) -> Any:
-    """Show a bar that fills as ``futures`` finish; returns when all are done.
+def progress(futures: Iterable[Future] | Future | Any, *, desc: str = "tasks",
+             **tqdm_options: Any) -> Any:
+    """Show a bar that fills as ``futures`` (or a persisted dask collection's) finish;
+    returns when all are done.
 
     Erred futures count as finished (the bar shows how many erred) and nothing is
     raised: ask the futures for their results. With an asynchronous client this
     returns a coroutine to await.
     """
-    futures = [futures] if isinstance(futures, Future) else list(futures)
+    if isinstance(futures, Future):
+        futures = [futures]
+    elif hasattr(futures, "__dask_graph__"):
+        from corral.client.persist import futures_of
+
+        futures = futures_of(futures)
+    else:
+        futures = list(futures)
     if not futures:
         raise ValueError("progress() needs at least one future")
     futures[0].client.check_open()

@@ -103,7 +103,7 @@ class Client(ClientExtras):
 
     @property
     def cluster(self) -> Any:
-        """The ``LocalCluster`` this client started, if it started one."""
+        """The cluster this client was given, or the ``LocalCluster`` it started."""
         return self._core.cluster
 
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:

@@ -43,14 +43,15 @@ async def _wait_async(
 
 
 def wait(
-    futures: Iterable[Future] | Future,
+    futures: Iterable[Future] | Future | Any,
     timeout: float | None = None,
     return_when: str = ALL_COMPLETED,
 ) -> Any:
-    """Wait until futures are done; ``(done, not_done)``. Does not raise on timeout."""
+    """Wait until futures (or a persisted dask collection's) are done;
+    ``(done, not_done)``. Does not raise on timeout."""
     if return_when not in (FIRST_COMPLETED, FIRST_EXCEPTION, ALL_COMPLETED):
         raise ValueError(f"unknown return_when {return_when!r}")
-    futures = [futures] if isinstance(futures, Future) else list(futures)
+    futures = [futures] if isinstance(futures, Future) else _futures_in(futures)
     if not futures:
         return DoneAndNotDone(set(), set())
     client = futures[0].client
@@ -59,6 +60,15 @@ def wait(
     if client.runner is None:
         return coro
     return client.blocking(coro, None)
+
+
+def _futures_in(futures: Any) -> list[Future]:
+    """The futures given, or those a persisted dask collection holds (``wait(x)``)."""
+    if hasattr(futures, "__dask_graph__"):
+        from corral.client.persist import futures_of
+
+        return futures_of(futures)
+    return list(futures)
 
 
 class as_completed:

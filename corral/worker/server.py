@@ -15,6 +15,7 @@ import logging
 import os
 import pickle
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -59,8 +60,21 @@ def get_worker() -> Worker:
     return _running[-1]
 
 
+_dask_routed = False  # dask's computations in tasks go to the cluster (once dask is here)
+
+
+def _route_dask() -> None:
+    global _dask_routed
+    _dask_routed = True
+    from corral.client.defaults import route_dask_in_tasks
+
+    route_dask_in_tasks()
+
+
 def _as(worker: Worker, fn: Callable[[], Any], key: Any = None) -> Any:
     _current.worker, _current.key = worker, key
+    if not _dask_routed and "dask" in sys.modules:
+        _route_dask()
     try:
         return fn()
     finally:
