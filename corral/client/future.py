@@ -109,6 +109,12 @@ class Future:
     """A task's result on the cluster: ``result()``, ``await future``, ``done()``, ..."""
 
     __slots__ = ("__weakref__", "_released", "_state", "client", "key")
+    # dask's graphs take an object with this as a reference to the task named .key: a
+    # future inside a graph (delayed(f)(future), a persisted collection) is a dependency.
+    __dask_future__ = True
+
+    def __dask_tokenize__(self) -> object:
+        return ("corral.Future", self.key)
 
     def __init__(self, key: Hashable, client: ClientCore) -> None:
         self.key = key

@@ -62,6 +62,9 @@ class ClientCore(Protocol):
     def release_key(self, key: Hashable) -> None:
         """One future fewer for ``key``; with none left, the scheduler may free it."""
 
+    def holds(self, key: Hashable) -> bool:
+        """Whether a future of this client stands for ``key`` (the cluster keeps it)."""
+
     def submit_many(
         self,
         fn: Callable[..., Any],

@@ -9,10 +9,13 @@ for that stimulus type in ``corral.scheduler.dispatch``; the operations it calls
 from __future__ import annotations
 
 import pickle
+import sys
+from array import array
 from typing import TYPE_CHECKING
 
 from corral.basic_types import Key
 from corral.scheduler import events as ev
+from corral.scheduler import stimulus_log
 from corral.scheduler.placement import depth_first
 from corral.scheduler.records import ACTIVE, FIRE_AND_FORGET, NONE, TS, TaskState, added
 
@@ -21,26 +24,35 @@ if TYPE_CHECKING:
 
 
 def update_graph(state: SchedulerState, s: ev.UpdateGraph) -> None:
+    tasks = state.tasks
     fresh: list[TaskState] = []
+    records: list[TaskState] = []  # the record of each spec, in order
+    plain = True  # no spec has options beyond key, run spec, inputs and name
     for spec in s.tasks:
-        ts = state.tasks.get(spec.key)
+        ts = tasks.get(spec.key)
         if ts is None:
-            ts = state.tasks[spec.key] = TaskState(spec.key)
+            ts = tasks[spec.key] = TaskState(spec.key)
+        records.append(ts)
+        if plain and not stimulus_log.plain(spec):
+            plain = False
         if ts.state != TS.RELEASED:
             continue  # an equal pure call under way or done: share it
-        ts.run_spec, ts.name, ts.retries = spec.run_spec, spec.name, spec.retries
+        # One string per function name, however many tasks and messages carry it.
+        ts.run_spec, ts.name, ts.retries = spec.run_spec, sys.intern(spec.name), spec.retries
         ts.restrictions = frozenset(spec.workers) if spec.workers is not None else None
         ts.loose_restrictions, ts.resources = spec.allow_other_workers, spec.resources
         ts.priority = (-spec.priority,)
         fresh.append(ts)
     missing: dict[TaskState, Key] = {}
-    for spec in s.tasks:
-        ts = state.tasks[spec.key]
+    deps: list[Key] = []  # every input's key, as its record holds it (for the log)
+    for spec, ts in zip(s.tasks, records, strict=True):
         for dep_key in spec.dependencies:
-            dts = state.tasks.get(dep_key)
+            dts = tasks.get(dep_key)
             if dts is None:
                 missing[ts] = dep_key
+                deps.append(dep_key)
                 continue
+            deps.append(dts.key)
             if dts in ts.dependencies:
                 continue
             ts.dependencies = added(ts.dependencies, dts)
@@ -50,14 +62,22 @@ def update_graph(state: SchedulerState, s: ev.UpdateGraph) -> None:
     state.generation += 1
     for order, ts in enumerate(depth_first(fresh)):
         ts.priority = (ts.priority[0], state.generation, order)
+    wanted = tuple(tasks[k].key if k in tasks else k for k in s.wanted)
+    state.log_packed(s, stimulus_log.PackedGraph(
+        s.stimulus_id, s.client, tuple(ts.key for ts in records),
+        tuple(spec.run_spec for spec in s.tasks), tuple(ts.name for ts in records),
+        array("I", [len(spec.dependencies) for spec in s.tasks]), tuple(deps),
+        {} if plain else {i: spec for i, spec in enumerate(s.tasks)
+                          if not stimulus_log.plain(spec)},
+        wanted, s.report_start, s.now))
     for ts, dep_key in missing.items():
         error = KeyError(f"dependency {dep_key!r} of {ts.key!r} is not known to the scheduler")
         state.err(ts, pickle.dumps(error), b"", f"KeyError: {error}", "")
     for ts in fresh:
         if ts.state == TS.RELEASED:
             state.compute(ts)
-    for key in s.wanted:  # wants last, so that each client hears of each key once
-        ts = state.tasks.get(key)
+    for key in wanted:  # wants last, so that each client hears of each key once
+        ts = tasks.get(key)
         if ts is not None:
             ts.who_wants = added(ts.who_wants, s.client)
             state.client_keys[s.client][ts] = None

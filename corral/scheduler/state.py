@@ -55,7 +55,7 @@ from corral.scheduler.records import (
     discarded,
 )
 from corral.scheduler.stealing import Stealing
-from corral.scheduler.stimulus_log import StoryStep
+from corral.scheduler.stimulus_log import Logged, StoryStep
 
 # Seconds, for functions never seen to finish. Small, so that until we know better a
 # task follows its data; stealing spreads the work once durations are measured.
@@ -89,8 +89,8 @@ class SchedulerState:
         self.log: deque[tuple[Key, str, str, str]] = deque(maxlen=log_length)  # transitions
         # The stimuli themselves, newest last, and how many were ever handled: the log
         # replays the machine exactly while ``stimuli_handled == len(stimuli)``. It holds
-        # whole graphs (``UpdateGraph``) until they roll off; 0 keeps none.
-        self.stimuli: deque[ev.Stimulus] = deque(maxlen=stimulus_log_length)
+        # graphs, packed (``stimulus_log.PackedGraph``), until they roll off; 0 keeps none.
+        self.stimuli: deque[Logged] = deque(maxlen=stimulus_log_length)
         self.stimuli_handled = 0
         # Tasks per (function name, state), released ones left out: kept as tasks move so
         # that the dashboard and /metrics never walk every task to count them.
@@ -127,6 +127,11 @@ class SchedulerState:
             handler(self, stimulus)
         actions, self._actions = self._actions, []
         return actions
+
+    def log_packed(self, stimulus: ev.Stimulus, packed: Logged) -> None:
+        """Keep ``packed`` in the stimulus log in place of ``stimulus``, just handled."""
+        if self.stimuli and self.stimuli[-1] is stimulus:
+            self.stimuli[-1] = packed
 
     def emit(self, action_type: type[ev.Action], **fields: Any) -> None:
         self._actions.append(action_type(stimulus_id=self._stimulus_id, **fields))
