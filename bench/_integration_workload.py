@@ -21,10 +21,35 @@ import dask.bag as db
 
 ROUNDS = 5
 CALLS = 5_000
+FIB_N = 12  # fib(12) launched as distinct tasks (pure=False): 465 tasks, 232 of them wait
 
 
 def noop(x):
     return x
+
+
+def fib(n: int, system: str) -> int:
+    """Tasks that launch tasks: each call submits its two halves and secedes to wait."""
+    if n < 2:
+        return n
+    if system == "corral":
+        from corral import get_client, rejoin, secede
+    else:
+        from distributed import get_client, rejoin, secede
+    client = get_client()
+    a = client.submit(fib, n - 1, system, pure=False)
+    b = client.submit(fib, n - 2, system, pure=False)
+    secede()
+    total = sum(client.gather([a, b]))
+    rejoin()
+    return total
+
+
+def launcher(client, system: str) -> dict:
+    """fib(FIB_N) on 2 one-thread workers: without secede it would deadlock."""
+    assert client.submit(fib, FIB_N, system, pure=False).result() == 144
+    return {"fib_tasks": 465, "fib_s": median_seconds(
+        lambda: client.submit(fib, FIB_N, system, pure=False).result())}
 
 
 def collections() -> dict:
@@ -90,6 +115,7 @@ def main() -> None:
         with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
             with Client(cluster) as client, Executor(client) as executor:
                 out = measure(client.get, executor, futures_of, wait)
+                out.update(launcher(client, system))
     elif system == "dask":
         from distributed import Client, LocalCluster, futures_of, wait
 
@@ -97,6 +123,7 @@ def main() -> None:
                           processes=True) as cluster, Client(cluster) as client:
             executor = client.get_executor(pure=False)
             out = measure(client.get, executor, futures_of, wait)
+            out.update(launcher(client, system))
     else:
         from concurrent.futures import ProcessPoolExecutor
 

@@ -6,7 +6,8 @@ partitions) computed with ``scheduler=client.get``; ``dask.persist`` of a 128 MB
 on the persisted array; 5 000 no-op calls through
 ``Executor.map`` with chunksize 1 and 100. Each on corral and on dask.distributed (its
 own env), both LocalCluster with 2 worker processes x 1 thread, and without a cluster:
-dask's threaded scheduler and ``ProcessPoolExecutor(2)`` in this process. The physical
+dask's threaded scheduler and ``ProcessPoolExecutor(2)`` in this process. And fib(12)
+by tasks that launch tasks (``get_client`` + ``secede``/``rejoin``). The physical
 limit for executor calls: raw asyncio round trips/s on loopback, 100 in flight (a call
 needs at least one client-scheduler-worker exchange). Medians of 5 rounds.
 """
@@ -79,6 +80,12 @@ def main() -> None:
           "round-trip limit does not apply)")
     print(f"raw asyncio round trips/s on loopback, 100 in flight (physical limit): "
           f"{raw_rate:,.0f}")
+    c, d = corral["fib_s"], dask.get("fib_s")
+    print(f"\n{'tasks that launch tasks, seconds':32} {'corral':>8} {'dask':>8} "
+          f"{'corral/dask':>12}")
+    label = f"fib(12), {corral['fib_tasks']} tasks"
+    print(f"{label:32} {c:8.3f} {d or float('nan'):8.3f} {ratio(c, d):>12}")
+    print("(get_client + secede/rejoin on 2 one-thread workers; each call its own task)")
     if opts.json:
         Path(opts.json).write_text(json.dumps(
             {"corral": corral, "dask": dask, "local": local,

@@ -4,18 +4,9 @@ from __future__ import annotations
 
 import pickle
 
-import pytest
-
 from corral.scheduler import events as ev
-from corral.scheduler.state import SchedulerState
 from tests.test_scheduler_state import A, add_worker, brief, finished, graph, spec
-
-
-@pytest.fixture
-def state():
-    s = SchedulerState(default_duration=0.5)
-    yield s
-    s.validate()
+from tests.test_scheduler_state import state as state  # the fixture, validated after each test
 
 
 def erred(key):

@@ -7,26 +7,21 @@ from collections.abc import Iterable
 from typing import Any
 
 from corral import messages as msgs
-from corral import runspec
 from corral.client.future import ERROR, Future
 from corral.client.interface import ClientCore
+from corral.client.persist import futures_of
 
 __all__ = ["fire_and_forget", "retry"]
 
 
-def _futures_in(obj: Any) -> list[Future]:
-    found: list[Future] = []
-    runspec.replace_in(obj, lambda x: x if isinstance(x, Future) else None, found)
-    return found
-
-
 def fire_and_forget(obj: Any) -> None:
-    """Run these futures' tasks (a future, or lists/dicts of them) to the end, even if
+    """Run these futures' tasks (a future, lists/dicts of them, or a persisted dask
+    collection: ``futures_of(obj)``) to the end, even if
     every future for them is released or their client goes away; their inputs are kept
     for them. Their results are freed once they are done, unless someone wants them:
     for tasks run for their side effects."""
     by_client: dict[int, tuple[ClientCore, list[Future]]] = {}
-    for future in _futures_in(obj):
+    for future in futures_of(obj):
         by_client.setdefault(id(future.client), (future.client, []))[1].append(future)
     for client, futures in by_client.values():
         client.check_open()

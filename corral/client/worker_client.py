@@ -65,24 +65,18 @@ def _client_of(worker: Worker, timeout: float | None) -> Client:
     with worker.client_lock:
         client: Client | None = worker.client
         if client is None or client.core.closed:
-            options: dict[str, Any] = {}
-            if timeout is not None:
-                options["timeout"] = timeout
-            if "set_as_default" in Client.__init__.__code__.co_varnames:
-                options["set_as_default"] = False  # never the user's, in-process workers
+            options: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+            # Never the default: with in-process workers, that is the user's client.
             client = worker.client = Client(
-                worker.scheduler_address, security=worker.security,
+                worker.scheduler_address, security=worker.security, set_as_default=False,
                 name=f"worker-{uuid.uuid4().hex[:12]}", **options)
         return client
 
 
 def _default_client() -> Client | None:
-    import corral
+    from corral.client.defaults import default_client
 
-    default = getattr(corral, "default_client", None)  # the dask door's, where it exists
-    if default is None:
-        return None
     try:
-        return default()
+        return default_client()
     except ValueError:
         return None
