@@ -9,7 +9,14 @@ import pytest
 
 from corral import messages as msgs
 from corral.exceptions import UnknownStimulus
-from corral.scheduler.coordination import HOLDER, Coordination, HolderGone, UnwantKeys, WantKeys
+from corral.scheduler.coordination import (
+    HOLDER,
+    Coordination,
+    HolderGone,
+    Restarted,
+    UnwantKeys,
+    WantKeys,
+)
 from corral.scheduler.events import Tick
 
 _ids = itertools.count()
@@ -238,6 +245,21 @@ def test_a_get_with_a_timeout_waits_for_the_dataset(m):
     assert handle(m, req(msgs.GetDataset, "b", 1, "d", timeout=5.0)) == []
     out = handle(m, req(msgs.PublishDataset, "a", 1, "d", item=item(b"x")))
     assert replies(out) == [("b", 1, "ok", None), ("a", 1, "ok", None)]
+
+
+def test_after_a_restart_values_holding_futures_are_gone_and_the_rest_stay(m):
+    handle(m, req(msgs.SetVariable, "a", 1, "v", item=item(b"f", "k1")),
+           req(msgs.SetVariable, "a", 2, "w", item=item(b"plain")),
+           req(msgs.PutQueue, "a", 3, "q", item=item(b"f", "k2"), maxsize=2),
+           req(msgs.PutQueue, "a", 4, "q", item=item(b"plain"), maxsize=2),
+           req(msgs.PutQueue, "a", 5, "q", item=item(b"f", "k3"), maxsize=2),  # waits
+           req(msgs.PublishDataset, "a", 6, "d", item=item(b"f", "k1")))
+    out = handle(m, Restarted(stimulus_id="restart"))
+    assert replies(out) == [("a", 5, "error", "RuntimeError")]
+    assert list(m.variables) == ["w"]
+    assert [d for d, _ in m.queues["q"].items] == [b"plain"]
+    assert not m.datasets
+    assert not m.held
 
 
 # -- the machine ---------------------------------------------------------------------------

@@ -53,6 +53,12 @@ class HolderGone(msgs.CoordinationStimulus):
 
 
 @dataclass(frozen=True, slots=True)
+class Restarted(msgs.CoordinationStimulus):
+    """The cluster restarted and forgot every task: values that hold futures are gone
+    too (their data is); the rest, and leases, stay."""
+
+
+@dataclass(frozen=True, slots=True)
 class WantKeys(msgs.CoordinationAction):
     client: str
     keys: tuple[Key, ...]
@@ -476,6 +482,23 @@ class Coordination:
         for kind, name, lease in sorted(holder.leases if holder else ()):
             self._drop_lease(kind, name, lease)
 
+    def restarted(self, s: Restarted) -> None:
+        for name, var in list(self.variables.items()):
+            if var.item is not None and var.item[1]:
+                var.item = None
+                self._forget_variable(name)
+        for name, queue in list(self.queues.items()):
+            queue.items = deque(item for item in queue.items if not item[1])
+            for waiter in [w for w in queue.putters
+                           if isinstance(w.request, msgs.PutQueue) and w.request.item[1]]:
+                self._end_wait(waiter.ident, lambda r: self._refuse(
+                    r, "the cluster restarted: the futures in this item are gone"))
+            if name in self.queues:
+                self._pump(name)
+        for name in [n for n, item in self.datasets.items() if item[1]]:
+            del self.datasets[name]
+        self.held.clear()  # the scheduler released them all
+
     def tick(self, s: Tick) -> None:
         for ident, (waiter, _) in list(self.waits.items()):
             if waiter.deadline <= s.now:
@@ -533,5 +556,6 @@ HANDLERS: dict[type[msgs.Event], Callable[[Coordination, Any], None]] = {
     msgs.Inspect: Coordination.inspect,
     msgs.CancelWait: Coordination.cancel,
     HolderGone: Coordination.holder_gone,
+    Restarted: Coordination.restarted,
     Tick: Coordination.tick,
 }
