@@ -275,3 +275,13 @@ def test_every_reply_carries_the_id_of_the_stimulus_that_caused_it(m):
     handle(m, acquire("b", 1))
     release = req(msgs.ReleaseLease, "a", 2, "db", kind="lock", lease="a-1")
     assert {a.stimulus_id for a in handle(m, release)} == {release.stimulus_id}
+
+
+def test_every_coordination_stimulus_has_exactly_one_handler():
+    from corral.scheduler import coordination_records
+    from corral.scheduler.coordination import HANDLERS
+
+    stimuli = {obj for module in (msgs, coordination_records) for obj in vars(module).values()
+               if isinstance(obj, type) and issubclass(obj, msgs.CoordinationStimulus)
+               and obj not in (msgs.CoordinationStimulus, msgs.CoordinationRequest)}
+    assert set(HANDLERS) == stimuli | {Tick}

@@ -30,92 +30,31 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from corral import messages as msgs
 from corral.basic_types import Key
 from corral.exceptions import UnknownStimulus
+from corral.scheduler.coordination_records import (
+    Action,
+    Event,
+    Holder,
+    HolderGone,
+    Queue,
+    Restarted,
+    Semaphore,
+    UnwantKeys,
+    Variable,
+    Waiter,
+    WantKeys,
+    check,
+)
 from corral.scheduler.events import Tick
+
+__all__ = ["HOLDER", "Coordination", "HolderGone", "Restarted", "UnwantKeys", "WantKeys"]
 
 HOLDER = "corral-coordination"  # the pseudo-client that wants the keys held here
 LEASE_TIMEOUT = 30.0
-
-
-# -- stimuli and actions that never travel ------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class HolderGone(msgs.CoordinationStimulus):
-    """``client`` disconnected or was removed: its leases go, its waits end unanswered."""
-
-    client: str
-
-
-@dataclass(frozen=True, slots=True)
-class Restarted(msgs.CoordinationStimulus):
-    """The cluster restarted and forgot every task: values that hold futures are gone
-    too (their data is); the rest, and leases, stay."""
-
-
-@dataclass(frozen=True, slots=True)
-class WantKeys(msgs.CoordinationAction):
-    client: str
-    keys: tuple[Key, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class UnwantKeys(msgs.CoordinationAction):
-    client: str
-    keys: tuple[Key, ...]
-
-
-Action = msgs.CoordinationReply | WantKeys | UnwantKeys
-
-
-# -- records -----------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Waiter:
-    request: msgs.CoordinationRequest
-    deadline: float  # inf: none
-
-    @property
-    def ident(self) -> tuple[str, int]:
-        return self.request.client, self.request.request
-
-
-@dataclass(slots=True)
-class Semaphore:
-    max_leases: int
-    leases: dict[str, str] = field(default_factory=dict)  # lease → holder
-    waiters: deque[Waiter] = field(default_factory=deque)
-
-
-@dataclass(slots=True)
-class Event:
-    is_set: bool = False
-    waiters: deque[Waiter] = field(default_factory=deque)
-
-
-@dataclass(slots=True)
-class Variable:
-    item: msgs.Item | None = None
-    waiters: deque[Waiter] = field(default_factory=deque)
-
-
-@dataclass(slots=True)
-class Queue:
-    items: deque[msgs.Item] = field(default_factory=deque)
-    getters: deque[Waiter] = field(default_factory=deque)
-    putters: deque[Waiter] = field(default_factory=deque)
-
-
-@dataclass(slots=True)
-class Holder:
-    last_seen: float
-    leases: set[tuple[str, str, str]] = field(default_factory=set)  # (kind, name, lease)
 
 
 class Coordination:
@@ -521,23 +460,7 @@ class Coordination:
 
     def validate(self) -> None:
         """Assert the invariants tying waits, leases, holders and held keys together."""
-        queued = [w for sem in self.semaphores.values() for w in sem.waiters]
-        queued += [w for e in self.events.values() for w in e.waiters]
-        queued += [w for v in self.variables.values() for w in v.waiters]
-        queued += [w for q in self.queues.values() for w in (*q.getters, *q.putters)]
-        queued += [w for ws in self.dataset_waiters.values() for w in ws]
-        assert sorted(w.ident for w in queued) == sorted(self.waits), "waits out of step"
-        leases = {(k, n, lease): c for (k, n), sem in self.semaphores.items()
-                  for lease, c in sem.leases.items()}
-        assert {(*t, c) for c, h in self.holders.items() for t in h.leases} == {
-            (*t, c) for t, c in leases.items()}, "holders out of step with leases"
-        items: list[msgs.Item] = [v.item for v in self.variables.values() if v.item is not None]
-        items += [i for q in self.queues.values() for i in q.items]
-        items += [w.request.item for q in self.queues.values() for w in q.putters
-                  if isinstance(w.request, msgs.PutQueue)]
-        items += list(self.datasets.values())
-        counted: Counter[Key] = Counter(k for item in items for k in dict.fromkeys(item[1]))
-        assert counted == self.held, (counted, self.held)
+        check(self)
 
 
 HANDLERS: dict[type[msgs.Event], Callable[[Coordination, Any], None]] = {
