@@ -285,3 +285,47 @@ def test_every_coordination_stimulus_has_exactly_one_handler():
                if isinstance(obj, type) and issubclass(obj, msgs.CoordinationStimulus)
                and obj not in (msgs.CoordinationStimulus, msgs.CoordinationRequest)}
     assert set(HANDLERS) == stimuli | {Tick}
+
+
+# -- the client's side, without a scheduler ------------------------------------------------
+
+
+class FakeClient:
+    closed = False
+
+    def __init__(self):
+        self.sent = []
+        self._n = itertools.count()
+
+    def check_open(self):
+        pass
+
+    def new_id(self):
+        return f"c-{next(self._n)}"
+
+    def send(self, msg):
+        self.sent.append(msg)
+
+
+async def test_a_lease_granted_as_its_waiter_gave_up_is_given_back():
+    import asyncio
+
+    from corral.client.requests import Requests
+
+    client = FakeClient()
+    requests = Requests(client)
+    waiting = asyncio.ensure_future(requests.ask(msgs.AcquireLease, "db", kind="lock",
+                                                 lease="L", timeout=None))
+    await asyncio.sleep(0)  # sent
+    (acquire,) = client.sent
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert isinstance(client.sent[-1], msgs.CancelWait)
+    # The grant crossed the cancellation on the way: it is released, not kept.
+    requests.on_reply(msgs.CoordinationReply(stimulus_id="s", client="c", request=acquire.request,
+                                             value=30.0))
+    release = client.sent[-1]
+    assert isinstance(release, msgs.ReleaseLease)
+    assert (release.kind, release.name, release.lease) == ("lock", "db", "L")
+    assert not requests.leases
