@@ -127,6 +127,7 @@ def test_worker_plugins_set_up_see_transitions_and_tear_down(client):
     assert set(client.register_plugin(Recorder())) == set(client.nthreads())
     future = client.submit(inc, 1000)
     future.result(timeout=10)
+    assert client.register_plugin(Recorder(), idempotent=True) == {}  # kept, not set up again
     logs = client.run(recorded)
     assert all(log[0] == "setup" for log in logs.values())
     moves = [m[1:] for log in logs.values() for m in log[1:] if m[0] == future.key]

@@ -12,7 +12,6 @@ from datetime import timedelta
 import psutil
 import pytest
 
-import corral
 from corral import Client, LocalCluster
 from corral.client.coordination import (
     AsyncLock,
@@ -23,22 +22,7 @@ from corral.client.coordination import (
     Semaphore,
     Variable,
 )
-from corral.worker.server import get_worker
 from tests._helpers import wait_until, wait_until_blocking
-
-_task_client: Client | None = None
-
-
-def task_client() -> Client:
-    """Inside a task: a client of the worker's scheduler (the worker's, once it has one)."""
-    global _task_client
-    get_client = getattr(corral, "get_client", None)
-    if get_client is not None:
-        return get_client()
-    if _task_client is None:
-        worker = get_worker()
-        _task_client = Client(worker.scheduler_address, security=worker.security)
-    return _task_client
 
 
 @pytest.fixture(scope="module")
@@ -53,44 +37,41 @@ def client(cluster):
         yield c
 
 
-# -- tasks ------------------------------------------------------------------------------------
+# -- tasks: each primitive finds the worker's client (corral.get_client()) ----------------
 
 
 def add_one_under_lock(name: str) -> None:
-    c = task_client()
-    counter = Variable(f"{name}-counter", client=c)
-    with Lock(name, client=c):
+    counter = Variable(f"{name}-counter")
+    with Lock(name):
         value = counter.get(timeout=10)
         time.sleep(0.01)  # a read-modify-write that would lose updates unlocked
         counter.set(value + 1)
 
 
 def hold_a_lease(name: str) -> tuple[float, float]:
-    c = task_client()
-    with Semaphore(2, name, client=c):
+    with Semaphore(2, name):
         start = time.time()
         time.sleep(0.1)
         return start, time.time()
 
 
 def wait_for_event(name: str) -> bool:
-    return Event(name, client=task_client()).wait(timeout=20)
+    return Event(name).wait(timeout=20)
 
 
 def take_from_queue(name: str) -> list[object]:
-    q = Queue(name, client=task_client())
+    q = Queue(name)
     first, second = q.get(timeout=10), q.get(timeout=10)
     q.put(first.result() * 10)  # a future that came through the queue
     return [first.result(), second]
 
 
 def hold_the_lock_until_killed(name: str) -> None:
-    c = task_client()
-    if Event(f"{name}-held", client=c).is_set():
+    if Event(f"{name}-held").is_set():
         return  # run again after its worker died: nothing to hold
-    Lock(name, client=c).acquire()
-    Variable(f"{name}-holder", client=c).set(os.getpid())
-    Event(f"{name}-held", client=c).set()
+    Lock(name).acquire()
+    Variable(f"{name}-holder").set(os.getpid())
+    Event(f"{name}-held").set()
     time.sleep(60)
 
 
@@ -248,8 +229,6 @@ def use_passed_primitives(lock: Lock, queue: Queue) -> int:
 
 
 def test_primitives_passed_to_tasks_use_the_workers_client(client):
-    if not hasattr(corral, "get_client"):
-        pytest.skip("needs corral.get_client (tasks that launch tasks)")
     queue = Queue("passed-queue", client=client)
     queue.put(40)
     Variable("passed-var", client=client).set(2)

@@ -9,7 +9,14 @@ import pytest
 
 from corral import messages as msgs
 from corral.exceptions import UnknownStimulus
-from corral.scheduler.coordination import HOLDER, Coordination, HolderGone, UnwantKeys, WantKeys
+from corral.scheduler.coordination import (
+    HOLDER,
+    Coordination,
+    HolderGone,
+    Restarted,
+    UnwantKeys,
+    WantKeys,
+)
 from corral.scheduler.events import Tick
 
 _ids = itertools.count()
@@ -240,6 +247,21 @@ def test_a_get_with_a_timeout_waits_for_the_dataset(m):
     assert replies(out) == [("b", 1, "ok", None), ("a", 1, "ok", None)]
 
 
+def test_after_a_restart_values_holding_futures_are_gone_and_the_rest_stay(m):
+    handle(m, req(msgs.SetVariable, "a", 1, "v", item=item(b"f", "k1")),
+           req(msgs.SetVariable, "a", 2, "w", item=item(b"plain")),
+           req(msgs.PutQueue, "a", 3, "q", item=item(b"f", "k2"), maxsize=2),
+           req(msgs.PutQueue, "a", 4, "q", item=item(b"plain"), maxsize=2),
+           req(msgs.PutQueue, "a", 5, "q", item=item(b"f", "k3"), maxsize=2),  # waits
+           req(msgs.PublishDataset, "a", 6, "d", item=item(b"f", "k1")))
+    out = handle(m, Restarted(stimulus_id="restart"))
+    assert replies(out) == [("a", 5, "error", "RuntimeError")]
+    assert list(m.variables) == ["w"]
+    assert [d for d, _ in m.queues["q"].items] == [b"plain"]
+    assert not m.datasets
+    assert not m.held
+
+
 # -- the machine ---------------------------------------------------------------------------
 
 
@@ -253,3 +275,57 @@ def test_every_reply_carries_the_id_of_the_stimulus_that_caused_it(m):
     handle(m, acquire("b", 1))
     release = req(msgs.ReleaseLease, "a", 2, "db", kind="lock", lease="a-1")
     assert {a.stimulus_id for a in handle(m, release)} == {release.stimulus_id}
+
+
+def test_every_coordination_stimulus_has_exactly_one_handler():
+    from corral.scheduler import coordination_records
+    from corral.scheduler.coordination import HANDLERS
+
+    stimuli = {obj for module in (msgs, coordination_records) for obj in vars(module).values()
+               if isinstance(obj, type) and issubclass(obj, msgs.CoordinationStimulus)
+               and obj not in (msgs.CoordinationStimulus, msgs.CoordinationRequest)}
+    assert set(HANDLERS) == stimuli | {Tick}
+
+
+# -- the client's side, without a scheduler ------------------------------------------------
+
+
+class FakeClient:
+    closed = False
+
+    def __init__(self):
+        self.sent = []
+        self._n = itertools.count()
+
+    def check_open(self):
+        pass
+
+    def new_id(self):
+        return f"c-{next(self._n)}"
+
+    def send(self, msg):
+        self.sent.append(msg)
+
+
+async def test_a_lease_granted_as_its_waiter_gave_up_is_given_back():
+    import asyncio
+
+    from corral.client.requests import Requests
+
+    client = FakeClient()
+    requests = Requests(client)
+    waiting = asyncio.ensure_future(requests.ask(msgs.AcquireLease, "db", kind="lock",
+                                                 lease="L", timeout=None))
+    await asyncio.sleep(0)  # sent
+    (acquire,) = client.sent
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert isinstance(client.sent[-1], msgs.CancelWait)
+    # The grant crossed the cancellation on the way: it is released, not kept.
+    requests.on_reply(msgs.CoordinationReply(stimulus_id="s", client="c", request=acquire.request,
+                                             value=30.0))
+    release = client.sent[-1]
+    assert isinstance(release, msgs.ReleaseLease)
+    assert (release.kind, release.name, release.lease) == ("lock", "db", "L")
+    assert not requests.leases

@@ -179,10 +179,6 @@ COORDINATION_SNIPPETS = PYTHON_BLOCK.findall(COORDINATION.read_text())
 @pytest.mark.parametrize("code", COORDINATION_SNIPPETS,
                          ids=[f"block-{i + 1}" for i in range(len(COORDINATION_SNIPPETS))])
 def test_coordination_snippets_run_as_written_and_print_what_they_say(code, tmp_path):
-    import corral
-
-    if "get_client" not in corral.__all__ and "Semaphore(2, \"database\")" in code:
-        pytest.skip("primitives inside tasks find their client through corral.get_client")
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                             text=True, timeout=110)
     assert result.returncode == 0, result.stderr

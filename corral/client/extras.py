@@ -122,11 +122,12 @@ class AsyncClientExtras:
 
     # -- worker plugins and files ----------------------------------------------------------
 
-    async def register_plugin(self, plugin: Any, name: str | None = None
-                              ) -> dict[str, Any]:
+    async def register_plugin(self, plugin: Any, name: str | None = None,
+                              idempotent: bool = False) -> dict[str, Any]:
         """Set ``plugin`` up on every worker now and on each that joins later (see
-        ``WorkerPlugin``); ``{worker: {"status": "OK"}}``. Scheduler plugins are refused:
-        the scheduler never runs user code."""
+        ``WorkerPlugin``); ``{worker: {"status": "OK"}}``. Registered again under its
+        name, it replaces the old one (torn down first), unless ``idempotent``: then the
+        first stays. Scheduler plugins are refused: the scheduler never runs user code."""
         self.check_open()
         if any(hasattr(plugin, hook) for hook in _SCHEDULER_HOOKS) or (
                 hasattr(plugin, "start") and not hasattr(plugin, "setup")):
@@ -135,14 +136,14 @@ class AsyncClientExtras:
                             "teardown, transition) can be registered")
         name = name or getattr(plugin, "name", None) or (
             f"{type(plugin).__name__}-{uuid.uuid4().hex[:8]}")
-        replies = await self.scheduler.register_worker_plugin(plugin=dumps_pickle(plugin),
-                                                              name=name)
+        replies = await self.scheduler.register_worker_plugin(
+            plugin=dumps_pickle(plugin), name=name, idempotent=idempotent)
         return _check_replies(f"setting up plugin {name!r}", replies)
 
-    async def register_worker_plugin(self, plugin: Any, name: str | None = None
-                                     ) -> dict[str, Any]:
+    async def register_worker_plugin(self, plugin: Any, name: str | None = None,
+                                     idempotent: bool = False) -> dict[str, Any]:
         """``register_plugin``, by its older name."""
-        return await self.register_plugin(plugin, name)
+        return await self.register_plugin(plugin, name, idempotent)
 
     async def unregister_worker_plugin(self, name: str) -> dict[str, Any]:
         """Tear the plugin ``name`` down on every worker; joining workers no longer get it."""
@@ -243,13 +244,15 @@ class ClientExtras:
         """The tasks that ran (and transfers), as the scheduler's task stream has them."""
         return self._run(self._core.get_task_stream(start, stop, count))
 
-    def register_plugin(self, plugin: Any, name: str | None = None) -> dict[str, Any]:
+    def register_plugin(self, plugin: Any, name: str | None = None,
+                        idempotent: bool = False) -> dict[str, Any]:
         """Set a worker plugin up on every worker, now and on each that joins later."""
-        return self._run(self._core.register_plugin(plugin, name))
+        return self._run(self._core.register_plugin(plugin, name, idempotent))
 
-    def register_worker_plugin(self, plugin: Any, name: str | None = None) -> dict[str, Any]:
+    def register_worker_plugin(self, plugin: Any, name: str | None = None,
+                               idempotent: bool = False) -> dict[str, Any]:
         """``register_plugin``, by its older name."""
-        return self._run(self._core.register_plugin(plugin, name))
+        return self._run(self._core.register_plugin(plugin, name, idempotent))
 
     def unregister_worker_plugin(self, name: str) -> dict[str, Any]:
         """Tear the plugin ``name`` down on every worker."""

@@ -30,86 +30,31 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from corral import messages as msgs
 from corral.basic_types import Key
 from corral.exceptions import UnknownStimulus
+from corral.scheduler.coordination_records import (
+    Action,
+    Event,
+    Holder,
+    HolderGone,
+    Queue,
+    Restarted,
+    Semaphore,
+    UnwantKeys,
+    Variable,
+    Waiter,
+    WantKeys,
+    check,
+)
 from corral.scheduler.events import Tick
+
+__all__ = ["HOLDER", "Coordination", "HolderGone", "Restarted", "UnwantKeys", "WantKeys"]
 
 HOLDER = "corral-coordination"  # the pseudo-client that wants the keys held here
 LEASE_TIMEOUT = 30.0
-
-
-# -- stimuli and actions that never travel ------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class HolderGone(msgs.CoordinationStimulus):
-    """``client`` disconnected or was removed: its leases go, its waits end unanswered."""
-
-    client: str
-
-
-@dataclass(frozen=True, slots=True)
-class WantKeys(msgs.CoordinationAction):
-    client: str
-    keys: tuple[Key, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class UnwantKeys(msgs.CoordinationAction):
-    client: str
-    keys: tuple[Key, ...]
-
-
-Action = msgs.CoordinationReply | WantKeys | UnwantKeys
-
-
-# -- records -----------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Waiter:
-    request: msgs.CoordinationRequest
-    deadline: float  # inf: none
-
-    @property
-    def ident(self) -> tuple[str, int]:
-        return self.request.client, self.request.request
-
-
-@dataclass(slots=True)
-class Semaphore:
-    max_leases: int
-    leases: dict[str, str] = field(default_factory=dict)  # lease → holder
-    waiters: deque[Waiter] = field(default_factory=deque)
-
-
-@dataclass(slots=True)
-class Event:
-    is_set: bool = False
-    waiters: deque[Waiter] = field(default_factory=deque)
-
-
-@dataclass(slots=True)
-class Variable:
-    item: msgs.Item | None = None
-    waiters: deque[Waiter] = field(default_factory=deque)
-
-
-@dataclass(slots=True)
-class Queue:
-    items: deque[msgs.Item] = field(default_factory=deque)
-    getters: deque[Waiter] = field(default_factory=deque)
-    putters: deque[Waiter] = field(default_factory=deque)
-
-
-@dataclass(slots=True)
-class Holder:
-    last_seen: float
-    leases: set[tuple[str, str, str]] = field(default_factory=set)  # (kind, name, lease)
 
 
 class Coordination:
@@ -476,6 +421,23 @@ class Coordination:
         for kind, name, lease in sorted(holder.leases if holder else ()):
             self._drop_lease(kind, name, lease)
 
+    def restarted(self, s: Restarted) -> None:
+        for name, var in list(self.variables.items()):
+            if var.item is not None and var.item[1]:
+                var.item = None
+                self._forget_variable(name)
+        for name, queue in list(self.queues.items()):
+            queue.items = deque(item for item in queue.items if not item[1])
+            for waiter in [w for w in queue.putters
+                           if isinstance(w.request, msgs.PutQueue) and w.request.item[1]]:
+                self._end_wait(waiter.ident, lambda r: self._refuse(
+                    r, "the cluster restarted: the futures in this item are gone"))
+            if name in self.queues:
+                self._pump(name)
+        for name in [n for n, item in self.datasets.items() if item[1]]:
+            del self.datasets[name]
+        self.held.clear()  # the scheduler released them all
+
     def tick(self, s: Tick) -> None:
         for ident, (waiter, _) in list(self.waits.items()):
             if waiter.deadline <= s.now:
@@ -498,23 +460,7 @@ class Coordination:
 
     def validate(self) -> None:
         """Assert the invariants tying waits, leases, holders and held keys together."""
-        queued = [w for sem in self.semaphores.values() for w in sem.waiters]
-        queued += [w for e in self.events.values() for w in e.waiters]
-        queued += [w for v in self.variables.values() for w in v.waiters]
-        queued += [w for q in self.queues.values() for w in (*q.getters, *q.putters)]
-        queued += [w for ws in self.dataset_waiters.values() for w in ws]
-        assert sorted(w.ident for w in queued) == sorted(self.waits), "waits out of step"
-        leases = {(k, n, lease): c for (k, n), sem in self.semaphores.items()
-                  for lease, c in sem.leases.items()}
-        assert {(*t, c) for c, h in self.holders.items() for t in h.leases} == {
-            (*t, c) for t, c in leases.items()}, "holders out of step with leases"
-        items: list[msgs.Item] = [v.item for v in self.variables.values() if v.item is not None]
-        items += [i for q in self.queues.values() for i in q.items]
-        items += [w.request.item for q in self.queues.values() for w in q.putters
-                  if isinstance(w.request, msgs.PutQueue)]
-        items += list(self.datasets.values())
-        counted: Counter[Key] = Counter(k for item in items for k in dict.fromkeys(item[1]))
-        assert counted == self.held, (counted, self.held)
+        check(self)
 
 
 HANDLERS: dict[type[msgs.Event], Callable[[Coordination, Any], None]] = {
@@ -533,5 +479,6 @@ HANDLERS: dict[type[msgs.Event], Callable[[Coordination, Any], None]] = {
     msgs.Inspect: Coordination.inspect,
     msgs.CancelWait: Coordination.cancel,
     HolderGone: Coordination.holder_gone,
+    Restarted: Coordination.restarted,
     Tick: Coordination.tick,
 }

@@ -126,10 +126,13 @@ class SchedulerExtras:
     # -- worker plugins --------------------------------------------------------------------
 
     @checked
-    async def register_worker_plugin(self, comm: Comm, plugin: bytes,
-                                     name: str) -> dict[str, Any]:
+    async def register_worker_plugin(self, comm: Comm, plugin: bytes, name: str,
+                                     idempotent: bool = False) -> dict[str, Any]:
         """Keep ``plugin`` for workers that join later, and set it up on every worker now:
-        ``{worker: {"status": "OK"} or the error}``."""
+        ``{worker: {"status": "OK"} or the error}``. With ``idempotent``, a plugin already
+        kept under ``name`` stays as it is (and nothing is set up again)."""
+        if idempotent and name in self.worker_plugins:
+            return {}
         self.worker_plugins.pop(name, None)
         self.worker_plugins[name] = bytes(plugin)
         return await self._ask_workers({"op": "plugin_add", "plugin": plugin, "name": name})

@@ -24,7 +24,13 @@ from corral.core import BatchedSend, Comm, ConnectionPool, Server, rpc
 from corral.core.validate import build, checked
 from corral.exceptions import CommClosedError, CommError
 from corral.scheduler import events as ev
-from corral.scheduler.coordination import Coordination, HolderGone, UnwantKeys, WantKeys
+from corral.scheduler.coordination import (
+    Coordination,
+    HolderGone,
+    Restarted,
+    UnwantKeys,
+    WantKeys,
+)
 from corral.scheduler.extras import SchedulerExtras
 from corral.scheduler.state import SchedulerState
 from corral.scheduler.timeline import Timeline
@@ -439,6 +445,7 @@ class Scheduler:
         for client, owned in list(self.state.client_keys.items()):
             keys = tuple(ts.key for ts in owned)
             self.handle(ev.CancelKeys(stimulus_id=stimulus_id, client=client, keys=keys))
+        self.coordinate(Restarted(stimulus_id=stimulus_id))  # values holding futures go too
         expected = len(self.worker_streams)
         nannies = [info["nanny"] for info in self.worker_info.values() if info.get("nanny")]
         bare = [a for a, info in self.worker_info.items() if not info.get("nanny")]

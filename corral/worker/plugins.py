@@ -83,6 +83,7 @@ class WorkerExtras:
     def __init__(self, worker: Worker, log_length: int = 1000) -> None:
         self.worker = worker
         self.plugins: dict[str, Any] = {}
+        self.watching = False  # whether a plugin has a transition hook
         self.logs = LogRing(log_length)
         self._directory: str | None = None
         self._own_directory = False  # made here: removed at close
@@ -138,11 +139,13 @@ class WorkerExtras:
         what is left to await if its setup is a coroutine."""
         if name in self.plugins:
             old = self.plugins.pop(name)
+            self._plugins_changed()
             teardown = getattr(old, "teardown", None)
             if teardown is not None:
                 _spawn_if_awaitable(teardown(worker=self.worker))
         plugin = loads_pickle(blob)
         self.plugins[name] = plugin
+        self._plugins_changed()
         setup = getattr(plugin, "setup", None)
         result = None if setup is None else setup(worker=self.worker)
         return result if inspect.isawaitable(result) else None
@@ -169,14 +172,16 @@ class WorkerExtras:
 
     async def _teardown(self, name: str) -> None:
         plugin = self.plugins.pop(name)
+        self._plugins_changed()
         teardown = getattr(plugin, "teardown", None)
         if teardown is not None:
             result = teardown(worker=self.worker)
             if inspect.isawaitable(result):
                 await result
 
-    def watching_transitions(self) -> bool:
-        return any(hasattr(p, "transition") for p in self.plugins.values())
+    def _plugins_changed(self) -> None:
+        # Read on every stimulus the worker handles: kept, not computed there.
+        self.watching = any(hasattr(p, "transition") for p in self.plugins.values())
 
     def mark(self, log: deque[tuple[Any, str, str, str]]) -> None:
         """Before a stimulus: remember the state machine's newest transition."""

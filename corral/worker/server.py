@@ -343,7 +343,7 @@ class Worker:
 
     def handle(self, *stimuli: ev.Stimulus) -> None:
         assert self.state is not None
-        watching = self.extras.watching_transitions()  # plugins with a transition hook
+        watching = self.extras.watching  # plugins with a transition hook
         if watching:
             self.extras.mark(self.state.log)
         for instruction in self.state.handle(*stimuli):
