@@ -239,7 +239,7 @@ class SchedulerState:
             ev.ComputeTask, worker=ws.address, key=ts.key, run_spec=ts.run_spec,
             who_has={d.key: tuple(w.address for w in d.who_has) for d in ts.dependencies},
             nbytes={d.key: d.nbytes for d in ts.dependencies}, priority=ts.priority,
-            resources=ts.resources,
+            resources=ts.resources, function=ts.function,
         )
 
     def unassign(self, ts: TaskState) -> WorkerState | None:

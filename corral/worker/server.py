@@ -304,11 +304,11 @@ class Worker:
         self.stats["local_input_bytes"] += sum(
             sizeof(v) for k, v in inputs.items() if k not in self._fetched
         )
-        run_spec = task.run_spec
+        run_spec, function = task.run_spec, task.function
         assert run_spec is not None  # the state machine executes only tasks it was given
 
         def call() -> Any:
-            fn, args, kwargs = runspec.unpack(run_spec)
+            fn, args, kwargs = runspec.unpack(run_spec, function)
             if inputs:
                 args, kwargs = runspec.substitute((args, kwargs), inputs)
             return _as(self, lambda: fn(*args, **kwargs))
