@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import logging
 import os
-import re
 import signal
 import sys
 from collections.abc import Coroutine
@@ -14,7 +13,7 @@ from typing import Any
 
 import click
 
-from corral import __version__
+from corral import __version__, config, utils
 from corral.credentials import (
     add_to_default_file,
     default_scheduler_file,
@@ -39,16 +38,13 @@ from corral.utils import run_async
 
 logger = logging.getLogger("corral.cli")
 
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # fmt: skip
-
 
 def parse_bytes(text: str) -> int:
     """``'4GiB'`` → 4294967296; ``'1.5 GB'`` → 1500000000."""
-    match = re.fullmatch(r"\s*([\d.]+)\s*([a-zA-Z]*)\s*", text)
-    if not match or match.group(2).lower() not in _UNITS:
-        raise click.BadParameter(f"not a size: {text!r} (try 4GiB or 500MB)")
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    try:
+        return utils.parse_bytes(text)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 def parse_resources(text: str) -> dict[str, float]:
@@ -193,7 +189,8 @@ LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"], case_sensitive=
 
 def _set_log_level(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
     if value:
-        os.environ[LOG_LEVEL_ENV] = value.lower()
+        os.environ[LOG_LEVEL_ENV] = value.lower()  # CORRAL_LOG_LEVEL is config "log-level"
+        config.set({"log-level": value.lower()})
         logging.getLogger("corral").setLevel(value.upper())
 
 
@@ -201,7 +198,7 @@ def log_level_option(command: Any) -> Any:
     """``--log-level`` on each command, as well as before it."""
     return click.option("--log-level", type=LOG_LEVELS, expose_value=False, is_eager=True,
                         callback=_set_log_level,
-                        help="How much to log to stderr [info].")(command)
+                        help="How much to log to stderr [config log-level: info].")(command)
 
 
 @click.group()
@@ -212,17 +209,17 @@ def main() -> None:
     lifeline.inherit()  # die with the process that started this one, if one asked
     # One line per event: time, component logger (corral.scheduler, ...), level, message.
     logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("corral").setLevel(os.environ.get(LOG_LEVEL_ENV, "info").upper())
+    logging.getLogger("corral").setLevel(config.get("log-level").upper())
 
 
 @main.command()
 @log_level_option
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Interface to listen on; 0.0.0.0 (or '') accepts workers from other machines.")
-@click.option("--port", default=8786, show_default=True, type=int)
-@click.option("--dashboard-address", default=":8787", show_default=True,
+@click.option("--port", type=int, help="[config scheduler.port: 8786]")
+@click.option("--dashboard-address",
               help="[HOST]:PORT of the web dashboard and /metrics (host defaults to --host); "
-                   "'none' turns it off.")
+                   "'none' turns it off [config dashboard.address: :8787].")
 @click.option("--dashboard-allowed-host", "dashboard_allowed_hosts", multiple=True,
               help="Another host name the dashboard may be reached by (e.g. behind a reverse "
                    "proxy); repeatable. Its own addresses are always allowed.")
@@ -232,21 +229,25 @@ def main() -> None:
 @security_options
 @click.option("--no-auth", is_flag=True,
               help="Accept unauthenticated peers. Anyone who can connect can run code.")
-@click.option("--worker-ttl", default=30.0, show_default=True,
-              help="Seconds without a heartbeat after which a worker counts as dead.")
+@click.option("--worker-ttl", type=float,
+              help="Seconds without a heartbeat after which a worker counts as dead "
+                   "[config scheduler.worker-ttl: 30].")
 def scheduler(
     host: str,
-    port: int,
-    dashboard_address: str,
+    port: int | None,
+    dashboard_address: str | None,
     dashboard_allowed_hosts: tuple[str, ...],
     scheduler_file: str | None,
     no_auth: bool,
-    worker_ttl: float,
+    worker_ttl: float | None,
     **flags: Any,
 ) -> None:
     """Start a scheduler (with a fresh token unless given one, or --no-auth)."""
     from corral.deploy.dashboard import attach_dashboard
     from corral.scheduler import Scheduler
+
+    port = config.fallback(port, "scheduler.port")
+    dashboard_address = str(config.fallback(dashboard_address, "dashboard.address"))
 
     security = _scheduler_security(flags, no_auth)
 
@@ -315,6 +316,9 @@ def scheduler(
                    "with resources={'GPU': 1} runs only where and while one is free.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=0, type=int, help="Port to listen on [any free port].")
+@click.option("--local-directory", type=click.Path(file_okay=False),
+              help="Each worker's scratch directory is made under this "
+                   "[config worker.local-directory: the system's temporary directory].")
 @security_options
 def worker(
     scheduler_address: str | None,
@@ -329,6 +333,7 @@ def worker(
     port: int,
     death_timeout: float | None,
     liveness_timeout: float,
+    local_directory: str | None,
     **flags: Any,
 ) -> None:
     """Start worker(s) for the scheduler at SCHEDULER_ADDRESS.
@@ -353,7 +358,8 @@ def worker(
     scheme = scheme_for(security)
 
     worker_args = ("--resources", resources,
-                   *(() if death_timeout is None else ("--death-timeout", str(death_timeout))))
+                   *(() if death_timeout is None else ("--death-timeout", str(death_timeout))),
+                   *(() if local_directory is None else ("--local-directory", local_directory)))
     servers: list[Worker | Nanny] = []
     for i in range(nworkers):
         label = f"{name}-{i}" if name and nworkers > 1 else name
@@ -361,7 +367,7 @@ def worker(
             servers.append(Worker(
                 scheduler_address, nthreads=threads, name=label, memory_limit=limit,
                 resources=supplied, security=security, death_timeout=death_timeout,
-                nanny=os.environ.get(NANNY_ENV),
+                nanny=os.environ.get(NANNY_ENV), local_directory=local_directory,
             ))
         else:
             servers.append(Nanny(

@@ -16,7 +16,7 @@ from corral.basic_types import Key
 from corral.scheduler import events as ev
 from corral.scheduler import stimulus_log
 from corral.scheduler.placement import depth_first
-from corral.scheduler.records import ACTIVE, TS, TaskState, added
+from corral.scheduler.records import ACTIVE, FIRE_AND_FORGET, NONE, TS, TaskState, added
 
 if TYPE_CHECKING:
     from corral.scheduler.state import SchedulerState
@@ -94,6 +94,41 @@ def client_desires_keys(state: SchedulerState, s: ev.ClientDesiresKeys) -> None:
             if ts.state == TS.RELEASED:
                 state.compute(ts)
             state.report_if_done(ts, s.client)
+
+
+def fire_and_forget(state: SchedulerState, s: ev.FireAndForget) -> None:
+    """Keep these tasks (and so their inputs) until they are done, whoever lets go of them:
+    the pseudo-client ``fire-and-forget`` wants them until they finish or err."""
+    for key in s.keys:
+        ts = state.tasks.get(key)
+        if ts is None or ts.state in (TS.MEMORY, TS.ERRED):
+            continue  # done already (or unknown: nothing to run)
+        ts.who_wants = added(ts.who_wants, FIRE_AND_FORGET)
+        state.client_keys[FIRE_AND_FORGET][ts] = None
+        if ts.state == TS.RELEASED:
+            state.compute(ts)
+
+
+def retry_keys(state: SchedulerState, s: ev.RetryKeys) -> None:
+    """Run erred keys again: release them and every erred input behind them, then compute
+    them (their released inputs come back with them)."""
+    wanted = [ts for ts in map(state.tasks.get, s.keys) if ts is not None
+              and ts.state == TS.ERRED]
+    stack, seen = list(wanted), set()
+    while stack:
+        ts = stack.pop()
+        if ts in seen or ts.state != TS.ERRED:
+            continue
+        seen.add(ts)
+        state.transition(ts, TS.RELEASED)
+        ts.error, ts.waiting_on = None, NONE
+        stack.extend(ts.dependencies)
+    for ts in wanted:
+        if ts.state == TS.RELEASED and state.needed(ts):
+            state.compute(ts)
+    for ts in seen:
+        if ts.state == TS.RELEASED:
+            state.release_if_unneeded(ts)
 
 
 def client_releases_keys(state: SchedulerState, s: ev.ClientReleasesKeys) -> None:

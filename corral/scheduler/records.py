@@ -38,6 +38,9 @@ TRANSITIONS: frozenset[tuple[TS, TS]] = frozenset({
 
 ACTIVE = (TS.WAITING, TS.NO_WORKER, TS.PROCESSING)
 
+# The pseudo-client that wants fire-and-forget tasks until they are done; never told.
+FIRE_AND_FORGET = "fire-and-forget"
+
 
 # A record's links to others (inputs, dependents, holders, wanters, ...) are ordered
 # sets: they iterate in the order things happened, so the same stimuli give the same
@@ -83,6 +86,9 @@ class WorkerState:
     name: str = ""
     processing: dict[TaskState, float] = field(default_factory=dict)  # task → est. duration
     executing: set[TaskState] = field(default_factory=set)  # started, per the worker
+    # Seceded (``corral.secede()``): still processing here, but out of the thread slots,
+    # so neither load (their estimate is 0 in ``processing``) nor queued.
+    long_running: set[TaskState] = field(default_factory=set)
     has_what: dict[TaskState, None] = field(default_factory=dict)  # an ordered set
     nbytes: int = 0
     occupancy: float = 0.0
@@ -90,6 +96,10 @@ class WorkerState:
 
     def load(self) -> float:
         return self.occupancy / self.nthreads
+
+    def queued(self) -> int:
+        """Tasks here that hold or wait for a thread slot (seceded ones do not)."""
+        return len(self.processing) - len(self.long_running)
 
     def supplies(self, needs: dict[str, float] | None) -> bool:
         """Has this worker enough of each resource to ever run a task needing ``needs``?"""

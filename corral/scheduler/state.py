@@ -45,6 +45,7 @@ from corral.scheduler.liveness import Liveness
 from corral.scheduler.placement import Placement
 from corral.scheduler.records import (
     ACTIVE,
+    FIRE_AND_FORGET,
     NONE,
     TRANSITIONS,
     TS,
@@ -182,6 +183,8 @@ class SchedulerState:
             self.release_if_unneeded(ts)
 
     def report_if_done(self, ts: TaskState, client: str) -> None:
+        if client == FIRE_AND_FORGET:
+            return  # a pseudo-client: nobody to tell
         if ts.state == TS.MEMORY:
             self.emit(ev.ReportKeyInMemory, client=client, key=ts.key, nbytes=ts.nbytes,
                        who_has=tuple(w.address for w in ts.who_has), typename=ts.typename)
@@ -264,7 +267,7 @@ class SchedulerState:
         """Mark ``ts`` and everything downstream erred, and tell the clients that want them."""
         if ts.state != TS.ERRED:
             self.emit(ev.Notice, event="task-erred", key=ts.key, detail=exc_text)
-        stack = [ts]
+        stack, forgotten = [ts], []
         while stack:
             t = stack.pop()
             if t.state == TS.ERRED:
@@ -279,7 +282,10 @@ class SchedulerState:
             t.error, t.waiting_on = (exc, tb, exc_text, tb_text), NONE
             for client in t.who_wants:
                 self.report_if_done(t, client)
+            if FIRE_AND_FORGET in t.who_wants:
+                forgotten.append(t.key)
             stack.extend(t.dependents)
+        self.unwant(FIRE_AND_FORGET, forgotten)  # done, if not as hoped
 
     # -- releasing and forgetting ----------------------------------------------------------
 

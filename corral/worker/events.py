@@ -19,8 +19,9 @@ from corral.messages import WorkerStimulus as Stimulus
 
 __all__ = [
     "ComputeTask", "Execute", "ExecuteFailure", "ExecuteSuccess", "FreeKeys", "GatherDep",
-    "GatherDepFailure", "GatherDepMissing", "GatherDepSuccess", "Instruction", "ReleaseData",
-    "RemoveWorkerPeer", "SendToScheduler", "StealRequest", "Stimulus", "UpdateData",
+    "GatherDepFailure", "GatherDepMissing", "GatherDepSuccess", "Instruction", "Rejoin",
+    "ReleaseData", "RemoveWorkerPeer", "Resume", "Secede", "SendToScheduler", "StealRequest",
+    "Stimulus", "UpdateData",
 ]
 
 
@@ -77,6 +78,22 @@ class GatherDepFailure(Stimulus):
     reason: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Secede(Stimulus):
+    """The running task ``key`` gives up its thread slot (``corral.secede()``): it goes on
+    running, on a thread of its own, while the slot runs the next ready task."""
+
+    key: Key
+
+
+@dataclass(frozen=True, slots=True)
+class Rejoin(Stimulus):
+    """Seceded ``key`` wants a thread slot again (``corral.rejoin()``); its thread waits
+    for ``Resume``."""
+
+    key: Key
+
+
 # -- instructions -------------------------------------------------------------------------
 
 
@@ -88,6 +105,13 @@ class Instruction:
 @dataclass(frozen=True, slots=True)
 class Execute(Instruction):
     """Run ``key`` on a free thread; its inputs are all in memory here."""
+
+    key: Key
+
+
+@dataclass(frozen=True, slots=True)
+class Resume(Instruction):
+    """The thread of seceded ``key``, waiting in ``rejoin()``, may go on: it holds a slot."""
 
     key: Key
 

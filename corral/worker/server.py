@@ -14,6 +14,8 @@ import functools
 import logging
 import os
 import pickle
+import shutil
+import tempfile
 import threading
 import time
 from collections import deque
@@ -22,8 +24,8 @@ from typing import Any, ClassVar
 
 import psutil
 
+from corral import config, runspec
 from corral import messages as msgs
-from corral import runspec
 from corral.core import BatchedSend, Comm, ConnectionPool, Server, connect, rpc
 from corral.core.validate import checked
 from corral.exceptions import CommClosedError, CommError, ConnectTimeoutError, InvalidMessage
@@ -31,6 +33,7 @@ from corral.protocol import dumps_pickle, loads_pickle
 from corral.security import Security
 from corral.sizeof import sizeof
 from corral.worker import events as ev
+from corral.worker.plugins import WorkerExtras
 from corral.worker.reconnect import FATAL, Retry, describe
 from corral.worker.runner import Outcome, TaskRunner
 from corral.worker.state import WorkerState
@@ -38,7 +41,8 @@ from corral.worker.state import WorkerState
 logger = logging.getLogger("corral.worker")
 
 _running: list[Worker] = []  # workers started in this process, newest last
-_current = threading.local()  # .worker: the worker whose task or run() this thread serves
+# .worker: the worker whose task or run() this thread serves; .key: the task's key
+_current = threading.local()
 
 
 def get_worker() -> Worker:
@@ -55,12 +59,19 @@ def get_worker() -> Worker:
     return _running[-1]
 
 
-def _as(worker: Worker, fn: Callable[[], Any]) -> Any:
-    _current.worker = worker
+def _as(worker: Worker, fn: Callable[[], Any], key: Any = None) -> Any:
+    _current.worker, _current.key = worker, key
     try:
         return fn()
     finally:
-        _current.worker = None
+        _current.worker = _current.key = None
+
+
+def current_task() -> tuple[Worker, Any] | None:
+    """The worker and key of the task this thread runs (key None in ``client.run``);
+    None outside tasks."""
+    worker = getattr(_current, "worker", None)
+    return None if worker is None else (worker, _current.key)
 
 
 class Worker:
@@ -75,11 +86,12 @@ class Worker:
         memory_limit: int = 0,
         resources: dict[str, float] | None = None,
         security: Security | None = None,
-        heartbeat_interval: float = 1.0,
-        batch_interval: float = 0.002,
-        scheduler_timeout: float = 30.0,
+        heartbeat_interval: float | None = None,
+        batch_interval: float | None = None,
+        scheduler_timeout: float | None = None,
         death_timeout: float | None = None,
         nanny: str | None = None,
+        local_directory: str | None = None,
     ) -> None:
         self.scheduler_address = scheduler_address
         self.nthreads = nthreads or os.cpu_count() or 1
@@ -87,15 +99,24 @@ class Worker:
         self.memory_limit = memory_limit
         self.resources = dict(resources or {})
         self.security = security
-        self.heartbeat_interval = heartbeat_interval
-        self.batch_interval = batch_interval
+        # Unset knobs come from corral.config (worker.*).
+        self.heartbeat_interval: float = config.fallback(heartbeat_interval,
+                                                         "worker.heartbeat-interval")
+        self.batch_interval: float = config.fallback(batch_interval, "worker.batch-interval")
         # Silence from the scheduler for this long means a dead link (no FIN may come).
-        self.scheduler_timeout = scheduler_timeout
+        self.scheduler_timeout: float = config.fallback(scheduler_timeout,
+                                                        "worker.scheduler-timeout")
         # How long to keep trying to reach the scheduler before giving up (None: forever).
         self.death_timeout = death_timeout
         self.gave_up: str | None = None  # why the worker gave up on its scheduler, if it did
+        # Its own scratch directory, made under this one (worker.local-directory; None: the
+        # system's temporary directory) when it starts, removed when it closes.
+        self._local_parent: str | None = config.fallback(local_directory,
+                                                         "worker.local-directory")
+        self.local_directory = ""
         self.nanny = nanny
         self.data: dict[Any, Any] = {}
+        self.extras = WorkerExtras(self)  # plugins, uploaded files, the log ring
         self.server = Server(
             {
                 "get_data": self.get_data,
@@ -103,13 +124,14 @@ class Worker:
                 "run": self.run,
                 "reset": self.reset,
                 "identity": self.identity,
+                **self.extras.handlers(),
             },
             security=security,
             name=name,
             role="worker",
         )
         self.pool = ConnectionPool(security=security, name=name)
-        self.batched = BatchedSend(batch_interval, name="to scheduler")
+        self.batched = BatchedSend(self.batch_interval, name="to scheduler")
         self.state: WorkerState | None = None
         self._ids: msgs.StimulusIds | None = None  # "<address>-<n>" once listening
         self._runner: TaskRunner | None = None
@@ -123,6 +145,10 @@ class Worker:
         self._transfer_log: deque[tuple[str, float, float, int]] = deque(maxlen=1000)
         self._heartbeat_sent = 0.0
         self.latency = 0.0  # heartbeat round trip through both batched streams, seconds
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.resume_events: dict[Any, threading.Event] = {}  # seceded tasks in rejoin()
+        self.client: Any = None  # the Client tasks here share (corral.get_client())
+        self.client_lock = threading.Lock()
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -132,6 +158,9 @@ class Worker:
         Waits for the scheduler as long as it takes, or up to ``death_timeout`` seconds.
         """
         await self.server.listen(address)
+        self.local_directory = tempfile.mkdtemp(prefix="corral-worker-", dir=self._local_parent)
+        self.extras.start()
+        self.loop = asyncio.get_running_loop()
         self._ids = msgs.StimulusIds(self.address)
         self._start_afresh()
         if self.nanny:  # at once: reaching the scheduler may take any time
@@ -148,6 +177,7 @@ class Worker:
         """Empty state, data and threads: how a worker starts, and rejoins after a loss."""
         if self._runner is not None:
             self._runner.shutdown()  # running tasks finish; their outcomes are dropped
+        self._resume_all()
         for task in self._gathers:
             task.cancel()
         self.data.clear()
@@ -254,8 +284,31 @@ class Worker:
             task.cancel()
         await self.server.close()
         await self.pool.close()
+        await self.extras.close()
         if self._runner is not None:
             self._runner.shutdown()
+        if self.local_directory:
+            shutil.rmtree(self.local_directory, ignore_errors=True)
+        self._resume_all()
+        if self.client is not None:
+            await asyncio.to_thread(self.client.close)
+
+    def _resume_all(self) -> None:
+        """Let every task waiting in ``rejoin()`` go on (the worker starts afresh or ends)."""
+        events, self.resume_events = self.resume_events, {}
+        for event in events.values():
+            event.set()
+
+    def from_thread(self, kind: type[ev.Secede | ev.Rejoin], key: Any) -> bool:
+        """From a task's thread: hand the state machine ``kind(key)``; False if closed."""
+        if self.loop is None or self._closed.is_set():
+            return False
+        try:
+            self.loop.call_soon_threadsafe(
+                lambda: self.handle(kind(stimulus_id=self._new_id(), key=key)))
+        except RuntimeError:  # the loop closed meanwhile
+            return False
+        return True
 
     async def finished(self) -> None:
         """Wait until the worker has closed (e.g. because the scheduler went away)."""
@@ -276,12 +329,21 @@ class Worker:
 
     def handle(self, *stimuli: ev.Stimulus) -> None:
         assert self.state is not None
+        watching = self.extras.watching_transitions()  # plugins with a transition hook
+        if watching:
+            self.extras.mark(self.state.log)
         for instruction in self.state.handle(*stimuli):
             self._carry_out(instruction)
+        if watching:
+            self.extras.transitions(self.state.log)
 
     def _carry_out(self, instruction: ev.Instruction) -> None:
         if isinstance(instruction, ev.Execute):
             self._execute(instruction.key)
+        elif isinstance(instruction, ev.Resume):
+            event = self.resume_events.pop(instruction.key, None)
+            if event is not None:
+                event.set()
         elif isinstance(instruction, ev.GatherDep):
             task = asyncio.ensure_future(self._gather_dep(instruction))
             self._gathers.add(task)
@@ -308,12 +370,13 @@ class Worker:
         assert run_spec is not None  # the state machine executes only tasks it was given
 
         def call() -> Any:
+            # futures inside bind to get_client()
             fn, args, kwargs = runspec.unpack(run_spec, function)
             if inputs:
                 args, kwargs = runspec.substitute((args, kwargs), inputs)
-            return _as(self, lambda: fn(*args, **kwargs))
+            return fn(*args, **kwargs)
 
-        self._runner.submit(key, call)
+        self._runner.submit(key, functools.partial(_as, self, call, key))
 
     def _on_outcomes(self, outcomes: list[Outcome]) -> None:
         stimuli: list[ev.Stimulus] = []
@@ -409,9 +472,12 @@ class Worker:
     def _on_heartbeat_ack(self, msg: msgs.HeartbeatAck) -> None:
         self.latency = time.monotonic() - self._heartbeat_sent
 
+    def _on_add_plugin(self, msg: msgs.AddWorkerPlugin) -> None:
+        self.extras.add_soon(msg.name, msg.plugin)
+
     # The messages from the scheduler the server acts on itself; all others are stimuli.
     OWN_MESSAGES: ClassVar[dict[type[msgs.Message], Callable[[Any, Any], None]]] = {
-        msgs.HeartbeatAck: _on_heartbeat_ack,
+        msgs.HeartbeatAck: _on_heartbeat_ack, msgs.AddWorkerPlugin: _on_add_plugin,
     }
 
     def _new_id(self) -> str:
