@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import pickle
 from array import array
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
@@ -103,6 +104,34 @@ def pack(s: ev.UpdateGraph, records: Sequence[Any], deps: list[Key],
 
 def stimulus(logged: Logged) -> ev.Stimulus:
     return logged.unpack() if isinstance(logged, PackedGraph) else logged
+
+
+class TransitionLog:
+    """The last ``maxlen`` transitions, oldest first: iterates as (key, old state, new
+    state, stimulus id). Kept in four columns rather than a tuple a transition: a task
+    makes four or five, and tuples kept that long would each be one more object for the
+    garbage collector to walk on every full collection (with a million tasks, most of
+    the scheduler's time in the collector), and 80 bytes where four slots take 32."""
+
+    __slots__ = ("_keys", "_news", "_olds", "_sids")
+
+    def __init__(self, maxlen: int) -> None:
+        self._keys: deque[Key] = deque(maxlen=maxlen)
+        self._olds: deque[str] = deque(maxlen=maxlen)
+        self._news: deque[str] = deque(maxlen=maxlen)
+        self._sids: deque[str] = deque(maxlen=maxlen)
+
+    def append(self, key: Key, old: str, new: str, stimulus_id: str) -> None:
+        self._keys.append(key)
+        self._olds.append(old)
+        self._news.append(new)
+        self._sids.append(stimulus_id)
+
+    def __iter__(self) -> Iterator[tuple[Key, str, str, str]]:
+        return zip(self._keys, self._olds, self._news, self._sids, strict=True)
+
+    def __len__(self) -> int:
+        return len(self._keys)
 
 
 class StoryStep(NamedTuple):
