@@ -156,11 +156,18 @@ class ComputeTask(ToWorker, SchedulerAction, WorkerStimulus):
 
     op = "compute-task"
     key: Key
-    run_spec: bytes  # pickled (function, args, kwargs); opaque to the scheduler
+    run_spec: bytes  # pickled (function, args, kwargs), or (args, kwargs) with ``function``
     who_has: dict[Key, tuple[str, ...]]
     nbytes: dict[Key, int]
     priority: tuple[float, ...]
     resources: dict[str, float] | None = None
+    function: bytes | None = None  # the pickled function, when not inside ``run_spec``
+
+    def to_wire(self) -> dict[str, Any]:
+        msg = Message.to_wire(self)
+        if self.function is None:
+            del msg["function"]  # what workers before shared functions read
+        return msg
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -361,7 +368,7 @@ class TaskSpec:
     frozen dataclass takes about four times as long to build."""
 
     key: Key
-    run_spec: bytes  # pickled (function, args, kwargs); opaque to the scheduler
+    run_spec: bytes  # pickled (function, args, kwargs), or (args, kwargs): see ``function``
     dependencies: tuple[Key, ...] = ()
     priority: int = 0  # user priority: higher runs first
     workers: tuple[str, ...] | None = None  # restrict to these worker addresses
@@ -369,14 +376,30 @@ class TaskSpec:
     retries: Count = 0
     resources: dict[str, Amount] | None = None
     name: str = ""  # function name, groups tasks for duration estimates
+    # The position of the pickled function in the graph's ``functions``, sent once for
+    # all the tasks of a ``map``; -1: ``run_spec`` holds the function itself.
+    function: int = -1
 
     def to_wire(self) -> dict[str, Any]:
         # Spelled out: three times as fast as a loop over the fields, for a million tasks
-        # (a test checks that every field is here).
-        return {"key": self.key, "run_spec": self.run_spec, "dependencies": self.dependencies,
-                "priority": self.priority, "workers": self.workers,
-                "allow_other_workers": self.allow_other_workers, "retries": self.retries,
-                "resources": self.resources, "name": self.name}
+        # (a test checks that every field is here). Options left at their defaults are
+        # left out: the receiver fills them in, and the graph is smaller on the wire and
+        # while the scheduler reads it.
+        msg: dict[str, Any] = {"key": self.key, "run_spec": self.run_spec,
+                               "dependencies": self.dependencies, "name": self.name}
+        if self.priority:
+            msg["priority"] = self.priority
+        if self.workers is not None:
+            msg["workers"] = self.workers
+        if self.allow_other_workers:
+            msg["allow_other_workers"] = self.allow_other_workers
+        if self.retries:
+            msg["retries"] = self.retries
+        if self.resources is not None:
+            msg["resources"] = self.resources
+        if self.function >= 0:
+            msg["function"] = self.function
+        return msg
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -389,10 +412,21 @@ class UpdateGraph(FromClient, SchedulerStimulus):
     wanted: tuple[Key, ...]
     report_start: bool = False  # also tell the client when each wanted task starts
     now: float = 0.0  # when the scheduler received it
+    functions: tuple[bytes, ...] = ()  # pickled functions the tasks name by position
+
+    def check(self) -> None:
+        """Refuse a task that names a function the graph does not carry."""
+        count = len(self.functions)
+        for spec in self.tasks:
+            if not -1 <= spec.function < count:
+                raise InvalidMessage(f"update-graph: task {spec.key!r} names function "
+                                     f"{spec.function} of {count}")
 
     def to_wire(self) -> dict[str, Any]:
         msg = Message.to_wire(self)
         msg["tasks"] = [spec.to_wire() for spec in self.tasks]
+        if not self.functions:
+            del msg["functions"]  # what schedulers before shared functions read
         return msg
 
 

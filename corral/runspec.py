@@ -5,7 +5,10 @@ sets and dicts) with a ``Dependency`` placeholder and pickles ``(function, args,
 kwargs)``; the scheduler only ever forwards those bytes; the worker unpickles them,
 puts the dependencies' values in place of the placeholders, and calls the function.
 The function is pickled on its own so that ``map`` pickles it once for many tasks, and
-a worker unpickles it once for many tasks (a small cache keyed by its bytes).
+a worker unpickles it once for many tasks (a small cache keyed by its bytes). A graph
+carries each function's bytes once, and its tasks only their arguments (``pack_args``):
+the scheduler keeps one copy of a function for all the tasks of a ``map``, and passes
+it to the worker beside the arguments (``unpack(run_spec, function)``).
 """
 
 from __future__ import annotations
@@ -67,6 +70,11 @@ def pack(function_bytes: bytes, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     return dumps_pickle((function_bytes, args, dict(kwargs)))
 
 
+def pack_args(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bytes:
+    """The run_spec of a call whose function travels apart (``unpack``'s ``function``)."""
+    return dumps_pickle((args, dict(kwargs)))
+
+
 def token(function_bytes: bytes, args: Any, kwargs: Any) -> str:
     """A deterministic hash of a call, so equal pure calls share a key."""
     h = hashlib.blake2b(function_bytes, digest_size=16)
@@ -82,7 +90,14 @@ def _load_function(function_bytes: bytes) -> Callable[..., Any]:
     return loads_pickle(function_bytes)
 
 
-def unpack(run_spec: bytes) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+def unpack(
+    run_spec: bytes, function: bytes | None = None
+) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+    """The call in ``run_spec`` (from ``pack``, or from ``pack_args`` with its function's
+    bytes given apart)."""
+    if function is not None:
+        args, kwargs = loads_pickle(run_spec)
+        return _load_function(function), args, kwargs
     function_bytes, args, kwargs = loads_pickle(run_spec)
     return _load_function(function_bytes), args, kwargs
 

@@ -230,3 +230,17 @@ def test_get_worker_names_the_worker_running_the_task_with_in_process_workers():
         placed = [client.submit(where, workers=[a], pure=False) for a in addresses]
         assert [f.result() for f in placed] == addresses
         assert client.run(where) == {a: a for a in addresses}
+
+
+def test_a_map_sends_its_function_once_for_all_its_tasks(client, monkeypatch):
+    from corral.messages import UpdateGraph
+
+    sent = []
+    send = client._core._send
+    monkeypatch.setattr(client._core, "_send", lambda msg: (sent.append(msg), send(msg)))
+    futures = client.map(add, range(5), range(5))
+    assert client.gather(futures) == [0, 2, 4, 6, 8]
+    (graph,) = [m for m in sent if isinstance(m, UpdateGraph)]
+    assert len(graph.functions) == 1
+    assert [t.function for t in graph.tasks] == [0] * 5
+    assert all(graph.functions[0] not in t.run_spec for t in graph.tasks)

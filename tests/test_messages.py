@@ -107,13 +107,18 @@ def test_the_wire_form_is_the_one_peers_have_always_spoken():
     graph = msgs.UpdateGraph(stimulus_id="c-1", tasks=(
         msgs.TaskSpec(key="k", run_spec=b"f", dependencies=("d",), name="inc", retries=2),),
         wanted=("k",))
+    # A task's options at their defaults stay off the wire (every reader fills them in),
+    # and so do shared functions when there are none: earlier schedulers read it all.
     assert graph.to_wire() == {"op": "update-graph", "stimulus_id": "c-1", "report_start": False,
                                "wanted": ("k",), "tasks": [{
                                    "key": "k", "run_spec": b"f", "dependencies": ("d",),
-                                   "priority": 0, "workers": None, "allow_other_workers": False,
-                                   "retries": 2, "resources": None, "name": "inc"}]}
-    spec = graph.tasks[0]
-    assert spec.to_wire() == {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
+                                   "retries": 2, "name": "inc"}]}
+    every = msgs.TaskSpec(key="k", run_spec=b"f", dependencies=("d",), priority=1,
+                          workers=("tcp://w:1",), allow_other_workers=True, retries=2,
+                          resources={"GPU": 1.0}, name="inc", function=0)
+    assert every.to_wire() == {f.name: getattr(every, f.name)
+                               for f in dataclasses.fields(every)}
+    assert msgs.read(msgs.FROM_CLIENT, graph.to_wire(), lambda: "unused") == graph
     ack = msgs.HeartbeatAck(stimulus_id="h", worker="tcp://w:1")
     assert ack.to_wire() == {"op": "heartbeat-ack", "stimulus_id": "h"}
 
@@ -291,3 +296,16 @@ async def test_clients_and_workers_send_their_own_distinct_ids():
     assert all(sid.startswith(f"{worker.address}-") for sid in finished)
     started = [s for s in seen if isinstance(s, ev.TaskStarted)]
     assert {s.stimulus_id for s in started} == set(graphs)  # caused by the client's graphs
+
+
+def test_a_graph_naming_a_function_it_does_not_carry_is_refused(caplog):
+    from corral.scheduler.wire import client_message
+
+    graph = {"op": "update-graph", "stimulus_id": "c-1", "wanted": ["k"], "functions": [b"f"],
+             "tasks": [{"key": "k", "run_spec": b"a", "dependencies": [], "function": 1}]}
+    assert client_message("c", graph, lambda: "unused", now=0.0) is None
+    assert "names function 1 of 1" in caplog.text
+    graph["tasks"][0]["function"] = 0
+    read = client_message("c", graph, lambda: "unused", now=0.0)
+    assert read is not None
+    assert read.tasks[0].function == 0

@@ -136,3 +136,31 @@ def test_a_story_keeps_transitions_whose_stimulus_rolled_off():
     assert steps[0].stimulus is None  # rolled off the stimulus log; its moves remain
     assert steps[1].transitions == (("processing", "released"),)
 
+
+
+def test_a_graph_is_logged_packed_and_unpacks_equal():
+    """The log keeps a graph in columns that share the records' keys and run specs (not
+    the specs as they came), and gives back an equal graph for stories and replays."""
+    state = SchedulerState()
+    submit = ev.UpdateGraph(stimulus_id="g", client="c", tasks=(
+        spec("x", name="f", function=0), spec("y", ["x"], name="f", function=0),
+        spec("z", ["x", "y"], priority=3, retries=1, name="g")),
+        wanted=("y", "z"), functions=(b"fn-bytes",), report_start=True, now=5.0)
+    state.handle(add_worker("tcp://a:1"), submit)
+    logged = state.stimuli[-1]
+    assert not isinstance(logged, ev.UpdateGraph)
+    assert all(key is state.tasks[key].key for key in logged.keys)
+    assert load(record(state)).stimuli[-1] == submit
+    assert state.story("z")[0].stimulus == submit
+
+
+def test_the_tasks_of_a_map_share_one_copy_of_their_function():
+    state = SchedulerState()
+    fn = b"pickled-function"
+    specs = [spec(f"t{i}", name="f", function=0) for i in range(3)]
+    actions = state.handle(add_worker("tcp://a:1", nthreads=3), ev.UpdateGraph(
+        stimulus_id="g", client="c", tasks=tuple(specs), wanted=("t0",), functions=(fn,)))
+    sent = [a for a in actions if isinstance(a, ev.ComputeTask)]
+    assert [a.key for a in sent] == ["t0", "t1", "t2"]
+    assert all(a.function is fn for a in sent)
+    assert all(state.tasks[f"t{i}"].function is fn for i in range(3))

@@ -360,24 +360,27 @@ class AsyncClient(AsyncClientExtras, ClientCore):
                 continue
             deps = list(dict.fromkeys(f.key for f in found))
             with pickled_futures() as held:
-                run_spec = runspec.pack(function_bytes, args, kwargs)
+                run_spec = runspec.pack_args(args, kwargs)
             if held or held_by_all:
                 futures[-1]._state.hold(held_by_all + held)
-            tasks.append(task_message(key, run_spec, deps, name, options))
+            tasks.append(task_message(key, run_spec, deps, name, options,
+                                      function=0))  # the graph carries fn once
         if on_start is not None:
             self.in_loop(self._watch_starts, futures, on_start)  # before the graph leaves
         if tasks:
-            self.send_graph(tasks, [t.key for t in tasks], report_start=on_start is not None)
+            self.send_graph(tasks, [t.key for t in tasks], report_start=on_start is not None,
+                            functions=(function_bytes,))
         return futures
 
     def send_graph(
-        self, tasks: list[msgs.TaskSpec], wanted: list[Hashable], report_start: bool = False
+        self, tasks: list[msgs.TaskSpec], wanted: list[Hashable], report_start: bool = False,
+        functions: tuple[bytes, ...] = (),
     ) -> None:
         """Send tasks (made by ``task_message``) to the scheduler, from any thread, in one message;
         the client wants the results of ``wanted`` (and to hear when they start, if asked)."""
         self.in_loop(self._send, msgs.UpdateGraph(
             stimulus_id=self._ids(), tasks=tuple(tasks), wanted=tuple(wanted),
-            report_start=report_start))
+            report_start=report_start, functions=functions))
 
     def _watch_starts(self, futures: list[Future], on_start: Callable[[Future], None]) -> None:
         for future in futures:

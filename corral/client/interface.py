@@ -77,9 +77,11 @@ class ClientCore(Protocol):
         """A future per call of ``fn``, sent in one message."""
 
     def send_graph(
-        self, tasks: list[TaskSpec], wanted: list[Hashable], report_start: bool = False
+        self, tasks: list[TaskSpec], wanted: list[Hashable], report_start: bool = False,
+        functions: tuple[bytes, ...] = (),
     ) -> None:
-        """Send tasks (``corral.client.tasks.task_message``) in one message."""
+        """Send tasks (``corral.client.tasks.task_message``) in one message, with the
+        pickled functions they name by position."""
 
     def cancel_soon(self, futures: Iterable[Future], unstarted_only: bool = False) -> None:
         """Ask the scheduler to cancel these futures' tasks, without waiting."""

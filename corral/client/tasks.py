@@ -41,8 +41,9 @@ def task_options(
 
 def task_message(
     key: Hashable, run_spec: Any, dependencies: list[Hashable], name: str,
-    options: dict[str, Any],
+    options: dict[str, Any], function: int = -1,
 ) -> msgs.TaskSpec:
-    """One task of an update-graph message; ``options`` from ``task_options``."""
+    """One task of an update-graph message; ``options`` from ``task_options``;
+    ``function``: the position of its function in the graph's, if not in ``run_spec``."""
     return msgs.TaskSpec(key=key, run_spec=run_spec, dependencies=tuple(dependencies),
-                         name=name, **options)
+                         name=name, function=function, **options)

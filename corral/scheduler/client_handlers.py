@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import pickle
 import sys
-from array import array
 from typing import TYPE_CHECKING
 
 from corral.basic_types import Key
@@ -24,21 +23,20 @@ if TYPE_CHECKING:
 
 
 def update_graph(state: SchedulerState, s: ev.UpdateGraph) -> None:
-    tasks = state.tasks
+    tasks, functions = state.tasks, s.functions
     fresh: list[TaskState] = []
     records: list[TaskState] = []  # the record of each spec, in order
-    plain = True  # no spec has options beyond key, run spec, inputs and name
     for spec in s.tasks:
         ts = tasks.get(spec.key)
         if ts is None:
             ts = tasks[spec.key] = TaskState(spec.key)
         records.append(ts)
-        if plain and not stimulus_log.plain(spec):
-            plain = False
         if ts.state != TS.RELEASED:
             continue  # an equal pure call under way or done: share it
-        # One string per function name, however many tasks and messages carry it.
+        # One string per function name, however many tasks and messages carry it; one
+        # function's bytes for all the tasks of a map.
         ts.run_spec, ts.name, ts.retries = spec.run_spec, sys.intern(spec.name), spec.retries
+        ts.function = functions[spec.function] if 0 <= spec.function < len(functions) else None
         ts.restrictions = frozenset(spec.workers) if spec.workers is not None else None
         ts.loose_restrictions, ts.resources = spec.allow_other_workers, spec.resources
         ts.priority = (-spec.priority,)
@@ -63,13 +61,7 @@ def update_graph(state: SchedulerState, s: ev.UpdateGraph) -> None:
     for order, ts in enumerate(depth_first(fresh)):
         ts.priority = (ts.priority[0], state.generation, order)
     wanted = tuple(tasks[k].key if k in tasks else k for k in s.wanted)
-    state.log_packed(s, stimulus_log.PackedGraph(
-        s.stimulus_id, s.client, tuple(ts.key for ts in records),
-        tuple(spec.run_spec for spec in s.tasks), tuple(ts.name for ts in records),
-        array("I", [len(spec.dependencies) for spec in s.tasks]), tuple(deps),
-        {} if plain else {i: spec for i, spec in enumerate(s.tasks)
-                          if not stimulus_log.plain(spec)},
-        wanted, s.report_start, s.now))
+    state.log_packed(s, stimulus_log.pack(s, records, deps, wanted))
     for ts, dep_key in missing.items():
         error = KeyError(f"dependency {dep_key!r} of {ts.key!r} is not known to the scheduler")
         state.err(ts, pickle.dumps(error), b"", f"KeyError: {error}", "")

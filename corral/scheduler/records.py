@@ -110,6 +110,7 @@ class WorkerState:
 class TaskState:
     key: Key
     run_spec: bytes | None = None
+    function: bytes | None = None  # pickled, shared by every task of a map; or in run_spec
     state: TS = TS.RELEASED
     name: str = ""
     priority: tuple[float, ...] = (0,)

@@ -56,7 +56,7 @@ from corral.scheduler.records import (
     discarded,
 )
 from corral.scheduler.stealing import Stealing
-from corral.scheduler.stimulus_log import Logged, StoryStep
+from corral.scheduler.stimulus_log import Logged, StoryStep, TransitionLog
 
 # Seconds, for functions never seen to finish. Small, so that until we know better a
 # task follows its data; stealing spreads the work once durations are measured.
@@ -89,7 +89,7 @@ class SchedulerState:
         self.tasks: dict[Key, TaskState] = {}
         self.workers: dict[str, WorkerState] = {}
         self.client_keys: dict[str, dict[TaskState, None]] = defaultdict(dict)  # ordered sets
-        self.log: deque[tuple[Key, str, str, str]] = deque(maxlen=log_length)  # transitions
+        self.log = TransitionLog(log_length)  # (key, old, new, stimulus id), in columns
         # The stimuli themselves, newest last, and how many were ever handled: the log
         # replays the machine exactly while ``stimuli_handled == len(stimuli)``. It holds
         # graphs, packed (``stimulus_log.PackedGraph``), until they roll off; 0 keeps none.
@@ -146,7 +146,7 @@ class SchedulerState:
     def transition(self, ts: TaskState, new: TS) -> None:
         if (ts.state, new) not in TRANSITIONS:
             raise InvalidTransition(f"{ts.key!r}: {ts.state.value} → {new.value}")
-        self.log.append((ts.key, ts.state._value_, new._value_, self._stimulus_id))
+        self.log.append(ts.key, ts.state._value_, new._value_, self._stimulus_id)
         if ts.state == TS.MEMORY and (ts.anchors or ts.checkpoint):
             self.checkpoints.leaving_memory(ts)
         counts = self.counts
@@ -251,7 +251,7 @@ class SchedulerState:
             ev.ComputeTask, worker=ws.address, key=ts.key, run_spec=ts.run_spec,
             who_has={d.key: tuple(w.address for w in d.who_has) for d in ts.dependencies},
             nbytes={d.key: d.nbytes for d in ts.dependencies}, priority=ts.priority,
-            resources=ts.resources,
+            resources=ts.resources, function=ts.function,
         )
 
     def unassign(self, ts: TaskState) -> WorkerState | None:

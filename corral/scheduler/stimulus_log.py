@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import pickle
 from array import array
+from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
@@ -37,35 +39,40 @@ if TYPE_CHECKING:
 @dataclass(frozen=True, slots=True, eq=False)
 class PackedGraph:
     """An ``UpdateGraph`` as the log keeps it: one column per field. Task ``i`` is
-    ``keys[i]``, with ``run_specs[i]`` and ``names[i]``, and needs the next
-    ``ndeps[i]`` keys of ``deps``; a task with any other option set (priority,
-    restrictions, retries, resources) is kept whole in ``special``, by position."""
+    ``keys[i]``, with ``run_specs[i]``, ``names[i]`` and function ``function_ids[i]``
+    (-1: none apart), and needs the next ``ndeps[i]`` keys of ``deps``; a task with any
+    other option set (priority, restrictions, retries, resources) is kept whole in
+    ``special``, by position."""
 
     stimulus_id: str
     client: str
     keys: tuple[Key, ...]
     run_specs: tuple[bytes, ...]
     names: tuple[str, ...]
+    function_ids: array[int]
     ndeps: array[int]
     deps: tuple[Key, ...]
     special: dict[int, ev.TaskSpec]
     wanted: tuple[Key, ...]
     report_start: bool
     now: float
+    functions: tuple[bytes, ...]
 
     def unpack(self) -> ev.UpdateGraph:
         specs: list[ev.TaskSpec] = []
         deps, start = self.deps, 0
         special = self.special
-        for i, (key, run_spec, name, n) in enumerate(
-                zip(self.keys, self.run_specs, self.names, self.ndeps, strict=True)):
+        columns = zip(self.keys, self.run_specs, self.names, self.function_ids, self.ndeps,
+                      strict=True)
+        for i, (key, run_spec, name, function, n) in enumerate(columns):
             spec = special.get(i)
-            specs.append(spec if spec is not None else
-                         ev.TaskSpec(key, run_spec, deps[start:start + n], name=name))
+            specs.append(spec if spec is not None else ev.TaskSpec(
+                key, run_spec, deps[start:start + n], name=name, function=function))
             start += n
         return ev.UpdateGraph(stimulus_id=self.stimulus_id, client=self.client,
                               tasks=tuple(specs), wanted=self.wanted,
-                              report_start=self.report_start, now=self.now)
+                              report_start=self.report_start, now=self.now,
+                              functions=self.functions)
 
     def mentions(self, key: Key) -> bool:
         return key in self.keys or key in self.deps or key in self.wanted
@@ -74,14 +81,57 @@ class PackedGraph:
 Logged: TypeAlias = "ev.Stimulus | PackedGraph"  # an entry of ``SchedulerState.stimuli``
 
 
-def plain(spec: ev.TaskSpec) -> bool:
-    """Has ``spec`` no option beyond key, run spec, inputs and name (packed in columns)?"""
+def _plain(spec: ev.TaskSpec) -> bool:
+    """Has ``spec`` no option beyond what ``PackedGraph`` keeps in columns?"""
     return (spec.priority == 0 and spec.workers is None and not spec.allow_other_workers
             and spec.retries == 0 and spec.resources is None)
 
 
+def pack(s: ev.UpdateGraph, records: Sequence[Any], deps: list[Key],
+         wanted: tuple[Key, ...]) -> PackedGraph:
+    """``s``, just handled, packed for the log: ``records[i]`` is the task record of
+    ``s.tasks[i]``, ``deps`` every input's key in order, and ``wanted`` the wanted keys,
+    each key the object the scheduler holds already where it knows the task."""
+    specs = s.tasks
+    return PackedGraph(
+        s.stimulus_id, s.client, tuple(ts.key for ts in records),
+        tuple(spec.run_spec for spec in specs), tuple(ts.name for ts in records),
+        array("i", [spec.function for spec in specs]),
+        array("I", [len(spec.dependencies) for spec in specs]), tuple(deps),
+        {i: spec for i, spec in enumerate(specs) if not _plain(spec)},
+        wanted, s.report_start, s.now, s.functions)
+
+
 def stimulus(logged: Logged) -> ev.Stimulus:
     return logged.unpack() if isinstance(logged, PackedGraph) else logged
+
+
+class TransitionLog:
+    """The last ``maxlen`` transitions, oldest first: iterates as (key, old state, new
+    state, stimulus id). Kept in four columns rather than a tuple a transition: a task
+    makes four or five, and tuples kept that long would each be one more object for the
+    garbage collector to walk on every full collection (with a million tasks, most of
+    the scheduler's time in the collector), and 80 bytes where four slots take 32."""
+
+    __slots__ = ("_keys", "_news", "_olds", "_sids")
+
+    def __init__(self, maxlen: int) -> None:
+        self._keys: deque[Key] = deque(maxlen=maxlen)
+        self._olds: deque[str] = deque(maxlen=maxlen)
+        self._news: deque[str] = deque(maxlen=maxlen)
+        self._sids: deque[str] = deque(maxlen=maxlen)
+
+    def append(self, key: Key, old: str, new: str, stimulus_id: str) -> None:
+        self._keys.append(key)
+        self._olds.append(old)
+        self._news.append(new)
+        self._sids.append(stimulus_id)
+
+    def __iter__(self) -> Iterator[tuple[Key, str, str, str]]:
+        return zip(self._keys, self._olds, self._news, self._sids, strict=True)
+
+    def __len__(self) -> int:
+        return len(self._keys)
 
 
 class StoryStep(NamedTuple):

@@ -41,6 +41,8 @@ def client_message(client: str, msg: Any, new_id: Callable[[], str],
         message = msgs.read(msgs.FROM_CLIENT, msg, new_id, **local)
         if isinstance(message, msgs.Scatter):
             _check_scatter(message)
+        elif isinstance(message, msgs.UpdateGraph) and message.functions:
+            message.check()
         return message
     except InvalidMessage as e:
         logger.warning("dropping a malformed message from client %s: %s", client, e)

@@ -380,11 +380,12 @@ class Worker:
         self.stats["local_input_bytes"] += sum(
             sizeof(v) for k, v in inputs.items() if k not in self._fetched
         )
-        run_spec = task.run_spec
+        run_spec, function = task.run_spec, task.function
         assert run_spec is not None  # the state machine executes only tasks it was given
 
         def call() -> Any:
-            fn, args, kwargs = runspec.unpack(run_spec)  # futures inside bind to get_client()
+            # futures inside bind to get_client()
+            fn, args, kwargs = runspec.unpack(run_spec, function)
             if inputs:
                 args, kwargs = runspec.substitute((args, kwargs), inputs)
             return fn(*args, **kwargs)

@@ -73,6 +73,7 @@ class TaskState:
     state: WS
     run_spec: bytes | None = None
     dependencies: tuple[Key, ...] = ()
+    function: bytes | None = None  # the pickled function, when not inside run_spec
     dependents: set[Key] = field(default_factory=set)  # tasks here that need this one
     priority: tuple[float, ...] = ()
     who_has: set[str] = field(default_factory=set)
@@ -168,7 +169,7 @@ class WorkerState:
             self._forget(ts)
         ts = self.tasks[s.key] = TaskState(
             s.key, WS.WAITING, s.run_spec, tuple(s.who_has), priority=s.priority, assigned=True,
-            resources=s.resources or None,
+            resources=s.resources or None, function=s.function,
         )
         ts.dependents = dependents
         for dep in ts.dependencies:
