@@ -176,6 +176,25 @@ class RemoveWorkerPeer(ToWorker, WorkerStimulus):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AcquireReplicas(ToWorker, SchedulerAction, WorkerStimulus):
+    """Fetch these keys from their holders (``who_has``) and keep them, e.g. so that a
+    retiring worker's only copies survive it; ``AddKeys`` says when they are here."""
+
+    op = "acquire-replicas"
+    who_has: dict[Key, tuple[str, ...]]
+    nbytes: dict[Key, int]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CloseWorker(ToWorker, SchedulerAction):
+    """Close gracefully and exit with success (a nanny does not restart it): every key
+    it held is safe elsewhere, and the scheduler has already forgotten it."""
+
+    op = "close-worker"
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class HeartbeatAck(ToWorker):
     """The answer to ``Heartbeat``: proves the link both ways."""
 
@@ -251,6 +270,15 @@ class StealResponse(FromWorker, SchedulerStimulus):
     op = "steal-response"
     key: Key
     released: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetireMe(FromWorker, SchedulerStimulus):
+    """The worker asks to be retired (its ``--lifetime`` is over): move its data to
+    others, then close it (``CloseWorker``)."""
+
+    op = "retire-me"
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -410,10 +438,11 @@ def _table(*classes: type[M]) -> dict[str, type[M]]:
 
 
 TO_WORKER: dict[str, type[ToWorker]] = _table(
-    ComputeTask, FreeKeys, StealRequest, RemoveWorkerPeer, HeartbeatAck)
+    ComputeTask, FreeKeys, StealRequest, RemoveWorkerPeer, AcquireReplicas, CloseWorker,
+    HeartbeatAck)
 FROM_WORKER: dict[str, type[FromWorker]] = _table(
     TaskStarted, TaskFinished, TaskErred, AddKeys, MissingData, ReleaseWorkerData,
-    StealResponse, Heartbeat)
+    StealResponse, RetireMe, Heartbeat)
 TO_CLIENT: dict[str, type[ToClient]] = _table(
     ReportKeyInMemory, ReportTaskErred, ReportTaskStarted, ReportCancelled)
 FROM_CLIENT: dict[str, type[FromClient]] = _table(

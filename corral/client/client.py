@@ -24,9 +24,9 @@ from urllib.parse import quote, urlsplit
 from corral import messages as msgs
 from corral import runspec
 from corral.client import fetch
-from corral.client.future import PENDING, Finished, Future, FutureState
+from corral.client.future import CANCELLED, PENDING, Finished, Future, FutureState
 from corral.client.interface import ClientCore, ClusterLike
-from corral.client.tasks import addresses, task_message, task_options
+from corral.client.tasks import addresses, task_message, task_options, worker_specs
 from corral.comm.addressing import normalize_address
 from corral.core import BatchedSend, Comm, ConnectionPool, connect
 from corral.credentials import resolve
@@ -45,6 +45,7 @@ from corral.utils import LoopRunner
 
 logger = logging.getLogger("corral.client")
 T = TypeVar("T")
+RESTARTED = "restarted: client.restart() dropped every task and result; submit again"
 
 
 
@@ -218,6 +219,8 @@ class AsyncClient(ClientCore):
             state = self._states.get(key)
             if state is None:
                 state = self._states[key] = FutureState()
+            elif state.status == CANCELLED:  # submitted again: pending again
+                state.reset()
             return state
 
     def release_key(self, key: Hashable) -> None:
@@ -323,7 +326,7 @@ class AsyncClient(ClientCore):
                     runspec.token(function_bytes, args, kwargs) if pure else uuid.uuid4().hex
                 )
                 key = f"{name}-{suffix}"
-            known = key in self._states
+            known = key in self._states and self._states[key].status != CANCELLED
             futures.append(Future(key, self))
             if known:  # an equal pure call already submitted: share its task
                 continue
@@ -447,7 +450,10 @@ class AsyncClient(ClientCore):
         state.fail(exception, report.traceback_text)
 
     def _on_cancelled(self, state: FutureState, report: msgs.ReportCancelled) -> None:
-        state.cancel(report.reason)
+        if state.status == PENDING:
+            state.cancel(report.reason)
+        else:  # finished: the scheduler says so of those only when it restarts
+            state.lose(report.reason)
 
     def add_done_callback(self, future: Future, fn: Callable[[Future], Any]) -> None:
         self.check_open()
@@ -564,11 +570,23 @@ class AsyncClient(ClientCore):
         return results
 
     async def restart(self) -> None:
-        """Cancel every future and have the cluster drop all tasks and data."""
+        """Cancel every future, finished or not, and have the cluster drop all tasks and
+        data: ``future.status`` is then ``"cancelled"`` and ``result()`` raises
+        ``CancelledError``. Submitting the same work again computes it afresh."""
         self.check_open()
         for state in list(self._states.values()):
-            state.cancel("restarted")
+            state.lose(RESTARTED)
         await self.scheduler.restart()
+
+    async def retire_workers(
+        self, workers: str | Iterable[str], timeout: float = 60.0
+    ) -> dict[str, dict[str, Any]]:
+        """Close ``workers`` (addresses, names or host names) gracefully: the data only
+        they hold, scattered data included, moves to other workers first, and their
+        nannies do not restart them. ``{address: {"name": ...}}`` of those retired."""
+        self.check_open()
+        return await self.scheduler.retire_workers(workers=worker_specs(workers),
+                                                   timeout=timeout)
 
     def __repr__(self) -> str:
         return f"<AsyncClient {self.id} scheduler={self.scheduler_address}>"

@@ -71,6 +71,7 @@ class Scheduler:
         # A client whose connection drops keeps its keys this long, to reconnect.
         self.client_grace = client_grace
         self._closing_clients: set[str] = set()
+        self._closing_streams: set[asyncio.Future[None]] = set()  # retired workers'
         # Both are decided by the state machine, from the times stamped on stimuli here.
         self.state = SchedulerState(worker_ttl=worker_ttl, client_grace=client_grace,
                                     **state_options)
@@ -86,6 +87,7 @@ class Scheduler:
                 "scheduler_info": self.scheduler_info,
                 "broadcast": self.broadcast,
                 "restart": self.restart,
+                "retire_workers": self.retire_workers,
                 "identity": self.identity,
             },
             security=security,
@@ -173,7 +175,10 @@ class Scheduler:
                 self.timeline.task_finished(action.key, action.name, action.worker,
                                             action.start, action.stop, action.nbytes)
         elif isinstance(action, ev.DropWorker):
-            self._drop_worker(action.worker, action.reason, action.stimulus_id)
+            self._drop_worker(action.worker, action.reason, action.stimulus_id,
+                              graceful=action.graceful)
+        elif isinstance(action, ev.RetirementRefused):
+            logger.warning("not retiring worker %s: %s", action.worker, action.reason)
         elif isinstance(action, ev.DropClient):
             logger.info("client %s removed: %s", action.client, action.reason)
         else:  # pragma: no cover - a new kind of action the server does not know yet
@@ -263,13 +268,19 @@ class Scheduler:
         self.handle(ev.RemoveWorker(stimulus_id=stimulus_id, address=address, reason=reason))
         self._drop_worker(address, reason, stimulus_id)  # if the state machine did not know it
 
-    def _drop_worker(self, address: str, reason: str, stimulus_id: str) -> None:
-        """Close the stream to a removed worker and tell its peers it is gone."""
+    def _drop_worker(self, address: str, reason: str, stimulus_id: str,
+                     graceful: bool = False) -> None:
+        """Close the stream to a removed worker and tell its peers it is gone; a retired
+        worker's stream first delivers what is queued for it (``CloseWorker``)."""
         stream = self.worker_streams.pop(address, None)
         info = self.worker_info.pop(address, None)
         if stream is None and info is None:
             return  # already dropped
-        if stream is not None:
+        if stream is not None and graceful:
+            closing = asyncio.ensure_future(stream.close(timeout=5))
+            self._closing_streams.add(closing)
+            closing.add_done_callback(self._closing_streams.discard)
+        elif stream is not None:
             stream.abort()
         gone = msgs.RemoveWorkerPeer(stimulus_id=stimulus_id, peer=address).to_wire()
         for other in self.worker_streams.values():
@@ -390,6 +401,23 @@ class Scheduler:
         results = await asyncio.gather(*(one(w) for w in targets))
         return dict(zip(targets, results, strict=True))
 
+    @checked
+    async def retire_workers(
+        self, comm: Comm | None = None, workers: list[str] | None = None,
+        timeout: float = 60.0,
+    ) -> dict[str, dict[str, Any]]:
+        """Retire ``workers`` (addresses, names or hosts) gracefully: their data moves to
+        other workers, then they close. ``{address: {"name": ...}}`` of those retired
+        within ``timeout``; a worker whose data nobody can take stays (logged)."""
+        named = {ws.address: ws.name for spec in workers or ()
+                 for ws in self.state.placement.named(spec)}
+        self.handle(ev.RetireWorkers(stimulus_id=self._ids(), workers=tuple(named)))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while any(a in self.state.retiring for a in named):  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+        return {a: {"name": name} for a, name in named.items() if a not in self.state.workers}
+
     async def _restart_through(self, nanny: str, timeout: float) -> None:
         # A comm of its own, closed after: restarts are rare, pooling them would keep
         # one idle connection per nanny open for the scheduler's whole life.
@@ -401,6 +429,10 @@ class Scheduler:
         stimulus_id = self._ids()
         for client, owned in list(self.state.client_keys.items()):
             keys = tuple(ts.key for ts in owned)
+            for key in keys:  # finished ones too (CancelKeys tells of unfinished ones)
+                self._to_client(msgs.ReportCancelled(
+                    stimulus_id=stimulus_id, client=client, key=key,
+                    reason="restarted: the cluster was restarted; its results are gone"))
             self.handle(ev.CancelKeys(stimulus_id=stimulus_id, client=client, keys=keys))
         expected = len(self.worker_streams)
         nannies = [info["nanny"] for info in self.worker_info.values() if info.get("nanny")]

@@ -14,13 +14,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from corral.basic_types import Key
-from corral.messages import ComputeTask, FreeKeys, FromWorker, RemoveWorkerPeer, StealRequest
+from corral.messages import (
+    AcquireReplicas,
+    ComputeTask,
+    FreeKeys,
+    FromWorker,
+    RemoveWorkerPeer,
+    StealRequest,
+)
 from corral.messages import WorkerStimulus as Stimulus
 
 __all__ = [
-    "ComputeTask", "Execute", "ExecuteFailure", "ExecuteSuccess", "FreeKeys", "GatherDep",
-    "GatherDepFailure", "GatherDepMissing", "GatherDepSuccess", "Instruction", "ReleaseData",
-    "RemoveWorkerPeer", "SendToScheduler", "StealRequest", "Stimulus", "UpdateData",
+    "AcquireReplicas", "ComputeTask", "Execute", "ExecuteFailure", "ExecuteSuccess",
+    "FreeKeys", "GatherDep", "GatherDepFailure", "GatherDepMissing", "GatherDepSuccess",
+    "Instruction", "ReleaseData", "RemoveWorkerPeer", "SendToScheduler", "StealRequest",
+    "Stimulus", "UpdateData",
 ]
 
 

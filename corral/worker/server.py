@@ -94,6 +94,8 @@ class Worker:
         # How long to keep trying to reach the scheduler before giving up (None: forever).
         self.death_timeout = death_timeout
         self.gave_up: str | None = None  # why the worker gave up on its scheduler, if it did
+        self.retired = False  # the scheduler closed it, its data safe elsewhere
+        self._closing: asyncio.Future[None] | None = None
         self.nanny = nanny
         self.data: dict[Any, Any] = {}
         self.server = Server(
@@ -242,6 +244,11 @@ class Worker:
     @property
     def address(self) -> str:
         return self.server.address
+
+    @property
+    def serving(self) -> bool:
+        """Not closed (nor closing: retired, given up, or told to)."""
+        return not self._closed.is_set()
 
     async def close(self) -> None:
         if self._closed.is_set():
@@ -409,9 +416,15 @@ class Worker:
     def _on_heartbeat_ack(self, msg: msgs.HeartbeatAck) -> None:
         self.latency = time.monotonic() - self._heartbeat_sent
 
+    def _on_close_worker(self, msg: msgs.CloseWorker) -> None:
+        logger.info("closing: %s by the scheduler", msg.reason or "retired")
+        self.retired = True
+        # Not one of ``_tasks``, which closing cancels.
+        self._closing = asyncio.ensure_future(self.close())
+
     # The messages from the scheduler the server acts on itself; all others are stimuli.
     OWN_MESSAGES: ClassVar[dict[type[msgs.Message], Callable[[Any, Any], None]]] = {
-        msgs.HeartbeatAck: _on_heartbeat_ack,
+        msgs.HeartbeatAck: _on_heartbeat_ack, msgs.CloseWorker: _on_close_worker,
     }
 
     def _new_id(self) -> str:

@@ -7,7 +7,8 @@ Theory of operation
   ``memory`` (or ``error``). A task that needs resources (``{"GPU": 1}``) runs only
   while that much of them is free; tasks behind it that fit go first. Inputs held
   elsewhere are ``fetch`` tasks: they move to ``flight`` while a transfer brings them,
-  or ``missing`` once no holder is left.
+  or ``missing`` once no holder is left. Copies the scheduler asks for
+  (``AcquireReplicas``, from a retiring worker) are fetched the same way and kept.
 * Transfers are batched per peer (up to ``transfer_message_target_bytes``), one per
   peer at a time and at most ``max_concurrent_transfers`` overall, inputs of the most
   urgent tasks first. A worker never fetches from itself.
@@ -70,6 +71,7 @@ class TaskState:
     nbytes: int = 0
     assigned: bool = False  # the scheduler asked us to compute it (vs. an input only)
     resources: dict[str, float] | None = None  # held while it executes
+    keep: bool = False  # a copy the scheduler asked for (``AcquireReplicas``): hold it
 
 
 class WorkerState:
@@ -289,7 +291,7 @@ class WorkerState:
                 continue
             if ts.state not in (WS.FLIGHT, WS.FETCH, WS.MISSING):
                 continue  # assigned here meanwhile: our own result will take its place
-            if not ts.dependents and not ts.assigned:
+            if not ts.dependents and not ts.assigned and not ts.keep:
                 self._emit(ev.ReleaseData, keys=(key,))
                 self._forget(ts)
                 continue
@@ -363,12 +365,30 @@ class WorkerState:
         if s.report:
             self._tell(msgs.AddKeys, keys=dict(s.data))
 
+    def _on_AcquireReplicas(self, s: ev.AcquireReplicas) -> None:
+        """Copies to keep: fetched like inputs, held until freed."""
+        for key, holders in s.who_has.items():
+            ts = self.tasks.get(key)
+            if ts is None:
+                ts = self.tasks[key] = TaskState(key, WS.FETCH, nbytes=s.nbytes.get(key, 0))
+            ts.keep = True
+            if ts.state not in (WS.FETCH, WS.FLIGHT, WS.MISSING):
+                continue  # here already, or being computed here
+            ts.who_has |= set(holders) - {self.address}
+            if ts.state == WS.MISSING and ts.who_has:
+                self._to(ts, WS.FETCH)
+            if ts.state == WS.FETCH:
+                if ts.who_has:
+                    heapq.heappush(self._fetch, (self._urgency(ts), next(self._seq), key))
+                else:
+                    self._to(ts, WS.MISSING)
+
     def _on_FreeKeys(self, s: ev.FreeKeys) -> None:
         for key in s.keys:
             ts = self.tasks.get(key)
             if ts is None:
                 continue
-            ts.assigned = False
+            ts.assigned = ts.keep = False
             if ts.state == WS.EXECUTING:
                 self._to(ts, WS.CANCELLED)
             elif ts.state in (WS.WAITING, WS.READY, WS.ERROR):
@@ -377,6 +397,8 @@ class WorkerState:
             elif ts.state == WS.MEMORY and not ts.dependents:
                 self._forget(ts)
                 self._emit(ev.ReleaseData, keys=(key,))
+            elif ts.state in (WS.FETCH, WS.MISSING) and not ts.dependents:
+                self._forget(ts)  # a copy asked for, and not wanted any more
 
     def _on_StealRequest(self, s: ev.StealRequest) -> None:
         # Start first what free threads would start anyway: a task that arrived in the same
@@ -393,7 +415,7 @@ class WorkerState:
 
     def _release_if_unneeded(self, ts: TaskState) -> None:
         """An input nobody here needs any more, and that we were not asked to compute."""
-        if ts.dependents or ts.assigned:
+        if ts.dependents or ts.assigned or ts.keep:
             return
         if ts.state == WS.MEMORY:
             self._emit(ev.ReleaseData, keys=(ts.key,))
@@ -437,6 +459,7 @@ HANDLERS: dict[type[ev.Stimulus], Callable[[WorkerState, Any], None]] = {
     ev.FreeKeys: WorkerState._on_FreeKeys,
     ev.StealRequest: WorkerState._on_StealRequest,
     ev.RemoveWorkerPeer: WorkerState._on_RemoveWorkerPeer,
+    ev.AcquireReplicas: WorkerState._on_AcquireReplicas,
     ev.UpdateData: WorkerState._on_UpdateData,
     ev.ExecuteSuccess: WorkerState._on_ExecuteSuccess,
     ev.ExecuteFailure: WorkerState._on_ExecuteFailure,
