@@ -5,8 +5,9 @@ aliases and literals, or task-spec nodes) into task-spec nodes, each of which kn
 dependencies and computes its value when called with theirs. Every node needed for the
 requested keys becomes one corral task whose run_spec calls the node with ``Dependency``
 placeholders for those values, and the whole graph goes to the scheduler in one
-update-graph message. Only ``get`` imports this module: ``import corral`` never
-imports dask.
+update-graph message, each with the options its ``dask.annotate`` annotations give
+(``corral.client.annotate``). Only ``get`` imports this module: ``import corral``
+never imports dask.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dask.core import flatten
 from dask.utils import key_split
 
 from corral import runspec
+from corral.client import annotate
 from corral.client.future import Future
 from corral.client.tasks import task_message, task_options
 
@@ -54,19 +56,47 @@ def get(
     as tuples, as dask's own schedulers return them. Keyword arguments meant for
     other schedulers (e.g. ``num_workers``) are ignored, as dask.distributed does.
     """
-    options = task_options(workers, allow_other_workers, retries, priority, resources)
+    given = {"workers": workers, "allow_other_workers": allow_other_workers,
+             "retries": retries, "priority": priority, "resources": resources}
     graph = convert_legacy_graph(dsk if isinstance(dsk, Mapping) else dsk.__dask_graph__())
     wanted = list(dict.fromkeys(flatten([keys])))
     for key in wanted:
         if key not in graph:
             raise KeyError(key)
+    nodes = _inputs_first(cull(graph, wanted))
+    options_of = _Options(given, annotate.by_key(dsk, {key for key, _ in nodes}))
     tasks = [
-        task_message(key, _run_spec(node), list(node.dependencies), key_split(key), options)
-        for key, node in _inputs_first(cull(graph, wanted))
+        task_message(key, _run_spec(node), list(node.dependencies), key_split(key),
+                     options_of(key))
+        for key, node in nodes
     ]
     futures = {key: Future(key, client) for key in wanted}  # before the reports can arrive
     client.send_graph(tasks, wanted)
     return _results(client, _shaped(keys, futures), futures)
+
+
+class _Options:
+    """Each task's options: its layer's annotations over the call's arguments over the
+    annotations around the call (``corral.client.annotate``)."""
+
+    def __init__(self, given: dict[str, Any], by_key: dict[Hashable, dict[str, Any]]) -> None:
+        defaults = {"workers": None, "allow_other_workers": False, "retries": 0,
+                    "priority": 0, "resources": None}
+        self.base = {**defaults, **annotate.current(),
+                     **{k: v for k, v in given.items() if v != defaults[k]}}
+        self.default = task_options(**self.base)
+        self.by_key = by_key
+        self._made: dict[str, dict[str, Any]] = {}  # one per distinct set of annotations
+
+    def __call__(self, key: Hashable) -> dict[str, Any]:
+        extra = self.by_key.get(key)
+        if not extra:
+            return self.default
+        merged = {**self.base, **extra}
+        made = self._made.get(repr(merged))
+        if made is None:
+            made = self._made[repr(merged)] = task_options(**merged)
+        return made
 
 
 def _run_spec(node: GraphNode) -> Any:

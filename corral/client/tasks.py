@@ -35,7 +35,7 @@ def worker_specs(workers: str | int | Iterable[str | int]) -> list[str]:
 
 
 def task_options(
-    workers: str | Iterable[str] | None,
+    workers: str | int | Iterable[str | int] | None,
     allow_other_workers: bool,
     retries: int,
     priority: int,
