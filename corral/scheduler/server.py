@@ -54,9 +54,14 @@ class Scheduler:
         client_grace: float = 30.0,
         dashboard_address: str | None = None,
         dashboard_allowed_hosts: tuple[str, ...] = (),
+        idle_timeout: float | None = None,
         **state_options: Any,
     ) -> None:
         self.security = security
+        # Close once no client has been connected and no task running for this long.
+        self.idle_timeout = idle_timeout
+        self._idle_since: float | None = None
+        self._closed = asyncio.Event()
         # A convenience for code that builds a Scheduler itself (corral.deploy.dashboard
         # does the work): serve the dashboard there once listening; None: nowhere.
         self._dashboard_options = (
@@ -129,7 +134,8 @@ class Scheduler:
         return self.server.address
 
     async def close(self) -> None:
-        if self._ticker is not None:
+        self._closed.set()
+        if self._ticker is not None and self._ticker is not asyncio.current_task():
             self._ticker.cancel()
         for service in self.services.values():
             await service.close()
@@ -137,6 +143,10 @@ class Scheduler:
             stream.abort()
         await self.server.close()
         await self.pool.close()
+
+    async def finished(self) -> None:
+        """Wait until the scheduler has closed (e.g. after ``idle_timeout``)."""
+        await self._closed.wait()
 
     async def __aenter__(self) -> Scheduler:
         return self
@@ -199,7 +209,22 @@ class Scheduler:
     async def _tick_forever(self) -> None:
         while True:
             await asyncio.sleep(self.tick_interval)
-            self.handle(ev.Tick(stimulus_id=self._ids(), now=time.time()))
+            now = time.time()
+            self.handle(ev.Tick(stimulus_id=self._ids(), now=now))
+            if self.idle_timeout is not None and self._idle_for(now) > self.idle_timeout:
+                logger.info("idle for %s s (no client, no task running): closing",
+                            self.idle_timeout)
+                await self.close()
+                return
+
+    def _idle_for(self, now: float) -> float:
+        """Seconds with no client connected and no task on any worker."""
+        if self.client_streams or any(ws.processing for ws in self.state.workers.values()):
+            self._idle_since = None
+            return 0.0
+        if self._idle_since is None:
+            self._idle_since = now
+        return now - self._idle_since
 
     # -- streams -----------------------------------------------------------------------
 

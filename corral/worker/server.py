@@ -17,7 +17,8 @@ import pickle
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Any, ClassVar
 
 import psutil
@@ -31,6 +32,14 @@ from corral.protocol import dumps_pickle, loads_pickle
 from corral.security import Security
 from corral.sizeof import sizeof
 from corral.worker import events as ev
+from corral.worker.lifecycle import (
+    SETUP_NAMES,
+    TEARDOWN_NAMES,
+    call_hook,
+    lifetime_delay,
+    load_preload,
+    retire_after,
+)
 from corral.worker.reconnect import FATAL, Retry, describe
 from corral.worker.runner import Outcome, TaskRunner
 from corral.worker.state import WorkerState
@@ -80,6 +89,10 @@ class Worker:
         scheduler_timeout: float = 30.0,
         death_timeout: float | None = None,
         nanny: str | None = None,
+        contact_address: str | None = None,
+        preload: Sequence[str] = (),
+        lifetime: float | None = None,
+        lifetime_stagger: float = 0.0,
     ) -> None:
         self.scheduler_address = scheduler_address
         self.nthreads = nthreads or os.cpu_count() or 1
@@ -95,8 +108,14 @@ class Worker:
         self.death_timeout = death_timeout
         self.gave_up: str | None = None  # why the worker gave up on its scheduler, if it did
         self.retired = False  # the scheduler closed it, its data safe elsewhere
+        self.lifetime_over = False  # it asked to be retired: its --lifetime is over
         self._closing: asyncio.Future[None] | None = None
         self.nanny = nanny
+        # Where peers and the scheduler reach it, if not where it listens (NAT, containers).
+        self.contact_address = contact_address
+        self.preload = tuple(preload)  # start-up modules (``lifecycle``)
+        self._preloaded: list[ModuleType] = []
+        self.lifetime, self.lifetime_stagger = lifetime, lifetime_stagger
         self.data: dict[Any, Any] = {}
         self.server = Server(
             {
@@ -136,12 +155,18 @@ class Worker:
         await self.server.listen(address)
         self._ids = msgs.StimulusIds(self.address)
         self._start_afresh()
+        for spec in self.preload:
+            module = load_preload(spec)
+            self._preloaded.append(module)
+            await call_hook(module, SETUP_NAMES, self)
         if self.nanny:  # at once: reaching the scheduler may take any time
             async with rpc(self.nanny, security=self.security, timeout=10) as nanny:
                 await nanny.__getattr__("worker-started")(address=self.address, pid=os.getpid())
         comm = await self._reach_scheduler()
         self._spawn(self._scheduler_link(comm))
         self._spawn(self._heartbeat())
+        if self.lifetime is not None:
+            self._spawn(retire_after(self, lifetime_delay(self.lifetime, self.lifetime_stagger)))
         _running.append(self)
         logger.info("worker at %s, %d threads, scheduler %s", self.address, self.nthreads,
                     self.scheduler_address)
@@ -243,7 +268,7 @@ class Worker:
 
     @property
     def address(self) -> str:
-        return self.server.address
+        return self.contact_address or self.server.address
 
     @property
     def serving(self) -> bool:
@@ -263,6 +288,11 @@ class Worker:
         await self.pool.close()
         if self._runner is not None:
             self._runner.shutdown()
+        for module in self._preloaded:
+            try:
+                await call_hook(module, TEARDOWN_NAMES, self)
+            except Exception:
+                logger.exception("preload %s: teardown failed", module.__name__)
 
     async def finished(self) -> None:
         """Wait until the worker has closed (e.g. because the scheduler went away)."""
@@ -426,6 +456,15 @@ class Worker:
     OWN_MESSAGES: ClassVar[dict[type[msgs.Message], Callable[[Any, Any], None]]] = {
         msgs.HeartbeatAck: _on_heartbeat_ack, msgs.CloseWorker: _on_close_worker,
     }
+
+    def tell_scheduler(self, msg: msgs.FromWorker) -> None:
+        """Send ``msg`` on the stream to the scheduler (dropped if the link is down)."""
+        with contextlib.suppress(CommClosedError):
+            self.batched.send(msg.to_wire())
+
+    def new_id(self) -> str:
+        """An id for a stimulus that starts here: ``<address>-<n>``."""
+        return self._new_id()
 
     def _new_id(self) -> str:
         """An id for a stimulus that starts here: ``<address>-<n>``."""
