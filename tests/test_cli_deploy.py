@@ -94,7 +94,7 @@ def test_a_worker_at_the_end_of_its_lifetime_retires_and_its_data_stays():
         client.core.runner.run(mortal.start())
         client.scatter([10, 11], workers=[mortal.address])
         wait_until_blocking(lambda: mortal.retired, 20, "the worker retiring")
-        assert mortal.lifetime_over
+        assert mortal.lifecycle.lifetime_over
         assert mortal.address not in client.nthreads()
         assert client.gather(data) == [0, 1, 2]
 

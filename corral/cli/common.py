@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import signal
 from collections.abc import Coroutine
 from typing import Any
 
 import click
 
-from corral import __version__
+from corral import __version__, config, utils
 from corral.deploy import lifeline
 from corral.deploy.options import parse_duration, parse_ports
 from corral.exceptions import CommError, CredentialsFileError, HandshakeError
@@ -22,16 +21,12 @@ from corral.utils import run_async
 
 logger = logging.getLogger("corral.cli")
 
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # fmt: skip
-
-
 def parse_bytes(text: str) -> int:
     """``'4GiB'`` → 4294967296; ``'1.5 GB'`` → 1500000000."""
-    match = re.fullmatch(r"\s*([\d.]+)\s*([a-zA-Z]*)\s*", text)
-    if not match or match.group(2).lower() not in _UNITS:
-        raise click.BadParameter(f"not a size: {text!r} (try 4GiB or 500MB)")
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    try:
+        return utils.parse_bytes(text)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 def parse_resources(text: str) -> dict[str, float]:
@@ -158,7 +153,8 @@ LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"], case_sensitive=
 
 def _set_log_level(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
     if value:
-        os.environ[LOG_LEVEL_ENV] = value.lower()
+        os.environ[LOG_LEVEL_ENV] = value.lower()  # CORRAL_LOG_LEVEL is config "log-level"
+        config.set({"log-level": value.lower()})
         logging.getLogger("corral").setLevel(value.upper())
 
 
@@ -166,7 +162,7 @@ def log_level_option(command: Any) -> Any:
     """``--log-level`` on each command, as well as before it."""
     return click.option("--log-level", type=LOG_LEVELS, expose_value=False, is_eager=True,
                         callback=_set_log_level,
-                        help="How much to log to stderr [info].")(command)
+                        help="How much to log to stderr [config log-level: info].")(command)
 
 
 def version_option(command: Any) -> Any:
@@ -196,4 +192,4 @@ def main() -> None:
     lifeline.inherit()  # die with the process that started this one, if one asked
     # One line per event: time, component logger (corral.scheduler, ...), level, message.
     logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("corral").setLevel(os.environ.get(LOG_LEVEL_ENV, "info").upper())
+    logging.getLogger("corral").setLevel(config.get("log-level").upper())

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from corral import config
 from corral.cli.common import (
     as_duration,
     flag_security,
@@ -53,10 +54,10 @@ def _scheduler_security(flags: dict[str, Any], no_auth: bool) -> Security | None
 @log_level_option
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Interface to listen on; 0.0.0.0 (or '') accepts workers from other machines.")
-@click.option("--port", default=8786, show_default=True, type=int)
-@click.option("--dashboard-address", default=":8787", show_default=True,
+@click.option("--port", type=int, help="[config scheduler.port: 8786]")
+@click.option("--dashboard-address",
               help="[HOST]:PORT of the web dashboard and /metrics (host defaults to --host); "
-                   "'none' turns it off.")
+                   "'none' turns it off [config dashboard.address: :8787].")
 @click.option("--dashboard-allowed-host", "dashboard_allowed_hosts", multiple=True,
               help="Another host name the dashboard may be reached by (e.g. behind a reverse "
                    "proxy); repeatable. Its own addresses are always allowed.")
@@ -66,8 +67,9 @@ def _scheduler_security(flags: dict[str, Any], no_auth: bool) -> Security | None
 @security_options
 @click.option("--no-auth", is_flag=True,
               help="Accept unauthenticated peers. Anyone who can connect can run code.")
-@click.option("--worker-ttl", default=30.0, show_default=True,
-              help="Seconds without a heartbeat after which a worker counts as dead.")
+@click.option("--worker-ttl", type=float,
+              help="Seconds without a heartbeat after which a worker counts as dead "
+                   "[config scheduler.worker-ttl: 30].")
 @click.option("--idle-timeout", callback=as_duration,
               help="Close after this long with no client connected and no task running "
                    "(e.g. 1h; default: never).")
@@ -75,12 +77,12 @@ def _scheduler_security(flags: dict[str, Any], no_auth: bool) -> Security | None
               help="Write this process's id here while it runs.")
 def scheduler(
     host: str,
-    port: int,
-    dashboard_address: str,
+    port: int | None,
+    dashboard_address: str | None,
     dashboard_allowed_hosts: tuple[str, ...],
     scheduler_file: str | None,
     no_auth: bool,
-    worker_ttl: float,
+    worker_ttl: float | None,
     idle_timeout: float | None,
     pid_file: str | None,
     **flags: Any,
@@ -88,6 +90,9 @@ def scheduler(
     """Start a scheduler (with a fresh token unless given one, or --no-auth)."""
     from corral.deploy.dashboard import attach_dashboard
     from corral.scheduler import Scheduler
+
+    port = config.fallback(port, "scheduler.port")
+    dashboard_address = str(config.fallback(dashboard_address, "dashboard.address"))
 
     security = _scheduler_security(flags, no_auth)
 

@@ -79,6 +79,9 @@ logger = logging.getLogger("corral.cli")
               help="When the lifetime is over, have the nanny start a fresh worker.")
 @click.option("--pid-file", type=click.Path(dir_okay=False),
               help="Write this process's id here while it runs.")
+@click.option("--local-directory", type=click.Path(file_okay=False),
+              help="Each worker's scratch directory is made under this "
+                   "[config worker.local-directory: the system's temporary directory].")
 @security_options
 def worker(
     scheduler_address: str | None,
@@ -102,6 +105,7 @@ def worker(
     pid_file: str | None,
     death_timeout: float | None,
     liveness_timeout: float,
+    local_directory: str | None,
     **flags: Any,
 ) -> None:
     """Start worker(s) for the scheduler at SCHEDULER_ADDRESS.
@@ -141,6 +145,7 @@ def worker(
         *(("--lifetime-restart",) if lifetime_restart else ()),
         *(("--listen-address", listen_address) if listen_address else ()),
         *(("--contact-address", contact_address) if contact_address else ()),
+        *(() if local_directory is None else ("--local-directory", local_directory)),
     )
     servers: list[Worker | Nanny] = []
     for i in range(count):
@@ -150,6 +155,7 @@ def worker(
                 scheduler_address, nthreads=threads, name=label, memory_limit=limit,
                 resources=supplied, security=security, death_timeout=death_timeout,
                 nanny=os.environ.get(NANNY_ENV), contact_address=contact_address,
+                local_directory=local_directory,
                 preload=preloads, lifetime=lifetime, lifetime_stagger=lifetime_stagger or 0.0,
             ))
         else:
@@ -179,7 +185,7 @@ def worker(
             sys.exit(1)
     if any(s.gave_up for s in servers):
         sys.exit(GAVE_UP_STATUS)
-    if lifetime_restart and any(isinstance(s, Worker) and s.retired and s.lifetime_over
+    if lifetime_restart and any(isinstance(s, Worker) and s.retired and s.lifecycle.lifetime_over
                                 for s in servers):
         sys.exit(RESTART_STATUS)  # the nanny starts a fresh one
 

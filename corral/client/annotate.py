@@ -25,7 +25,7 @@ ALIASES = {"restrictions": "workers", "loose_restrictions": "allow_other_workers
 
 def by_key(dsk: Any, keys: set[Hashable]) -> dict[Hashable, dict[str, Any]]:
     """``{key: {option: value}}`` for the keys of ``keys`` that the layers of ``dsk`` (a
-    dask expression or high-level graph) annotate."""
+    dask expression or high-level graph, or a list of them) annotate."""
     found: dict[Hashable, dict[str, Any]] = {}
     for layer in _layers(dsk):
         given = {ALIASES.get(k, k): v for k, v in (layer.annotations or {}).items()}
@@ -53,6 +53,8 @@ def _layers(dsk: Any) -> list[Any]:
     from dask.highlevelgraph import HighLevelGraph
 
     graphs: list[Any] = []
+    if isinstance(dsk, (list, tuple)):
+        return [layer for one in dsk for layer in _layers(one)]
     if isinstance(dsk, HighLevelGraph):
         graphs.append(dsk)
     elif isinstance(dsk, Expr):

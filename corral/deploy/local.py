@@ -14,21 +14,32 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import psutil
+
+from corral import config
 from corral.credentials import forget, remember
 from corral.deploy.dashboard import attach_dashboard
 from corral.deploy.process import WorkerProcess, child_environment, worker_command
 from corral.scheduler import Scheduler
 from corral.security import Security, scheme_for
-from corral.utils import LoopRunner, close_at_exit
+from corral.utils import LoopRunner, close_at_exit, parse_bytes
 from corral.worker import Worker
 
 if TYPE_CHECKING:
     from corral.dashboard.app import Dashboard
 
-STARTUP_TIMEOUT = 60.0
-
 
 class LocalCluster:
+    """A scheduler in this process and ``n_workers`` workers on this machine.
+
+    Each worker has ``threads_per_worker`` threads, ``memory_limit`` bytes (``"4GiB"``,
+    ``1e9``, a fraction of system memory such as ``0.5``, ``"auto"``: system memory
+    shared among the workers; None or 0: no limit, the default), the abstract
+    ``resources`` given (``{"GPU": 1}``) and a scratch directory under
+    ``local_directory``. ``worker_options`` are extra ``corral worker`` flags; other
+    keyword arguments configure the ``Scheduler``.
+    """
+
     def __init__(
         self,
         n_workers: int | None = None,
@@ -41,6 +52,9 @@ class LocalCluster:
         host: str = "127.0.0.1",
         scheduler_port: int = 0,
         nanny: bool = True,
+        memory_limit: int | float | str | None = None,
+        resources: dict[str, float] | None = None,
+        local_directory: str | None = None,
         worker_options: Sequence[str] = (),
         **scheduler_options: Any,
     ) -> None:
@@ -53,6 +67,9 @@ class LocalCluster:
         self.threads_per_worker = threads_per_worker
         self.processes = processes
         self.nanny = nanny and processes  # in-process workers have no process to restart
+        self.memory_limit = memory_limit_bytes(memory_limit, n_workers)
+        self.resources = dict(resources or {})
+        self.local_directory = local_directory
         self.worker_options = tuple(worker_options)  # extra ``corral worker`` flags
         # Authenticated by default: a fresh token the user never has to see or pass on.
         self.security = Security.generate() if security is None else security
@@ -67,12 +84,13 @@ class LocalCluster:
         self._names = iter(range(1_000_000))
         self._asynchronous = asynchronous
         self._runner: LoopRunner | None = None
+        self._owns_runner = True  # False: a synchronous Client's loop, which it stops
         self._closed = False
         self._started = False
         if not asynchronous:
             self._runner = LoopRunner("corral-cluster")
             try:
-                self._runner.run(self._start(), timeout=STARTUP_TIMEOUT)
+                self._runner.run(self._start(), timeout=config.get("deploy.startup-timeout"))
             except BaseException:
                 self._runner.run(self._close())
                 self._runner.stop()
@@ -110,6 +128,13 @@ class LocalCluster:
 
     # -- scaling ---------------------------------------------------------------------------
 
+    def run_on(self, runner: LoopRunner) -> None:
+        """Make the ``scale`` and ``close`` of this cluster, started asynchronously on
+        ``runner``'s loop, blocking calls there: what a synchronous ``Client`` does with
+        the cluster it starts, so that ``client.cluster.scale(4)`` just works."""
+        self._runner = runner
+        self._owns_runner = False
+
     def scale(self, n: int) -> Any:
         """Grow or shrink to ``n`` workers (a coroutine for asynchronous clusters).
 
@@ -117,7 +142,7 @@ class LocalCluster:
         data included, is copied to the workers that stay before they close."""
         if self._runner is None:
             return self._scale(n)
-        return self._runner.run(self._scale(n), timeout=STARTUP_TIMEOUT)
+        return self._runner.run(self._scale(n), timeout=config.get("deploy.startup-timeout"))
 
     async def _scale(self, n: int) -> None:
         if n < 0:
@@ -129,7 +154,8 @@ class LocalCluster:
             # Gracefully: their data (scattered data too) moves to the workers that stay.
             # Any the scheduler could not retire (no worker left to take the data) go anyway.
             leaving = list(self.workers)[n:]
-            await self.scheduler.retire_workers(workers=leaving, timeout=STARTUP_TIMEOUT)
+            await self.scheduler.retire_workers(
+                workers=leaving, timeout=config.get("deploy.startup-timeout"))
             await asyncio.gather(*(_stop(self.workers.pop(name)) for name in leaving))
         new = [await self._start_worker() for _ in range(n - len(self.workers))]
         await self._wait_for_workers(len(self.workers), [w for w in new if w is not None])
@@ -139,7 +165,7 @@ class LocalCluster:
         if self.processes:
             command = worker_command(
                 self.scheduler_address, nthreads=self.threads_per_worker, name=name,
-                host=self.host, nanny=self.nanny, extra=self.worker_options,
+                host=self.host, nanny=self.nanny, extra=self._worker_flags(),
             )
             handle: WorkerProcess | Worker = WorkerProcess(
                 command, child_environment(self.security), name
@@ -147,14 +173,24 @@ class LocalCluster:
         else:
             handle = Worker(
                 self.scheduler_address, nthreads=self.threads_per_worker, name=name,
-                security=self.security,
+                security=self.security, memory_limit=self.memory_limit,
+                resources=self.resources, local_directory=self.local_directory,
             )
             await handle.start(f"{scheme_for(self.security)}://{self.host}:0")
         self.workers[name] = handle
         return handle
 
+    def _worker_flags(self) -> tuple[str, ...]:
+        """``corral worker`` flags for the worker options given to this cluster."""
+        flags = ["--memory-limit", str(self.memory_limit)]
+        if self.resources:
+            flags += ["--resources", ",".join(f"{k}={v}" for k, v in self.resources.items())]
+        if self.local_directory is not None:
+            flags += ["--local-directory", self.local_directory]
+        return (*flags, *self.worker_options)
+
     async def _wait_for_workers(self, n: int, new: list[Any]) -> None:
-        async with asyncio.timeout(STARTUP_TIMEOUT):
+        async with asyncio.timeout(config.get("deploy.startup-timeout")):
             while len(self.scheduler.state.workers) < n:
                 dead = [w for w in new if isinstance(w, WorkerProcess) and not w.alive()]
                 if dead:
@@ -166,6 +202,10 @@ class LocalCluster:
     def close(self) -> Any:
         if self._runner is None:
             return self._close()
+        if not self._owns_runner:
+            if not self._closed and not self._runner.loop.is_closed():
+                self._runner.run(self._close(), timeout=60)
+            return None
         if not self._closed:
             atexit.unregister(self._exit_hook)
             try:
@@ -173,6 +213,10 @@ class LocalCluster:
             finally:
                 self._runner.stop()
         return None
+
+    async def aclose(self) -> None:
+        """Close from the cluster's own loop, however it was started."""
+        await self._close()
 
     async def _close(self) -> None:
         if self._closed:
@@ -201,6 +245,25 @@ class LocalCluster:
         kind = "processes" if self.processes else "in-process"
         return f"<LocalCluster {self.scheduler.server.listeners and self.scheduler_address} " \
                f"workers={len(self.workers)} ({kind})>"
+
+
+def memory_limit_bytes(limit: int | float | str | None, n_workers: int) -> int:
+    """Each worker's memory limit in bytes, 0 for none: ``"4GiB"``, ``4e9``, ``0.5`` (of
+    system memory), ``"auto"`` (system memory shared among ``n_workers``), None or 0."""
+    total = psutil.virtual_memory().total
+    if limit is None:
+        return 0
+    if isinstance(limit, str):
+        if limit.strip().lower() == "auto":
+            return total // max(n_workers, 1)
+        text = limit
+        try:
+            limit = float(text)
+        except ValueError:
+            return parse_bytes(text)
+    if limit < 0:
+        raise ValueError(f"memory_limit must not be negative: {limit}")
+    return int(limit * total) if 0 < limit <= 1 else int(limit)
 
 
 async def _stop(worker: WorkerProcess | Worker) -> None:

@@ -27,10 +27,10 @@ class Stealing:
     def choose(self, workers: Iterable[WorkerState]) -> list[tuple[WorkerState, TaskState]]:
         """The (victim, task) pairs to ask for now; each is remembered as in flight."""
         workers = list(workers)
-        idle = [w for w in workers if len(w.processing) < w.nthreads]
+        idle = [w for w in workers if w.queued() < w.nthreads]
         if not idle:
             return []
-        busy = sorted((w for w in workers if len(w.processing) > w.nthreads),
+        busy = sorted((w for w in workers if w.queued() > w.nthreads),
                       key=WorkerState.load, reverse=True)
         chosen: list[tuple[WorkerState, TaskState]] = []
         for thief in idle:
@@ -44,10 +44,10 @@ class Stealing:
         return chosen
 
     def _one(self, victim: WorkerState, thief: WorkerState) -> TaskState | None:
-        if len(victim.processing) <= victim.nthreads:
+        if victim.queued() <= victim.nthreads:
             return None
-        queued = [t for t in victim.processing
-                  if t.key not in self.in_flight and self.placement.may_run(t, thief)]
+        queued = [t for t in victim.processing if t.key not in self.in_flight
+                  and t not in victim.long_running and self.placement.may_run(t, thief)]
         if not queued:
             return None
         ts = max(queued, key=lambda t: t.priority)  # the one that would run last

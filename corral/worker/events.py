@@ -27,7 +27,8 @@ from corral.messages import WorkerStimulus as Stimulus
 __all__ = [
     "AcquireReplicas", "ComputeTask", "Execute", "ExecuteFailure", "ExecuteSuccess",
     "FreeKeys", "GatherDep", "GatherDepFailure", "GatherDepMissing", "GatherDepSuccess",
-    "Instruction", "ReleaseData", "RemoveWorkerPeer", "SendToScheduler", "StealRequest",
+    "Instruction", "Rejoin", "ReleaseData", "RemoveWorkerPeer", "Resume", "Secede",
+    "SendToScheduler", "StealRequest",
     "Stimulus", "UpdateData",
 ]
 
@@ -85,6 +86,22 @@ class GatherDepFailure(Stimulus):
     reason: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Secede(Stimulus):
+    """The running task ``key`` gives up its thread slot (``corral.secede()``): it goes on
+    running, on a thread of its own, while the slot runs the next ready task."""
+
+    key: Key
+
+
+@dataclass(frozen=True, slots=True)
+class Rejoin(Stimulus):
+    """Seceded ``key`` wants a thread slot again (``corral.rejoin()``); its thread waits
+    for ``Resume``."""
+
+    key: Key
+
+
 # -- instructions -------------------------------------------------------------------------
 
 
@@ -96,6 +113,13 @@ class Instruction:
 @dataclass(frozen=True, slots=True)
 class Execute(Instruction):
     """Run ``key`` on a free thread; its inputs are all in memory here."""
+
+    key: Key
+
+
+@dataclass(frozen=True, slots=True)
+class Resume(Instruction):
+    """The thread of seceded ``key``, waiting in ``rejoin()``, may go on: it holds a slot."""
 
     key: Key
 

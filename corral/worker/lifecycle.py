@@ -19,6 +19,7 @@ import inspect
 import logging
 import random
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -70,12 +71,38 @@ def lifetime_delay(lifetime: float, stagger: float, rng: random.Random | None = 
     return max(0.0, lifetime + rng.uniform(-stagger, stagger))
 
 
-async def retire_after(worker: Worker, delay: float) -> None:
-    """Ask the scheduler to retire ``worker`` after ``delay`` seconds, and again every
-    ``ASK_AGAIN`` seconds until it has."""
-    await asyncio.sleep(delay)
-    worker.lifetime_over = True
-    while worker.serving:
-        logger.info("lifetime over: asking the scheduler to retire this worker")
-        worker.tell_scheduler(msgs.RetireMe(stimulus_id=worker.new_id(), reason="lifetime"))
-        await asyncio.sleep(ASK_AGAIN)
+class Lifecycle:
+    """One worker's preload modules and lifetime."""
+
+    def __init__(self, preload: Sequence[str] = (), lifetime: float | None = None,
+                 lifetime_stagger: float = 0.0) -> None:
+        self.preload = tuple(preload)
+        self.modules: list[ModuleType] = []
+        self.lifetime, self.lifetime_stagger = lifetime, lifetime_stagger
+        self.lifetime_over = False  # it asked to be retired
+
+    async def start(self, worker: Worker) -> None:
+        """Once listening: import each preload and call its setup."""
+        for spec in self.preload:
+            module = load_preload(spec)
+            self.modules.append(module)
+            await call_hook(module, SETUP_NAMES, worker)
+
+    async def close(self, worker: Worker) -> None:
+        for module in self.modules:
+            try:
+                await call_hook(module, TEARDOWN_NAMES, worker)
+            except Exception:
+                logger.exception("preload %s: teardown failed", module.__name__)
+
+    async def retire_in_time(self, worker: Worker) -> None:
+        """Once the lifetime (if any) is over, ask the scheduler to retire ``worker``, and
+        again every ``ASK_AGAIN`` seconds until it has."""
+        if self.lifetime is None:
+            return
+        await asyncio.sleep(lifetime_delay(self.lifetime, self.lifetime_stagger))
+        self.lifetime_over = True
+        while worker.serving:
+            logger.info("lifetime over: asking the scheduler to retire this worker")
+            worker.tell_scheduler(msgs.RetireMe, reason="lifetime")
+            await asyncio.sleep(ASK_AGAIN)

@@ -14,17 +14,18 @@ import functools
 import logging
 import os
 import pickle
+import shutil
+import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from types import ModuleType
 from typing import Any, ClassVar
 
 import psutil
 
+from corral import config, runspec
 from corral import messages as msgs
-from corral import runspec
 from corral.core import BatchedSend, Comm, ConnectionPool, Server, connect, rpc
 from corral.core.validate import checked
 from corral.exceptions import CommClosedError, CommError, ConnectTimeoutError, InvalidMessage
@@ -32,14 +33,8 @@ from corral.protocol import dumps_pickle, loads_pickle
 from corral.security import Security
 from corral.sizeof import sizeof
 from corral.worker import events as ev
-from corral.worker.lifecycle import (
-    SETUP_NAMES,
-    TEARDOWN_NAMES,
-    call_hook,
-    lifetime_delay,
-    load_preload,
-    retire_after,
-)
+from corral.worker.lifecycle import Lifecycle
+from corral.worker.plugins import WorkerExtras
 from corral.worker.reconnect import FATAL, Retry, describe
 from corral.worker.runner import Outcome, TaskRunner
 from corral.worker.state import WorkerState
@@ -47,7 +42,8 @@ from corral.worker.state import WorkerState
 logger = logging.getLogger("corral.worker")
 
 _running: list[Worker] = []  # workers started in this process, newest last
-_current = threading.local()  # .worker: the worker whose task or run() this thread serves
+# .worker: the worker whose task or run() this thread serves; .key: the task's key
+_current = threading.local()
 
 
 def get_worker() -> Worker:
@@ -64,12 +60,19 @@ def get_worker() -> Worker:
     return _running[-1]
 
 
-def _as(worker: Worker, fn: Callable[[], Any]) -> Any:
-    _current.worker = worker
+def _as(worker: Worker, fn: Callable[[], Any], key: Any = None) -> Any:
+    _current.worker, _current.key = worker, key
     try:
         return fn()
     finally:
-        _current.worker = None
+        _current.worker = _current.key = None
+
+
+def current_task() -> tuple[Worker, Any] | None:
+    """The worker and key of the task this thread runs (key None in ``client.run``);
+    None outside tasks."""
+    worker = getattr(_current, "worker", None)
+    return None if worker is None else (worker, _current.key)
 
 
 class Worker:
@@ -84,15 +87,16 @@ class Worker:
         memory_limit: int = 0,
         resources: dict[str, float] | None = None,
         security: Security | None = None,
-        heartbeat_interval: float = 1.0,
-        batch_interval: float = 0.002,
-        scheduler_timeout: float = 30.0,
+        heartbeat_interval: float | None = None,
+        batch_interval: float | None = None,
+        scheduler_timeout: float | None = None,
         death_timeout: float | None = None,
         nanny: str | None = None,
         contact_address: str | None = None,
         preload: Sequence[str] = (),
         lifetime: float | None = None,
         lifetime_stagger: float = 0.0,
+        local_directory: str | None = None,
     ) -> None:
         self.scheduler_address = scheduler_address
         self.nthreads = nthreads or os.cpu_count() or 1
@@ -100,23 +104,29 @@ class Worker:
         self.memory_limit = memory_limit
         self.resources = dict(resources or {})
         self.security = security
-        self.heartbeat_interval = heartbeat_interval
-        self.batch_interval = batch_interval
+        # Unset knobs come from corral.config (worker.*).
+        self.heartbeat_interval: float = config.fallback(heartbeat_interval,
+                                                         "worker.heartbeat-interval")
+        self.batch_interval: float = config.fallback(batch_interval, "worker.batch-interval")
         # Silence from the scheduler for this long means a dead link (no FIN may come).
-        self.scheduler_timeout = scheduler_timeout
+        self.scheduler_timeout: float = config.fallback(scheduler_timeout,
+                                                        "worker.scheduler-timeout")
         # How long to keep trying to reach the scheduler before giving up (None: forever).
         self.death_timeout = death_timeout
         self.gave_up: str | None = None  # why the worker gave up on its scheduler, if it did
         self.retired = False  # the scheduler closed it, its data safe elsewhere
-        self.lifetime_over = False  # it asked to be retired: its --lifetime is over
         self._closing: asyncio.Future[None] | None = None
+        # Its own scratch directory, made under this one (worker.local-directory; None: the
+        # system's temporary directory) when it starts, removed when it closes.
+        self._local_parent: str | None = config.fallback(local_directory,
+                                                         "worker.local-directory")
+        self.local_directory = ""
         self.nanny = nanny
         # Where peers and the scheduler reach it, if not where it listens (NAT, containers).
         self.contact_address = contact_address
-        self.preload = tuple(preload)  # start-up modules (``lifecycle``)
-        self._preloaded: list[ModuleType] = []
-        self.lifetime, self.lifetime_stagger = lifetime, lifetime_stagger
+        self.lifecycle = Lifecycle(preload, lifetime, lifetime_stagger)
         self.data: dict[Any, Any] = {}
+        self.extras = WorkerExtras(self)  # plugins, uploaded files, the log ring
         self.server = Server(
             {
                 "get_data": self.get_data,
@@ -124,13 +134,14 @@ class Worker:
                 "run": self.run,
                 "reset": self.reset,
                 "identity": self.identity,
+                **self.extras.handlers(),
             },
             security=security,
             name=name,
             role="worker",
         )
         self.pool = ConnectionPool(security=security, name=name)
-        self.batched = BatchedSend(batch_interval, name="to scheduler")
+        self.batched = BatchedSend(self.batch_interval, name="to scheduler")
         self.state: WorkerState | None = None
         self._ids: msgs.StimulusIds | None = None  # "<address>-<n>" once listening
         self._runner: TaskRunner | None = None
@@ -144,6 +155,10 @@ class Worker:
         self._transfer_log: deque[tuple[str, float, float, int]] = deque(maxlen=1000)
         self._heartbeat_sent = 0.0
         self.latency = 0.0  # heartbeat round trip through both batched streams, seconds
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.resume_events: dict[Any, threading.Event] = {}  # seceded tasks in rejoin()
+        self.client: Any = None  # the Client tasks here share (corral.get_client())
+        self.client_lock = threading.Lock()
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -153,20 +168,19 @@ class Worker:
         Waits for the scheduler as long as it takes, or up to ``death_timeout`` seconds.
         """
         await self.server.listen(address)
+        self.local_directory = tempfile.mkdtemp(prefix="corral-worker-", dir=self._local_parent)
+        self.extras.start()
+        self.loop = asyncio.get_running_loop()
         self._ids = msgs.StimulusIds(self.address)
         self._start_afresh()
-        for spec in self.preload:
-            module = load_preload(spec)
-            self._preloaded.append(module)
-            await call_hook(module, SETUP_NAMES, self)
+        await self.lifecycle.start(self)
         if self.nanny:  # at once: reaching the scheduler may take any time
             async with rpc(self.nanny, security=self.security, timeout=10) as nanny:
                 await nanny.__getattr__("worker-started")(address=self.address, pid=os.getpid())
         comm = await self._reach_scheduler()
         self._spawn(self._scheduler_link(comm))
         self._spawn(self._heartbeat())
-        if self.lifetime is not None:
-            self._spawn(retire_after(self, lifetime_delay(self.lifetime, self.lifetime_stagger)))
+        self._spawn(self.lifecycle.retire_in_time(self))
         _running.append(self)
         logger.info("worker at %s, %d threads, scheduler %s", self.address, self.nthreads,
                     self.scheduler_address)
@@ -175,6 +189,7 @@ class Worker:
         """Empty state, data and threads: how a worker starts, and rejoins after a loss."""
         if self._runner is not None:
             self._runner.shutdown()  # running tasks finish; their outcomes are dropped
+        self._resume_all()
         for task in self._gathers:
             task.cancel()
         self.data.clear()
@@ -286,13 +301,32 @@ class Worker:
             task.cancel()
         await self.server.close()
         await self.pool.close()
+        await self.extras.close()
         if self._runner is not None:
             self._runner.shutdown()
-        for module in self._preloaded:
-            try:
-                await call_hook(module, TEARDOWN_NAMES, self)
-            except Exception:
-                logger.exception("preload %s: teardown failed", module.__name__)
+        if self.local_directory:
+            shutil.rmtree(self.local_directory, ignore_errors=True)
+        self._resume_all()
+        if self.client is not None:
+            await asyncio.to_thread(self.client.close)
+        await self.lifecycle.close(self)
+
+    def _resume_all(self) -> None:
+        """Let every task waiting in ``rejoin()`` go on (the worker starts afresh or ends)."""
+        events, self.resume_events = self.resume_events, {}
+        for event in events.values():
+            event.set()
+
+    def from_thread(self, kind: type[ev.Secede | ev.Rejoin], key: Any) -> bool:
+        """From a task's thread: hand the state machine ``kind(key)``; False if closed."""
+        if self.loop is None or self._closed.is_set():
+            return False
+        try:
+            self.loop.call_soon_threadsafe(
+                lambda: self.handle(kind(stimulus_id=self._new_id(), key=key)))
+        except RuntimeError:  # the loop closed meanwhile
+            return False
+        return True
 
     async def finished(self) -> None:
         """Wait until the worker has closed (e.g. because the scheduler went away)."""
@@ -313,12 +347,21 @@ class Worker:
 
     def handle(self, *stimuli: ev.Stimulus) -> None:
         assert self.state is not None
+        watching = self.extras.watching_transitions()  # plugins with a transition hook
+        if watching:
+            self.extras.mark(self.state.log)
         for instruction in self.state.handle(*stimuli):
             self._carry_out(instruction)
+        if watching:
+            self.extras.transitions(self.state.log)
 
     def _carry_out(self, instruction: ev.Instruction) -> None:
         if isinstance(instruction, ev.Execute):
             self._execute(instruction.key)
+        elif isinstance(instruction, ev.Resume):
+            event = self.resume_events.pop(instruction.key, None)
+            if event is not None:
+                event.set()
         elif isinstance(instruction, ev.GatherDep):
             task = asyncio.ensure_future(self._gather_dep(instruction))
             self._gathers.add(task)
@@ -345,12 +388,12 @@ class Worker:
         assert run_spec is not None  # the state machine executes only tasks it was given
 
         def call() -> Any:
-            fn, args, kwargs = runspec.unpack(run_spec)
+            fn, args, kwargs = runspec.unpack(run_spec)  # futures inside bind to get_client()
             if inputs:
                 args, kwargs = runspec.substitute((args, kwargs), inputs)
-            return _as(self, lambda: fn(*args, **kwargs))
+            return fn(*args, **kwargs)
 
-        self._runner.submit(key, call)
+        self._runner.submit(key, functools.partial(_as, self, call, key))
 
     def _on_outcomes(self, outcomes: list[Outcome]) -> None:
         stimuli: list[ev.Stimulus] = []
@@ -452,19 +495,19 @@ class Worker:
         # Not one of ``_tasks``, which closing cancels.
         self._closing = asyncio.ensure_future(self.close())
 
+    def _on_add_plugin(self, msg: msgs.AddWorkerPlugin) -> None:
+        self.extras.add_soon(msg.name, msg.plugin)
+
     # The messages from the scheduler the server acts on itself; all others are stimuli.
     OWN_MESSAGES: ClassVar[dict[type[msgs.Message], Callable[[Any, Any], None]]] = {
-        msgs.HeartbeatAck: _on_heartbeat_ack, msgs.CloseWorker: _on_close_worker,
+        msgs.HeartbeatAck: _on_heartbeat_ack, msgs.AddWorkerPlugin: _on_add_plugin,
+        msgs.CloseWorker: _on_close_worker,
     }
 
-    def tell_scheduler(self, msg: msgs.FromWorker) -> None:
-        """Send ``msg`` on the stream to the scheduler (dropped if the link is down)."""
+    def tell_scheduler(self, kind: type[msgs.FromWorker], **fields: Any) -> None:
+        """Send the scheduler a ``kind`` message (dropped if the link is down)."""
         with contextlib.suppress(CommClosedError):
-            self.batched.send(msg.to_wire())
-
-    def new_id(self) -> str:
-        """An id for a stimulus that starts here: ``<address>-<n>``."""
-        return self._new_id()
+            self.batched.send(kind(stimulus_id=self._new_id(), **fields).to_wire())
 
     def _new_id(self) -> str:
         """An id for a stimulus that starts here: ``<address>-<n>``."""
