@@ -37,7 +37,7 @@ from dask.core import flatten
 from dask.utils import key_split
 
 from corral import runspec
-from corral.client import annotate
+from corral.client import annotate, dask_locks
 from corral.client.future import Future
 from corral.client.tasks import task_message, task_options
 
@@ -188,9 +188,10 @@ class _Options:
 
 
 def _run_spec(node: GraphNode) -> Any:
-    """Call ``node`` on the worker with the values of its dependencies."""
-    return runspec.pack(_RUN_NODE, (node, {d: runspec.Dependency(d) for d in node.dependencies}),
-                        {})
+    """Call ``node`` on the worker with the values of its dependencies; dask's
+    in-process locks in it become cluster-wide ones (``dask_locks``)."""
+    args = (node, {d: runspec.Dependency(d) for d in node.dependencies})
+    return dask_locks.cluster_wide(runspec.pack(_RUN_NODE, args, {}), (_RUN_NODE, args, {}))
 
 
 def _inputs_first(graph: dict[K, GraphNode]) -> list[tuple[K, GraphNode]]:
