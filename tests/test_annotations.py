@@ -94,3 +94,11 @@ def test_priority_and_the_older_spellings_become_task_options():
     (key,) = x.__dask_keys__()
     assert annotate.by_key(x.__dask_graph__(), {key}) == {
         key: {"priority": 7, "workers": ["w"], "allow_other_workers": True}}
+
+
+def test_persist_and_compute_honour_annotations_too(client):
+    with dask.annotate(resources={"GPU": 1}):
+        kept = client.persist(da.zeros(4, chunks=2).map_blocks(where_block, dtype=object))
+        one = delayed(where, pure=False)()
+    assert set(kept.compute(scheduler=client)) == {"gpu"}
+    assert client.compute(one).result(timeout=10) == "gpu"
