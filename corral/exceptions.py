@@ -21,6 +21,7 @@
     ├── DataLostError                          the only copy of unrecomputable data is gone
     ├── KilledWorker                           a task was running on too many workers that died
     ├── ClientClosedError                      a client (or one of its futures) used after close()
+    ├── FutureCancelledError                   a future's task and data are gone (restart)
     └── RemoteError                            a remote exception that could not be rebuilt locally
 
 OS and asyncio errors are mapped onto this tree at the transport boundary
@@ -129,3 +130,8 @@ class KilledWorker(CorralError):
 
 class ClientClosedError(CorralError):
     """A client, or a future of it, was used after the client was closed."""
+
+
+class FutureCancelledError(CorralError):
+    """What ``result()`` raises for a future cancelled after the fact, finished or not:
+    ``client.restart()`` dropped its task and data. Submit the work again."""

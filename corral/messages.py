@@ -190,7 +190,8 @@ class StealRequest(ToWorker, SchedulerAction, WorkerStimulus):
 class AcquireReplicas(ToWorker, SchedulerAction, WorkerStimulus):
     """Fetch a copy of each of these keys from its holders (``who_has``) and keep it
     until freed: a second replica, so that one death loses no long lineage
-    (``corral.scheduler.checkpoints``). Answered by ``AddKeys``."""
+    (``corral.scheduler.checkpoints``), or so that a retiring worker's only copies
+    survive it. Answered by ``AddKeys``."""
 
     op = "acquire-replicas"
     who_has: dict[Key, tuple[str, ...]]
@@ -204,6 +205,15 @@ class RemoveWorkerPeer(ToWorker, WorkerStimulus):
 
     op = "remove-worker-peer"
     peer: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CloseWorker(ToWorker, SchedulerAction):
+    """Close gracefully and exit with success (a nanny does not restart it): every key
+    it held is safe elsewhere, and the scheduler has already forgotten it."""
+
+    op = "close-worker"
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -308,6 +318,15 @@ class StealResponse(FromWorker, SchedulerStimulus):
     op = "steal-response"
     key: Key
     released: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetireMe(FromWorker, SchedulerStimulus):
+    """The worker asks to be retired (its ``--lifetime`` is over): move its data to
+    others, then close it (``CloseWorker``)."""
+
+    op = "retire-me"
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -661,11 +680,11 @@ def _table(*classes: type[M]) -> dict[str, type[M]]:
 
 
 TO_WORKER: dict[str, type[ToWorker]] = _table(
-    ComputeTask, FreeKeys, StealRequest, AcquireReplicas, RemoveWorkerPeer, HeartbeatAck,
-    AddWorkerPlugin)
+    ComputeTask, FreeKeys, StealRequest, RemoveWorkerPeer, AcquireReplicas, CloseWorker,
+    HeartbeatAck, AddWorkerPlugin)
 FROM_WORKER: dict[str, type[FromWorker]] = _table(
     TaskStarted, TaskFinished, TaskErred, AddKeys, MissingData, ReleaseWorkerData,
-    StealResponse, Heartbeat, TaskSeceded, TaskRejoined)
+    StealResponse, RetireMe, Heartbeat, TaskSeceded, TaskRejoined)
 TO_CLIENT: dict[str, type[ToClient]] = _table(
     ReportKeyInMemory, ReportTaskErred, ReportTaskStarted, ReportCancelled,
     CoordinationReply)

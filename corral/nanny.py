@@ -15,6 +15,8 @@ Theory of operation
   ``memory_limit`` (RSS via psutil) means SIGKILL and a restart; and a worker that
   cannot answer ``identity`` within ``liveness_timeout`` (its event loop is blocked) is
   killed and restarted too.
+* A worker that exits with ``RESTART_STATUS`` was retired at the end of its
+  ``--lifetime`` and asked for a successor (``--lifetime-restart``): started at once.
 * A worker that exits with status 0 has been told to go, and one that exits with
   ``GAVE_UP_STATUS`` has given up on its scheduler (``--death-timeout``, refused
   credentials; it said why): the nanny then exits as well, without restarting it.
@@ -37,7 +39,13 @@ import psutil
 from corral import config
 from corral.core import Comm, Server, rpc
 from corral.deploy.lifeline import Lifeline
-from corral.deploy.process import GAVE_UP_STATUS, NANNY_ENV, child_environment, worker_command
+from corral.deploy.process import (
+    GAVE_UP_STATUS,
+    NANNY_ENV,
+    RESTART_STATUS,
+    child_environment,
+    worker_command,
+)
 from corral.security import Security
 
 logger = logging.getLogger("corral.nanny")
@@ -179,6 +187,10 @@ class Nanny:
                                 self.process.returncode)
                     await self.close()
                     return
+                if self.process.returncode == RESTART_STATUS:
+                    await self._replace("its lifetime is over (--lifetime-restart)",
+                                        expected=True)
+                    continue
                 await self._replace(f"worker exited with status {self.process.returncode}")
                 continue
             reason = self._over_memory()
@@ -221,10 +233,11 @@ class Nanny:
         async with rpc(address, security=self.security, timeout=self.liveness_timeout) as worker:
             await asyncio.wait_for(worker.identity(), self.liveness_timeout)
 
-    async def _replace(self, reason: str) -> None:
+    async def _replace(self, reason: str, expected: bool = False) -> None:
         if self._closed.is_set():
             return
-        logger.warning("restarting worker %s: %s", self.worker_address, reason)
+        logger.log(logging.INFO if expected else logging.WARNING, "restarting worker %s: %s",
+                   self.worker_address, reason)
         await self._kill()
         if self._started.is_set():
             self._failed_starts = 0

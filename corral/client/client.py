@@ -27,6 +27,7 @@ from corral.client import defaults, fetch, persist
 from corral.client.cluster import cluster_arguments, wait_for_workers
 from corral.client.extras import AsyncClientExtras
 from corral.client.future import (
+    CANCELLED,
     PENDING,
     Finished,
     Future,
@@ -36,7 +37,7 @@ from corral.client.future import (
 )
 from corral.client.interface import ClientCore, ClusterLike
 from corral.client.requests import Requests
-from corral.client.tasks import addresses, task_message, task_options
+from corral.client.tasks import addresses, task_message, task_options, worker_specs
 from corral.comm.addressing import normalize_address
 from corral.core import BatchedSend, Comm, ConnectionPool, connect
 from corral.credentials import resolve
@@ -55,6 +56,7 @@ from corral.utils import LoopRunner
 
 logger = logging.getLogger("corral.client")
 T = TypeVar("T")
+RESTARTED = "restarted: client.restart() dropped every task and result; submit again"
 
 
 
@@ -241,6 +243,8 @@ class AsyncClient(AsyncClientExtras, ClientCore):
             state = self._states.get(key)
             if state is None:
                 state = self._states[key] = FutureState()
+            elif state.status == CANCELLED:  # submitted again: pending again
+                state.reset()
             return state
 
     def holds(self, key: Hashable) -> bool:
@@ -354,7 +358,7 @@ class AsyncClient(AsyncClientExtras, ClientCore):
                     runspec.token(function_bytes, args, kwargs) if pure else uuid.uuid4().hex
                 )
                 key = f"{name}-{suffix}"
-            known = key in self._states
+            known = key in self._states and self._states[key].status != CANCELLED
             futures.append(Future(key, self))
             if known:  # an equal pure call already submitted: share its task
                 continue
@@ -504,7 +508,10 @@ class AsyncClient(AsyncClientExtras, ClientCore):
         state.fail(exception, report.traceback_text)
 
     def _on_cancelled(self, state: FutureState, report: msgs.ReportCancelled) -> None:
-        state.cancel(report.reason)
+        if state.status == PENDING:
+            state.cancel(report.reason)
+        else:  # finished: the scheduler says so of those only when it restarts
+            state.lose(report.reason)
 
     def add_done_callback(self, future: Future, fn: Callable[[Future], Any]) -> None:
         self.check_open()
@@ -654,11 +661,23 @@ class AsyncClient(AsyncClientExtras, ClientCore):
         await wait_for_workers(self, n, timeout)
 
     async def restart(self) -> None:
-        """Cancel every future and have the cluster drop all tasks and data."""
+        """Cancel every future, finished or not, and have the cluster drop all tasks and
+        data: ``future.status`` is then ``"cancelled"`` and ``result()`` raises
+        ``CancelledError``. Submitting the same work again computes it afresh."""
         self.check_open()
         for state in list(self._states.values()):
-            state.cancel("restarted")
+            state.lose(RESTARTED)
         await self.scheduler.restart()
+
+    async def retire_workers(
+        self, workers: str | Iterable[str], timeout: float = 60.0
+    ) -> dict[str, dict[str, Any]]:
+        """Close ``workers`` (addresses, names or host names) gracefully: the data only
+        they hold, scattered data included, moves to other workers first, and their
+        nannies do not restart them. ``{address: {"name": ...}}`` of those retired."""
+        self.check_open()
+        return await self.scheduler.retire_workers(workers=worker_specs(workers),
+                                                   timeout=timeout)
 
     def __repr__(self) -> str:
         return f"<AsyncClient {self.id} scheduler={self.scheduler_address}>"

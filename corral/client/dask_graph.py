@@ -5,8 +5,9 @@ aliases and literals, or task-spec nodes) into task-spec nodes, each of which kn
 dependencies and computes its value when called with theirs. Every node needed for the
 requested keys becomes one corral task whose run_spec calls the node with ``Dependency``
 placeholders for those values, and the whole graph goes to the scheduler in one
-update-graph message. Only ``get`` imports this module: ``import corral`` never
-imports dask.
+update-graph message, each task with the options its ``dask.annotate`` annotations
+give (``corral.client.annotate``). Only ``get`` imports this module: ``import corral``
+never imports dask.
 
 A corral ``Future`` in a graph is a reference to its key, which the cluster already
 holds: dask's converter turns a future that is a graph value into an alias of its key
@@ -36,6 +37,7 @@ from dask.core import flatten
 from dask.utils import key_split
 
 from corral import runspec
+from corral.client import annotate, dask_locks
 from corral.client.future import Future
 from corral.client.tasks import task_message, task_options
 
@@ -76,11 +78,14 @@ def get(
 
 
 def submit(
-    client: ClientCore, dsk: Any, keys: list[Hashable], options: dict[str, Any]
+    client: ClientCore, dsk: Any, keys: list[Hashable], options: dict[str, Any],
+    annotated: Any = None,
 ) -> tuple[dict[Hashable, Future], list[Future]]:
     """Send the part of graph ``dsk`` that ``keys`` need, in one message; a future for
     each of ``keys``, and the futures the graph held (keep them until the graph is sent:
-    their keys must not be released before its tasks depend on them)."""
+    their keys must not be released before its tasks depend on them). Each task's
+    options are ``options`` under its ``dask.annotate`` annotations, read from
+    ``annotated`` (expressions or graphs) or else from ``dsk``."""
     raw = dsk if isinstance(dsk, Mapping) else dsk.__dask_graph__()
     held = [v for v in raw.values() if isinstance(v, Future)]
     graph = {k: _with_refs(node, held) for k, node in convert_legacy_graph(raw).items()}
@@ -97,9 +102,13 @@ def submit(
             if not client.holds(key):
                 raise KeyError(key)
             existing.add(key)
+    nodes = [(k, node) for k, node in _inputs_first(cull(graph, wanted)) if k not in existing]
+    options_of = _Options(options, annotate.by_key(dsk if annotated is None else annotated,
+                                                   {key for key, _ in nodes}))
     tasks = [
-        task_message(key, _run_spec(node), list(node.dependencies), key_split(key), options)
-        for key, node in _inputs_first(cull(graph, wanted)) if key not in existing
+        task_message(key, _run_spec(node), list(node.dependencies), key_split(key),
+                     options_of(key))
+        for key, node in nodes
     ]
     futures = {key: Future(key, client) for key in wanted}  # before the reports can arrive
     if tasks:
@@ -154,10 +163,35 @@ def _ref(arg: Any, found: list[Future]) -> Any:
     return parse_input(arg)  # dask's own: a List/Dict/... node, each future an alias
 
 
+class _Options:
+    """Each task's options: its layer's annotations over the call's arguments over the
+    annotations around the call (``corral.client.annotate``)."""
+
+    def __init__(self, given: dict[str, Any], by_key: dict[Hashable, dict[str, Any]]) -> None:
+        defaults = {"workers": None, "allow_other_workers": False, "retries": 0,
+                    "priority": 0, "resources": None}
+        self.base = {**defaults, **annotate.current(),
+                     **{k: v for k, v in given.items() if v != defaults[k]}}
+        self.default = task_options(**self.base)
+        self.by_key = by_key
+        self._made: dict[str, dict[str, Any]] = {}  # one per distinct set of annotations
+
+    def __call__(self, key: Hashable) -> dict[str, Any]:
+        extra = self.by_key.get(key)
+        if not extra:
+            return self.default
+        merged = {**self.base, **extra}
+        made = self._made.get(repr(merged))
+        if made is None:
+            made = self._made[repr(merged)] = task_options(**merged)
+        return made
+
+
 def _run_spec(node: GraphNode) -> Any:
-    """Call ``node`` on the worker with the values of its dependencies."""
-    return runspec.pack(_RUN_NODE, (node, {d: runspec.Dependency(d) for d in node.dependencies}),
-                        {})
+    """Call ``node`` on the worker with the values of its dependencies; dask's
+    in-process locks in it become cluster-wide ones (``dask_locks``)."""
+    args = (node, {d: runspec.Dependency(d) for d in node.dependencies})
+    return dask_locks.cluster_wide(runspec.pack(_RUN_NODE, args, {}), (_RUN_NODE, args, {}))
 
 
 def _inputs_first(graph: dict[K, GraphNode]) -> list[tuple[K, GraphNode]]:

@@ -70,6 +70,14 @@ class FutureState:
             self.exception = asyncio.CancelledError(reason)
             self._done()
 
+    def lose(self, reason: str) -> None:
+        """Cancelled, whatever it was: its task and data are gone (``client.restart()``)."""
+        from corral.exceptions import FutureCancelledError
+
+        self.status, self.who_has = CANCELLED, ()
+        self.exception = FutureCancelledError(reason)
+        self._done()
+
     def reset(self) -> None:
         """Back to pending, e.g. when the only copy of the data was lost and is recomputed."""
         self.status = PENDING

@@ -104,13 +104,15 @@ def compute(
     given = list(collections) if many else [collections]
     graph: dict[Hashable, Any] = {}
     final: list[Hashable] = []
+    exprs = []  # where the dask.annotate annotations are
     for c in given:
         if is_dask_collection(c):
             expr = FinalizeCompute(collections_to_expr(c, optimize_graph)).optimize()
             (key,) = flatten(expr.__dask_keys__())
             graph.update(expr.__dask_graph__())
             final.append(key)
-    futures, _ = dask_graph.submit(client, graph, final, placement(**options))
+            exprs.append(expr)
+    futures, _ = dask_graph.submit(client, graph, final, placement(**options), exprs)
     done = iter(final)
     out = [futures[next(done)] if is_dask_collection(c) else c for c in given]
     return type(collections)(out) if many else out[0]

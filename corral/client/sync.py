@@ -183,8 +183,16 @@ class Client(ClientExtras):
         self._run(self._core.wait_for_workers(n, timeout))
 
     def restart(self) -> None:
-        """Cancel every future and have the cluster drop all tasks and data."""
+        """Cancel every future, finished or not, and have the cluster drop all tasks and
+        data: each future's status is then ``"cancelled"``."""
         self._run(self._core.restart())
+
+    def retire_workers(
+        self, workers: str | Iterable[str], timeout: float = 60.0
+    ) -> dict[str, dict[str, Any]]:
+        """Close ``workers`` (addresses, names or host names) gracefully, after moving the
+        data only they hold (scattered data too) to other workers."""
+        return self._run(self._core.retire_workers(workers, timeout=timeout))
 
     def close(self) -> None:
         """Release this client's futures and disconnect; closes a cluster it started."""

@@ -20,8 +20,22 @@ def addresses(workers: str | Iterable[str]) -> list[str]:
     return [normalize_address(w) for w in workers]
 
 
+def worker_specs(workers: str | int | Iterable[str | int]) -> list[str]:
+    """Workers as ``workers=`` names them: addresses (put in canonical form), worker
+    names and host names (left for the scheduler to match), one or several."""
+    if isinstance(workers, (str, int)):
+        workers = [workers]
+    specs = []
+    for w in workers:
+        try:
+            specs.append(normalize_address(w) if isinstance(w, str) else str(w))
+        except (ValueError, TypeError):  # no port: a name or a host
+            specs.append(str(w))
+    return specs
+
+
 def task_options(
-    workers: str | Iterable[str] | None,
+    workers: str | int | Iterable[str | int] | None,
     allow_other_workers: bool,
     retries: int,
     priority: int,
@@ -31,7 +45,7 @@ def task_options(
     if retries < 0:
         raise ValueError("retries must be >= 0")
     return {
-        "workers": None if workers is None else tuple(addresses(workers)),
+        "workers": None if workers is None else tuple(worker_specs(workers)),
         "allow_other_workers": bool(allow_other_workers),
         "retries": int(retries),
         "priority": int(priority),

@@ -136,7 +136,10 @@ class LocalCluster:
         self._owns_runner = False
 
     def scale(self, n: int) -> Any:
-        """Grow or shrink to ``n`` workers (a coroutine for asynchronous clusters)."""
+        """Grow or shrink to ``n`` workers (a coroutine for asynchronous clusters).
+
+        Shrinking retires the newest workers gracefully: what only they hold, scattered
+        data included, is copied to the workers that stay before they close."""
         if self._runner is None:
             return self._scale(n)
         return self._runner.run(self._scale(n), timeout=config.get("deploy.startup-timeout"))
@@ -144,9 +147,16 @@ class LocalCluster:
     async def _scale(self, n: int) -> None:
         if n < 0:
             raise ValueError("cannot scale to a negative number of workers")
-        while len(self.workers) > n:
-            name = list(self.workers)[-1]
-            await _stop(self.workers.pop(name))
+        for name, handle in list(self.workers.items()):  # retired, or gone for good
+            if not (handle.alive() if isinstance(handle, WorkerProcess) else handle.serving):
+                await _stop(self.workers.pop(name))
+        if len(self.workers) > n:
+            # Gracefully: their data (scattered data too) moves to the workers that stay.
+            # Any the scheduler could not retire (no worker left to take the data) go anyway.
+            leaving = list(self.workers)[n:]
+            await self.scheduler.retire_workers(
+                workers=leaving, timeout=config.get("deploy.startup-timeout"))
+            await asyncio.gather(*(_stop(self.workers.pop(name)) for name in leaving))
         new = [await self._start_worker() for _ in range(n - len(self.workers))]
         await self._wait_for_workers(len(self.workers), [w for w in new if w is not None])
 

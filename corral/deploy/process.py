@@ -19,6 +19,9 @@ SYS_PATH_ENV = "CORRAL_SYS_PATH"  # the parent's sys.path, for the child to impo
 # A worker that gave up on its scheduler (--death-timeout, refused credentials) exits with
 # this (sysexits' EX_UNAVAILABLE): its nanny does not restart it but exits with it.
 GAVE_UP_STATUS = 69
+# A worker whose --lifetime is over and that was started with --lifetime-restart exits
+# with this (sysexits' EX_TEMPFAIL) once retired: its nanny starts a fresh one at once.
+RESTART_STATUS = 75
 
 # ``python -m`` would put the current directory first on sys.path: any ``corral`` folder
 # there (the clone's parent, a checkout of another version) would shadow the real one.

@@ -35,7 +35,7 @@ import msgpack
 
 from corral.comm.framing import FrameLimits, allocate_frame, frame_nbytes
 from corral.exceptions import DeserializationError
-from corral.protocol import compression
+from corral.protocol import by_name, compression
 
 EXT_TUPLE = 1
 EXT_SET = 2
@@ -66,7 +66,9 @@ def loads_pickle(data: Any, buffers: Any = ()) -> Any:
 
 
 def dumps_pickle(obj: Any, buffer_callback: Any = None) -> bytes:
-    """Pickle with protocol 5, by value where the receiver could not import by reference."""
+    """Pickle with protocol 5, by value where the receiver could not import by reference.
+    h5py files and datasets travel by name (``by_name``)."""
+    by_name.register_if_loaded()
     try:
         result = pickle.dumps(obj, protocol=5, buffer_callback=buffer_callback)
         if b"__main__" not in result:

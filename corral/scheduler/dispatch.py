@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from corral.scheduler import client_handlers as clients
 from corral.scheduler import events as ev
+from corral.scheduler import retirement
 from corral.scheduler import worker_handlers as workers
 
 if TYPE_CHECKING:
@@ -44,6 +45,9 @@ HANDLERS: dict[type[ev.Stimulus], Handler] = {
     ev.ReleaseWorkerData: workers.release_worker_data,
     ev.MissingData: workers.missing_data,
     ev.StealResponse: workers.steal_response,
+    # retiring workers gracefully
+    ev.RetireWorkers: retirement.retire_workers,
+    ev.RetireMe: retirement.retire_me,
     # from the clock
     ev.Tick: workers.tick,
 }

@@ -23,6 +23,7 @@ from corral.messages import (
     ClientDesiresKeys,
     ClientMissingData,
     ClientReleasesKeys,
+    CloseWorker,
     ComputeTask,
     FireAndForget,
     FreeKeys,
@@ -32,6 +33,7 @@ from corral.messages import (
     ReportKeyInMemory,
     ReportTaskErred,
     ReportTaskStarted,
+    RetireMe,
     RetryKeys,
     StealRequest,
     StealResponse,
@@ -47,16 +49,15 @@ from corral.messages import SchedulerAction as Action
 from corral.messages import SchedulerStimulus as Stimulus
 
 __all__ = [
-    "SERVER_ACTIONS", "AcquireReplicas", "Action", "AddKeys", "AddWorker", "Amount", "CancelKeys",
-    "ClientConnected", "ClientDesiresKeys", "ClientDisconnected", "ClientMissingData",
-    "ClientReleasesKeys", "ComputeTask", "Count", "DropClient", "DropWorker", "FireAndForget",
-    "FreeKeys",
-    "Key", "MissingData", "Notice", "RecordTaskRun", "ReleaseWorkerData", "RemoveClient",
-    "RemoveWorker", "ReportCancelled", "ReportKeyInMemory", "ReportTaskErred",
-    "ReportTaskStarted", "RetryKeys", "ScatterData", "StealRequest", "StealResponse", "Stimulus",
-    "TaskErred", "TaskFinished", "TaskRejoined", "TaskSeceded", "TaskSpec", "TaskStarted",
-    "Tick", "UpdateGraph",
-    "WorkerHeartbeat",
+    "SERVER_ACTIONS", "AcquireReplicas", "Action", "AddKeys", "AddWorker", "Amount",
+    "CancelKeys", "ClientConnected", "ClientDesiresKeys", "ClientDisconnected",
+    "ClientMissingData", "ClientReleasesKeys", "CloseWorker", "ComputeTask", "Count",
+    "DropClient", "DropWorker", "FireAndForget", "FreeKeys", "Key", "MissingData", "Notice",
+    "RecordTaskRun", "ReleaseWorkerData", "RemoveClient", "RemoveWorker", "ReportCancelled",
+    "ReportKeyInMemory", "ReportTaskErred", "ReportTaskStarted", "RetireMe",
+    "RetireWorkers", "RetirementRefused", "RetryKeys", "ScatterData", "StealRequest",
+    "StealResponse", "Stimulus", "TaskErred", "TaskFinished", "TaskRejoined", "TaskSeceded",
+    "TaskSpec", "TaskStarted", "Tick", "UpdateGraph", "WorkerHeartbeat",
 ]
 
 
@@ -82,6 +83,16 @@ class AddWorker(Stimulus):
 class RemoveWorker(Stimulus):
     address: str
     reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RetireWorkers(Stimulus):
+    """Retire these workers gracefully: no new tasks go to them, every key only they
+    hold is copied to another worker, and then each is closed (``CloseWorker``) and
+    forgotten. ``workers`` are addresses, names or host names."""
+
+    workers: tuple[str, ...]
+    reason: str = "retired"
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +170,7 @@ class DropWorker(Action):
 
     worker: str
     reason: str = ""
+    graceful: bool = False  # retired: send what is queued for it (``CloseWorker``) first
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,5 +182,15 @@ class DropClient(Action):
     reason: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class RetirementRefused(Action):
+    """``worker`` cannot be retired without losing data (no other worker can take it):
+    it stays, and serves as before."""
+
+    worker: str
+    reason: str = ""
+
+
 # What the scheduler server carries out itself (logs, the task stream, its streams).
-SERVER_ACTIONS: tuple[type[Action], ...] = (Notice, RecordTaskRun, DropWorker, DropClient)
+SERVER_ACTIONS: tuple[type[Action], ...] = (Notice, RecordTaskRun, DropWorker, DropClient,
+                                            RetirementRefused)

@@ -27,19 +27,24 @@ class Placement:
         self.durations: dict[str, tuple[float, int]] = {}  # name → (total seconds, count)
         self._load_heap: list[tuple[float, int, str]] = []  # (load, tie-break, address)
         self._seq = itertools.count()
+        # Other ways to name a worker (``workers=`` restrictions, ``retire_workers``):
+        # by its name, and by its host (every worker there, in the order they joined).
+        self.names: dict[str, str] = {}
+        self.hosts: dict[str, dict[str, None]] = {}
 
     # -- choosing ----------------------------------------------------------------------
 
     def decide_worker(self, ts: TaskState) -> WorkerState | None:
         """The worker where ``ts`` would start soonest; None if none may run it."""
         if ts.restrictions is not None:
-            allowed = [self.workers[a] for a in ts.restrictions if a in self.workers
-                       and self.workers[a].supplies(ts.resources)]
+            allowed = [w for w in self.restricted_to(ts.restrictions)
+                       if w.supplies(ts.resources)]
             if allowed or not ts.loose_restrictions:
                 return min(allowed, key=lambda w: (self.start_time(ts, w), w.address),
                            default=None)
         if ts.resources:  # rare: worth a scan of the workers that have what it needs
-            able = [w for w in self.workers.values() if w.supplies(ts.resources)]
+            able = [w for w in self.workers.values()
+                    if w.supplies(ts.resources) and not w.retiring]
             candidates = {w for dts in ts.dependencies for w in dts.who_has if w in able}
             least = min(able, key=WorkerState.load, default=None)
         else:
@@ -57,7 +62,8 @@ class Placement:
             nbytes = dts.nbytes
             total += nbytes
             for w in dts.who_has:
-                local[w] = local.get(w, 0) + nbytes
+                if not w.retiring:
+                    local[w] = local.get(w, 0) + nbytes
         least = self.least_loaded()
         if least is not None and least not in local:
             local[least] = 0
@@ -65,10 +71,45 @@ class Placement:
         return min(local, default=None, key=lambda w: (
             w.occupancy / w.nthreads + (total - local[w]) / bandwidth, w.address))
 
-    @staticmethod
-    def may_run(ts: TaskState, ws: WorkerState) -> bool:
-        return (ts.restrictions is None or ws.address in ts.restrictions) and ws.supplies(
-            ts.resources)
+    def may_run(self, ts: TaskState, ws: WorkerState) -> bool:
+        if ws.retiring or not ws.supplies(ts.resources):
+            return False
+        return ts.restrictions is None or ws in self.restricted_to(ts.restrictions)
+
+    # -- naming workers ------------------------------------------------------------------
+
+    def worker_joined(self, ws: WorkerState) -> None:
+        if ws.name:
+            self.names.setdefault(ws.name, ws.address)
+        self.hosts.setdefault(host_of(ws.address), {})[ws.address] = None
+
+    def worker_left(self, ws: WorkerState) -> None:
+        if self.names.get(ws.name) == ws.address:
+            del self.names[ws.name]
+        same_host = self.hosts.get(host_of(ws.address), {})
+        same_host.pop(ws.address, None)
+        if not same_host:
+            self.hosts.pop(host_of(ws.address), None)
+
+    def named(self, spec: str) -> list[WorkerState]:
+        """The workers ``spec`` names: an address, a worker's name, or a host (every
+        worker there); none if it names nothing known."""
+        ws = self.workers.get(spec)
+        if ws is not None:
+            return [ws]
+        address = self.names.get(spec)
+        if address is not None and address in self.workers:
+            return [self.workers[address]]
+        return [self.workers[a] for a in self.hosts.get(spec, ()) if a in self.workers]
+
+    def restricted_to(self, restrictions: frozenset[str]) -> list[WorkerState]:
+        """The workers, not retiring, that a task restricted to ``restrictions`` may use."""
+        allowed: dict[WorkerState, None] = {}
+        for spec in restrictions:
+            for ws in self.named(spec):
+                if not ws.retiring:
+                    allowed[ws] = None
+        return list(allowed)
 
     def start_time(self, ts: TaskState, ws: WorkerState) -> float:
         missing = sum(d.nbytes for d in ts.dependencies if ws not in d.who_has)
@@ -79,7 +120,7 @@ class Placement:
         while heap:
             load, _, address = heap[0]
             ws = self.workers.get(address)
-            if ws is not None and ws.load() == load:
+            if ws is not None and ws.load() == load and not ws.retiring:
                 return ws
             heapq.heappop(heap)  # stale entry
         return None
@@ -131,6 +172,13 @@ class Placement:
     def record_duration(self, name: str, seconds: float) -> None:
         total, count = self.durations.get(name, (0.0, 0))
         self.durations[name] = (total + seconds, count + 1)
+
+
+def host_of(address: str) -> str:
+    """``'tcp://10.0.0.5:8786'`` → ``'10.0.0.5'``; ``'tls://[::1]:1'`` → ``'::1'``."""
+    location = address.split("://", 1)[-1]
+    host = location.rsplit(":", 1)[0] if ":" in location else location
+    return host.strip("[]")
 
 
 def depth_first(tasks: list[TaskState]) -> list[TaskState]:

@@ -93,6 +93,7 @@ class WorkerState:
     nbytes: int = 0
     occupancy: float = 0.0
     resources: dict[str, float] = field(default_factory=dict)  # totals, e.g. {"GPU": 2}
+    retiring: bool = False  # being retired: takes no new tasks, its data moves away
 
     def load(self) -> float:
         return self.occupancy / self.nthreads

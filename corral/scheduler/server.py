@@ -64,9 +64,14 @@ class Scheduler:
         dashboard_address: str | None = None,
         dashboard_allowed_hosts: tuple[str, ...] = (),
         lease_timeout: float = 30.0,
+        idle_timeout: float | None = None,
         **state_options: Any,
     ) -> None:
         self.security = security
+        # Close once no client has been connected and no task running for this long.
+        self.idle_timeout = idle_timeout
+        self._idle_since: float | None = None
+        self._closed = asyncio.Event()
         # A convenience for code that builds a Scheduler itself (corral.deploy.dashboard
         # does the work): serve the dashboard there once listening; None: nowhere.
         self._dashboard_options = (
@@ -85,6 +90,7 @@ class Scheduler:
         # A client whose connection drops keeps its keys this long, to reconnect.
         self.client_grace = client_grace
         self._closing_clients: set[str] = set()
+        self._closing_streams: set[asyncio.Future[None]] = set()  # retired workers'
         # Both are decided by the state machine, from the times stamped on stimuli here.
         self.state = SchedulerState(worker_ttl=worker_ttl, client_grace=client_grace,
                                     **state_options)
@@ -103,6 +109,7 @@ class Scheduler:
                 "scheduler_info": self.scheduler_info,
                 "broadcast": self.broadcast,
                 "restart": self.restart,
+                "retire_workers": self.retire_workers,
                 "identity": self.identity,
                 **self.extras.handlers(),
             },
@@ -145,7 +152,8 @@ class Scheduler:
         return self.server.address
 
     async def close(self) -> None:
-        if self._ticker is not None:
+        self._closed.set()
+        if self._ticker is not None and self._ticker is not asyncio.current_task():
             self._ticker.cancel()
         for service in self.services.values():
             await service.close()
@@ -153,6 +161,10 @@ class Scheduler:
             stream.abort()
         await self.server.close()
         await self.pool.close()
+
+    async def finished(self) -> None:
+        """Wait until the scheduler has closed (e.g. after ``idle_timeout``)."""
+        await self._closed.wait()
 
     async def __aenter__(self) -> Scheduler:
         return self
@@ -191,7 +203,10 @@ class Scheduler:
                 self.timeline.task_finished(action.key, action.name, action.worker,
                                             action.start, action.stop, action.nbytes)
         elif isinstance(action, ev.DropWorker):
-            self._drop_worker(action.worker, action.reason, action.stimulus_id)
+            self._drop_worker(action.worker, action.reason, action.stimulus_id,
+                              graceful=action.graceful)
+        elif isinstance(action, ev.RetirementRefused):
+            logger.warning("not retiring worker %s: %s", action.worker, action.reason)
         elif isinstance(action, ev.DropClient):
             logger.info("client %s removed: %s", action.client, action.reason)
         else:  # pragma: no cover - a new kind of action the server does not know yet
@@ -230,9 +245,24 @@ class Scheduler:
     async def _tick_forever(self) -> None:
         while True:
             await asyncio.sleep(self.tick_interval)
-            tick = ev.Tick(stimulus_id=self._ids(), now=time.time())
+            now = time.time()
+            tick = ev.Tick(stimulus_id=self._ids(), now=now)
             self.handle(tick)
             self.coordinate(tick)
+            if self.idle_timeout is not None and self._idle_for(now) > self.idle_timeout:
+                logger.info("idle for %s s (no client, no task running): closing",
+                            self.idle_timeout)
+                await self.close()
+                return
+
+    def _idle_for(self, now: float) -> float:
+        """Seconds with no client connected and no task on any worker."""
+        if self.client_streams or any(ws.processing for ws in self.state.workers.values()):
+            self._idle_since = None
+            return 0.0
+        if self._idle_since is None:
+            self._idle_since = now
+        return now - self._idle_since
 
     # -- streams -----------------------------------------------------------------------
 
@@ -304,13 +334,19 @@ class Scheduler:
         self.handle(ev.RemoveWorker(stimulus_id=stimulus_id, address=address, reason=reason))
         self._drop_worker(address, reason, stimulus_id)  # if the state machine did not know it
 
-    def _drop_worker(self, address: str, reason: str, stimulus_id: str) -> None:
-        """Close the stream to a removed worker and tell its peers it is gone."""
+    def _drop_worker(self, address: str, reason: str, stimulus_id: str,
+                     graceful: bool = False) -> None:
+        """Close the stream to a removed worker and tell its peers it is gone; a retired
+        worker's stream first delivers what is queued for it (``CloseWorker``)."""
         stream = self.worker_streams.pop(address, None)
         info = self.worker_info.pop(address, None)
         if stream is None and info is None:
             return  # already dropped
-        if stream is not None:
+        if stream is not None and graceful:
+            closing = asyncio.ensure_future(stream.close(timeout=5))
+            self._closing_streams.add(closing)
+            closing.add_done_callback(self._closing_streams.discard)
+        elif stream is not None:
             stream.abort()
         gone = msgs.RemoveWorkerPeer(stimulus_id=stimulus_id, peer=address).to_wire()
         for other in self.worker_streams.values():
@@ -433,6 +469,23 @@ class Scheduler:
         results = await asyncio.gather(*(one(w) for w in targets))
         return dict(zip(targets, results, strict=True))
 
+    @checked
+    async def retire_workers(
+        self, comm: Comm | None = None, workers: list[str] | None = None,
+        timeout: float = 60.0,
+    ) -> dict[str, dict[str, Any]]:
+        """Retire ``workers`` (addresses, names or hosts) gracefully: their data moves to
+        other workers, then they close. ``{address: {"name": ...}}`` of those retired
+        within ``timeout``; a worker whose data nobody can take stays (logged)."""
+        named = {ws.address: ws.name for spec in workers or ()
+                 for ws in self.state.placement.named(spec)}
+        self.handle(ev.RetireWorkers(stimulus_id=self._ids(), workers=tuple(named)))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while any(a in self.state.retiring for a in named):  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+        return {a: {"name": name} for a, name in named.items() if a not in self.state.workers}
+
     async def _restart_through(self, nanny: str, timeout: float) -> None:
         # A comm of its own, closed after: restarts are rare, pooling them would keep
         # one idle connection per nanny open for the scheduler's whole life.
@@ -444,6 +497,10 @@ class Scheduler:
         stimulus_id = self._ids()
         for client, owned in list(self.state.client_keys.items()):
             keys = tuple(ts.key for ts in owned)
+            for key in keys:  # finished ones too (CancelKeys tells of unfinished ones)
+                self._to_client(msgs.ReportCancelled(
+                    stimulus_id=stimulus_id, client=client, key=key,
+                    reason="restarted: the cluster was restarted; its results are gone"))
             self.handle(ev.CancelKeys(stimulus_id=stimulus_id, client=client, keys=keys))
         self.coordinate(Restarted(stimulus_id=stimulus_id))  # values holding futures go too
         expected = len(self.worker_streams)

@@ -22,6 +22,8 @@ Theory of operation
 * Recovery costs what it touches: tasks set aside while a dead worker's losses are
   sorted out wait in a FIFO with a membership set, and no-worker tasks are indexed, so
   neither a worker leaving nor one joining walks every task.
+* Workers retire gracefully (``retirement``): their keys are copied to others before
+  they are told to close.
 * No I/O and no clock: time comes in the stimuli (``now``); silent workers and clients
   past their grace expire on a ``Tick`` (``liveness``). Every stimulus is logged (a
   bounded deque) and so is every transition, with the stimulus id that caused it:
@@ -39,7 +41,7 @@ from typing import Any
 from corral.basic_types import Key
 from corral.exceptions import DataLostError, InvalidTransition, UnknownStimulus
 from corral.scheduler import events as ev
-from corral.scheduler import queries, stimulus_log
+from corral.scheduler import queries, retirement, stimulus_log
 from corral.scheduler.checkpoints import Checkpoints
 from corral.scheduler.dispatch import HANDLERS
 from corral.scheduler.liveness import Liveness
@@ -115,6 +117,9 @@ class SchedulerState:
         # apart from TaskState so that ordinary tasks pay nothing for it.
         self.start_watchers: dict[Key, set[str]] = {}
         self.cancel_requests: dict[Key, set[str]] = {}  # cancel unless started: asked
+        # Workers being retired (``retirement``): address → the keys only it holds that
+        # another worker was asked to copy, and that worker.
+        self.retiring: dict[str, dict[TaskState, WorkerState]] = {}
         self._actions: list[ev.Action] = []
         self._stimulus_id = ""
 
@@ -132,6 +137,8 @@ class SchedulerState:
             handler(self, stimulus)
             if self.checkpoints.unpinned:
                 self.checkpoints.settle()
+        if self.retiring:
+            retirement.progress(self)
         actions, self._actions = self._actions, []
         return actions
 

@@ -28,6 +28,7 @@ def add_worker(state: SchedulerState, s: ev.AddWorker) -> None:
         s.address, max(1, s.nthreads), s.memory_limit, s.name, resources=dict(s.resources)
     )
     state.liveness.worker_joined(s.address, s.now)
+    state.placement.worker_joined(ws)
     state.placement.set_occupancy(ws, 0.0)
     for ts in list(state.no_worker):
         if ts.state == TS.NO_WORKER:  # placing one may not move another, but be sure
@@ -39,10 +40,10 @@ def worker_heartbeat(state: SchedulerState, s: ev.WorkerHeartbeat) -> None:
 
 
 def remove_worker(state: SchedulerState, s: ev.RemoveWorker) -> None:
-    _remove(state, s.address, s.reason)
+    remove(state, s.address, s.reason)
 
 
-def _remove(state: SchedulerState, address: str, reason: str) -> None:
+def remove(state: SchedulerState, address: str, reason: str) -> None:
     """Forget the worker at ``address``: run its tasks elsewhere, recompute lost data."""
     ws = state.workers.pop(address, None)
     if ws is None:
@@ -50,12 +51,15 @@ def _remove(state: SchedulerState, address: str, reason: str) -> None:
     state.liveness.worker_left(address)
     if ws.processing or ws.has_what:
         state.checkpoints.arm()  # work was lost: second copies are now worth their cost
+    state.placement.worker_left(ws)
+    state.retiring.pop(address, None)
     for ts in list(ws.processing):
         # Suspects: tasks it was running that never finished anywhere. Queued tasks are
         # innocent, and so is a task that finished before: it runs again because data
         # was lost, and recomputed roots run first on every restarted worker, slow while
-        # it starts up, so they would be blamed for deaths they did not cause.
-        if ts in ws.executing and not ts.finished_once:
+        # it starts up, so they would be blamed for deaths they did not cause. A worker
+        # closed on purpose (retired) did not die of its tasks.
+        if ts in ws.executing and not ts.finished_once and not ws.retiring:
             ts.suspicious += 1
         state.unassign(ts)
         state.transition(ts, TS.RELEASED)
@@ -75,7 +79,7 @@ def _remove(state: SchedulerState, address: str, reason: str) -> None:
             state.lost(ts)
     state.checkpoints.worker_removed(ws, held)
     state.resume_waiting()
-    state.emit(ev.DropWorker, worker=address, reason=reason)
+    state.emit(ev.DropWorker, worker=address, reason=reason, graceful=ws.retiring)
 
 
 def task_started(state: SchedulerState, s: ev.TaskStarted) -> None:
@@ -207,7 +211,7 @@ def tick(state: SchedulerState, s: ev.Tick) -> None:
     """Time has passed: expire silent workers and clients past their grace, then steal."""
     liveness = state.liveness
     for address in liveness.silent_workers(s.now):
-        _remove(state, address, f"no heartbeat for {liveness.worker_ttl} s")
+        remove(state, address, f"no heartbeat for {liveness.worker_ttl} s")
     for client in liveness.expired_clients(s.now):
         drop_client(state, client, f"not back within {liveness.client_grace} s")
     for victim, ts in state.stealing.choose(state.workers.values()):

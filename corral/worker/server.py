@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import psutil
@@ -34,6 +34,7 @@ from corral.protocol import dumps_pickle, loads_pickle
 from corral.security import Security
 from corral.sizeof import sizeof
 from corral.worker import events as ev
+from corral.worker.lifecycle import Lifecycle
 from corral.worker.plugins import WorkerExtras
 from corral.worker.reconnect import FATAL, Retry, describe
 from corral.worker.runner import Outcome, TaskRunner
@@ -105,6 +106,10 @@ class Worker:
         scheduler_timeout: float | None = None,
         death_timeout: float | None = None,
         nanny: str | None = None,
+        contact_address: str | None = None,
+        preload: Sequence[str] = (),
+        lifetime: float | None = None,
+        lifetime_stagger: float = 0.0,
         local_directory: str | None = None,
     ) -> None:
         self.scheduler_address = scheduler_address
@@ -123,12 +128,17 @@ class Worker:
         # How long to keep trying to reach the scheduler before giving up (None: forever).
         self.death_timeout = death_timeout
         self.gave_up: str | None = None  # why the worker gave up on its scheduler, if it did
+        self.retired = False  # the scheduler closed it, its data safe elsewhere
+        self._closing: asyncio.Future[None] | None = None
         # Its own scratch directory, made under this one (worker.local-directory; None: the
         # system's temporary directory) when it starts, removed when it closes.
         self._local_parent: str | None = config.fallback(local_directory,
                                                          "worker.local-directory")
         self.local_directory = ""
         self.nanny = nanny
+        # Where peers and the scheduler reach it, if not where it listens (NAT, containers).
+        self.contact_address = contact_address
+        self.lifecycle = Lifecycle(preload, lifetime, lifetime_stagger)
         self.data: dict[Any, Any] = {}
         self.extras = WorkerExtras(self)  # plugins, uploaded files, the log ring
         self.server = Server(
@@ -177,12 +187,14 @@ class Worker:
         self.loop = asyncio.get_running_loop()
         self._ids = msgs.StimulusIds(self.address)
         self._start_afresh()
+        await self.lifecycle.start(self)
         if self.nanny:  # at once: reaching the scheduler may take any time
             async with rpc(self.nanny, security=self.security, timeout=10) as nanny:
                 await nanny.__getattr__("worker-started")(address=self.address, pid=os.getpid())
         comm = await self._reach_scheduler()
         self._spawn(self._scheduler_link(comm))
         self._spawn(self._heartbeat())
+        self._spawn(self.lifecycle.retire_in_time(self))
         _running.append(self)
         logger.info("worker at %s, %d threads, scheduler %s", self.address, self.nthreads,
                     self.scheduler_address)
@@ -285,7 +297,12 @@ class Worker:
 
     @property
     def address(self) -> str:
-        return self.server.address
+        return self.contact_address or self.server.address
+
+    @property
+    def serving(self) -> bool:
+        """Not closed (nor closing: retired, given up, or told to)."""
+        return not self._closed.is_set()
 
     async def close(self) -> None:
         if self._closed.is_set():
@@ -306,6 +323,7 @@ class Worker:
         self._resume_all()
         if self.client is not None:
             await asyncio.to_thread(self.client.close)
+        await self.lifecycle.close(self)
 
     def _resume_all(self) -> None:
         """Let every task waiting in ``rejoin()`` go on (the worker starts afresh or ends)."""
@@ -486,13 +504,25 @@ class Worker:
     def _on_heartbeat_ack(self, msg: msgs.HeartbeatAck) -> None:
         self.latency = time.monotonic() - self._heartbeat_sent
 
+    def _on_close_worker(self, msg: msgs.CloseWorker) -> None:
+        logger.info("closing: %s by the scheduler", msg.reason or "retired")
+        self.retired = True
+        # Not one of ``_tasks``, which closing cancels.
+        self._closing = asyncio.ensure_future(self.close())
+
     def _on_add_plugin(self, msg: msgs.AddWorkerPlugin) -> None:
         self.extras.add_soon(msg.name, msg.plugin)
 
     # The messages from the scheduler the server acts on itself; all others are stimuli.
     OWN_MESSAGES: ClassVar[dict[type[msgs.Message], Callable[[Any, Any], None]]] = {
         msgs.HeartbeatAck: _on_heartbeat_ack, msgs.AddWorkerPlugin: _on_add_plugin,
+        msgs.CloseWorker: _on_close_worker,
     }
+
+    def tell_scheduler(self, kind: type[msgs.FromWorker], **fields: Any) -> None:
+        """Send the scheduler a ``kind`` message (dropped if the link is down)."""
+        with contextlib.suppress(CommClosedError):
+            self.batched.send(kind(stimulus_id=self._new_id(), **fields).to_wire())
 
     def _new_id(self) -> str:
         """An id for a stimulus that starts here: ``<address>-<n>``."""

@@ -7,7 +7,8 @@ Theory of operation
   ``memory`` (or ``error``). A task that needs resources (``{"GPU": 1}``) runs only
   while that much of them is free; tasks behind it that fit go first. Inputs held
   elsewhere are ``fetch`` tasks: they move to ``flight`` while a transfer brings them,
-  or ``missing`` once no holder is left.
+  or ``missing`` once no holder is left. Copies the scheduler asks for
+  (``AcquireReplicas``, from a retiring worker) are fetched the same way and kept.
 * Transfers are batched per peer (up to ``transfer_message_target_bytes``), one per
   peer at a time and at most ``max_concurrent_transfers`` overall, inputs of the most
   urgent tasks first. A worker never fetches from itself.
@@ -507,6 +508,7 @@ HANDLERS: dict[type[ev.Stimulus], Callable[[WorkerState, Any], None]] = {
     ev.Secede: WorkerState._on_Secede,
     ev.Rejoin: WorkerState._on_Rejoin,
     ev.RemoveWorkerPeer: WorkerState._on_RemoveWorkerPeer,
+    ev.AcquireReplicas: WorkerState._on_AcquireReplicas,
     ev.UpdateData: WorkerState._on_UpdateData,
     ev.ExecuteSuccess: WorkerState._on_ExecuteSuccess,
     ev.ExecuteFailure: WorkerState._on_ExecuteFailure,
