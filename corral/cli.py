@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import logging
 import os
-import re
 import signal
 import sys
 from collections.abc import Coroutine
@@ -24,7 +23,8 @@ from corral.credentials import (
     write_scheduler_file,
 )
 from corral.deploy import lifeline
-from corral.exceptions import CommError, CredentialsFileError, HandshakeError
+from corral.exceptions import BadMemoryLimit, CommError, CredentialsFileError, HandshakeError
+from corral.memory_limit import parse_memory_limit
 from corral.security import (
     TOKEN_ENV,
     TOKEN_FILE_ENV,
@@ -36,19 +36,31 @@ from corral.security import (
     scheme_for,
 )
 from corral.utils import run_async
+from corral.worker.memory import thresholds_from
 
 logger = logging.getLogger("corral.cli")
 
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # fmt: skip
-
-
-def parse_bytes(text: str) -> int:
-    """``'4GiB'`` → 4294967296; ``'1.5 GB'`` → 1500000000."""
-    match = re.fullmatch(r"\s*([\d.]+)\s*([a-zA-Z]*)\s*", text)
-    if not match or match.group(2).lower() not in _UNITS:
-        raise click.BadParameter(f"not a size: {text!r} (try 4GiB or 500MB)")
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+def memory_options(command: Any) -> Any:
+    """Where a worker spills, and the fractions of its memory limit that matter."""
+    fraction = "Fraction of the memory limit {} ('false' turns it off) [{}]."
+    options = [
+        click.option("--local-directory", default=None,
+                     help="Where workers spill data to disk (each in a directory of its own, "
+                          "removed on exit) [the system's temporary directory]."),
+        click.option("--memory-target-fraction", default=None,
+                     help=fraction.format("beyond which data is spilled to disk", 0.6)),
+        click.option("--memory-spill-fraction", default=None,
+                     help=fraction.format("of process memory from which data is spilled "
+                                          "until back under target", 0.7)),
+        click.option("--memory-pause-fraction", default=None,
+                     help=fraction.format("of process memory at which the worker pauses", 0.8)),
+        click.option("--memory-terminate-fraction", default=None,
+                     help=fraction.format("of process memory at which the nanny restarts "
+                                          "the worker", 0.95)),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 def parse_resources(text: str) -> dict[str, float]:
@@ -300,8 +312,12 @@ def scheduler(
 @click.option("--nthreads", type=int, default=None, help="Threads per worker [cores / nworkers].")
 @click.option("--nworkers", type=int, default=1, show_default=True,
               help="Worker processes to run, each with its nanny.")
-@click.option("--memory-limit", default="0",
-              help="e.g. 4GiB; the nanny restarts a worker above it. 0 means no limit.")
+@click.option("--memory-limit", default="auto", show_default=True,
+              help="Per worker: 4GiB, 1e9, a fraction of this machine's memory (0.5), 'auto' "
+                   "(its memory, or the cgroup's limit, shared among these workers by "
+                   "threads) or 0 for none. Data spills to disk from 0.6 of it, the worker "
+                   "pauses at 0.8 and its nanny restarts it at 0.95 (see docs/memory.md).")
+@memory_options
 @click.option("--no-nanny", is_flag=True,
               help="Run the worker(s) in this process, with no nanny to restart them.")
 @click.option("--death-timeout", type=float, default=None,
@@ -322,6 +338,11 @@ def worker(
     nthreads: int | None,
     nworkers: int,
     memory_limit: str,
+    local_directory: str | None,
+    memory_target_fraction: str | None,
+    memory_spill_fraction: str | None,
+    memory_pause_fraction: str | None,
+    memory_terminate_fraction: str | None,
     no_nanny: bool,
     name: str,
     resources: str,
@@ -346,27 +367,38 @@ def worker(
                                           scheduler_file)
     if not scheduler_address:
         raise click.UsageError("give SCHEDULER_ADDRESS or --scheduler-file")
-    limit = parse_bytes(memory_limit)
     supplied = parse_resources(resources)
     cores = os.cpu_count() or 1
     threads = nthreads or max(1, cores // max(nworkers, 1))
     scheme = scheme_for(security)
+    fractions = {"target": memory_target_fraction, "spill": memory_spill_fraction,
+                 "pause": memory_pause_fraction, "terminate": memory_terminate_fraction}
+    try:
+        limit = parse_memory_limit(memory_limit, share=1 / max(nworkers, 1))
+        thresholds = thresholds_from(**fractions)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
 
     worker_args = ("--resources", resources,
-                   *(() if death_timeout is None else ("--death-timeout", str(death_timeout))))
+                   *(() if death_timeout is None else ("--death-timeout", str(death_timeout))),
+                   *(() if local_directory is None else ("--local-directory", local_directory)),
+                   *(arg for name, value in fractions.items() if value is not None
+                     for arg in (f"--memory-{name}-fraction", value)))
     servers: list[Worker | Nanny] = []
     for i in range(nworkers):
         label = f"{name}-{i}" if name and nworkers > 1 else name
         if no_nanny:
             servers.append(Worker(
                 scheduler_address, nthreads=threads, name=label, memory_limit=limit,
+                memory_thresholds=thresholds, local_directory=local_directory,
                 resources=supplied, security=security, death_timeout=death_timeout,
                 nanny=os.environ.get(NANNY_ENV),
             ))
         else:
             servers.append(Nanny(
                 scheduler_address, nthreads=threads, name=label, host=host,
-                worker_port=port if nworkers == 1 else 0, memory_limit=limit, security=security,
+                worker_port=port if nworkers == 1 else 0, memory_limit=limit,
+                terminate_fraction=thresholds.terminate, security=security,
                 liveness_timeout=liveness_timeout, worker_args=worker_args,
             ))
 
@@ -379,7 +411,7 @@ def worker(
 
     try:
         run_async(_serve_until_signalled(*servers, starting=start()))
-    except (OSError, TimeoutError, RuntimeError) as e:  # expected: one line, no traceback
+    except (OSError, TimeoutError, RuntimeError, BadMemoryLimit) as e:  # one line, no traceback
         if not any(s.gave_up for s in servers):  # (a worker that gave up has said why)
             logger.error("%s", e, exc_info=logger.isEnabledFor(logging.DEBUG))
             sys.exit(1)

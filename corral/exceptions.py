@@ -16,6 +16,7 @@
     ├── CredentialsFileError (PermissionError) a scheduler file that cannot be written safely
     ├── UnknownOperationError (KeyError)       a message named an op the server has no handler for
     ├── InvalidMessage (ValueError)            a message's fields are not what its op declares
+    ├── BadMemoryLimit (ValueError)            a memory limit that is unreadable or too small
     ├── InvalidTransition                      a state machine was asked for an impossible move
     ├── UnknownStimulus (TypeError)            a stimulus type no handler is listed for
     ├── DataLostError                          the only copy of unrecomputable data is gone
@@ -129,3 +130,7 @@ class KilledWorker(CorralError):
 
 class ClientClosedError(CorralError):
     """A client, or a future of it, was used after the client was closed."""
+
+
+class BadMemoryLimit(CorralError, ValueError):
+    """A memory limit that cannot be parsed, or is too small to start a worker."""

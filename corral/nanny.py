@@ -12,7 +12,8 @@ Theory of operation
   back every time, and a task that keeps killing workers is stopped by the scheduler's
   ``KilledWorker``), after a backoff that doubles with every consecutive death of a
   worker that never came up (a broken environment must not spin); memory above
-  ``memory_limit`` (RSS via psutil) means SIGKILL and a restart; and a worker that
+  ``terminate_fraction`` (0.95) of ``memory_limit`` (RSS via psutil) means SIGKILL and
+  a restart (the worker itself spills and pauses well before); and a worker that
   cannot answer ``identity`` within ``liveness_timeout`` (its event loop is blocked) is
   killed and restarted too.
 * A worker that exits with status 0 has been told to go, and one that exits with
@@ -56,6 +57,7 @@ class Nanny:
         host: str = "127.0.0.1",
         worker_port: int = 0,
         memory_limit: int = 0,
+        terminate_fraction: float | None = 0.95,
         security: Security | None = None,
         check_interval: float = 0.2,
         liveness_interval: float = 2.0,
@@ -68,6 +70,7 @@ class Nanny:
         self.host = host
         self.worker_port = worker_port
         self.memory_limit = memory_limit
+        self.terminate_fraction = terminate_fraction
         self.security = security
         self.check_interval = check_interval
         self.liveness_interval = liveness_interval
@@ -184,14 +187,16 @@ class Nanny:
                 await self._replace(reason)
 
     def _over_memory(self) -> str | None:
-        if not self.memory_limit or self.process is None:
+        if not self.memory_limit or not self.terminate_fraction or self.process is None:
             return None
         try:
             rss = psutil.Process(self.process.pid).memory_info().rss
         except psutil.Error:
             return None
-        if rss > self.memory_limit:
-            return f"worker used {rss} bytes of memory, over its limit of {self.memory_limit}"
+        if rss > self.terminate_fraction * self.memory_limit:
+            return (f"worker used {rss / 2**20:.0f} MiB of memory, over "
+                    f"{self.terminate_fraction:g} of its limit of "
+                    f"{self.memory_limit / 2**20:.0f} MiB")
         return None
 
     async def _unresponsive(self) -> str | None:

@@ -11,16 +11,18 @@ from __future__ import annotations
 import asyncio
 import atexit
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from corral.credentials import forget, remember
 from corral.deploy.dashboard import attach_dashboard
 from corral.deploy.process import WorkerProcess, child_environment, worker_command
+from corral.memory_limit import parse_memory_limit
 from corral.scheduler import Scheduler
 from corral.security import Security, scheme_for
 from corral.utils import LoopRunner, close_at_exit
 from corral.worker import Worker
+from corral.worker.memory import Thresholds, thresholds_from
 
 if TYPE_CHECKING:
     from corral.dashboard.app import Dashboard
@@ -41,6 +43,9 @@ class LocalCluster:
         host: str = "127.0.0.1",
         scheduler_port: int = 0,
         nanny: bool = True,
+        memory_limit: str | float | None = "auto",
+        memory_thresholds: Thresholds | Mapping[str, Any] | None = None,
+        local_directory: str | None = None,
         worker_options: Sequence[str] = (),
         **scheduler_options: Any,
     ) -> None:
@@ -53,7 +58,21 @@ class LocalCluster:
         self.threads_per_worker = threads_per_worker
         self.processes = processes
         self.nanny = nanny and processes  # in-process workers have no process to restart
-        self.worker_options = tuple(worker_options)  # extra ``corral worker`` flags
+        # Per worker: "auto" shares this machine's memory among the workers by threads.
+        self.memory_limit = parse_memory_limit(memory_limit, share=1 / max(n_workers, 1))
+        if memory_thresholds is None or isinstance(memory_thresholds, Thresholds):
+            self.memory_thresholds = memory_thresholds or Thresholds()
+        else:
+            self.memory_thresholds = thresholds_from(**memory_thresholds)
+        self.local_directory = local_directory
+        memory_flags = ["--memory-limit", str(self.memory_limit)]
+        for name in ("target", "spill", "pause", "terminate"):
+            value = getattr(self.memory_thresholds, name)
+            memory_flags += [f"--memory-{name}-fraction", "false" if value is None else str(value)]
+        if local_directory is not None:
+            memory_flags += ["--local-directory", local_directory]
+        # extra ``corral worker`` flags (the user's last, so that theirs win)
+        self.worker_options = (*memory_flags, *worker_options)
         # Authenticated by default: a fresh token the user never has to see or pass on.
         self.security = Security.generate() if security is None else security
         self.host = host
@@ -138,7 +157,8 @@ class LocalCluster:
         else:
             handle = Worker(
                 self.scheduler_address, nthreads=self.threads_per_worker, name=name,
-                security=self.security,
+                security=self.security, memory_limit=self.memory_limit,
+                memory_thresholds=self.memory_thresholds, local_directory=self.local_directory,
             )
             await handle.start(f"{scheme_for(self.security)}://{self.host}:0")
         self.workers[name] = handle

@@ -40,6 +40,7 @@ HANDLERS: dict[type[ev.Stimulus], Handler] = {
     ev.ReleaseWorkerData: workers.release_worker_data,
     ev.MissingData: workers.missing_data,
     ev.StealResponse: workers.steal_response,
+    ev.WorkerPaused: workers.worker_paused,
     # from the clock
     ev.Tick: workers.tick,
 }

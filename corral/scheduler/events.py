@@ -37,6 +37,7 @@ from corral.messages import (
     TaskSpec,
     TaskStarted,
     UpdateGraph,
+    WorkerPaused,
 )
 from corral.messages import SchedulerAction as Action
 from corral.messages import SchedulerStimulus as Stimulus
@@ -49,7 +50,7 @@ __all__ = [
     "RemoveWorker", "ReportCancelled", "ReportKeyInMemory", "ReportTaskErred",
     "ReportTaskStarted", "ScatterData", "StealRequest", "StealResponse", "Stimulus",
     "TaskErred", "TaskFinished", "TaskSpec", "TaskStarted", "Tick", "UpdateGraph",
-    "WorkerHeartbeat",
+    "WorkerHeartbeat", "WorkerPaused",
 ]
 
 

@@ -86,6 +86,7 @@ class WorkerState:
     nbytes: int = 0
     occupancy: float = 0.0
     resources: dict[str, float] = field(default_factory=dict)  # totals, e.g. {"GPU": 2}
+    paused: bool = False  # over its memory's pause threshold: gets no new tasks
 
     def load(self) -> float:
         return self.occupancy / self.nthreads

@@ -19,8 +19,9 @@ from corral.messages import WorkerStimulus as Stimulus
 
 __all__ = [
     "ComputeTask", "Execute", "ExecuteFailure", "ExecuteSuccess", "FreeKeys", "GatherDep",
-    "GatherDepFailure", "GatherDepMissing", "GatherDepSuccess", "Instruction", "ReleaseData",
-    "RemoveWorkerPeer", "SendToScheduler", "StealRequest", "Stimulus", "UpdateData",
+    "GatherDepFailure", "GatherDepMissing", "GatherDepSuccess", "Instruction", "MemoryUsage",
+    "ReleaseData", "RemoveWorkerPeer", "SendToScheduler", "Spill", "StealRequest", "Stimulus",
+    "UpdateData",
 ]
 
 
@@ -77,6 +78,16 @@ class GatherDepFailure(Stimulus):
     reason: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class MemoryUsage(Stimulus):
+    """A sample of the worker's memory (``corral.worker.memory``): the process's RSS,
+    the bytes of values held in memory, and whether the last write to disk failed."""
+
+    rss: int
+    managed: int
+    spill_failed: bool = False
+
+
 # -- instructions -------------------------------------------------------------------------
 
 
@@ -113,3 +124,10 @@ class SendToScheduler(Instruction):
     """A message for the scheduler's batched stream."""
 
     msg: FromWorker
+
+
+@dataclass(frozen=True, slots=True)
+class Spill(Instruction):
+    """Write least recently used values to disk until ``target`` bytes are left in memory."""
+
+    target: int

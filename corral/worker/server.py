@@ -14,6 +14,8 @@ import functools
 import logging
 import os
 import pickle
+import shutil
+import tempfile
 import threading
 import time
 from collections import deque
@@ -26,13 +28,22 @@ from corral import messages as msgs
 from corral import runspec
 from corral.core import BatchedSend, Comm, ConnectionPool, Server, connect, rpc
 from corral.core.validate import checked
-from corral.exceptions import CommClosedError, CommError, ConnectTimeoutError, InvalidMessage
+from corral.exceptions import (
+    BadMemoryLimit,
+    CommClosedError,
+    CommError,
+    ConnectTimeoutError,
+    InvalidMessage,
+)
+from corral.memory_limit import parse_memory_limit
 from corral.protocol import dumps_pickle, loads_pickle
 from corral.security import Security
 from corral.sizeof import sizeof
 from corral.worker import events as ev
+from corral.worker.memory import Thresholds
 from corral.worker.reconnect import FATAL, Retry, describe
 from corral.worker.runner import Outcome, TaskRunner
+from corral.worker.spill import SpillBuffer
 from corral.worker.state import WorkerState
 
 logger = logging.getLogger("corral.worker")
@@ -72,7 +83,10 @@ class Worker:
         *,
         nthreads: int | None = None,
         name: str = "",
-        memory_limit: int = 0,
+        memory_limit: int | str | None = 0,
+        memory_thresholds: Thresholds | None = None,
+        local_directory: str | None = None,
+        memory_monitor_interval: float = 0.1,
         resources: dict[str, float] | None = None,
         security: Security | None = None,
         heartbeat_interval: float = 1.0,
@@ -84,7 +98,12 @@ class Worker:
         self.scheduler_address = scheduler_address
         self.nthreads = nthreads or os.cpu_count() or 1
         self.name = name
-        self.memory_limit = memory_limit
+        self.memory_limit = parse_memory_limit(memory_limit, share=1.0)
+        self.thresholds = memory_thresholds or Thresholds()
+        self.memory_monitor_interval = memory_monitor_interval
+        # Spilled data goes to a directory of its own, under local_directory if given,
+        # removed when the worker closes.
+        self.local_directory = tempfile.mkdtemp(prefix="corral-worker-", dir=local_directory)
         self.resources = dict(resources or {})
         self.security = security
         self.heartbeat_interval = heartbeat_interval
@@ -95,7 +114,7 @@ class Worker:
         self.death_timeout = death_timeout
         self.gave_up: str | None = None  # why the worker gave up on its scheduler, if it did
         self.nanny = nanny
-        self.data: dict[Any, Any] = {}
+        self.data: dict[Any, Any] | SpillBuffer = self._new_store()
         self.server = Server(
             {
                 "get_data": self.get_data,
@@ -131,6 +150,7 @@ class Worker:
 
         Waits for the scheduler as long as it takes, or up to ``death_timeout`` seconds.
         """
+        self._check_memory_limit()
         await self.server.listen(address)
         self._ids = msgs.StimulusIds(self.address)
         self._start_afresh()
@@ -140,6 +160,8 @@ class Worker:
         comm = await self._reach_scheduler()
         self._spawn(self._scheduler_link(comm))
         self._spawn(self._heartbeat())
+        if self.memory_limit:
+            self._spawn(self._monitor_memory())
         _running.append(self)
         logger.info("worker at %s, %d threads, scheduler %s", self.address, self.nthreads,
                     self.scheduler_address)
@@ -152,7 +174,8 @@ class Worker:
             task.cancel()
         self.data.clear()
         self._fetched.clear()
-        self.state = WorkerState(self.address, self.nthreads, resources=self.resources)
+        self.state = WorkerState(self.address, self.nthreads, resources=self.resources,
+                                 memory_limit=self.memory_limit, thresholds=self.thresholds)
         runner: TaskRunner | None = None
 
         def on_outcomes(outcomes: list[Outcome]) -> None:
@@ -256,6 +279,9 @@ class Worker:
         await self.pool.close()
         if self._runner is not None:
             self._runner.shutdown()
+        if isinstance(self.data, SpillBuffer):
+            await asyncio.to_thread(self.data.close)  # waits for a spill under way
+        shutil.rmtree(self.local_directory, ignore_errors=True)
 
     async def finished(self) -> None:
         """Wait until the worker has closed (e.g. because the scheduler went away)."""
@@ -290,6 +316,9 @@ class Worker:
             for key in instruction.keys:
                 self.data.pop(key, None)
                 self._fetched.discard(key)
+        elif isinstance(instruction, ev.Spill):
+            if isinstance(self.data, SpillBuffer):
+                self.data.async_evict_until_below_target(instruction.target)
         elif isinstance(instruction, ev.SendToScheduler):
             with contextlib.suppress(CommClosedError):
                 self.batched.send(instruction.msg.to_wire())
@@ -299,15 +328,18 @@ class Worker:
     def _execute(self, key: Any) -> None:
         assert self.state is not None
         assert self._runner is not None
-        task = self.state.tasks[key]
-        inputs = {dep: self.data[dep] for dep in task.dependencies}
+        tasks = self.state.tasks
+        task = tasks[key]
         self.stats["local_input_bytes"] += sum(
-            sizeof(v) for k, v in inputs.items() if k not in self._fetched
+            tasks[k].nbytes for k in task.dependencies if k not in self._fetched
         )
         run_spec = task.run_spec
         assert run_spec is not None  # the state machine executes only tasks it was given
+        data, dependencies = self.data, task.dependencies
 
         def call() -> Any:
+            # On the task's thread: a spilled input is read back from disk here.
+            inputs = {dep: data[dep] for dep in dependencies}
             fn, args, kwargs = runspec.unpack(run_spec)
             if inputs:
                 args, kwargs = runspec.substitute((args, kwargs), inputs)
@@ -425,8 +457,11 @@ class Worker:
             transfers = list(self._transfer_log)
             self._transfer_log.clear()
             self._heartbeat_sent = time.monotonic()
-            beat = msgs.Heartbeat(stimulus_id=self._new_id(), metrics=self.metrics(),
-                                  transfers=tuple(transfers))
+            metrics = self.metrics()
+            beat = msgs.Heartbeat(
+                stimulus_id=self._new_id(), metrics=metrics, transfers=tuple(transfers),
+                **{k: metrics.pop(k) for k in ("managed", "spilled", "spilled_disk",
+                                               "unmanaged", "paused")})
             with contextlib.suppress(CommClosedError):
                 self.batched.send(beat.to_wire())
 
@@ -434,8 +469,16 @@ class Worker:
         with self._process.oneshot():
             memory = self._process.memory_info().rss
             cpu = self._process.cpu_percent()
+        managed, spilled, spilled_disk = self.memory_use()
         return {
             "memory": memory,
+            "managed": managed,
+            "spilled": spilled,
+            "spilled_disk": spilled_disk,
+            "unmanaged": max(memory - managed, 0),
+            "paused": bool(self.state and self.state.paused),
+            "memory_limit": self.memory_limit,
+            "spilled_total": self.data.spilled_total if isinstance(self.data, SpillBuffer) else 0,
             "cpu": cpu,
             "keys": len(self.data),
             "executing": self.state.executing_count if self.state else 0,
@@ -443,6 +486,47 @@ class Worker:
             "latency": self.latency,
             "time": time.time(),
         }
+
+    # -- memory (the rules are corral.worker.memory's) ------------------------------------
+
+    def _new_store(self) -> dict[Any, Any] | SpillBuffer:
+        target = self.thresholds.bytes(self.thresholds.target, self.memory_limit)
+        if not self.memory_limit or (target == float("inf") and not self.thresholds.spill):
+            return {}
+        return SpillBuffer(os.path.join(self.local_directory, "spill"), target)
+
+    def _check_memory_limit(self) -> None:
+        """Refuse to start (one line saying why) if this process alone is over its pause
+        threshold: it would be paused, or restarted, before it ran anything."""
+        floor = self.thresholds.bytes(self.thresholds.pause or self.thresholds.terminate,
+                                      self.memory_limit)
+        rss = self._process.memory_info().rss
+        if rss > floor:
+            self.gave_up = (f"memory limit {self.memory_limit / 2**20:.0f} MiB is too small: "
+                            f"this worker uses {rss / 2**20:.0f} MiB before running anything")
+            logger.error("%s", self.gave_up)
+            raise BadMemoryLimit(self.gave_up)
+
+    def memory_use(self) -> tuple[int, int, int]:
+        """Bytes of managed data in memory, of spilled data (as in memory), on disk."""
+        data = self.data
+        if isinstance(data, SpillBuffer):
+            return data.managed, data.spilled, sum(data.disk.disk_bytes.values())
+        return sum(t.nbytes for t in self.state.tasks.values()
+                   if t.key in data) if self.state else 0, 0, 0
+
+    async def _monitor_memory(self) -> None:
+        """Feed the state machine a memory sample every ``memory_monitor_interval``."""
+        while True:
+            await asyncio.sleep(self.memory_monitor_interval)
+            data = self.data
+            managed = data.managed if isinstance(data, SpillBuffer) else 0
+            failed = isinstance(data, SpillBuffer) and data.spill_error is not None
+            self.handle(ev.MemoryUsage(stimulus_id=self._new_id(), rss=self._rss(),
+                                       managed=managed, spill_failed=failed))
+
+    def _rss(self) -> int:
+        return int(self._process.memory_info().rss)
 
     # -- handlers for peers and clients -------------------------------------------------
 
@@ -453,7 +537,10 @@ class Worker:
         Written here rather than returned, so that a value that cannot be sent is logged
         where it lives; the caller gets the cause as the error of its call.
         """
-        data = {k: self.data[k] for k in keys if k in self.data}
+        if isinstance(self.data, SpillBuffer):  # spilled values are read on its thread
+            data = await self.data.async_get(keys, missing="omit")
+        else:
+            data = {k: self.data[k] for k in keys if k in self.data}
         try:
             await comm.write(data)
         except CommClosedError:
