@@ -16,6 +16,7 @@ import logging
 import os
 import pickle
 import struct
+import threading
 import time
 from collections.abc import Iterator, MutableMapping
 from typing import Any
@@ -138,6 +139,7 @@ class SpillBuffer(zict.AsyncBuffer[Key, Any]):
         self.spill_error: str | None = None  # the last failed write to disk, until one works
         self._disk_failed_at = float("-inf")
         self.spilled_total = 0  # bytes (in memory) ever written to disk
+        self._reading = threading.Lock()
 
     @property
     def disk(self) -> _Disk:
@@ -152,6 +154,16 @@ class SpillBuffer(zict.AsyncBuffer[Key, Any]):
     def spilled(self) -> int:
         """Bytes (as they were in memory) of the values on disk."""
         return sum(self.disk.weights.values())
+
+    def __getitem__(self, key: Key) -> Any:
+        try:
+            return self.fast[key]
+        except KeyError:
+            pass
+        # zict 3.0 cannot read one spilled key back on two threads at once (a task's
+        # and a peer's fetch): the second fails with a KeyError. Reads from disk queue.
+        with self._reading:
+            return super().__getitem__(key)
 
     def __setitem__(self, key: Key, value: Any) -> None:
         self.unspillable.discard(key)
