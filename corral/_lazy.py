@@ -16,13 +16,15 @@ def lazy_exports(
     package: str, exports: Mapping[str, str]
 ) -> tuple[Callable[[str], object], Callable[[], list[str]]]:
     """``__getattr__`` and ``__dir__`` for ``package``, whose ``exports`` map each public
-    name to the module that defines it (a name must not also be a submodule's name)."""
+    name to the module that defines it, or to itself when the name is a submodule
+    (``"config": "corral.config"``: ``corral.config`` is the module)."""
 
     def __getattr__(name: str) -> object:
         module = exports.get(name)
         if module is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(module), name)
+        imported = importlib.import_module(module)
+        value = imported if module == f"{package}.{name}" else getattr(imported, name)
         setattr(sys.modules[package], name, value)  # found directly from now on
         return value
 

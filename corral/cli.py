@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from corral import __version__
+from corral import __version__, config
 from corral.credentials import (
     add_to_default_file,
     default_scheduler_file,
@@ -24,7 +24,7 @@ from corral.credentials import (
 )
 from corral.deploy import lifeline
 from corral.exceptions import BadMemoryLimit, CommError, CredentialsFileError, HandshakeError
-from corral.memory_limit import parse_memory_limit
+from corral.memory_limit import configured_thresholds, parse_memory_limit
 from corral.security import (
     TOKEN_ENV,
     TOKEN_FILE_ENV,
@@ -36,27 +36,24 @@ from corral.security import (
     scheme_for,
 )
 from corral.utils import run_async
-from corral.worker.memory import thresholds_from
 
 logger = logging.getLogger("corral.cli")
 
 def memory_options(command: Any) -> Any:
-    """Where a worker spills, and the fractions of its memory limit that matter."""
-    fraction = "Fraction of the memory limit {} ('false' turns it off) [{}]."
+    """The fractions of a worker's memory limit that matter (docs/memory.md)."""
+    fraction = "Fraction of the memory limit {} ('false' turns it off) [config worker.memory.{}]."
     options = [
-        click.option("--local-directory", default=None,
-                     help="Where workers spill data to disk (each in a directory of its own, "
-                          "removed on exit) [the system's temporary directory]."),
         click.option("--memory-target-fraction", default=None,
-                     help=fraction.format("beyond which data is spilled to disk", 0.6)),
+                     help=fraction.format("beyond which data is spilled to disk", "target")),
         click.option("--memory-spill-fraction", default=None,
                      help=fraction.format("of process memory from which data is spilled "
-                                          "until back under target", 0.7)),
+                                          "until back under target", "spill")),
         click.option("--memory-pause-fraction", default=None,
-                     help=fraction.format("of process memory at which the worker pauses", 0.8)),
+                     help=fraction.format("of process memory at which the worker pauses",
+                                          "pause")),
         click.option("--memory-terminate-fraction", default=None,
                      help=fraction.format("of process memory at which the nanny restarts "
-                                          "the worker", 0.95)),
+                                          "the worker", "terminate")),
     ]
     for option in reversed(options):
         command = option(command)
@@ -205,7 +202,8 @@ LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"], case_sensitive=
 
 def _set_log_level(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
     if value:
-        os.environ[LOG_LEVEL_ENV] = value.lower()
+        os.environ[LOG_LEVEL_ENV] = value.lower()  # CORRAL_LOG_LEVEL is config "log-level"
+        config.set({"log-level": value.lower()})
         logging.getLogger("corral").setLevel(value.upper())
 
 
@@ -213,7 +211,7 @@ def log_level_option(command: Any) -> Any:
     """``--log-level`` on each command, as well as before it."""
     return click.option("--log-level", type=LOG_LEVELS, expose_value=False, is_eager=True,
                         callback=_set_log_level,
-                        help="How much to log to stderr [info].")(command)
+                        help="How much to log to stderr [config log-level: info].")(command)
 
 
 @click.group()
@@ -224,17 +222,17 @@ def main() -> None:
     lifeline.inherit()  # die with the process that started this one, if one asked
     # One line per event: time, component logger (corral.scheduler, ...), level, message.
     logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("corral").setLevel(os.environ.get(LOG_LEVEL_ENV, "info").upper())
+    logging.getLogger("corral").setLevel(config.get("log-level").upper())
 
 
 @main.command()
 @log_level_option
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Interface to listen on; 0.0.0.0 (or '') accepts workers from other machines.")
-@click.option("--port", default=8786, show_default=True, type=int)
-@click.option("--dashboard-address", default=":8787", show_default=True,
+@click.option("--port", type=int, help="[config scheduler.port: 8786]")
+@click.option("--dashboard-address",
               help="[HOST]:PORT of the web dashboard and /metrics (host defaults to --host); "
-                   "'none' turns it off.")
+                   "'none' turns it off [config dashboard.address: :8787].")
 @click.option("--dashboard-allowed-host", "dashboard_allowed_hosts", multiple=True,
               help="Another host name the dashboard may be reached by (e.g. behind a reverse "
                    "proxy); repeatable. Its own addresses are always allowed.")
@@ -244,21 +242,25 @@ def main() -> None:
 @security_options
 @click.option("--no-auth", is_flag=True,
               help="Accept unauthenticated peers. Anyone who can connect can run code.")
-@click.option("--worker-ttl", default=30.0, show_default=True,
-              help="Seconds without a heartbeat after which a worker counts as dead.")
+@click.option("--worker-ttl", type=float,
+              help="Seconds without a heartbeat after which a worker counts as dead "
+                   "[config scheduler.worker-ttl: 30].")
 def scheduler(
     host: str,
-    port: int,
-    dashboard_address: str,
+    port: int | None,
+    dashboard_address: str | None,
     dashboard_allowed_hosts: tuple[str, ...],
     scheduler_file: str | None,
     no_auth: bool,
-    worker_ttl: float,
+    worker_ttl: float | None,
     **flags: Any,
 ) -> None:
     """Start a scheduler (with a fresh token unless given one, or --no-auth)."""
     from corral.deploy.dashboard import attach_dashboard
     from corral.scheduler import Scheduler
+
+    port = config.fallback(port, "scheduler.port")
+    dashboard_address = str(config.fallback(dashboard_address, "dashboard.address"))
 
     security = _scheduler_security(flags, no_auth)
 
@@ -312,11 +314,12 @@ def scheduler(
 @click.option("--nthreads", type=int, default=None, help="Threads per worker [cores / nworkers].")
 @click.option("--nworkers", type=int, default=1, show_default=True,
               help="Worker processes to run, each with its nanny.")
-@click.option("--memory-limit", default="auto", show_default=True,
+@click.option("--memory-limit", default=None,
               help="Per worker: 4GiB, 1e9, a fraction of this machine's memory (0.5), 'auto' "
                    "(its memory, or the cgroup's limit, shared among these workers by "
-                   "threads) or 0 for none. Data spills to disk from 0.6 of it, the worker "
-                   "pauses at 0.8 and its nanny restarts it at 0.95 (see docs/memory.md).")
+                   "threads) or 0 for none [config worker.memory-limit: auto]. Data spills to "
+                   "disk from 0.6 of it, the worker pauses at 0.8 and its nanny restarts it "
+                   "at 0.95 (see docs/memory.md).")
 @memory_options
 @click.option("--no-nanny", is_flag=True,
               help="Run the worker(s) in this process, with no nanny to restart them.")
@@ -331,14 +334,16 @@ def scheduler(
                    "with resources={'GPU': 1} runs only where and while one is free.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=0, type=int, help="Port to listen on [any free port].")
+@click.option("--local-directory", type=click.Path(file_okay=False),
+              help="Each worker's scratch directory is made under this "
+                   "[config worker.local-directory: the system's temporary directory].")
 @security_options
 def worker(
     scheduler_address: str | None,
     scheduler_file: str | None,
     nthreads: int | None,
     nworkers: int,
-    memory_limit: str,
-    local_directory: str | None,
+    memory_limit: str | None,
     memory_target_fraction: str | None,
     memory_spill_fraction: str | None,
     memory_pause_fraction: str | None,
@@ -350,6 +355,7 @@ def worker(
     port: int,
     death_timeout: float | None,
     liveness_timeout: float,
+    local_directory: str | None,
     **flags: Any,
 ) -> None:
     """Start worker(s) for the scheduler at SCHEDULER_ADDRESS.
@@ -374,8 +380,9 @@ def worker(
     fractions = {"target": memory_target_fraction, "spill": memory_spill_fraction,
                  "pause": memory_pause_fraction, "terminate": memory_terminate_fraction}
     try:
-        limit = parse_memory_limit(memory_limit, share=1 / max(nworkers, 1))
-        thresholds = thresholds_from(**fractions)
+        limit = parse_memory_limit(config.fallback(memory_limit, "worker.memory-limit"),
+                                   share=1 / max(nworkers, 1))
+        thresholds = configured_thresholds(**fractions)
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
 
@@ -390,9 +397,9 @@ def worker(
         if no_nanny:
             servers.append(Worker(
                 scheduler_address, nthreads=threads, name=label, memory_limit=limit,
-                memory_thresholds=thresholds, local_directory=local_directory,
+                memory_thresholds=thresholds,
                 resources=supplied, security=security, death_timeout=death_timeout,
-                nanny=os.environ.get(NANNY_ENV),
+                nanny=os.environ.get(NANNY_ENV), local_directory=local_directory,
             ))
         else:
             servers.append(Nanny(

@@ -21,26 +21,21 @@ from pathlib import Path
 
 import psutil
 
+from corral import config, utils
 from corral.exceptions import BadMemoryLimit
+from corral.worker.memory import Thresholds
 
 MIN_MEMORY_LIMIT = 100 * 2**20
-
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # fmt: skip
 
 _CGROUP_FILES = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
 
 
 def parse_bytes(text: str | float) -> int:
-    """``'4GiB'`` → 4294967296; ``'1.5 GB'`` → 1500000000; ``1e9`` → 1000000000."""
-    if isinstance(text, int | float):
-        return int(text)
-    number = r"\d+(?:\.\d*)?(?:e\d+)?|\.\d+"
-    match = re.fullmatch(rf"\s*({number})\s*([a-zA-Z]*)\s*", text.replace("_", ""))
-    if not match or match.group(2).lower() not in _UNITS:
-        raise BadMemoryLimit(f"not a size: {text!r} (try 4GiB or 500MB)")
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    """``corral.utils.parse_bytes``, refusing with ``BadMemoryLimit``."""
+    try:
+        return utils.parse_bytes(text)
+    except ValueError as e:
+        raise BadMemoryLimit(str(e)) from None
 
 
 def system_memory() -> int:
@@ -84,3 +79,25 @@ def parse_memory_limit(value: str | float | None, *, share: float = 1.0) -> int:
             f"or restarted before running anything; give at least "
             f"{MIN_MEMORY_LIMIT // 2**20} MiB, or 0 for no limit")
     return limit
+
+
+def configured_thresholds(**given: str | float | bool | None) -> Thresholds:
+    """Thresholds from options: a fraction, ``"0.7"``, or ``"false"``/``False`` to turn
+    one off; those not given (None) are the configured ones (``worker.memory.<name>``)."""
+    chosen: dict[str, float | None] = {}
+    for name in ("target", "spill", "pause", "terminate"):
+        value = config.fallback(given.pop(name, None), f"worker.memory.{name}")
+        if value is None:
+            chosen[name] = None
+            continue
+        if value is False or str(value).strip().lower() in ("false", "none", "off", "0"):
+            chosen[name] = None
+            continue
+        try:
+            chosen[name] = float(value)
+        except ValueError:
+            raise ValueError(f"memory threshold {name}={value!r}: give a fraction such as "
+                             f"0.7, or false to turn it off") from None
+    if given:
+        raise TypeError(f"unknown memory thresholds: {sorted(given)}")
+    return Thresholds(**chosen)

@@ -16,8 +16,10 @@ Rules
   scheduler's action, the message on the wire and the worker's stimulus; a
   ``TaskFinished`` is what the worker's state machine tells the scheduler and the
   scheduler's stimulus. The role markers (``SchedulerStimulus``, ``SchedulerAction``,
-  ``WorkerStimulus``) say which. Stimuli that never travel (a worker joining, a thread's
-  outcome) are declared next to their state machine, on the same markers.
+  ``WorkerStimulus``, and ``CoordinationStimulus``/``CoordinationAction`` for the
+  scheduler's locks, queues and variables) say which. Stimuli that never travel (a
+  worker joining, a thread's outcome) are declared next to their state machine, on the
+  same markers.
 * Every message carries a ``stimulus_id``: ``<origin>-<n>`` (``StimulusIds``), made by
   whoever caused it and kept by what follows from it, so a log can say why. Older
   peers send none: the receiver makes one.
@@ -30,9 +32,9 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Annotated, Any, ClassVar, Self, TypeVar
 
-from corral.basic_types import Amount, Count, Key
+from corral.basic_types import Amount, AtLeast, Count, Key
 from corral.exceptions import InvalidMessage
 
 M = TypeVar("M", bound="Message")
@@ -72,6 +74,16 @@ class SchedulerAction(Event):
 @dataclass(frozen=True, slots=True)
 class WorkerStimulus(Event):
     """Fed to ``WorkerState.handle``."""
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinationStimulus(Event):
+    """Fed to ``Coordination.handle`` (the scheduler's locks, queues, variables...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinationAction(Event):
+    """Returned by ``Coordination.handle``."""
 
 
 # -- directions ---------------------------------------------------------------------------
@@ -176,6 +188,15 @@ class RemoveWorkerPeer(ToWorker, WorkerStimulus):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AddWorkerPlugin(ToWorker):
+    """Set up this worker plugin (pickled by a client, opaque to the scheduler)."""
+
+    op = "plugin-add"
+    name: str
+    plugin: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class HeartbeatAck(ToWorker):
     """The answer to ``Heartbeat``: proves the link both ways."""
 
@@ -190,6 +211,23 @@ class TaskStarted(FromWorker, SchedulerStimulus):
     """The worker began executing ``key`` (it is to blame if the worker dies now)."""
 
     op = "task-started"
+    key: Key
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskSeceded(FromWorker, SchedulerStimulus):
+    """``key`` left its thread slot (``corral.secede()``): it runs on, waiting for tasks it
+    launched, but no longer counts as the worker's load."""
+
+    op = "task-seceded"
+    key: Key
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskRejoined(FromWorker, SchedulerStimulus):
+    """Seceded ``key`` has a thread slot again (``corral.rejoin()``): load once more."""
+
+    op = "task-rejoined"
     key: Key
 
 
@@ -382,6 +420,23 @@ class ClientDesiresKeys(FromClient, SchedulerStimulus):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RetryKeys(FromClient, SchedulerStimulus):
+    """Run these erred keys again, with the erred inputs they need (``Future.retry``)."""
+
+    op = "retry-keys"
+    keys: tuple[Key, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FireAndForget(FromClient, SchedulerStimulus):
+    """Run these keys to the end even if no client wants them any more
+    (``fire_and_forget``); their results are freed once done, unless someone wants them."""
+
+    op = "fire-and-forget"
+    keys: tuple[Key, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CancelKeys(FromClient, SchedulerStimulus):
     """The client cancels its futures for these keys.
 
@@ -418,6 +473,156 @@ class CloseClient(FromClient):
     op = "close-client"
 
 
+# -- coordination: client ↔ scheduler (decided by corral.scheduler.coordination) -----------
+
+# A value held on the scheduler (in a variable, a queue, a dataset): pickled by the client
+# and opaque to the scheduler, with the keys of the futures inside it, kept alive there
+# while it is held.
+Item = tuple[bytes, tuple[Key, ...]]
+# The kinds of named primitives; a name refers to one primitive of each kind.
+KINDS = ("lock", "semaphore", "event", "variable", "queue", "dataset")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CoordinationRequest(FromClient, CoordinationStimulus):
+    """A request to the primitive ``name`` of its kind; answered by exactly one
+    ``CoordinationReply`` with the same ``request`` number, unless cancelled first.
+    ``timeout`` (seconds; None: no limit) counts from ``now``, when it arrived."""
+
+    local_fields = frozenset({"client", "now"})
+    request: Count
+    name: str
+    now: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AcquireLease(CoordinationRequest):
+    """Take one of ``max_leases`` leases of a lock or semaphore, as ``lease``."""
+
+    op = "acquire-lease"
+    kind: str  # "lock" or "semaphore"
+    lease: str
+    max_leases: Annotated[int, AtLeast(1)] = 1
+    timeout: Amount | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReleaseLease(CoordinationRequest):
+    op = "release-lease"
+    kind: str
+    lease: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetEvent(CoordinationRequest):
+    op = "set-event"
+    value: bool  # set (True) or clear (False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WaitEvent(CoordinationRequest):
+    op = "wait-event"
+    timeout: Amount | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetVariable(CoordinationRequest):
+    op = "set-variable"
+    item: Item | None  # None deletes the variable
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GetVariable(CoordinationRequest):
+    """The variable's item, once it has one."""
+
+    op = "get-variable"
+    timeout: Amount | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PutQueue(CoordinationRequest):
+    """Append ``item``, waiting for room if the queue holds ``maxsize`` (0: unbounded)."""
+
+    op = "put-queue"
+    item: Item
+    maxsize: Count = 0
+    timeout: Amount | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GetQueue(CoordinationRequest):
+    """Take ``count`` items, oldest first, waiting for them; 0 takes all there are now."""
+
+    op = "get-queue"
+    count: Count = 1
+    timeout: Amount | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PublishDataset(CoordinationRequest):
+    op = "publish-dataset"
+    item: Item
+    override: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GetDataset(CoordinationRequest):
+    op = "get-dataset"
+    timeout: Amount | None = None  # None: answer at once, an error if it is not published
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnpublishDataset(CoordinationRequest):
+    op = "unpublish-dataset"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Inspect(CoordinationRequest):
+    """How the primitive ``name`` of ``kind`` stands: leases held, set or not, items
+    queued, ...; for kind "dataset", the names published (``name`` is ignored)."""
+
+    op = "inspect"
+    kind: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelWait(FromClient, CoordinationStimulus):
+    """The client gave up waiting on ``request`` (it timed out or was interrupted
+    locally): no reply is due, and a lease granted meanwhile is released."""
+
+    op = "cancel-wait"
+    request: Count
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RefreshLeases(FromClient, CoordinationStimulus):
+    """The client is alive: its leases last another lease timeout from ``now``."""
+
+    op = "refresh-leases"
+    local_fields = frozenset({"client", "now"})
+    now: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CoordinationReply(ToClient, CoordinationAction):
+    """The answer to ``request``: ``outcome`` "ok" (with ``value`` and ``items``),
+    "timeout", or "error" (``error`` says why, in one line)."""
+
+    op = "coordination-reply"
+    request: Count
+    outcome: str = "ok"
+    value: Any = None
+    items: tuple[Item, ...] = ()
+    error: str = ""
+
+
+# Coordination messages that need the time they arrived (``now``, set by the receiver).
+TIMED_OPS = frozenset({"acquire-lease", "release-lease", "set-event", "wait-event",
+                       "set-variable", "get-variable", "put-queue", "get-queue",
+                       "publish-dataset", "get-dataset", "unpublish-dataset", "inspect",
+                       "refresh-leases"})
+
+
 # -- reading ------------------------------------------------------------------------------
 
 
@@ -428,15 +633,18 @@ def _table(*classes: type[M]) -> dict[str, type[M]]:
 
 
 TO_WORKER: dict[str, type[ToWorker]] = _table(
-    ComputeTask, FreeKeys, StealRequest, RemoveWorkerPeer, HeartbeatAck)
+    ComputeTask, FreeKeys, StealRequest, RemoveWorkerPeer, HeartbeatAck, AddWorkerPlugin)
 FROM_WORKER: dict[str, type[FromWorker]] = _table(
     TaskStarted, TaskFinished, TaskErred, AddKeys, MissingData, ReleaseWorkerData,
-    StealResponse, WorkerPaused, Heartbeat)
+    StealResponse, WorkerPaused, Heartbeat, TaskSeceded, TaskRejoined)
 TO_CLIENT: dict[str, type[ToClient]] = _table(
-    ReportKeyInMemory, ReportTaskErred, ReportTaskStarted, ReportCancelled)
+    ReportKeyInMemory, ReportTaskErred, ReportTaskStarted, ReportCancelled,
+    CoordinationReply)
 FROM_CLIENT: dict[str, type[FromClient]] = _table(
     UpdateGraph, ClientReleasesKeys, ClientDesiresKeys, CancelKeys, ClientMissingData,
-    Scatter, CloseClient)
+    Scatter, CloseClient, AcquireLease, ReleaseLease, SetEvent, WaitEvent, SetVariable,
+    GetVariable, PutQueue, GetQueue, PublishDataset, GetDataset, UnpublishDataset, Inspect,
+    CancelWait, RefreshLeases, RetryKeys, FireAndForget)
 
 
 def read(table: Mapping[str, type[M]], msg: Any, new_id: Callable[[], str],

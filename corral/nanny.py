@@ -35,6 +35,7 @@ from typing import Any
 
 import psutil
 
+from corral import config
 from corral.core import Comm, Server, rpc
 from corral.deploy.lifeline import Lifeline
 from corral.deploy.process import GAVE_UP_STATUS, NANNY_ENV, child_environment, worker_command
@@ -42,7 +43,6 @@ from corral.security import Security
 
 logger = logging.getLogger("corral.nanny")
 
-MAX_BACKOFF = 10.0  # seconds, between starts of a worker that keeps dying before it is up
 
 
 class Nanny:
@@ -59,9 +59,9 @@ class Nanny:
         memory_limit: int = 0,
         terminate_fraction: float | None = 0.95,
         security: Security | None = None,
-        check_interval: float = 0.2,
-        liveness_interval: float = 2.0,
-        liveness_timeout: float = 30.0,
+        check_interval: float | None = None,
+        liveness_interval: float | None = None,
+        liveness_timeout: float | None = None,
         worker_args: tuple[str, ...] = (),
     ) -> None:
         self.scheduler_address = scheduler_address
@@ -72,9 +72,14 @@ class Nanny:
         self.memory_limit = memory_limit
         self.terminate_fraction = terminate_fraction
         self.security = security
-        self.check_interval = check_interval
-        self.liveness_interval = liveness_interval
-        self.liveness_timeout = liveness_timeout
+        # Unset knobs come from corral.config (nanny.*).
+        self.check_interval: float = config.fallback(check_interval, "nanny.check-interval")
+        self.liveness_interval: float = config.fallback(liveness_interval,
+                                                        "nanny.liveness-interval")
+        self.liveness_timeout: float = config.fallback(liveness_timeout,
+                                                       "nanny.liveness-timeout")
+        # The longest wait between starts of a worker that keeps dying before it is up.
+        self.max_backoff: float = config.get("nanny.max-backoff")
         self.worker_args = worker_args
         self.server = Server(
             {
@@ -230,7 +235,7 @@ class Nanny:
             self._failed_starts = 0
         else:
             self._failed_starts += 1
-            await asyncio.sleep(min(MAX_BACKOFF, 0.1 * 2**self._failed_starts))
+            await asyncio.sleep(min(self.max_backoff, 0.1 * 2**self._failed_starts))
             if self._closed.is_set():
                 return
         try:

@@ -146,11 +146,16 @@ def _ssl_context(security: Security, server_side: bool) -> ssl.SSLContext:
 
 
 def from_environment() -> Security | None:
-    """Credentials from ``CORRAL_TOKEN`` / ``CORRAL_TOKEN_FILE`` and ``CORRAL_TLS_*``."""
+    """Credentials from ``CORRAL_TOKEN`` / ``CORRAL_TOKEN_FILE`` and ``CORRAL_TLS_*``; TLS
+    files not named there come from ``corral.config`` (``tls.ca-file``, ...)."""
+    from corral import config
+
     token = os.environ.get(TOKEN_ENV)
     if not token and os.environ.get(TOKEN_FILE_ENV):
         token = read_token_file(os.environ[TOKEN_FILE_ENV])
-    ca, cert, key = (os.environ.get(n) for n in (TLS_CA_FILE_ENV, TLS_CERT_ENV, TLS_KEY_ENV))
+    ca, cert, key = (os.environ.get(name) or config.get(f"tls.{key}")
+                     for name, key in ((TLS_CA_FILE_ENV, "ca-file"), (TLS_CERT_ENV, "cert"),
+                                       (TLS_KEY_ENV, "key")))
     if not (token or ca):
         return None
     check_hostname = os.environ.get(TLS_CHECK_HOSTNAME_ENV, "") not in ("", "0")

@@ -170,13 +170,13 @@ def test_unpicklable_values_and_a_full_disk_do_not_crash_the_worker(tiny_disk):
             Client(cluster.scheduler_address) as client:
         (address,) = pid = worker_pids(client)
         odd = client.submit(unpicklable, pure=False)
-        data = client.map(noise, range(30))
+        data = client.map(noise, range(40))
         wait_until_blocking(
             lambda: client.scheduler_info()["workers"][address]["paused"], timeout=30)
         assert worker_pids(client) == pid  # alive, not restarted
-        assert not all(f.done() for f in data)  # paused before it all fit
-        first = next(f for f in data if f.done())
-        assert first.result(timeout=10).shape == (10 * MiB // 8,)  # still serves
+        assert data[0].result(timeout=10).shape == (10 * MiB // 8,)  # still serves
+        assert not all(f.done() for f in data)  # 400 MiB cannot fit: paused, not killed
+        first = data[0]
         del data, first
         wait_until_blocking(
             lambda: not client.scheduler_info()["workers"][address]["paused"],

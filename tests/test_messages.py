@@ -192,7 +192,7 @@ def test_an_unknown_stimulus_is_refused_by_the_worker_state_machine_by_name():
 
 @pytest.mark.parametrize(("table", "server", "role"), [
     (msgs.FROM_WORKER, SchedulerServer, msgs.SchedulerStimulus),
-    (msgs.FROM_CLIENT, SchedulerServer, msgs.SchedulerStimulus),
+    (msgs.FROM_CLIENT, SchedulerServer, msgs.SchedulerStimulus | msgs.CoordinationStimulus),
     (msgs.TO_WORKER, WorkerServer, msgs.WorkerStimulus),
 ], ids=["scheduler-from-worker", "scheduler-from-client", "worker-from-scheduler"])
 def test_every_message_a_server_reads_is_either_its_own_or_a_stimulus(table, server, role):
@@ -204,7 +204,8 @@ def test_every_message_a_server_reads_is_either_its_own_or_a_stimulus(table, ser
 
 
 def test_every_report_has_one_client_handler_and_every_action_a_destination():
-    assert set(REPORTS) == set(msgs.TO_CLIENT.values())
+    # Coordination replies answer requests (corral.client.requests), not keys.
+    assert set(REPORTS) | {msgs.CoordinationReply} == set(msgs.TO_CLIENT.values())
     actions = {obj for module in (msgs, ev) for obj in vars(module).values()
                if isinstance(obj, type) and issubclass(obj, msgs.SchedulerAction)
                and obj is not msgs.SchedulerAction}

@@ -352,9 +352,10 @@ async def test_nanny_restarts_a_worker_that_had_come_up_at_once_however_often_it
     earlier deaths, so restarts waited 0.2, 0.4 ... 10 s and the cluster sat empty. A
     worker that had come up is restarted at once; only one that dies before it comes
     up (a broken environment) is backed off, doubling."""
-    from corral.nanny import MAX_BACKOFF, Nanny
+    from corral.nanny import Nanny
 
     nanny = Nanny("tcp://127.0.0.1:1", nthreads=1)
+    MAX_BACKOFF = nanny.max_backoff
     slept: list[float] = []
     came_up = True
 

@@ -18,7 +18,8 @@ def test_all_is_complete_and_importable():
         name
         for name, value in vars(corral).items()
         if not name.startswith("_") and not isinstance(value, types.ModuleType)
-    }
+    } | {"config"}  # the one submodule that is public surface: corral.config.set(...)
+    assert isinstance(corral.config, types.ModuleType)
     assert public == set(corral.__all__) - {"__version__"}
     assert set(corral.__all__) <= set(dir(corral))
     for name in corral.core.__all__:

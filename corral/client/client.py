@@ -23,9 +23,19 @@ from urllib.parse import quote, urlsplit
 
 from corral import messages as msgs
 from corral import runspec
-from corral.client import fetch
-from corral.client.future import PENDING, Finished, Future, FutureState
+from corral.client import defaults, fetch, persist
+from corral.client.cluster import cluster_arguments, wait_for_workers
+from corral.client.extras import AsyncClientExtras
+from corral.client.future import (
+    PENDING,
+    Finished,
+    Future,
+    FutureState,
+    pickled_futures,
+    reading_client,
+)
 from corral.client.interface import ClientCore, ClusterLike
+from corral.client.requests import Requests
 from corral.client.tasks import addresses, task_message, task_options
 from corral.comm.addressing import normalize_address
 from corral.core import BatchedSend, Comm, ConnectionPool, connect
@@ -48,7 +58,7 @@ T = TypeVar("T")
 
 
 
-class AsyncClient(ClientCore):
+class AsyncClient(AsyncClientExtras, ClientCore):
     """Connects to a scheduler (or starts a ``LocalCluster`` when given no address)."""
 
     def __init__(
@@ -62,7 +72,11 @@ class AsyncClient(ClientCore):
         cluster_options: dict[str, Any] | None = None,
         reconnect_timeout: float = 20.0,
         scheduler_file: str | None = None,
+        set_as_default: bool = True,
+        **cluster_kwargs: Any,
     ) -> None:
+        self._cluster_options = cluster_arguments(address, cluster_options, cluster_kwargs)
+        self._set_as_default = set_as_default and runner is None  # a sync Client sets itself
         if address is not None and not isinstance(address, str):  # a cluster object
             security = security or address.security
             address = address.scheduler_address
@@ -76,7 +90,6 @@ class AsyncClient(ClientCore):
         self.id = name or f"client-{uuid.uuid4().hex[:12]}"
         self._ids = msgs.StimulusIds(self.id)  # every message it sends: "<id>-<n>"
         self._runner = runner  # set for sync clients: where blocking calls wait
-        self._cluster_options = cluster_options or {}
         self.cluster: Any = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.pool = ConnectionPool(security=security, timeout=timeout, name=self.id)
@@ -88,6 +101,7 @@ class AsyncClient(ClientCore):
         self._closed = False
         self._callback_pool: Any = None
         self._start_callbacks: dict[Hashable, Callable[[], None]] = {}  # see submit_many
+        self.requests = Requests(self)  # locks, queues, variables...: corral.client.requests
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -98,11 +112,15 @@ class AsyncClient(ClientCore):
 
             options = {"security": self.security, **self._cluster_options}
             self.cluster = await LocalCluster(asynchronous=True, **options)
+            if self._runner is not None:  # cluster.scale(n) blocks, as the client's calls do
+                self.cluster.run_on(self._runner)
             self.scheduler_address = self.cluster.scheduler_address
             self.security = self.cluster.security
             self.pool.security = self.security
         comm = await self._register(self.timeout)
         self._reader = asyncio.ensure_future(self._read_reports(comm))
+        if self._set_as_default:
+            defaults.set_default(self)
         return self
 
     async def _register(self, timeout: float) -> Comm:
@@ -151,8 +169,10 @@ class AsyncClient(ClientCore):
         if self._closed:
             return
         self._closed = True
+        defaults.forget(self)
         for state in list(self._states.values()):  # futures may be released meanwhile
             state.cancel("client closed")
+        self.requests.fail_all(ClientClosedError(f"this client ({self.id}) is closed"))
         # Release our keys now, not after a grace period.
         self._send(msgs.CloseClient(stimulus_id=self._ids()))
         await self._stream.close(timeout=2)
@@ -160,7 +180,7 @@ class AsyncClient(ClientCore):
             self._reader.cancel()
         await self.pool.close()
         if self.cluster is not None:
-            await self.cluster.close()
+            await self.cluster.aclose()
         if self._callback_pool is not None:
             self._callback_pool.shutdown(wait=False)
 
@@ -220,6 +240,9 @@ class AsyncClient(ClientCore):
                 state = self._states[key] = FutureState()
             return state
 
+    def holds(self, key: Hashable) -> bool:
+        return key in self._states
+
     def release_key(self, key: Hashable) -> None:
         with self._lock:
             self._refcount[key] -= 1
@@ -234,6 +257,10 @@ class AsyncClient(ClientCore):
 
     def _send(self, msg: msgs.FromClient) -> None:
         self._send_wire(msg.to_wire())
+
+    def send(self, msg: msgs.FromClient) -> None:
+        """On the loop: send ``msg`` to the scheduler on the client's stream."""
+        self._send(msg)
 
     def _send_wire(self, msg: dict[str, Any]) -> None:
         with contextlib.suppress(CommClosedError):
@@ -308,7 +335,8 @@ class AsyncClient(ClientCore):
         """Futures for ``fn(*args, **kwargs)`` per call; ``on_start(future)`` is called on
         the loop when its task starts on a worker (never, if it finishes unstarted)."""
         self.check_open()
-        function_bytes = runspec.pickle_function(fn)
+        with pickled_futures() as held_by_all:  # futures in a closure, say: see hold()
+            function_bytes = runspec.pickle_function(fn)
         name = getattr(fn, "__name__", type(fn).__name__).replace("<lambda>", "lambda")
         prepared = []  # every call checked before any future is made or task sent
         for args, kwargs in calls:
@@ -328,8 +356,11 @@ class AsyncClient(ClientCore):
             if known:  # an equal pure call already submitted: share its task
                 continue
             deps = list(dict.fromkeys(f.key for f in found))
-            tasks.append(task_message(key, runspec.pack(function_bytes, args, kwargs), deps, name,
-                               options))
+            with pickled_futures() as held:
+                run_spec = runspec.pack(function_bytes, args, kwargs)
+            if held or held_by_all:
+                futures[-1]._state.hold(held_by_all + held)
+            tasks.append(task_message(key, run_spec, deps, name, options))
         if on_start is not None:
             self.in_loop(self._watch_starts, futures, on_start)  # before the graph leaves
         if tasks:
@@ -358,6 +389,21 @@ class AsyncClient(ClientCore):
         from corral.client import dask_graph  # imports dask, an optional dependency
 
         return dask_graph.get(self, dsk, keys, **kwargs)
+
+    def persist(self, collections: Any, **kwargs: Any) -> Any:
+        """Start computing dask collections; the same collections, backed by futures whose
+        data stays on the cluster (``corral.client.persist``)."""
+        self.check_open()
+        return persist.persist(self, collections, **kwargs)
+
+    def compute(self, collections: Any, **kwargs: Any) -> Any:
+        """Start computing dask collections; a future of each one's value."""
+        self.check_open()
+        return persist.compute(self, collections, **kwargs)
+
+    def as_current(self) -> contextlib.AbstractContextManager[Any]:
+        """``with client.as_current():`` dask and ``default_client()`` use this client."""
+        return defaults.as_current(self)
 
     async def cancel(self, futures: Iterable[Future]) -> None:
         """Cancel these futures; tasks nobody else wants stop or never start.
@@ -388,6 +434,8 @@ class AsyncClient(ClientCore):
             if self._closed:
                 return
             self._stream.abort()
+            self.requests.fail_all(CommClosedError(
+                "lost the connection to the scheduler while waiting on it"))
             logger.warning("lost the connection to the scheduler; reconnecting for up to %s s",
                            self.reconnect_timeout)
             previous, unsent = self._scheduler_id, self._stream.unsent()
@@ -422,6 +470,9 @@ class AsyncClient(ClientCore):
             report = msgs.read(msgs.TO_CLIENT, msg, self._ids, client=self.id)
         except InvalidMessage as e:
             logger.warning("ignoring a malformed report from the scheduler: %s", e)
+            return
+        if isinstance(report, msgs.CoordinationReply):  # answers a request, names no key
+            self.requests.on_reply(report)
             return
         key = report.key  # type: ignore[attr-defined]  # every report names one
         state = self._states.get(key)
@@ -483,9 +534,37 @@ class AsyncClient(ClientCore):
     async def gather_keys(
         self, keys: list[Hashable], errors: str = "raise"
     ) -> dict[Hashable, Any]:
-        """Fetch values straight from the workers holding them (``fetch.gather_keys``)."""
-        return await fetch.gather_keys(self._states, self.pool, self._report_missing,
-                                       keys, errors)
+        """Fetch values straight from the workers holding them (``fetch.gather_keys``);
+        futures inside them become this client's."""
+        token = reading_client.set(self)
+        try:
+            return await fetch.gather_keys(self._states, self.pool, self._report_missing,
+                                           keys, errors)
+        finally:
+            reading_client.reset(token)
+
+    def adopt(self, key: Hashable) -> Future:
+        """A future for ``key``, made elsewhere (unpickled): this client wants it too."""
+        new = key not in self._states
+        future = Future(key, self)
+        if new:
+            self.in_loop(self._send, msgs.ClientDesiresKeys(stimulus_id=self._ids(),
+                                                             keys=(key,)))
+        return future
+
+    def retry_soon(self, futures: Iterable[Future]) -> None:
+        """Run failed tasks again, from any thread (``keeping.retry``)."""
+        from corral.client import keeping
+
+        keeping.retry(self, futures)
+
+    async def retry(self, futures: Iterable[Future]) -> None:
+        """Run the failed tasks of ``futures`` again (and the failed inputs they need)."""
+        self.retry_soon(futures)
+
+    def new_id(self) -> str:
+        """A stimulus id for a message from this client: ``<id>-<n>``."""
+        return self._ids()
 
     def _report_missing(self, key: Hashable, errant_worker: str) -> None:
         self._send(msgs.ClientMissingData(stimulus_id=self._ids(), key=key,
@@ -562,6 +641,11 @@ class AsyncClient(ClientCore):
                                       reply.get("traceback_text", ""))
             results[worker] = pickle.loads(reply["result"])
         return results
+
+    async def wait_for_workers(self, n: int = 1, timeout: float | None = None) -> None:
+        """Return once the cluster has at least ``n`` workers (``TimeoutError`` after
+        ``timeout`` seconds)."""
+        await wait_for_workers(self, n, timeout)
 
     async def restart(self) -> None:
         """Cancel every future and have the cluster drop all tasks and data."""

@@ -7,6 +7,12 @@ requested keys becomes one corral task whose run_spec calls the node with ``Depe
 placeholders for those values, and the whole graph goes to the scheduler in one
 update-graph message. Only ``get`` imports this module: ``import corral`` never
 imports dask.
+
+A corral ``Future`` in a graph is a reference to its key, which the cluster already
+holds: dask's converter turns a future that is a graph value into an alias of its key
+(a persisted collection's graph is ``{key: future}``: an alias of itself, i.e. no task
+to send), and a future among a task's arguments (``delayed(f)(future)``) becomes a
+``TaskRef`` here. Either way the key is a dependency, never a pickled future.
 """
 
 from __future__ import annotations
@@ -15,7 +21,17 @@ from collections.abc import Coroutine, Hashable, Iterable, Mapping
 from graphlib import TopologicalSorter
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from dask._task_spec import GraphNode, convert_legacy_graph, cull
+from dask._task_spec import (
+    Alias,
+    DataNode,
+    GraphNode,
+    Task,
+    TaskRef,
+    _execute_subgraph,
+    convert_legacy_graph,
+    cull,
+    parse_input,
+)
 from dask.core import flatten
 from dask.utils import key_split
 
@@ -55,18 +71,87 @@ def get(
     other schedulers (e.g. ``num_workers``) are ignored, as dask.distributed does.
     """
     options = task_options(workers, allow_other_workers, retries, priority, resources)
-    graph = convert_legacy_graph(dsk if isinstance(dsk, Mapping) else dsk.__dask_graph__())
-    wanted = list(dict.fromkeys(flatten([keys])))
+    futures, held = submit(client, dsk, list(flatten([keys])), options)
+    return _results(client, _shaped(keys, futures), futures, held)
+
+
+def submit(
+    client: ClientCore, dsk: Any, keys: list[Hashable], options: dict[str, Any]
+) -> tuple[dict[Hashable, Future], list[Future]]:
+    """Send the part of graph ``dsk`` that ``keys`` need, in one message; a future for
+    each of ``keys``, and the futures the graph held (keep them until the graph is sent:
+    their keys must not be released before its tasks depend on them)."""
+    raw = dsk if isinstance(dsk, Mapping) else dsk.__dask_graph__()
+    held = [v for v in raw.values() if isinstance(v, Future)]
+    graph = {k: _with_refs(node, held) for k, node in convert_legacy_graph(raw).items()}
+    for future in held:
+        if future.client is not client:
+            raise ValueError(f"the graph holds future {future.key!r} of another client; "
+                             "use futures only with the client that made them")
+    # The keys futures stand for: on the cluster already, nothing to send. (dask's
+    # optimizer may have culled them from the graph, an alias of itself being no task.)
+    existing = {k for k, node in graph.items() if isinstance(node, Alias) and node.target == k}
+    wanted: list[Any] = list(dict.fromkeys(keys))  # dask's keys: str, bytes, int, tuples
     for key in wanted:
         if key not in graph:
-            raise KeyError(key)
+            if not client.holds(key):
+                raise KeyError(key)
+            existing.add(key)
     tasks = [
         task_message(key, _run_spec(node), list(node.dependencies), key_split(key), options)
-        for key, node in _inputs_first(cull(graph, wanted))
+        for key, node in _inputs_first(cull(graph, wanted)) if key not in existing
     ]
     futures = {key: Future(key, client) for key in wanted}  # before the reports can arrive
-    client.send_graph(tasks, wanted)
-    return _results(client, _shaped(keys, futures), futures)
+    if tasks:
+        client.send_graph(tasks, [key for key in wanted if key not in existing])
+    return futures, held
+
+
+def _with_refs(node: GraphNode, found: list[Future]) -> GraphNode:
+    """``node``, with each future among a task's arguments (or an inline task's, or in
+    a list, tuple, set or dict among them) a reference to its key, and a data node
+    holding a future (``delayed(future)``) an alias of its key; the futures are
+    appended to ``found``."""
+    if type(node) is DataNode and isinstance(node.value, Future):
+        found.append(node.value)
+        return Alias(node.key, node.value.key)  # type: ignore[arg-type]
+    if type(node) is not Task:
+        return node
+    if node.func is _execute_subgraph:  # fused by dask's optimizer: refs become inputs
+        return _subgraph_with_refs(node, found)
+    args = tuple(_ref(a, found) for a in node.args)
+    kwargs = {k: _ref(v, found) for k, v in node.kwargs.items()}
+    if all(a is b for a, b in zip(args, node.args, strict=True)) and all(
+        kwargs[k] is v for k, v in node.kwargs.items()
+    ):
+        return node
+    return Task(node.key, node.func, *args, _data_producer=node.data_producer, **kwargs)
+
+
+def _subgraph_with_refs(node: Task, found: list[Future]) -> Task:
+    inner, outkey, inkeys, *deps = node.args
+    inside: list[Future] = []
+    new_inner = {k: _with_refs(v, inside) for k, v in inner.items()}
+    if not inside:
+        return node
+    found.extend(inside)
+    new_keys: list[Any] = [k for k in dict.fromkeys(f.key for f in inside) if k not in inkeys]
+    return Task(node.key, _execute_subgraph, new_inner, outkey, (*inkeys, *new_keys),
+                *deps, *(TaskRef(k) for k in new_keys))
+
+
+def _ref(arg: Any, found: list[Future]) -> Any:
+    if isinstance(arg, Future):
+        found.append(arg)
+        return TaskRef(arg.key)  # type: ignore[arg-type]
+    if isinstance(arg, GraphNode):
+        return _with_refs(arg, found)
+    inside: list[Future] = []
+    runspec.replace_in(arg, lambda x: x if isinstance(x, Future) else None, inside)
+    if not inside:
+        return arg
+    found.extend(inside)
+    return parse_input(arg)  # dask's own: a List/Dict/... node, each future an alias
 
 
 def _run_spec(node: GraphNode) -> Any:
@@ -90,7 +175,9 @@ def _shaped(keys: Any, futures: dict[Hashable, Future]) -> Any:
     return futures[keys]
 
 
-async def _results(client: ClientCore, shaped: Any, futures: dict[Hashable, Future]) -> Any:
+async def _results(
+    client: ClientCore, shaped: Any, futures: dict[Hashable, Future], held: list[Future]
+) -> Any:
     try:
         return await client.gather(shaped)
     finally:  # intermediate results were never wanted; the outputs are not needed either now

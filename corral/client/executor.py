@@ -60,7 +60,9 @@ class Executor(cf.Executor):
                 raise TypeError("client options cannot be applied to an existing Client")
             self._client, self._owns_client = address, False
         else:
-            self._client, self._owns_client = Client(address, **client_options), True
+            # Not dask's default scheduler: an executor is not a dask session.
+            options = {"set_as_default": False, **client_options}
+            self._client, self._owns_client = Client(address, **options), True
         # Reentrant: cancelling a twin (even from a finalizer) re-enters through _settled.
         self._lock = threading.RLock()
         self._calls: dict[Hashable, tuple[Future, _Call]] = {}  # pending, by task key

@@ -3,13 +3,21 @@
 All futures of one client for one key share a ``FutureState``; the client counts them,
 and when the last one is garbage collected the client tells the scheduler it no longer
 needs the key, so the data is freed on the workers.
+
+A future pickled (inside an object or a closure a task takes, or a result) travels as
+its key and turns into a future of the client where it is unpickled: a task's
+``get_client()``, or the client reading it, which tells the scheduler it wants the key
+too. The submitting client holds the futures pickled into a task until that task is
+done, so the key cannot be freed before the worker holds it in turn.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
-from collections.abc import Callable, Generator, Hashable, Iterable
+from collections.abc import Callable, Generator, Hashable, Iterable, Iterator
+from contextvars import ContextVar
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +34,7 @@ class FutureState:
         "callbacks",
         "event",
         "exception",
+        "held",
         "nbytes",
         "status",
         "traceback_text",
@@ -44,6 +53,7 @@ class FutureState:
         # idle Event (with its deque) costs ~1 KB — more than the rest of the state.
         self.event: asyncio.Event | None = None
         self.callbacks: list[Callable[[], None]] | None = None
+        self.held: list[Future] | None = None  # pickled into the task: kept till it is done
 
     def finish(self, who_has: tuple[str, ...], nbytes: int = 0, typename: str = "") -> None:
         self.status, self.who_has, self.nbytes, self.typename = FINISHED, who_has, nbytes, typename
@@ -81,7 +91,13 @@ class FutureState:
             self.callbacks = []
         self.callbacks.append(callback)
 
+    def hold(self, futures: list[Future]) -> None:
+        """Keep ``futures`` (pickled into this key's task) until the task is done."""
+        if self.status == PENDING:
+            self.held = [*(self.held or ()), *futures]
+
     def _done(self) -> None:
+        self.held = None
         if self.event is not None:
             self.event.set()
         callbacks, self.callbacks = self.callbacks, None
@@ -93,6 +109,12 @@ class Future:
     """A task's result on the cluster: ``result()``, ``await future``, ``done()``, ..."""
 
     __slots__ = ("__weakref__", "_released", "_state", "client", "key")
+    # dask's graphs take an object with this as a reference to the task named .key: a
+    # future inside a graph (delayed(f)(future), a persisted collection) is a dependency.
+    __dask_future__ = True
+
+    def __dask_tokenize__(self) -> object:
+        return ("corral.Future", self.key)
 
     def __init__(self, key: Hashable, client: ClientCore) -> None:
         self.key = key
@@ -108,7 +130,13 @@ class Future:
         return self._state.status != PENDING
 
     def cancelled(self) -> bool:
+        """True once the future is cancelled (by ``cancel()``, a restart, or its client
+        closing)."""
         return self._state.status == CANCELLED
+
+    def retry(self) -> None:
+        """Run a failed task again (and the failed inputs it needs); see ``Client.retry``."""
+        self.client.retry_soon([self])
 
     async def _wait(self) -> None:
         """Wait until done; a client closed before or meanwhile raises ``ClientClosedError``
@@ -166,9 +194,10 @@ class Future:
             pass
 
     def __reduce__(self) -> Any:
-        raise TypeError(
-            "a Future cannot be pickled; pass it to submit() as an argument to use its value"
-        )
+        pickled = _pickled.get()
+        if pickled is not None:
+            pickled.append(self)
+        return (_unpickle, (self.key,))
 
     def __repr__(self) -> str:
         extra = f", type: {self._state.typename}" if self._state.typename else ""
@@ -219,3 +248,69 @@ def _notify(on_finish: weakref.WeakMethod[Any], future: weakref.ref[Future]) -> 
     finished = on_finish()
     if finished is not None:
         finished(future())
+
+
+# -- travelling -----------------------------------------------------------------------------
+
+# While a client packs a task: the futures pickled into it (``pickled_futures``).
+_pickled: ContextVar[list[Future] | None] = ContextVar("corral_pickled", default=None)
+# While a client reads data (``gather``): the client that futures inside it belong to.
+reading_client: ContextVar[ClientCore | None] = ContextVar("corral_reading", default=None)
+
+
+@contextlib.contextmanager
+def pickled_futures() -> Iterator[list[Future]]:
+    """Collect the futures pickled inside the block (into a task's run_spec)."""
+    found: list[Future] = []
+    token = _pickled.set(found)
+    try:
+        yield found
+    finally:
+        _pickled.reset(token)
+
+
+def _unpickle(key: Hashable) -> Future:
+    """A pickled future, arriving: a future of the client at hand, or bound on first use."""
+    client = reading_client.get()
+    if client is None:
+        from corral.client.worker_client import client_in_task
+
+        client = client_in_task()
+    if client is None:
+        return LateFuture(key)
+    return client.adopt(key)
+
+
+class LateFuture(Future):
+    """A future unpickled where no client was at hand (a worker's event loop reading a
+    peer's data, say): it joins ``corral.get_client()`` when first used."""
+
+    __slots__ = ()
+
+    def __init__(self, key: Hashable) -> None:
+        self.key = key
+        self._released = False
+
+    def __getattr__(self, name: str) -> Any:  # only for the slots not yet set
+        if name not in ("client", "_state"):
+            raise AttributeError(name)
+        from corral.client.worker_client import get_client
+
+        bound = get_client().core.adopt(self.key)
+        self.client, self._state = bound.client, bound._state
+        bound._released = True  # its reference is ours now
+        return getattr(self, name)
+
+    def release(self) -> None:
+        with contextlib.suppress(AttributeError):
+            object.__getattribute__(self, "client")
+            super().release()
+            return
+        self._released = True  # never bound: nothing to give back
+
+    def __repr__(self) -> str:
+        try:
+            object.__getattribute__(self, "client")
+        except AttributeError:
+            return f"<Future: not bound to a client yet, key: {self.key}>"
+        return super().__repr__()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from corral.client.future import Future, FutureState
-    from corral.messages import TaskSpec
+    from corral.messages import FromClient, TaskSpec
     from corral.security import Security
     from corral.utils import LoopRunner
 
@@ -62,6 +62,9 @@ class ClientCore(Protocol):
     def release_key(self, key: Hashable) -> None:
         """One future fewer for ``key``; with none left, the scheduler may free it."""
 
+    def holds(self, key: Hashable) -> bool:
+        """Whether a future of this client stands for ``key`` (the cluster keeps it)."""
+
     def submit_many(
         self,
         fn: Callable[..., Any],
@@ -94,3 +97,15 @@ class ClientCore(Protocol):
 
     async def gather(self, futures: Any, errors: str = "raise") -> Any:
         """On the loop: the results of (nested structures of) futures."""
+
+    def adopt(self, key: Hashable) -> Future:
+        """A future for ``key`` made elsewhere (unpickled); the scheduler is told."""
+
+    def retry_soon(self, futures: Iterable[Future]) -> None:
+        """Run these futures' failed tasks again, without waiting."""
+
+    def send(self, msg: FromClient) -> None:
+        """On the loop: put ``msg`` on the stream to the scheduler."""
+
+    def new_id(self) -> str:
+        """A stimulus id for a message from this client."""

@@ -30,7 +30,7 @@ class PoolResult:
 
 class Pool:
     def __init__(self, center: str, *, security: Security | None = None) -> None:
-        self.client = Client(center, security=security)
+        self.client = Client(center, security=security, set_as_default=False)
 
     def map(self, fn: Callable[..., Any], seq: Iterable[Any]) -> list[PoolResult]:
         return [PoolResult(f) for f in self.client.map(fn, seq, pure=False)]

@@ -9,22 +9,27 @@ keys at once instead of after the grace period for a lost client.
 from __future__ import annotations
 
 import atexit
+import contextlib
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
+from corral.client import defaults, persist
 from corral.client.client import AsyncClient
+from corral.client.extras import ClientExtras
 from corral.client.future import Future
 from corral.client.interface import ClientCore, ClusterLike
 from corral.security import Security
 from corral.utils import LoopRunner, close_at_exit
 
 
-class Client:
+class Client(ClientExtras):
     """Submit work to a corral cluster and get futures back.
 
-    ``Client()`` starts a ``LocalCluster`` of its own; ``Client(address)`` connects to a
-    running scheduler. ``Client(..., asynchronous=True)`` returns an ``AsyncClient``
-    (to be awaited, or used with ``async with``) whose methods are coroutines.
+    ``Client()`` starts a ``LocalCluster`` of its own, with the cluster arguments given
+    (``Client(n_workers=4, threads_per_worker=1, memory_limit="2GiB")``, any argument of
+    ``LocalCluster``); ``Client(address)`` connects to a running scheduler.
+    ``Client(..., asynchronous=True)`` returns an ``AsyncClient`` (to be awaited, or
+    used with ``async with``) whose methods are coroutines.
     """
 
     # Any: an AsyncClient is not a Client, which mypy requires of __new__'s return type.
@@ -45,19 +50,27 @@ class Client:
         cluster_options: dict[str, Any] | None = None,
         reconnect_timeout: float = 20.0,
         scheduler_file: str | None = None,
+        set_as_default: bool = True,
+        **cluster_kwargs: Any,
     ) -> None:
         self._runner = LoopRunner("corral-client")
-        self._core = AsyncClient(
-            address, security=security, timeout=timeout, name=name, runner=self._runner,
-            cluster_options=cluster_options, reconnect_timeout=reconnect_timeout,
-            scheduler_file=scheduler_file,
-        )
+        try:
+            self._core = AsyncClient(
+                address, security=security, timeout=timeout, name=name, runner=self._runner,
+                cluster_options=cluster_options, reconnect_timeout=reconnect_timeout,
+                scheduler_file=scheduler_file, **cluster_kwargs,
+            )
+        except BaseException:
+            self._runner.stop()
+            raise
         try:
             self._runner.run(self._core.start(), timeout=timeout + 60)
         except BaseException:
             self._runner.stop()
             raise
         self._exit_hook = close_at_exit(self)
+        if set_as_default:  # dask's compute() and persist() run here from now on
+            defaults.set_default(self)
 
     # dask.compute(x, scheduler=client) uses client.get for any object whose class name
     # contains "Client", has a ``get``, and is not asynchronous.
@@ -114,6 +127,23 @@ class Client:
         """dask's scheduler interface: ``dask.compute(x, scheduler=client.get)``."""
         return self._run(self._core.get(dsk, keys, **kwargs))
 
+    def persist(self, collections: Any, **kwargs: Any) -> Any:
+        """Start computing dask collections; the same collections, backed by futures whose
+        data stays on the cluster. Options: ``optimize_graph``, ``workers``,
+        ``allow_other_workers``, ``retries``, ``priority``, ``resources``."""
+        self._core.check_open()
+        return persist.persist(self._core, collections, **kwargs)
+
+    def compute(self, collections: Any, **kwargs: Any) -> Any:
+        """Start computing dask collections; a future of each one's value (options as
+        for ``persist``)."""
+        self._core.check_open()
+        return persist.compute(self._core, collections, **kwargs)
+
+    def as_current(self) -> contextlib.AbstractContextManager[Any]:
+        """``with client.as_current():`` dask and ``default_client()`` use this client."""
+        return defaults.as_current(self)
+
     def scatter(
         self, data: Any, workers: str | Iterable[str] | None = None, broadcast: bool = False
     ) -> Any:
@@ -123,6 +153,10 @@ class Client:
     def cancel(self, futures: Iterable[Future]) -> None:
         """Cancel these futures; tasks nobody else wants stop or never start."""
         self._core.cancel_soon(futures)
+
+    def retry(self, futures: Iterable[Future]) -> None:
+        """Run the failed tasks of ``futures`` again (and the failed inputs they need)."""
+        self._core.retry_soon(futures)
 
     def who_has(self, futures: Iterable[Future] | None = None) -> dict[Hashable, list[str]]:
         """``{key: [addresses of the workers holding it]}`` for these futures (or all)."""
@@ -143,6 +177,11 @@ class Client:
         """Call ``fn(*args, **kwargs)`` on every worker (or those given); ``{address: result}``."""
         return self._run(self._core.run(fn, *args, workers=workers, **kwargs))
 
+    def wait_for_workers(self, n: int = 1, timeout: float | None = None) -> None:
+        """Return once the cluster has at least ``n`` workers (``TimeoutError`` after
+        ``timeout`` seconds)."""
+        self._run(self._core.wait_for_workers(n, timeout))
+
     def restart(self) -> None:
         """Cancel every future and have the cluster drop all tasks and data."""
         self._run(self._core.restart())
@@ -151,6 +190,7 @@ class Client:
         """Release this client's futures and disconnect; closes a cluster it started."""
         if self._runner.loop.is_closed():
             return
+        defaults.forget(self)
         atexit.unregister(self._exit_hook)
         try:
             if not self._core.closed:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import queue
-from collections.abc import AsyncIterator, Iterable, Iterator
+import threading
+from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
 from corral.client.future import Finished, Future
@@ -63,31 +64,86 @@ def wait(
 class as_completed:
     """Iterate futures as they finish: ``for f in as_completed(fs)`` / ``async for``.
 
-    With ``with_results=True`` yields ``(future, result)`` pairs.
+    With ``with_results=True`` yields ``(future, result)`` pairs. More futures may join
+    while iterating (``add``, ``update``); ``batches()`` yields lists of all the futures
+    done since the last one (``next_batch``); ``count()`` says how many are still to come.
     """
 
-    def __init__(self, futures: Iterable[Future], with_results: bool = False) -> None:
-        self.futures = list(futures)
+    def __init__(self, futures: Iterable[Future] = (), with_results: bool = False) -> None:
+        self.futures: list[Future] = []
         self.with_results = with_results
         self._queue: queue.SimpleQueue[Future] = queue.SimpleQueue()
-        self._remaining = len(self.futures)
+        self._lock = threading.Lock()
+        self._remaining = 0  # added and not yet yielded
         self._arrival: asyncio.Event | None = None  # made by ``async for``
-        for future in self.futures:
-            future.add_done_callback(self._arrived)
+        self.update(futures)
+
+    def add(self, future: Future) -> None:
+        """One more future to yield once it is done."""
+        with self._lock:
+            self._remaining += 1
+            self.futures.append(future)
+        future.add_done_callback(self._arrived)
+
+    def update(self, futures: Iterable[Future]) -> None:
+        """More futures to yield once they are done."""
+        for future in futures:
+            self.add(future)
+
+    def count(self) -> int:
+        """Futures added and not yet yielded (done or not)."""
+        return self._remaining
+
+    def is_empty(self) -> bool:
+        return self._remaining == 0
+
+    def has_ready(self) -> bool:
+        """Whether a done future waits to be yielded."""
+        return not self._queue.empty()
 
     def _arrived(self, future: Future) -> None:
         self._queue.put(future)
         if self._arrival is not None:  # asynchronous clients call this on their loop
             self._arrival.set()
 
-    def __iter__(self) -> Iterator[Any]:
-        while self._remaining:
-            future = self._queue.get()
-            self._remaining -= 1
-            yield (future, future.result()) if self.with_results else future
+    def _taken(self, futures: list[Future]) -> list[Any]:
+        with self._lock:
+            self._remaining -= len(futures)
+        if not self.with_results:
+            return futures
+        return [(f, f.result()) for f in futures]
 
-    async def __aiter__(self) -> AsyncIterator[Any]:
-        self._arrival = asyncio.Event()
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        if not self._remaining:
+            raise StopIteration
+        return self._taken([self._queue.get()])[0]
+
+    def next_batch(self, block: bool = True) -> list[Any]:
+        """Every future done and not yet yielded; with ``block``, waits for one if none
+        is (an empty list only once none is left)."""
+        batch = []
+        if block and self._remaining:
+            batch.append(self._queue.get())
+        with contextlib.suppress(queue.Empty):
+            while True:
+                batch.append(self._queue.get_nowait())
+        return self._taken(batch)
+
+    def batches(self) -> Iterator[list[Any]]:
+        """``next_batch()`` until no future is left."""
+        while self._remaining:
+            yield self.next_batch()
+
+    def __aiter__(self) -> as_completed:
+        if self._arrival is None:
+            self._arrival = asyncio.Event()
+        return self
+
+    async def __anext__(self) -> Any:
+        assert self._arrival is not None
         while self._remaining:
             try:
                 future = self._queue.get_nowait()
@@ -95,5 +151,7 @@ class as_completed:
                 self._arrival.clear()
                 await self._arrival.wait()
                 continue
-            self._remaining -= 1
-            yield (future, await future) if self.with_results else future
+            with self._lock:
+                self._remaining -= 1
+            return (future, await future) if self.with_results else future
+        raise StopAsyncIteration

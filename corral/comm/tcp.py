@@ -15,6 +15,7 @@ import ssl
 from collections import deque
 from typing import Any
 
+from corral import config
 from corral.comm.addressing import format_address, parse_address
 from corral.comm.base import Backend, Comm, ComSink, Frames, Listener
 from corral.comm.framing import FrameLimits, FrameReader, encode_header, frame_nbytes
@@ -31,7 +32,6 @@ _FOREIGN_STARTS = (
 )
 SMALL_MESSAGE = 64 * 1024  # below this, frames are joined into one write
 MAX_QUEUED_MESSAGES = 64  # stop reading from a peer whose messages nobody consumes
-WRITE_STALL_TIMEOUT = 60.0  # a peer that takes none of our bytes for this long is gone
 READ_CHUNK = 1 << 20  # bytes read per loop callback at most, so big frames share the loop
 # A peer behind a dead link sends no FIN: keepalive probes find it while we only read
 # (idle 10 s, then 3 probes 5 s apart), the user timeout while our data goes unacked.
@@ -127,9 +127,9 @@ class _FrameProtocol(asyncio.BufferedProtocol):
 
 
 class TCPComm(Comm):
-    write_stall_timeout = WRITE_STALL_TIMEOUT
-
     def __init__(self, protocol: _FrameProtocol, scheme: str = "tcp") -> None:
+        # A peer that takes none of our bytes for this long is gone.
+        self.write_stall_timeout: float = config.get("comm.write-stall-timeout")
         self._protocol = protocol
         super().__init__(protocol.reader.limits)
         transport = protocol.transport

@@ -15,6 +15,7 @@ import logging
 import socket
 import ssl
 
+from corral import config
 from corral.comm.addressing import format_address, parse_address
 from corral.comm.base import Backend, Comm, ComSink, Listener
 from corral.comm.framing import FrameLimits
@@ -30,7 +31,6 @@ from corral.refusals import RefusalLog
 
 logger = logging.getLogger("corral.comm")
 
-TLS_HANDSHAKE_TIMEOUT = 10.0
 TLS_RECORD_HANDSHAKE = 0x16  # the first byte of every TLS ClientHello
 PLAINTEXT_REFUSAL = "this server only accepts TLS: connect to its tls:// address with a certificate"
 
@@ -187,7 +187,7 @@ class TLSListener(Listener):
         # Keep our own reference: uvloop returns its TLS wrapper, not our protocol.
         protocol = _TLSFrameProtocol(self._limits)
         try:
-            async with asyncio.timeout(TLS_HANDSHAKE_TIMEOUT):
+            async with asyncio.timeout(config.get("comm.tls-handshake-timeout")):
                 first = await _first_byte(conn)
                 if first is None:
                     conn.close()
@@ -200,7 +200,7 @@ class TLSListener(Listener):
                     return
                 await loop.connect_accepted_socket(
                     lambda: protocol, conn, ssl=self._context,
-                    ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+                    ssl_handshake_timeout=config.get("comm.tls-handshake-timeout"),
                 )
         except (OSError, TimeoutError) as e:
             self._refusals.refuse(_reason(e), "refused: %s", describe(e, f"peer {peer}"))
@@ -233,7 +233,8 @@ class TLSBackend(Backend):
         try:
             await loop.create_connection(
                 lambda: protocol, parsed.host, port, ssl=tls,
-                server_hostname=parsed.host, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+                server_hostname=parsed.host,
+                ssl_handshake_timeout=config.get("comm.tls-handshake-timeout"),
             )
         except ssl.SSLError as e:
             raise TLSError(describe(e, address)) from None

@@ -6,17 +6,16 @@ import asyncio
 import time
 
 from corral import comm as transport
+from corral import config
 from corral.comm import DEFAULT_LIMITS, Comm, FrameLimits
 from corral.exceptions import CommClosedError, CommError, ConnectTimeoutError, HandshakeError
 from corral.protocol import ConnectionOptions, client_handshake
 from corral.security import Security
 
-DEFAULT_CONNECT_TIMEOUT = 10.0
-
 
 async def connect(
     address: str,
-    timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    timeout: float | None = None,
     *,
     security: Security | None = None,
     name: str = "",
@@ -27,8 +26,10 @@ async def connect(
     """Connect to a corral server and complete the handshake within ``timeout`` seconds.
 
     Connection attempts are retried with backoff; a refused handshake (wrong token,
-    version mismatch) is not, and raises its ``HandshakeError`` at once.
+    version mismatch) is not, and raises its ``HandshakeError`` at once. ``timeout=None``:
+    ``comm.connect-timeout`` from ``corral.config``.
     """
+    timeout = config.fallback(timeout, "comm.connect-timeout")
     deadline = time.monotonic() + timeout
     tls = security.ssl_context(server_side=False) if security else None
     comm = await transport.connect(address, timeout=timeout, tls=tls)

@@ -14,7 +14,7 @@ from typing import Any
 
 from corral.comm import Comm
 from corral.comm.addressing import normalize_address
-from corral.core.connect import DEFAULT_CONNECT_TIMEOUT, connect
+from corral.core.connect import connect
 from corral.core.remote_errors import ErrorReply
 from corral.security import Security
 
@@ -59,7 +59,7 @@ class ConnectionPool:
         self,
         limit: int = 512,
         *,
-        timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        timeout: float | None = None,
         security: Security | None = None,
         name: str = "",
         compression: str | None = None,
@@ -213,7 +213,7 @@ class rpc(_RemoteOps):
         self,
         address: str,
         *,
-        timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        timeout: float | None = None,
         security: Security | None = None,
         name: str = "",
         compression: str | None = None,

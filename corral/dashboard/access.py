@@ -17,11 +17,11 @@ import time
 
 import psutil
 
+from corral import config
 from corral.security import Security
 
 COOKIE = "corral-dashboard"
 SESSION_HOURS_ENV = "CORRAL_DASHBOARD_SESSION_HOURS"
-DEFAULT_SESSION_HOURS = 12.0
 WILDCARDS = ("", "0.0.0.0", "::")
 
 
@@ -46,10 +46,11 @@ def host_name(header: str) -> str:
 
 
 def session_lifetime() -> float:
-    """Seconds a dashboard login lasts: ``$CORRAL_DASHBOARD_SESSION_HOURS``, else 12 h."""
+    """Seconds a dashboard login lasts: ``$CORRAL_DASHBOARD_SESSION_HOURS``, else the
+    configured ``dashboard.session-hours`` (12 h)."""
     hours = os.environ.get(SESSION_HOURS_ENV, "")
     try:
-        return float(hours) * 3600 if hours else DEFAULT_SESSION_HOURS * 3600
+        return float(hours or config.get("dashboard.session-hours")) * 3600
     except ValueError:
         raise ValueError(f"${SESSION_HOURS_ENV} must be a number of hours, not {hours!r}") from None
 

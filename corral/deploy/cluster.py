@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections.abc import Sequence
 
+from corral import config
 from corral.comm.addressing import normalize_address, parse_address
 from corral.core.rpc import rpc  # the function: `corral.core.rpc` is also its module
 from corral.credentials import forget, remember
@@ -22,7 +23,6 @@ from corral.security import TOKEN_ENV, Security
 from corral.utils import run_async
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "", "0.0.0.0"}
-STARTUP_TIMEOUT = 60.0
 
 
 def is_local(host: str) -> bool:
@@ -104,8 +104,9 @@ class Cluster:
         self.processes.append(process)
 
     async def _wait_for_workers(self) -> None:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        async with rpc(self.center, security=self.security, timeout=STARTUP_TIMEOUT) as r:
+        timeout = config.get("deploy.startup-timeout")
+        deadline = time.monotonic() + timeout
+        async with rpc(self.center, security=self.security, timeout=timeout) as r:
             while len(await r.nthreads()) < len(self.hosts):
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"workers did not all join {self.center} in time")

@@ -14,23 +14,35 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from corral import config
 from corral.credentials import forget, remember
 from corral.deploy.dashboard import attach_dashboard
 from corral.deploy.process import WorkerProcess, child_environment, worker_command
-from corral.memory_limit import parse_memory_limit
+from corral.memory_limit import configured_thresholds, parse_memory_limit
 from corral.scheduler import Scheduler
 from corral.security import Security, scheme_for
 from corral.utils import LoopRunner, close_at_exit
 from corral.worker import Worker
-from corral.worker.memory import Thresholds, thresholds_from
+from corral.worker.memory import Thresholds
 
 if TYPE_CHECKING:
     from corral.dashboard.app import Dashboard
 
-STARTUP_TIMEOUT = 60.0
-
 
 class LocalCluster:
+    """A scheduler in this process and ``n_workers`` workers on this machine.
+
+    Each worker has ``threads_per_worker`` threads, ``memory_limit`` bytes (``"4GiB"``,
+    ``1e9``, a fraction of system memory such as ``0.5``, ``"auto"``: system memory
+    shared among the workers, the default; None or 0: no limit),
+    with the fractions of it where data spills, the worker pauses and its nanny restarts it
+    in ``memory_thresholds`` (``{"target": 0.6, "spill": 0.7, "pause": 0.8, "terminate":
+    0.95}``, the configured ``worker.memory.*``; see docs/memory.md), the abstract
+    ``resources`` given (``{"GPU": 1}``) and a scratch directory under
+    ``local_directory``. ``worker_options`` are extra ``corral worker`` flags; other
+    keyword arguments configure the ``Scheduler``.
+    """
+
     def __init__(
         self,
         n_workers: int | None = None,
@@ -43,8 +55,9 @@ class LocalCluster:
         host: str = "127.0.0.1",
         scheduler_port: int = 0,
         nanny: bool = True,
-        memory_limit: str | float | None = "auto",
+        memory_limit: int | float | str | None = "auto",
         memory_thresholds: Thresholds | Mapping[str, Any] | None = None,
+        resources: dict[str, float] | None = None,
         local_directory: str | None = None,
         worker_options: Sequence[str] = (),
         **scheduler_options: Any,
@@ -60,19 +73,13 @@ class LocalCluster:
         self.nanny = nanny and processes  # in-process workers have no process to restart
         # Per worker: "auto" shares this machine's memory among the workers by threads.
         self.memory_limit = parse_memory_limit(memory_limit, share=1 / max(n_workers, 1))
-        if memory_thresholds is None or isinstance(memory_thresholds, Thresholds):
-            self.memory_thresholds = memory_thresholds or Thresholds()
+        if isinstance(memory_thresholds, Thresholds):
+            self.memory_thresholds = memory_thresholds
         else:
-            self.memory_thresholds = thresholds_from(**memory_thresholds)
+            self.memory_thresholds = configured_thresholds(**(memory_thresholds or {}))
+        self.resources = dict(resources or {})
         self.local_directory = local_directory
-        memory_flags = ["--memory-limit", str(self.memory_limit)]
-        for name in ("target", "spill", "pause", "terminate"):
-            value = getattr(self.memory_thresholds, name)
-            memory_flags += [f"--memory-{name}-fraction", "false" if value is None else str(value)]
-        if local_directory is not None:
-            memory_flags += ["--local-directory", local_directory]
-        # extra ``corral worker`` flags (the user's last, so that theirs win)
-        self.worker_options = (*memory_flags, *worker_options)
+        self.worker_options = tuple(worker_options)  # extra ``corral worker`` flags
         # Authenticated by default: a fresh token the user never has to see or pass on.
         self.security = Security.generate() if security is None else security
         self.host = host
@@ -86,12 +93,13 @@ class LocalCluster:
         self._names = iter(range(1_000_000))
         self._asynchronous = asynchronous
         self._runner: LoopRunner | None = None
+        self._owns_runner = True  # False: a synchronous Client's loop, which it stops
         self._closed = False
         self._started = False
         if not asynchronous:
             self._runner = LoopRunner("corral-cluster")
             try:
-                self._runner.run(self._start(), timeout=STARTUP_TIMEOUT)
+                self._runner.run(self._start(), timeout=config.get("deploy.startup-timeout"))
             except BaseException:
                 self._runner.run(self._close())
                 self._runner.stop()
@@ -129,11 +137,18 @@ class LocalCluster:
 
     # -- scaling ---------------------------------------------------------------------------
 
+    def run_on(self, runner: LoopRunner) -> None:
+        """Make the ``scale`` and ``close`` of this cluster, started asynchronously on
+        ``runner``'s loop, blocking calls there: what a synchronous ``Client`` does with
+        the cluster it starts, so that ``client.cluster.scale(4)`` just works."""
+        self._runner = runner
+        self._owns_runner = False
+
     def scale(self, n: int) -> Any:
         """Grow or shrink to ``n`` workers (a coroutine for asynchronous clusters)."""
         if self._runner is None:
             return self._scale(n)
-        return self._runner.run(self._scale(n), timeout=STARTUP_TIMEOUT)
+        return self._runner.run(self._scale(n), timeout=config.get("deploy.startup-timeout"))
 
     async def _scale(self, n: int) -> None:
         if n < 0:
@@ -149,7 +164,7 @@ class LocalCluster:
         if self.processes:
             command = worker_command(
                 self.scheduler_address, nthreads=self.threads_per_worker, name=name,
-                host=self.host, nanny=self.nanny, extra=self.worker_options,
+                host=self.host, nanny=self.nanny, extra=self._worker_flags(),
             )
             handle: WorkerProcess | Worker = WorkerProcess(
                 command, child_environment(self.security), name
@@ -158,14 +173,27 @@ class LocalCluster:
             handle = Worker(
                 self.scheduler_address, nthreads=self.threads_per_worker, name=name,
                 security=self.security, memory_limit=self.memory_limit,
-                memory_thresholds=self.memory_thresholds, local_directory=self.local_directory,
+                memory_thresholds=self.memory_thresholds, resources=self.resources,
+                local_directory=self.local_directory,
             )
             await handle.start(f"{scheme_for(self.security)}://{self.host}:0")
         self.workers[name] = handle
         return handle
 
+    def _worker_flags(self) -> tuple[str, ...]:
+        """``corral worker`` flags for the worker options given to this cluster."""
+        flags = ["--memory-limit", str(self.memory_limit)]
+        for name in ("target", "spill", "pause", "terminate"):
+            value = getattr(self.memory_thresholds, name)
+            flags += [f"--memory-{name}-fraction", "false" if value is None else str(value)]
+        if self.resources:
+            flags += ["--resources", ",".join(f"{k}={v}" for k, v in self.resources.items())]
+        if self.local_directory is not None:
+            flags += ["--local-directory", self.local_directory]
+        return (*flags, *self.worker_options)
+
     async def _wait_for_workers(self, n: int, new: list[Any]) -> None:
-        async with asyncio.timeout(STARTUP_TIMEOUT):
+        async with asyncio.timeout(config.get("deploy.startup-timeout")):
             while len(self.scheduler.state.workers) < n:
                 dead = [w for w in new if isinstance(w, WorkerProcess) and not w.alive()]
                 if dead:
@@ -177,6 +205,10 @@ class LocalCluster:
     def close(self) -> Any:
         if self._runner is None:
             return self._close()
+        if not self._owns_runner:
+            if not self._closed and not self._runner.loop.is_closed():
+                self._runner.run(self._close(), timeout=60)
+            return None
         if not self._closed:
             atexit.unregister(self._exit_hook)
             try:
@@ -184,6 +216,10 @@ class LocalCluster:
             finally:
                 self._runner.stop()
         return None
+
+    async def aclose(self) -> None:
+        """Close from the cluster's own loop, however it was started."""
+        await self._close()
 
     async def _close(self) -> None:
         if self._closed:

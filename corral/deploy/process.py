@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
+from corral import config
 from corral.deploy.lifeline import LIFELINE_ENV, PARENT_PID_ENV, Lifeline
 from corral.security import Security
 
@@ -55,8 +56,10 @@ def worker_command(
 
 
 def child_environment(security: Security | None) -> dict[str, str]:
-    """Our environment plus the credentials (never argv: other local users can read that)."""
+    """Our environment plus the credentials (never argv: other local users can read that)
+    and our settings (``corral.config``, what ``config.set`` changed included)."""
     env = dict(os.environ)
+    env.update(config.inherited_environment())
     for name in (NANNY_ENV, PARENT_PID_ENV, LIFELINE_ENV):
         env.pop(name, None)
     cwd = os.getcwd()

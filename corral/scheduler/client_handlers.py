@@ -9,38 +9,50 @@ for that stimulus type in ``corral.scheduler.dispatch``; the operations it calls
 from __future__ import annotations
 
 import pickle
+import sys
+from array import array
 from typing import TYPE_CHECKING
 
 from corral.basic_types import Key
 from corral.scheduler import events as ev
+from corral.scheduler import stimulus_log
 from corral.scheduler.placement import depth_first
-from corral.scheduler.records import ACTIVE, TS, TaskState, added
+from corral.scheduler.records import ACTIVE, FIRE_AND_FORGET, NONE, TS, TaskState, added
 
 if TYPE_CHECKING:
     from corral.scheduler.state import SchedulerState
 
 
 def update_graph(state: SchedulerState, s: ev.UpdateGraph) -> None:
+    tasks = state.tasks
     fresh: list[TaskState] = []
+    records: list[TaskState] = []  # the record of each spec, in order
+    plain = True  # no spec has options beyond key, run spec, inputs and name
     for spec in s.tasks:
-        ts = state.tasks.get(spec.key)
+        ts = tasks.get(spec.key)
         if ts is None:
-            ts = state.tasks[spec.key] = TaskState(spec.key)
+            ts = tasks[spec.key] = TaskState(spec.key)
+        records.append(ts)
+        if plain and not stimulus_log.plain(spec):
+            plain = False
         if ts.state != TS.RELEASED:
             continue  # an equal pure call under way or done: share it
-        ts.run_spec, ts.name, ts.retries = spec.run_spec, spec.name, spec.retries
+        # One string per function name, however many tasks and messages carry it.
+        ts.run_spec, ts.name, ts.retries = spec.run_spec, sys.intern(spec.name), spec.retries
         ts.restrictions = frozenset(spec.workers) if spec.workers is not None else None
         ts.loose_restrictions, ts.resources = spec.allow_other_workers, spec.resources
         ts.priority = (-spec.priority,)
         fresh.append(ts)
     missing: dict[TaskState, Key] = {}
-    for spec in s.tasks:
-        ts = state.tasks[spec.key]
+    deps: list[Key] = []  # every input's key, as its record holds it (for the log)
+    for spec, ts in zip(s.tasks, records, strict=True):
         for dep_key in spec.dependencies:
-            dts = state.tasks.get(dep_key)
+            dts = tasks.get(dep_key)
             if dts is None:
                 missing[ts] = dep_key
+                deps.append(dep_key)
                 continue
+            deps.append(dts.key)
             if dts in ts.dependencies:
                 continue
             ts.dependencies = added(ts.dependencies, dts)
@@ -50,14 +62,22 @@ def update_graph(state: SchedulerState, s: ev.UpdateGraph) -> None:
     state.generation += 1
     for order, ts in enumerate(depth_first(fresh)):
         ts.priority = (ts.priority[0], state.generation, order)
+    wanted = tuple(tasks[k].key if k in tasks else k for k in s.wanted)
+    state.log_packed(s, stimulus_log.PackedGraph(
+        s.stimulus_id, s.client, tuple(ts.key for ts in records),
+        tuple(spec.run_spec for spec in s.tasks), tuple(ts.name for ts in records),
+        array("I", [len(spec.dependencies) for spec in s.tasks]), tuple(deps),
+        {} if plain else {i: spec for i, spec in enumerate(s.tasks)
+                          if not stimulus_log.plain(spec)},
+        wanted, s.report_start, s.now))
     for ts, dep_key in missing.items():
         error = KeyError(f"dependency {dep_key!r} of {ts.key!r} is not known to the scheduler")
         state.err(ts, pickle.dumps(error), b"", f"KeyError: {error}", "")
     for ts in fresh:
         if ts.state == TS.RELEASED:
             state.compute(ts)
-    for key in s.wanted:  # wants last, so that each client hears of each key once
-        ts = state.tasks.get(key)
+    for key in wanted:  # wants last, so that each client hears of each key once
+        ts = tasks.get(key)
         if ts is not None:
             ts.who_wants = added(ts.who_wants, s.client)
             state.client_keys[s.client][ts] = None
@@ -82,6 +102,41 @@ def client_desires_keys(state: SchedulerState, s: ev.ClientDesiresKeys) -> None:
             if ts.state == TS.RELEASED:
                 state.compute(ts)
             state.report_if_done(ts, s.client)
+
+
+def fire_and_forget(state: SchedulerState, s: ev.FireAndForget) -> None:
+    """Keep these tasks (and so their inputs) until they are done, whoever lets go of them:
+    the pseudo-client ``fire-and-forget`` wants them until they finish or err."""
+    for key in s.keys:
+        ts = state.tasks.get(key)
+        if ts is None or ts.state in (TS.MEMORY, TS.ERRED):
+            continue  # done already (or unknown: nothing to run)
+        ts.who_wants = added(ts.who_wants, FIRE_AND_FORGET)
+        state.client_keys[FIRE_AND_FORGET][ts] = None
+        if ts.state == TS.RELEASED:
+            state.compute(ts)
+
+
+def retry_keys(state: SchedulerState, s: ev.RetryKeys) -> None:
+    """Run erred keys again: release them and every erred input behind them, then compute
+    them (their released inputs come back with them)."""
+    wanted = [ts for ts in map(state.tasks.get, s.keys) if ts is not None
+              and ts.state == TS.ERRED]
+    stack, seen = list(wanted), set()
+    while stack:
+        ts = stack.pop()
+        if ts in seen or ts.state != TS.ERRED:
+            continue
+        seen.add(ts)
+        state.transition(ts, TS.RELEASED)
+        ts.error, ts.waiting_on = None, NONE
+        stack.extend(ts.dependencies)
+    for ts in wanted:
+        if ts.state == TS.RELEASED and state.needed(ts):
+            state.compute(ts)
+    for ts in seen:
+        if ts.state == TS.RELEASED:
+            state.release_if_unneeded(ts)
 
 
 def client_releases_keys(state: SchedulerState, s: ev.ClientReleasesKeys) -> None:

@@ -112,7 +112,23 @@ class Placement:
         if ws is not None and ts in ws.processing:
             self.set_occupancy(ws, ws.occupancy - ws.processing.pop(ts))
             ws.executing.discard(ts)
+            ws.long_running.discard(ts)
         return ws
+
+    def secede(self, ts: TaskState, ws: WorkerState) -> None:
+        """``ts`` left its thread slot on ``ws``: it is no longer load there."""
+        if ts.processing_on is ws and ts not in ws.long_running:
+            ws.long_running.add(ts)
+            ws.executing.add(ts)
+            self.set_occupancy(ws, ws.occupancy - ws.processing[ts])
+            ws.processing[ts] = 0.0
+
+    def rejoin(self, ts: TaskState, ws: WorkerState) -> None:
+        """Seceded ``ts`` holds a thread slot on ``ws`` again: load once more."""
+        if ts.processing_on is ws and ts in ws.long_running:
+            ws.long_running.discard(ts)
+            duration = ws.processing[ts] = self.estimate(ts)
+            self.set_occupancy(ws, ws.occupancy + duration)
 
     def estimate(self, ts: TaskState) -> float:
         total, count = self.durations.get(ts.name, (self.default_duration, 1))

@@ -79,4 +79,6 @@ def validate(state: SchedulerState) -> None:
         for ts in ws.has_what:
             assert ws in ts.who_has
         assert ws.executing <= ws.processing.keys()
+        assert ws.long_running <= ws.executing
+        assert all(ws.processing[t] == 0.0 for t in ws.long_running)
         assert abs(ws.occupancy - sum(ws.processing.values())) < 1e-6 * (1 + ws.occupancy)

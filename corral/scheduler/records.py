@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 from corral.basic_types import Key
 
@@ -38,38 +38,42 @@ TRANSITIONS: frozenset[tuple[TS, TS]] = frozenset({
 
 ACTIVE = (TS.WAITING, TS.NO_WORKER, TS.PROCESSING)
 
-
-# A record's links to others (inputs, dependents, holders, ...) are dicts used as ordered
-# sets, every value None. They iterate in the order things happened, so the same stimuli
-# give the same actions in every run and in a replay, where a set of records hashed by
-# id() iterates in the order of memory addresses; and a dict of 5-16 entries takes half
-# the bytes of a set. Empty ones are all this one read-only object: 100 000 pending tasks
-# would otherwise hold ~500 000 empty containers.
-class _Empty(dict[Any, None]):
-    """The shared empty link set: read-only, and hashable so that it can be a default."""
-
-    __slots__ = ()
-    __hash__ = object.__hash__  # type: ignore[assignment]
-
-    def _refuse(self, *args: object, **kwargs: object) -> None:
-        raise TypeError("NONE is shared by every record: replace it, never fill it")
-
-    __setitem__ = setdefault = update = _refuse
+# The pseudo-client that wants fire-and-forget tasks until they are done; never told.
+FIRE_AND_FORGET = "fire-and-forget"
 
 
-NONE: dict[Any, None] = _Empty()
+# A record's links to others (inputs, dependents, holders, wanters, ...) are ordered
+# sets: they iterate in the order things happened, so the same stimuli give the same
+# actions in every run and in a replay (a set of records hashed by id() would iterate
+# in the order of memory addresses). Most hold one to a few items (a pending task's
+# one input, its one client): those are tuples, 48-120 bytes where a dict takes 232;
+# past ``SMALL`` items a dict used as an ordered set (values None) keeps membership
+# O(1). Empty is the empty tuple ``NONE``, shared by every record. Only ``added`` and
+# ``discarded`` change a link set, and both return the one to keep.
+Links: TypeAlias = "tuple[T, ...] | dict[T, None]"
+
+NONE: tuple[Any, ...] = ()
+SMALL = 8
 
 
-def added(items: dict[T, None], item: T) -> dict[T, None]:
-    if items is NONE:
-        return {item: None}
+def added(items: Links[T], item: T) -> Links[T]:
+    if not isinstance(items, dict):
+        if item in items:
+            return items
+        if len(items) < SMALL:
+            return (*items, item)
+        grown = dict.fromkeys(items)
+        grown[item] = None
+        return grown
     items[item] = None
     return items
 
 
-def discarded(items: dict[T, None], item: T) -> dict[T, None]:
-    if items is NONE:
-        return NONE
+def discarded(items: Links[T], item: T) -> Links[T]:
+    if not isinstance(items, dict):
+        if item not in items:
+            return items
+        return tuple(x for x in items if x != item)
     items.pop(item, None)
     return items or NONE
 
@@ -82,6 +86,9 @@ class WorkerState:
     name: str = ""
     processing: dict[TaskState, float] = field(default_factory=dict)  # task → est. duration
     executing: set[TaskState] = field(default_factory=set)  # started, per the worker
+    # Seceded (``corral.secede()``): still processing here, but out of the thread slots,
+    # so neither load (their estimate is 0 in ``processing``) nor queued.
+    long_running: set[TaskState] = field(default_factory=set)
     has_what: dict[TaskState, None] = field(default_factory=dict)  # an ordered set
     nbytes: int = 0
     occupancy: float = 0.0
@@ -90,6 +97,10 @@ class WorkerState:
 
     def load(self) -> float:
         return self.occupancy / self.nthreads
+
+    def queued(self) -> int:
+        """Tasks here that hold or wait for a thread slot (seceded ones do not)."""
+        return len(self.processing) - len(self.long_running)
 
     def supplies(self, needs: dict[str, float] | None) -> bool:
         """Has this worker enough of each resource to ever run a task needing ``needs``?"""
@@ -103,12 +114,12 @@ class TaskState:
     state: TS = TS.RELEASED
     name: str = ""
     priority: tuple[float, ...] = (0,)
-    # Ordered sets, the shared empty NONE until something is added (see ``added``).
-    dependencies: dict[TaskState, None] = NONE
-    dependents: dict[TaskState, None] = NONE
-    waiting_on: dict[TaskState, None] = NONE
-    who_has: dict[WorkerState, None] = NONE
-    who_wants: dict[str, None] = NONE
+    # Ordered sets (``Links``), the shared empty NONE until something is added.
+    dependencies: Links[TaskState] = NONE
+    dependents: Links[TaskState] = NONE
+    waiting_on: Links[TaskState] = NONE
+    who_has: Links[WorkerState] = NONE
+    who_wants: Links[str] = NONE
     processing_on: WorkerState | None = None
     nbytes: int = 0
     typename: str = ""

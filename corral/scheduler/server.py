@@ -17,12 +17,15 @@ import uuid
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
+from corral import config
 from corral import messages as msgs
 from corral.basic_types import Count
 from corral.core import BatchedSend, Comm, ConnectionPool, Server, rpc
 from corral.core.validate import build, checked
 from corral.exceptions import CommClosedError, CommError
 from corral.scheduler import events as ev
+from corral.scheduler.coordination import Coordination, HolderGone, UnwantKeys, WantKeys
+from corral.scheduler.extras import SchedulerExtras
 from corral.scheduler.state import SchedulerState
 from corral.scheduler.timeline import Timeline
 from corral.scheduler.wire import client_message, scatter_stimuli, worker_message
@@ -48,12 +51,13 @@ class Scheduler:
         *,
         security: Security | None = None,
         name: str = "scheduler",
-        tick_interval: float = 0.1,
-        batch_interval: float = 0.002,
-        worker_ttl: float = 30.0,
-        client_grace: float = 30.0,
+        tick_interval: float | None = None,
+        batch_interval: float | None = None,
+        worker_ttl: float | None = None,
+        client_grace: float | None = None,
         dashboard_address: str | None = None,
         dashboard_allowed_hosts: tuple[str, ...] = (),
+        lease_timeout: float = 30.0,
         **state_options: Any,
     ) -> None:
         self.security = security
@@ -66,6 +70,10 @@ class Scheduler:
         # one's port told to clients under its name.
         self.services: dict[str, Service] = {}
         self.timeline = Timeline()
+        # Unset knobs come from corral.config (scheduler.*), read once, here.
+        worker_ttl = config.fallback(worker_ttl, "scheduler.worker-ttl")
+        client_grace = config.fallback(client_grace, "scheduler.client-grace")
+        state_options.setdefault("allowed_failures", config.get("scheduler.allowed-failures"))
         # A worker silent for this long is dead, whether or not its connection closed.
         self.worker_ttl = worker_ttl
         # A client whose connection drops keeps its keys this long, to reconnect.
@@ -74,8 +82,11 @@ class Scheduler:
         # Both are decided by the state machine, from the times stamped on stimuli here.
         self.state = SchedulerState(worker_ttl=worker_ttl, client_grace=client_grace,
                                     **state_options)
-        self.tick_interval = tick_interval
-        self.batch_interval = batch_interval
+        self.tick_interval: float = config.fallback(tick_interval, "scheduler.tick-interval")
+        self.batch_interval: float = config.fallback(batch_interval, "scheduler.batch-interval")
+        # Locks, queues, variables...: their own state machine, beside the tasks'.
+        self.coordination = Coordination(lease_timeout=lease_timeout)
+        self.extras = SchedulerExtras(self)  # more queries; worker plugins kept for joiners
         self.server = Server(
             {
                 "register-worker": self.register_worker,
@@ -87,6 +98,7 @@ class Scheduler:
                 "broadcast": self.broadcast,
                 "restart": self.restart,
                 "identity": self.identity,
+                **self.extras.handlers(),
             },
             security=security,
             name=name,
@@ -179,6 +191,24 @@ class Scheduler:
         else:  # pragma: no cover - a new kind of action the server does not know yet
             raise TypeError(f"unknown action {action!r}")
 
+    def coordinate(self, *stimuli: msgs.Event) -> None:
+        """Feed stimuli to the coordination machine and carry out its actions: replies
+        to clients, and keys held or let go (as the task state machine's client wants)."""
+        try:
+            actions = self.coordination.handle(*stimuli)
+        except Exception:  # a bug there must not stop the ticks or drop a client's stream
+            logger.exception("coordination failed on %s", [type(s).__name__ for s in stimuli])
+            return
+        for action in actions:
+            if isinstance(action, msgs.CoordinationReply):
+                self._to_client(action)
+            elif isinstance(action, WantKeys):
+                self.handle(ev.ClientDesiresKeys(stimulus_id=action.stimulus_id,
+                                                 client=action.client, keys=action.keys))
+            elif isinstance(action, UnwantKeys):
+                self.handle(ev.ClientReleasesKeys(stimulus_id=action.stimulus_id,
+                                                  client=action.client, keys=action.keys))
+
     def _to_worker(self, msg: msgs.ToWorker) -> None:
         stream = self.worker_streams.get(msg.worker)
         if stream is not None:
@@ -194,7 +224,9 @@ class Scheduler:
     async def _tick_forever(self) -> None:
         while True:
             await asyncio.sleep(self.tick_interval)
-            self.handle(ev.Tick(stimulus_id=self._ids(), now=time.time()))
+            tick = ev.Tick(stimulus_id=self._ids(), now=time.time())
+            self.handle(tick)
+            self.coordinate(tick)
 
     # -- streams -----------------------------------------------------------------------
 
@@ -221,6 +253,7 @@ class Scheduler:
         await comm.write({"status": "OK", "scheduler": self.id})
         stream = BatchedSend(self.batch_interval, name=f"to {address}")
         stream.start(comm)
+        self.extras.worker_joined(address, stream, added.stimulus_id)
         self.worker_streams[address] = stream
         self.worker_info[address] = {"name": name or address, "pid": pid, "nanny": nanny,
                                      "metrics": {}, "last_seen": time.time()}
@@ -245,6 +278,8 @@ class Scheduler:
         own = self.OWN_MESSAGES.get(type(message))
         if own is not None:
             own(self, message)
+        elif isinstance(message, msgs.CoordinationStimulus):
+            self.coordinate(message)
         else:
             assert isinstance(message, ev.Stimulus), message  # tests/test_messages.py
             self.handle(message)
@@ -299,6 +334,8 @@ class Scheduler:
             if self.client_streams.get(client) is stream:
                 del self.client_streams[client]
                 stream.abort()
+            if client not in self.client_streams:  # its leases and waits end now
+                self.coordinate(HolderGone(stimulus_id=self._ids(), client=client))
             if client in self._closing_clients:  # said goodbye: nothing to keep
                 self._closing_clients.discard(client)
                 if client not in self.client_streams:

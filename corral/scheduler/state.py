@@ -45,6 +45,7 @@ from corral.scheduler.liveness import Liveness
 from corral.scheduler.placement import Placement
 from corral.scheduler.records import (
     ACTIVE,
+    FIRE_AND_FORGET,
     NONE,
     TRANSITIONS,
     TS,
@@ -54,7 +55,7 @@ from corral.scheduler.records import (
     discarded,
 )
 from corral.scheduler.stealing import Stealing
-from corral.scheduler.stimulus_log import StoryStep
+from corral.scheduler.stimulus_log import Logged, StoryStep
 
 # Seconds, for functions never seen to finish. Small, so that until we know better a
 # task follows its data; stealing spreads the work once durations are measured.
@@ -88,8 +89,8 @@ class SchedulerState:
         self.log: deque[tuple[Key, str, str, str]] = deque(maxlen=log_length)  # transitions
         # The stimuli themselves, newest last, and how many were ever handled: the log
         # replays the machine exactly while ``stimuli_handled == len(stimuli)``. It holds
-        # whole graphs (``UpdateGraph``) until they roll off; 0 keeps none.
-        self.stimuli: deque[ev.Stimulus] = deque(maxlen=stimulus_log_length)
+        # graphs, packed (``stimulus_log.PackedGraph``), until they roll off; 0 keeps none.
+        self.stimuli: deque[Logged] = deque(maxlen=stimulus_log_length)
         self.stimuli_handled = 0
         # Tasks per (function name, state), released ones left out: kept as tasks move so
         # that the dashboard and /metrics never walk every task to count them.
@@ -126,6 +127,11 @@ class SchedulerState:
             handler(self, stimulus)
         actions, self._actions = self._actions, []
         return actions
+
+    def log_packed(self, stimulus: ev.Stimulus, packed: Logged) -> None:
+        """Keep ``packed`` in the stimulus log in place of ``stimulus``, just handled."""
+        if self.stimuli and self.stimuli[-1] is stimulus:
+            self.stimuli[-1] = packed
 
     def emit(self, action_type: type[ev.Action], **fields: Any) -> None:
         self._actions.append(action_type(stimulus_id=self._stimulus_id, **fields))
@@ -177,6 +183,8 @@ class SchedulerState:
             self.release_if_unneeded(ts)
 
     def report_if_done(self, ts: TaskState, client: str) -> None:
+        if client == FIRE_AND_FORGET:
+            return  # a pseudo-client: nobody to tell
         if ts.state == TS.MEMORY:
             self.emit(ev.ReportKeyInMemory, client=client, key=ts.key, nbytes=ts.nbytes,
                        who_has=tuple(w.address for w in ts.who_has), typename=ts.typename)
@@ -259,7 +267,7 @@ class SchedulerState:
         """Mark ``ts`` and everything downstream erred, and tell the clients that want them."""
         if ts.state != TS.ERRED:
             self.emit(ev.Notice, event="task-erred", key=ts.key, detail=exc_text)
-        stack = [ts]
+        stack, forgotten = [ts], []
         while stack:
             t = stack.pop()
             if t.state == TS.ERRED:
@@ -274,7 +282,10 @@ class SchedulerState:
             t.error, t.waiting_on = (exc, tb, exc_text, tb_text), NONE
             for client in t.who_wants:
                 self.report_if_done(t, client)
+            if FIRE_AND_FORGET in t.who_wants:
+                forgotten.append(t.key)
             stack.extend(t.dependents)
+        self.unwant(FIRE_AND_FORGET, forgotten)  # done, if not as hoped
 
     # -- releasing and forgetting ----------------------------------------------------------
 

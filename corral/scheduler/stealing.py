@@ -28,11 +28,11 @@ class Stealing:
     def choose(self, workers: Iterable[WorkerState]) -> list[tuple[WorkerState, TaskState]]:
         """The (victim, task) pairs to ask for now; each is remembered as in flight."""
         workers = list(workers)
-        idle = [w for w in workers if len(w.processing) < w.nthreads and not w.paused]
+        idle = [w for w in workers if w.queued() < w.nthreads and not w.paused]
         if not idle:
             return []
-        busy = sorted((w for w in workers if len(w.processing) > w.nthreads
-                       or (w.paused and len(w.processing) > len(w.executing))),
+        busy = sorted((w for w in workers if w.queued() > w.nthreads
+                       or (w.paused and w.queued() > len(w.executing))),
                       key=lambda w: (w.paused, w.load()), reverse=True)
         chosen: list[tuple[WorkerState, TaskState]] = []
         for thief in idle:
@@ -46,11 +46,11 @@ class Stealing:
         return chosen
 
     def _one(self, victim: WorkerState, thief: WorkerState) -> TaskState | None:
-        if len(victim.processing) <= (len(victim.executing) if victim.paused
-                                      else victim.nthreads):
+        if victim.queued() <= (len(victim.executing) if victim.paused else victim.nthreads):
             return None
-        queued = [t for t in victim.processing if t not in victim.executing
-                  and t.key not in self.in_flight and self.placement.may_run(t, thief)]
+        queued = [t for t in victim.processing if t.key not in self.in_flight
+                  and t not in victim.long_running and t not in victim.executing
+                  and self.placement.may_run(t, thief)]
         if not queued:
             return None
         ts = max(queued, key=lambda t: t.priority)  # the one that would run last

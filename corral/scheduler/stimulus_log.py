@@ -8,6 +8,10 @@
 * Replay: the state machine is deterministic given its options and stimuli, so feeding
   a recording (``record``) to a fresh machine (``replay``) makes the same actions, in
   the same order, as long as the bounded log still holds every stimulus from the start.
+* Graphs are logged packed (``PackedGraph``): a column per field, and keys, names and
+  run specs that are the very objects the task records hold, so a logged graph costs
+  about 40 bytes a task beyond what the scheduler keeps anyway, not a second copy of
+  every task as it came off the wire. ``unpack`` gives back an equal ``UpdateGraph``.
 
 Recordings are pickles. Stimuli are frozen dataclasses of keys (str, or tuples of str
 and int, which msgpack would turn into lists and cannot use as map keys), bytes and
@@ -19,14 +23,65 @@ taken from a peer, so pickle's trust model holds.
 from __future__ import annotations
 
 import pickle
+from array import array
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 from corral.scheduler import events as ev
 from corral.scheduler.events import Key
 
 if TYPE_CHECKING:
     from corral.scheduler.state import SchedulerState
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PackedGraph:
+    """An ``UpdateGraph`` as the log keeps it: one column per field. Task ``i`` is
+    ``keys[i]``, with ``run_specs[i]`` and ``names[i]``, and needs the next
+    ``ndeps[i]`` keys of ``deps``; a task with any other option set (priority,
+    restrictions, retries, resources) is kept whole in ``special``, by position."""
+
+    stimulus_id: str
+    client: str
+    keys: tuple[Key, ...]
+    run_specs: tuple[bytes, ...]
+    names: tuple[str, ...]
+    ndeps: array[int]
+    deps: tuple[Key, ...]
+    special: dict[int, ev.TaskSpec]
+    wanted: tuple[Key, ...]
+    report_start: bool
+    now: float
+
+    def unpack(self) -> ev.UpdateGraph:
+        specs: list[ev.TaskSpec] = []
+        deps, start = self.deps, 0
+        special = self.special
+        for i, (key, run_spec, name, n) in enumerate(
+                zip(self.keys, self.run_specs, self.names, self.ndeps, strict=True)):
+            spec = special.get(i)
+            specs.append(spec if spec is not None else
+                         ev.TaskSpec(key, run_spec, deps[start:start + n], name=name))
+            start += n
+        return ev.UpdateGraph(stimulus_id=self.stimulus_id, client=self.client,
+                              tasks=tuple(specs), wanted=self.wanted,
+                              report_start=self.report_start, now=self.now)
+
+    def mentions(self, key: Key) -> bool:
+        return key in self.keys or key in self.deps or key in self.wanted
+
+
+Logged: TypeAlias = "ev.Stimulus | PackedGraph"  # an entry of ``SchedulerState.stimuli``
+
+
+def plain(spec: ev.TaskSpec) -> bool:
+    """Has ``spec`` no option beyond key, run spec, inputs and name (packed in columns)?"""
+    return (spec.priority == 0 and spec.workers is None and not spec.allow_other_workers
+            and spec.retries == 0 and spec.resources is None)
+
+
+def stimulus(logged: Logged) -> ev.Stimulus:
+    return logged.unpack() if isinstance(logged, PackedGraph) else logged
 
 
 class StoryStep(NamedTuple):
@@ -38,8 +93,10 @@ class StoryStep(NamedTuple):
     transitions: tuple[tuple[str, str], ...]
 
 
-def mentions(stimulus: ev.Stimulus, key: Key) -> bool:
+def mentions(stimulus: Logged, key: Key) -> bool:
     """Does ``stimulus`` name ``key`` (as its key, among its keys, tasks or wants)?"""
+    if isinstance(stimulus, PackedGraph):
+        return stimulus.mentions(key)
     if getattr(stimulus, "key", None) == key:
         return True
     if key in getattr(stimulus, "keys", ()) or key in getattr(stimulus, "wanted", ()):
@@ -58,13 +115,13 @@ def story(state: SchedulerState, key: Key) -> list[StoryStep]:
             moves.setdefault(stimulus_id, []).append((old, new))
     steps: list[StoryStep] = []
     told: set[str] = set()
-    for stimulus in state.stimuli:
-        sid = stimulus.stimulus_id
+    for logged in state.stimuli:
+        sid = logged.stimulus_id
         if sid in moves and sid not in told:
-            steps.append(StoryStep(sid, stimulus, tuple(moves[sid])))
+            steps.append(StoryStep(sid, stimulus(logged), tuple(moves[sid])))
             told.add(sid)
-        elif sid not in moves and mentions(stimulus, key):
-            steps.append(StoryStep(sid, stimulus, ()))
+        elif sid not in moves and mentions(logged, key):
+            steps.append(StoryStep(sid, stimulus(logged), ()))
     # Moves whose stimulus has rolled off the (shorter) stimulus log come first: older.
     earlier = [StoryStep(sid, None, tuple(m)) for sid, m in moves.items() if sid not in told]
     return earlier + steps
@@ -79,7 +136,7 @@ class Recording:
 
 def record(state: SchedulerState) -> bytes:
     """``state``'s options and logged stimuli, as bytes for ``replay``."""
-    stimuli = tuple(state.stimuli)
+    stimuli = tuple(map(stimulus, state.stimuli))
     recording = Recording(dict(state.options), stimuli, len(stimuli) == state.stimuli_handled)
     return pickle.dumps(recording, protocol=pickle.HIGHEST_PROTOCOL)
 

@@ -34,7 +34,8 @@ def client_message(client: str, msg: Any, new_id: Callable[[], str],
                    now: float) -> msgs.FromClient | None:
     """The message ``msg`` from ``client`` is; None if malformed."""
     local: dict[str, Any] = {"client": client}
-    if isinstance(msg, dict) and msg.get("op") == msgs.UpdateGraph.op:
+    if isinstance(msg, dict) and (msg.get("op") == msgs.UpdateGraph.op
+                                  or msg.get("op") in msgs.TIMED_OPS):
         local["now"] = now
     try:
         message = msgs.read(msgs.FROM_CLIENT, msg, new_id, **local)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from corral.exceptions import KilledWorker
 from corral.scheduler import events as ev
 from corral.scheduler.client_handlers import drop_client
-from corral.scheduler.records import NONE, TS, WorkerState, discarded
+from corral.scheduler.records import FIRE_AND_FORGET, NONE, TS, WorkerState, discarded
 
 if TYPE_CHECKING:
     from corral.scheduler.state import SchedulerState
@@ -98,6 +98,19 @@ def task_started(state: SchedulerState, s: ev.TaskStarted) -> None:
                 state.emit(ev.ReportTaskStarted, client=client, key=ts.key)
 
 
+def task_seceded(state: SchedulerState, s: ev.TaskSeceded) -> None:
+    """A task left its thread slot to wait for tasks it launched: not load any more."""
+    ts, ws = state.tasks.get(s.key), state.workers.get(s.worker)
+    if ts is not None and ws is not None:
+        state.placement.secede(ts, ws)
+
+
+def task_rejoined(state: SchedulerState, s: ev.TaskRejoined) -> None:
+    ts, ws = state.tasks.get(s.key), state.workers.get(s.worker)
+    if ts is not None and ws is not None:
+        state.placement.rejoin(ts, ws)
+
+
 def task_finished(state: SchedulerState, s: ev.TaskFinished) -> None:
     ws, ts = state.workers.get(s.worker), state.tasks.get(s.key)
     if ts is not None:
@@ -123,6 +136,8 @@ def task_finished(state: SchedulerState, s: ev.TaskFinished) -> None:
     state.add_replica(ts, ws, s.nbytes)
     for client in ts.who_wants:
         state.report_if_done(ts, client)
+    if FIRE_AND_FORGET in ts.who_wants:
+        state.unwant(FIRE_AND_FORGET, (ts.key,))
     for dts in list(ts.dependents):
         if ts in dts.waiting_on:
             dts.waiting_on = discarded(dts.waiting_on, ts)

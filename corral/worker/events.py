@@ -20,8 +20,8 @@ from corral.messages import WorkerStimulus as Stimulus
 __all__ = [
     "ComputeTask", "Execute", "ExecuteFailure", "ExecuteSuccess", "FreeKeys", "GatherDep",
     "GatherDepFailure", "GatherDepMissing", "GatherDepSuccess", "Instruction", "MemoryUsage",
-    "ReleaseData", "RemoveWorkerPeer", "SendToScheduler", "Spill", "StealRequest", "Stimulus",
-    "UpdateData",
+    "Rejoin", "ReleaseData", "RemoveWorkerPeer", "Resume", "Secede", "SendToScheduler", "Spill",
+    "StealRequest", "Stimulus", "UpdateData",
 ]
 
 
@@ -88,6 +88,22 @@ class MemoryUsage(Stimulus):
     spill_failed: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Secede(Stimulus):
+    """The running task ``key`` gives up its thread slot (``corral.secede()``): it goes on
+    running, on a thread of its own, while the slot runs the next ready task."""
+
+    key: Key
+
+
+@dataclass(frozen=True, slots=True)
+class Rejoin(Stimulus):
+    """Seceded ``key`` wants a thread slot again (``corral.rejoin()``); its thread waits
+    for ``Resume``."""
+
+    key: Key
+
+
 # -- instructions -------------------------------------------------------------------------
 
 
@@ -99,6 +115,13 @@ class Instruction:
 @dataclass(frozen=True, slots=True)
 class Execute(Instruction):
     """Run ``key`` on a free thread; its inputs are all in memory here."""
+
+    key: Key
+
+
+@dataclass(frozen=True, slots=True)
+class Resume(Instruction):
+    """The thread of seceded ``key``, waiting in ``rejoin()``, may go on: it holds a slot."""
 
     key: Key
 

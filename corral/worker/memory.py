@@ -53,24 +53,6 @@ class Thresholds:
         return float("inf") if not fraction or not limit else fraction * limit
 
 
-def thresholds_from(**given: str | float | bool | None) -> Thresholds:
-    """Thresholds from options or settings: a fraction, ``"0.7"``, or ``"false"``/``False``
-    to turn one off; those not given (None) keep their defaults."""
-    chosen: dict[str, float | None] = {}
-    for name, value in given.items():
-        if value is None:
-            continue
-        if value is False or str(value).strip().lower() in ("false", "none", "off", "0"):
-            chosen[name] = None
-            continue
-        try:
-            chosen[name] = float(value)
-        except ValueError:
-            raise ValueError(f"memory threshold {name}={value!r}: give a fraction such as "
-                             f"0.7, or false to turn it off") from None
-    return Thresholds(**chosen)
-
-
 @dataclass(frozen=True, slots=True)
 class Decision:
     spill_to: int | None  # spill managed data until at most this many bytes are in memory

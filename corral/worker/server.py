@@ -24,8 +24,8 @@ from typing import Any, ClassVar
 
 import psutil
 
+from corral import config, runspec
 from corral import messages as msgs
-from corral import runspec
 from corral.core import BatchedSend, Comm, ConnectionPool, Server, connect, rpc
 from corral.core.validate import checked
 from corral.exceptions import (
@@ -35,12 +35,13 @@ from corral.exceptions import (
     ConnectTimeoutError,
     InvalidMessage,
 )
-from corral.memory_limit import parse_memory_limit
+from corral.memory_limit import configured_thresholds, parse_memory_limit
 from corral.protocol import dumps_pickle, loads_pickle
 from corral.security import Security
 from corral.sizeof import sizeof
 from corral.worker import events as ev
 from corral.worker.memory import Thresholds
+from corral.worker.plugins import WorkerExtras
 from corral.worker.reconnect import FATAL, Retry, describe
 from corral.worker.runner import Outcome, TaskRunner
 from corral.worker.spill import SpillBuffer
@@ -49,7 +50,8 @@ from corral.worker.state import WorkerState
 logger = logging.getLogger("corral.worker")
 
 _running: list[Worker] = []  # workers started in this process, newest last
-_current = threading.local()  # .worker: the worker whose task or run() this thread serves
+# .worker: the worker whose task or run() this thread serves; .key: the task's key
+_current = threading.local()
 
 
 def get_worker() -> Worker:
@@ -66,12 +68,19 @@ def get_worker() -> Worker:
     return _running[-1]
 
 
-def _as(worker: Worker, fn: Callable[[], Any]) -> Any:
-    _current.worker = worker
+def _as(worker: Worker, fn: Callable[[], Any], key: Any = None) -> Any:
+    _current.worker, _current.key = worker, key
     try:
         return fn()
     finally:
-        _current.worker = None
+        _current.worker = _current.key = None
+
+
+def current_task() -> tuple[Worker, Any] | None:
+    """The worker and key of the task this thread runs (key None in ``client.run``);
+    None outside tasks."""
+    worker = getattr(_current, "worker", None)
+    return None if worker is None else (worker, _current.key)
 
 
 class Worker:
@@ -85,36 +94,44 @@ class Worker:
         name: str = "",
         memory_limit: int | str | None = 0,
         memory_thresholds: Thresholds | None = None,
-        local_directory: str | None = None,
-        memory_monitor_interval: float = 0.1,
+        memory_monitor_interval: float | None = None,
         resources: dict[str, float] | None = None,
         security: Security | None = None,
-        heartbeat_interval: float = 1.0,
-        batch_interval: float = 0.002,
-        scheduler_timeout: float = 30.0,
+        heartbeat_interval: float | None = None,
+        batch_interval: float | None = None,
+        scheduler_timeout: float | None = None,
         death_timeout: float | None = None,
         nanny: str | None = None,
+        local_directory: str | None = None,
     ) -> None:
         self.scheduler_address = scheduler_address
         self.nthreads = nthreads or os.cpu_count() or 1
         self.name = name
+        # Data beyond the thresholds' fractions of it spills, then pauses (docs/memory.md).
         self.memory_limit = parse_memory_limit(memory_limit, share=1.0)
-        self.thresholds = memory_thresholds or Thresholds()
-        self.memory_monitor_interval = memory_monitor_interval
-        # Spilled data goes to a directory of its own, under local_directory if given,
-        # removed when the worker closes.
-        self.local_directory = tempfile.mkdtemp(prefix="corral-worker-", dir=local_directory)
+        self.thresholds = memory_thresholds or configured_thresholds()
+        self.memory_monitor_interval: float = config.fallback(memory_monitor_interval,
+                                                              "worker.memory.monitor-interval")
         self.resources = dict(resources or {})
         self.security = security
-        self.heartbeat_interval = heartbeat_interval
-        self.batch_interval = batch_interval
+        # Unset knobs come from corral.config (worker.*).
+        self.heartbeat_interval: float = config.fallback(heartbeat_interval,
+                                                         "worker.heartbeat-interval")
+        self.batch_interval: float = config.fallback(batch_interval, "worker.batch-interval")
         # Silence from the scheduler for this long means a dead link (no FIN may come).
-        self.scheduler_timeout = scheduler_timeout
+        self.scheduler_timeout: float = config.fallback(scheduler_timeout,
+                                                        "worker.scheduler-timeout")
         # How long to keep trying to reach the scheduler before giving up (None: forever).
         self.death_timeout = death_timeout
         self.gave_up: str | None = None  # why the worker gave up on its scheduler, if it did
+        # Its own scratch directory, made under this one (worker.local-directory; None: the
+        # system's temporary directory) when it starts, removed when it closes.
+        self._local_parent: str | None = config.fallback(local_directory,
+                                                         "worker.local-directory")
+        self.local_directory = ""
         self.nanny = nanny
-        self.data: dict[Any, Any] | SpillBuffer = self._new_store()
+        self.data: dict[Any, Any] | SpillBuffer = {}  # a SpillBuffer once started, with a limit
+        self.extras = WorkerExtras(self)  # plugins, uploaded files, the log ring
         self.server = Server(
             {
                 "get_data": self.get_data,
@@ -122,13 +139,14 @@ class Worker:
                 "run": self.run,
                 "reset": self.reset,
                 "identity": self.identity,
+                **self.extras.handlers(),
             },
             security=security,
             name=name,
             role="worker",
         )
         self.pool = ConnectionPool(security=security, name=name)
-        self.batched = BatchedSend(batch_interval, name="to scheduler")
+        self.batched = BatchedSend(self.batch_interval, name="to scheduler")
         self.state: WorkerState | None = None
         self._ids: msgs.StimulusIds | None = None  # "<address>-<n>" once listening
         self._runner: TaskRunner | None = None
@@ -141,7 +159,12 @@ class Worker:
         # Transfers since the last heartbeat, (peer, start, stop, nbytes), for the task stream.
         self._transfer_log: deque[tuple[str, float, float, int]] = deque(maxlen=1000)
         self._heartbeat_sent = 0.0
+        self._sampled = 0.0  # when memory was last measured (time.monotonic)
         self.latency = 0.0  # heartbeat round trip through both batched streams, seconds
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.resume_events: dict[Any, threading.Event] = {}  # seceded tasks in rejoin()
+        self.client: Any = None  # the Client tasks here share (corral.get_client())
+        self.client_lock = threading.Lock()
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -152,6 +175,10 @@ class Worker:
         """
         self._check_memory_limit()
         await self.server.listen(address)
+        self.local_directory = tempfile.mkdtemp(prefix="corral-worker-", dir=self._local_parent)
+        self.data = self._new_store()  # spilled data goes under local_directory
+        self.extras.start()
+        self.loop = asyncio.get_running_loop()
         self._ids = msgs.StimulusIds(self.address)
         self._start_afresh()
         if self.nanny:  # at once: reaching the scheduler may take any time
@@ -170,6 +197,7 @@ class Worker:
         """Empty state, data and threads: how a worker starts, and rejoins after a loss."""
         if self._runner is not None:
             self._runner.shutdown()  # running tasks finish; their outcomes are dropped
+        self._resume_all()
         for task in self._gathers:
             task.cancel()
         self.data.clear()
@@ -277,11 +305,33 @@ class Worker:
             task.cancel()
         await self.server.close()
         await self.pool.close()
+        await self.extras.close()
         if self._runner is not None:
             self._runner.shutdown()
         if isinstance(self.data, SpillBuffer):
             await asyncio.to_thread(self.data.close)  # waits for a spill under way
-        shutil.rmtree(self.local_directory, ignore_errors=True)
+        if self.local_directory:
+            shutil.rmtree(self.local_directory, ignore_errors=True)
+        self._resume_all()
+        if self.client is not None:
+            await asyncio.to_thread(self.client.close)
+
+    def _resume_all(self) -> None:
+        """Let every task waiting in ``rejoin()`` go on (the worker starts afresh or ends)."""
+        events, self.resume_events = self.resume_events, {}
+        for event in events.values():
+            event.set()
+
+    def from_thread(self, kind: type[ev.Secede | ev.Rejoin], key: Any) -> bool:
+        """From a task's thread: hand the state machine ``kind(key)``; False if closed."""
+        if self.loop is None or self._closed.is_set():
+            return False
+        try:
+            self.loop.call_soon_threadsafe(
+                lambda: self.handle(kind(stimulus_id=self._new_id(), key=key)))
+        except RuntimeError:  # the loop closed meanwhile
+            return False
+        return True
 
     async def finished(self) -> None:
         """Wait until the worker has closed (e.g. because the scheduler went away)."""
@@ -302,12 +352,21 @@ class Worker:
 
     def handle(self, *stimuli: ev.Stimulus) -> None:
         assert self.state is not None
+        watching = self.extras.watching_transitions()  # plugins with a transition hook
+        if watching:
+            self.extras.mark(self.state.log)
         for instruction in self.state.handle(*stimuli):
             self._carry_out(instruction)
+        if watching:
+            self.extras.transitions(self.state.log)
 
     def _carry_out(self, instruction: ev.Instruction) -> None:
         if isinstance(instruction, ev.Execute):
             self._execute(instruction.key)
+        elif isinstance(instruction, ev.Resume):
+            event = self.resume_events.pop(instruction.key, None)
+            if event is not None:
+                event.set()
         elif isinstance(instruction, ev.GatherDep):
             task = asyncio.ensure_future(self._gather_dep(instruction))
             self._gathers.add(task)
@@ -340,12 +399,12 @@ class Worker:
         def call() -> Any:
             # On the task's thread: a spilled input is read back from disk here.
             inputs = {dep: data[dep] for dep in dependencies}
-            fn, args, kwargs = runspec.unpack(run_spec)
+            fn, args, kwargs = runspec.unpack(run_spec)  # futures inside bind to get_client()
             if inputs:
                 args, kwargs = runspec.substitute((args, kwargs), inputs)
-            return _as(self, lambda: fn(*args, **kwargs))
+            return fn(*args, **kwargs)
 
-        self._runner.submit(key, call)
+        self._runner.submit(key, functools.partial(_as, self, call, key))
 
     def _on_outcomes(self, outcomes: list[Outcome]) -> None:
         stimuli: list[ev.Stimulus] = []
@@ -376,6 +435,10 @@ class Worker:
                         stop=o.stop,
                     )
                 )
+        # Tasks finishing is when memory grows: look before the next one starts (at most
+        # every few ms, so that a burst of tiny tasks pays nothing).
+        if self.memory_limit and time.monotonic() - self._sampled > 0.005:
+            stimuli.append(self._memory_sample())
         self.handle(*stimuli)
 
     async def _gather_dep(self, instruction: ev.GatherDep) -> None:
@@ -441,9 +504,12 @@ class Worker:
     def _on_heartbeat_ack(self, msg: msgs.HeartbeatAck) -> None:
         self.latency = time.monotonic() - self._heartbeat_sent
 
+    def _on_add_plugin(self, msg: msgs.AddWorkerPlugin) -> None:
+        self.extras.add_soon(msg.name, msg.plugin)
+
     # The messages from the scheduler the server acts on itself; all others are stimuli.
     OWN_MESSAGES: ClassVar[dict[type[msgs.Message], Callable[[Any, Any], None]]] = {
-        msgs.HeartbeatAck: _on_heartbeat_ack,
+        msgs.HeartbeatAck: _on_heartbeat_ack, msgs.AddWorkerPlugin: _on_add_plugin,
     }
 
     def _new_id(self) -> str:
@@ -519,14 +585,15 @@ class Worker:
         """Feed the state machine a memory sample every ``memory_monitor_interval``."""
         while True:
             await asyncio.sleep(self.memory_monitor_interval)
-            data = self.data
-            managed = data.managed if isinstance(data, SpillBuffer) else 0
-            failed = isinstance(data, SpillBuffer) and data.spill_error is not None
-            self.handle(ev.MemoryUsage(stimulus_id=self._new_id(), rss=self._rss(),
-                                       managed=managed, spill_failed=failed))
+            self.handle(self._memory_sample())
 
-    def _rss(self) -> int:
-        return int(self._process.memory_info().rss)
+    def _memory_sample(self) -> ev.MemoryUsage:
+        data = self.data
+        self._sampled = time.monotonic()
+        return ev.MemoryUsage(
+            stimulus_id=self._new_id(), rss=int(self._process.memory_info().rss),
+            managed=data.managed if isinstance(data, SpillBuffer) else 0,
+            spill_failed=isinstance(data, SpillBuffer) and data.spill_error is not None)
 
     # -- handlers for peers and clients -------------------------------------------------
 

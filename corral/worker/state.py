@@ -11,6 +11,10 @@ Theory of operation
 * Transfers are batched per peer (up to ``transfer_message_target_bytes``), one per
   peer at a time and at most ``max_concurrent_transfers`` overall, inputs of the most
   urgent tasks first. A worker never fetches from itself.
+* A task that calls ``corral.secede()`` turns ``long-running``: it goes on running, but
+  gives its thread slot to the next ready task, and the scheduler stops counting it as
+  load. ``corral.rejoin()`` asks for a slot back; the task's thread waits (``Resume``)
+  until one is free, rejoining tasks before ready ones.
 * Freeing a task that is executing marks it ``cancelled``: its result is dropped when it
   comes back. Inputs held only for freed tasks are released, and the scheduler told.
 * Memory (``corral.worker.memory``): each ``MemoryUsage`` sample may ask for a
@@ -40,6 +44,7 @@ class WS(Enum):
     WAITING = "waiting"
     READY = "ready"
     EXECUTING = "executing"
+    LONG_RUNNING = "long-running"  # seceded: running, but not in a thread slot
     CANCELLED = "cancelled"
     MEMORY = "memory"
     ERROR = "error"
@@ -58,8 +63,12 @@ TRANSITIONS: frozenset[tuple[WS, WS]] = frozenset({
     (WS.FLIGHT, WS.MISSING), (WS.FETCH, WS.MISSING), (WS.MISSING, WS.FETCH),
     (WS.FETCH, WS.MEMORY), (WS.MISSING, WS.MEMORY), (WS.WAITING, WS.MEMORY),
     (WS.READY, WS.MEMORY), (WS.CANCELLED, WS.EXECUTING),
+    (WS.EXECUTING, WS.LONG_RUNNING), (WS.LONG_RUNNING, WS.EXECUTING),
+    (WS.LONG_RUNNING, WS.MEMORY), (WS.LONG_RUNNING, WS.ERROR),
+    (WS.LONG_RUNNING, WS.CANCELLED), (WS.CANCELLED, WS.LONG_RUNNING),
 })  # fmt: skip
-NEEDS_INPUTS = (WS.WAITING, WS.READY, WS.EXECUTING)
+RUNNING = (WS.EXECUTING, WS.LONG_RUNNING)
+NEEDS_INPUTS = (WS.WAITING, WS.READY, *RUNNING)
 
 
 @dataclass(eq=False, slots=True)
@@ -100,7 +109,9 @@ class WorkerState:
         self.max_concurrent_transfers = max_concurrent_transfers
         self.transfer_message_target_bytes = transfer_message_target_bytes
         self.tasks: dict[Key, TaskState] = {}
-        self.executing: set[Key] = set()
+        self.executing: set[Key] = set()  # running in a thread slot (cancelled ones too)
+        self.long_running: set[Key] = set()  # running, seceded from the slots
+        self._rejoining: deque[Key] = deque()  # seceded tasks waiting for a slot, FIFO
         self.in_flight: dict[str, tuple[Key, ...]] = {}  # peer → keys being fetched
         self._ready: list[tuple[tuple[float, ...], int, Key]] = []
         self._fetch: list[tuple[tuple[float, ...], int, Key]] = []
@@ -153,7 +164,11 @@ class WorkerState:
             return
         if ts is not None and ts.state == WS.CANCELLED:  # wanted again while still running
             ts.assigned = True
-            self._to(ts, WS.EXECUTING)
+            if s.key in self.long_running:
+                self._to(ts, WS.LONG_RUNNING)
+                self._tell(msgs.TaskSeceded, key=s.key)  # not load, here either
+            else:
+                self._to(ts, WS.EXECUTING)
             return
         dependents: set[Key] = set()
         if ts is not None:  # was an input being fetched; now we are to compute it
@@ -188,6 +203,15 @@ class WorkerState:
             heapq.heappush(self._ready, (ts.priority, next(self._seq), ts.key))
 
     def _ensure_computing(self) -> None:
+        while self._rejoining and len(self.executing) < self.nthreads:
+            key = self._rejoining.popleft()
+            self.long_running.remove(key)
+            self.executing.add(key)
+            rejoined = self.tasks[key]
+            if rejoined.state == WS.LONG_RUNNING:
+                self._to(rejoined, WS.EXECUTING)
+                self._tell(msgs.TaskRejoined, key=key)
+            self._emit(ev.Resume, key=key)
         waiting_for_resources = []
         while self._ready and len(self.executing) < self.nthreads and not self.paused:
             item = heapq.heappop(self._ready)
@@ -271,6 +295,7 @@ class WorkerState:
     def _finish_execution(self, key: Key) -> TaskState | None:
         """The task's thread is free; None if its result is to be dropped."""
         self.executing.discard(key)
+        self.long_running.discard(key)
         for r, n in self._held.pop(key, {}).items():
             self.available_resources[r] += n
         ts = self.tasks.get(key)
@@ -280,7 +305,7 @@ class WorkerState:
                 self._inputs_done(ts)
             self._emit(ev.ReleaseData, keys=(key,))
             return None
-        return ts if ts.state == WS.EXECUTING else None
+        return ts if ts.state in RUNNING else None
 
     def _inputs_done(self, ts: TaskState) -> None:
         for dep in ts.dependencies:
@@ -379,7 +404,7 @@ class WorkerState:
             if ts is None:
                 continue
             ts.assigned = False
-            if ts.state == WS.EXECUTING:
+            if ts.state in RUNNING:
                 self._to(ts, WS.CANCELLED)
             elif ts.state in (WS.WAITING, WS.READY, WS.ERROR):
                 self._forget(ts)
@@ -387,6 +412,22 @@ class WorkerState:
             elif ts.state == WS.MEMORY and not ts.dependents:
                 self._forget(ts)
                 self._emit(ev.ReleaseData, keys=(key,))
+
+    def _on_Secede(self, s: ev.Secede) -> None:
+        if s.key not in self.executing:
+            return  # seceded already, or not running here (any more)
+        self.executing.remove(s.key)
+        self.long_running.add(s.key)
+        ts = self.tasks[s.key]
+        if ts.state == WS.EXECUTING:  # a cancelled task is nobody's load already
+            self._to(ts, WS.LONG_RUNNING)
+            self._tell(msgs.TaskSeceded, key=s.key)
+
+    def _on_Rejoin(self, s: ev.Rejoin) -> None:
+        if s.key in self.long_running and s.key not in self._rejoining:
+            self._rejoining.append(s.key)
+        elif s.key not in self.long_running:
+            self._emit(ev.Resume, key=s.key)  # never seceded: nothing to wait for
 
     def _on_StealRequest(self, s: ev.StealRequest) -> None:
         # Start first what free threads would start anyway: a task that arrived in the same
@@ -423,12 +464,16 @@ class WorkerState:
 
     def validate(self) -> None:
         assert len(self.executing) <= self.nthreads
-        assert self._held.keys() <= self.executing
+        assert not self.executing & self.long_running
+        assert set(self._rejoining) <= self.long_running
+        assert self._held.keys() <= self.executing | self.long_running
         for r, total in self.total_resources.items():
             held = sum(needs.get(r, 0) for needs in self._held.values())
             assert abs(self.available_resources[r] + held - total) < 1e-9, r
         for key in self.executing:
             assert self.tasks[key].state in (WS.EXECUTING, WS.CANCELLED), key
+        for key in self.long_running:
+            assert self.tasks[key].state in (WS.LONG_RUNNING, WS.CANCELLED), key
         for key, ts in self.tasks.items():
             assert ts.key == key
             assert self.address not in ts.who_has, key
@@ -446,6 +491,8 @@ HANDLERS: dict[type[ev.Stimulus], Callable[[WorkerState, Any], None]] = {
     ev.ComputeTask: WorkerState._on_ComputeTask,
     ev.FreeKeys: WorkerState._on_FreeKeys,
     ev.StealRequest: WorkerState._on_StealRequest,
+    ev.Secede: WorkerState._on_Secede,
+    ev.Rejoin: WorkerState._on_Rejoin,
     ev.RemoveWorkerPeer: WorkerState._on_RemoveWorkerPeer,
     ev.UpdateData: WorkerState._on_UpdateData,
     ev.ExecuteSuccess: WorkerState._on_ExecuteSuccess,

@@ -1,0 +1,138 @@
+"""Which client dask uses: the default client, and ``client.as_current()``.
+
+A new client becomes the default (``set_as_default=True``); closing it brings back the
+one before. ``with client.as_current():`` makes a client current in this thread or
+asyncio task only (a context variable). dask asks its configuration for a scheduler
+before anything else (``dask.config`` key ``"scheduler"``), so while any corral client
+is the default, that key holds one ``DefaultClientProxy``: not callable, a ``get`` and
+a ``persist``, a class name with "Client" in it, which is how dask recognises a
+client. Each call goes to whichever client is current at that moment, so
+``x.compute()``, ``dask.compute(...)`` and ``x.persist()`` run on the cluster. A
+``scheduler=`` argument or a ``dask.config.set(scheduler=...)`` of the user's still
+wins, as with dask.distributed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import importlib.util
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+_lock = threading.Lock()
+_defaults: list[Any] = []  # clients set as default, newest last (strong: Client() alone works)
+_current: contextvars.ContextVar[Any] = contextvars.ContextVar("corral_current_client",
+                                                               default=None)
+_previous_scheduler: list[Any] = []  # dask's "scheduler" setting before ours went in
+
+NO_CLIENT = ("no corral client is running: start one first, e.g. "
+             "client = corral.Client() or corral.Client('tcp://scheduler:8786')")
+
+
+def default_client(client: Any = None) -> Any:
+    """``client`` if given, else the current client (``as_current``), else the newest
+    default one; ``ValueError`` when there is none."""
+    if client is not None:
+        return client
+    found = _current.get()
+    if found is not None and not getattr(found, "closed", False):
+        return found
+    with _lock:
+        if _defaults:
+            return _defaults[-1]
+    raise ValueError(NO_CLIENT)
+
+
+def set_default(client: Any) -> None:
+    """Make ``client`` the default (until it closes, or another one is made default)."""
+    with _lock:
+        if client in _defaults:
+            _defaults.remove(client)
+        _defaults.append(client)
+        first = len(_defaults) == 1
+    if first:
+        _hook_dask()
+
+
+def forget(client: Any) -> None:
+    """``client`` is closing: the default goes back to the one before it."""
+    with _lock:
+        if client not in _defaults:
+            return
+        _defaults.remove(client)
+        last = not _defaults
+    if last:
+        _unhook_dask()
+
+
+@contextlib.contextmanager
+def as_current(client: Any) -> Iterator[Any]:
+    """Make ``client`` the one dask and ``default_client()`` use, in this context."""
+    token = _current.set(client)
+    try:
+        with _hooked():
+            yield client
+    finally:
+        _current.reset(token)
+
+
+class DefaultClientProxy:
+    """What dask finds in its ``"scheduler"`` setting: the current corral client's
+    ``get`` and ``persist``. Named *Client* because that is how dask tells a client from
+    a scheduler function."""
+
+    @property
+    def asynchronous(self) -> bool:
+        return bool(default_client().asynchronous)
+
+    def get(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
+        return default_client().get(dsk, keys, **kwargs)
+
+    def persist(self, collections: Any, **kwargs: Any) -> Any:
+        return default_client().persist(collections, **kwargs)
+
+    def __repr__(self) -> str:
+        return "<the default corral client>"
+
+
+SCHEDULER = DefaultClientProxy()
+
+
+def _dask_config() -> Any:
+    """dask.config, if dask is installed (imported here only then)."""
+    if importlib.util.find_spec("dask") is None:
+        return None
+    import dask.config
+
+    return dask.config
+
+
+def _hook_dask() -> None:
+    config = _dask_config()
+    if config is not None:
+        _previous_scheduler.append(config.config.get("scheduler"))
+        config.set(scheduler=SCHEDULER)
+
+
+def _unhook_dask() -> None:
+    config = _dask_config()
+    if config is not None and _previous_scheduler:
+        previous = _previous_scheduler.pop()
+        if config.config.get("scheduler") is SCHEDULER:
+            if previous is None:
+                config.config.pop("scheduler", None)
+            else:
+                config.set(scheduler=previous)
+
+
+@contextlib.contextmanager
+def _hooked() -> Iterator[None]:
+    """dask's scheduler setting points at ``SCHEDULER`` in this block, whatever it was."""
+    config = _dask_config()
+    if config is None or config.config.get("scheduler") is SCHEDULER:
+        yield
+        return
+    with config.set(scheduler=SCHEDULER):
+        yield
