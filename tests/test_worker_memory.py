@@ -154,6 +154,8 @@ async def test_spill_buffer_spills_lru_reads_back_and_keeps_unpicklables(tmp_pat
         assert [r.message for r in caplog.records if "cannot spill 'bad'" in r.message]
         del buffer["bad"]
         assert not buffer.unspillable
+        buffer.clear()  # without reading anything back from disk
+        assert (len(buffer.fast), len(buffer.disk)) == (0, 0)
     finally:
         buffer.close()
 

@@ -373,7 +373,8 @@ class Worker:
             task.add_done_callback(self._gathers.discard)
         elif isinstance(instruction, ev.ReleaseData):
             for key in instruction.keys:
-                self.data.pop(key, None)
+                with contextlib.suppress(KeyError):  # (pop would read a spilled value back)
+                    del self.data[key]
                 self._fetched.discard(key)
         elif isinstance(instruction, ev.Spill):
             if isinstance(self.data, SpillBuffer):

@@ -174,6 +174,12 @@ class SpillBuffer(zict.AsyncBuffer[Key, Any]):
         super().__delitem__(key)
         self.unspillable.discard(key)
 
+    def clear(self) -> None:
+        """Drop everything, reading nothing back (``MutableMapping.clear`` would)."""
+        for key in list(self.keys()):
+            with contextlib.suppress(KeyError):
+                del self[key]
+
     def evict_until_below_target(self, n: float | None = None) -> None:
         """Spill least recently used values until at most ``n`` bytes are in memory
         (on the buffer's thread)."""
