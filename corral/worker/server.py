@@ -159,7 +159,7 @@ class Worker:
         # Transfers since the last heartbeat, (peer, start, stop, nbytes), for the task stream.
         self._transfer_log: deque[tuple[str, float, float, int]] = deque(maxlen=1000)
         self._heartbeat_sent = 0.0
-        self._sampled = 0.0  # when memory was last measured (time.monotonic)
+        self._grown = 0  # bytes of results since memory was last measured
         self.latency = 0.0  # heartbeat round trip through both batched streams, seconds
         self.loop: asyncio.AbstractEventLoop | None = None
         self.resume_events: dict[Any, threading.Event] = {}  # seceded tasks in rejoin()
@@ -436,10 +436,13 @@ class Worker:
                         stop=o.stop,
                     )
                 )
-        # Tasks finishing is when memory grows: look before the next one starts (at most
-        # every few ms, so that a burst of tiny tasks pays nothing).
-        if self.memory_limit and time.monotonic() - self._sampled > 0.005:
-            stimuli.append(self._memory_sample())
+        # Tasks finishing is when memory grows: once results worth 1 % of the limit have
+        # come in since the last look, look again before the next task starts (tiny tasks
+        # pay nothing; the monitor looks every monitor-interval anyway).
+        if self.memory_limit:
+            self._grown += sum(s.nbytes for s in stimuli if isinstance(s, ev.ExecuteSuccess))
+            if self._grown > self.memory_limit // 100:
+                stimuli.append(self._memory_sample())
         self.handle(*stimuli)
 
     async def _gather_dep(self, instruction: ev.GatherDep) -> None:
@@ -590,7 +593,7 @@ class Worker:
 
     def _memory_sample(self) -> ev.MemoryUsage:
         data = self.data
-        self._sampled = time.monotonic()
+        self._grown = 0
         return ev.MemoryUsage(
             stimulus_id=self._new_id(), rss=int(self._process.memory_info().rss),
             managed=data.managed if isinstance(data, SpillBuffer) else 0,

@@ -168,7 +168,8 @@ class SpillBuffer(zict.AsyncBuffer[Key, Any]):
     def __setitem__(self, key: Key, value: Any) -> None:
         self.unspillable.discard(key)
         self.set_noevict(key, value)
-        self.async_evict_until_below_target(self.target)
+        if self.fast.total_weight > self.target:  # (the call takes the lock: skip it)
+            self.async_evict_until_below_target(self.target)
 
     def __delitem__(self, key: Key) -> None:
         super().__delitem__(key)
