@@ -160,6 +160,7 @@ class Worker:
         self._transfer_log: deque[tuple[str, float, float, int]] = deque(maxlen=1000)
         self._heartbeat_sent = 0.0
         self._grown = 0  # bytes of results since memory was last measured
+        self._watched: set[asyncio.Future[Any]] = set()  # spills that end with a new look
         self.latency = 0.0  # heartbeat round trip through both batched streams, seconds
         self.loop: asyncio.AbstractEventLoop | None = None
         self.resume_events: dict[Any, threading.Event] = {}  # seceded tasks in rejoin()
@@ -379,6 +380,7 @@ class Worker:
         elif isinstance(instruction, ev.Spill):
             if isinstance(self.data, SpillBuffer):
                 self.data.async_evict_until_below_target(instruction.target)
+                self._watch_spills()
         elif isinstance(instruction, ev.SendToScheduler):
             with contextlib.suppress(CommClosedError):
                 self.batched.send(instruction.msg.to_wire())
@@ -443,6 +445,7 @@ class Worker:
             self._grown += sum(s.nbytes for s in stimuli if isinstance(s, ev.ExecuteSuccess))
             if self._grown > self.memory_limit // 100:
                 stimuli.append(self._memory_sample())
+                self._watch_spills()
         self.handle(*stimuli)
 
     async def _gather_dep(self, instruction: ev.GatherDep) -> None:
@@ -589,6 +592,21 @@ class Worker:
         """Feed the state machine a memory sample every ``memory_monitor_interval``."""
         while True:
             await asyncio.sleep(self.memory_monitor_interval)
+            self.handle(self._memory_sample())
+
+    def _watch_spills(self) -> None:
+        """Look at memory again as soon as a spill is done, so that a paused worker
+        resumes without waiting for the monitor's next look."""
+        if not isinstance(self.data, SpillBuffer):
+            return
+        for future in self.data.evicting:
+            if future not in self._watched:
+                self._watched.add(future)
+                future.add_done_callback(self._after_spill)
+
+    def _after_spill(self, future: asyncio.Future[Any]) -> None:
+        self._watched.discard(future)
+        if not self._closed.is_set() and self.state is not None and self.memory_limit:
             self.handle(self._memory_sample())
 
     def _memory_sample(self) -> ev.MemoryUsage:
