@@ -147,7 +147,7 @@ async def test_spill_buffer_spills_lru_reads_back_and_keeps_unpicklables(tmp_pat
         assert buffer.managed <= 250_000 + 200_000
         assert "bad" in buffer.fast
         assert buffer.unspillable == {"bad"}
-        assert set(buffer.disk) == {"x0"}
+        assert "x0" in buffer.disk  # least recently used first
         got = await buffer.async_get(["x0", "x2", "bad"])
         assert (got["x0"][0], got["x2"][0], got["bad"]) == (0, 2, bad)
         assert buffer.spilled_total >= 100_000

@@ -163,13 +163,20 @@ class SpillBuffer(zict.AsyncBuffer[Key, Any]):
         # zict 3.0 cannot read one spilled key back on two threads at once (a task's
         # and a peer's fetch): the second fails with a KeyError. Reads from disk queue.
         with self._reading:
-            return super().__getitem__(key)
+            value = super().__getitem__(key)
+        # Read back into memory (on this thread, never the event loop's): make room.
+        if self.fast.total_weight > self.target:
+            self.evict_until_below_target(self.target)
+        return value
 
     def __setitem__(self, key: Key, value: Any) -> None:
         self.unspillable.discard(key)
         self.set_noevict(key, value)
         if self.fast.total_weight > self.target:  # (the call takes the lock: skip it)
-            self.async_evict_until_below_target(self.target)
+            # Down to target less this value's size: room for the next result, which
+            # its task is computing while this spill runs.
+            room = self.fast.weights.get(key, 0)
+            self.async_evict_until_below_target(max(self.target - room, 0))
 
     def __delitem__(self, key: Key) -> None:
         super().__delitem__(key)
