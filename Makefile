@@ -36,6 +36,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/fuzz.py
 	$(BIN)/python bench/chaos.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/memory.py
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

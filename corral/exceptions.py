@@ -16,6 +16,7 @@
     ├── CredentialsFileError (PermissionError) a scheduler file that cannot be written safely
     ├── UnknownOperationError (KeyError)       a message named an op the server has no handler for
     ├── InvalidMessage (ValueError)            a message's fields are not what its op declares
+    ├── BadMemoryLimit (ValueError)            a memory limit that is unreadable or too small
     ├── InvalidTransition                      a state machine was asked for an impossible move
     ├── UnknownStimulus (TypeError)            a stimulus type no handler is listed for
     ├── DataLostError                          the only copy of unrecomputable data is gone
@@ -135,3 +136,7 @@ class ClientClosedError(CorralError):
 class FutureCancelledError(CorralError):
     """What ``result()`` raises for a future cancelled after the fact, finished or not:
     ``client.restart()`` dropped its task and data. Submit the work again."""
+
+
+class BadMemoryLimit(CorralError, ValueError):
+    """A memory limit that cannot be parsed, or is too small to start a worker."""

@@ -330,11 +330,29 @@ class RetireMe(FromWorker, SchedulerStimulus):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerPaused(FromWorker, SchedulerStimulus):
+    """The worker's memory is over its pause threshold (``paused``), or back under it:
+    it starts no new task while paused, but serves its data and finishes what runs."""
+
+    op = "worker-paused"
+    paused: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Heartbeat(FromWorker):
-    """A worker's periodic sign of life: its metrics, and the transfers it made since."""
+    """A worker's periodic sign of life: its metrics, and the transfers it made since.
+
+    Memory, in bytes: ``managed`` (values of its keys held in memory), ``spilled`` (their
+    size in memory, of those written to disk), ``unmanaged`` (the rest of the process's
+    RSS); ``paused`` as last said by ``WorkerPaused``."""
 
     op = "heartbeat"
     metrics: dict[str, Any] = field(default_factory=dict)
+    managed: Count = 0
+    spilled: Count = 0
+    spilled_disk: Count = 0  # bytes of those files on disk (compressed where it paid)
+    unmanaged: Count = 0
+    paused: bool = False
     transfers: tuple[tuple[str, float, float, Count], ...] = ()  # (peer, start, stop, nbytes)
 
 
@@ -684,7 +702,7 @@ TO_WORKER: dict[str, type[ToWorker]] = _table(
     HeartbeatAck, AddWorkerPlugin)
 FROM_WORKER: dict[str, type[FromWorker]] = _table(
     TaskStarted, TaskFinished, TaskErred, AddKeys, MissingData, ReleaseWorkerData,
-    StealResponse, RetireMe, Heartbeat, TaskSeceded, TaskRejoined)
+    StealResponse, RetireMe, WorkerPaused, Heartbeat, TaskSeceded, TaskRejoined)
 TO_CLIENT: dict[str, type[ToClient]] = _table(
     ReportKeyInMemory, ReportTaskErred, ReportTaskStarted, ReportCancelled,
     CoordinationReply)

@@ -12,7 +12,8 @@ Theory of operation
   back every time, and a task that keeps killing workers is stopped by the scheduler's
   ``KilledWorker``), after a backoff that doubles with every consecutive death of a
   worker that never came up (a broken environment must not spin); memory above
-  ``memory_limit`` (RSS via psutil) means SIGKILL and a restart; and a worker that
+  ``terminate_fraction`` (0.95) of ``memory_limit`` (RSS via psutil) means SIGKILL and
+  a restart (the worker itself spills and pauses well before); and a worker that
   cannot answer ``identity`` within ``liveness_timeout`` (its event loop is blocked) is
   killed and restarted too.
 * A worker that exits with ``RESTART_STATUS`` was retired at the end of its
@@ -64,6 +65,7 @@ class Nanny:
         host: str = "127.0.0.1",
         worker_port: int = 0,
         memory_limit: int = 0,
+        terminate_fraction: float | None = 0.95,
         security: Security | None = None,
         check_interval: float | None = None,
         liveness_interval: float | None = None,
@@ -76,6 +78,7 @@ class Nanny:
         self.host = host
         self.worker_port = worker_port
         self.memory_limit = memory_limit
+        self.terminate_fraction = terminate_fraction
         self.security = security
         # Unset knobs come from corral.config (nanny.*).
         self.check_interval: float = config.fallback(check_interval, "nanny.check-interval")
@@ -201,14 +204,16 @@ class Nanny:
                 await self._replace(reason)
 
     def _over_memory(self) -> str | None:
-        if not self.memory_limit or self.process is None:
+        if not self.memory_limit or not self.terminate_fraction or self.process is None:
             return None
         try:
             rss = psutil.Process(self.process.pid).memory_info().rss
         except psutil.Error:
             return None
-        if rss > self.memory_limit:
-            return f"worker used {rss} bytes of memory, over its limit of {self.memory_limit}"
+        if rss > self.terminate_fraction * self.memory_limit:
+            return (f"worker used {rss / 2**20:.0f} MiB of memory, over "
+                    f"{self.terminate_fraction:g} of its limit of "
+                    f"{self.memory_limit / 2**20:.0f} MiB")
         return None
 
     async def _unresponsive(self) -> str | None:

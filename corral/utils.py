@@ -13,12 +13,16 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # fmt: skip
+_NUMBER = r"\d+(?:\.\d*)?(?:e\d+)?|\.\d+"
 
 
-def parse_bytes(text: str) -> int:
-    """``'4GiB'`` → 4294967296; ``'1.5 GB'`` → 1500000000; ``'1e9'`` → 1000000000."""
-    match = re.fullmatch(r"\s*(\d[\d.]*(?:e\d+)?)\s*([a-zA-Z]*)\s*", text, re.I)
+def parse_bytes(text: str | float) -> int:
+    """``'4GiB'`` → 4294967296; ``'1.5 GB'`` → 1500000000; ``'1e9'``, ``1e9`` → 1000000000."""
+    if isinstance(text, int | float):
+        return int(text)
+    match = re.fullmatch(rf"\s*({_NUMBER})\s*([a-zA-Z]*)\s*", text.replace("_", ""), re.I)
     if not match or match.group(2).lower() not in _UNITS:
         raise ValueError(f"not a size: {text!r} (try 4GiB or 500MB)")
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])

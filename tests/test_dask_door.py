@@ -292,15 +292,13 @@ def test_cluster_arguments_are_refused_with_an_address_or_when_no_cluster_takes_
 
 
 def test_memory_limits_in_every_spelling():
-    import psutil
+    from corral.memory_limit import parse_memory_limit, system_memory
 
-    from corral.deploy.local import memory_limit_bytes
-
-    total = psutil.virtual_memory().total
-    assert memory_limit_bytes(None, 2) == memory_limit_bytes(0, 2) == 0
-    assert memory_limit_bytes("2GiB", 2) == 2 * 2**30
-    assert memory_limit_bytes(1e9, 2) == memory_limit_bytes("1e9", 2) == 10**9
-    assert memory_limit_bytes(0.5, 2) == int(total * 0.5)
-    assert memory_limit_bytes("auto", 4) == total // 4
+    total = system_memory()
+    assert parse_memory_limit(None) == parse_memory_limit(0) == 0
+    assert parse_memory_limit("2GiB") == 2 * 2**30
+    assert parse_memory_limit(1e9) == parse_memory_limit("1e9") == 10**9
+    assert parse_memory_limit(0.5) == int(total * 0.5)
+    assert parse_memory_limit("auto", share=1 / 4) == total // 4
     with pytest.raises(ValueError, match="not a size"):
-        memory_limit_bytes("lots", 1)
+        parse_memory_limit("lots")

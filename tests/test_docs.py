@@ -143,7 +143,7 @@ def test_readme_snippets_run_as_written_and_print_what_they_say(code, tmp_path):
 
 
 # Pages whose python blocks run as written, each printing what its comments say.
-RUN_PAGES = ["configuration.md", "from-dask.md"]
+RUN_PAGES = ["configuration.md", "from-dask.md", "memory.md"]
 PAGE_SNIPPETS = [(page, code) for page in RUN_PAGES
                  for code in PYTHON_BLOCK.findall((DOCS / page).read_text())]
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from corral import __version__, config, utils
+from corral import __version__, config
 from corral.deploy import lifeline
 from corral.deploy.options import parse_duration, parse_ports
 from corral.exceptions import CommError, CredentialsFileError, HandshakeError
@@ -20,14 +20,6 @@ from corral.security import TOKEN_ENV, TOKEN_FILE_ENV, Security, read_token_file
 from corral.utils import run_async
 
 logger = logging.getLogger("corral.cli")
-
-def parse_bytes(text: str) -> int:
-    """``'4GiB'`` → 4294967296; ``'1.5 GB'`` → 1500000000."""
-    try:
-        return utils.parse_bytes(text)
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from None
-
 
 def parse_resources(text: str) -> dict[str, float]:
     """``'GPU=2,MEM=4e9'`` → ``{'GPU': 2.0, 'MEM': 4e9}``."""

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from corral import config
 from corral.cli.common import (
     as_duration,
     as_ports,
@@ -16,7 +17,6 @@ from corral.cli.common import (
     flag_security,
     log_level_option,
     main,
-    parse_bytes,
     parse_resources,
     security_options,
     serve_until_signalled,
@@ -24,10 +24,34 @@ from corral.cli.common import (
 )
 from corral.credentials import default_scheduler_file, resolve
 from corral.deploy.options import auto_nworkers, interface_address, listen_in_range, writing_pid
+from corral.memory_limit import configured_thresholds, parse_memory_limit
 from corral.security import scheme_for
 from corral.utils import run_async
 
 logger = logging.getLogger("corral.cli")
+
+
+def memory_options(command: Any) -> Any:
+    """The fractions of a worker's memory limit that matter (docs/memory.md)."""
+    fraction = "Fraction of the memory limit {} ('false' turns it off) [config worker.memory.{}]."
+    options = [
+        click.option("--memory-target-fraction", default=None,
+                     help=fraction.format("beyond which data is spilled to disk", "target")),
+        click.option("--memory-spill-fraction", default=None,
+                     help=fraction.format("of process memory from which data is spilled "
+                                          "until back under target", "spill")),
+        click.option("--memory-pause-fraction", default=None,
+                     help=fraction.format("of process memory at which the worker pauses",
+                                          "pause")),
+        click.option("--memory-terminate-fraction", default=None,
+                     help=fraction.format("of process memory at which the nanny restarts "
+                                          "the worker", "terminate")),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @main.command()
 @version_option
 @log_level_option
@@ -38,8 +62,13 @@ logger = logging.getLogger("corral.cli")
 @click.option("--nworkers", default="1", show_default=True,
               help="Worker processes to run, each with its nanny; 'auto' picks processes "
                    "and threads from the number of cores.")
-@click.option("--memory-limit", default="0",
-              help="e.g. 4GiB; the nanny restarts a worker above it. 0 means no limit.")
+@click.option("--memory-limit", default=None,
+              help="Per worker: 4GiB, 1e9, a fraction of this machine's memory (0.5), 'auto' "
+                   "(its memory, or the cgroup's limit, shared among these workers by "
+                   "threads) or 0 for none [config worker.memory-limit: auto]. Data spills to "
+                   "disk from 0.6 of it, the worker pauses at 0.8 and its nanny restarts it "
+                   "at 0.95 (see docs/memory.md).")
+@memory_options
 @click.option("--no-nanny", is_flag=True,
               help="Run the worker(s) in this process, with no nanny to restart them.")
 @click.option("--death-timeout", type=float, default=None,
@@ -88,7 +117,11 @@ def worker(
     scheduler_file: str | None,
     nthreads: int | None,
     nworkers: str,
-    memory_limit: str,
+    memory_limit: str | None,
+    memory_target_fraction: str | None,
+    memory_spill_fraction: str | None,
+    memory_pause_fraction: str | None,
+    memory_terminate_fraction: str | None,
     no_nanny: bool,
     name: str,
     resources: str,
@@ -123,10 +156,17 @@ def worker(
                                           scheduler_file)
     if not scheduler_address:
         raise click.UsageError("give SCHEDULER_ADDRESS or --scheduler-file")
-    limit = parse_bytes(memory_limit)
     supplied = parse_resources(resources)
     host = _listen_host(host, interface)
     count, threads = _how_many(nworkers, nthreads)
+    fractions = {"target": memory_target_fraction, "spill": memory_spill_fraction,
+                 "pause": memory_pause_fraction, "terminate": memory_terminate_fraction}
+    try:
+        limit = parse_memory_limit(config.fallback(memory_limit, "worker.memory-limit"),
+                                   share=1 / count)
+        thresholds = configured_thresholds(**fractions)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
     if (listen_address or contact_address) and count > 1:
         raise click.UsageError("--listen-address and --contact-address name one worker: "
                                "use them with --nworkers 1")
@@ -146,6 +186,8 @@ def worker(
         *(("--listen-address", listen_address) if listen_address else ()),
         *(("--contact-address", contact_address) if contact_address else ()),
         *(() if local_directory is None else ("--local-directory", local_directory)),
+        *(arg for name, value in fractions.items() if value is not None
+          for arg in (f"--memory-{name}-fraction", value)),
     )
     servers: list[Worker | Nanny] = []
     for i in range(count):
@@ -153,15 +195,17 @@ def worker(
         if no_nanny:
             servers.append(Worker(
                 scheduler_address, nthreads=threads, name=label, memory_limit=limit,
-                resources=supplied, security=security, death_timeout=death_timeout,
-                nanny=os.environ.get(NANNY_ENV), contact_address=contact_address,
+                memory_thresholds=thresholds, resources=supplied, security=security,
+                death_timeout=death_timeout, nanny=os.environ.get(NANNY_ENV),
+                contact_address=contact_address,
                 local_directory=local_directory,
                 preload=preloads, lifetime=lifetime, lifetime_stagger=lifetime_stagger or 0.0,
             ))
         else:
             servers.append(Nanny(
                 scheduler_address, nthreads=threads, name=label, host=host,
-                memory_limit=limit, security=security, liveness_timeout=liveness_timeout,
+                memory_limit=limit, terminate_fraction=thresholds.terminate, security=security,
+                liveness_timeout=liveness_timeout,
                 worker_args=worker_args,
             ))
 

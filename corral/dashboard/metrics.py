@@ -47,12 +47,26 @@ class SchedulerCollector:
             "Round trip of the last heartbeat between each worker and the scheduler",
             labels=["worker"],
         )
+        split = {kind: GaugeMetricFamily(f"corral_worker_{kind}_bytes", text, labels=["worker"])
+                 for kind, text in (
+                     ("managed", "Bytes of each worker's data held in memory"),
+                     ("unmanaged", "Resident memory of each worker beyond its data"),
+                     ("spilled", "Bytes (as in memory) of each worker's data spilled to disk"))}
+        paused = GaugeMetricFamily("corral_worker_paused",
+                                   "1 while a worker is paused (memory over its pause threshold)",
+                                   labels=["worker"])
         for address, ws in state.workers.items():
-            metrics = self.scheduler.worker_info.get(address, {}).get("metrics") or {}
+            info = self.scheduler.worker_info.get(address, {})
+            metrics = info.get("metrics") or {}
+            for kind, family in split.items():
+                family.add_metric([address], number((info.get("memory") or {}).get(kind)))
+            paused.add_metric([address], int(ws.paused))
             memory.add_metric([address], number(metrics.get("memory")))
             held.add_metric([address], ws.nbytes)
             latency.add_metric([address], number(metrics.get("latency")))
         yield memory
+        yield from split.values()
+        yield paused
         yield held
         yield latency
 

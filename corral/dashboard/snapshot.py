@@ -48,12 +48,17 @@ def workers(
     for address, ws in sorted(state.workers.items()):
         info = worker_info.get(address, {})
         metrics = info.get("metrics") or {}
+        memory = info.get("memory") or {}
         rows.append({
             "address": address,
             "name": info.get("name") or ws.name or address,
             "nthreads": ws.nthreads,
             "memory": number(metrics.get("memory")),
             "memory_limit": ws.memory_limit,
+            "managed": number(memory.get("managed")),
+            "unmanaged": number(memory.get("unmanaged")),
+            "spilled": number(memory.get("spilled")),
+            "paused": ws.paused,
             "cpu": number(metrics.get("cpu")),
             "executing": len(ws.executing),
             "processing": len(ws.processing),

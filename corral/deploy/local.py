@@ -11,19 +11,19 @@ from __future__ import annotations
 import asyncio
 import atexit
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
-
-import psutil
 
 from corral import config
 from corral.credentials import forget, remember
 from corral.deploy.dashboard import attach_dashboard
 from corral.deploy.process import WorkerProcess, child_environment, worker_command
+from corral.memory_limit import configured_thresholds, parse_memory_limit
 from corral.scheduler import Scheduler
 from corral.security import Security, scheme_for
-from corral.utils import LoopRunner, close_at_exit, parse_bytes
+from corral.utils import LoopRunner, close_at_exit
 from corral.worker import Worker
+from corral.worker.memory import Thresholds
 
 if TYPE_CHECKING:
     from corral.dashboard.app import Dashboard
@@ -34,7 +34,10 @@ class LocalCluster:
 
     Each worker has ``threads_per_worker`` threads, ``memory_limit`` bytes (``"4GiB"``,
     ``1e9``, a fraction of system memory such as ``0.5``, ``"auto"``: system memory
-    shared among the workers; None or 0: no limit, the default), the abstract
+    shared among the workers, the default; None or 0: no limit),
+    with the fractions of it where data spills, the worker pauses and its nanny restarts it
+    in ``memory_thresholds`` (``{"target": 0.6, "spill": 0.7, "pause": 0.8, "terminate":
+    0.95}``, the configured ``worker.memory.*``; see docs/memory.md), the abstract
     ``resources`` given (``{"GPU": 1}``) and a scratch directory under
     ``local_directory``. ``worker_options`` are extra ``corral worker`` flags; other
     keyword arguments configure the ``Scheduler``.
@@ -52,7 +55,8 @@ class LocalCluster:
         host: str = "127.0.0.1",
         scheduler_port: int = 0,
         nanny: bool = True,
-        memory_limit: int | float | str | None = None,
+        memory_limit: int | float | str | None = "auto",
+        memory_thresholds: Thresholds | Mapping[str, Any] | None = None,
         resources: dict[str, float] | None = None,
         local_directory: str | None = None,
         worker_options: Sequence[str] = (),
@@ -67,7 +71,12 @@ class LocalCluster:
         self.threads_per_worker = threads_per_worker
         self.processes = processes
         self.nanny = nanny and processes  # in-process workers have no process to restart
-        self.memory_limit = memory_limit_bytes(memory_limit, n_workers)
+        # Per worker: "auto" shares this machine's memory among the workers by threads.
+        self.memory_limit = parse_memory_limit(memory_limit, share=1 / max(n_workers, 1))
+        if isinstance(memory_thresholds, Thresholds):
+            self.memory_thresholds = memory_thresholds
+        else:
+            self.memory_thresholds = configured_thresholds(**(memory_thresholds or {}))
         self.resources = dict(resources or {})
         self.local_directory = local_directory
         self.worker_options = tuple(worker_options)  # extra ``corral worker`` flags
@@ -174,7 +183,8 @@ class LocalCluster:
             handle = Worker(
                 self.scheduler_address, nthreads=self.threads_per_worker, name=name,
                 security=self.security, memory_limit=self.memory_limit,
-                resources=self.resources, local_directory=self.local_directory,
+                memory_thresholds=self.memory_thresholds, resources=self.resources,
+                local_directory=self.local_directory,
             )
             await handle.start(f"{scheme_for(self.security)}://{self.host}:0")
         self.workers[name] = handle
@@ -183,6 +193,9 @@ class LocalCluster:
     def _worker_flags(self) -> tuple[str, ...]:
         """``corral worker`` flags for the worker options given to this cluster."""
         flags = ["--memory-limit", str(self.memory_limit)]
+        for name in ("target", "spill", "pause", "terminate"):
+            value = getattr(self.memory_thresholds, name)
+            flags += [f"--memory-{name}-fraction", "false" if value is None else str(value)]
         if self.resources:
             flags += ["--resources", ",".join(f"{k}={v}" for k, v in self.resources.items())]
         if self.local_directory is not None:
@@ -245,25 +258,6 @@ class LocalCluster:
         kind = "processes" if self.processes else "in-process"
         return f"<LocalCluster {self.scheduler.server.listeners and self.scheduler_address} " \
                f"workers={len(self.workers)} ({kind})>"
-
-
-def memory_limit_bytes(limit: int | float | str | None, n_workers: int) -> int:
-    """Each worker's memory limit in bytes, 0 for none: ``"4GiB"``, ``4e9``, ``0.5`` (of
-    system memory), ``"auto"`` (system memory shared among ``n_workers``), None or 0."""
-    total = psutil.virtual_memory().total
-    if limit is None:
-        return 0
-    if isinstance(limit, str):
-        if limit.strip().lower() == "auto":
-            return total // max(n_workers, 1)
-        text = limit
-        try:
-            limit = float(text)
-        except ValueError:
-            return parse_bytes(text)
-    if limit < 0:
-        raise ValueError(f"memory_limit must not be negative: {limit}")
-    return int(limit * total) if 0 < limit <= 1 else int(limit)
 
 
 async def _stop(worker: WorkerProcess | Worker) -> None:

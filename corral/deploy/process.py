@@ -69,6 +69,9 @@ def child_environment(security: Security | None) -> dict[str, str]:
     env[SYS_PATH_ENV] = os.pathsep.join(p or cwd for p in sys.path)  # '' is the cwd
     if security is not None:
         env.update(security.environment())
+    # glibc keeps freed memory of large arrays in its heap (its mmap threshold grows with
+    # every large free), so a worker that spilled would still look full: return it.
+    env.setdefault("MALLOC_TRIM_THRESHOLD_", "65536")
     return env
 
 

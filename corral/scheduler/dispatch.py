@@ -48,6 +48,7 @@ HANDLERS: dict[type[ev.Stimulus], Handler] = {
     # retiring workers gracefully
     ev.RetireWorkers: retirement.retire_workers,
     ev.RetireMe: retirement.retire_me,
+    ev.WorkerPaused: workers.worker_paused,
     # from the clock
     ev.Tick: workers.tick,
 }

@@ -44,6 +44,7 @@ from corral.messages import (
     TaskSpec,
     TaskStarted,
     UpdateGraph,
+    WorkerPaused,
 )
 from corral.messages import SchedulerAction as Action
 from corral.messages import SchedulerStimulus as Stimulus
@@ -57,7 +58,7 @@ __all__ = [
     "ReportKeyInMemory", "ReportTaskErred", "ReportTaskStarted", "RetireMe",
     "RetireWorkers", "RetirementRefused", "RetryKeys", "ScatterData", "StealRequest",
     "StealResponse", "Stimulus", "TaskErred", "TaskFinished", "TaskRejoined", "TaskSeceded",
-    "TaskSpec", "TaskStarted", "Tick", "UpdateGraph", "WorkerHeartbeat",
+    "TaskSpec", "TaskStarted", "Tick", "UpdateGraph", "WorkerHeartbeat", "WorkerPaused",
 ]
 
 

@@ -1,6 +1,6 @@
 """Where a ready task runs, and the bookkeeping of what each worker has queued.
 
-A ready task goes to the worker with the smallest estimated start time,
+A ready task goes to the running (not paused) worker with the smallest estimated start time,
 ``occupancy / nthreads + bytes of inputs it lacks / bandwidth``. Only the holders of its
 inputs and the least-occupied worker (a lazily updated heap) are considered, so placing
 a task costs O(inputs + log workers), not O(workers). Occupancy is the sum of the
@@ -39,12 +39,16 @@ class Placement:
         if ts.restrictions is not None:
             allowed = [w for w in self.restricted_to(ts.restrictions)
                        if w.supplies(ts.resources)]
+            running = [w for w in allowed if not w.paused]
+            if running or ts.loose_restrictions:
+                allowed = running
+            # (else only paused workers may run it: it queues there until one resumes)
             if allowed or not ts.loose_restrictions:
                 return min(allowed, key=lambda w: (self.start_time(ts, w), w.address),
                            default=None)
         if ts.resources:  # rare: worth a scan of the workers that have what it needs
             able = [w for w in self.workers.values()
-                    if w.supplies(ts.resources) and not w.retiring]
+                    if w.supplies(ts.resources) and w.takes_tasks]
             candidates = {w for dts in ts.dependencies for w in dts.who_has if w in able}
             least = min(able, key=WorkerState.load, default=None)
         else:
@@ -62,7 +66,7 @@ class Placement:
             nbytes = dts.nbytes
             total += nbytes
             for w in dts.who_has:
-                if not w.retiring:
+                if w.takes_tasks:
                     local[w] = local.get(w, 0) + nbytes
         least = self.least_loaded()
         if least is not None and least not in local:
@@ -120,7 +124,7 @@ class Placement:
         while heap:
             load, _, address = heap[0]
             ws = self.workers.get(address)
-            if ws is not None and ws.load() == load and not ws.retiring:
+            if ws is not None and ws.load() == load and ws.takes_tasks:
                 return ws
             heapq.heappop(heap)  # stale entry
         return None

@@ -34,7 +34,8 @@ def info(state: SchedulerState) -> dict[str, Any]:
         by_state[ts.state.value] += 1
     workers = {
         a: {"nthreads": w.nthreads, "memory_limit": w.memory_limit, "name": w.name,
-            "processing": len(w.processing), "keys": len(w.has_what), "nbytes": w.nbytes}
+            "processing": len(w.processing), "keys": len(w.has_what), "nbytes": w.nbytes,
+            "paused": w.paused}
         for a, w in state.workers.items()
     }
     return {"workers": workers, "tasks": dict(by_state)}

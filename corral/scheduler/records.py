@@ -94,6 +94,11 @@ class WorkerState:
     occupancy: float = 0.0
     resources: dict[str, float] = field(default_factory=dict)  # totals, e.g. {"GPU": 2}
     retiring: bool = False  # being retired: takes no new tasks, its data moves away
+    paused: bool = False  # over its memory's pause threshold: gets no new tasks
+
+    @property
+    def takes_tasks(self) -> bool:
+        return not (self.retiring or self.paused)
 
     def load(self) -> float:
         return self.occupancy / self.nthreads

@@ -321,7 +321,11 @@ class Scheduler:
             self.handle(message)
 
     def _on_heartbeat(self, msg: msgs.Heartbeat) -> None:
-        self.worker_info[msg.worker]["metrics"] = msg.metrics
+        info = self.worker_info[msg.worker]
+        info["metrics"] = msg.metrics
+        info["memory"] = {"managed": msg.managed, "spilled": msg.spilled,
+                          "spilled_disk": msg.spilled_disk, "unmanaged": msg.unmanaged,
+                          "paused": msg.paused}
         # The answer proves the link both ways.
         self._to_worker(msgs.HeartbeatAck(stimulus_id=msg.stimulus_id, worker=msg.worker))
         for peer, start, stop, nbytes in msg.transfers[:1000]:
@@ -443,7 +447,7 @@ class Scheduler:
         for address, extra in self.worker_info.items():
             workers.setdefault(address, {}).update(
                 name=extra["name"], pid=extra["pid"], nanny=extra["nanny"],
-                metrics=extra.get("metrics", {}),
+                metrics=extra.get("metrics", {}), memory=extra.get("memory", {}),
             )
         info.update(type="Scheduler", id=self.id, address=self.address)
         return info

@@ -1,7 +1,8 @@
 """Work stealing: idle workers take the last-to-run tasks of busy ones.
 
-On each ``Tick`` every idle worker (fewer tasks than threads) looks at the busy ones
-(more tasks than threads), most loaded first, and asks for the queued task that would
+On each ``Tick`` every idle worker (fewer tasks than threads, not paused) looks at the
+busy ones (more tasks than threads, or paused with tasks queued: those first), most
+loaded first, and asks for the queued task that would
 run last there when moving its inputs costs less than waiting for the victim's queue.
 The victim answers (``StealResponse``): only a task that has not started comes back.
 At most ``max_in_flight`` requests are outstanding at once.
@@ -27,11 +28,12 @@ class Stealing:
     def choose(self, workers: Iterable[WorkerState]) -> list[tuple[WorkerState, TaskState]]:
         """The (victim, task) pairs to ask for now; each is remembered as in flight."""
         workers = list(workers)
-        idle = [w for w in workers if w.queued() < w.nthreads]
+        idle = [w for w in workers if w.queued() < w.nthreads and not w.paused]
         if not idle:
             return []
-        busy = sorted((w for w in workers if w.queued() > w.nthreads),
-                      key=WorkerState.load, reverse=True)
+        busy = sorted((w for w in workers if w.queued() > w.nthreads
+                       or (w.paused and w.queued() > len(w.executing))),
+                      key=lambda w: (w.paused, w.load()), reverse=True)
         chosen: list[tuple[WorkerState, TaskState]] = []
         for thief in idle:
             for victim in busy:
@@ -44,14 +46,15 @@ class Stealing:
         return chosen
 
     def _one(self, victim: WorkerState, thief: WorkerState) -> TaskState | None:
-        if victim.queued() <= victim.nthreads:
+        if victim.queued() <= (len(victim.executing) if victim.paused else victim.nthreads):
             return None
         queued = [t for t in victim.processing if t.key not in self.in_flight
-                  and t not in victim.long_running and self.placement.may_run(t, thief)]
+                  and t not in victim.long_running and t not in victim.executing
+                  and self.placement.may_run(t, thief)]
         if not queued:
             return None
         ts = max(queued, key=lambda t: t.priority)  # the one that would run last
-        if self.placement.start_time(ts, thief) >= victim.load():
+        if not victim.paused and self.placement.start_time(ts, thief) >= victim.load():
             return None
         self.in_flight[ts.key] = thief.address
         return ts

@@ -39,6 +39,20 @@ def worker_heartbeat(state: SchedulerState, s: ev.WorkerHeartbeat) -> None:
     state.liveness.worker_seen(s.worker, s.now)
 
 
+def worker_paused(state: SchedulerState, s: ev.WorkerPaused) -> None:
+    """A paused worker gets no new tasks (its queued ones may be stolen); once it
+    resumes, tasks that found no worker meanwhile are placed again."""
+    ws = state.workers.get(s.worker)
+    if ws is None or ws.paused == s.paused:
+        return
+    ws.paused = s.paused
+    if not s.paused:
+        state.placement.set_occupancy(ws, ws.occupancy)  # back among the candidates
+        for ts in list(state.no_worker):
+            if ts.state == TS.NO_WORKER:
+                state.place(ts)
+
+
 def remove_worker(state: SchedulerState, s: ev.RemoveWorker) -> None:
     remove(state, s.address, s.reason)
 

@@ -25,10 +25,11 @@ from corral.messages import (
 from corral.messages import WorkerStimulus as Stimulus
 
 __all__ = [
-    "AcquireReplicas", "ComputeTask", "Execute", "ExecuteFailure", "ExecuteSuccess",
-    "FreeKeys", "GatherDep", "GatherDepFailure", "GatherDepMissing", "GatherDepSuccess",
-    "Instruction", "Rejoin", "ReleaseData", "RemoveWorkerPeer", "Resume", "Secede",
-    "SendToScheduler", "StealRequest", "Stimulus", "UpdateData",
+    "AcquireReplicas", "ComputeTask", "Execute", "ExecuteFailure", "ExecuteSuccess", "FreeKeys",
+    "GatherDep", "GatherDepFailure", "GatherDepMissing", "GatherDepSuccess", "Instruction",
+    "MemoryUsage",
+    "Rejoin", "ReleaseData", "RemoveWorkerPeer", "Resume", "Secede", "SendToScheduler", "Spill",
+    "StealRequest", "Stimulus", "UpdateData",
 ]
 
 
@@ -83,6 +84,16 @@ class GatherDepFailure(Stimulus):
     peer: str
     keys: tuple[Key, ...]
     reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryUsage(Stimulus):
+    """A sample of the worker's memory (``corral.worker.memory``): the process's RSS,
+    the bytes of values held in memory, and whether the last write to disk failed."""
+
+    rss: int
+    managed: int
+    spill_failed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,3 +155,10 @@ class SendToScheduler(Instruction):
     """A message for the scheduler's batched stream."""
 
     msg: FromWorker
+
+
+@dataclass(frozen=True, slots=True)
+class Spill(Instruction):
+    """Write least recently used values to disk until ``target`` bytes are left in memory."""
+
+    target: int

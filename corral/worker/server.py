@@ -29,15 +29,24 @@ from corral import config, runspec
 from corral import messages as msgs
 from corral.core import BatchedSend, Comm, ConnectionPool, Server, connect, rpc
 from corral.core.validate import checked
-from corral.exceptions import CommClosedError, CommError, ConnectTimeoutError, InvalidMessage
+from corral.exceptions import (
+    BadMemoryLimit,
+    CommClosedError,
+    CommError,
+    ConnectTimeoutError,
+    InvalidMessage,
+)
+from corral.memory_limit import configured_thresholds, parse_memory_limit
 from corral.protocol import dumps_pickle, loads_pickle
 from corral.security import Security
 from corral.sizeof import sizeof
 from corral.worker import events as ev
 from corral.worker.lifecycle import Lifecycle
+from corral.worker.memory import Thresholds
 from corral.worker.plugins import WorkerExtras
 from corral.worker.reconnect import FATAL, Retry, describe
 from corral.worker.runner import Outcome, TaskRunner
+from corral.worker.spill import SpillBuffer
 from corral.worker.state import WorkerState
 
 logger = logging.getLogger("corral.worker")
@@ -98,7 +107,9 @@ class Worker:
         *,
         nthreads: int | None = None,
         name: str = "",
-        memory_limit: int = 0,
+        memory_limit: int | str | None = 0,
+        memory_thresholds: Thresholds | None = None,
+        memory_monitor_interval: float | None = None,
         resources: dict[str, float] | None = None,
         security: Security | None = None,
         heartbeat_interval: float | None = None,
@@ -115,7 +126,11 @@ class Worker:
         self.scheduler_address = scheduler_address
         self.nthreads = nthreads or os.cpu_count() or 1
         self.name = name
-        self.memory_limit = memory_limit
+        # Data beyond the thresholds' fractions of it spills, then pauses (docs/memory.md).
+        self.memory_limit = parse_memory_limit(memory_limit, share=1.0)
+        self.thresholds = memory_thresholds or configured_thresholds()
+        self.memory_monitor_interval: float = config.fallback(memory_monitor_interval,
+                                                              "worker.memory.monitor-interval")
         self.resources = dict(resources or {})
         self.security = security
         # Unset knobs come from corral.config (worker.*).
@@ -139,7 +154,7 @@ class Worker:
         # Where peers and the scheduler reach it, if not where it listens (NAT, containers).
         self.contact_address = contact_address
         self.lifecycle = Lifecycle(preload, lifetime, lifetime_stagger)
-        self.data: dict[Any, Any] = {}
+        self.data: dict[Any, Any] | SpillBuffer = {}  # a SpillBuffer once started, with a limit
         self.extras = WorkerExtras(self)  # plugins, uploaded files, the log ring
         self.server = Server(
             {
@@ -168,6 +183,8 @@ class Worker:
         # Transfers since the last heartbeat, (peer, start, stop, nbytes), for the task stream.
         self._transfer_log: deque[tuple[str, float, float, int]] = deque(maxlen=1000)
         self._heartbeat_sent = 0.0
+        self._grown = 0  # bytes of results since memory was last measured
+        self._watched: set[asyncio.Future[Any]] = set()  # spills that end with a new look
         self.latency = 0.0  # heartbeat round trip through both batched streams, seconds
         self.loop: asyncio.AbstractEventLoop | None = None
         self.resume_events: dict[Any, threading.Event] = {}  # seceded tasks in rejoin()
@@ -181,8 +198,10 @@ class Worker:
 
         Waits for the scheduler as long as it takes, or up to ``death_timeout`` seconds.
         """
+        self._check_memory_limit()
         await self.server.listen(address)
         self.local_directory = tempfile.mkdtemp(prefix="corral-worker-", dir=self._local_parent)
+        self.data = self._new_store()  # spilled data goes under local_directory
         self.extras.start()
         self.loop = asyncio.get_running_loop()
         self._ids = msgs.StimulusIds(self.address)
@@ -195,6 +214,8 @@ class Worker:
         self._spawn(self._scheduler_link(comm))
         self._spawn(self._heartbeat())
         self._spawn(self.lifecycle.retire_in_time(self))
+        if self.memory_limit:
+            self._spawn(self._monitor_memory())
         _running.append(self)
         logger.info("worker at %s, %d threads, scheduler %s", self.address, self.nthreads,
                     self.scheduler_address)
@@ -208,7 +229,8 @@ class Worker:
             task.cancel()
         self.data.clear()
         self._fetched.clear()
-        self.state = WorkerState(self.address, self.nthreads, resources=self.resources)
+        self.state = WorkerState(self.address, self.nthreads, resources=self.resources,
+                                 memory_limit=self.memory_limit, thresholds=self.thresholds)
         runner: TaskRunner | None = None
 
         def on_outcomes(outcomes: list[Outcome]) -> None:
@@ -318,6 +340,8 @@ class Worker:
         await self.extras.close()
         if self._runner is not None:
             self._runner.shutdown()
+        if isinstance(self.data, SpillBuffer):
+            await asyncio.to_thread(self.data.close)  # waits for a spill under way
         if self.local_directory:
             shutil.rmtree(self.local_directory, ignore_errors=True)
         self._resume_all()
@@ -382,8 +406,13 @@ class Worker:
             task.add_done_callback(self._gathers.discard)
         elif isinstance(instruction, ev.ReleaseData):
             for key in instruction.keys:
-                self.data.pop(key, None)
+                with contextlib.suppress(KeyError):  # (pop would read a spilled value back)
+                    del self.data[key]
                 self._fetched.discard(key)
+        elif isinstance(instruction, ev.Spill):
+            if isinstance(self.data, SpillBuffer):
+                self.data.async_evict_until_below_target(instruction.target)
+                self._watch_spills()
         elif isinstance(instruction, ev.SendToScheduler):
             with contextlib.suppress(CommClosedError):
                 self.batched.send(instruction.msg.to_wire())
@@ -393,15 +422,18 @@ class Worker:
     def _execute(self, key: Any) -> None:
         assert self.state is not None
         assert self._runner is not None
-        task = self.state.tasks[key]
-        inputs = {dep: self.data[dep] for dep in task.dependencies}
+        tasks = self.state.tasks
+        task = tasks[key]
         self.stats["local_input_bytes"] += sum(
-            sizeof(v) for k, v in inputs.items() if k not in self._fetched
+            tasks[k].nbytes for k in task.dependencies if k not in self._fetched
         )
         run_spec, function = task.run_spec, task.function
         assert run_spec is not None  # the state machine executes only tasks it was given
+        data, dependencies = self.data, task.dependencies
 
         def call() -> Any:
+            # On the task's thread: a spilled input is read back from disk here.
+            inputs = {dep: data[dep] for dep in dependencies}
             # futures inside bind to get_client()
             fn, args, kwargs = runspec.unpack(run_spec, function)
             if inputs:
@@ -439,6 +471,14 @@ class Worker:
                         stop=o.stop,
                     )
                 )
+        # Tasks finishing is when memory grows: once results worth 1 % of the limit have
+        # come in since the last look, look again before the next task starts (tiny tasks
+        # pay nothing; the monitor looks every monitor-interval anyway).
+        if self.memory_limit:
+            self._grown += sum(s.nbytes for s in stimuli if isinstance(s, ev.ExecuteSuccess))
+            if self._grown > self.memory_limit // 100:
+                stimuli.append(self._memory_sample())
+                self._watch_spills()
         self.handle(*stimuli)
 
     async def _gather_dep(self, instruction: ev.GatherDep) -> None:
@@ -535,8 +575,11 @@ class Worker:
             transfers = list(self._transfer_log)
             self._transfer_log.clear()
             self._heartbeat_sent = time.monotonic()
-            beat = msgs.Heartbeat(stimulus_id=self._new_id(), metrics=self.metrics(),
-                                  transfers=tuple(transfers))
+            metrics = self.metrics()
+            beat = msgs.Heartbeat(
+                stimulus_id=self._new_id(), metrics=metrics, transfers=tuple(transfers),
+                **{k: metrics.pop(k) for k in ("managed", "spilled", "spilled_disk",
+                                               "unmanaged", "paused")})
             with contextlib.suppress(CommClosedError):
                 self.batched.send(beat.to_wire())
 
@@ -544,8 +587,16 @@ class Worker:
         with self._process.oneshot():
             memory = self._process.memory_info().rss
             cpu = self._process.cpu_percent()
+        managed, spilled, spilled_disk = self.memory_use()
         return {
             "memory": memory,
+            "managed": managed,
+            "spilled": spilled,
+            "spilled_disk": spilled_disk,
+            "unmanaged": max(memory - managed, 0),
+            "paused": bool(self.state and self.state.paused),
+            "memory_limit": self.memory_limit,
+            "spilled_total": self.data.spilled_total if isinstance(self.data, SpillBuffer) else 0,
             "cpu": cpu,
             "keys": len(self.data),
             "executing": self.state.executing_count if self.state else 0,
@@ -553,6 +604,63 @@ class Worker:
             "latency": self.latency,
             "time": time.time(),
         }
+
+    # -- memory (the rules are corral.worker.memory's) ------------------------------------
+
+    def _new_store(self) -> dict[Any, Any] | SpillBuffer:
+        target = self.thresholds.bytes(self.thresholds.target, self.memory_limit)
+        if not self.memory_limit or (target == float("inf") and not self.thresholds.spill):
+            return {}
+        return SpillBuffer(os.path.join(self.local_directory, "spill"), target)
+
+    def _check_memory_limit(self) -> None:
+        """Refuse to start (one line saying why) if this process alone is over its pause
+        threshold: it would be paused, or restarted, before it ran anything."""
+        floor = self.thresholds.bytes(self.thresholds.pause or self.thresholds.terminate,
+                                      self.memory_limit)
+        rss = self._process.memory_info().rss
+        if rss > floor:
+            self.gave_up = (f"memory limit {self.memory_limit / 2**20:.0f} MiB is too small: "
+                            f"this worker uses {rss / 2**20:.0f} MiB before running anything")
+            logger.error("%s", self.gave_up)
+            raise BadMemoryLimit(self.gave_up)
+
+    def memory_use(self) -> tuple[int, int, int]:
+        """Bytes of managed data in memory, of spilled data (as in memory), on disk."""
+        data = self.data
+        if isinstance(data, SpillBuffer):
+            return data.managed, data.spilled, sum(data.disk.disk_bytes.values())
+        return sum(t.nbytes for t in self.state.tasks.values()
+                   if t.key in data) if self.state else 0, 0, 0
+
+    async def _monitor_memory(self) -> None:
+        """Feed the state machine a memory sample every ``memory_monitor_interval``."""
+        while True:
+            await asyncio.sleep(self.memory_monitor_interval)
+            self.handle(self._memory_sample())
+
+    def _watch_spills(self) -> None:
+        """Look at memory again as soon as a spill is done, so that a paused worker
+        resumes without waiting for the monitor's next look."""
+        if not isinstance(self.data, SpillBuffer):
+            return
+        for future in self.data.evicting:
+            if future not in self._watched:
+                self._watched.add(future)
+                future.add_done_callback(self._after_spill)
+
+    def _after_spill(self, future: asyncio.Future[Any]) -> None:
+        self._watched.discard(future)
+        if not self._closed.is_set() and self.state is not None and self.memory_limit:
+            self.handle(self._memory_sample())
+
+    def _memory_sample(self) -> ev.MemoryUsage:
+        data = self.data
+        self._grown = 0
+        return ev.MemoryUsage(
+            stimulus_id=self._new_id(), rss=int(self._process.memory_info().rss),
+            managed=data.managed if isinstance(data, SpillBuffer) else 0,
+            spill_failed=isinstance(data, SpillBuffer) and data.spill_error is not None)
 
     # -- handlers for peers and clients -------------------------------------------------
 
@@ -563,7 +671,10 @@ class Worker:
         Written here rather than returned, so that a value that cannot be sent is logged
         where it lives; the caller gets the cause as the error of its call.
         """
-        data = {k: self.data[k] for k in keys if k in self.data}
+        if isinstance(self.data, SpillBuffer):  # spilled values are read on its thread
+            data = await self.data.async_get(keys, missing="omit")
+        else:
+            data = {k: self.data[k] for k in keys if k in self.data}
         try:
             await comm.write(data)
         except CommClosedError:

@@ -18,6 +18,9 @@ Theory of operation
   until one is free, rejoining tasks before ready ones.
 * Freeing a task that is executing marks it ``cancelled``: its result is dropped when it
   comes back. Inputs held only for freed tasks are released, and the scheduler told.
+* Memory (``corral.worker.memory``): each ``MemoryUsage`` sample may ask for a
+  ``Spill``; above the pause threshold the worker is ``paused``: it starts no task and
+  fetches nothing (it still serves its data, and what runs finishes) until memory falls.
 * No I/O, no clock; the server holds the data, runs the threads and the transfers.
 """
 
@@ -35,6 +38,7 @@ from corral import messages as msgs
 from corral.basic_types import Key
 from corral.exceptions import InvalidTransition, UnknownStimulus
 from corral.worker import events as ev
+from corral.worker import memory
 
 
 class WS(Enum):
@@ -94,8 +98,13 @@ class WorkerState:
         transfer_message_target_bytes: int = 50_000_000,
         log_length: int = 10_000,
         resources: dict[str, float] | None = None,
+        memory_limit: int = 0,
+        thresholds: memory.Thresholds | None = None,
     ) -> None:
         self.address = address
+        self.memory_limit = memory_limit
+        self.thresholds = thresholds or memory.Thresholds()
+        self.paused = False  # over the pause threshold: start nothing, fetch nothing
         self.nthreads = nthreads
         self.total_resources = dict(resources or {})
         self.available_resources = dict(self.total_resources)
@@ -207,7 +216,7 @@ class WorkerState:
                 self._tell(msgs.TaskRejoined, key=key)
             self._emit(ev.Resume, key=key)
         waiting_for_resources = []
-        while self._ready and len(self.executing) < self.nthreads:
+        while self._ready and len(self.executing) < self.nthreads and not self.paused:
             item = heapq.heappop(self._ready)
             key = item[2]
             ts = self.tasks.get(key)
@@ -236,7 +245,8 @@ class WorkerState:
 
     def _ensure_communicating(self) -> None:
         deferred = []
-        while self._fetch and len(self.in_flight) < self.max_concurrent_transfers:
+        while (self._fetch and len(self.in_flight) < self.max_concurrent_transfers
+               and not self.paused):
             item = heapq.heappop(self._fetch)
             ts = self.tasks.get(item[2])
             if ts is None or ts.state != WS.FETCH:
@@ -515,4 +525,5 @@ HANDLERS: dict[type[ev.Stimulus], Callable[[WorkerState, Any], None]] = {
     ev.GatherDepSuccess: WorkerState._on_GatherDepSuccess,
     ev.GatherDepMissing: WorkerState._on_GatherDepMissing,
     ev.GatherDepFailure: WorkerState._on_GatherDepFailure,
+    ev.MemoryUsage: memory.on_memory_usage,
 }

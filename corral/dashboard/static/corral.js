@@ -52,6 +52,22 @@ const corral = {
       corral.el("span", {}, label));
   },
 
+  // A worker's memory against its limit, split: managed data (in memory), the rest of
+  // the process (unmanaged) and data spilled to disk (grey); orange once paused.
+  memoryBar(w, limit) {
+    const part = (n, colour) => corral.el("div", {
+      style: { width: `${Math.max(0, Math.min(1, n / limit)) * 100}%`, background: colour },
+    });
+    const managed = Math.min(w.managed, w.memory);
+    return corral.el("div", { class: "bar memory", title: `${corral.bytes(managed)} managed, `
+        + `${corral.bytes(w.memory - managed)} unmanaged, ${corral.bytes(w.spilled)} spilled` },
+      corral.el("div", { class: "stack" },
+        part(managed, w.paused ? "#e8a33d" : "#5b9bd5"),
+        part(w.memory - managed, w.paused ? "#f5d29c" : "#a9c8ea"), part(w.spilled, "#999")),
+      corral.el("span", {}, corral.bytes(w.memory)
+        + (w.spilled ? ` + ${corral.bytes(w.spilled)} on disk` : "")));
+  },
+
   // A stable colour per function name.
   colour(name) {
     let hash = 0;

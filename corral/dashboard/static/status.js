@@ -19,7 +19,7 @@ function renderWorkers(workers) {
     const limit = w.memory_limit || Math.max(...workers.map((x) => x.memory), 1);
     return corral.el("tr", {},
       corral.el("td", { class: "text" }, w.name),
-      corral.el("td", {}, corral.bar(w.memory / limit, corral.bytes(w.memory))),
+      corral.el("td", {}, corral.memoryBar(w, limit)),
       corral.el("td", {}, corral.bar(w.cpu / (100 * w.nthreads), `${w.cpu.toFixed(0)} %`,
         "#e8a33d")),
       corral.el("td", {}, corral.bar(w.executing / w.nthreads,
