@@ -4,6 +4,7 @@ timeout (in-process servers), and one worker command on real processes."""
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import socket
@@ -25,6 +26,16 @@ from corral.deploy.options import (
 from corral.scheduler import Scheduler
 from corral.worker import Worker
 from tests._helpers import wait_until, wait_until_blocking
+
+
+@pytest.fixture(autouse=True)
+def _corral_log_level_kept():
+    """The commands run in this process set the ``corral`` logger's level (``--log-level``):
+    put it back, so later tests see the level they expect."""
+    logger = logging.getLogger("corral")
+    level = logger.level
+    yield
+    logger.setLevel(level)
 
 
 def test_durations_ports_and_auto_nworkers():
