@@ -37,6 +37,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/chaos.py
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/adaptive.py
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

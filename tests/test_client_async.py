@@ -42,7 +42,7 @@ async def test_embedded_default_async():
     async with Client(asynchronous=True, cluster_options={"processes": False}) as client:
         assert await client.submit(inc, 41) == 42
         assert client.cluster is not None
-    assert client.cluster._closed
+    assert client.cluster.status.value == "closed"
 
 
 def test_embedded_default_sync():

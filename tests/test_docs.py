@@ -183,3 +183,29 @@ def test_coordination_snippets_run_as_written_and_print_what_they_say(code, tmp_
                             text=True, timeout=110)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == PRINTED.findall(code), result.stderr
+
+
+# deploying.md: the sections whose python blocks run on any machine (others need a SLURM
+# controller or a Kubernetes cluster, and have tests of their own).
+DEPLOYING = DOCS / "deploying.md"
+DEPLOYING_RUN = ("Local", "Adaptive", "Writing a cluster manager")
+DEPLOYING_SNIPPETS = [
+    (title, code)
+    for section in re.split(r"^## ", DEPLOYING.read_text(), flags=re.M)[1:]
+    for title in [section.split("\n", 1)[0].strip()] if title in DEPLOYING_RUN
+    for code in PYTHON_BLOCK.findall(section)
+]
+
+
+def test_every_runnable_deploying_section_has_a_snippet():
+    assert sorted({title for title, _ in DEPLOYING_SNIPPETS}) == sorted(DEPLOYING_RUN)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(("title", "code"), DEPLOYING_SNIPPETS,
+                         ids=[title for title, _ in DEPLOYING_SNIPPETS])
+def test_deploying_snippets_run_as_written_and_print_what_they_say(title, code, tmp_path):
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=110, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == PRINTED.findall(code), result.stderr

@@ -285,7 +285,7 @@ def test_no_argument_starts_and_stops_a_local_cluster():
     with Executor(cluster_options=options) as ex:
         assert list(ex.map(inc, [1, 2])) == [2, 3]
         cluster = ex.client.cluster
-    assert cluster._closed
+    assert cluster.status.value == "closed"
 
 
 def test_shutdown_without_wait_lets_pending_work_finish(cluster):

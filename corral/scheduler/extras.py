@@ -11,6 +11,7 @@ every worker that joins later, on its stream before any task.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections import defaultdict
 from collections.abc import Hashable
@@ -20,6 +21,7 @@ from corral import messages as msgs
 from corral.core import BatchedSend, Comm
 from corral.core.validate import checked
 from corral.exceptions import CommError
+from corral.scheduler.workload import workload
 
 if TYPE_CHECKING:
     from corral.scheduler.server import Scheduler
@@ -40,10 +42,13 @@ class SchedulerExtras:
     def __init__(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
         self.worker_plugins: dict[str, bytes] = {}  # name → pickled plugin, in order
+        self.graphs = 0  # graphs received from clients
+        self._graph_waiters: set[asyncio.Future[None]] = set()
 
     def handlers(self) -> dict[str, Any]:
         return {"processing": self.processing, "nbytes": self.nbytes, "story": self.story,
                 "task_stream": self.task_stream, "worker_logs": self.worker_logs,
+                "workload": self.workload,
                 "register_worker_plugin": self.register_worker_plugin,
                 "unregister_worker_plugin": self.unregister_worker_plugin}
 
@@ -55,6 +60,29 @@ class SchedulerExtras:
         chosen = state.workers if workers is None else workers
         return {w: [ts.key for ts in state.workers[w].processing] if w in state.workers else []
                 for w in chosen}
+
+    def work_arrived(self) -> None:
+        """A client sent a graph: wake whoever waits for new work (adaptive scaling)."""
+        self.graphs += 1
+        for waiter in self._graph_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._graph_waiters.clear()
+
+    async def workload(self, comm: Comm, after: int | None = None,
+                       timeout: float = 0.0) -> dict[str, Any]:
+        """The work in hand and each worker's share (``corral.scheduler.workload``): what
+        adaptive scaling decides on. With ``after`` (the ``graphs`` of an earlier answer),
+        first wait up to ``timeout`` seconds for a graph newer than that one."""
+        if after is not None and after == self.graphs and timeout > 0:
+            waiter = asyncio.get_running_loop().create_future()
+            self._graph_waiters.add(waiter)
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter, timeout)
+            finally:
+                self._graph_waiters.discard(waiter)
+        return workload(self.scheduler.state, graphs=self.graphs).to_wire()
 
     def nbytes(self, comm: Comm, keys: list[Any] | None = None,
                summary: bool = True) -> dict[Any, int]:

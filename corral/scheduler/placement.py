@@ -25,6 +25,9 @@ class Placement:
         self.bandwidth = bandwidth
         self.default_duration = default_duration
         self.durations: dict[str, tuple[float, int]] = {}  # name → (total seconds, count)
+        # Tasks queued on some worker, by function name: with ``durations``, the work in
+        # hand at today's estimates (``occupancy`` keeps those made when each was queued).
+        self.in_flight: dict[str, int] = {}
         self._load_heap: list[tuple[float, int, str]] = []  # (load, tie-break, address)
         self._seq = itertools.count()
         # Other ways to name a worker (``workers=`` restrictions, ``retire_workers``):
@@ -141,6 +144,7 @@ class Placement:
     def add_processing(self, ts: TaskState, ws: WorkerState) -> None:
         """``ts`` is queued on ``ws``: count its estimated duration there."""
         ts.processing_on = ws
+        self.in_flight[ts.name] = self.in_flight.get(ts.name, 0) + 1
         duration = self.estimate(ts)
         ws.processing[ts] = duration
         self.set_occupancy(ws, ws.occupancy + duration)
@@ -149,6 +153,11 @@ class Placement:
         """``ts`` is no longer queued where it was; that worker, if any."""
         ws, ts.processing_on = ts.processing_on, None
         if ws is not None and ts in ws.processing:
+            left = self.in_flight[ts.name] - 1
+            if left:
+                self.in_flight[ts.name] = left
+            else:
+                del self.in_flight[ts.name]
             self.set_occupancy(ws, ws.occupancy - ws.processing.pop(ts))
             ws.executing.discard(ts)
             ws.long_running.discard(ts)
@@ -170,7 +179,10 @@ class Placement:
             self.set_occupancy(ws, ws.occupancy + duration)
 
     def estimate(self, ts: TaskState) -> float:
-        total, count = self.durations.get(ts.name, (self.default_duration, 1))
+        return self.estimate_of(ts.name)
+
+    def estimate_of(self, name: str) -> float:
+        total, count = self.durations.get(name, (self.default_duration, 1))
         return total / count
 
     def record_duration(self, name: str, seconds: float) -> None:

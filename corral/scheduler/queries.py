@@ -78,6 +78,8 @@ def validate(state: SchedulerState) -> None:
     assert {t for t in state.tasks.values() if t.checkpoint} == set(state.checkpoints.pins)
     assert all(state.checkpoints.pins[c] == pins[c] for c in state.checkpoints.pins), pins
     assert not state.checkpoints.unpinned, "checkpoints left unsettled after a stimulus"
+    in_flight = Counter(t.name for w in state.workers.values() for t in w.processing)
+    assert state.placement.in_flight == dict(in_flight), (state.placement.in_flight, in_flight)
     for ws in state.workers.values():
         for ts in ws.processing:
             assert ts.processing_on is ws

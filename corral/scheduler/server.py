@@ -392,6 +392,8 @@ class Scheduler:
         message = client_message(client, msg, self._ids, now=time.time())
         if message is not None:
             self._serve(message)
+            if isinstance(message, msgs.UpdateGraph):
+                self.extras.work_arrived()  # adaptive scaling need not wait for its round
 
     def _on_close_client(self, msg: msgs.CloseClient) -> None:
         self._closing_clients.add(msg.client)  # said goodbye: release its keys at once

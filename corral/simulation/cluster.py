@@ -12,7 +12,10 @@ Theory of operation
   threads, sockets or sleeps, and the same seed gives the same run, down to the bytes of
   the stimulus log (``stimulus_log``).
 * Workers die (``kill``: their threads and transfers vanish, the scheduler hears
-  ``RemoveWorker`` and tells every other worker) and join (``join``) at given times.
+  ``RemoveWorker`` and tells every other worker), join (``join``) and retire
+  (``retire``: the scheduler moves their data away, then drops them) at given times;
+  or ``adapt`` decides, every ``interval``, with adaptive scaling's own policy
+  (``corral.deploy.adaptive``) on the scheduler's own ``workload``.
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ from typing import Any
 
 from corral import messages as msgs
 from corral.basic_types import Key
+from corral.deploy.adaptive import AdaptivePolicy, AdaptOptions
 from corral.scheduler import events as sev
 from corral.scheduler.state import SchedulerState
+from corral.scheduler.workload import workload
 from corral.simulation import wire
 from corral.simulation.graphs import Graph
 from corral.worker import events as wev
@@ -63,6 +68,8 @@ class Summary:
     steal_requests: int = 0
     workers_killed: int = 0
     workers_joined: int = 0
+    workers_retired: int = 0
+    peak_workers: int = 0
     stimuli: int = 0  # stimuli fed to the scheduler
     scheduler_cpu_s: float = 0.0  # CPU time inside SchedulerState.handle
     wall_s: float = 0.0
@@ -116,6 +123,8 @@ class Simulation:
         self._names = itertools.count()
         self._idle_ticks = 0
         self._dropped: set[str] = set()
+        self.policy: AdaptivePolicy | None = None
+        self.worker_counts: list[tuple[float, int]] = []  # (time, workers) as they change
         for _ in range(workers):
             self._add_worker(nthreads)
 
@@ -136,6 +145,16 @@ class Simulation:
     def join(self, at: float, nthreads: int | None = None) -> None:
         """A new worker joins at ``at``."""
         self._at(at, self._join, nthreads or self.nthreads)
+
+    def retire(self, at: float, address: str) -> None:
+        """Retire the worker at ``address`` at ``at``, gracefully (its data moves first)."""
+        self._at(at, self._retire, (address,))
+
+    def adapt(self, options: AdaptOptions, interval: float = 1.0) -> None:
+        """Scale with adaptive scaling's policy: every ``interval`` from ``interval`` on,
+        join or retire workers as ``AdaptivePolicy.decide`` says (workers join at once)."""
+        self.policy = AdaptivePolicy(options, threads_per_worker=self.nthreads)
+        self._at(interval, self._adapt, interval)
 
     def run(self, until: float = float("inf")) -> Summary:
         """Run until every wanted key is reported, nothing can happen, or ``until``."""
@@ -193,7 +212,7 @@ class Simulation:
                     self.summary.steal_requests += 1
                 self._send_to_worker(*message)
             elif isinstance(action, sev.DropWorker):
-                self._drop(action.worker, action.stimulus_id)
+                self._drop(action.worker, action.stimulus_id, action.graceful)
             elif isinstance(action, sev.ReportKeyInMemory | sev.ReportTaskErred):
                 if action.key in self.wanted and action.key not in self.reported:
                     done = isinstance(action, sev.ReportKeyInMemory)
@@ -280,11 +299,32 @@ class Simulation:
         self._to_scheduler(sev.Tick(stimulus_id=self._sid("tick"), now=self.now))
         self._at(self.now + self.tick_interval, self._tick)
 
+    def _adapt(self, interval: float) -> None:
+        assert self.policy is not None
+        decision = self.policy.decide(workload(self.scheduler), list(self.workers))
+        for _ in range(decision.target - len(self.workers)):
+            self._join(self.nthreads)
+        if decision.retire:
+            self._retire(decision.retire)
+        if not self._finished():
+            self._at(self.now + interval, self._adapt, interval)
+
     # -- workers coming and going -------------------------------------------------------
+
+    def _count_workers(self) -> None:
+        n = len(self.workers)
+        self.summary.peak_workers = max(self.summary.peak_workers, n)
+        if not self.worker_counts or self.worker_counts[-1][1] != n:
+            self.worker_counts.append((self.now, n))
+
+    def _retire(self, addresses: tuple[str, ...]) -> None:
+        self._to_scheduler(sev.RetireWorkers(stimulus_id=self._sid("retire"),
+                                             workers=addresses))
 
     def _add_worker(self, nthreads: int) -> SimWorker:
         address = f"sim://worker-{next(self._names)}"
         worker = self.workers[address] = SimWorker(address, WorkerState(address, nthreads))
+        self._count_workers()
         self._to_scheduler(sev.AddWorker(stimulus_id=self._sid("register-worker"),
                                          address=address, nthreads=nthreads, now=self.now))
         return worker
@@ -302,6 +342,7 @@ class Simulation:
             return
         worker.alive = False
         self.summary.workers_killed += 1
+        self._count_workers()
         # The scheduler notices when the connection closes, one latency later.
         self._at(self.now + self.latency, self._worker_gone, worker.address)
 
@@ -310,14 +351,16 @@ class Simulation:
         self._to_scheduler(sev.RemoveWorker(stimulus_id=self._sid("remove-worker"),
                                             address=address, reason="simulated death"))
 
-    def _drop(self, address: str, stimulus_id: str) -> None:
+    def _drop(self, address: str, stimulus_id: str, graceful: bool = False) -> None:
         """As the server: close the stream to ``address``, tell every other worker."""
         if address in self._dropped:
             return
         self._dropped.add(address)
         worker = self.workers.pop(address, None)
-        if worker is not None:  # the scheduler gave up on a worker still running
+        if worker is not None:  # retired, or the scheduler gave up on it still running
             worker.alive = False
+            self.summary.workers_retired += graceful
+        self._count_workers()
         for other in self.workers:
             self._send_to_worker(other, wire.peer_removed(stimulus_id, address))
 
