@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+import tempfile
 
 import pytest
 from click.testing import CliRunner
@@ -226,10 +227,19 @@ def test_submit_with_a_bad_spec_is_a_usage_error():
 def test_a_batch_system_that_is_not_there_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no qsub on it
     path = write_scheduler_file(tmp_path / "corral.json", "tcp://10.0.0.1:8786", None)
-    monkeypatch.setattr("corral.cli.jobqueue.SCRIPTS", tmp_path / "jobs")
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     result = CliRunner().invoke(main, ["pbs", "submit", "--cores", "1", "--memory", "1GiB",
                                        "--scheduler-file", str(path)])
     assert result.exit_code == 1
     assert result.output.strip() == "Error: cannot run qsub: No such file or directory"
-    scripts = list((tmp_path / "jobs").iterdir())
-    assert [p.stat().st_mode & 0o777 for p in scripts] == [0o600]
+    assert not list((tmp_path / "tmp").iterdir())  # the script is not left behind
+
+
+def test_scripts_are_written_for_their_owner_alone(tmp_path):
+    from corral.deploy.jobqueue.commands import write_script
+
+    path = write_script(tmp_path / "jobs", "job.sh", "#!/usr/bin/env bash\n")
+    assert path.read_text() == "#!/usr/bin/env bash\n"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700

@@ -20,8 +20,6 @@ from corral.deploy.jobqueue import SYSTEMS, BatchSystem, JobSpec
 from corral.exceptions import JobQueueError
 from corral.utils import run_async
 
-SCRIPTS = Path("~/.corral/jobs")  # where submitted scripts are kept (mode 0700)
-
 
 def _submit_command(system: BatchSystem) -> click.Command:
     @click.command("submit")
@@ -98,13 +96,14 @@ def _submit_command(system: BatchSystem) -> click.Command:
 
 
 async def _submit_all(system: BatchSystem, text: str, jobs: int) -> list[str]:
-    import os
-    import time
+    """Submit the script ``jobs`` times; the batch system keeps its own copy of it."""
+    import tempfile
 
     from corral.deploy.jobqueue.commands import submit, write_script
 
-    script = write_script(SCRIPTS, f"{system.name}-{os.getpid()}-{time.time_ns()}.sh", text)
-    return [await submit(system, script, text) for _ in range(jobs)]
+    with tempfile.TemporaryDirectory(prefix="corral-jobs-") as directory:
+        script = write_script(directory, f"corral-{system.name}.sh", text)
+        return [await submit(system, script, text) for _ in range(jobs)]
 
 
 def _group(system: BatchSystem) -> click.Group:
