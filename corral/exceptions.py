@@ -17,6 +17,7 @@
     ├── UnknownOperationError (KeyError)       a message named an op the server has no handler for
     ├── InvalidMessage (ValueError)            a message's fields are not what its op declares
     ├── BadMemoryLimit (ValueError)            a memory limit that is unreadable or too small
+    ├── JobQueueError (RuntimeError)           a batch system (sbatch, qsub, bsub) refused a command
     ├── InvalidTransition                      a state machine was asked for an impossible move
     ├── UnknownStimulus (TypeError)            a stimulus type no handler is listed for
     ├── DataLostError                          the only copy of unrecomputable data is gone
@@ -140,3 +141,8 @@ class FutureCancelledError(CorralError):
 
 class BadMemoryLimit(CorralError, ValueError):
     """A memory limit that cannot be parsed, or is too small to start a worker."""
+
+
+class JobQueueError(CorralError, RuntimeError):
+    """A batch system's command (sbatch, squeue, scancel, qsub, bsub, ...) failed; the
+    message names the command and what it said."""
