@@ -129,13 +129,19 @@ def run_once(client: Any, chains: int, length: int, *, chaos: bool, timeout: flo
     if chaos:
         thread.start()
     outcome: dict[str, Any] = {}
+    inputs: dict[str, list[str]] = {}  # key → the keys it reads: to say where a run stuck
+
+    def submit(fn: Any, *args: Any, key: str) -> Any:
+        inputs[key] = [a.key for a in args if hasattr(a, "key")]
+        return client.submit(fn, *args, key=key, pure=False)
+
     try:
-        result = build(lambda fn, *args, key: client.submit(fn, *args, key=key, pure=False),
-                       chains, length, pause)
+        result = build(submit, chains, length, pause)
         value = result.result(timeout=max(1.0, timeout - (time.perf_counter() - began)))
         outcome["outcome"] = "exact" if value == want else f"wrong: {value} != {want}"
     except TimeoutError:
         outcome["outcome"] = f"timeout after {timeout:g} s"
+        outcome["stuck"] = where_stuck(client, inputs)
     except Exception as e:
         outcome["outcome"] = f"{type(e).__name__}: {str(e)[:200]}"
     finally:
@@ -145,6 +151,27 @@ def run_once(client: Any, chains: int, length: int, *, chaos: bool, timeout: flo
         thread.join()
     outcome["kills"] = kills[0]
     return outcome
+
+
+def where_stuck(client: Any, inputs: dict[str, list[str]]) -> dict[str, Any]:
+    """After a timeout: the scheduler's last state of each key, and the story of the first
+    few unfinished keys whose inputs are all in memory (where the run stopped moving)."""
+    try:
+        story = client.story(*inputs)
+        last: dict[str, str] = {}
+        for step in story:
+            if step.get("where") == "scheduler" and step.get("transitions"):
+                last[step["key"]] = step["transitions"][-1][1]
+        unfinished = [k for k, state in last.items() if state not in ("memory", "released")]
+        frontier = [k for k in unfinished
+                    if all(last.get(d) == "memory" for d in inputs[k])][:10]
+        states: dict[str, int] = {}
+        for state in last.values():
+            states[state] = states.get(state, 0) + 1
+        return {"states": states, "processing": client.processing(), "frontier": frontier,
+                "stories": [s for s in story if s["key"] in frontier[:3]]}
+    except Exception as e:  # dask's story has another shape; or the cluster is gone
+        return {"error": f"{type(e).__name__}: {e}"}
 
 
 def wait_for_workers(client: Any, n: int, timeout: float = 60) -> None:
