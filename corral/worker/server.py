@@ -171,6 +171,7 @@ class Worker:
             security=security,
             name=name,
             role="worker",
+            shared_memory=True,  # large values to peers on this host: corral.comm.shm
         )
         self.pool = ConnectionPool(security=security, name=name)
         self.batched = BatchedSend(self.batch_interval, name="to scheduler")
