@@ -146,7 +146,11 @@ class SharedChannel:
             try:
                 await asyncio.shield(future)
             except asyncio.CancelledError:
-                future.add_done_callback(lambda _: [cache().put(s) for s, _f in fills])
+                def give_back(_: object) -> None:
+                    for s, _f in fills:
+                        cache().put(s)
+
+                future.add_done_callback(give_back)
                 raise
         lengths = list(lengths)
         moved: set[int] = set()
