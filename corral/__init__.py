@@ -43,7 +43,7 @@ _EXPORTS = {
     "get_task_stream": "corral.client.extras",
     "fire_and_forget": "corral.client.keeping",
     "get_client": "corral.client.worker_client",
-    "get_worker": "corral.worker.server",
+    "get_worker": "corral.worker.context",
     "progress": "corral.client.progress",
     "rejoin": "corral.worker.secession",
     "rpc": "corral.core.rpc",

@@ -17,7 +17,7 @@ import numpy as np
 
 from corral.client import Client, progress
 from corral.deploy import LocalCluster
-from corral.worker.server import get_worker
+from corral.worker.context import get_worker
 
 PARTITIONS = 8
 SAMPLES = 2_000_000  # float64: 16 MB a partition

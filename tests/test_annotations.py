@@ -19,7 +19,7 @@ from corral.worker import Worker
 
 
 def where() -> str:
-    from corral.worker.server import get_worker
+    from corral.worker import get_worker
 
     return get_worker().name
 

@@ -155,7 +155,7 @@ def test_worker_command_ports_preload_pid_file_and_lifetime_restart(tmp_path):
             assert pid_path.read_text() == f"{proc.pid}\n"
 
             def preloaded():
-                from corral.worker.server import get_worker
+                from corral.worker import get_worker
 
                 return get_worker().preloaded
 

@@ -13,7 +13,7 @@ from corral import Client, LocalCluster
 from corral.client.coordination import Event
 from corral.client.extras import WorkerPlugin, get_task_stream
 from corral.exceptions import CorralError
-from corral.worker.server import get_worker
+from corral.worker import get_worker
 from tests._helpers import wait_until_blocking
 
 

@@ -55,7 +55,7 @@ def pid_and_len(value):
 
 
 def fetched_keys():
-    from corral.worker.server import get_worker
+    from corral.worker import get_worker
 
     return get_worker().stats["fetched_keys"]
 
@@ -219,7 +219,7 @@ def test_closed_client_refuses_work(cluster):
 
 
 def test_get_worker_names_the_worker_running_the_task_with_in_process_workers():
-    from corral.worker.server import get_worker
+    from corral.worker import get_worker
 
     def where() -> str:
         return get_worker().address

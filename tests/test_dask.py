@@ -34,7 +34,7 @@ def fail(x):
 
 
 def worker_address():
-    from corral.worker.server import get_worker
+    from corral.worker import get_worker
 
     return get_worker().address
 

@@ -123,7 +123,7 @@ def test_compute_and_dask_compute_run_on_the_cluster(client):
 
 
 def in_a_corral_task():
-    from corral.worker.server import current_task
+    from corral.worker.context import current_task
 
     return current_task() is not None
 

@@ -114,6 +114,20 @@ async def test_large_values_travel_in_shared_memory_equal_and_writable(sharing_s
         "sent_bytes": 4 * LARGE, "received_bytes": 4 * LARGE}
 
 
+def test_a_sender_maps_a_segment_only_while_it_copies_a_frame_in():
+    """What a peer keeps counts in the peer's memory, not in the sender's RSS (which a
+    worker's memory manager and its nanny watch): no mapping outlives the copy."""
+    segment = segments.Segment(segments.capacity(LARGE))
+    try:
+        segment.fill(b"y" * LARGE)
+        inode = str(os.fstat(segment.fd).st_ino)
+        assert not [m for m in memfds()[1] if m.split()[4] == inode]
+        with open(f"/proc/self/fd/{segment.fd}", "rb") as copy:  # the bytes are there
+            assert copy.read(LARGE) == b"y" * LARGE
+    finally:
+        segment.close()
+
+
 async def test_small_values_stay_in_the_stream(sharing_server):
     async with rpc(sharing_server.address) as r:
         await r.echo(data=b"warm")

@@ -176,7 +176,7 @@ def same(got, want, by):
 
 def received(client):
     def count():
-        from corral.worker.server import get_worker
+        from corral.worker import get_worker
 
         return get_worker().shuffles.received_bytes
 
@@ -243,7 +243,7 @@ def test_tasks_shuffle_stays_available(client):
 
 def kill_once(df, marker):
     """Kill this worker process the first time, once a peer's pieces reached it."""
-    from corral.worker.server import get_worker
+    from corral.worker import get_worker
 
     if not os.path.exists(marker):
         open(marker, "w").close()

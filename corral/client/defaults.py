@@ -125,9 +125,9 @@ SCHEDULER = DefaultClientProxy()
 
 def _in_task() -> bool:
     """Whether this thread runs a corral task (on a worker)."""
-    if "corral.worker.server" not in sys.modules:
+    if "corral.worker.context" not in sys.modules:
         return False
-    from corral.worker.server import current_task
+    from corral.worker.context import current_task
 
     return current_task() is not None
 

@@ -17,8 +17,9 @@ import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from corral.worker.context import current_task
 from corral.worker.secession import rejoin, secede
-from corral.worker.server import Worker, current_task
+from corral.worker.server import Worker
 
 if TYPE_CHECKING:
     from corral.client.interface import ClientCore

@@ -48,30 +48,33 @@ def capacity(nbytes: int) -> int:
 
 
 class Segment:
-    """A memfd of ``size`` bytes, allocated, and mapped here for writing."""
+    """A memfd of ``size`` bytes, allocated. It is mapped here only while a frame is
+    copied in: the pages then count in the memory of the peer that maps them, not in
+    this process's, however long that peer keeps them (a worker's memory manager
+    measures its own RSS)."""
 
-    __slots__ = ("fd", "idle_since", "size", "view")
+    __slots__ = ("fd", "idle_since", "size")
 
     def __init__(self, size: int) -> None:
         self.fd = os.memfd_create("corral-frame", os.MFD_CLOEXEC)
         try:
             os.posix_fallocate(self.fd, 0, size)
-            buffer = mmap.mmap(self.fd, size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE,
-                               prot=mmap.PROT_READ | mmap.PROT_WRITE)
         except BaseException:
             os.close(self.fd)
             raise
         self.size = size
-        self.view = np.frombuffer(buffer, dtype=np.uint8)
         self.idle_since = 0.0
 
     def fill(self, frame: Any) -> None:
         """Copy ``frame`` to the start of the segment (NumPy lets go of the GIL)."""
         source = np.frombuffer(memoryview(frame).cast("B"), dtype=np.uint8)
-        np.copyto(self.view[: source.size], source)
+        with mmap.mmap(self.fd, self.size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE,
+                       prot=mmap.PROT_READ | mmap.PROT_WRITE) as buffer:
+            view = np.frombuffer(buffer, dtype=np.uint8)
+            np.copyto(view[: source.size], source)
+            del view  # the mapping can close only once no array holds it
 
     def close(self) -> None:
-        self.view = None  # type: ignore[assignment]  # the mapping goes with it
         os.close(self.fd)
 
 

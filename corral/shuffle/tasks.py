@@ -51,7 +51,7 @@ def unpack(rows: int, spec: ShuffleSpec, partition: int) -> Any:
 
 
 def _worker(spec: ShuffleSpec) -> Any:
-    from corral.worker.server import current_task
+    from corral.worker.context import current_task
 
     here = current_task()
     if here is None:

@@ -9,10 +9,11 @@ import typing as _typing
 from corral._lazy import lazy_exports as _lazy_exports
 
 __getattr__, __dir__ = _lazy_exports(
-    __name__, {"Worker": "corral.worker.server", "get_worker": "corral.worker.server"}
+    __name__, {"Worker": "corral.worker.server", "get_worker": "corral.worker.context"}
 )
 
 if _typing.TYPE_CHECKING:
-    from corral.worker.server import Worker, get_worker
+    from corral.worker.context import get_worker
+    from corral.worker.server import Worker
 
 __all__ = ["Worker", "get_worker"]

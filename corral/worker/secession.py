@@ -14,7 +14,8 @@ import threading
 
 from corral.worker import events as ev
 from corral.worker import runner
-from corral.worker.server import Worker, current_task
+from corral.worker.context import current_task
+from corral.worker.server import Worker
 
 __all__ = ["rejoin", "secede"]
 

@@ -15,7 +15,6 @@ import logging
 import os
 import pickle
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -23,14 +22,11 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
-import psutil
-
 from corral import config, runspec
 from corral import messages as msgs
 from corral.core import BatchedSend, Comm, ConnectionPool, Server, connect, rpc
 from corral.core.validate import checked
 from corral.exceptions import (
-    BadMemoryLimit,
     CommClosedError,
     CommError,
     ConnectTimeoutError,
@@ -40,9 +36,11 @@ from corral.memory_limit import configured_thresholds, parse_memory_limit
 from corral.protocol import dumps_pickle, loads_pickle
 from corral.security import Security
 from corral.sizeof import sizeof
+from corral.worker import context
 from corral.worker import events as ev
 from corral.worker.lifecycle import Lifecycle
 from corral.worker.memory import Thresholds
+from corral.worker.memory_watch import MemoryWatch
 from corral.worker.plugins import WorkerExtras
 from corral.worker.reconnect import FATAL, Retry, describe
 from corral.worker.runner import Outcome, TaskRunner
@@ -51,53 +49,6 @@ from corral.worker.spill import SpillBuffer
 from corral.worker.state import WorkerState
 
 logger = logging.getLogger("corral.worker")
-
-_running: list[Worker] = []  # workers started in this process, newest last
-# .worker: the worker whose task or run() this thread serves; .key: the task's key
-_current = threading.local()
-
-
-def get_worker() -> Worker:
-    """The worker running this task or ``client.run`` call (else the newest in this process).
-
-    Several in-process workers (``LocalCluster(processes=False)``) each answer for
-    their own tasks.
-    """
-    worker = getattr(_current, "worker", None)
-    if worker is not None:
-        return worker
-    if not _running:
-        raise ValueError("no corral worker is running in this process")
-    return _running[-1]
-
-
-_dask_routed = False  # dask's computations in tasks go to the cluster (once dask is here)
-
-
-def _route_dask() -> None:
-    global _dask_routed
-    _dask_routed = True
-    from corral.client.defaults import route_dask_in_tasks
-
-    route_dask_in_tasks()
-
-
-def _as(worker: Worker, fn: Callable[[], Any], key: Any = None) -> Any:
-    _current.worker, _current.key = worker, key
-    if not _dask_routed and "dask" in sys.modules:
-        _route_dask()
-    try:
-        return fn()
-    finally:
-        _current.worker = _current.key = None
-
-
-def current_task() -> tuple[Worker, Any] | None:
-    """The worker and key of the task this thread runs (key None in ``client.run``);
-    None outside tasks."""
-    worker = getattr(_current, "worker", None)
-    return None if worker is None else (worker, _current.key)
-
 
 class Worker:
     """Runs tasks and serves the data it holds."""
@@ -181,14 +132,12 @@ class Worker:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._gathers: set[asyncio.Task[Any]] = set()
         self._closed = asyncio.Event()
-        self._process = psutil.Process()
+        self.memory = MemoryWatch(self)
         self._fetched: set[Any] = set()  # keys that came from peers, for the stats below
         self.stats = {"fetched_bytes": 0, "fetched_keys": 0, "local_input_bytes": 0}
         # Transfers since the last heartbeat, (peer, start, stop, nbytes), for the task stream.
         self._transfer_log: deque[tuple[str, float, float, int]] = deque(maxlen=1000)
         self._heartbeat_sent = 0.0
-        self._grown = 0  # bytes of results since memory was last measured
-        self._watched: set[asyncio.Future[Any]] = set()  # spills that end with a new look
         self.latency = 0.0  # heartbeat round trip through both batched streams, seconds
         self.loop: asyncio.AbstractEventLoop | None = None
         self.resume_events: dict[Any, threading.Event] = {}  # seceded tasks in rejoin()
@@ -202,10 +151,10 @@ class Worker:
 
         Waits for the scheduler as long as it takes, or up to ``death_timeout`` seconds.
         """
-        self._check_memory_limit()
+        self.memory.check_limit()
         await self.server.listen(address)
         self.local_directory = tempfile.mkdtemp(prefix="corral-worker-", dir=self._local_parent)
-        self.data = self._new_store()  # spilled data goes under local_directory
+        self.data = self.memory.new_store(self.local_directory)  # spills go under it
         self.extras.start()
         self.loop = asyncio.get_running_loop()
         self._ids = msgs.StimulusIds(self.address)
@@ -219,8 +168,8 @@ class Worker:
         self._spawn(self._heartbeat())
         self._spawn(self.lifecycle.retire_in_time(self))
         if self.memory_limit:
-            self._spawn(self._monitor_memory())
-        _running.append(self)
+            self._spawn(self.memory.monitor())
+        context.running.append(self)
         logger.info("worker at %s, %d threads, scheduler %s", self.address, self.nthreads,
                     self.scheduler_address)
 
@@ -334,8 +283,8 @@ class Worker:
         if self._closed.is_set():
             return
         self._closed.set()
-        if self in _running:
-            _running.remove(self)
+        if self in context.running:
+            context.running.remove(self)
         await self.batched.close(timeout=2)
         for task in [*self._tasks, *self._gathers]:
             task.cancel()
@@ -365,7 +314,7 @@ class Worker:
             return False
         try:
             self.loop.call_soon_threadsafe(
-                lambda: self.handle(kind(stimulus_id=self._new_id(), key=key)))
+                lambda: self.handle(kind(stimulus_id=self.new_id(), key=key)))
         except RuntimeError:  # the loop closed meanwhile
             return False
         return True
@@ -416,7 +365,7 @@ class Worker:
         elif isinstance(instruction, ev.Spill):
             if isinstance(self.data, SpillBuffer):
                 self.data.async_evict_until_below_target(instruction.target)
-                self._watch_spills()
+                self.memory.watch_spills()
         elif isinstance(instruction, ev.SendToScheduler):
             with contextlib.suppress(CommClosedError):
                 self.batched.send(instruction.msg.to_wire())
@@ -444,12 +393,12 @@ class Worker:
                 args, kwargs = runspec.substitute((args, kwargs), inputs)
             return fn(*args, **kwargs)
 
-        self._runner.submit(key, functools.partial(_as, self, call, key))
+        self._runner.submit(key, functools.partial(context.run_as, self, call, key))
 
     def _on_outcomes(self, outcomes: list[Outcome]) -> None:
         stimuli: list[ev.Stimulus] = []
         for o in outcomes:
-            stimulus_id = self._new_id()
+            stimulus_id = self.new_id()
             if o.ok:
                 self.data[o.key] = o.value
                 stimuli.append(
@@ -475,20 +424,14 @@ class Worker:
                         stop=o.stop,
                     )
                 )
-        # Tasks finishing is when memory grows: once results worth 1 % of the limit have
-        # come in since the last look, look again before the next task starts (tiny tasks
-        # pay nothing; the monitor looks every monitor-interval anyway).
         if self.memory_limit:
-            self._grown += sum(s.nbytes for s in stimuli if isinstance(s, ev.ExecuteSuccess))
-            if self._grown > self.memory_limit // 100:
-                stimuli.append(self._memory_sample())
-                self._watch_spills()
+            self.memory.after_results(stimuli)
         self.handle(*stimuli)
 
     async def _gather_dep(self, instruction: ev.GatherDep) -> None:
         peer, keys = instruction.peer, list(instruction.keys)
         start = time.time()
-        stimulus_id = self._new_id()
+        stimulus_id = self.new_id()
         try:
             data = await self.pool(peer).get_data(keys=keys)
         except Exception as e:
@@ -534,7 +477,7 @@ class Worker:
         """The stimulus a message from the scheduler is; None if the server handles it
         (``OWN_MESSAGES``) or it is malformed (logged)."""
         try:
-            message = msgs.read(msgs.TO_WORKER, msg, self._new_id, worker=self.address)
+            message = msgs.read(msgs.TO_WORKER, msg, self.new_id, worker=self.address)
         except InvalidMessage as e:
             logger.warning("ignoring a malformed message from the scheduler: %s", e)
             return None
@@ -566,9 +509,9 @@ class Worker:
     def tell_scheduler(self, kind: type[msgs.FromWorker], **fields: Any) -> None:
         """Send the scheduler a ``kind`` message (dropped if the link is down)."""
         with contextlib.suppress(CommClosedError):
-            self.batched.send(kind(stimulus_id=self._new_id(), **fields).to_wire())
+            self.batched.send(kind(stimulus_id=self.new_id(), **fields).to_wire())
 
-    def _new_id(self) -> str:
+    def new_id(self) -> str:
         """An id for a stimulus that starts here: ``<address>-<n>``."""
         assert self._ids is not None
         return self._ids()
@@ -581,90 +524,21 @@ class Worker:
             self._heartbeat_sent = time.monotonic()
             metrics = self.metrics()
             beat = msgs.Heartbeat(
-                stimulus_id=self._new_id(), metrics=metrics, transfers=tuple(transfers),
+                stimulus_id=self.new_id(), metrics=metrics, transfers=tuple(transfers),
                 **{k: metrics.pop(k) for k in ("managed", "spilled", "spilled_disk",
                                                "unmanaged", "paused")})
             with contextlib.suppress(CommClosedError):
                 self.batched.send(beat.to_wire())
 
     def metrics(self) -> dict[str, Any]:
-        with self._process.oneshot():
-            memory = self._process.memory_info().rss
-            cpu = self._process.cpu_percent()
-        managed, spilled, spilled_disk = self.memory_use()
         return {
-            "memory": memory,
-            "managed": managed,
-            "spilled": spilled,
-            "spilled_disk": spilled_disk,
-            "unmanaged": max(memory - managed, 0),
-            "paused": bool(self.state and self.state.paused),
-            "memory_limit": self.memory_limit,
-            "spilled_total": self.data.spilled_total if isinstance(self.data, SpillBuffer) else 0,
-            "cpu": cpu,
+            **self.memory.metrics(),
             "keys": len(self.data),
             "executing": self.state.executing_count if self.state else 0,
             "fetched_bytes": self.stats["fetched_bytes"],
             "latency": self.latency,
             "time": time.time(),
         }
-
-    # -- memory (the rules are corral.worker.memory's) ------------------------------------
-
-    def _new_store(self) -> dict[Any, Any] | SpillBuffer:
-        target = self.thresholds.bytes(self.thresholds.target, self.memory_limit)
-        if not self.memory_limit or (target == float("inf") and not self.thresholds.spill):
-            return {}
-        return SpillBuffer(os.path.join(self.local_directory, "spill"), target)
-
-    def _check_memory_limit(self) -> None:
-        """Refuse to start (one line saying why) if this process alone is over its pause
-        threshold: it would be paused, or restarted, before it ran anything."""
-        floor = self.thresholds.bytes(self.thresholds.pause or self.thresholds.terminate,
-                                      self.memory_limit)
-        rss = self._process.memory_info().rss
-        if rss > floor:
-            self.gave_up = (f"memory limit {self.memory_limit / 2**20:.0f} MiB is too small: "
-                            f"this worker uses {rss / 2**20:.0f} MiB before running anything")
-            logger.error("%s", self.gave_up)
-            raise BadMemoryLimit(self.gave_up)
-
-    def memory_use(self) -> tuple[int, int, int]:
-        """Bytes of managed data in memory, of spilled data (as in memory), on disk."""
-        data = self.data
-        if isinstance(data, SpillBuffer):
-            return data.managed, data.spilled, sum(data.disk.disk_bytes.values())
-        return sum(t.nbytes for t in self.state.tasks.values()
-                   if t.key in data) if self.state else 0, 0, 0
-
-    async def _monitor_memory(self) -> None:
-        """Feed the state machine a memory sample every ``memory_monitor_interval``."""
-        while True:
-            await asyncio.sleep(self.memory_monitor_interval)
-            self.handle(self._memory_sample())
-
-    def _watch_spills(self) -> None:
-        """Look at memory again as soon as a spill is done, so that a paused worker
-        resumes without waiting for the monitor's next look."""
-        if not isinstance(self.data, SpillBuffer):
-            return
-        for future in self.data.evicting:
-            if future not in self._watched:
-                self._watched.add(future)
-                future.add_done_callback(self._after_spill)
-
-    def _after_spill(self, future: asyncio.Future[Any]) -> None:
-        self._watched.discard(future)
-        if not self._closed.is_set() and self.state is not None and self.memory_limit:
-            self.handle(self._memory_sample())
-
-    def _memory_sample(self) -> ev.MemoryUsage:
-        data = self.data
-        self._grown = 0
-        return ev.MemoryUsage(
-            stimulus_id=self._new_id(), rss=int(self._process.memory_info().rss),
-            managed=data.managed if isinstance(data, SpillBuffer) else 0,
-            spill_failed=isinstance(data, SpillBuffer) and data.spill_error is not None)
 
     # -- handlers for peers and clients -------------------------------------------------
 
@@ -696,7 +570,7 @@ class Worker:
         """Store values sent directly (scatter); returns their sizes."""
         self.data.update(data)
         nbytes = {k: sizeof(v) for k, v in data.items()}
-        self.handle(ev.UpdateData(stimulus_id=self._new_id(), data=nbytes, report=report))
+        self.handle(ev.UpdateData(stimulus_id=self.new_id(), data=nbytes, report=report))
         return nbytes
 
     @checked
@@ -710,7 +584,7 @@ class Worker:
 
         try:
             result = await asyncio.get_running_loop().run_in_executor(
-                None, functools.partial(_as, self, call))
+                None, functools.partial(context.run_as, self, call))
         except Exception as e:
             import traceback
 
@@ -725,7 +599,7 @@ class Worker:
     def reset(self, comm: Comm) -> str:
         """Drop all data and queued work (``client.restart``)."""
         assert self.state is not None
-        self.handle(ev.FreeKeys(stimulus_id=self._new_id(), keys=tuple(self.state.tasks)))
+        self.handle(ev.FreeKeys(stimulus_id=self.new_id(), keys=tuple(self.state.tasks)))
         self.data.clear()
         return "OK"
 

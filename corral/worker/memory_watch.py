@@ -1,0 +1,113 @@
+"""The worker's eyes on memory: it builds the data store, samples the process's memory
+and turns what it sees into ``MemoryUsage`` stimuli. What to spill, when to pause and
+resume is decided by the state machine (``corral.worker.memory``'s rules).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+from corral.exceptions import BadMemoryLimit
+from corral.worker import events as ev
+from corral.worker.spill import SpillBuffer
+
+if TYPE_CHECKING:
+    from corral.worker.server import Worker
+
+logger = logging.getLogger("corral.worker")
+
+
+class MemoryWatch:
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.process = psutil.Process()
+        self.grown = 0  # bytes of results since memory was last measured
+        self._watched: set[asyncio.Future[Any]] = set()  # spills that end with a new look
+
+    def new_store(self, local_directory: str) -> dict[Any, Any] | SpillBuffer:
+        """A plain dict without a limit; else a store that spills under the directory."""
+        w = self.worker
+        target = w.thresholds.bytes(w.thresholds.target, w.memory_limit)
+        if not w.memory_limit or (target == float("inf") and not w.thresholds.spill):
+            return {}
+        return SpillBuffer(os.path.join(local_directory, "spill"), target)
+
+    def check_limit(self) -> None:
+        """Refuse to start (one line saying why) if this process alone is over its pause
+        threshold: it would be paused, or restarted, before it ran anything."""
+        w = self.worker
+        floor = w.thresholds.bytes(w.thresholds.pause or w.thresholds.terminate, w.memory_limit)
+        rss = self.process.memory_info().rss
+        if rss > floor:
+            w.gave_up = (f"memory limit {w.memory_limit / 2**20:.0f} MiB is too small: "
+                         f"this worker uses {rss / 2**20:.0f} MiB before running anything")
+            logger.error("%s", w.gave_up)
+            raise BadMemoryLimit(w.gave_up)
+
+    def use(self) -> tuple[int, int, int]:
+        """Bytes of managed data in memory, of spilled data (as in memory), on disk."""
+        data, state = self.worker.data, self.worker.state
+        if isinstance(data, SpillBuffer):
+            return data.managed, data.spilled, sum(data.disk.disk_bytes.values())
+        return sum(t.nbytes for t in state.tasks.values()
+                   if t.key in data) if state else 0, 0, 0
+
+    def metrics(self) -> dict[str, Any]:
+        """The memory part of a heartbeat's metrics, and the process's CPU use."""
+        w = self.worker
+        with self.process.oneshot():
+            memory = self.process.memory_info().rss
+            cpu = self.process.cpu_percent()
+        managed, spilled, spilled_disk = self.use()
+        return {
+            "memory": memory, "managed": managed, "spilled": spilled,
+            "spilled_disk": spilled_disk, "unmanaged": max(memory - managed, 0),
+            "paused": bool(w.state and w.state.paused), "memory_limit": w.memory_limit,
+            "spilled_total": w.data.spilled_total if isinstance(w.data, SpillBuffer) else 0,
+            "cpu": cpu,
+        }
+
+    async def monitor(self) -> None:
+        """Feed the state machine a memory sample every ``memory_monitor_interval``."""
+        while True:
+            await asyncio.sleep(self.worker.memory_monitor_interval)
+            self.worker.handle(self.sample())
+
+    def after_results(self, stimuli: list[ev.Stimulus]) -> None:
+        """Tasks finishing is when memory grows: once results worth 1 % of the limit have
+        come in since the last look, look again before the next task starts (tiny tasks
+        pay nothing; the monitor looks every monitor-interval anyway)."""
+        self.grown += sum(s.nbytes for s in stimuli if isinstance(s, ev.ExecuteSuccess))
+        if self.grown > self.worker.memory_limit // 100:
+            stimuli.append(self.sample())
+            self.watch_spills()
+
+    def watch_spills(self) -> None:
+        """Look at memory again as soon as a spill is done, so that a paused worker
+        resumes without waiting for the monitor's next look."""
+        data = self.worker.data
+        if not isinstance(data, SpillBuffer):
+            return
+        for future in data.evicting:
+            if future not in self._watched:
+                self._watched.add(future)
+                future.add_done_callback(self._after_spill)
+
+    def _after_spill(self, future: asyncio.Future[Any]) -> None:
+        self._watched.discard(future)
+        w = self.worker
+        if w.serving and w.state is not None and w.memory_limit:
+            w.handle(self.sample())
+
+    def sample(self) -> ev.MemoryUsage:
+        data = self.worker.data
+        self.grown = 0
+        return ev.MemoryUsage(
+            stimulus_id=self.worker.new_id(), rss=int(self.process.memory_info().rss),
+            managed=data.managed if isinstance(data, SpillBuffer) else 0,
+            spill_failed=isinstance(data, SpillBuffer) and data.spill_error is not None)
