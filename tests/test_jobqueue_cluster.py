@@ -13,6 +13,7 @@ from corral.deploy.jobqueue import cluster as jobqueue_cluster
 from corral.deploy.jobqueue.script import replacement_time
 from corral.exceptions import JobQueueError
 
+LOCAL = {"host": "127.0.0.1", "asynchronous": True}  # a scheduler on this test's loop
 SIZES = {"cores": 4, "memory": "8GiB", "processes": 2, "walltime": "01:00:00",
          "queue": "short", "account": "proj42", "python": "/opt/py/bin/python"}
 
@@ -32,7 +33,7 @@ SIZES = {"cores": 4, "memory": "8GiB", "processes": 2, "walltime": "01:00:00",
 ], ids=["slurm", "pbs", "sge", "lsf"])
 async def test_each_cluster_writes_its_systems_script(kind, directives, job_id, tmp_path):
     async with kind(**SIZES, job_extra=["-x"], prologue=["module load python"],
-                    shared_directory=tmp_path, asynchronous=True) as cluster:
+                    shared_directory=tmp_path, **LOCAL) as cluster:
         script = cluster.job_script()
         lines = script.splitlines()
         assert all(d in lines for d in directives), script
@@ -113,7 +114,7 @@ def fake_joined(cluster, names):
 
 async def test_jobs_are_submitted_named_by_id_followed_and_cancelled(fake, tmp_path):
     async with SLURMCluster(cores=1, memory="1GiB", shared_directory=tmp_path,
-                            asynchronous=True) as cluster:
+                            **LOCAL) as cluster:
         await cluster.scale(2)
         assert fake.submitted == ["100", "101"]
         assert cluster.planned == ["corral-worker-100", "corral-worker-101"]
@@ -134,7 +135,7 @@ async def test_jobs_are_submitted_named_by_id_followed_and_cancelled(fake, tmp_p
 
 async def test_a_job_that_ended_meanwhile_closes_quietly(fake, tmp_path):
     async with PBSCluster(cores=1, memory="1GiB", shared_directory=tmp_path,
-                          asynchronous=True) as cluster:
+                          **LOCAL) as cluster:
         await cluster.scale(1)
         fake.live.clear()  # it ended between two looks
     assert fake.cancelled == []
@@ -143,7 +144,7 @@ async def test_a_job_that_ended_meanwhile_closes_quietly(fake, tmp_path):
 async def test_without_a_job_listing_jobs_are_followed_through_their_workers(fake, tmp_path):
     fake.listing = False  # as PBS, SGE and LSF here
     async with SGECluster(cores=1, memory="1GiB", shared_directory=tmp_path,
-                          asynchronous=True) as cluster:
+                          **LOCAL) as cluster:
         await cluster.scale(1)
         workers = ["corral-worker-100"]
         fake_joined(cluster, lambda: workers)
@@ -156,7 +157,7 @@ async def test_without_a_job_listing_jobs_are_followed_through_their_workers(fak
 
 async def test_adaptive_jobs_near_their_walltime_are_replaced_not_killed(fake, tmp_path):
     async with SLURMCluster(cores=2, memory="2GiB", processes=2, walltime="1h",
-                            shared_directory=tmp_path, asynchronous=True) as cluster:
+                            shared_directory=tmp_path, **LOCAL) as cluster:
         await cluster.scale(1)
         (job,) = cluster.jobs.values()
         workers = list(job.worker_names)
@@ -183,7 +184,7 @@ async def test_adaptive_jobs_near_their_walltime_are_replaced_not_killed(fake, t
 
 async def test_scaling_down_by_hand_takes_leaving_jobs_along(fake, tmp_path):
     async with SLURMCluster(cores=1, memory="1GiB", shared_directory=tmp_path,
-                            asynchronous=True) as cluster:
+                            **LOCAL) as cluster:
         await cluster.scale(2)
         first = next(iter(cluster.jobs.values()))
         first.leaving = True
