@@ -10,7 +10,8 @@ from pathlib import Path
 VENV = Path(__file__).parent / ".venv-dask"
 
 
-PACKAGES = ("distributed", "numpy", "bokeh")  # bokeh: dask's dashboard pages
+# bokeh: dask's dashboard pages; pandas and pyarrow: dask.dataframe and its p2p shuffle
+PACKAGES = ("distributed", "numpy", "bokeh", "pandas", "pyarrow")
 
 
 def dask_python() -> Path | None:

@@ -4,7 +4,12 @@ Two workers of one thread, each limited to 500 MiB, run:
 
 1. ``hold``: 20 results of 50 MiB held at once, then each summed;
 2. ``persist``: 1.8 GB of random numbers persisted (``dask.array``), then their mean;
-3. ``transpose``: ``(x + x.T).sum()`` over a 3.2 GB array.
+3. ``transpose``: ``(x + x.T).sum()`` over a 3.2 GB array;
+4. ``shuffle``: a dask.dataframe pipeline over ``dask.datasets.timeseries`` (about
+   1.1 GB in memory, over twice the cluster's): a shuffle on a column then a
+   ``groupby(...).agg(...)``, and a merge with a second frame (0.4 GB) on a column that
+   is not the index, then another aggregation. Each system uses its peer-to-peer
+   shuffle (corral's default, dask.distributed's ``p2p``).
 
 For each: completed, wall time, peak RSS of each worker process (sampled every 20 ms),
 bytes spilled to disk, worker restarts. ``--scale`` shrinks every size (0.25: a quarter).
@@ -116,8 +121,25 @@ def transpose(client: Any, scale: float) -> float:
     return float((x + x.T).sum().compute())
 
 
+def shuffle(client: Any, scale: float) -> float:
+    import dask
+    import dask.datasets
+
+    days = max(2, int(300 * scale))  # 86 400 rows (about 3.8 MB) a day
+    end = f"{2000 + days // 365}-{days % 365 // 30 + 1:02d}-{days % 365 % 30 + 1:02d}"
+    a = dask.datasets.timeseries("2000-01-01", end, freq="1s", partition_freq="1D",
+                                 seed=1).reset_index()
+    b = dask.datasets.timeseries("2000-01-01", end, freq="1s", partition_freq="1D",
+                                 dtypes={"z": float}, seed=2).reset_index()
+    per_id = a.shuffle("id").groupby("name").agg({"x": "sum", "y": "max", "id": "count"})
+    merged = a.merge(b, on="timestamp", how="inner", broadcast=False)
+    per_name = merged.groupby("name").agg({"z": "sum", "x": "mean"})
+    g, m = dask.compute(per_id, per_name)
+    return float(g["x"].sum() + g["id"].sum() + m["z"].sum() + m["x"].sum())
+
+
 WORKLOADS: dict[str, Callable[[Any, float], float]] = {
-    "hold": hold, "persist": persist, "transpose": transpose}
+    "hold": hold, "persist": persist, "transpose": transpose, "shuffle": shuffle}
 
 
 def run(system: str, name: str, scale: float, timeout: float) -> dict[str, Any]:
@@ -126,9 +148,11 @@ def run(system: str, name: str, scale: float, timeout: float) -> dict[str, Any]:
 
         spilled = spilled_corral
     else:
+        import dask
         from dask.distributed import Client, LocalCluster
 
         spilled = spilled_dask
+        dask.config.set({"dataframe.shuffle.method": "p2p"})  # dask's own peer-to-peer
     workers = Workers(system)
     outcome: dict[str, Any] = {"completed": False}
     with workers, LocalCluster(n_workers=2, threads_per_worker=1, memory_limit=LIMIT,

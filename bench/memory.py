@@ -2,8 +2,9 @@
 
 Two workers of one thread, each limited to 500 MiB: 20 x 50 MiB results held then
 summed; 1.8 GB of random numbers persisted then averaged; ``(x + x.T).sum()`` over
-3.2 GB. Printed per workload and system: completed, wall time, peak RSS of each worker,
-bytes spilled to disk, worker restarts. dask runs in the bench's own venv
+3.2 GB; a dataframe shuffle, groupby and merge over 1.1 GB. Printed per workload and
+system: completed, wall time, peak RSS of each worker, bytes spilled to disk, worker
+restarts. dask runs in the bench's own venv
 (``_dask_env.py``). ``--scale 0.25`` shrinks every size (limits stay at 500 MiB).
 """
 

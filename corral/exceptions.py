@@ -22,6 +22,7 @@
     ├── UnknownStimulus (TypeError)            a stimulus type no handler is listed for
     ├── DataLostError                          the only copy of unrecomputable data is gone
     ├── KilledWorker                           a task was running on too many workers that died
+    ├── ShuffleFailed                          a p2p shuffle lost a worker or pieces; rerun it
     ├── ClientClosedError                      a client (or one of its futures) used after close()
     ├── FutureCancelledError                   a future's task and data are gone (restart)
     └── RemoteError                            a remote exception that could not be rebuilt locally
@@ -128,6 +129,19 @@ class DataLostError(CorralError):
 
 class KilledWorker(CorralError):
     """A task was running on ``allowed_failures`` workers that died; it is not tried again."""
+
+
+class ShuffleFailed(CorralError):
+    """A peer-to-peer shuffle cannot finish as placed: a worker it sends to is gone, or
+    an output partition's owner lacks pieces. ``dask``'s ``get`` on corral reruns the
+    graph with a fresh placement (``corral.shuffle``); ``worker`` names the suspect."""
+
+    def __init__(self, message: str, worker: str = "") -> None:
+        super().__init__(message, worker)
+        self.message, self.worker = message, worker
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class ClientClosedError(CorralError):

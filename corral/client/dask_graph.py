@@ -18,6 +18,7 @@ to send), and a future among a task's arguments (``delayed(f)(future)``) becomes
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Coroutine, Hashable, Iterable, Mapping
 from graphlib import TopologicalSorter
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -37,14 +38,16 @@ from dask.core import flatten
 from dask.utils import key_split
 
 from corral import runspec
-from corral.client import annotate, dask_locks
+from corral.client import annotate, dask_locks, dask_shuffle
 from corral.client.future import Future
 from corral.client.tasks import task_message, task_options
+from corral.exceptions import ShuffleFailed
 
 if TYPE_CHECKING:
     from corral.client.interface import ClientCore
 
 K = TypeVar("K", bound=Hashable)
+logger = logging.getLogger("corral.shuffle")
 
 
 def _run_node(node: GraphNode, values: dict[Hashable, Any]) -> Any:
@@ -73,22 +76,48 @@ def get(
     other schedulers (e.g. ``num_workers``) are ignored, as dask.distributed does.
     """
     options = task_options(workers, allow_other_workers, retries, priority, resources)
+    if dask_shuffle.in_graph(dsk):  # placed once the worker list is in, maybe run again
+        return _shuffling(client, dsk, keys, options)
     futures, held = submit(client, dsk, list(flatten([keys])), options)
     return _results(client, _shaped(keys, futures), futures, held)
 
 
+async def _shuffling(client: ClientCore, dsk: Any, keys: Any, options: dict[str, Any]) -> Any:
+    """``get`` of a graph with corral shuffles: a run that fails (``ShuffleFailed``: a
+    worker was lost) is released and the graph sent again, placed on the workers left."""
+    suspects: set[str] = set()
+    for attempt in range(1, dask_shuffle.ATTEMPTS + 1):
+        workers = [w for w in await client.nthreads() if w not in suspects]
+        futures, held = submit(client, dsk, list(flatten([keys])), options,
+                               workers=workers or None)
+        try:
+            return await _results(client, _shaped(keys, futures), futures, held)
+        except ShuffleFailed as e:
+            if attempt == dask_shuffle.ATTEMPTS:
+                raise
+            logger.warning("%s; running the graph again (attempt %d of %d)", e, attempt + 1,
+                           dask_shuffle.ATTEMPTS)
+            if e.worker:
+                suspects.add(e.worker)
+    raise AssertionError("unreachable")
+
+
 def submit(
     client: ClientCore, dsk: Any, keys: list[Hashable], options: dict[str, Any],
-    annotated: Any = None,
+    annotated: Any = None, workers: list[str] | None = None,
 ) -> tuple[dict[Hashable, Future], list[Future]]:
     """Send the part of graph ``dsk`` that ``keys`` need, in one message; a future for
     each of ``keys``, and the futures the graph held (keep them until the graph is sent:
     their keys must not be released before its tasks depend on them). Each task's
     options are ``options`` under its ``dask.annotate`` annotations, read from
-    ``annotated`` (expressions or graphs) or else from ``dsk``."""
+    ``annotated`` (expressions or graphs) or else from ``dsk``. corral shuffles in it
+    are placed on ``workers`` (by default those the scheduler knows now)."""
     raw = dsk if isinstance(dsk, Mapping) else dsk.__dask_graph__()
     held = [v for v in raw.values() if isinstance(v, Future)]
     graph = {k: _with_refs(node, held) for k, node in convert_legacy_graph(raw).items()}
+    pins: dict[Hashable, str] = {}
+    if dask_shuffle.in_graph(graph):
+        graph, pins = dask_shuffle.place(graph, workers or dask_shuffle.workers_now(client))
     for future in held:
         if future.client is not client:
             raise ValueError(f"the graph holds future {future.key!r} of another client; "
@@ -103,8 +132,10 @@ def submit(
                 raise KeyError(key)
             existing.add(key)
     nodes = [(k, node) for k, node in _inputs_first(cull(graph, wanted)) if k not in existing]
-    options_of = _Options(options, annotate.by_key(dsk if annotated is None else annotated,
-                                                   {key for key, _ in nodes}))
+    by_key = annotate.by_key(dsk if annotated is None else annotated, {k for k, _ in nodes})
+    for key, owner in pins.items():  # an unpack task runs where its pieces are
+        by_key[key] = {**by_key.get(key, {}), "workers": [owner], "allow_other_workers": True}
+    options_of = _Options(options, by_key)
     tasks = [
         task_message(key, _run_spec(node), list(node.dependencies), key_split(key),
                      options_of(key))

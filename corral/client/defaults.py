@@ -32,6 +32,7 @@ _defaults: list[Any] = []  # clients set as default, newest last (strong: Client
 _current: contextvars.ContextVar[Any] = contextvars.ContextVar("corral_current_client",
                                                                default=None)
 _previous_scheduler: list[Any] = []  # dask's "scheduler" setting before ours went in
+_shuffle_set: list[bool] = []  # whether each hook made corral's shuffle dask's default
 
 NO_CLIENT = ("no corral client is running: start one first, e.g. "
              "client = corral.Client() or corral.Client('tcp://scheduler:8786')")
@@ -150,6 +151,41 @@ def route_dask_in_tasks() -> None:
     config = _dask_config()
     if config is not None and config.config.get("scheduler") is None:
         config.set(scheduler=SCHEDULER)
+        _default_shuffle(config)
+
+
+def _default_shuffle(config: Any) -> bool:
+    """Make corral's peer-to-peer shuffle dask's default dataframe shuffle, unless one is
+    configured already (``corral.shuffle``); whether it did."""
+    if config.get("dataframe.shuffle.method", None) is not None:
+        return False
+    from corral.shuffle import METHOD, lowering
+
+    if not lowering.enable():
+        return False
+    config.set({"dataframe.shuffle.method": METHOD})
+    return True
+
+
+@contextlib.contextmanager
+def corral_shuffles() -> Iterator[None]:
+    """In this block dask lowers dataframe shuffles to corral's, unless a method is
+    configured (for a client that is not dask's default: ``client.persist``)."""
+    config = _dask_config()
+    if config is None or not _default_shuffle(config):
+        yield
+        return
+    try:
+        yield
+    finally:
+        _undefault_shuffle(config)
+
+
+def _undefault_shuffle(config: Any) -> None:
+    from corral.shuffle import METHOD
+
+    if config.get("dataframe.shuffle.method", None) == METHOD:
+        config.set({"dataframe.shuffle.method": None})
 
 
 def _dask_config() -> Any:
@@ -166,12 +202,15 @@ def _hook_dask() -> None:
     if config is not None:
         _previous_scheduler.append(config.config.get("scheduler"))
         config.set(scheduler=SCHEDULER)
+        _shuffle_set.append(_default_shuffle(config))
 
 
 def _unhook_dask() -> None:
     config = _dask_config()
     if config is not None and _previous_scheduler:
         previous = _previous_scheduler.pop()
+        if _shuffle_set and _shuffle_set.pop():
+            _undefault_shuffle(config)
         if config.config.get("scheduler") is SCHEDULER:
             if previous is None:
                 config.config.pop("scheduler", None)
@@ -187,4 +226,10 @@ def _hooked() -> Iterator[None]:
         yield
         return
     with config.set(scheduler=SCHEDULER):
-        yield
+        if not _default_shuffle(config):
+            yield
+            return
+        try:
+            yield
+        finally:
+            _undefault_shuffle(config)

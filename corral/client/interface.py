@@ -106,6 +106,9 @@ class ClientCore(Protocol):
     def retry_soon(self, futures: Iterable[Future]) -> None:
         """Run these futures' failed tasks again, without waiting."""
 
+    async def nthreads(self) -> dict[str, int]:
+        """On the loop: each worker's address and number of threads, from the scheduler."""
+
     def send(self, msg: FromClient) -> None:
         """On the loop: put ``msg`` on the stream to the scheduler."""
 

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Hashable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from corral.client.defaults import corral_shuffles
 from corral.client.future import Future
 from corral.client.tasks import task_options
 
@@ -45,7 +46,8 @@ def persist(
     expr = collections_to_expr(wanted, optimize_graph)
     exprs = list(expr.operands) if isinstance(expr, _ExprSequence) else [expr]
     composite = any(isinstance(e, CompositeExpr) for e in exprs)
-    expr = expr.optimize()
+    with corral_shuffles():  # lowered here: corral's shuffle even if not dask's default
+        expr = expr.optimize()
     if composite:
         exprs = list(expr.operands) if isinstance(expr, _ExprSequence) else [expr]
     keys_of = [list(flatten(k)) for k in expr.__dask_keys__()]
@@ -107,7 +109,8 @@ def compute(
     exprs = []  # where the dask.annotate annotations are
     for c in given:
         if is_dask_collection(c):
-            expr = FinalizeCompute(collections_to_expr(c, optimize_graph)).optimize()
+            with corral_shuffles():
+                expr = FinalizeCompute(collections_to_expr(c, optimize_graph)).optimize()
             (key,) = flatten(expr.__dask_keys__())
             graph.update(expr.__dask_graph__())
             final.append(key)

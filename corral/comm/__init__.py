@@ -10,6 +10,7 @@ import random
 import ssl
 import time
 
+from corral.comm import shm
 from corral.comm.addressing import Address, format_address, normalize_address, parse_address
 from corral.comm.base import (
     DEFAULT_LIMITS,
@@ -56,6 +57,7 @@ __all__ = [
     "listen",
     "normalize_address",
     "parse_address",
+    "shm",
 ]
 
 

@@ -74,6 +74,15 @@ class Comm(abc.ABC):
     def limits(self, limits: FrameLimits) -> None:
         self._limits = limits
 
+    def can_share(self) -> bool:
+        """Whether large frames could travel beside this comm in shared memory."""
+        return False
+
+    def attach_shared(self, channel: Any) -> bool:
+        """Carry large frames through ``channel`` (a ``shm.SharedChannel``) from now on;
+        False if this comm cannot."""
+        return False
+
     @abc.abstractmethod
     async def read_frames(self) -> Frames: ...
 

@@ -7,6 +7,11 @@ Rules of the wire (theory of operation):
 * The reader checks the count, every length and their sum against ``FrameLimits``
   *before* allocating anything for them, so a peer cannot make us reserve memory
   by announcing a huge message.
+* A length with ``SHARED_FLAG`` set (bit 63) announces a frame carried in shared memory
+  beside the stream (``corral.comm.shm``); none of its bytes follow in the stream. Only a
+  reader told ``shared = True`` (its comm has a side channel) accepts one; the message
+  comes out as ``SharedFrames``, that frame as a ``SharedFrame`` placeholder for the comm
+  to resolve.
 * Small frames are parsed out of one reusable staging buffer (so many small messages
   cost one ``recv``); a large frame gets its own buffer and the socket reads straight
   into it (no copy after the kernel's).
@@ -35,7 +40,23 @@ DIRECT_READ_THRESHOLD = 64 * 1024
 HUGE_PAGE_THRESHOLD = 4 * 2**20
 _HUGE_PAGES = sys.platform == "linux" and hasattr(mmap, "MADV_HUGEPAGE")
 
-Frame = bytes | bytearray | memoryview
+SHARED_FLAG = 1 << 63
+
+
+class SharedFrame:
+    """Placeholder for a frame that travels in shared memory; its comm resolves it."""
+
+    __slots__ = ("nbytes",)
+
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = nbytes
+
+
+class SharedFrames(list):  # type: ignore[type-arg]
+    """A message with at least one ``SharedFrame`` in it."""
+
+
+Frame = bytes | bytearray | memoryview | SharedFrame
 
 
 def _physical_memory() -> int:
@@ -116,6 +137,7 @@ class FrameReader:
         self._frames: list[Frame] = []
         self._direct: memoryview | None = None  # unfilled tail of a large frame
         self._direct_frame: bytearray | memoryview | None = None
+        self.shared = False  # whether lengths may carry SHARED_FLAG
 
     def get_buffer(self) -> memoryview:
         """The buffer the next bytes from the stream should be written into."""
@@ -187,7 +209,11 @@ class FrameReader:
             self._make_room(header_size)
             return False
         lengths = struct.unpack_from(f"<{count}Q", self._buf, self._start + _COUNT.size)
-        self.limits.check(lengths)
+        if max(lengths) >= SHARED_FLAG and self.shared:  # else over the limits, refused below
+            self.limits.check([n & ~SHARED_FLAG for n in lengths])
+            self._frames = SharedFrames()
+        else:
+            self.limits.check(lengths)
         self._start += header_size
         self._lengths = lengths
         return True
@@ -198,7 +224,9 @@ class FrameReader:
         while len(self._frames) < len(self._lengths):
             length = self._lengths[len(self._frames)]
             available = self._end - self._start
-            if available >= length:
+            if length >= SHARED_FLAG:
+                self._frames.append(SharedFrame(length & ~SHARED_FLAG))
+            elif available >= length:
                 chunk = self._view[self._start : self._start + length]
                 frame = bytes(chunk) if length < DIRECT_READ_THRESHOLD else bytearray(chunk)
                 self._frames.append(frame)

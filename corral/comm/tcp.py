@@ -18,7 +18,15 @@ from typing import Any
 from corral import config
 from corral.comm.addressing import format_address, parse_address
 from corral.comm.base import Backend, Comm, ComSink, Frames, Listener
-from corral.comm.framing import FrameLimits, FrameReader, encode_header, frame_nbytes
+from corral.comm.framing import (
+    FrameLimits,
+    FrameReader,
+    SharedFrame,
+    SharedFrames,
+    encode_header,
+    frame_nbytes,
+)
+from corral.comm.shm import SharedChannel
 from corral.exceptions import CommClosedError, ProtocolError
 
 TLS_HANDSHAKE_START = b"\x16\x03"  # a TLS record of type handshake, version 3.x
@@ -137,6 +145,21 @@ class TCPComm(Comm):
         self._transport = transport
         self.peer_address = _sockname_address(scheme, transport.get_extra_info("peername"))
         self.local_address = _sockname_address(scheme, transport.get_extra_info("sockname"))
+        self.shared: SharedChannel | None = None  # large frames through shared memory
+
+    def can_share(self) -> bool:
+        return True
+
+    def attach_shared(self, channel: SharedChannel) -> bool:
+        if self.closed() or self.shared is not None:
+            return False
+        self.shared = channel
+        self._protocol.reader.shared = True
+        return True
+
+    def _close_shared(self) -> None:
+        if self.shared is not None:
+            self.shared.close()
 
     @property
     def limits(self) -> FrameLimits:
@@ -150,6 +173,7 @@ class TCPComm(Comm):
         p = self._protocol
         while not p.inbox:
             if p.error is not None:
+                self._close_shared()
                 raise _closed_error(p.error, self.peer_address)
             if p.waiter is not None:
                 raise RuntimeError("another coroutine is already reading from this comm")
@@ -161,7 +185,20 @@ class TCPComm(Comm):
         frames = p.inbox.popleft()
         if p.paused_reading:
             p.resume_if_paused()
+        if type(frames) is SharedFrames:
+            return await self._resolve_shared(frames)
         return frames
+
+    async def _resolve_shared(self, frames: Frames) -> Frames:
+        """The message with its shared frames mapped, in order."""
+        channel = self.shared
+        if channel is None:  # pragma: no cover - the reader refuses them without one
+            raise CommClosedError("shared frame on a comm without a side channel")
+        try:
+            return [await channel.take(f.nbytes) if type(f) is SharedFrame else f
+                    for f in frames]
+        except CommClosedError as e:
+            raise _closed_error(e, self.peer_address) from None
 
     async def write_frames(self, frames: Frames) -> None:
         p = self._protocol
@@ -171,8 +208,16 @@ class TCPComm(Comm):
             self._transport.write(encode_header([len(frames[0])]) + frames[0])
         else:
             lengths = [frame_nbytes(f) for f in frames]
+            in_stream = sum(lengths)
+            shared = self.shared
+            if shared is not None and not shared.closed and max(lengths) >= shared.threshold:
+                frames, lengths = await shared.place(frames, lengths)
+                if p.error is not None or self._transport.is_closing():
+                    raise _closed_error(p.error or CommClosedError("comm closed"),
+                                        self.peer_address)
+                in_stream = sum(frame_nbytes(f) for f in frames)
             header = encode_header(lengths)
-            if sum(lengths) < SMALL_MESSAGE:
+            if in_stream < SMALL_MESSAGE:
                 self._transport.write(b"".join([header, *frames]))
             else:
                 self._transport.writelines([header, *frames])
@@ -206,6 +251,7 @@ class TCPComm(Comm):
 
     async def close(self) -> None:
         self._protocol._end(CommClosedError("comm closed"))  # by us: not the peer's doing
+        self._close_shared()
         if not self._transport.is_closing():
             self._transport.close()
         try:
@@ -216,6 +262,7 @@ class TCPComm(Comm):
 
     def abort(self) -> None:
         self._protocol._end(CommClosedError("comm closed"))
+        self._close_shared()
         self._transport.abort()
 
     def closed(self) -> bool:

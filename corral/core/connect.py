@@ -7,7 +7,7 @@ import time
 
 from corral import comm as transport
 from corral import config
-from corral.comm import DEFAULT_LIMITS, Comm, FrameLimits
+from corral.comm import DEFAULT_LIMITS, Comm, FrameLimits, shm
 from corral.exceptions import CommClosedError, CommError, ConnectTimeoutError, HandshakeError
 from corral.protocol import ConnectionOptions, client_handshake
 from corral.security import Security
@@ -22,19 +22,23 @@ async def connect(
     role: str = "client",
     compression: str | None = None,
     limits: FrameLimits = DEFAULT_LIMITS,
+    share_memory: bool | None = None,
 ) -> Comm:
     """Connect to a corral server and complete the handshake within ``timeout`` seconds.
 
     Connection attempts are retried with backoff; a refused handshake (wrong token,
     version mismatch) is not, and raises its ``HandshakeError`` at once. ``timeout=None``:
-    ``comm.connect-timeout`` from ``corral.config``.
+    ``comm.connect-timeout`` from ``corral.config``. ``share_memory`` (None:
+    ``comm.shared-memory.enabled``) asks a server on this host that offers it for a
+    shared-memory side channel for large frames (``corral.comm.shm``).
     """
     timeout = config.fallback(timeout, "comm.connect-timeout")
     deadline = time.monotonic() + timeout
     tls = security.ssl_context(server_side=False) if security else None
     comm = await transport.connect(address, timeout=timeout, tls=tls)
     options = ConnectionOptions(
-        security=security, role=role, name=name, compression=compression, limits=limits
+        security=security, role=role, name=name, compression=compression, limits=limits,
+        share_memory=shm.enabled() if share_memory is None else share_memory,
     )
     try:
         async with asyncio.timeout(max(deadline - time.monotonic(), 0.5)):

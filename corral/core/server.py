@@ -13,6 +13,7 @@ the wire protocol, or fails the handshake, loses its own connection and nothing 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import logging
 from collections import OrderedDict
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from corral import comm as transport
-from corral.comm import DEFAULT_LIMITS, PRE_AUTH_LIMITS, Comm, FrameLimits, Listener
+from corral.comm import DEFAULT_LIMITS, PRE_AUTH_LIMITS, Comm, FrameLimits, Listener, shm
 from corral.comm.addressing import parse_address
 from corral.core.remote_errors import ErrorReply
 from corral.exceptions import (
@@ -50,6 +51,8 @@ class Server:
     is unpickled. ``handshake_timeout`` bounds how long a peer may take to finish the
     handshake, and at most ``max_pending_handshakes`` connections may be in handshake at
     once: past that the oldest is dropped, so idle peers cannot crowd out honest ones.
+    ``shared_memory=True`` offers peers on this host a shared-memory side channel for
+    large frames, when ``comm.shared-memory.enabled`` (``corral.comm.shm``).
     """
 
     def __init__(
@@ -64,6 +67,7 @@ class Server:
         pre_auth_limits: FrameLimits = PRE_AUTH_LIMITS,
         handshake_timeout: float = 10.0,
         max_pending_handshakes: int = 256,
+        shared_memory: bool = False,
     ) -> None:
         self.handlers: dict[str, Handler] = dict(handlers)
         self.security = security
@@ -78,6 +82,8 @@ class Server:
         self._pending: OrderedDict[Comm, None] = OrderedDict()  # in handshake, oldest first
         self._refusals = RefusalLog(logger, "handshakes")
         self._closed = False
+        self._share = shared_memory
+        self.shared_listener: shm.SharedListener | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -85,6 +91,15 @@ class Server:
         """Start accepting connections at ``address`` (a port number, ``'tcp://:8786'``, ...)."""
         if self._closed:
             raise RuntimeError("server is closed")
+        if self._share and self.shared_listener is None and shm.enabled():
+            shared = shm.SharedListener()
+            try:
+                shared.start()
+            except OSError as e:
+                logger.info("no shared memory for peers on this host: %s", e)
+            else:
+                self.shared_listener = shared
+                self._options = dataclasses.replace(self._options, shared_listener=shared)
         tls = self.security.ssl_context(server_side=True) if self.security else None
         listener = await transport.listen(
             address, self._on_comm, limits=self._pre_auth_limits, tls=tls
@@ -105,6 +120,8 @@ class Server:
         """Stop listening, close every connection and cancel running handlers."""
         self._closed = True
         self._refusals.close()
+        if self.shared_listener is not None:
+            self.shared_listener.stop()
         for listener in self.listeners:
             await listener.stop()
         tasks = list(self._comms.values())

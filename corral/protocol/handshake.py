@@ -18,6 +18,11 @@ could use to guess a user-chosen token offline. Handshake messages are small msg
 maps decoded with tight length limits and no extension types: nothing is unpickled
 here. Only after step 4 does each side install the message codec that may unpickle,
 with the larger post-authentication frame limits.
+
+Shared memory (``corral.comm.shm``): a client that could share memory puts its host's id
+in ``hello``; a server with a ``SharedListener`` on the same host answers in the
+``verdict`` — sent only to a peer that has proved itself — with the listener's name and
+a one-time ticket, which the client presents on the side channel it then opens.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from typing import Any
 
 import msgpack
 
-from corral.comm import DEFAULT_LIMITS, Comm, FrameLimits
+from corral.comm import DEFAULT_LIMITS, Comm, FrameLimits, shm
 from corral.exceptions import (
     AuthenticationError,
     CommClosedError,
@@ -63,6 +68,8 @@ class ConnectionOptions:
     name: str = ""
     compression: str | None = None
     limits: FrameLimits = DEFAULT_LIMITS
+    share_memory: bool = False  # client: ask for a shared-memory side channel
+    shared_listener: shm.SharedListener | None = None  # server: offer one
 
 
 def encode(body: dict[str, Any]) -> list[bytes]:
@@ -136,6 +143,8 @@ async def client_handshake(comm: Comm, options: ConnectionOptions) -> None:
     offered = [options.compression] if options.compression else []
     hello = {"role": options.role, "name": options.name, "nonce": nonce,
              "compression": offered, "auth": token is not None}
+    if options.share_memory and comm.can_share() and shm.HOST_ID:
+        hello["shm"] = shm.HOST_ID
     await comm.write_frames(encode(hello))
     challenge = decode(await _read(comm))
     if "error" in challenge:
@@ -164,6 +173,11 @@ async def client_handshake(comm: Comm, options: ConnectionOptions) -> None:
                 "but could not prove it holds the token (an impostor?)"
             )
     _finish(comm, challenge, options, chosen)
+    name, ticket = verdict.get("shm"), verdict.get("ticket")
+    if "shm" in hello and isinstance(name, str) and isinstance(ticket, bytes):
+        channel = await shm.open_channel(name, ticket, timeout=5.0)
+        if channel is not None and not comm.attach_shared(channel):
+            channel.close()
 
 
 async def server_handshake(comm: Comm, options: ConnectionOptions) -> None:
@@ -202,6 +216,10 @@ async def server_handshake(comm: Comm, options: ConnectionOptions) -> None:
             await _reject(comm, WRONG_TOKEN)
             raise AuthenticationError("authentication failed: peer sent a wrong token")
         verdict["proof"] = _proof(token, b"corral-server", client_nonce, nonce)
+    listener = options.shared_listener
+    if listener is not None and comm.can_share() and shm.same_host(hello.get("shm")):
+        verdict["shm"] = listener.name
+        verdict["ticket"] = listener.offer(comm.attach_shared)
     await comm.write_frames(encode(verdict))
     _finish(comm, hello, options, chosen)
 

@@ -46,6 +46,7 @@ from corral.worker.memory import Thresholds
 from corral.worker.plugins import WorkerExtras
 from corral.worker.reconnect import FATAL, Retry, describe
 from corral.worker.runner import Outcome, TaskRunner
+from corral.worker.shuffle import ShuffleExtension
 from corral.worker.spill import SpillBuffer
 from corral.worker.state import WorkerState
 
@@ -156,6 +157,7 @@ class Worker:
         self.lifecycle = Lifecycle(preload, lifetime, lifetime_stagger)
         self.data: dict[Any, Any] | SpillBuffer = {}  # a SpillBuffer once started, with a limit
         self.extras = WorkerExtras(self)  # plugins, uploaded files, the log ring
+        self.shuffles = ShuffleExtension(self)  # pieces of p2p shuffles (corral.shuffle)
         self.server = Server(
             {
                 "get_data": self.get_data,
@@ -164,10 +166,12 @@ class Worker:
                 "reset": self.reset,
                 "identity": self.identity,
                 **self.extras.handlers(),
+                **self.shuffles.handlers(),
             },
             security=security,
             name=name,
             role="worker",
+            shared_memory=True,  # large values to peers on this host: corral.comm.shm
         )
         self.pool = ConnectionPool(security=security, name=name)
         self.batched = BatchedSend(self.batch_interval, name="to scheduler")

@@ -1,0 +1,116 @@
+"""Worker-to-worker transfers, written once for corral and dask.distributed.
+
+Run as a script inside either environment: ``python _transfer_workload.py corral|dask
+[shm|socket] SIZE_MB... --repeats N``; prints one JSON object: for each size, the
+medians in bytes/s of
+
+* ``transfer``: worker B fetching a NumPy array from worker A, timed on B's event loop
+  from the request until the array is in B's memory (what a dependency fetch costs);
+* ``task``: submitting a task on B that takes the array as its input, until its (tiny)
+  result is back at the client (the fetch plus the scheduling around it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+
+
+def make_array(nbytes):
+    import numpy as np
+
+    array = np.empty(nbytes, dtype="u1")
+    array[::4096] = 1  # touch every page: the data really is in A's memory
+    return array
+
+
+def size_of(array):
+    return array.nbytes
+
+
+async def _fetch(pool_call, nbytes):
+    start = time.perf_counter()
+    data = await pool_call()
+    elapsed = time.perf_counter() - start
+    (value,) = data.values()
+    assert value.nbytes == nbytes
+    return elapsed
+
+
+def corral_fetch(peer, key, nbytes):
+    """On worker B (a thread of client.run): time a fetch from ``peer`` on B's loop."""
+    from corral import get_worker
+
+    worker = get_worker()
+    call = lambda: worker.pool(peer).get_data(keys=[key])  # noqa: E731
+    return asyncio.run_coroutine_threadsafe(_fetch(call, nbytes), worker.loop).result()
+
+
+async def dask_fetch(peer, key, nbytes, dask_worker=None):
+    """On worker B's loop (dask runs coroutine functions there)."""
+    from distributed.worker import get_data_from_worker
+
+    start = time.perf_counter()
+    response = await get_data_from_worker(dask_worker.rpc, [key], peer, who=dask_worker.address)
+    elapsed = time.perf_counter() - start
+    assert response["status"] == "OK", response["status"]
+    assert response["data"][key].nbytes == nbytes
+    return elapsed
+
+
+def measure(client, fetch, sizes, repeats):
+    first, second = sorted(client.scheduler_info()["workers"])
+    out = {}
+    for size in sizes:
+        nbytes = size * 10**6
+        transfers, tasks = [], []
+        for i in range(repeats + 1):  # the first round warms connections up
+            a = client.submit(make_array, nbytes, workers=[first], pure=False)
+            client.submit(size_of, a, workers=[first], pure=False).result()  # a is made
+            elapsed = client.run(fetch, first, a.key, nbytes, workers=[second])[second]
+            start = time.perf_counter()
+            assert client.submit(size_of, a, workers=[second], pure=False).result() == nbytes
+            task = time.perf_counter() - start
+            if i:
+                transfers.append(nbytes / elapsed)
+                tasks.append(nbytes / task)
+            del a
+            time.sleep(0.2)  # the array is released on both workers
+        out[size] = {"transfer": statistics.median(transfers), "task": statistics.median(tasks)}
+    return out
+
+
+def main() -> None:
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    repeats = int(sys.argv[sys.argv.index("--repeats") + 1]) if "--repeats" in sys.argv else 5
+    system = args[0]
+    if system == "corral":
+        mode, sizes = args[1], [int(s) for s in args[2:] if s.isdigit()]
+        import corral
+        from corral import Client, LocalCluster
+
+        corral.config.set({"comm.shared-memory.enabled": mode == "shm"})
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None)
+        fetch = corral_fetch
+    else:
+        sizes = [int(s) for s in args[1:] if s.isdigit()]
+        from dask.distributed import Client, LocalCluster
+
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None)
+        fetch = dask_fetch
+    client = Client(cluster.scheduler_address)
+    try:
+        figures = measure(client, fetch, sizes, repeats)
+    finally:
+        client.close()
+        cluster.close()
+    print(json.dumps(figures))
+    os._exit(0)  # skip slow interpreter teardown of the clusters' threads
+
+
+if __name__ == "__main__":
+    main()

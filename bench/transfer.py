@@ -1,0 +1,100 @@
+"""Transfer benchmark: a NumPy array worker to worker, corral (shared memory and socket)
+vs dask.distributed vs a raw loopback socket vs memcpy, in one run.
+
+Each system: LocalCluster, 2 worker processes x 1 thread, client in a process of its
+own (``_transfer_workload.py``). "transfer" is worker B fetching the array from worker
+A, timed on B's event loop; "task" adds the scheduling around it (a task on B taking
+the array, until its result is back). The raw socket (``_raw_socket.py``) sends the same
+bytes between two processes into fresh memory; memcpy copies them within one process
+into memory already touched (the physical limit). Medians of ``--repeats`` repetitions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+
+from _dask_env import run_in_dask_env  # noqa: E402
+from _raw_socket import raw_bandwidth  # noqa: E402
+
+SIZES_MB = (10, 100, 500)
+
+
+def run_corral(mode: str, sizes: tuple[int, ...], repeats: int) -> dict:
+    args = [sys.executable, str(HERE / "_transfer_workload.py"), "corral", mode,
+            *map(str, sizes), "--repeats", str(repeats)]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=1200)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-2000:])
+    return {int(k): v for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()}
+
+
+def memcpy_rate(nbytes: int, repeats: int) -> float:
+    source = np.ones(nbytes, dtype="u1")
+    target = np.zeros(nbytes, dtype="u1")
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.copyto(target, source)
+        rates.append(nbytes / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:5.2f}x" if a and b else "  n/a"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--sizes", type=int, nargs="*", default=list(SIZES_MB), help="MB")
+    parser.add_argument("--no-dask", action="store_true")
+    parser.add_argument("--json", help="also write the figures here")
+    opts = parser.parse_args()
+    sizes = tuple(opts.sizes)
+    load = os.getloadavg()
+    print(f"# corral transfer benchmark — {os.cpu_count()} cores, Python "
+          f"{platform.python_version()}, load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
+          f"medians of {opts.repeats}")
+    shm = run_corral("shm", sizes, opts.repeats)
+    sock = run_corral("socket", sizes, opts.repeats)
+    dask = {} if opts.no_dask else run_in_dask_env(
+        str(HERE / "_transfer_workload.py"), "dask", *map(str, sizes),
+        "--repeats", str(opts.repeats), timeout=1200) or {}
+    dask = {int(k): v for k, v in dask.items()}
+    raw, memcpy = {}, {}
+    for size in sizes:
+        payload = memoryview(np.ones(size * 10**6, dtype="u1"))
+        raw[size] = raw_bandwidth(payload, opts.repeats)
+        memcpy[size] = memcpy_rate(size * 10**6, opts.repeats)
+        del payload
+    gb = lambda v: f"{v / 1e9:6.2f}" if v else "   n/a"  # noqa: E731
+    for kind in ("transfer", "task"):
+        print(f"\n{kind}: GB/s   {'shm':>6} {'socket':>6} {'dask':>6} {'raw':>6} {'memcpy':>6}"
+              f"   shm/raw socket/raw shm/dask socket/dask shm/memcpy")
+        for size in sizes:
+            s, k = shm[size][kind], sock[size][kind]
+            d = dask.get(size, {}).get(kind)
+            print(f"{size:>5} MB       {gb(s)} {gb(k)} {gb(d)} {gb(raw[size])} {gb(memcpy[size])}"
+                  f"   {ratio(s, raw[size]):>7} {ratio(k, raw[size]):>10} {ratio(s, d):>8} "
+                  f"{ratio(k, d):>11} {ratio(s, memcpy[size]):>10}")
+    print("\ntargets: transfer shm >= 2x raw at 500 MB; socket >= 0.9x raw at every size")
+    if opts.json:
+        Path(opts.json).write_text(json.dumps({"shm": shm, "socket": sock, "dask": dask,
+                                               "raw": raw, "memcpy": memcpy}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""dask's dataframe shuffles lowered to corral's (``shuffle_method="corral"``).
+
+How dask chooses (dask 2024.12 to 2026.8): every dataframe shuffle (``shuffle``,
+``set_index``, ``sort_values``, ``merge`` on columns, ``groupby(split_out>1)``) becomes
+an abstract ``Shuffle`` expression whose ``_lower`` picks a concrete one by name:
+``method or get_default_shuffle_method()``, which reads the config key
+``dataframe.shuffle.method`` first. dask offers no registry of methods, so corral wraps
+``Shuffle._lower`` once: for the name ``"corral"`` it returns ``CorralShuffle``, for any
+other name dask's own. While a corral client is dask's default, ``enable`` makes
+``"corral"`` the configured method (unless the user configured one), and dask's
+tasks-based shuffle stays a ``shuffle_method="tasks"`` away.
+
+If dask's internals moved (no ``Shuffle._lower``, another ``SimpleShuffle``), ``enable``
+leaves dask's default alone and logs why once: shuffles then run dask's way, never
+half corral's.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.util
+import logging
+import sys
+import threading
+from typing import Any
+
+from corral.shuffle import METHOD
+
+logger = logging.getLogger("corral.shuffle")
+
+_TARGET = "dask.dataframe.dask_expr._shuffle"
+_lock = threading.Lock()
+_patched: list[Any] = []  # the module patched, once
+_broken: list[str] = []  # why it could not be
+
+
+def enable() -> bool:
+    """Lower ``"corral"`` shuffles to corral's (now, or once dask.dataframe is imported);
+    whether that is possible with this dask."""
+    if _broken:
+        return False
+    module = sys.modules.get(_TARGET)
+    if module is not None:
+        return _patch(module)
+    with _lock:
+        if not any(isinstance(f, _PatchOnImport) for f in sys.meta_path):
+            sys.meta_path.insert(0, _PatchOnImport())
+    return True
+
+
+def available() -> bool:
+    """Whether ``"corral"`` is a shuffle method dask can lower here (imports dask.dataframe)."""
+    import importlib
+
+    return _patch(importlib.import_module(_TARGET))
+
+
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    """Patches dask's shuffle module right after it is first imported."""
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname != _TARGET:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        loader = getattr(spec, "loader", None)
+        if spec is None or loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        run = loader.exec_module
+
+        def exec_module(module: Any) -> None:
+            run(module)
+            _patch(module)
+
+        loader.exec_module = exec_module
+        return spec
+
+
+def _patch(module: Any) -> bool:
+    with _lock:
+        if _patched:
+            return True
+        if _broken:
+            return False
+        shuffle: Any = getattr(module, "Shuffle", None)
+        simple: Any = getattr(module, "SimpleShuffle", None)
+        lower = getattr(shuffle, "_lower", None)
+        params = list(getattr(simple, "_parameters", ()))
+        expected = ["frame", "partitioning_index", "npartitions_out", "ignore_index",
+                    "options", "original_partitioning_index", "_partitions"]
+        if lower is None or params != expected:
+            _broken.append(f"dask {_dask_version()} lowers shuffles in a way corral does "
+                           "not know; dataframe shuffles use dask's own methods")
+            logger.warning("%s", _broken[0])
+            return False
+        from corral.shuffle import expr
+
+        corral_shuffle: Any = expr.CorralShuffle
+
+        def _lower(self: Any) -> Any:
+            from dask.utils import get_default_shuffle_method
+
+            if type(self) is shuffle and (self.method or get_default_shuffle_method()) == METHOD:
+                return corral_shuffle(self.frame, self.partitioning_index,
+                                      self.npartitions_out, self.ignore_index, self.options,
+                                      self.original_partitioning_index)
+            return lower(self)
+
+        shuffle._lower = _lower
+        _patched.append(module)
+        return True
+
+
+def _dask_version() -> str:
+    from importlib.metadata import version
+
+    return version("dask")

@@ -1,0 +1,90 @@
+"""The task functions of a corral shuffle's graph; they run on workers
+(``corral.shuffle`` explains the whole). dask is imported only here, on the worker.
+
+A graph computed by another scheduler than a corral client (``scheduler="sync"`` or
+``"threads"`` while a corral client is dask's default) was never placed: its pieces
+then wait in this process (``_Local``), which is exact for any scheduler that runs all
+tasks in one process; in other processes an unpack finds its pieces missing and says
+to choose ``shuffle_method="tasks"``.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from corral.exceptions import ShuffleFailed
+from corral.shuffle import plan
+from corral.shuffle.plan import ShuffleSpec
+
+
+def transfer(frame: Any, spec: ShuffleSpec, input_: int) -> int:
+    """Split input partition ``input_`` by output partition and send each owner its
+    pieces; the number of rows sent."""
+    from dask.dataframe.shuffle import shuffle_group
+
+    n = spec.npartitions
+    pieces = shuffle_group(frame, spec.column, 0, n, n, spec.ignore_index, n)
+    if not spec.owners:
+        _LOCAL.keep(spec, input_, pieces)
+    else:
+        _worker(spec).shuffles.send(spec, input_, plan.batches(spec, pieces))
+    return len(frame)
+
+
+def barrier(spec: ShuffleSpec, *sent: int) -> int:
+    """Every transfer has delivered; the number of rows shuffled."""
+    return sum(sent)
+
+
+def unpack(rows: int, spec: ShuffleSpec, partition: int) -> Any:
+    """Output partition ``partition``, from the pieces its owner (this worker) holds."""
+    from dask.dataframe.dispatch import concat
+
+    if not spec.owners:
+        pieces = _LOCAL.take(spec, partition)
+    else:
+        pieces = _worker(spec).shuffles.take(spec, partition)
+    if not pieces:
+        return spec.meta
+    return concat(pieces, uniform=True, ignore_index=spec.ignore_index)
+
+
+def _worker(spec: ShuffleSpec) -> Any:
+    from corral.worker.server import current_task
+
+    here = current_task()
+    if here is None:
+        raise ShuffleFailed(f"shuffle {spec.name} was placed on a corral cluster but runs "
+                            "outside it; compute it with the corral client")
+    return here[0]
+
+
+class _Local:
+    """The pieces of unplaced shuffles, in this process."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.inbox = plan.Inbox()
+        self.pieces: dict[tuple[Any, ...], Any] = {}
+
+    def keep(self, spec: ShuffleSpec, input_: int, pieces: dict[int, Any]) -> None:
+        kept = [(p, piece) for p, piece in pieces.items() if spec.wanted(p) and len(piece)]
+        with self.lock:
+            keys, dropped = self.inbox.receive(spec.name, "", input_, [p for p, _ in kept])
+            for key in dropped:
+                self.pieces.pop(key, None)
+            self.pieces.update(zip(keys, (piece for _, piece in kept), strict=True))
+
+    def take(self, spec: ShuffleSpec, partition: int) -> list[Any]:
+        here = plan.place(spec, ["here"], run="")
+        with self.lock:
+            try:
+                keys = self.inbox.take(here, partition, "here")
+            except ShuffleFailed as e:
+                raise ShuffleFailed(f"{e} (this scheduler ran the shuffle's tasks in "
+                                    "several processes: choose shuffle_method='tasks')") from e
+            return [self.pieces.pop(key) for key in keys]
+
+
+_LOCAL = _Local()

@@ -1,0 +1,267 @@
+"""corral's peer-to-peer dataframe shuffle (``corral.shuffle``): its pure decisions, a
+worker's store of pieces (spilled to the worker's directory), and dataframe shuffles,
+merges, ``set_index`` and ``groupby(split_out=2)`` across two worker processes with
+local directories of their own, checked against pandas; last, a worker killed in the
+middle of a shuffle, and the result still exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import dask
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pytest
+
+from corral import Client, LocalCluster
+from corral.exceptions import ShuffleFailed
+from corral.shuffle import METHOD, plan
+from corral.shuffle.plan import Inbox, ShuffleSpec
+from corral.worker.shuffle import ShuffleExtension
+from corral.worker.spill import SpillBuffer
+from tests._helpers import wait_until_blocking
+
+
+def spec(n_inputs=3, npartitions=4, parts_out=None) -> ShuffleSpec:
+    return ShuffleSpec(name="abc", n_inputs=n_inputs, npartitions=npartitions,
+                       column="_partitions", ignore_index=False, meta=None,
+                       parts_out=parts_out)
+
+
+# -- pure -------------------------------------------------------------------------------
+
+
+def test_placement_gives_each_worker_a_contiguous_block_whatever_their_order():
+    s = plan.place(spec(npartitions=5), ["tcp://b:2", "tcp://a:1", "tcp://b:2"], run="r1")
+    assert s.run == "r1"
+    assert s.owners == ("tcp://a:1", "tcp://b:2")
+    assert [s.owner_of(p) for p in range(5)] == ["tcp://a:1"] * 3 + ["tcp://b:2"] * 2
+    assert plan.owned(s, "tcp://b:2") == [3, 4]
+
+
+def test_an_unplaced_shuffle_and_one_without_workers_fail_clearly():
+    with pytest.raises(ShuffleFailed, match="never placed"):
+        spec().owner_of(0)
+    with pytest.raises(ShuffleFailed, match="no workers"):
+        plan.place(spec(), [], run="r")
+
+
+def test_every_owner_of_a_wanted_partition_gets_a_batch_even_an_empty_one():
+    s = plan.place(spec(npartitions=4, parts_out=(0, 1, 3)), ["a", "b"], run="r")
+    pieces = {0: [1, 2], 1: [], 2: [5], 3: [7]}
+    assert plan.batches(s, pieces) == {"a": [(0, [1, 2])], "b": [(3, [7])]}
+    assert plan.batches(s, {}) == {"a": [], "b": []}
+
+
+def test_a_partition_is_taken_once_every_input_was_heard_in_input_order():
+    s = plan.place(spec(n_inputs=3, npartitions=2), ["a", "b"], run="r")
+    inbox = Inbox()
+    assert inbox.receive("abc", "r", 2, [0]) == ([plan.piece_key("abc", "r", 0, 2)], [])
+    inbox.receive("abc", "r", 0, [0])
+    with pytest.raises(ShuffleFailed, match="1 of 3 inputs never reached a") as e:
+        inbox.take(s, 0, "a")
+    assert e.value.worker == ""  # not a lost worker: nobody to avoid next time
+    inbox.receive("abc", "r", 1, [])  # heard, nothing for partition 0
+    inbox.receive("abc", "r", 2, [0])  # a transfer that ran twice overwrites
+    assert inbox.take(s, 0, "a") == [plan.piece_key("abc", "r", 0, i) for i in (0, 2)]
+    assert inbox.heard == {}
+    assert inbox.stored == {}
+
+
+def test_an_unpack_away_from_its_owner_or_run_twice_fails_and_names_the_suspect():
+    s = plan.place(spec(n_inputs=1, npartitions=2), ["a", "b"], run="r")
+    inbox = Inbox()
+    with pytest.raises(ShuffleFailed, match="belongs to b") as e:
+        inbox.take(s, 1, "a")
+    assert e.value.worker == "b"
+    s4 = plan.place(spec(n_inputs=1, npartitions=4), ["a", "b"], run="r")
+    inbox.receive("abc", "r", 0, [0, 1])
+    inbox.take(s4, 0, "a")
+    with pytest.raises(ShuffleFailed, match="unpacked on a before"):
+        inbox.take(s4, 0, "a")
+
+
+def test_a_new_run_drops_the_pieces_of_the_failed_one():
+    inbox = Inbox()
+    inbox.receive("abc", "r1", 0, [0, 1])
+    keys, dropped = inbox.receive("abc", "r2", 0, [1])
+    assert keys == [plan.piece_key("abc", "r2", 1, 0)]
+    assert sorted(dropped) == [plan.piece_key("abc", "r1", p, 0) for p in (0, 1)]
+    assert set(inbox.heard) == {("abc", "r2")}
+
+
+# -- a worker's store of pieces ---------------------------------------------------------
+
+
+class FakeWorker:
+    def __init__(self, directory: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.address = "a"
+        self.data = SpillBuffer(directory, target=1000)
+        self.loop = loop
+
+
+@pytest.fixture
+def loop():
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield loop
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+    loop.close()
+
+
+def test_pieces_spill_to_the_workers_directory_and_come_back_exact(tmp_path, loop):
+    worker = FakeWorker(str(tmp_path / "spill"), loop)
+    ext = ShuffleExtension(worker)  # type: ignore[arg-type]
+    s = plan.place(spec(n_inputs=2, npartitions=1), ["a"], run="r")
+    frames = [pd.DataFrame({"x": np.arange(i * 500, (i + 1) * 500)}) for i in range(2)]
+    ext.send(s, 1, {"a": [(0, frames[1])]})  # its own batch: stored, never sent
+    ext.send(s, 0, {"a": [(0, frames[0])]})
+    wait_until_blocking(lambda: worker.data.spilled, 10, "a piece spilled")
+    assert os.listdir(tmp_path / "spill")
+    pieces = ext.take(s, 0)
+    pd.testing.assert_frame_equal(pd.concat(pieces), pd.concat(frames))
+    assert len(worker.data) == 0
+    worker.data.close()
+
+
+# -- on a cluster of worker processes ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    """Two worker processes, one thread each, each with a local directory of its own
+    (no nannies: the last test kills one for good)."""
+    with LocalCluster(n_workers=0, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        env = {**os.environ, **cluster.security.environment()}
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "corral.cli", "worker", cluster.scheduler_address,
+                 "--nthreads", "1", "--memory-limit", "0", "--no-nanny",
+                 "--local-directory", str(tmp_path_factory.mktemp(f"worker{i}"))],
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for i in range(2)
+        ]
+        try:
+            wait_until_blocking(lambda: len(client.nthreads()) == 2, 60, "two workers")
+            yield client
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                proc.wait(30)
+
+
+def frame(n=2000, nparts=6, seed=0):
+    rng = np.random.default_rng(seed)
+    pdf = pd.DataFrame({"k": rng.integers(0, 50, n), "v": rng.random(n),
+                        "s": rng.integers(0, 1000, n)})
+    return pdf, dd.from_pandas(pdf, npartitions=nparts)
+
+
+def same(got, want, by):
+    got = got.sort_values(by).reset_index(drop=True)
+    want = want.sort_values(by).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, want, check_dtype=False, check_index_type=False)
+
+
+def received(client):
+    def count():
+        from corral.worker.server import get_worker
+
+        return get_worker().shuffles.received_bytes
+
+    return sum(client.run(count).values())
+
+
+def test_corral_shuffle_is_dasks_default_under_a_corral_client(client):
+    assert dask.config.get("dataframe.shuffle.method") == METHOD
+    with dask.config.set({"dataframe.shuffle.method": "tasks"}):
+        assert dask.config.get("dataframe.shuffle.method") == "tasks"
+
+
+def tag(df, partition_info=None):
+    return df.assign(part=partition_info["number"])
+
+
+def test_shuffle_on_a_column_moves_pieces_between_workers_and_is_exact(client):
+    pdf, ddf = frame()
+    before = received(client)
+    shuffled = ddf.shuffle("k", npartitions=4)
+    assert any("corral-shuffle-transfer" in str(k) for k in dict(shuffled.__dask_graph__()))
+    out = shuffled.map_partitions(tag, meta={**ddf.dtypes, "part": int}).compute()
+    same(out.drop(columns="part"), pdf, ["k", "v"])
+    assert out.groupby("k")["part"].nunique().max() == 1  # each k in one partition
+    assert received(client) > before  # pieces crossed from one worker to the other
+
+
+def test_merge_on_non_index_columns_matches_pandas(client):
+    left, dleft = frame(seed=1)
+    right = pd.DataFrame({"k": np.arange(50), "w": np.arange(50) * 10.0})
+    dright = dd.from_pandas(right, npartitions=5)
+    out = dleft.merge(dright, on="k", how="inner", broadcast=False).compute()
+    same(out, left.merge(right, on="k"), ["k", "v"])
+
+
+def test_set_index_matches_pandas(client):
+    pdf, ddf = frame(seed=2)
+    out = ddf.set_index("s").compute()
+    assert out.index.is_monotonic_increasing
+    same(out.reset_index(), pdf.set_index("s").reset_index(), ["s", "v"])
+
+
+def test_groupby_split_out_matches_pandas(client):
+    pdf, ddf = frame(seed=3)
+    out = ddf.groupby("k").agg({"v": "sum", "s": "max"}, split_out=2).compute()
+    want = pdf.groupby("k").agg({"v": "sum", "s": "max"})
+    pd.testing.assert_frame_equal(out.sort_index(), want, check_dtype=False, atol=1e-9)
+
+
+def test_another_scheduler_in_this_process_runs_the_shuffle_here(client):
+    pdf, ddf = frame(seed=6)
+    shuffled = ddf.shuffle("k", npartitions=3)
+    assert any("corral-shuffle-transfer" in str(k) for k in dict(shuffled.__dask_graph__()))
+    same(shuffled.compute(scheduler="sync"), pdf, ["k", "v"])
+    same(shuffled.compute(scheduler="threads"), pdf, ["k", "v"])
+
+
+def test_tasks_shuffle_stays_available(client):
+    pdf, ddf = frame(seed=4)
+    shuffled = ddf.shuffle("k", npartitions=3, shuffle_method="tasks")
+    assert not any("corral-shuffle" in str(k) for k in dict(shuffled.__dask_graph__()))
+    same(shuffled.compute(), pdf, ["k", "v"])
+
+
+def kill_once(df, marker):
+    """Kill this worker process the first time, once a peer's pieces reached it."""
+    from corral.worker.server import get_worker
+
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        worker = get_worker()
+        deadline = time.monotonic() + 10
+        while not worker.shuffles.inbox.heard and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os._exit(1)
+    return df
+
+
+def test_a_worker_killed_mid_shuffle_the_shuffle_reruns_and_is_exact(client, tmp_path,
+                                                                      caplog):
+    pdf, ddf = frame(n=3000, nparts=8, seed=5)
+    marker = str(tmp_path / "killed")
+    doomed = ddf.map_partitions(kill_once, marker, meta=ddf._meta)
+    with caplog.at_level("WARNING", logger="corral.shuffle"):
+        out = doomed.shuffle("k", npartitions=4).compute()
+    assert os.path.exists(marker)
+    same(out, pdf, ["k", "v", "s"])
+    assert "running the graph again" in caplog.text  # the shuffle did fail, and reran
