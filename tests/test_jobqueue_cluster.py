@@ -155,7 +155,9 @@ async def test_without_a_job_listing_jobs_are_followed_through_their_workers(fak
         assert cluster.planned == []
 
 
-async def test_adaptive_jobs_near_their_walltime_are_replaced_not_killed(fake, tmp_path):
+@pytest.mark.parametrize("old_job_ends_first", [False, True])
+async def test_adaptive_jobs_near_their_walltime_are_replaced_not_killed(
+        fake, tmp_path, old_job_ends_first):
     async with SLURMCluster(cores=2, memory="2GiB", processes=2, walltime="1h",
                             shared_directory=tmp_path, **LOCAL) as cluster:
         await cluster.scale(1)
@@ -175,11 +177,16 @@ async def test_adaptive_jobs_near_their_walltime_are_replaced_not_killed(fake, t
         assert cluster.planned == []  # no longer counted...
         await cluster.adaptive.adapt()  # ...so the next round replaces it
         assert fake.submitted == ["100", "101"]
-        assert fake.cancelled == []  # the old job was left to retire by itself
+        await cluster._check()
+        assert fake.cancelled == []  # the old job stays until its replacement joined
         assert len(cluster.jobs) == 2
-        fake.live.discard("100")  # its workers retired, the job ended
+        if old_job_ends_first:
+            fake.live.discard("100")  # its workers retired by themselves, the job ended
+        else:  # the replacement joined (the old workers' data moved; here they had none)
+            workers[:] = ["corral-worker-101-0", "corral-worker-101-1"]
         await cluster._check()
         assert [j.job_id for j in cluster.jobs.values()] == ["101"]
+        assert fake.cancelled == ([] if old_job_ends_first else ["100"])
 
 
 async def test_scaling_down_by_hand_takes_leaving_jobs_along(fake, tmp_path):

@@ -25,10 +25,11 @@ Theory of operation
   walltime (``--lifetime``, ``script.lifetime_for``). While adaptive scaling runs, the
   watch task marks a job ``leaving`` from ``script.replacement_time``: twice the time
   this cluster's jobs took to join before its workers' earliest retirement. A leaving
-  job is no longer counted, so the next adaptive round submits its replacement, whose
-  workers join while the old ones are still there to take their data; the old job is
-  dropped once it has ended. Scaled by hand, jobs are not replaced
-  (``adapt(minimum=n, maximum=n)`` keeps ``n`` workers across walltimes).
+  job is no longer counted, so the next adaptive round submits its replacement. Once a
+  job submitted since has joined, the leaving job's workers are retired (their data
+  moves to the new ones) and it is cancelled, or, if it ends first, dropped. Scaled by
+  hand, jobs are not replaced (``adapt(minimum=n, maximum=n)`` keeps ``n`` workers
+  across walltimes).
 """
 
 from __future__ import annotations
@@ -227,7 +228,7 @@ class JobQueueCluster(ClusterManager):
             elif (adaptive and life is not None and not job.leaving
                   and job.joined_at is not None and now >= replacement_time(
                       job.joined_at, life[0], life[1], max(self._startups, default=0.0))):
-                job.leaving = True
+                job.leaving, job.leaving_since = True, now
                 self._log(f"job {job.name} ({self.system.name} {job.job_id}) nears its "
                           "walltime: replacing it")
         assert self._lock is not None
@@ -235,6 +236,13 @@ class JobQueueCluster(ClusterManager):
             for name, job in list(self.jobs.items()):
                 if job.leaving and not job.alive():
                     del self.jobs[name]
+            # Replaced: once a job submitted since has joined, retire (data moves) and
+            # cancel, rather than wait for the workers' lifetime.
+            batch = [j for j in self.jobs.values() if isinstance(j, BatchJob)]
+            replaced: list[Job] = [j for j in batch if j.leaving_since is not None and any(
+                not o.leaving and o.joined_at is not None and o.submitted_at is not None
+                and o.submitted_at >= j.leaving_since for o in batch)]
+            await self._stop_jobs(replaced, force=False)
 
 
 class BatchJob(Job):
@@ -248,6 +256,7 @@ class BatchJob(Job):
         self.submitted_at: float | None = None  # monotonic, when it was submitted
         self.listed_at: float | None = None  # monotonic, once the system had taken it
         self.joined_at: float | None = None  # monotonic, once its workers were seen
+        self.leaving_since: float | None = None  # monotonic, once marked leaving
         self.ended = False
 
     @property
