@@ -1,4 +1,5 @@
-"""Deployment: ``LocalCluster``, the seed's ``Cluster(hosts=..., center=...)``, and the
+"""Deployment: ``LocalCluster``, the seed's ``Cluster(hosts=..., center=...)``, workers as
+batch jobs (``SLURMCluster``, ``PBSCluster``, ``SGECluster``, ``LSFCluster``), and the
 ``ClusterManager`` base they share (``corral.deploy.spec``), with adaptive scaling.
 
 Both are imported on first use: ``corral scheduler`` imports ``corral.deploy.dashboard``,
@@ -15,13 +16,23 @@ __getattr__, __dir__ = _lazy_exports(
     __name__,
     {"Cluster": "corral.deploy.cluster", "LocalCluster": "corral.deploy.local",
      "ClusterManager": "corral.deploy.spec", "Job": "corral.deploy.spec",
-     "WorkerSpec": "corral.deploy.spec", "Adaptive": "corral.deploy.adapt_loop"},
+     "WorkerSpec": "corral.deploy.spec", "Adaptive": "corral.deploy.adapt_loop",
+     **{name: "corral.deploy.jobqueue.cluster" for name in (
+         "JobQueueCluster", "SLURMCluster", "PBSCluster", "SGECluster", "LSFCluster")}},
 )
 
 if _typing.TYPE_CHECKING:
     from corral.deploy.adapt_loop import Adaptive
     from corral.deploy.cluster import Cluster
+    from corral.deploy.jobqueue.cluster import (
+        JobQueueCluster,
+        LSFCluster,
+        PBSCluster,
+        SGECluster,
+        SLURMCluster,
+    )
     from corral.deploy.local import LocalCluster
     from corral.deploy.spec import ClusterManager, Job, WorkerSpec
 
-__all__ = ["Adaptive", "Cluster", "ClusterManager", "Job", "LocalCluster", "WorkerSpec"]
+__all__ = ["Adaptive", "Cluster", "ClusterManager", "Job", "JobQueueCluster", "LSFCluster",
+           "LocalCluster", "PBSCluster", "SGECluster", "SLURMCluster", "WorkerSpec"]

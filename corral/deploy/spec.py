@@ -80,6 +80,9 @@ class Job:
     def __init__(self, name: str, *, processes: int = 1) -> None:
         self.name = name
         self.processes = processes
+        # True once it is about to end by itself (a batch job near its walltime) and a
+        # replacement may start: the manager counts it no more, and closes it once ended.
+        self.leaving = False
 
     @property
     def worker_names(self) -> tuple[str, ...]:
@@ -229,8 +232,10 @@ class ClusterManager:
     @property
     def planned(self) -> list[str]:
         """The names of every worker started or asked for, oldest first: those of the
-        jobs still alive (one that ended by itself is replaced by the next ``scale``)."""
-        return [name for job in self.jobs.values() if job.alive() for name in job.worker_names]
+        jobs still alive (one that ended by itself is replaced by the next ``scale``) and
+        not ``leaving``."""
+        return [name for job in self.jobs.values() if job.alive() and not job.leaving
+                for name in job.worker_names]
 
     def run_on(self, runner: LoopRunner) -> None:
         """Make the methods of this manager, started asynchronously on ``runner``'s loop,
@@ -288,15 +293,21 @@ class ClusterManager:
                 if not job.alive():
                     await self._close_job(self.jobs.pop(name))
             wanted = math.ceil(n / max(1, self.worker_spec.processes))
-            if len(self.jobs) > wanted:
+            counted = [j for j in self.jobs.values() if not j.leaving]
+            if len(counted) > wanted:
                 joined = await self._joined()
-                # Those still starting first (nothing to move), then the newest.
-                by_age = list(self.jobs.values())[::-1]
-                leaving = sorted(by_age, key=lambda j: any(w in joined for w in j.worker_names))
-                await self._stop_jobs(leaving[:len(self.jobs) - wanted], force=force)
-            if len(self.jobs) < wanted and self.status not in (Status.CLOSING, Status.CLOSED):
+                # Those still starting first (nothing to move), then the newest; shrunk by
+                # hand, those leaving by themselves (already replaced) go along.
+                by_age = counted[::-1]
+                going = sorted(by_age, key=lambda j: any(w in joined for w in j.worker_names))
+                going = going[:len(counted) - wanted]
+                if force:
+                    going += [j for j in self.jobs.values() if j.leaving]
+                await self._stop_jobs(going, force=force)
+                counted = [j for j in self.jobs.values() if not j.leaving]
+            if len(counted) < wanted and self.status not in (Status.CLOSING, Status.CLOSED):
                 new = []
-                for _ in range(wanted - len(self.jobs)):
+                for _ in range(wanted - len(counted)):
                     job = self.new_job(str(next(self._names)))
                     self.jobs[job.name] = job  # before start: a failed start closes it too
                     await job.start()

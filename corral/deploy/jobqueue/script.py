@@ -83,6 +83,19 @@ def lifetime_for(walltime: float) -> tuple[float, float]:
     return walltime - margin, margin / 4
 
 
+def replacement_time(joined_at: float, lifetime: float, stagger: float,
+                     startup: float) -> float:
+    """When to start the replacement of a job whose workers joined at ``joined_at`` and
+    retire ``lifetime`` seconds (give or take ``stagger``) after they started, when a
+    job takes about ``startup`` seconds from submission to joined workers.
+
+    Twice the observed startup ahead of the earliest retirement (queue waits vary), so
+    the new workers are there to take the leaving ones' data; never earlier than half
+    of the lifetime, so a long queue wait costs at most that much overlap."""
+    earliest = max(lifetime - stagger, 0.0)
+    return joined_at + max(earliest - 2 * max(startup, 0.0), earliest / 2)
+
+
 def _no_newline(name: str, values: Sequence[str | None]) -> None:
     """A newline in a value would start a directive or a command of its own."""
     for value in values:
