@@ -15,6 +15,8 @@ from corral import Client, LocalCluster
 from corral.cli import main
 from corral.credentials import write_scheduler_file
 from corral.deploy import SLURMCluster
+from corral.scheduler import stimulus_log
+from corral.scheduler.state import SchedulerState
 from tests._helpers import wait_until_blocking
 from tests._slurm import SlurmUnavailable, running_slurm
 
@@ -78,6 +80,25 @@ def _names(client) -> list[str]:
     return sorted(w["name"] for w in client.scheduler_info()["workers"].values())
 
 
+def _overlapped(cluster, name: str) -> bool:
+    """Whether, replaying the scheduler's stimuli, another worker was there while the
+    worker ``name`` still was (the order the scheduler saw, not what a poll caught)."""
+    while True:  # the scheduler's loop may log a stimulus while this thread copies
+        try:
+            recording = stimulus_log.load(stimulus_log.record(cluster.scheduler.state))
+            break
+        except RuntimeError:
+            continue
+    assert recording.complete
+    state = SchedulerState(**recording.options)
+    for stimulus in recording.stimuli:
+        state.handle(stimulus)
+        names = {w.name for w in state.workers.values()}
+        if name in names and len(names) > 1:
+            return True
+    return False
+
+
 def test_slurm_cluster_scales_through_sbatch_retires_and_cancels_on_close(slurm, tmp_path):
     with SLURMCluster(cores=1, memory="1GiB", walltime="10m", shared_directory=tmp_path,
                       poll_interval=0.5) as cluster, Client(cluster) as client:
@@ -124,16 +145,12 @@ def test_adaptive_slurm_cluster_replaces_a_job_before_its_walltime(slurm, tmp_pa
         client.wait_for_workers(1, timeout=60)
         (first,) = _names(client)
         data = client.scatter([1, 2, 3], broadcast=False)
-        overlap: list[list[str]] = []
-
-        def replaced() -> bool:
-            names = _names(client)
-            if len(names) == 2:
-                overlap.append(names)
-            return first not in names and len(names) == 1
-
-        wait_until_blocking(replaced, timeout=40, what=lambda: _names(client))
-        assert overlap, "the replacement joined only after the old worker left"
+        wait_until_blocking(lambda: _names(client) not in ([first], []), timeout=40,
+                            what=lambda: _names(client))
+        wait_until_blocking(lambda: first not in _names(client), timeout=40,
+                            what=lambda: _names(client))
+        assert _overlapped(cluster, first), \
+            "the replacement joined only after the old worker left"
         assert client.gather(data) == [1, 2, 3]
         first_id = first.rsplit("-", 1)[1]
         wait_until_blocking(lambda: first_id not in slurm.jobs(), timeout=30,
