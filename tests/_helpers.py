@@ -54,6 +54,18 @@ async def serving(handlers: dict[str, Callable[..., Any]], **kwargs: Any) -> Asy
         yield server
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports free on loopback right now (for servers given fixed ports)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def host_port(address: str) -> tuple[str, int]:
     parsed = parse_address(address)
     assert parsed.port is not None

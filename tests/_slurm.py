@@ -22,6 +22,8 @@ from pathlib import Path
 
 import psutil
 
+from tests._helpers import free_ports
+
 DAEMONS = ("munged", "slurmctld", "slurmd")
 COMMANDS = ("sbatch", "squeue", "scancel", "sinfo")
 START_TIMEOUT = 30.0
@@ -35,16 +37,6 @@ def _find(name: str) -> str | None:
     return shutil.which(name) or next(
         (str(p) for d in ("/usr/sbin", "/usr/bin", "/sbin") if (p := Path(d) / name).exists()),
         None)
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def _tail(path: Path, lines: int = 3) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import stat
 import tempfile
 from pathlib import Path
@@ -29,22 +28,11 @@ from corral.credentials import (
 )
 from corral.exceptions import CredentialsFileError
 from corral.security import Security
-from tests._helpers import wait_until_blocking
+from tests._helpers import free_ports, wait_until_blocking
 from tests.test_security import corral_cli, stop
 
 NOBODY = 65534
 PLANTED = '{"address": "tcp://10.0.0.1:1"}'
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def plant(path: Path) -> int:

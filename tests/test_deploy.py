@@ -5,24 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 
 import psutil
 
 from corral import Client, Cluster, LocalCluster, Pool
-from tests._helpers import wait_until_blocking
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
+from tests._helpers import free_ports, wait_until_blocking
 
 
 def corral_children() -> list[psutil.Process]:

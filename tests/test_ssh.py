@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ import psutil
 import pytest
 
 from corral import Cluster, Pool
-from tests._helpers import wait_until_blocking
+from tests._helpers import free_ports, wait_until_blocking
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
@@ -21,16 +20,6 @@ pytestmark = pytest.mark.skipif(
     not os.path.exists(SSHD) or os.geteuid() != 0,
     reason="needs root and an sshd binary (apt-get install openssh-server)",
 )
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 @pytest.fixture
