@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 from corral import Client, LocalCluster
-from corral.worker.server import get_worker
+from corral import get_worker
 
 FILES_PER_WORKER = 3
 WORDS_PER_FILE = 5_000

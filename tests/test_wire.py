@@ -149,7 +149,8 @@ def test_a_failed_fetch_names_the_worker_and_its_cause(caplog):
                 lock.result()
     message = str(info.value)
     assert f"{worker}: TypeError: cannot pickle '_thread.lock' object" in message
-    logged = [r for r in caplog.records if r.name == "corral.worker"]
+    logged = [r for r in caplog.records
+              if r.name == "corral.worker" and r.levelno >= logging.WARNING]
     assert len(logged) == 1, [r.getMessage() for r in logged]
     assert "cannot send" in logged[0].getMessage()
     assert "_thread.lock" in logged[0].getMessage()

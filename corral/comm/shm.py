@@ -89,6 +89,7 @@ def same_host(peer_host_id: object) -> bool:
 
 
 _cache: segments.SegmentCache | None = None
+_open_channels: weakref.WeakSet[SharedChannel] = weakref.WeakSet()
 
 
 def cache() -> segments.SegmentCache:
@@ -125,6 +126,7 @@ class SharedChannel:
         sock.setblocking(False)
         self._loop.add_reader(sock.fileno(), self._on_readable)
         stats["channels"] += 1
+        _open_channels.add(self)
 
     async def place(self, frames: list[Any], lengths: list[int]) -> tuple[list[Any], list[int]]:
         """Move the large frames into shared memory: the frames left for the stream, and
@@ -272,6 +274,12 @@ class SharedChannel:
         for segment in self._lent.values():  # the peer may map them still: never reuse
             segment.close()
         self._lent.clear()
+        if self._trimming is not None:
+            self._trimming.cancel()
+            self._trimming = None
+        _open_channels.discard(self)
+        if not _open_channels:  # nobody left to lend segments to: give them all back
+            cache().clear()
 
     def __del__(self) -> None:
         while getattr(self, "_records", None):
