@@ -1,9 +1,12 @@
 """``BatchedSend``: many small messages coalesced on one long-lived comm.
 
 ``send(msg)`` only appends to a buffer; a background task writes what is buffered as
-one list. A message after a quiet spell goes out at once (no added latency); while
-messages keep coming, writes are at least ``interval`` seconds apart, so a burst of N
-messages costs a few writes, not N. The receiver reads lists of messages.
+one list, one loop turn after the first message (so what one handler sends goes as one
+write). The first ``burst`` writes in any ``interval`` go out at once: a request and its
+answer trading single messages (``submit(...).result()`` in a loop, each hop of which
+is a stream) never wait for the interval. Beyond that the stream is busy, and writes
+are ``interval`` seconds apart, so a flood of N messages costs a few writes, not N.
+The receiver reads lists of messages.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ logger = logging.getLogger("corral.core")
 
 
 class BatchedSend:
-    def __init__(self, interval: float = 0.002, name: str = "") -> None:
+    def __init__(self, interval: float = 0.002, name: str = "", burst: int = 4) -> None:
         self.interval = interval
+        self.burst = burst
         self.name = name
         self.comm: Comm | None = None
         self._buffer: list[Any] = []
@@ -47,15 +51,21 @@ class BatchedSend:
     async def _run(self) -> None:
         assert self.comm is not None
         loop = asyncio.get_running_loop()
-        last_write = -self.interval
+        window_start, writes_in_window = -self.interval, 0
         try:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
-                wait = last_write + self.interval - loop.time()
-                if wait > 0 and not self._stopping:
-                    await asyncio.sleep(wait)  # busy: let the burst accumulate
-                last_write = loop.time()
+                now = loop.time()
+                if now - window_start >= self.interval:
+                    window_start, writes_in_window = now, 0
+                if writes_in_window >= self.burst and not self._stopping:
+                    # busy: let the flood accumulate until this window ends
+                    await asyncio.sleep(window_start + self.interval - now)
+                    window_start, writes_in_window = loop.time(), 0
+                else:
+                    await asyncio.sleep(0)  # the rest of this loop turn's messages join
+                writes_in_window += 1
                 if self._buffer:
                     batch, self._buffer = self._buffer, []
                     try:
