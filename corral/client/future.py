@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
+import time
 import weakref
 from collections.abc import Callable, Generator, Hashable, Iterable, Iterator
 from contextvars import ContextVar
@@ -37,6 +39,7 @@ class FutureState:
         "held",
         "nbytes",
         "status",
+        "sync_event",
         "traceback_text",
         "typename",
         "who_has",
@@ -54,14 +57,19 @@ class FutureState:
         self.event: asyncio.Event | None = None
         self.callbacks: list[Callable[[], None]] | None = None
         self.held: list[Future] | None = None  # pickled into the task: kept till it is done
+        # A synchronous caller's wait (``wait_sync``), set from the loop when done.
+        self.sync_event: threading.Event | None = None
 
     def finish(self, who_has: tuple[str, ...], nbytes: int = 0, typename: str = "") -> None:
-        self.status, self.who_has, self.nbytes, self.typename = FINISHED, who_has, nbytes, typename
+        # status last: another thread (``wait_sync``) that sees it finished reads the rest
+        self.who_has, self.nbytes, self.typename = who_has, nbytes, typename
         self.exception = None
+        self.status = FINISHED
         self._done()
 
     def fail(self, exception: BaseException, traceback_text: str = "") -> None:
-        self.status, self.exception, self.traceback_text = ERROR, exception, traceback_text
+        self.exception, self.traceback_text = exception, traceback_text
+        self.status = ERROR
         self._done()
 
     def cancel(self, reason: str = "cancelled") -> None:
@@ -83,12 +91,32 @@ class FutureState:
         self.status = PENDING
         if self.event is not None:
             self.event.clear()
+        if self.sync_event is not None:
+            self.sync_event.clear()
 
     async def wait(self) -> None:
         while self.status == PENDING:
             if self.event is None:
                 self.event = asyncio.Event()
             await self.event.wait()
+
+    def wait_sync(self, timeout: float | None) -> bool:
+        """From a thread other than the loop's: wait until done (True) or ``timeout``
+        seconds (False). The loop sets a ``threading.Event``: one wake-up of the caller,
+        where running a coroutine on the loop would cost a round trip through it."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.status == PENDING:
+            event = self.sync_event
+            if event is None:
+                event = self.sync_event = threading.Event()
+                if self.status != PENDING:  # done before the loop could see the event
+                    break
+            left = None if deadline is None else deadline - time.monotonic()
+            if not event.wait(left) and self.status == PENDING:
+                return False
+            if self.status == PENDING:  # reset meanwhile (lost data, recomputed)
+                event.clear()
+        return True
 
     def add_callback(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` when this key is done: at once if it already is."""
@@ -108,6 +136,8 @@ class FutureState:
         self.held = None
         if self.event is not None:
             self.event.set()
+        if self.sync_event is not None:
+            self.sync_event.set()
         callbacks, self.callbacks = self.callbacks, None
         for callback in callbacks or ():
             callback()
@@ -168,7 +198,18 @@ class Future:
 
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the task and return its value, or raise its exception."""
-        return self.client.blocking(self._result_async(), timeout, self._waiting_for)
+        runner = self.client.runner
+        if runner is None or runner.in_loop_thread() or self.client.closed:
+            return self.client.blocking(self._result_async(), timeout, self._waiting_for)
+        # A synchronous client: wait in this thread; the loop only fetches the value.
+        start = time.monotonic()
+        if not self._state.wait_sync(timeout):
+            raise TimeoutError(f"{self._waiting_for} timed out after {timeout:g} s")
+        self.client.check_open()  # closing cancelled it: say so
+        if self._state.status != FINISHED:
+            raise self._state.exception  # type: ignore[misc]
+        left = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
+        return self.client.blocking(self._result_async(), left, self._waiting_for)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """Wait for the task; its exception, or None if it succeeded."""
