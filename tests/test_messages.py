@@ -16,7 +16,8 @@ from typing import Annotated, Any, Union
 import pytest
 
 from corral import messages as msgs
-from corral.client.client import REPORTS, AsyncClient
+from corral.client.client import AsyncClient
+from corral.client.reports import REPORTS
 from corral.exceptions import InvalidMessage, UnknownStimulus
 from corral.protocol import MessageCodec
 from corral.scheduler import Scheduler

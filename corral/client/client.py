@@ -23,7 +23,7 @@ from urllib.parse import quote, urlsplit
 
 from corral import messages as msgs
 from corral import runspec
-from corral.client import defaults, fetch, persist
+from corral.client import defaults, fetch, persist, reports
 from corral.client.cluster import cluster_arguments, wait_for_workers
 from corral.client.extras import AsyncClientExtras
 from corral.client.future import (
@@ -36,6 +36,7 @@ from corral.client.future import (
     reading_client,
 )
 from corral.client.interface import ClientCore, ClusterLike
+from corral.client.reports import load_exception
 from corral.client.requests import Requests
 from corral.client.tasks import addresses, task_message, task_options, worker_specs
 from corral.comm.addressing import normalize_address
@@ -46,8 +47,6 @@ from corral.exceptions import (
     CommClosedError,
     CommError,
     CorralError,
-    InvalidMessage,
-    RemoteError,
 )
 from corral.protocol import dumps_pickle
 from corral.security import Security
@@ -476,42 +475,7 @@ class AsyncClient(AsyncClientExtras, ClientCore):
                 state.fail(error)
 
     def _on_report(self, msg: Any) -> None:
-        try:
-            report = msgs.read(msgs.TO_CLIENT, msg, self._ids, client=self.id)
-        except InvalidMessage as e:
-            logger.warning("ignoring a malformed report from the scheduler: %s", e)
-            return
-        if isinstance(report, msgs.CoordinationReply):  # answers a request, names no key
-            self.requests.on_reply(report)
-            return
-        key = report.key  # type: ignore[attr-defined]  # every report names one
-        state = self._states.get(key)
-        if state is None:
-            return
-        if self._start_callbacks and not isinstance(report, msgs.ReportTaskStarted):
-            self._start_callbacks.pop(key, None)  # done or cancelled unstarted
-        REPORTS[type(report)](self, state, report)
-
-    def _on_task_started(self, state: FutureState, report: msgs.ReportTaskStarted) -> None:
-        on_start = self._start_callbacks.pop(report.key, None)
-        if on_start is not None:
-            on_start()
-
-    def _on_key_in_memory(self, state: FutureState, report: msgs.ReportKeyInMemory) -> None:
-        state.finish(report.who_has, report.nbytes, report.typename)
-
-    def _on_task_erred(self, state: FutureState, report: msgs.ReportTaskErred) -> None:
-        exception = _load_exception(report.exception, report.exception_text,
-                                    report.traceback_text)
-        if report.traceback_text:
-            exception.add_note(f"Remote traceback:\n{report.traceback_text.rstrip()}")
-        state.fail(exception, report.traceback_text)
-
-    def _on_cancelled(self, state: FutureState, report: msgs.ReportCancelled) -> None:
-        if state.status == PENDING:
-            state.cancel(report.reason)
-        else:  # finished: the scheduler says so of those only when it restarts
-            state.lose(report.reason)
+        reports.on_report(self, msg)
 
     def add_done_callback(self, future: Future, fn: Callable[[Future], Any]) -> None:
         self.check_open()
@@ -650,7 +614,7 @@ class AsyncClient(AsyncClientExtras, ClientCore):
         results = {}
         for worker, reply in replies.items():
             if reply.get("status") != "OK":
-                raise _load_exception(reply.get("exception"), reply.get("exception_text", ""),
+                raise load_exception(reply.get("exception"), reply.get("exception_text", ""),
                                       reply.get("traceback_text", ""))
             results[worker] = pickle.loads(reply["result"])
         return results
@@ -685,28 +649,6 @@ class AsyncClient(AsyncClientExtras, ClientCore):
 
 def _as_dependency(x: Any) -> runspec.Dependency | None:
     return runspec.Dependency(x.key) if isinstance(x, Future) else None
-
-
-def _load_exception(blob: bytes | None, text: str, traceback_text: str) -> BaseException:
-    """The pickled exception ``blob``, or one rebuilt from its text if it cannot load."""
-    if blob:
-        try:
-            exception = pickle.loads(blob)
-            if isinstance(exception, BaseException):
-                return exception
-        except Exception:
-            pass
-    type_name, _, message = (text or "unknown error").partition(": ")
-    return RemoteError(type_name, message, traceback_text)
-
-
-# What the client does on each report from the scheduler.
-REPORTS: dict[type[msgs.ToClient], Callable[[AsyncClient, FutureState, Any], None]] = {
-    msgs.ReportTaskStarted: AsyncClient._on_task_started,
-    msgs.ReportKeyInMemory: AsyncClient._on_key_in_memory,
-    msgs.ReportTaskErred: AsyncClient._on_task_erred,
-    msgs.ReportCancelled: AsyncClient._on_cancelled,
-}
 
 
 async def _with_timeout(coro: Coroutine[Any, Any, T], timeout: float | None, what: str) -> T:
