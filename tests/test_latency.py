@@ -42,3 +42,77 @@ def test_sync_result_waits_in_the_callers_thread(cluster: LocalCluster,
         assert runs == []
         RELEASE.set()
         assert future.result(timeout=30) == 2
+
+
+UNPICKLED_IN: list[str] = []
+
+
+class Traced:
+    """Records the thread that unpickles it."""
+
+    def __init__(self, payload: bytes = b"") -> None:
+        self.payload = payload
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (self.payload,))
+
+
+def _rebuild(payload: bytes) -> Traced:
+    UNPICKLED_IN.append(threading.current_thread().name)
+    return Traced(payload)
+
+
+def make_traced(n: int) -> Traced:
+    return Traced(b"x" * n)
+
+
+def _count_get_data(cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    calls: list[object] = []
+    for worker in cluster.workers.values():
+        original = worker.server.handlers["get_data"]
+        monkeypatch.setitem(worker.server.handlers, "get_data",
+                            lambda comm, _o=original, **kw: (calls.append(kw), _o(comm, **kw))[1])
+    return calls
+
+
+def test_small_result_comes_with_the_report(cluster: LocalCluster,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """No fetch from the worker; the scheduler relays it unread: it is unpickled once,
+    in the caller's thread (the scheduler and workers here run on the loop's thread)."""
+    calls = _count_get_data(cluster, monkeypatch)
+    UNPICKLED_IN.clear()
+    with Client(cluster.scheduler_address) as client:
+        value = client.submit(make_traced, 10, pure=False).result(timeout=30)
+    assert value.payload == b"x" * 10
+    assert calls == []
+    assert UNPICKLED_IN == [threading.current_thread().name]
+
+
+def test_large_result_is_fetched(cluster: LocalCluster,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _count_get_data(cluster, monkeypatch)
+    with Client(cluster.scheduler_address) as client:
+        value = client.submit(make_traced, 200_000, pure=False).result(timeout=30)
+    assert len(value.payload) == 200_000
+    assert len(calls) == 1
+
+
+def test_scheduler_relays_result_bytes_unread() -> None:
+    """Bytes that are no pickle at all pass through the state machine as they are (only
+    for a task a client waits for), and its stimulus log keeps none of them."""
+    from corral.scheduler import events as ev
+    from corral.scheduler.state import SchedulerState
+
+    state = SchedulerState(inline_result_bytes=1000)
+    state.handle(ev.AddWorker(stimulus_id="add", address="tcp://a:1", nthreads=1))
+    actions = state.handle(ev.UpdateGraph(
+        stimulus_id="graph", client="c1", wanted=("x",),
+        tasks=(ev.TaskSpec(key="x", run_spec=b"spec"),)))
+    (compute,) = [a for a in actions if isinstance(a, ev.ComputeTask)]
+    assert compute.inline_result == 1000
+    blob = b"\x00 not a pickle \xff"
+    actions = state.handle(ev.TaskFinished(stimulus_id="done", worker="tcp://a:1", key="x",
+                                           nbytes=8, pickled=blob))
+    (report,) = [a for a in actions if isinstance(a, ev.ReportKeyInMemory)]
+    assert report.pickled is blob
+    assert all(getattr(s, "pickled", None) is None for s in state.stimuli)

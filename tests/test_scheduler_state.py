@@ -78,7 +78,8 @@ def test_one_task_on_one_worker(state):
     actions = state.handle(graph("c1", spec("x")))
     assert actions == [
         ev.ComputeTask(stimulus_id="graph", worker=A, key="x", run_spec=b"spec-x", who_has={},
-                       nbytes={}, priority=(0, 1, 0), resources=None)
+                       nbytes={}, priority=(0, 1, 0), resources=None,
+                       inline_result=64 * 1024)  # a client waits for it
     ]
     actions = state.handle(finished(A, "x"))
     assert actions == [

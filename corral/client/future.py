@@ -38,6 +38,7 @@ class FutureState:
         "exception",
         "held",
         "nbytes",
+        "pickled",
         "status",
         "sync_event",
         "traceback_text",
@@ -59,10 +60,13 @@ class FutureState:
         self.held: list[Future] | None = None  # pickled into the task: kept till it is done
         # A synchronous caller's wait (``wait_sync``), set from the loop when done.
         self.sync_event: threading.Event | None = None
+        self.pickled: bytes | None = None  # the result, if it came with the report
 
-    def finish(self, who_has: tuple[str, ...], nbytes: int = 0, typename: str = "") -> None:
+    def finish(self, who_has: tuple[str, ...], nbytes: int = 0, typename: str = "",
+               pickled: bytes | None = None) -> None:
         # status last: another thread (``wait_sync``) that sees it finished reads the rest
         self.who_has, self.nbytes, self.typename = who_has, nbytes, typename
+        self.pickled = pickled
         self.exception = None
         self.status = FINISHED
         self._done()
@@ -89,6 +93,7 @@ class FutureState:
     def reset(self) -> None:
         """Back to pending, e.g. when the only copy of the data was lost and is recomputed."""
         self.status = PENDING
+        self.pickled = None
         if self.event is not None:
             self.event.clear()
         if self.sync_event is not None:
@@ -187,7 +192,20 @@ class Future:
         await self._wait()
         if self._state.status != FINISHED:
             raise self._state.exception  # type: ignore[misc]
+        pickled = self._state.pickled
+        if pickled is not None:
+            return self._unpickle(pickled)
         return (await self.client.gather_keys([self.key]))[self.key]
+
+    def _unpickle(self, pickled: bytes) -> Any:
+        """The result that came with the report; futures inside become this client's."""
+        from corral.protocol import loads_pickle
+
+        token = reading_client.set(self.client)
+        try:
+            return loads_pickle(pickled)
+        finally:
+            reading_client.reset(token)
 
     async def _exception_async(self) -> BaseException | None:
         await self._wait()
@@ -208,6 +226,9 @@ class Future:
         self.client.check_open()  # closing cancelled it: say so
         if self._state.status != FINISHED:
             raise self._state.exception  # type: ignore[misc]
+        pickled = self._state.pickled
+        if pickled is not None:  # came with the report: no fetch, not even a loop hop
+            return self._unpickle(pickled)
         left = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
         return self.client.blocking(self._result_async(), left, self._waiting_for)
 

@@ -45,7 +45,7 @@ def _task_started(client: AsyncClient, state: FutureState,
 
 def _key_in_memory(client: AsyncClient, state: FutureState,
                    report: msgs.ReportKeyInMemory) -> None:
-    state.finish(report.who_has, report.nbytes, report.typename)
+    state.finish(report.who_has, report.nbytes, report.typename, report.pickled)
 
 
 def _task_erred(client: AsyncClient, state: FutureState, report: msgs.ReportTaskErred) -> None:

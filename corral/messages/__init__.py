@@ -56,11 +56,16 @@ class ComputeTask(ToWorker, SchedulerAction, WorkerStimulus):
     priority: tuple[float, ...]
     resources: dict[str, float] | None = None
     function: bytes | None = None  # the pickled function, when not inside ``run_spec``
+    # A client waits for the result: send it pickled with ``TaskFinished`` if it pickles
+    # to at most this many bytes (0: never).
+    inline_result: Count = 0
 
     def to_wire(self) -> dict[str, Any]:
         msg = Message.to_wire(self)
         if self.function is None:
             del msg["function"]  # what workers before shared functions read
+        if not self.inline_result:
+            del msg["inline_result"]
         return msg
 
 
@@ -164,6 +169,7 @@ class TaskFinished(FromWorker, SchedulerStimulus):
     typename: str = ""
     start: float = 0.0
     stop: float = 0.0
+    pickled: bytes | None = None  # the result, when small and asked for: opaque here
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -262,6 +268,7 @@ class ReportKeyInMemory(ToClient, SchedulerAction):
     who_has: tuple[str, ...]
     nbytes: int
     typename: str = ""
+    pickled: bytes | None = None  # the worker's pickled result, relayed unread
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -65,10 +65,15 @@ def update_graph(state: SchedulerState, s: ev.UpdateGraph) -> None:
     for ts, dep_key in missing.items():
         error = KeyError(f"dependency {dep_key!r} of {ts.key!r} is not known to the scheduler")
         state.err(ts, pickle.dumps(error), b"", f"KeyError: {error}", "")
+    # New wanted tasks are wanted before they are sent: a waiting client then gets small
+    # results with the report (``inline_result``).
+    new = set(fresh)
+    for ts in [t for k in wanted if (t := tasks.get(k)) is not None and t in new]:
+        ts.who_wants = added(ts.who_wants, s.client)
     for ts in fresh:
         if ts.state == TS.RELEASED:
             state.compute(ts)
-    for key in wanted:  # wants last, so that each client hears of each key once
+    for key in wanted:  # reports last, so that each client hears of each key once
         ts = tasks.get(key)
         if ts is not None:
             ts.who_wants = added(ts.who_wants, s.client)

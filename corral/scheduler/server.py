@@ -92,6 +92,8 @@ class Scheduler:
         self._closing_clients: set[str] = set()
         self._closing_streams: set[asyncio.Future[None]] = set()  # retired workers'
         # Both are decided by the state machine, from the times stamped on stimuli here.
+        state_options.setdefault("inline_result_bytes",
+                                 config.fallback(None, "scheduler.inline-result-bytes"))
         self.state = SchedulerState(worker_ttl=worker_ttl, client_grace=client_grace,
                                     **state_options)
         self.tick_interval: float = config.fallback(tick_interval, "scheduler.tick-interval")

@@ -78,6 +78,7 @@ class SchedulerState:
         worker_ttl: float | None = None,
         client_grace: float = 30.0,
         checkpoint_ratio: float = 10.0,
+        inline_result_bytes: int = 64 * 1024,
     ) -> None:
         # Everything a replay needs to build the same machine (``stimulus_log.replay``).
         self.options: dict[str, Any] = {
@@ -85,8 +86,11 @@ class SchedulerState:
             "allowed_failures": allowed_failures, "max_steals_in_flight": max_steals_in_flight,
             "log_length": log_length, "stimulus_log_length": stimulus_log_length,
             "worker_ttl": worker_ttl, "client_grace": client_grace,
-            "checkpoint_ratio": checkpoint_ratio,
+            "checkpoint_ratio": checkpoint_ratio, "inline_result_bytes": inline_result_bytes,
         }
+        # Results a client waits for that pickle this small travel with the report; the
+        # scheduler relays those bytes and never unpickles them.
+        self.inline_result_bytes = inline_result_bytes
         self.allowed_failures = allowed_failures
         self.tasks: dict[Key, TaskState] = {}
         self.workers: dict[str, WorkerState] = {}
@@ -198,12 +202,15 @@ class SchedulerState:
             owned.pop(ts, None)
             self.release_if_unneeded(ts)
 
-    def report_if_done(self, ts: TaskState, client: str) -> None:
+    def report_if_done(self, ts: TaskState, client: str, pickled: bytes | None = None) -> None:
+        """Tell ``client`` how ``ts`` ended; ``pickled``: its result, just reported by
+        the worker (bytes, relayed unread)."""
         if client == FIRE_AND_FORGET:
             return  # a pseudo-client: nobody to tell
         if ts.state == TS.MEMORY:
             self.emit(ev.ReportKeyInMemory, client=client, key=ts.key, nbytes=ts.nbytes,
-                       who_has=tuple(w.address for w in ts.who_has), typename=ts.typename)
+                       who_has=tuple(w.address for w in ts.who_has), typename=ts.typename,
+                       pickled=pickled)
         elif ts.state == TS.ERRED and ts.error is not None:
             exc, tb, exc_text, tb_text = ts.error
             self.emit(ev.ReportTaskErred, client=client, key=ts.key, exception=exc,
@@ -259,6 +266,8 @@ class SchedulerState:
             who_has={d.key: tuple(w.address for w in d.who_has) for d in ts.dependencies},
             nbytes={d.key: d.nbytes for d in ts.dependencies}, priority=ts.priority,
             resources=ts.resources, function=ts.function,
+            inline_result=self.inline_result_bytes
+            if any(c != FIRE_AND_FORGET for c in ts.who_wants) else 0,
         )
 
     def unassign(self, ts: TaskState) -> WorkerState | None:

@@ -9,6 +9,7 @@ for that stimulus type in ``corral.scheduler.dispatch``; the operations it calls
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from typing import TYPE_CHECKING
 
@@ -145,7 +146,9 @@ def task_finished(state: SchedulerState, s: ev.TaskFinished) -> None:
     state.add_replica(ts, ws, s.nbytes)
     state.checkpoints.finished(ts, s.stop - s.start)  # before its inputs may be freed
     for client in ts.who_wants:
-        state.report_if_done(ts, client)
+        state.report_if_done(ts, client, s.pickled)
+    if s.pickled is not None:  # the stimulus log keeps no results
+        state.log_packed(s, dataclasses.replace(s, pickled=None))
     if FIRE_AND_FORGET in ts.who_wants:
         state.unwant(FIRE_AND_FORGET, (ts.key,))
     for dts in list(ts.dependents):

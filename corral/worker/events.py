@@ -48,6 +48,7 @@ class ExecuteSuccess(Stimulus):
     typename: str
     start: float
     stop: float
+    pickled: bytes | None = None  # the result, pickled for a waiting client (small ones)
 
 
 @dataclass(frozen=True, slots=True)

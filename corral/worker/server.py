@@ -134,6 +134,7 @@ class Worker:
         self._closed = asyncio.Event()
         self.memory = MemoryWatch(self)
         self._fetched: set[Any] = set()  # keys that came from peers, for the stats below
+        self._pickled: dict[Any, bytes] = {}  # small results pickled by their task thread
         self.stats = {"fetched_bytes": 0, "fetched_keys": 0, "local_input_bytes": 0}
         # Transfers since the last heartbeat, (peer, start, stop, nbytes), for the task stream.
         self._transfer_log: deque[tuple[str, float, float, int]] = deque(maxlen=1000)
@@ -383,6 +384,7 @@ class Worker:
         run_spec, function = task.run_spec, task.function
         assert run_spec is not None  # the state machine executes only tasks it was given
         data, dependencies = self.data, task.dependencies
+        inline, pickled = task.inline_result, self._pickled
 
         def call() -> Any:
             # On the task's thread: a spilled input is read back from disk here.
@@ -391,7 +393,12 @@ class Worker:
             fn, args, kwargs = runspec.unpack(run_spec, function)
             if inputs:
                 args, kwargs = runspec.substitute((args, kwargs), inputs)
-            return fn(*args, **kwargs)
+            value = fn(*args, **kwargs)
+            if inline:  # on this thread, not the loop: the client gets it with the report
+                blob = _pickle_small(value, inline)
+                if blob is not None:
+                    pickled[key] = blob
+            return value
 
         self._runner.submit(key, functools.partial(context.run_as, self, call, key))
 
@@ -409,9 +416,11 @@ class Worker:
                         typename=type(o.value).__name__,
                         start=o.start,
                         stop=o.stop,
+                        pickled=self._pickled.pop(o.key, None),
                     )
                 )
             else:
+                self._pickled.pop(o.key, None)
                 stimuli.append(
                     ev.ExecuteFailure(
                         stimulus_id=stimulus_id,
@@ -615,3 +624,15 @@ def _pickle_exception(exc: BaseException) -> bytes:
         from corral.exceptions import RemoteError
 
         return pickle.dumps(RemoteError(type(exc).__name__, str(exc)))
+
+
+def _pickle_small(value: Any, limit: int) -> bytes | None:
+    """``value`` pickled, if it pickles to at most ``limit`` bytes (else, or if it cannot
+    be pickled here, None: the client fetches it as a large one)."""
+    if sizeof(value) > limit:  # an estimate, to skip pickling what is surely too large
+        return None
+    try:
+        blob = dumps_pickle(value)
+    except Exception:
+        return None
+    return blob if len(blob) <= limit else None

@@ -86,6 +86,7 @@ class TaskState:
     assigned: bool = False  # the scheduler asked us to compute it (vs. an input only)
     replica: bool = False  # the scheduler asked us to hold a copy (``AcquireReplicas``)
     resources: dict[str, float] | None = None  # held while it executes
+    inline_result: int = 0  # pickle the result for the scheduler up to this many bytes
 
 
 class WorkerState:
@@ -179,7 +180,7 @@ class WorkerState:
             self._forget(ts)
         ts = self.tasks[s.key] = TaskState(
             s.key, WS.WAITING, s.run_spec, tuple(s.who_has), priority=s.priority, assigned=True,
-            resources=s.resources or None, function=s.function,
+            resources=s.resources or None, function=s.function, inline_result=s.inline_result,
         )
         ts.dependents = dependents
         for dep in ts.dependencies:
@@ -279,7 +280,7 @@ class WorkerState:
         ts.nbytes = s.nbytes
         self._to(ts, WS.MEMORY)
         self._tell(msgs.TaskFinished, key=s.key, nbytes=s.nbytes, typename=s.typename,
-                   start=s.start, stop=s.stop)
+                   start=s.start, stop=s.stop, pickled=s.pickled)
         self._inputs_done(ts)
         for dependent in list(ts.dependents):  # tasks here that waited for this one
             if dependent in self.tasks:
