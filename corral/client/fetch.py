@@ -16,6 +16,7 @@ from corral import runspec
 from corral.client.future import FINISHED, FutureState
 from corral.core import ConnectionPool
 from corral.exceptions import CommError, CorralError
+from corral.protocol import loads_pickle
 
 # Times a key may be missing where the scheduler said it was before gather gives up:
 # each time the scheduler has moved or recomputed it, so only a client cut off from
@@ -48,7 +49,13 @@ async def gather_keys(
         failed = [s for s in wanted.values() if s.status != FINISHED]
         if failed and errors == "raise":
             raise failed[0].exception  # type: ignore[misc]
-        tried = {k: s.who_has for k, s in wanted.items() if s.status == FINISHED}
+        tried = {}
+        for k, s in wanted.items():
+            if s.status == FINISHED:
+                if s.pickled is not None:  # came with the report: nothing to fetch
+                    data[k] = loads_pickle(s.pickled)
+                else:
+                    tried[k] = s.who_has
         by_worker: dict[str, list[Hashable]] = defaultdict(list)
         for key, holders in tried.items():
             if holders:
