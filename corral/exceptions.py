@@ -24,7 +24,8 @@
     ├── KilledWorker                           a task was running on too many workers that died
     ├── ShuffleFailed                          a p2p shuffle lost a worker or pieces; rerun it
     ├── ClientClosedError                      a client (or one of its futures) used after close()
-    ├── FutureCancelledError                   a future's task and data are gone (restart)
+    ├── FutureCancelledError (concurrent.futures.CancelledError)
+    │                                          a future's task and data are gone (restart)
     └── RemoteError                            a remote exception that could not be rebuilt locally
 
 OS and asyncio errors are mapped onto this tree at the transport boundary
@@ -34,6 +35,8 @@ socket errors; the OS error stays chained as ``__cause__``. ``CommError`` is sti
 """
 
 from __future__ import annotations
+
+import concurrent.futures
 
 
 class CorralError(Exception):
@@ -148,7 +151,7 @@ class ClientClosedError(CorralError):
     """A client, or a future of it, was used after the client was closed."""
 
 
-class FutureCancelledError(CorralError):
+class FutureCancelledError(CorralError, concurrent.futures.CancelledError):
     """What ``result()`` raises for a future cancelled after the fact, finished or not:
     ``client.restart()`` dropped its task and data. Submit the work again."""
 
