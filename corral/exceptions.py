@@ -36,8 +36,6 @@ socket errors; the OS error stays chained as ``__cause__``. ``CommError`` is sti
 
 from __future__ import annotations
 
-import concurrent.futures
-
 
 class CorralError(Exception):
     """Base class of every corral error."""
@@ -151,11 +149,6 @@ class ClientClosedError(CorralError):
     """A client, or a future of it, was used after the client was closed."""
 
 
-class FutureCancelledError(CorralError, concurrent.futures.CancelledError):
-    """What ``result()`` raises for a future cancelled after the fact, finished or not:
-    ``client.restart()`` dropped its task and data. Submit the work again."""
-
-
 class BadMemoryLimit(CorralError, ValueError):
     """A memory limit that cannot be parsed, or is too small to start a worker."""
 
@@ -163,3 +156,21 @@ class BadMemoryLimit(CorralError, ValueError):
 class JobQueueError(CorralError, RuntimeError):
     """A batch system's command (sbatch, squeue, scancel, qsub, bsub, ...) failed; the
     message names the command and what it said."""
+
+
+def __getattr__(name: str) -> type[CorralError]:
+    """``FutureCancelledError``, made on first use: it is also a
+    ``concurrent.futures.CancelledError`` (dask's ``CancelledError`` catches it), and
+    importing ``concurrent.futures`` loads logging and threading, which the pure state
+    machines importing this module do without."""
+    if name != "FutureCancelledError":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import concurrent.futures
+
+    class FutureCancelledError(CorralError, concurrent.futures.CancelledError):
+        """What ``result()`` raises for a future cancelled after the fact, finished or
+        not: ``client.restart()`` dropped its task and data. Submit the work again."""
+
+    FutureCancelledError.__qualname__ = name
+    globals()[name] = FutureCancelledError
+    return FutureCancelledError

@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import struct
+import weakref
 
 import numpy as np
 import pytest
@@ -156,10 +157,24 @@ async def test_a_mapped_frame_lives_as_long_as_its_value_then_goes_back_to_its_s
         before = counts()
         assert await r.echo(data=b"u" * LARGE) == b"u" * LARGE  # both segments reused
         assert grown(before)["reused_segments"] == 2
-    # Once both ends are done (the server sees the comm close), no side channel is left to
-    # lend segments to, so the cache lets go too: no descriptor, no mapping.
-    await wait_until(lambda: [gc.collect(), memfds() == ([], [])][1], what=memfds)
+    # Once both ends are done (the server sees the comm close), nothing is left but the
+    # cache: no descriptor, no mapping.
+    await wait_until(lambda: [shm.cache().clear(), gc.collect(), memfds() == ([], [])][2],
+                     what=memfds)
+
+
+async def test_the_last_side_channel_to_close_frees_the_cached_segments(monkeypatch):
+    """Nobody is left to lend segments to: a closed in-process cluster keeps no memfd."""
+    monkeypatch.setattr(shm, "_open_channels", weakref.WeakSet())
+    monkeypatch.setattr(shm, "_cache", None)
+    one, other = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    first, second = shm.SharedChannel(one), shm.SharedChannel(other)
+    shm.cache().put(segments.Segment(segments.capacity(LARGE)))
+    first.close()
+    assert shm.cache().nbytes == segments.capacity(LARGE)  # the other may still send
+    second.close()
     assert shm.cache().nbytes == 0
+    assert memfds() == ([], [])
 
 
 async def test_past_its_budget_of_mappings_a_receiver_copies_frames_out(
