@@ -115,12 +115,18 @@ async def test_large_values_travel_in_shared_memory_equal_and_writable(sharing_s
         "sent_bytes": 4 * LARGE, "received_bytes": 4 * LARGE}
 
 
-def test_a_sender_maps_a_segment_only_while_it_copies_a_frame_in():
+def test_a_sender_never_maps_a_segment(monkeypatch):
     """What a peer keeps counts in the peer's memory, not in the sender's RSS (which a
-    worker's memory manager and its nanny watch): no mapping outlives the copy."""
+    worker's memory manager and its nanny watch), not even while it is copied in: a
+    paused worker serving a chunk was restarted for the moment its mapping lasted."""
     segment = segments.Segment(segments.capacity(LARGE))
     try:
+        def no_mapping(*args, **kwargs):
+            raise AssertionError("the sender mapped a segment")
+
+        monkeypatch.setattr(segments.mmap, "mmap", no_mapping)
         segment.fill(b"y" * LARGE)
+        monkeypatch.undo()
         inode = str(os.fstat(segment.fd).st_ino)
         assert not [m for m in memfds()[1] if m.split()[4] == inode]
         with open(f"/proc/self/fd/{segment.fd}", "rb") as copy:  # the bytes are there
