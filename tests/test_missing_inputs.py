@@ -82,3 +82,21 @@ def test_the_scheduler_sends_the_task_again_with_the_holders_it_knows_now():
     assert len(resent) == 1
     assert resent[0].who_has == {"x": (copier,)}
     s.validate()
+
+
+def test_stories_of_many_keys_at_once_tell_what_story_tells_of_each():
+    """A stuck run asks for the stories of thousands of keys: one pass over the logs."""
+    import random
+
+    from corral.scheduler import stimulus_log
+    from corral.simulation.cluster import Simulation
+    from corral.simulation.graphs import chains
+
+    sim = Simulation(4, seed=1)
+    sim.submit(chains(200, random.Random(1)))
+    sim.kill(0.2)
+    sim.run()
+    state = sim.scheduler
+    keys = [*list(state.tasks)[:50], "never-seen"]
+    assert stimulus_log.stories(state, keys) == {k: state.story(k) for k in keys}
+    assert any(stimulus_log.stories(state, keys).values())
