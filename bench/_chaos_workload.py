@@ -168,7 +168,13 @@ def where_stuck(client: Any, inputs: dict[str, list[str]]) -> dict[str, Any]:
         states: dict[str, int] = {}
         for state in last.values():
             states[state] = states.get(state, 0) + 1
+        # Each worker as the scheduler sees it (paused? how much queued?): a run stuck
+        # with tasks in no-worker while workers are listed points at workers that take
+        # no tasks.
+        workers = {a: {k: w.get(k) for k in ("processing", "paused", "pid", "keys")}
+                   for a, w in client.scheduler_info()["workers"].items()}
         return {"states": states, "processing": client.processing(), "frontier": frontier,
+                "workers": workers,
                 "stories": [s for s in story if s["key"] in frontier[:3]]}
     except Exception as e:  # dask's story has another shape; or the cluster is gone
         return {"error": f"{type(e).__name__}: {e}"}

@@ -21,6 +21,7 @@ from corral import messages as msgs
 from corral.core import BatchedSend, Comm
 from corral.core.validate import checked
 from corral.exceptions import CommError
+from corral.scheduler import stimulus_log
 from corral.scheduler.workload import workload
 
 if TYPE_CHECKING:
@@ -102,8 +103,9 @@ class SchedulerExtras:
         """What happened to ``keys``: the scheduler's story (each stimulus and the moves
         it caused), then each worker's transitions."""
         out: list[dict[str, Any]] = []
+        told = stimulus_log.stories(self.scheduler.state, keys)
         for key in keys:
-            for step in self.scheduler.state.story(key):
+            for step in told.get(key, ()):
                 out.append({"where": "scheduler", "key": key, "stimulus_id": step.stimulus_id,
                             "stimulus": type(step.stimulus).__name__ if step.stimulus else None,
                             "transitions": [list(t) for t in step.transitions]})

@@ -25,7 +25,7 @@ from __future__ import annotations
 import pickle
 from array import array
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
@@ -175,6 +175,48 @@ def story(state: SchedulerState, key: Key) -> list[StoryStep]:
     # Moves whose stimulus has rolled off the (shorter) stimulus log come first: older.
     earlier = [StoryStep(sid, None, tuple(m)) for sid, m in moves.items() if sid not in told]
     return earlier + steps
+
+
+def stories(state: SchedulerState, keys: Iterable[Key]) -> dict[Key, list[StoryStep]]:
+    """``story`` of each of ``keys`` at once: one pass over each log, not one per key
+    (a stuck run asks about thousands of keys; key by key that held the scheduler's
+    loop for minutes)."""
+    wanted = set(keys)
+    moves: dict[Key, dict[str, list[tuple[str, str]]]] = {k: {} for k in wanted}
+    moved_by: dict[str, dict[Key, None]] = {}  # stimulus id → the keys it moved
+    for moved, old, new, stimulus_id in state.log:
+        if moved in wanted:
+            moves[moved].setdefault(stimulus_id, []).append((old, new))
+            moved_by.setdefault(stimulus_id, {})[moved] = None
+    steps: dict[Key, list[StoryStep]] = {k: [] for k in wanted}
+    told: dict[Key, set[str]] = {k: set() for k in wanted}
+    for logged in state.stimuli:
+        sid = logged.stimulus_id
+        for key in _named(logged, wanted):
+            if sid in moves[key] and sid not in told[key]:
+                steps[key].append(StoryStep(sid, stimulus(logged), tuple(moves[key][sid])))
+                told[key].add(sid)
+            elif sid not in moves[key]:
+                steps[key].append(StoryStep(sid, stimulus(logged), ()))
+        for key in moved_by.get(sid, ()):
+            if sid in told[key]:
+                continue
+            steps[key].append(StoryStep(sid, stimulus(logged), tuple(moves[key][sid])))
+            told[key].add(sid)
+    return {key: [StoryStep(sid, None, tuple(m)) for sid, m in moves[key].items()
+                  if sid not in told[key]] + steps[key] for key in wanted}
+
+
+def _named(logged: Logged, keys: set[Key]) -> set[Key]:
+    """Those of ``keys`` that ``logged`` mentions (``mentions``, for many keys)."""
+    if isinstance(logged, PackedGraph | ev.UpdateGraph | ev.ScatterData):
+        return {k for k in keys if mentions(logged, k)}
+    named = {k for k in getattr(logged, "keys", ()) if k in keys}
+    named |= {k for k in getattr(logged, "wanted", ()) if k in keys}
+    key = getattr(logged, "key", None)
+    if key is not None and key in keys:
+        named.add(key)
+    return named
 
 
 @dataclass(frozen=True, slots=True)

@@ -194,6 +194,13 @@ class WorkerState:
                 dts.who_has |= set(s.who_has.get(dep, ())) - {self.address}
                 if dts.state == WS.MISSING and dts.who_has:
                     self._to(dts, WS.FETCH)
+            if dts.state == WS.MISSING:
+                # Nobody to fetch it from (the scheduler named only us, who dropped it
+                # meanwhile): say so, or the task waits here for good while the scheduler
+                # believes it under way. The scheduler forgets our copy and sends the task
+                # again with fresh holders, or recomputes the input.
+                self._tell(msgs.MissingData, key=dep, errant_worker=self.address
+                           if self.address in s.who_has.get(dep, ()) else "")
             dts.dependents.add(ts.key)
             if dts.state == WS.FETCH:
                 heapq.heappush(self._fetch, (ts.priority, next(self._seq), dep))
@@ -359,16 +366,22 @@ class WorkerState:
         for key in s.keys:
             if key in self.tasks:
                 self._tell(msgs.MissingData, key=key, errant_worker=s.peer)
-        self._drop_peer(s.peer)
+        self._drop_peer(s.peer, told=s.keys)
 
     def _on_RemoveWorkerPeer(self, s: ev.RemoveWorkerPeer) -> None:
         self._drop_peer(s.peer)
 
-    def _drop_peer(self, peer: str) -> None:
+    def _drop_peer(self, peer: str, told: tuple[Key, ...] = ()) -> None:
         for ts in list(self.tasks.values()):
             if peer in ts.who_has:
                 ts.who_has.discard(peer)
+                was = ts.state
                 self._refetch(ts)
+                if ts.state == WS.MISSING and was != WS.MISSING and ts.key not in told:
+                    # Its last known holder is gone: without a word the scheduler (which
+                    # may know of other copies, made since it sent us the task) would
+                    # wait for a task that waits here for good.
+                    self._tell(msgs.MissingData, key=ts.key, errant_worker=peer)
 
     def _refetch(self, ts: TaskState) -> None:
         if ts.state not in (WS.FETCH, WS.FLIGHT, WS.MISSING):
