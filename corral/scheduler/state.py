@@ -257,7 +257,7 @@ class SchedulerState:
 
     def place(self, ts: TaskState) -> None:
         if self.queue.is_rootish(ts) and self.placement.least_loaded() is not None:
-            if ts.state != TS.QUEUED:  # handed out by ``queuing.fill_slots`` at the end of the batch
+            if ts.state != TS.QUEUED:  # ``queuing.fill_slots`` hands it out, batch's end
                 self.transition(ts, TS.QUEUED)
             return
         ws = self.placement.decide_worker(ts)
