@@ -68,7 +68,8 @@ def test_inf_sends_every_ready_task_at_once_as_before():
     assert old.handle(*stimuli) == new.handle(*stimuli)
     assert len(computes(new.handle())) == 0
     assert sum(map(len, processing(new).values())) == 1000
-    assert not new.queue and "queued" not in new.info()["tasks"]
+    assert not new.queue
+    assert "queued" not in new.info()["tasks"]
     new.validate()
 
 
@@ -95,7 +96,8 @@ def test_a_wide_group_sharing_one_input_is_root_ish_and_its_reductions_are_not(s
     pairs = [spec(f"pair{i}", deps=[f"load{2 * i}", f"load{2 * i + 1}"]) for i in range(5)]
     state.handle(graph("c", spec("seed"), *loads, *pairs, wanted=[p.key for p in pairs]))
     sent = computes(state.handle(finished(computes_of(state)[0][0], "seed")))
-    assert len(sent) == 4 and state.info()["tasks"]["queued"] == 6
+    assert len(sent) == 4
+    assert state.info()["tasks"]["queued"] == 6
     for worker, key in sent[:2]:
         state.handle(finished(worker, key))
     # load0 and load1 are done: their pair goes at once, however full the workers are
