@@ -28,7 +28,6 @@ class BatchedSend:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        self._urgent = False
         self.messages_sent = 0
         self.batches_sent = 0
 
@@ -38,16 +37,11 @@ class BatchedSend:
         self.comm = comm
         self._task = asyncio.ensure_future(self._run())
 
-    def send(self, *msgs: Any, urgent: bool = False) -> None:
-        """Queue messages; never blocks. Raises ``CommClosedError`` once the comm is gone.
-
-        ``urgent``: someone waits on these (a thread with nothing to run): they go with
-        the next write, without waiting out ``interval``; what is buffered by then goes
-        with them, so a burst handled in one go is still one write."""
+    def send(self, *msgs: Any) -> None:
+        """Queue messages; never blocks. Raises ``CommClosedError`` once the comm is gone."""
         if self._stopping or (self.comm is not None and self.comm.closed()):
             raise CommClosedError(f"batched stream {self.name or ''} is closed")
         self._buffer.extend(msgs)
-        self._urgent = self._urgent or urgent
         self._wake.set()
 
     async def _run(self) -> None:
@@ -59,9 +53,8 @@ class BatchedSend:
                 await self._wake.wait()
                 self._wake.clear()
                 wait = last_write + self.interval - loop.time()
-                if wait > 0 and not self._stopping and not self._urgent:
+                if wait > 0 and not self._stopping:
                     await asyncio.sleep(wait)  # busy: let the burst accumulate
-                self._urgent = False
                 last_write = loop.time()
                 if self._buffer:
                     batch, self._buffer = self._buffer, []

@@ -239,9 +239,7 @@ class Scheduler:
         stream = self.worker_streams.get(msg.worker)
         if stream is not None:
             with contextlib.suppress(CommClosedError):
-                # A task to run may be what a worker's idle thread waits for (queued root
-                # tasks leave one per result): no batching delay for it.
-                stream.send(msg.to_wire(), urgent=isinstance(msg, ev.ComputeTask))
+                stream.send(msg.to_wire())
 
     def _to_client(self, msg: msgs.ToClient) -> None:
         stream = self.client_streams.get(msg.client)

@@ -367,13 +367,8 @@ class Worker:
                 self.data.async_evict_until_below_target(instruction.target)
                 self.memory.watch_spills()
         elif isinstance(instruction, ev.SendToScheduler):
-            # A result while a thread has nothing to run: the scheduler may hold the
-            # next task until it hears of it (root-task queuing), so tell it at once.
-            msg, state = instruction.msg, self.state
-            urgent = (isinstance(msg, msgs.TaskFinished | msgs.TaskErred) and state is not None
-                      and state.executing_count < state.nthreads)
             with contextlib.suppress(CommClosedError):
-                self.batched.send(msg.to_wire(), urgent=urgent)
+                self.batched.send(instruction.msg.to_wire())
         else:  # pragma: no cover
             raise TypeError(f"unknown instruction {instruction!r}")
 
