@@ -185,3 +185,11 @@ def test_bad_saturations_are_refused_with_the_setting_named(value):
 @pytest.mark.parametrize(("value", "expected"), [("inf", INF), (2, 2.0), ("1.5", 1.5)])
 def test_saturations_as_config_files_and_the_environment_give_them(value, expected):
     assert parse_saturation(value) == expected
+
+
+def test_tasks_sharing_a_large_input_follow_it_rather_than_queue(state):
+    state.handle(add_worker(A), add_worker(B))
+    state.handle(ev.ScatterData(stimulus_id="s", client="c", placed={"big": (B, 30 << 20)}))
+    actions = state.handle(graph("c", *[spec(f"use{i}", deps=["big"]) for i in range(10)]))
+    assert len(computes(actions)) == 10  # placed as before: by input and load
+    assert not state.queue

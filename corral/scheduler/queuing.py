@@ -10,9 +10,9 @@ Rules
   waiting for a thread slot (seceded ones do not count), the ``worker-saturation``
   setting (default 1.1; ``inf`` turns queuing off).
 * Root-ish (``is_rootish``): no worker or resource restrictions, and either no inputs,
-  or fewer than 5 inputs each shared by more than twice the cluster's threads: the
-  member of a large group that depends on a few shared things (dask's rule, read from
-  the task's own inputs instead of a task group).
+  or fewer than 5 inputs, under ``SMALL_INPUTS`` bytes in all, each shared by more than
+  twice the cluster's threads: the member of a large group that depends on a few small
+  shared things (dask's rule, read from the task's own inputs instead of a task group).
 * Handed out in priority order (the graph's: user priority, submission, depth first),
   to the least loaded worker with a free slot; paused and retiring workers get none.
 * Slots free up when a task leaves a worker (finished, erred, stolen, released), when
@@ -34,6 +34,11 @@ from corral.scheduler.records import TaskState, WorkerState
 
 if TYPE_CHECKING:
     from corral.scheduler.state import SchedulerState
+
+
+# A queued task goes to whichever worker frees up first, wherever its inputs are: only
+# worth it when they are cheap to move (a seed, a small array), not a scattered dataset.
+SMALL_INPUTS = 1 << 20
 
 
 def parse_saturation(value: Any) -> float:
@@ -87,7 +92,8 @@ class Queue:
         if len(deps) >= 5:
             return False
         wide = 2 * self.total_nthreads
-        return all(len(d.dependents) > wide for d in deps)
+        return (all(len(d.dependents) > wide for d in deps)
+                and sum(d.nbytes for d in deps) < SMALL_INPUTS)
 
     def limit(self, ws: WorkerState) -> int:
         return max(math.ceil(ws.nthreads * self.saturation), 1)
