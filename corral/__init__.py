@@ -15,6 +15,10 @@ _EXPORTS = {
     "AsyncQueue": "corral.client.coordination",
     "AsyncSemaphore": "corral.client.coordination",
     "AsyncVariable": "corral.client.coordination",
+    # dask.distributed's names for the errors a future's result() may raise:
+    "CancelledError": "concurrent.futures",
+    "KilledWorker": "corral.exceptions",
+    "TimeoutError": "builtins",
     "Client": "corral.client.sync",
     "Cluster": "corral.deploy.cluster",
     "CommClosedError": "corral.exceptions",
@@ -54,6 +58,8 @@ _EXPORTS = {
 __getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)
 
 if _typing.TYPE_CHECKING:
+    from concurrent.futures import CancelledError
+
     from corral import config
     from corral.client.client import AsyncClient
     from corral.client.coordination import (
@@ -84,7 +90,7 @@ if _typing.TYPE_CHECKING:
     from corral.core.server import Server
     from corral.deploy.cluster import Cluster
     from corral.deploy.local import LocalCluster
-    from corral.exceptions import CommClosedError, CorralError
+    from corral.exceptions import CommClosedError, CorralError, KilledWorker
     from corral.nanny import Nanny
     from corral.scheduler import Scheduler
     from corral.security import Security
@@ -98,6 +104,7 @@ __all__ = [
     "AsyncQueue",
     "AsyncSemaphore",
     "AsyncVariable",
+    "CancelledError",
     "Client",
     "Cluster",
     "CommClosedError",
@@ -106,6 +113,7 @@ __all__ = [
     "Event",
     "Executor",
     "Future",
+    "KilledWorker",
     "LocalCluster",
     "Lock",
     "Nanny",
@@ -115,6 +123,7 @@ __all__ = [
     "Security",
     "Semaphore",
     "Server",
+    "TimeoutError",
     "Variable",
     "Worker",
     "WorkerPlugin",

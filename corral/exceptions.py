@@ -24,7 +24,8 @@
     ├── KilledWorker                           a task was running on too many workers that died
     ├── ShuffleFailed                          a p2p shuffle lost a worker or pieces; rerun it
     ├── ClientClosedError                      a client (or one of its futures) used after close()
-    ├── FutureCancelledError                   a future's task and data are gone (restart)
+    ├── FutureCancelledError (concurrent.futures.CancelledError)
+    │                                          a future's task and data are gone (restart)
     └── RemoteError                            a remote exception that could not be rebuilt locally
 
 OS and asyncio errors are mapped onto this tree at the transport boundary
@@ -148,11 +149,6 @@ class ClientClosedError(CorralError):
     """A client, or a future of it, was used after the client was closed."""
 
 
-class FutureCancelledError(CorralError):
-    """What ``result()`` raises for a future cancelled after the fact, finished or not:
-    ``client.restart()`` dropped its task and data. Submit the work again."""
-
-
 class BadMemoryLimit(CorralError, ValueError):
     """A memory limit that cannot be parsed, or is too small to start a worker."""
 
@@ -160,3 +156,21 @@ class BadMemoryLimit(CorralError, ValueError):
 class JobQueueError(CorralError, RuntimeError):
     """A batch system's command (sbatch, squeue, scancel, qsub, bsub, ...) failed; the
     message names the command and what it said."""
+
+
+def __getattr__(name: str) -> type[CorralError]:
+    """``FutureCancelledError``, made on first use: it is also a
+    ``concurrent.futures.CancelledError`` (dask's ``CancelledError`` catches it), and
+    importing ``concurrent.futures`` loads logging and threading, which the pure state
+    machines importing this module do without."""
+    if name != "FutureCancelledError":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import concurrent.futures
+
+    class FutureCancelledError(CorralError, concurrent.futures.CancelledError):
+        """What ``result()`` raises for a future cancelled after the fact, finished or
+        not: ``client.restart()`` dropped its task and data. Submit the work again."""
+
+    FutureCancelledError.__qualname__ = name
+    globals()[name] = FutureCancelledError
+    return FutureCancelledError

@@ -16,8 +16,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from corral import Client, LocalCluster
-from corral import get_worker
+from corral import Client, LocalCluster, get_worker
 
 FILES_PER_WORKER = 3
 WORDS_PER_FILE = 5_000

@@ -135,7 +135,7 @@ async def test_client_never_blocks_its_loop(process_cluster, watched):
 
 def test_every_client_method_has_an_awaitable_twin():
     """Each method of ``Client`` is on ``AsyncClient`` too, and returns something to await
-    there; only submit, map, compute and persist, which never wait, return futures at once in
+    there; only submit, map, compute, persist and futures_of, which never wait, return at once in
     both, and as_current is a context manager in both."""
     for name in dir(Client):
         if name.startswith("_") or not callable(getattr(Client, name)):
@@ -144,7 +144,7 @@ def test_every_client_method_has_an_awaitable_twin():
         assert method is not None, f"AsyncClient lacks {name}"
         returns = str(method.__annotations__.get("return"))
         awaitable = asyncio.iscoroutinefunction(method) or returns.startswith("Coroutine")
-        immediate = {"submit", "map", "compute", "persist", "as_current"}
+        immediate = {"submit", "map", "compute", "persist", "as_current", "futures_of"}
         assert awaitable == (name not in immediate), name
 
 

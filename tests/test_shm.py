@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import struct
+import weakref
 
 import numpy as np
 import pytest
@@ -114,12 +115,18 @@ async def test_large_values_travel_in_shared_memory_equal_and_writable(sharing_s
         "sent_bytes": 4 * LARGE, "received_bytes": 4 * LARGE}
 
 
-def test_a_sender_maps_a_segment_only_while_it_copies_a_frame_in():
+def test_a_sender_never_maps_a_segment(monkeypatch):
     """What a peer keeps counts in the peer's memory, not in the sender's RSS (which a
-    worker's memory manager and its nanny watch): no mapping outlives the copy."""
+    worker's memory manager and its nanny watch), not even while it is copied in: a
+    paused worker serving a chunk was restarted for the moment its mapping lasted."""
     segment = segments.Segment(segments.capacity(LARGE))
     try:
+        def no_mapping(*args, **kwargs):
+            raise AssertionError("the sender mapped a segment")
+
+        monkeypatch.setattr(segments.mmap, "mmap", no_mapping)
         segment.fill(b"y" * LARGE)
+        monkeypatch.undo()
         inode = str(os.fstat(segment.fd).st_ino)
         assert not [m for m in memfds()[1] if m.split()[4] == inode]
         with open(f"/proc/self/fd/{segment.fd}", "rb") as copy:  # the bytes are there
@@ -156,10 +163,24 @@ async def test_a_mapped_frame_lives_as_long_as_its_value_then_goes_back_to_its_s
         before = counts()
         assert await r.echo(data=b"u" * LARGE) == b"u" * LARGE  # both segments reused
         assert grown(before)["reused_segments"] == 2
-    # Once both ends are done (the server sees the comm close), no side channel is left to
-    # lend segments to, so the cache lets go too: no descriptor, no mapping.
-    await wait_until(lambda: [gc.collect(), memfds() == ([], [])][1], what=memfds)
+    # Once both ends are done (the server sees the comm close), nothing is left but the
+    # cache: no descriptor, no mapping.
+    await wait_until(lambda: [shm.cache().clear(), gc.collect(), memfds() == ([], [])][2],
+                     what=memfds)
+
+
+async def test_the_last_side_channel_to_close_frees_the_cached_segments(monkeypatch):
+    """Nobody is left to lend segments to: a closed in-process cluster keeps no memfd."""
+    monkeypatch.setattr(shm, "_open_channels", weakref.WeakSet())
+    monkeypatch.setattr(shm, "_cache", None)
+    one, other = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    first, second = shm.SharedChannel(one), shm.SharedChannel(other)
+    shm.cache().put(segments.Segment(segments.capacity(LARGE)))
+    first.close()
+    assert shm.cache().nbytes == segments.capacity(LARGE)  # the other may still send
+    second.close()
     assert shm.cache().nbytes == 0
+    assert memfds() == ([], [])
 
 
 async def test_past_its_budget_of_mappings_a_receiver_copies_frames_out(

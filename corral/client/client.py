@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable, Coroutine, Hashable, Iterable
 from functools import partial
 from typing import Any, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from corral import messages as msgs
 from corral import runspec
@@ -157,9 +157,9 @@ class AsyncClient(AsyncClientExtras, ClientCore):
             return None
         host = urlsplit(self.scheduler_address).hostname or "127.0.0.1"
         base = f"http://{f'[{host}]' if ':' in host else host}:{self._dashboard_port}"
-        if self.security is None or self.security.token is None:
-            return f"{base}/status"
-        return f"{base}/login?token={quote(self.security.token)}"
+        from corral.dashboard.access import login_link  # not before a link is asked for
+
+        return login_link(base, self.security)
 
     def __await__(self) -> Any:
         return self.start().__await__()

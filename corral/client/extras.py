@@ -18,13 +18,16 @@ from typing import TYPE_CHECKING, Any
 
 from corral import messages as msgs
 from corral.client.future import Future
+from corral.client.persist import futures_of
 from corral.client.requests import dump_item
+from corral.credentials import write_scheduler_file
 from corral.exceptions import CorralError
 from corral.protocol import dumps_pickle
 
 if TYPE_CHECKING:
     from corral.client.client import AsyncClient
     from corral.client.requests import Requests
+    from corral.security import Security
 
 _NO_DEFAULT: Any = object()
 
@@ -68,6 +71,8 @@ class AsyncClientExtras:
 
     if TYPE_CHECKING:
         requests: Requests
+        scheduler_address: str | None
+        security: Security | None
 
         @property
         def scheduler(self) -> Any: ...
@@ -209,6 +214,22 @@ class AsyncClientExtras:
         return list(reply.value)
 
 
+    # -- dask.distributed's odds and ends --------------------------------------------------
+
+    def futures_of(self, collections: Any) -> list[Future]:
+        """The futures inside ``collections``, as ``corral.futures_of`` finds them."""
+        return futures_of(collections)
+
+    async def write_scheduler_file(self, filename: str | os.PathLike[str]) -> None:
+        """Write the scheduler's address and this client's credentials to ``filename``
+        (a new file of mode 0600, put in place atomically), for ``Client(scheduler_file=)``
+        and ``corral worker --scheduler-file`` elsewhere."""
+        self.check_open()
+        if self.scheduler_address is None:
+            raise CorralError("the client has no scheduler yet: await it first")
+        write_scheduler_file(filename, self.scheduler_address, self.security)
+
+
 class ClientExtras:
     """The synchronous ``Client``'s side of ``AsyncClientExtras``."""
 
@@ -279,6 +300,14 @@ class ClientExtras:
     def list_datasets(self) -> list[str]:
         """The names of the published datasets, sorted."""
         return self._run(self._core.list_datasets())
+
+    def futures_of(self, collections: Any) -> list[Future]:
+        """The futures inside ``collections``, as ``corral.futures_of`` finds them."""
+        return futures_of(collections)
+
+    def write_scheduler_file(self, filename: str | os.PathLike[str]) -> None:
+        """Write the scheduler's address and this client's credentials to ``filename``."""
+        self._run(self._core.write_scheduler_file(filename))
 
     @property
     def datasets(self) -> Datasets:

@@ -3,8 +3,8 @@
 Fresh memory is what a large transfer pays most for on small VMs (every new page
 faults, ~25 000 faults per 100 MB); so a sender keeps the segments its peers have
 released (``SegmentCache``, ``comm.shared-memory.cache`` bytes at most, each dropped
-after ``IDLE_SECONDS`` unused) and fills them again: already allocated, already
-mapped, a transfer is then one ``memcpy`` on each side's page tables.
+after ``IDLE_SECONDS`` unused) and fills them again: already allocated, a transfer is
+then one copy in (``pwrite``, never a mapping of the sender's) and none out.
 
 A segment is allocated in full when made (``posix_fallocate``): memory short shows
 as an error there, which sends that frame through the socket, rather than as a
@@ -27,8 +27,6 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from corral.comm.framing import allocate_frame
 from corral.exceptions import ProtocolError
 
@@ -48,10 +46,10 @@ def capacity(nbytes: int) -> int:
 
 
 class Segment:
-    """A memfd of ``size`` bytes, allocated. It is mapped here only while a frame is
-    copied in: the pages then count in the memory of the peer that maps them, not in
-    this process's, however long that peer keeps them (a worker's memory manager
-    measures its own RSS)."""
+    """A memfd of ``size`` bytes, allocated. The sender never maps it: frames are written
+    in with ``pwrite``, so its pages count in the memory of the peer that maps them, not
+    in this process's, not even during the copy (a worker's memory manager and its nanny
+    watch its RSS: a paused worker serving its data must not cross its limit)."""
 
     __slots__ = ("fd", "idle_since", "size")
 
@@ -66,13 +64,11 @@ class Segment:
         self.idle_since = 0.0
 
     def fill(self, frame: Any) -> None:
-        """Copy ``frame`` to the start of the segment (NumPy lets go of the GIL)."""
-        source = np.frombuffer(memoryview(frame).cast("B"), dtype=np.uint8)
-        with mmap.mmap(self.fd, self.size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE,
-                       prot=mmap.PROT_READ | mmap.PROT_WRITE) as buffer:
-            view = np.frombuffer(buffer, dtype=np.uint8)
-            np.copyto(view[: source.size], source)
-            del view  # the mapping can close only once no array holds it
+        """Copy ``frame`` to the start of the segment (``pwrite`` lets go of the GIL)."""
+        source = memoryview(frame).cast("B")
+        done = 0
+        while done < source.nbytes:
+            done += os.pwrite(self.fd, source[done: done + _CHUNK], done)
 
     def close(self) -> None:
         os.close(self.fd)

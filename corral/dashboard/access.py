@@ -14,6 +14,7 @@ import hmac
 import os
 import socket
 import time
+from urllib.parse import quote
 
 import psutil
 
@@ -87,3 +88,11 @@ def authorized(security: Security | None, cookie: str | None, authorization: str
         return True
     scheme, _, presented = (authorization or "").partition(" ")
     return scheme.lower() == "bearer" and security.authorize_http(presented.strip())
+
+
+def login_link(base_url: str, security: Security | None) -> str:
+    """The dashboard at ``base_url`` for a browser. With a token the link logs the browser
+    in once (it then holds a cookie), so it is as secret as the token."""
+    if security is None or security.token is None:
+        return f"{base_url}/status"
+    return f"{base_url}/login?token={quote(security.token)}"

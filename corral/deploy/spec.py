@@ -225,6 +225,24 @@ class ClusterManager:
         return self._scheduler_address
 
     @property
+    def dashboard_link(self) -> str | None:
+        """The dashboard's address for a browser (None without a dashboard); with a token it
+        logs the browser in, so it is as secret as the token."""
+        from corral.dashboard.access import login_link
+
+        return None if self.dashboard is None else login_link(self.dashboard.url, self.security)
+
+    @property
+    def asynchronous(self) -> bool:
+        return self._asynchronous
+
+    def get_client(self) -> Any:
+        """A client of this cluster: an ``AsyncClient`` to await if it is asynchronous."""
+        from corral.client.sync import Client
+
+        return Client(self, asynchronous=self._asynchronous)
+
+    @property
     def workers(self) -> dict[str, Any]:
         """The jobs running, by name."""
         return self.jobs
