@@ -70,6 +70,10 @@ def _scheduler_security(flags: dict[str, Any], no_auth: bool) -> Security | None
 @click.option("--worker-ttl", type=float,
               help="Seconds without a heartbeat after which a worker counts as dead "
                    "[config scheduler.worker-ttl: 30].")
+@click.option("--worker-saturation",
+              help="Root tasks wait on the scheduler until a worker has fewer than "
+                   "ceil(threads * this) tasks; inf sends every ready task at once "
+                   "[config scheduler.worker-saturation: 1.1].")
 @click.option("--idle-timeout", callback=as_duration,
               help="Close after this long with no client connected and no task running "
                    "(e.g. 1h; default: never).")
@@ -83,6 +87,7 @@ def scheduler(
     scheduler_file: str | None,
     no_auth: bool,
     worker_ttl: float | None,
+    worker_saturation: str | None,
     idle_timeout: float | None,
     pid_file: str | None,
     **flags: Any,
@@ -90,14 +95,21 @@ def scheduler(
     """Start a scheduler (with a fresh token unless given one, or --no-auth)."""
     from corral.deploy.dashboard import attach_dashboard
     from corral.scheduler import Scheduler
+    from corral.scheduler.queuing import parse_saturation
 
     port = config.fallback(port, "scheduler.port")
     dashboard_address = str(config.fallback(dashboard_address, "dashboard.address"))
 
     security = _scheduler_security(flags, no_auth)
+    if worker_saturation is not None:
+        try:
+            parse_saturation(worker_saturation)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--worker-saturation") from None
 
     async def run() -> None:
-        sched = Scheduler(security=security, worker_ttl=worker_ttl, idle_timeout=idle_timeout)
+        sched = Scheduler(security=security, worker_ttl=worker_ttl, idle_timeout=idle_timeout,
+                          worker_saturation=worker_saturation)
         await sched.listen(f"{scheme_for(security)}://{host}:{port}")
         dashboard = None
         if dashboard_address.lower() not in ("none", ""):

@@ -83,7 +83,7 @@ def progress(state: SchedulerState, timeline: Timeline) -> list[dict[str, Any]]:
     for name, counts in by_name.items():
         rows.append({
             "name": name,
-            "waiting": counts["waiting"] + counts["no-worker"],
+            "waiting": counts["waiting"] + counts["no-worker"] + counts["queued"],
             "processing": counts["processing"],
             "memory": counts["memory"],
             "erred": counts["erred"],

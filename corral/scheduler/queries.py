@@ -48,6 +48,10 @@ def validate(state: SchedulerState) -> None:
     no_worker = [t for t in state.tasks.values() if t.state == TS.NO_WORKER]
     assert set(state.no_worker) == set(no_worker), "no-worker index out of date"
     assert all(state.tasks.get(t.key) is t for t in state.no_worker)
+    queued = {t for t in state.tasks.values() if t.state == TS.QUEUED}
+    assert set(state.queue) == queued, "queue out of date"
+    if state.queue:  # tasks wait only while no worker has a free slot
+        assert all(state.queue.slots(w) <= 0 for w in state.workers.values())
     assert not state.pending_compute, "tasks left set aside after a stimulus"
     for key, ts in state.tasks.items():
         assert ts.key == key

@@ -18,6 +18,7 @@ class TS(Enum):
     RELEASED = "released"
     WAITING = "waiting"
     NO_WORKER = "no-worker"
+    QUEUED = "queued"  # root-ish, ready, held on the scheduler until a thread frees up
     PROCESSING = "processing"
     MEMORY = "memory"
     ERRED = "erred"
@@ -31,12 +32,14 @@ TRANSITIONS: frozenset[tuple[TS, TS]] = frozenset({
     (TS.WAITING, TS.PROCESSING), (TS.WAITING, TS.NO_WORKER), (TS.WAITING, TS.RELEASED),
     (TS.WAITING, TS.ERRED), (TS.WAITING, TS.MEMORY),
     (TS.NO_WORKER, TS.PROCESSING), (TS.NO_WORKER, TS.RELEASED), (TS.NO_WORKER, TS.ERRED),
-    (TS.NO_WORKER, TS.MEMORY),
+    (TS.NO_WORKER, TS.MEMORY), (TS.NO_WORKER, TS.QUEUED),
+    (TS.WAITING, TS.QUEUED), (TS.QUEUED, TS.PROCESSING), (TS.QUEUED, TS.RELEASED),
+    (TS.QUEUED, TS.ERRED), (TS.QUEUED, TS.MEMORY),
     (TS.PROCESSING, TS.MEMORY), (TS.PROCESSING, TS.ERRED), (TS.PROCESSING, TS.RELEASED),
     (TS.MEMORY, TS.RELEASED), (TS.ERRED, TS.RELEASED),
 })  # fmt: skip
 
-ACTIVE = (TS.WAITING, TS.NO_WORKER, TS.PROCESSING)
+ACTIVE = (TS.WAITING, TS.NO_WORKER, TS.QUEUED, TS.PROCESSING)
 
 # The pseudo-client that wants fire-and-forget tasks until they are done; never told.
 FIRE_AND_FORGET = "fire-and-forget"

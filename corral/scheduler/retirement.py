@@ -105,6 +105,7 @@ def _refuse(state: SchedulerState, ws: WorkerState, reason: str) -> None:
     ws.retiring = False
     del state.retiring[ws.address]
     state.emit(ev.RetirementRefused, worker=ws.address, reason=reason)
+    state.queue.note_freed(ws)
     for ts in list(state.no_worker):  # it may run tasks again
         if ts.state == TS.NO_WORKER:
             state.place(ts)

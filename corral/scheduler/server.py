@@ -32,6 +32,7 @@ from corral.scheduler.coordination import (
     WantKeys,
 )
 from corral.scheduler.extras import SchedulerExtras
+from corral.scheduler.queuing import parse_saturation
 from corral.scheduler.state import SchedulerState
 from corral.scheduler.timeline import Timeline
 from corral.scheduler.wire import client_message, scatter_stimuli, worker_message
@@ -61,6 +62,7 @@ class Scheduler:
         batch_interval: float | None = None,
         worker_ttl: float | None = None,
         client_grace: float | None = None,
+        worker_saturation: float | str | None = None,
         dashboard_address: str | None = None,
         dashboard_allowed_hosts: tuple[str, ...] = (),
         lease_timeout: float = 30.0,
@@ -85,6 +87,9 @@ class Scheduler:
         worker_ttl = config.fallback(worker_ttl, "scheduler.worker-ttl")
         client_grace = config.fallback(client_grace, "scheduler.client-grace")
         state_options.setdefault("allowed_failures", config.get("scheduler.allowed-failures"))
+        # Checked here, so that a bad setting stops the scheduler before it listens.
+        state_options["worker_saturation"] = parse_saturation(
+            config.fallback(worker_saturation, "scheduler.worker-saturation"))
         # A worker silent for this long is dead, whether or not its connection closed.
         self.worker_ttl = worker_ttl
         # A client whose connection drops keeps its keys this long, to reconnect.

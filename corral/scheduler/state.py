@@ -15,10 +15,12 @@ Theory of operation
   dependents: that is the lineage used to recompute lost data.
 * Placement (``placement``): a ready task goes to the worker where it would start
   soonest, found in O(inputs + log workers).
-* Every task ready on a worker is sent at once, with a priority the worker honours:
+* A task ready on a worker is sent at once, with a priority the worker honours:
   ``(-user priority, submission generation, depth-first order)``, so dependents finish
-  before new roots start. On each ``Tick`` idle workers steal the last-to-run tasks
-  of busy ones (``stealing``).
+  before new roots start. Root-ish tasks are the exception (``queuing``): they are
+  ``queued`` here and handed out, in priority order, as worker threads free up, so that
+  a graph's roots cannot fill memory before its reductions run. On each ``Tick`` idle
+  workers steal the last-to-run tasks of busy ones (``stealing``).
 * Recovery costs what it touches: tasks set aside while a dead worker's losses are
   sorted out wait in a FIFO with a membership set, and no-worker tasks are indexed, so
   neither a worker leaving nor one joining walks every task.
@@ -33,6 +35,7 @@ Theory of operation
 
 from __future__ import annotations
 
+import math
 import pickle
 from collections import defaultdict, deque
 from collections.abc import Iterable
@@ -41,7 +44,7 @@ from typing import Any
 from corral.basic_types import Key
 from corral.exceptions import DataLostError, InvalidTransition, UnknownStimulus
 from corral.scheduler import events as ev
-from corral.scheduler import queries, retirement, stimulus_log
+from corral.scheduler import queries, queuing, retirement, stimulus_log
 from corral.scheduler.checkpoints import Checkpoints
 from corral.scheduler.dispatch import HANDLERS
 from corral.scheduler.liveness import Liveness
@@ -79,6 +82,7 @@ class SchedulerState:
         client_grace: float = 30.0,
         checkpoint_ratio: float = 10.0,
         inline_result_bytes: int = 64 * 1024,
+        worker_saturation: float = math.inf,
     ) -> None:
         # Everything a replay needs to build the same machine (``stimulus_log.replay``).
         self.options: dict[str, Any] = {
@@ -87,6 +91,7 @@ class SchedulerState:
             "log_length": log_length, "stimulus_log_length": stimulus_log_length,
             "worker_ttl": worker_ttl, "client_grace": client_grace,
             "checkpoint_ratio": checkpoint_ratio, "inline_result_bytes": inline_result_bytes,
+            "worker_saturation": worker_saturation,
         }
         # Results a client waits for that pickle this small travel with the report; the
         # scheduler relays those bytes and never unpickles them.
@@ -113,6 +118,8 @@ class SchedulerState:
         self.generation = 0  # graphs submitted so far: the second part of priorities
         # Tasks in no-worker, in the order they got there: placed again when a worker joins.
         self.no_worker: dict[TaskState, None] = {}
+        # Root-ish tasks ready to run, held here until a worker has a free thread slot.
+        self.queue = queuing.Queue(worker_saturation)
         # Released tasks to bring back once a stimulus has sorted out what was lost: a
         # FIFO, and a set to ask "is it among them" in O(1).
         self.pending_compute: deque[TaskState] = deque()
@@ -141,6 +148,8 @@ class SchedulerState:
             handler(self, stimulus)
             if self.checkpoints.unpinned:
                 self.checkpoints.settle()
+        if self.queue.freed:
+            queuing.fill_slots(self)  # once per batch: new roots leave with the results' answers
         if self.retiring:
             retirement.progress(self)
         actions, self._actions = self._actions, []
@@ -173,6 +182,10 @@ class SchedulerState:
             del self.no_worker[ts]
         elif new == TS.NO_WORKER:
             self.no_worker[ts] = None
+        if ts.state == TS.QUEUED:
+            self.queue.discard(ts)
+        elif new == TS.QUEUED:
+            self.queue.push(ts)
         was_active, is_active = ts.state in ACTIVE, new in ACTIVE
         if was_active != is_active:
             step = 1 if is_active else -1
@@ -251,6 +264,10 @@ class SchedulerState:
                 self.place(t)
 
     def place(self, ts: TaskState) -> None:
+        if self.queue.is_rootish(ts) and self.placement.least_loaded() is not None:
+            if ts.state != TS.QUEUED:  # ``queuing.fill_slots`` hands it out, batch's end
+                self.transition(ts, TS.QUEUED)
+            return
         ws = self.placement.decide_worker(ts)
         if ws is None:
             if ts.state != TS.NO_WORKER:
@@ -271,7 +288,10 @@ class SchedulerState:
         )
 
     def unassign(self, ts: TaskState) -> WorkerState | None:
-        return self.placement.remove_processing(ts)
+        ws = self.placement.remove_processing(ts)
+        if ws is not None:
+            self.queue.note_freed(ws)
+        return ws
 
     # -- replicas and errors -------------------------------------------------------------
 
@@ -386,8 +406,8 @@ class SchedulerState:
                     self.emit(ev.FreeKeys, worker=ws.address, keys=(dts.key,))
                 self.transition(dts, TS.RELEASED)
                 self.compute_later(dts)
-            elif dts.state in (TS.WAITING, TS.NO_WORKER):
-                if dts.state == TS.NO_WORKER:
+            elif dts.state in (TS.WAITING, TS.NO_WORKER, TS.QUEUED):
+                if dts.state != TS.WAITING:
                     self.transition(dts, TS.RELEASED)
                     self.compute_later(dts)
                 else:

@@ -31,6 +31,7 @@ def add_worker(state: SchedulerState, s: ev.AddWorker) -> None:
     state.liveness.worker_joined(s.address, s.now)
     state.placement.worker_joined(ws)
     state.placement.set_occupancy(ws, 0.0)
+    state.queue.worker_joined(ws)
     for ts in list(state.no_worker):
         if ts.state == TS.NO_WORKER:  # placing one may not move another, but be sure
             state.place(ts)
@@ -49,6 +50,7 @@ def worker_paused(state: SchedulerState, s: ev.WorkerPaused) -> None:
     ws.paused = s.paused
     if not s.paused:
         state.placement.set_occupancy(ws, ws.occupancy)  # back among the candidates
+        state.queue.note_freed(ws)
         for ts in list(state.no_worker):
             if ts.state == TS.NO_WORKER:
                 state.place(ts)
@@ -67,6 +69,7 @@ def remove(state: SchedulerState, address: str, reason: str) -> None:
     if ws.processing or ws.has_what:
         state.checkpoints.arm()  # work was lost: second copies are now worth their cost
     state.placement.worker_left(ws)
+    state.queue.worker_left(ws)
     state.retiring.pop(address, None)
     for ts in list(ws.processing):
         # Suspects: tasks it was running that never finished anywhere. Queued tasks are
@@ -111,6 +114,7 @@ def task_seceded(state: SchedulerState, s: ev.TaskSeceded) -> None:
     ts, ws = state.tasks.get(s.key), state.workers.get(s.worker)
     if ts is not None and ws is not None:
         state.placement.secede(ts, ws)
+        state.queue.note_freed(ws)
 
 
 def task_rejoined(state: SchedulerState, s: ev.TaskRejoined) -> None:
@@ -253,7 +257,9 @@ def steal_response(state: SchedulerState, s: ev.StealResponse) -> None:
         return
     state.transition(ts, TS.WAITING)
     thief = state.workers.get(thief_address or "")
-    if thief is not None and state.placement.may_run(ts, thief):
+    # A root-ish task goes back to the queue instead, to leave in its turn.
+    if (thief is not None and state.placement.may_run(ts, thief)
+            and not state.queue.is_rootish(ts)):
         state.assign(ts, thief)
     else:
         state.place(ts)

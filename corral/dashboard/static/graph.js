@@ -1,7 +1,7 @@
 "use strict";
 // The graph page: tasks in columns by depth, edges from inputs, coloured by state.
 const STATE_COLOURS = {
-  waiting: "#ccc", "no-worker": "#f0c36d", processing: "#1f6fb2", memory: "#2a7d2a",
+  waiting: "#ccc", "no-worker": "#f0c36d", queued: "#b9c7d6", processing: "#1f6fb2", memory: "#2a7d2a",
   erred: "#c0392b",
 };
 const SVG = "http://www.w3.org/2000/svg";

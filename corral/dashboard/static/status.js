@@ -9,7 +9,7 @@ function renderSummary(s) {
   corral.replace("summary",
     card("workers", s.workers), card("threads", s.threads),
     card("finished", s.finished, "finished-count"), card("processing", s.tasks.processing),
-    card("waiting", s.tasks.waiting + s.tasks["no-worker"]), card("erred", s.erred),
+    card("waiting", s.tasks.waiting + s.tasks["no-worker"]), card("queued", s.tasks.queued), card("erred", s.erred),
     card("in memory", corral.bytes(s.memory_bytes)),
     card("transferred", corral.bytes(s.transferred_bytes)));
 }

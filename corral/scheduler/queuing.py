@@ -1,0 +1,167 @@
+"""Root-task queuing: root-ish tasks wait on the scheduler until a worker has a free slot.
+
+Rules
+-----
+* Sending every ready task at once is right for a task with inputs (it runs where its
+  inputs are, and its inputs are freed when it finishes), but a graph with 100 000
+  roots would then fill every worker's memory with root outputs before any reduction
+  ran. So *root-ish* tasks are held here, in ``queued``, and handed out as threads free
+  up: a worker has at most ``max(ceil(nthreads * saturation), 1)`` tasks holding or
+  waiting for a thread slot (seceded ones do not count), the ``worker-saturation``
+  setting (default 1.1; ``inf`` turns queuing off).
+* Root-ish (``is_rootish``): no worker or resource restrictions, and either no inputs,
+  or fewer than 5 inputs, under ``SMALL_INPUTS`` bytes in all, each shared by more than
+  twice the cluster's threads: the member of a large group that depends on a few small
+  shared things (dask's rule, read from the task's own inputs instead of a task group).
+* Handed out in priority order (the graph's: user priority, submission, depth first),
+  to the least loaded worker with a free slot; paused and retiring workers get none.
+* Slots free up when a task leaves a worker (finished, erred, stolen, released), when
+  one secedes, a worker joins or resumes: those workers are noted (``freed``), and the
+  state machine fills them once per ``handle`` call, so new roots leave in the same
+  batch as the completions that made room for them.
+
+Pure: an index and arithmetic. The state machine makes the transitions.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from typing import TYPE_CHECKING, Any
+
+from corral.scheduler.records import TaskState, WorkerState
+
+if TYPE_CHECKING:
+    from corral.scheduler.state import SchedulerState
+
+
+# A queued task goes to whichever worker frees up first, wherever its inputs are: only
+# worth it when they are cheap to move (a seed, a small array), not a scattered dataset.
+SMALL_INPUTS = 1 << 20
+
+
+def parse_saturation(value: Any) -> float:
+    """``worker-saturation`` as a float > 0 (``inf`` allowed); a clear error otherwise."""
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            number = math.nan
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    else:
+        number = math.nan
+    if not number > 0:  # NaN too
+        raise ValueError(f"worker-saturation must be a number > 0 (or inf to turn root-task "
+                         f"queuing off), got {value!r}")
+    return number
+
+
+class Queue:
+    def __init__(self, saturation: float) -> None:
+        self.saturation = parse_saturation(saturation)
+        self.enabled = math.isfinite(self.saturation)
+        # (priority, sequence, task): a heap with lazy deletion. ``_entry`` maps each
+        # queued task to the sequence number of its live entry.
+        self._heap: list[tuple[tuple[float, ...], int, TaskState]] = []
+        self._entry: dict[TaskState, int] = {}
+        self._seq = itertools.count()
+        # Every worker with a free slot is here (and maybe some without: dropped when
+        # found full), so filling costs what changed, not a walk over every worker.
+        self.freed: dict[WorkerState, None] = {}
+        self.total_nthreads = 0
+
+    def __len__(self) -> int:
+        return len(self._entry)
+
+    def __contains__(self, ts: TaskState) -> bool:
+        return ts in self._entry
+
+    def __iter__(self) -> Any:
+        return iter(self._entry)
+
+    # -- deciding -----------------------------------------------------------------------
+
+    def is_rootish(self, ts: TaskState) -> bool:
+        if not self.enabled or ts.restrictions is not None or ts.resources:
+            return False
+        deps = ts.dependencies
+        if not deps:
+            return True
+        if len(deps) >= 5:
+            return False
+        wide = 2 * self.total_nthreads
+        return (all(len(d.dependents) > wide for d in deps)
+                and sum(d.nbytes for d in deps) < SMALL_INPUTS)
+
+    def limit(self, ws: WorkerState) -> int:
+        return max(math.ceil(ws.nthreads * self.saturation), 1)
+
+    def slots(self, ws: WorkerState) -> int:
+        """Root-ish tasks ``ws`` may take now."""
+        if not ws.takes_tasks:
+            return 0
+        return self.limit(ws) - ws.queued()
+
+    # -- the index ----------------------------------------------------------------------
+
+    def push(self, ts: TaskState) -> None:
+        seq = next(self._seq)
+        self._entry[ts] = seq
+        heapq.heappush(self._heap, (ts.priority, seq, ts))
+
+    def discard(self, ts: TaskState) -> None:
+        self._entry.pop(ts, None)
+        if not self._entry:
+            self._heap.clear()  # drop the stale entries in one go
+
+    def pop(self) -> TaskState | None:
+        """The queued task of first priority, taken off the queue; None if empty."""
+        heap, entry = self._heap, self._entry
+        while heap:
+            _, seq, ts = heapq.heappop(heap)
+            if entry.get(ts) == seq:
+                del entry[ts]
+                return ts
+        return None
+
+    # -- workers ------------------------------------------------------------------------
+
+    def worker_joined(self, ws: WorkerState) -> None:
+        self.total_nthreads += ws.nthreads
+        self.freed[ws] = None
+
+    def worker_left(self, ws: WorkerState) -> None:
+        self.total_nthreads -= ws.nthreads
+        self.freed.pop(ws, None)
+
+    def note_freed(self, ws: WorkerState) -> None:
+        if self.enabled:
+            self.freed[ws] = None
+
+    def takers(self, workers: dict[str, WorkerState]) -> list[tuple[WorkerState, int]]:
+        """The noted workers that have free slots, least loaded first, with how many;
+        workers found full (or gone) are no longer noted."""
+        if not self._entry or not self.freed:
+            return []
+        found = []
+        for ws in list(self.freed):
+            n = self.slots(ws) if workers.get(ws.address) is ws else 0
+            if n > 0:
+                found.append((ws, n))
+            else:
+                del self.freed[ws]
+        found.sort(key=lambda p: (p[0].queued() / p[0].nthreads, p[0].address))
+        return found
+
+
+def fill_slots(state: SchedulerState) -> None:
+    """Hand queued tasks, first priority first, to the workers with free slots."""
+    queue = state.queue
+    for ws, free in queue.takers(state.workers):
+        for _ in range(free):
+            ts = queue.pop()
+            if ts is None:
+                return
+            state.assign(ts, ws)
