@@ -32,7 +32,8 @@ def test_a_silent_worker_is_removed_at_the_first_tick_past_its_ttl_and_not_befor
     actions = state.handle(tick(110.5))
     assert actions == [
         ev.ComputeTask(stimulus_id="tick-110.5", worker=A, key="x", run_spec=b"spec-x",
-                       who_has={}, nbytes={}, priority=(0, 1, 0)),
+                       who_has={}, nbytes={}, priority=(0, 1, 0),
+                       inline_result=64 * 1024),  # client c waits for it
         ev.DropWorker(stimulus_id="tick-110.5", worker=B, reason="no heartbeat for 10.0 s"),
     ]
     assert list(state.workers) == [A]

@@ -14,6 +14,7 @@ done, so the key cannot be freed before the worker holds it in turn.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import threading
 import time
@@ -179,7 +180,11 @@ class Future:
 
     def retry(self) -> None:
         """Run a failed task again (and the failed inputs it needs); see ``Client.retry``."""
-        self.client.retry_soon([self])
+        runner = self.client.runner
+        if runner is None or runner.in_loop_thread() or self.client.closed:
+            self.client.retry_soon([self])
+        else:  # pending again before this returns: a result() waiting here must see it
+            self.client.blocking(self.client.retry([self]), None, "retry")  # type: ignore[attr-defined]
 
     async def _wait(self) -> None:
         """Wait until done; a client closed before or meanwhile raises ``ClientClosedError``
@@ -225,7 +230,10 @@ class Future:
             raise TimeoutError(f"{self._waiting_for} timed out after {timeout:g} s")
         self.client.check_open()  # closing cancelled it: say so
         if self._state.status != FINISHED:
-            raise self._state.exception  # type: ignore[misc]
+            error = self._state.exception
+            if isinstance(error, asyncio.CancelledError):  # what the loop's way raises
+                raise concurrent.futures.CancelledError(*error.args)
+            raise error  # type: ignore[misc]
         pickled = self._state.pickled
         if pickled is not None:  # came with the report: no fetch, not even a loop hop
             return self._unpickle(pickled)
