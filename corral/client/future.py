@@ -180,11 +180,19 @@ class Future:
 
     def retry(self) -> None:
         """Run a failed task again (and the failed inputs it needs); see ``Client.retry``."""
-        runner = self.client.runner
-        if runner is None or runner.in_loop_thread() or self.client.closed:
+        if self._on_loop():
             self.client.retry_soon([self])
         else:  # pending again before this returns: a result() waiting here must see it
-            self.client.blocking(self.client.retry([self]), None, "retry")  # type: ignore[attr-defined]
+            self.client.blocking(self._retry_async(), None, "retry")
+
+    async def _retry_async(self) -> None:
+        self.client.retry_soon([self])  # on the loop: the states reset at once
+
+    def _on_loop(self) -> bool:
+        """Whether this call must go through the client's loop (asynchronous client, the
+        loop's own thread, or a closed client) rather than wait in the caller's thread."""
+        runner = self.client.runner
+        return runner is None or runner.in_loop_thread() or self.client.closed
 
     async def _wait(self) -> None:
         """Wait until done; a client closed before or meanwhile raises ``ClientClosedError``
@@ -221,8 +229,7 @@ class Future:
 
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the task and return its value, or raise its exception."""
-        runner = self.client.runner
-        if runner is None or runner.in_loop_thread() or self.client.closed:
+        if self._on_loop():
             return self.client.blocking(self._result_async(), timeout, self._waiting_for)
         # A synchronous client: wait in this thread; the loop only fetches the value.
         start = time.monotonic()
