@@ -284,6 +284,21 @@ def test_a_client_given_a_cluster_has_it_as_client_cluster_and_leaves_it_open():
         assert len(cluster.scheduler.state.workers) == 2
 
 
+def test_the_cluster_listens_on_the_host_ip_or_interface_given():
+    from corral.deploy.local import listen_host
+
+    with Client(interface="lo", n_workers=1, processes=False, dashboard_address=None,
+                set_as_default=False) as c:
+        assert c.scheduler_address.startswith("tcp://127.0.0.1:")
+        assert all(a.startswith("tcp://127.0.0.1:") for a in c.nthreads())
+    assert listen_host(None, "127.0.0.2", None) == "127.0.0.2"  # dask's older ip=
+    assert listen_host(None, None, None) == "127.0.0.1"
+    with pytest.raises(ValueError, match="one of host=, ip= and interface="):
+        listen_host("0.0.0.0", None, "lo")
+    with pytest.raises(ValueError, match=r"no network interface 'nope0'; there are: .*lo"):
+        LocalCluster(interface="nope0", processes=False)
+
+
 def test_cluster_arguments_are_refused_with_an_address_or_when_no_cluster_takes_them():
     with pytest.raises(TypeError, match="address"):
         Client("tcp://127.0.0.1:1", n_workers=2)

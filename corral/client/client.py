@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
-import pickle
 import threading
 import uuid
 from collections import defaultdict
@@ -23,7 +21,7 @@ from urllib.parse import urlsplit
 
 from corral import messages as msgs
 from corral import runspec
-from corral.client import defaults, fetch, persist, reports
+from corral.client import defaults, fetch, persist, reports, scatter
 from corral.client.cluster import cluster_arguments, wait_for_workers
 from corral.client.extras import AsyncClientExtras
 from corral.client.future import (
@@ -36,9 +34,8 @@ from corral.client.future import (
     reading_client,
 )
 from corral.client.interface import ClientCore, ClusterLike
-from corral.client.reports import load_exception
 from corral.client.requests import Requests
-from corral.client.tasks import addresses, task_message, task_options, worker_specs
+from corral.client.tasks import task_message, task_options, worker_specs
 from corral.comm.addressing import normalize_address
 from corral.core import BatchedSend, Comm, ConnectionPool, connect
 from corral.credentials import resolve
@@ -48,9 +45,7 @@ from corral.exceptions import (
     CommError,
     CorralError,
 )
-from corral.protocol import dumps_pickle
 from corral.security import Security
-from corral.sizeof import sizeof
 from corral.utils import LoopRunner
 
 logger = logging.getLogger("corral.client")
@@ -552,72 +547,9 @@ class AsyncClient(AsyncClientExtras, ClientCore):
     ) -> Any:
         """Put local data on workers; returns futures in the shape of ``data``."""
         self.check_open()
-        if isinstance(data, dict):
-            items = dict(data)
-        elif isinstance(data, list | tuple | set | frozenset):
-            items = {f"{type(v).__name__}-{uuid.uuid4().hex}": v for v in data}
-        else:
-            items = {f"{type(data).__name__}-{uuid.uuid4().hex}": data}
-        nthreads = await self.scheduler.nthreads()
-        targets = sorted(nthreads) if workers is None else addresses(workers)
-        if not targets:
-            raise CorralError("no workers to scatter to")
-        placement: dict[str, dict[Hashable, Any]] = defaultdict(dict)
-        holders: dict[Hashable, list[str]] = defaultdict(list)
-        cycle = itertools.cycle(targets)
-        for key, value in items.items():
-            for worker in targets if broadcast else [next(cycle)]:
-                placement[worker][key] = value
-                holders[key].append(worker)
-        await asyncio.gather(
-            *(self.pool(w).update_data(data=d, report=False) for w, d in placement.items())
-        )
-        futures = {key: Future(key, self) for key in items}
-        placed = {k: (tuple(holders[k]), sizeof(items[k])) for k in items}
-        self._send(msgs.Scatter(stimulus_id=self._ids(), placed=placed))
-        # The scheduler's report that they are in memory also orders later queries after it.
-        await Finished(futures.values()).wait_all()
-        if isinstance(data, dict):
-            return futures
-        values = list(futures.values())
-        if isinstance(data, list | tuple | set | frozenset):
-            return type(data)(values) if not isinstance(data, set | frozenset) else values
-        return values[0]
+        return await scatter.scatter(self, data, workers, broadcast)
 
-    # -- queries -----------------------------------------------------------------------
-
-    async def who_has(self, futures: Iterable[Future] | None = None) -> dict[Hashable, list[str]]:
-        """``{key: [addresses of the workers holding it]}`` for these futures (or all)."""
-        self.check_open()
-        keys = None if futures is None else [f.key for f in futures]
-        return await self.scheduler.who_has(keys=keys)
-
-    async def nthreads(self) -> dict[str, int]:
-        """``{worker address: number of threads}``."""
-        self.check_open()
-        return await self.scheduler.nthreads()
-
-    async def scheduler_info(self) -> dict[str, Any]:
-        """The scheduler's address and id, and each worker's details."""
-        self.check_open()
-        return await self.scheduler.scheduler_info()
-
-    async def run(
-        self, fn: Callable[..., Any], *args: Any, workers: Iterable[str] | None = None,
-        **kwargs: Any,
-    ) -> dict[str, Any]:
-        """Call ``fn(*args, **kwargs)`` on every worker (or those given); ``{address: result}``."""
-        self.check_open()
-        msg = {"op": "run", "function": dumps_pickle(fn), "args": dumps_pickle((args, kwargs))}
-        targets = None if workers is None else addresses(workers)
-        replies = await self.scheduler.broadcast(msg=msg, workers=targets)
-        results = {}
-        for worker, reply in replies.items():
-            if reply.get("status") != "OK":
-                raise load_exception(reply.get("exception"), reply.get("exception_text", ""),
-                                      reply.get("traceback_text", ""))
-            results[worker] = pickle.loads(reply["result"])
-        return results
+    # -- the cluster -------------------------------------------------------------------
 
     async def wait_for_workers(self, n: int = 1, timeout: float | None = None) -> None:
         """Return once the cluster has at least ``n`` workers (``TimeoutError`` after

@@ -1,5 +1,5 @@
-"""The client's everyday extras: questions about the cluster, worker plugins and
-uploaded files, published datasets, the task stream.
+"""The client's everyday extras: questions about the cluster, functions run on every
+worker, worker plugins and uploaded files, published datasets, the task stream.
 
 ``AsyncClientExtras`` is mixed into ``AsyncClient`` (coroutines), ``ClientExtras``
 into the synchronous ``Client`` (each method runs its coroutine on the client's loop).
@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 import uuid
-from collections.abc import Hashable, Iterable, Iterator, MutableMapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from corral import messages as msgs
 from corral.client.future import Future
 from corral.client.persist import futures_of
+from corral.client.reports import load_exception
 from corral.client.requests import dump_item
+from corral.client.tasks import addresses
 from corral.credentials import write_scheduler_file
 from corral.exceptions import CorralError
 from corral.protocol import dumps_pickle
@@ -80,6 +83,39 @@ class AsyncClientExtras:
         def check_open(self) -> None: ...
 
     # -- questions -----------------------------------------------------------------------
+
+    async def who_has(self, futures: Iterable[Future] | None = None) -> dict[Hashable, list[str]]:
+        """``{key: [addresses of the workers holding it]}`` for these futures (or all)."""
+        self.check_open()
+        keys = None if futures is None else [f.key for f in futures]
+        return await self.scheduler.who_has(keys=keys)
+
+    async def nthreads(self) -> dict[str, int]:
+        """``{worker address: number of threads}``."""
+        self.check_open()
+        return await self.scheduler.nthreads()
+
+    async def scheduler_info(self) -> dict[str, Any]:
+        """The scheduler's address and id, and each worker's details."""
+        self.check_open()
+        return await self.scheduler.scheduler_info()
+
+    async def run(
+        self, fn: Callable[..., Any], *args: Any, workers: Iterable[str] | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """Call ``fn(*args, **kwargs)`` on every worker (or those given); ``{address: result}``."""
+        self.check_open()
+        msg = {"op": "run", "function": dumps_pickle(fn), "args": dumps_pickle((args, kwargs))}
+        targets = None if workers is None else addresses(workers)
+        replies = await self.scheduler.broadcast(msg=msg, workers=targets)
+        results = {}
+        for worker, reply in replies.items():
+            if reply.get("status") != "OK":
+                raise load_exception(reply.get("exception"), reply.get("exception_text", ""),
+                                      reply.get("traceback_text", ""))
+            results[worker] = pickle.loads(reply["result"])
+        return results
 
     async def has_what(self, workers: Iterable[str] | None = None
                        ) -> dict[str, list[Hashable]]:

@@ -14,6 +14,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from corral.deploy.options import interface_address
 from corral.deploy.process import WorkerProcess, child_environment, worker_command
 from corral.deploy.spec import ClusterManager, Job, WorkerSpec
 from corral.memory_limit import configured_thresholds, parse_memory_limit
@@ -32,10 +33,13 @@ class LocalCluster(ClusterManager):
     in ``memory_thresholds`` (``{"target": 0.6, "spill": 0.7, "pause": 0.8, "terminate":
     0.95}``, the configured ``worker.memory.*``; see docs/memory.md), the abstract
     ``resources`` given (``{"GPU": 1}``) and a scratch directory under
-    ``local_directory``. ``worker_options`` are extra ``corral worker`` flags; other
-    keyword arguments configure the ``Scheduler`` (``worker_saturation=1.1``: root tasks
-    wait on the scheduler until a worker has fewer than ceil(threads * it) tasks; ``inf``
-    sends every ready task at once; see docs/memory.md).
+    ``local_directory``. The scheduler and workers listen on ``host`` (loopback by
+    default; ``ip`` is dask's older name for it), or on the address of network
+    ``interface`` (``"eth0"``) when one is given. ``worker_options`` are extra
+    ``corral worker`` flags; other keyword arguments configure the ``Scheduler``
+    (``worker_saturation=1.1``: root tasks wait on the scheduler until a worker has fewer
+    than ceil(threads * it) tasks; ``inf`` sends every ready task at once; see
+    docs/memory.md).
     """
 
     join_on_scale = True
@@ -49,7 +53,9 @@ class LocalCluster(ClusterManager):
         security: Security | None = None,
         *,
         asynchronous: bool = False,
-        host: str = "127.0.0.1",
+        host: str | None = None,
+        ip: str | None = None,
+        interface: str | None = None,
         scheduler_port: int = 0,
         nanny: bool = True,
         memory_limit: int | float | str | None = "auto",
@@ -59,6 +65,7 @@ class LocalCluster(ClusterManager):
         worker_options: Sequence[str] = (),
         **scheduler_options: Any,
     ) -> None:
+        host = listen_host(host, ip, interface)
         cores = os.cpu_count() or 1
         if n_workers is None:
             n_workers = cores if processes else 1
@@ -109,6 +116,17 @@ class LocalCluster(ClusterManager):
         kind = "processes" if self.processes else "in-process"
         return f"<LocalCluster {self.scheduler_address or None} " \
                f"workers={len(self.jobs)} ({kind})>"
+
+
+def listen_host(host: str | None, ip: str | None, interface: str | None) -> str:
+    """The one host to listen on, from dask's three ways to say it (loopback if none)."""
+    given = {name: value for name, value in
+             (("host", host), ("ip", ip), ("interface", interface)) if value is not None}
+    if len(given) > 1:
+        raise ValueError(f"give one of host=, ip= and interface=, not {' and '.join(given)}")
+    if interface is not None:
+        return interface_address(interface)
+    return host or ip or "127.0.0.1"
 
 
 class _LocalJob(Job):
