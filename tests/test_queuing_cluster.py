@@ -30,16 +30,29 @@ def peak_keys():
     return getattr(get_worker(), "peak_keys", 0)
 
 
+def tree_graph(roots: int) -> dict:
+    """A dask graph: ``roots`` tasks of ``make``, summed pairwise up to ``("add", 0)``."""
+    dsk: dict = {("make", i): (make, i) for i in range(roots)}
+    layer = [("make", i) for i in range(roots)]
+    level = 0
+    while len(layer) > 1:
+        level += 1
+        pairs = [layer[i:i + 2] for i in range(0, len(layer), 2)]
+        layer = [("add", level, j) if len(pair) == 2 else pair[0] for j, pair in enumerate(pairs)]
+        dsk.update({key: (add, *pair) for key, pair in zip(layer, pairs, strict=True)
+                    if len(pair) == 2})
+    dsk[("add", 0)] = (add, layer[0], 0)
+    return dsk
+
+
 @pytest.mark.timeout(180)
 def test_a_wide_map_reduce_keeps_worker_data_bounded_by_the_saturation():
     with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None,
                       worker_saturation=1.1) as cluster, \
             Client(cluster.scheduler_address) as client:
-        layer = client.map(make, range(ROOTS), pure=False)
-        while len(layer) > 1:  # pairwise, as a tree
-            layer = [client.submit(add, *layer[i:i + 2], pure=False) if i + 1 < len(layer)
-                     else layer[i] for i in range(0, len(layer), 2)]
-        assert layer[0].result() == ROOTS * 1_000_000
+        # The whole graph in one message: had the tree followed the roots in later
+        # messages, roots finished before their sums existed would pile up meanwhile.
+        assert client.get(tree_graph(ROOTS), ("add", 0)) == ROOTS * 1_000_000
         peaks = client.run(peak_keys)
     # Sent at once (worker_saturation=inf), each worker held hundreds of 1 MB roots.
     assert 0 < max(peaks.values()) <= 40, peaks

@@ -178,11 +178,12 @@ def padded_step(x, delay=0.01):
 @pytest.mark.timeout(90)
 def test_gather_waits_for_a_result_recomputed_after_its_holder_died(client):
     """The only holder of a finished key dies before the client fetches it: the
-    scheduler recomputes the key and the gather simply waits for it."""
+    scheduler recomputes the key and the gather simply waits for it. (The task is quick,
+    so that, after earlier tests' kills, no checkpoint copy of it is made.)"""
     holder = sorted(client.nthreads())[0]
     warm = client.submit(step, 0, delay=0, workers=[holder], pure=False)
     assert client.gather(warm) == 1  # the client now has a connection to the holder
-    f = client.submit(padded_step, 1, delay=1.0, workers=[holder], allow_other_workers=True,
+    f = client.submit(padded_step, 1, delay=0, workers=[holder], allow_other_workers=True,
                       pure=False)
     wait([f], timeout=60)
     assert client.who_has([f]) == {f.key: [holder]}
