@@ -32,6 +32,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/rpc.py
 	$(BIN)/python bench/transfer.py
 	$(BIN)/python bench/latency.py
+	$(BIN)/python bench/coldstart.py
 	$(BIN)/python bench/tasks.py
 	$(BIN)/python bench/dashboard.py
 	$(BIN)/python bench/integration.py

@@ -267,3 +267,17 @@ async def raw_peer(address: str) -> AsyncIterator[RawPeer]:
         yield peer
     finally:
         peer.abort()
+
+
+def parse_cli(args: list[str]) -> Any:
+    """The context ``corral ARGS`` would run its command with: every flag parsed and
+    checked, nothing started. The group's context is its parent, as when run for real
+    (it carries ``-h``; a parentless context would fix the command's help option to
+    ``--help`` alone for the rest of the session)."""
+    from corral.cli import main
+
+    name, *rest = args
+    group = main.make_context("corral", [name])
+    command = main.get_command(group, name)
+    assert command is not None, f"no command {name!r}"
+    return command.make_context(name, rest, parent=group)

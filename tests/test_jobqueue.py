@@ -16,6 +16,7 @@ from corral.credentials import write_scheduler_file
 from corral.deploy.jobqueue import LSF, PBS, SGE, SLURM, JobSpec, parse_walltime
 from corral.deploy.jobqueue.script import hms, lifetime_for
 from corral.security import Security
+from tests._helpers import parse_cli
 
 GiB = 2**30
 
@@ -106,7 +107,7 @@ def test_the_worker_line_is_one_corral_worker_accepts(tmp_path):
     args = shlex.split(line.replace("${SLURM_JOB_ID}", "17"))
     assert args[:5] == ["exec", "/opt/py/bin/python", "-P", "-m", "corral.cli"]
     name, *rest = args[5:]
-    worker = main.commands[name].make_context(name, rest)  # parsed and checked, not run
+    worker = parse_cli([name, *rest])
     assert worker.params["name"] == "corral-worker-17"
     assert worker.params["lifetime"] == 3300.0
     assert worker.params["interface"] == "lo"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from corral.cli import main
 from corral.security import TOKEN_FILE_ENV
+from tests._helpers import parse_cli
 
 yaml = pytest.importorskip("yaml", reason="PyYAML comes with the test extra")
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,8 +51,7 @@ def test_the_manifests_validate_against_the_kubernetes_schemas():
 
 def parse(args: list[str]):
     """The context ``corral ARGS`` would run with: every flag checked, nothing started."""
-    name, *rest = args
-    return main.commands[name].make_context(name, rest)
+    return parse_cli(args)
 
 
 def test_the_containers_run_commands_corral_accepts():

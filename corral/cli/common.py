@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 import signal
@@ -176,7 +177,26 @@ def as_ports(ctx: click.Context, param: click.Parameter, value: str | None) -> l
         raise click.BadParameter(str(e)) from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose commands' modules are imported when a command is asked for: a worker
+    process (started once per worker, twice with its nanny) then does not pay for the
+    batch-system commands' imports, nor ``corral slurm`` for the worker's."""
+
+    modules = {"scheduler": "corral.cli.scheduler", "worker": "corral.cli.worker",
+               "demo": "corral.cli.tools", "tls": "corral.cli.tools",
+               "slurm": "corral.cli.jobqueue", "pbs": "corral.cli.jobqueue",
+               "sge": "corral.cli.jobqueue", "lsf": "corral.cli.jobqueue"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.modules))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.modules:
+            importlib.import_module(self.modules[cmd_name])  # it registers its command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @version_option
 @log_level_option
 def main() -> None:
