@@ -116,3 +116,24 @@ def test_scheduler_relays_result_bytes_unread() -> None:
     (report,) = [a for a in actions if isinstance(a, ev.ReportKeyInMemory)]
     assert report.pickled is blob
     assert all(getattr(s, "pickled", None) is None for s in state.stimuli)
+
+
+def payload(i: int) -> bytes:
+    return bytes([i]) * 10_000
+
+
+def test_the_client_keeps_inline_results_up_to_its_budget(cluster: LocalCluster) -> None:
+    """Results that came with their reports are dropped oldest first past the budget;
+    their futures then fetch them from the worker, like any other result."""
+    from corral import config
+
+    with config.set({"client.inline-results-budget": "45kB"}), \
+            Client(cluster.scheduler_address) as client:
+        futures = [client.submit(payload, i, pure=False) for i in range(10)]
+        client.gather(futures)
+        kept = [f for f in futures if f._state.pickled is not None]
+        held = client.core.inline_results
+        assert 0 < held.total <= 45_000
+        assert kept == futures[-4:]  # the newest four
+        assert [f.result() for f in futures] == [payload(i) for i in range(10)]
+        assert client.gather(futures) == [payload(i) for i in range(10)]

@@ -19,8 +19,8 @@ from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from corral import config, runspec
 from corral import messages as msgs
-from corral import runspec
 from corral.client import defaults, fetch, persist, reports, scatter
 from corral.client.cluster import cluster_arguments, wait_for_workers
 from corral.client.extras import AsyncClientExtras
@@ -46,7 +46,7 @@ from corral.exceptions import (
     CorralError,
 )
 from corral.security import Security
-from corral.utils import LoopRunner
+from corral.utils import LoopRunner, parse_bytes
 
 logger = logging.getLogger("corral.client")
 T = TypeVar("T")
@@ -93,6 +93,8 @@ class AsyncClient(AsyncClientExtras, ClientCore):
         self.pool = ConnectionPool(security=security, timeout=timeout, name=self.id)
         self._stream = BatchedSend(0.002, name=f"{self.id} to scheduler")
         self._states: dict[Hashable, FutureState] = {}
+        self.inline_results = reports.InlineResults(
+            parse_bytes(config.get("client.inline-results-budget")))
         self._refcount: dict[Hashable, int] = defaultdict(int)
         self._lock = threading.Lock()
         self._reader: asyncio.Task[None] | None = None

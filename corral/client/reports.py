@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import pickle
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 from corral import messages as msgs
@@ -46,6 +47,34 @@ def _task_started(client: AsyncClient, state: FutureState,
 def _key_in_memory(client: AsyncClient, state: FutureState,
                    report: msgs.ReportKeyInMemory) -> None:
     state.finish(report.who_has, report.nbytes, report.typename, report.pickled)
+    if report.pickled is not None:
+        client.inline_results.keep(report.key, state, len(report.pickled))
+
+
+class InlineResults:
+    """Bounds the bytes of results that came with their reports (``FutureState.pickled``)
+    that a client keeps: past ``budget`` the oldest are dropped, and their futures fetch
+    them from a holder like any other result. Without a bound, 100 000 futures of
+    results just under ``scheduler.inline-result-bytes`` would hold 6 GiB here.
+
+    Runs on the client's loop. Released futures' entries are not removed at once: they
+    are the oldest, so they go first when the budget is reached."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.total = 0
+        self._kept: OrderedDict[Hashable, tuple[FutureState, int]] = OrderedDict()
+
+    def keep(self, key: Hashable, state: FutureState, nbytes: int) -> None:
+        previous = self._kept.pop(key, None)
+        if previous is not None:
+            self.total -= previous[1]
+        self._kept[key] = (state, nbytes)
+        self.total += nbytes
+        while self.total > self.budget and self._kept:
+            _, (oldest, size) = self._kept.popitem(last=False)
+            self.total -= size
+            oldest.pickled = None  # a reader that already took the bytes still has them
 
 
 def _task_erred(client: AsyncClient, state: FutureState, report: msgs.ReportTaskErred) -> None:
