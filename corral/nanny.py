@@ -29,6 +29,7 @@ Theory of operation
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -229,10 +230,15 @@ class Nanny:
             for waiter in (probe, exited):
                 waiter.cancel()
             await asyncio.gather(probe, exited, return_exceptions=True)
-        if self.process.returncode is None and not probe.cancelled() \
-                and probe.exception() is not None:
-            return f"worker did not answer within {self.liveness_timeout} s ({probe.exception()!r})"
-        return None
+        if probe.cancelled() or probe.exception() is None:
+            return None
+        # A connection reset may come before the exit is reaped (a SIGKILLed worker): give
+        # the exit a moment, so it is reported as an exit, with its status.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.process.wait()), 1.0)
+        if self.process.returncode is not None:
+            return None  # the watch loop reports and handles the exit
+        return f"worker did not answer within {self.liveness_timeout} s ({probe.exception()!r})"
 
     async def _identity(self, address: str) -> None:
         async with rpc(address, security=self.security, timeout=self.liveness_timeout) as worker:
