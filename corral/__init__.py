@@ -48,6 +48,7 @@ _EXPORTS = {
     "fire_and_forget": "corral.client.keeping",
     "get_client": "corral.client.worker_client",
     "get_worker": "corral.worker.context",
+    "performance_report": "corral.client.report",
     "progress": "corral.client.progress",
     "rejoin": "corral.worker.secession",
     "rpc": "corral.core.rpc",
@@ -82,6 +83,7 @@ if _typing.TYPE_CHECKING:
     from corral.client.persist import futures_of
     from corral.client.pool import Pool
     from corral.client.progress import progress
+    from corral.client.report import performance_report
     from corral.client.sync import Client
     from corral.client.waiting import as_completed, wait
     from corral.client.worker_client import get_client, worker_client
@@ -137,6 +139,7 @@ __all__ = [
     "get_client",
     "get_task_stream",
     "get_worker",
+    "performance_report",
     "progress",
     "rejoin",
     "rpc",

@@ -93,6 +93,44 @@ def test_the_task_stream_lists_tasks_run_and_erred(client):
     assert record["startstops"][0]["start"] <= record["startstops"][0]["stop"]
 
 
+def test_a_performance_report_is_a_page_of_what_ran_in_the_block(client, tmp_path):
+    from corral import performance_report
+
+    path = tmp_path / "report.html"
+    with performance_report(filename=str(path), client=client):
+        client.gather(client.map(inc, range(5), key=[f"inc-{i}" for i in range(5)]))
+        assert isinstance(client.submit(fail, "<b>").exception(timeout=10), ValueError)
+    page = path.read_text()
+    assert "6 tasks (1 failed) on" in page
+    assert "<td>inc</td><td>5</td>" in page
+    assert "<td>fail</td><td>1</td>" in page
+    assert page.count("<rect ") == 6
+    assert "<b>" not in page  # keys and names are escaped
+
+
+def test_get_versions_reports_every_process_and_checks_they_agree(client):
+    from importlib.metadata import version
+
+    report = client.get_versions(check=True, packages=["pytest"])
+    assert set(report["workers"]) == set(client.nthreads())
+    everywhere = (report["client"], report["scheduler"], *report["workers"].values())
+    assert {where["packages"]["msgpack"] for where in everywhere} == {version("msgpack")}
+    assert report["client"]["packages"]["pytest"] == pytest.__version__
+    assert all(w["packages"]["pytest"] == pytest.__version__
+               for w in report["workers"].values())
+
+
+def test_a_version_mismatch_is_named():
+    from corral.versions import mismatches
+
+    same = {"packages": {"python": "3.11.7", "corral": "0.1.0", "numpy": "2.1.0"}}
+    other = {"packages": {"python": "3.11.7", "corral": "0.1.0", "numpy": "1.26.4"}}
+    report = {"client": same, "scheduler": {"packages": {"python": "3.11.7",
+                                                         "corral": "0.1.0"}},
+              "workers": {"tcp://w:1": same, "tcp://w:2": other}}
+    assert mismatches(report) == ["numpy: client 2.1.0, tcp://w:2 1.26.4"]
+
+
 def test_worker_logs_hold_what_the_worker_logged(client):
     address = client.submit(log_warning, "a line to find").result(timeout=10)
     logs = client.get_worker_logs(n=5)

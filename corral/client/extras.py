@@ -117,6 +117,23 @@ class AsyncClientExtras:
             results[worker] = pickle.loads(reply["result"])
         return results
 
+    async def get_versions(self, check: bool = False,
+                           packages: Iterable[str] | None = None) -> dict[str, Any]:
+        """The versions of Python and the main packages (and of ``packages``) on this
+        client, the scheduler and every worker: ``{"client": ..., "scheduler": ...,
+        "workers": {address: ...}}``, each ``{"host": ..., "packages": ...}``. With
+        ``check``, a difference (see ``corral.versions.mismatches``) is a ``ValueError``."""
+        from corral.versions import mismatches, versions
+
+        wanted = list(packages or ())
+        report = {"client": versions(wanted),
+                  "scheduler": (await self.scheduler_info()).get("versions", {}),
+                  "workers": await self.run(versions, wanted)}
+        if check and (found := mismatches(report)):
+            raise ValueError("versions differ between the client and the cluster:\n  "
+                             + "\n  ".join(found))
+        return report
+
     async def has_what(self, workers: Iterable[str] | None = None
                        ) -> dict[str, list[Hashable]]:
         """``{worker: [keys it holds]}`` for every worker (or those given)."""
@@ -273,6 +290,11 @@ class ClientExtras:
 
     def _run(self, coro: Any, timeout: float | None = None, what: str = "the call") -> Any:
         raise NotImplementedError  # the Client's
+
+    def get_versions(self, check: bool = False,
+                     packages: Iterable[str] | None = None) -> dict[str, Any]:
+        """See ``AsyncClient.get_versions``."""
+        return self._run(self._core.get_versions(check, packages))
 
     def has_what(self, workers: Iterable[str] | None = None) -> dict[str, list[Hashable]]:
         """``{worker: [keys it holds]}`` for every worker (or those given)."""

@@ -37,6 +37,7 @@ from corral.scheduler.state import SchedulerState
 from corral.scheduler.timeline import Timeline
 from corral.scheduler.wire import client_message, scatter_stimuli, worker_message
 from corral.security import Security
+from corral.versions import versions
 
 logger = logging.getLogger("corral.scheduler")
 
@@ -458,7 +459,7 @@ class Scheduler:
                 name=extra["name"], pid=extra["pid"], nanny=extra["nanny"],
                 metrics=extra.get("metrics", {}), memory=extra.get("memory", {}),
             )
-        info.update(type="Scheduler", id=self.id, address=self.address)
+        info.update(type="Scheduler", id=self.id, address=self.address, versions=versions())
         return info
 
     async def broadcast(
