@@ -23,7 +23,7 @@ import psutil
 
 from corral import config, utils
 from corral.exceptions import BadMemoryLimit
-from corral.worker.memory import Thresholds
+from corral.worker.thresholds import Thresholds
 
 MIN_MEMORY_LIMIT = 100 * 2**20
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -27,6 +27,10 @@ from corral.deploy.options import auto_nworkers, interface_address, listen_in_ra
 from corral.memory_limit import configured_thresholds, parse_memory_limit
 from corral.security import scheme_for
 from corral.utils import run_async
+
+if TYPE_CHECKING:
+    from corral.nanny import Nanny
+    from corral.worker import Worker
 
 logger = logging.getLogger("corral.cli")
 
@@ -147,8 +151,6 @@ def worker(
     `corral scheduler` of this user wrote) gives address and credentials.
     """
     from corral.deploy.process import GAVE_UP_STATUS, NANNY_ENV, RESTART_STATUS
-    from corral.nanny import Nanny
-    from corral.worker import Worker
 
     if not scheduler_address and not scheduler_file and default_scheduler_file().is_file():
         scheduler_file = str(default_scheduler_file())
@@ -189,11 +191,15 @@ def worker(
         *(arg for name, value in fractions.items() if value is not None
           for arg in (f"--memory-{name}-fraction", value)),
     )
-    servers: list[Worker | Nanny] = []
+    # Each imported only where it runs: a nanny's process does not need the worker's code.
+    workers: list[Worker] = []
+    nannies: list[Nanny] = []
     for i in range(count):
         label = f"{name}-{i}" if name and count > 1 else name
         if no_nanny:
-            servers.append(Worker(
+            from corral.worker import Worker
+
+            workers.append(Worker(
                 scheduler_address, nthreads=threads, name=label, memory_limit=limit,
                 memory_thresholds=thresholds, resources=supplied, security=security,
                 death_timeout=death_timeout, nanny=os.environ.get(NANNY_ENV),
@@ -202,23 +208,27 @@ def worker(
                 preload=preloads, lifetime=lifetime, lifetime_stagger=lifetime_stagger or 0.0,
             ))
         else:
-            servers.append(Nanny(
+            from corral.nanny import Nanny
+
+            nannies.append(Nanny(
                 scheduler_address, nthreads=threads, name=label, host=host,
                 memory_limit=limit, terminate_fraction=thresholds.terminate, security=security,
                 liveness_timeout=liveness_timeout,
                 worker_args=worker_args,
             ))
 
+    servers: list[Worker | Nanny] = [*workers, *nannies]
+
     async def start() -> None:
-        if not no_nanny:
+        if nannies:
             await check_credentials(scheduler_address, security)
-        for server in servers:
-            if isinstance(server, Nanny):
-                await listen_in_range(server.start, scheme, host, nanny_ports, "nanny")
-            elif listen_address:
-                await server.start(listen_address)
+        for nanny in nannies:
+            await listen_in_range(nanny.start, scheme, host, nanny_ports, "nanny")
+        for worker in workers:
+            if listen_address:
+                await worker.start(listen_address)
             else:
-                await listen_in_range(server.start, scheme, host, worker_ports, "worker")
+                await listen_in_range(worker.start, scheme, host, worker_ports, "worker")
 
     try:
         with writing_pid(pid_file):
@@ -229,8 +239,7 @@ def worker(
             sys.exit(1)
     if any(s.gave_up for s in servers):
         sys.exit(GAVE_UP_STATUS)
-    if lifetime_restart and any(isinstance(s, Worker) and s.retired and s.lifecycle.lifetime_over
-                                for s in servers):
+    if lifetime_restart and any(w.retired and w.lifecycle.lifetime_over for w in workers):
         sys.exit(RESTART_STATUS)  # the nanny starts a fresh one
 
 

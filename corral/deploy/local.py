@@ -20,7 +20,7 @@ from corral.deploy.spec import ClusterManager, Job, WorkerSpec
 from corral.memory_limit import configured_thresholds, parse_memory_limit
 from corral.security import Security, scheme_for
 from corral.worker import Worker
-from corral.worker.memory import Thresholds
+from corral.worker.thresholds import Thresholds
 
 
 class LocalCluster(ClusterManager):

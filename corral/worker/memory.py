@@ -27,30 +27,12 @@ from typing import TYPE_CHECKING
 
 from corral import messages as msgs
 from corral.worker import events as ev
+from corral.worker.thresholds import Thresholds
+
+__all__ = ["Decision", "Thresholds", "decide", "on_memory_usage"]
 
 if TYPE_CHECKING:
     from corral.worker.state import WorkerState
-
-
-@dataclass(frozen=True, slots=True)
-class Thresholds:
-    """Fractions of the memory limit; None turns one off."""
-
-    target: float | None = 0.6
-    spill: float | None = 0.7
-    pause: float | None = 0.8
-    terminate: float | None = 0.95
-
-    def __post_init__(self) -> None:
-        for name in ("target", "spill", "pause", "terminate"):
-            value = getattr(self, name)
-            if value is not None and not 0 < value <= 1:
-                raise ValueError(f"memory threshold {name}={value!r}: give a fraction in "
-                                 f"(0, 1], or None to turn it off")
-
-    def bytes(self, fraction: float | None, limit: int) -> float:
-        """``fraction * limit``; infinity when either is off."""
-        return float("inf") if not fraction or not limit else fraction * limit
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,6 @@ from corral.sizeof import sizeof
 from corral.worker import context
 from corral.worker import events as ev
 from corral.worker.lifecycle import Lifecycle
-from corral.worker.memory import Thresholds
 from corral.worker.memory_watch import MemoryWatch
 from corral.worker.plugins import WorkerExtras
 from corral.worker.reconnect import FATAL, Retry, describe
@@ -47,6 +46,7 @@ from corral.worker.runner import Outcome, TaskRunner
 from corral.worker.shuffle import ShuffleExtension
 from corral.worker.spill import SpillBuffer
 from corral.worker.state import WorkerState
+from corral.worker.thresholds import Thresholds
 
 logger = logging.getLogger("corral.worker")
 
