@@ -1,9 +1,9 @@
 """The worker server: a thin asyncio shell around ``WorkerState``.
 
 It holds the data (key → value), runs tasks on its threads, fetches inputs directly
-from peer workers, serves its data to peers and clients, and keeps one batched stream
-to the scheduler. Every decision — what to run next, what to fetch from whom, what
-to tell the scheduler — comes from the state machine.
+from peer workers, serves its data to peers and clients (``corral.worker.serving``),
+and keeps one batched stream to the scheduler. Every decision — what to run next, what
+to fetch from whom, what to tell the scheduler — comes from the state machine.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import contextlib
 import functools
 import logging
 import os
-import pickle
 import shutil
 import tempfile
 import threading
@@ -25,7 +24,6 @@ from typing import Any, ClassVar
 from corral import config, runspec
 from corral import messages as msgs
 from corral.core import BatchedSend, Comm, ConnectionPool, Server, connect, rpc
-from corral.core.validate import checked
 from corral.exceptions import (
     CommClosedError,
     CommError,
@@ -33,7 +31,6 @@ from corral.exceptions import (
     InvalidMessage,
 )
 from corral.memory_limit import configured_thresholds, parse_memory_limit
-from corral.protocol import dumps_pickle, loads_pickle
 from corral.security import Security
 from corral.sizeof import sizeof
 from corral.worker import context
@@ -43,6 +40,7 @@ from corral.worker.memory_watch import MemoryWatch
 from corral.worker.plugins import WorkerExtras
 from corral.worker.reconnect import FATAL, Retry, describe
 from corral.worker.runner import Outcome, TaskRunner
+from corral.worker.serving import Serving, pickle_exception, pickle_small
 from corral.worker.shuffle import ShuffleExtension
 from corral.worker.spill import SpillBuffer
 from corral.worker.state import WorkerState
@@ -107,15 +105,12 @@ class Worker:
         self.contact_address = contact_address
         self.lifecycle = Lifecycle(preload, lifetime, lifetime_stagger)
         self.data: dict[Any, Any] | SpillBuffer = {}  # a SpillBuffer once started, with a limit
+        self.service = Serving(self)  # its data to peers, client.run, reset, identity
         self.extras = WorkerExtras(self)  # plugins, uploaded files, the log ring
         self.shuffles = ShuffleExtension(self)  # pieces of p2p shuffles (corral.shuffle)
         self.server = Server(
             {
-                "get_data": self.get_data,
-                "update_data": self.update_data,
-                "run": self.run,
-                "reset": self.reset,
-                "identity": self.identity,
+                **self.service.handlers(),
                 **self.extras.handlers(),
                 **self.shuffles.handlers(),
             },
@@ -395,7 +390,7 @@ class Worker:
                 args, kwargs = runspec.substitute((args, kwargs), inputs)
             value = fn(*args, **kwargs)
             if inline:  # on this thread, not the loop: the client gets it with the report
-                blob = _pickle_small(value, inline)
+                blob = pickle_small(value, inline)
                 if blob is not None:
                     pickled[key] = blob
             return value
@@ -425,7 +420,7 @@ class Worker:
                     ev.ExecuteFailure(
                         stimulus_id=stimulus_id,
                         key=o.key,
-                        exception=_pickle_exception(o.value),
+                        exception=pickle_exception(o.value),
                         traceback=b"",
                         exception_text=f"{type(o.value).__name__}: {o.value}",
                         traceback_text=o.traceback_text,
@@ -548,91 +543,3 @@ class Worker:
             "latency": self.latency,
             "time": time.time(),
         }
-
-    # -- handlers for peers and clients -------------------------------------------------
-
-    @checked
-    async def get_data(self, comm: Comm, keys: list[Any]) -> None:
-        """Send the values of those of ``keys`` held here; absent keys are left out.
-
-        Written here rather than returned, so that a value that cannot be sent is logged
-        where it lives; the caller gets the cause as the error of its call.
-        """
-        if isinstance(self.data, SpillBuffer):  # spilled values are read on its thread
-            data = await self.data.async_get(keys, missing="omit")
-        else:
-            data = {k: self.data[k] for k in keys if k in self.data}
-        try:
-            await comm.write(data)
-        except CommClosedError:
-            raise
-        except Exception as e:
-            logger.warning("cannot send %s to %s: %s: %s",
-                           list(data)[:5], comm.peer_address, type(e).__name__, e)
-            raise
-
-
-    @checked
-    def update_data(
-        self, comm: Comm, data: dict[Any, Any], report: bool = True
-    ) -> dict[Any, int]:
-        """Store values sent directly (scatter); returns their sizes."""
-        self.data.update(data)
-        nbytes = {k: sizeof(v) for k, v in data.items()}
-        self.handle(ev.UpdateData(stimulus_id=self.new_id(), data=nbytes, report=report))
-        return nbytes
-
-    @checked
-    async def run(self, comm: Comm, function: bytes, args: bytes = b"") -> dict[str, Any]:
-        """``client.run``: call a function here; result and errors travel pickled."""
-
-        def call() -> Any:
-            fn = loads_pickle(function)
-            call_args, call_kwargs = loads_pickle(args) if args else ((), {})
-            return fn(*call_args, **call_kwargs)
-
-        try:
-            result = await asyncio.get_running_loop().run_in_executor(
-                None, functools.partial(context.run_as, self, call))
-        except Exception as e:
-            import traceback
-
-            return {
-                "status": "error",
-                "exception": _pickle_exception(e),
-                "exception_text": f"{type(e).__name__}: {e}",
-                "traceback_text": "".join(traceback.format_exception(e)),
-            }
-        return {"status": "OK", "result": dumps_pickle(result)}
-
-    def reset(self, comm: Comm) -> str:
-        """Drop all data and queued work (``client.restart``)."""
-        assert self.state is not None
-        self.handle(ev.FreeKeys(stimulus_id=self.new_id(), keys=tuple(self.state.tasks)))
-        self.data.clear()
-        return "OK"
-
-    def identity(self, comm: Comm) -> dict[str, Any]:
-        return {"type": "Worker", "address": self.address, "name": self.name,
-                "nthreads": self.nthreads, "pid": os.getpid()}
-
-
-def _pickle_exception(exc: BaseException) -> bytes:
-    try:
-        return dumps_pickle(exc)
-    except Exception:
-        from corral.exceptions import RemoteError
-
-        return pickle.dumps(RemoteError(type(exc).__name__, str(exc)))
-
-
-def _pickle_small(value: Any, limit: int) -> bytes | None:
-    """``value`` pickled, if it pickles to at most ``limit`` bytes (else, or if it cannot
-    be pickled here, None: the client fetches it as a large one)."""
-    if sizeof(value) > limit:  # an estimate, to skip pickling what is surely too large
-        return None
-    try:
-        blob = dumps_pickle(value)
-    except Exception:
-        return None
-    return blob if len(blob) <= limit else None
