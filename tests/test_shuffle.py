@@ -189,6 +189,17 @@ def test_corral_shuffle_is_dasks_default_under_a_corral_client(client):
         assert dask.config.get("dataframe.shuffle.method") == "tasks"
 
 
+def test_a_bags_groupby_runs_by_tasks_under_corrals_default(client):
+    """dask.bag reads the dataframe setting but knows only disk and tasks: it raised
+    "Shuffle must be 'disk' or 'tasks'" for "corral". Tasks are right across hosts."""
+    import dask.bag as db
+
+    grouped = db.from_sequence(range(20), npartitions=4).groupby(lambda x: x % 3)
+    assert any("shuffle-group" in str(k) for k in dict(grouped.__dask_graph__()))
+    assert sorted((k, sorted(v)) for k, v in grouped.compute()) == [
+        (r, list(range(r, 20, 3))) for r in range(3)]
+
+
 def tag(df, partition_info=None):
     return df.assign(part=partition_info["number"])
 

@@ -13,6 +13,10 @@ tasks-based shuffle stays a ``shuffle_method="tasks"`` away.
 If dask's internals moved (no ``Shuffle._lower``, another ``SimpleShuffle``), ``enable``
 leaves dask's default alone and logs why once: shuffles then run dask's way, never
 half corral's.
+
+dask.bag's ``groupby`` reads the same setting but knows only ``"disk"`` and ``"tasks"``
+(it raises for any other name, and turns dask's own ``"p2p"`` into ``"tasks"``): for
+bags, ``"corral"`` means ``"tasks"`` too, which is right across hosts, unlike ``"disk"``.
 """
 
 from __future__ import annotations
@@ -29,23 +33,27 @@ from corral.shuffle import METHOD
 logger = logging.getLogger("corral.shuffle")
 
 _TARGET = "dask.dataframe.dask_expr._shuffle"
+_BAG = "dask.bag.core"
 _lock = threading.Lock()
 _patched: list[Any] = []  # the module patched, once
 _broken: list[str] = []  # why it could not be
 
 
 def enable() -> bool:
-    """Lower ``"corral"`` shuffles to corral's (now, or once dask.dataframe is imported);
-    whether that is possible with this dask."""
+    """Lower ``"corral"`` shuffles to corral's (now, or once dask.dataframe is imported),
+    and have bags group by tasks under it; whether that is possible with this dask."""
     if _broken:
         return False
-    module = sys.modules.get(_TARGET)
-    if module is not None:
-        return _patch(module)
-    with _lock:
-        if not any(isinstance(f, _PatchOnImport) for f in sys.meta_path):
-            sys.meta_path.insert(0, _PatchOnImport())
-    return True
+    for target, patch in ((_BAG, _patch_bag), (_TARGET, _patch)):
+        module = sys.modules.get(target)
+        if module is not None:
+            patch(module)
+            continue
+        with _lock:
+            if not any(isinstance(f, _PatchOnImport) and f.target == target
+                       for f in sys.meta_path):
+                sys.meta_path.insert(0, _PatchOnImport(target, patch))
+    return not _broken
 
 
 def available() -> bool:
@@ -56,10 +64,13 @@ def available() -> bool:
 
 
 class _PatchOnImport(importlib.abc.MetaPathFinder):
-    """Patches dask's shuffle module right after it is first imported."""
+    """Patches one of dask's modules right after it is first imported."""
+
+    def __init__(self, target: str, patch: Any) -> None:
+        self.target, self.patch = target, patch
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        if fullname != _TARGET:
+        if fullname != self.target:
             return None
         sys.meta_path.remove(self)
         spec = importlib.util.find_spec(fullname)
@@ -70,7 +81,7 @@ class _PatchOnImport(importlib.abc.MetaPathFinder):
 
         def exec_module(module: Any) -> None:
             run(module)
-            _patch(module)
+            self.patch(module)
 
         loader.exec_module = exec_module
         return spec
@@ -109,6 +120,20 @@ def _patch(module: Any) -> bool:
         shuffle._lower = _lower
         _patched.append(module)
         return True
+
+
+def _patch_bag(module: Any) -> None:
+    with _lock:
+        original = getattr(module, "get_default_shuffle_method", None)
+        if original is None or getattr(original, "corral", False):
+            return
+
+        def default_for_bags() -> Any:
+            method = original()
+            return "tasks" if method == METHOD else method
+
+        default_for_bags.corral = True  # type: ignore[attr-defined]
+        module.get_default_shuffle_method = default_for_bags
 
 
 def _dask_version() -> str:
