@@ -210,8 +210,12 @@ async def test_an_adaptive_local_cluster_follows_a_burst_and_falls_back():
         finally:
             GATE.set()
         assert await client.gather(futures) == list(range(12))
+        # The manager logs "stopped" once the retired jobs have closed (they leave
+        # cluster.jobs before that): wait for both.
         await wait_until(lambda: len(cluster.scheduler.state.workers) == 1
-                         and len(cluster.jobs) == 1, 30, "back to one worker")
+                         and len(cluster.jobs) == 1
+                         and any("stopped" in line for _, line in cluster._events),
+                         30, "back to one worker")
         # What the retired workers held moved to the one left before they closed.
         assert await client.gather(futures) == list(range(12))
         assert await client.gather(kept) == list(range(20))
