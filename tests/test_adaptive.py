@@ -4,6 +4,7 @@ grows with a burst of work and falls back once it is done."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 import threading
@@ -11,6 +12,7 @@ import threading
 import pytest
 
 from corral import Client, LocalCluster
+from corral.deploy import ClusterManager, Job
 from corral.deploy.adaptive import AdaptivePolicy, AdaptOptions, Decision
 from corral.scheduler import events as ev
 from corral.scheduler.state import SchedulerState
@@ -272,3 +274,50 @@ async def test_a_worker_whose_data_cannot_move_is_kept_and_an_ended_job_is_repla
         assert cluster.planned == []
         await cluster.scale(1)
         assert list(cluster.jobs) == ["1"]
+
+
+class SlowJob(Job):
+    """A job whose close waits for the test, then takes many turns of the loop."""
+
+    def __init__(self, name, release):
+        super().__init__(name)
+        self.release = release
+        self.closed = False
+
+    async def start(self):
+        pass
+
+    async def close(self):
+        await self.release.wait()
+        for _ in range(100):
+            await asyncio.sleep(0)
+        self.closed = True
+
+
+class SlowCluster(ClusterManager):
+    def __init__(self, **options):
+        self.release = asyncio.Event()
+        self.made = []
+        self.closed_first = None
+        super().__init__(**options)
+
+    def new_job(self, name):
+        self.made.append(SlowJob(name, self.release))
+        return self.made[-1]
+
+    async def _close_scheduler(self):
+        self.closed_first = all(job.closed for job in self.made)
+        await super()._close_scheduler()
+
+
+async def test_close_waits_for_the_jobs_a_cancelled_scale_down_was_closing():
+    # What close() does to adaptive scaling caught retiring: the round is cancelled, the
+    # jobs it stopped are still closing (shielded); close() waits for them.
+    cluster = await SlowCluster(n_workers=2, asynchronous=True)
+    shrink = asyncio.ensure_future(cluster._scale(0))
+    await wait_until(lambda: not cluster.jobs, 10, "the jobs taken out to close")
+    shrink.cancel()
+    cluster.release.set()
+    await cluster.aclose()
+    assert all(job.closed for job in cluster.made)
+    assert cluster.closed_first is True
