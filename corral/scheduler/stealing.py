@@ -10,8 +10,9 @@ the victim), so thieves fill up to the victims' level in one tick rather than by
 task a tick: a worker that joins a busy cluster (adaptive scaling added it) is busy at
 once. Loads here are summed from the durations learnt so far, not read from the
 workers' ``occupancy``, which keeps the estimates made when the tasks were queued (a
-burst sent before its first task finished would look as short as the default guess). The victim answers (``StealResponse``): only a task that has not started comes
-back. At most ``max_in_flight`` requests are outstanding at once.
+burst sent before its first task finished would look as short as the default guess).
+The victim answers (``StealResponse``): only a task that has not started comes back.
+At most ``max_in_flight`` requests are outstanding at once.
 
 Pure: chooses and remembers requests; the state machine sends them and moves tasks.
 """
