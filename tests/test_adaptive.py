@@ -186,6 +186,26 @@ def test_a_simulated_burst_scales_up_to_the_maximum_and_back_without_losing_data
     assert 5.0 < back < 20.0
 
 
+def test_workers_added_to_a_burst_queued_on_one_worker_share_it_at_once():
+    # bench/adaptive.py's shape, simulated: every task sent to the one worker before the
+    # others join. They must take their share by stealing (all of it, in a tick or
+    # two, not one task a tick), or adaptive scaling adds workers that barely work.
+    def run(workers, adaptive):
+        sim = Simulation(workers=workers, nthreads=2, seed=1)
+        sim.submit(burst(2000, 0.05, "b"))
+        if adaptive:
+            sim.adapt(AdaptOptions(minimum=1, maximum=4), interval=1.0)
+        summary = sim.run()
+        assert summary.done == summary.wanted == 2000
+        return sim, summary
+
+    _, fixed_summary = run(4, False)
+    grown, summary = run(1, True)
+    assert summary.peak_workers == 4
+    assert summary.makespan <= 1.2 * fixed_summary.makespan
+    assert min(grown.executions.values()) > 0.15 * 2000  # each of the four did its share
+
+
 # -- a real LocalCluster ----------------------------------------------------------------------
 
 GATE = threading.Event()  # the burst's tasks run until the test opens it
