@@ -10,6 +10,7 @@ import re
 import tomllib
 from pathlib import Path
 
+import click
 import pytest
 
 from corral.cli import main
@@ -52,7 +53,10 @@ def test_the_manifests_validate_against_the_kubernetes_schemas():
 def parse(args: list[str]):
     """The context ``corral ARGS`` would run with: every flag checked, nothing started."""
     name, *rest = args
-    return main.commands[name].make_context(name, rest)
+    # Under corral's own context, as `corral ARGS` runs it: a command's first context
+    # fixes (and click caches) its help option, which is `-h` too only under `corral`.
+    parent = click.Context(main, info_name="corral", **main.context_settings)
+    return main.commands[name].make_context(name, rest, parent=parent)
 
 
 def test_the_containers_run_commands_corral_accepts():
