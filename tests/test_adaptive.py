@@ -4,6 +4,7 @@ grows with a burst of work and falls back once it is done."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 import threading
@@ -11,6 +12,7 @@ import threading
 import pytest
 
 from corral import Client, LocalCluster
+from corral.deploy import ClusterManager, Job
 from corral.deploy.adaptive import AdaptivePolicy, AdaptOptions, Decision
 from corral.scheduler import events as ev
 from corral.scheduler.state import SchedulerState
@@ -184,6 +186,26 @@ def test_a_simulated_burst_scales_up_to_the_maximum_and_back_without_losing_data
     assert 5.0 < back < 20.0
 
 
+def test_workers_added_to_a_burst_queued_on_one_worker_share_it_at_once():
+    # bench/adaptive.py's shape, simulated: every task sent to the one worker before the
+    # others join. They must take their share by stealing (all of it, in a tick or
+    # two, not one task a tick), or adaptive scaling adds workers that barely work.
+    def run(workers, adaptive):
+        sim = Simulation(workers=workers, nthreads=2, seed=1)
+        sim.submit(burst(2000, 0.05, "b"))
+        if adaptive:
+            sim.adapt(AdaptOptions(minimum=1, maximum=4), interval=1.0)
+        summary = sim.run()
+        assert summary.done == summary.wanted == 2000
+        return sim, summary
+
+    _, fixed_summary = run(4, False)
+    grown, summary = run(1, True)
+    assert summary.peak_workers == 4
+    assert summary.makespan <= 1.2 * fixed_summary.makespan
+    assert min(grown.executions.values()) > 0.15 * 2000  # each of the four did its share
+
+
 # -- a real LocalCluster ----------------------------------------------------------------------
 
 GATE = threading.Event()  # the burst's tasks run until the test opens it
@@ -210,8 +232,12 @@ async def test_an_adaptive_local_cluster_follows_a_burst_and_falls_back():
         finally:
             GATE.set()
         assert await client.gather(futures) == list(range(12))
+        # The manager logs "stopped" once the retired jobs have closed (they leave
+        # cluster.jobs before that): wait for both.
         await wait_until(lambda: len(cluster.scheduler.state.workers) == 1
-                         and len(cluster.jobs) == 1, 30, "back to one worker")
+                         and len(cluster.jobs) == 1
+                         and any("stopped" in line for _, line in cluster._events),
+                         30, "back to one worker")
         # What the retired workers held moved to the one left before they closed.
         assert await client.gather(futures) == list(range(12))
         assert await client.gather(kept) == list(range(20))
@@ -268,3 +294,50 @@ async def test_a_worker_whose_data_cannot_move_is_kept_and_an_ended_job_is_repla
         assert cluster.planned == []
         await cluster.scale(1)
         assert list(cluster.jobs) == ["1"]
+
+
+class SlowJob(Job):
+    """A job whose close waits for the test, then takes many turns of the loop."""
+
+    def __init__(self, name, release):
+        super().__init__(name)
+        self.release = release
+        self.closed = False
+
+    async def start(self):
+        pass
+
+    async def close(self):
+        await self.release.wait()
+        for _ in range(100):
+            await asyncio.sleep(0)
+        self.closed = True
+
+
+class SlowCluster(ClusterManager):
+    def __init__(self, **options):
+        self.release = asyncio.Event()
+        self.made = []
+        self.closed_first = None
+        super().__init__(**options)
+
+    def new_job(self, name):
+        self.made.append(SlowJob(name, self.release))
+        return self.made[-1]
+
+    async def _close_scheduler(self):
+        self.closed_first = all(job.closed for job in self.made)
+        await super()._close_scheduler()
+
+
+async def test_close_waits_for_the_jobs_a_cancelled_scale_down_was_closing():
+    # What close() does to adaptive scaling caught retiring: the round is cancelled, the
+    # jobs it stopped are still closing (shielded); close() waits for them.
+    cluster = await SlowCluster(n_workers=2, asynchronous=True)
+    shrink = asyncio.ensure_future(cluster._scale(0))
+    await wait_until(lambda: not cluster.jobs, 10, "the jobs taken out to close")
+    shrink.cancel()
+    cluster.release.set()
+    await cluster.aclose()
+    assert all(job.closed for job in cluster.made)
+    assert cluster.closed_first is True

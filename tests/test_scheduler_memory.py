@@ -49,6 +49,7 @@ def test_queued_tasks_of_a_paused_worker_are_stolen(state):
     state.handle(ev.TaskStarted(stimulus_id="s", worker=A, key="t0"))
     state.handle(pause(A), add_worker(B))
     actions = state.handle(ev.Tick(stimulus_id="tick", now=1.0))
-    assert brief(actions) == [("steal", A, "t2")]  # the one that would run last
+    # Everything queued there, the one that would run last first: A runs nothing new.
+    assert brief(actions) == [("steal", A, "t2"), ("steal", A, "t1")]
     actions = state.handle(ev.StealResponse(stimulus_id="r", worker=A, key="t2", released=True))
     assert brief(actions) == [("compute", B, "t2")]

@@ -244,11 +244,23 @@ def test_idle_worker_steals_queued_work(state):
     state.handle(graph("c", *[spec(f"t{i}") for i in range(10)]))
     state.handle(add_worker(B))
     actions = state.handle(ev.Tick(stimulus_id="tick", now=1.0))
-    (steal,) = of_type(actions, ev.StealRequest)
-    assert steal.worker == A
-    assert steal.key == "t9"  # the one that would run last
+    steals = of_type(actions, ev.StealRequest)
+    # The ones that would run last, until both have half the work: in one tick.
+    assert [(s.worker, s.key) for s in steals] == [(A, f"t{i}") for i in (9, 8, 7, 6, 5)]
+    # Asked for already: the next tick asks for no more.
+    assert of_type(state.handle(ev.Tick(stimulus_id="tick2", now=1.1)), ev.StealRequest) == []
     actions = state.handle(ev.StealResponse(stimulus_id="r", worker=A, key="t9", released=True))
     assert brief(actions) == [("compute", B, "t9")]
+
+
+def test_idle_workers_take_turns_until_the_load_is_even(state):
+    state.handle(add_worker(A))
+    state.handle(graph("c", *[spec(f"t{i:02}") for i in range(12)]))
+    state.handle(add_worker(B), add_worker(C))
+    steals = of_type(state.handle(ev.Tick(stimulus_id="tick", now=1.0)), ev.StealRequest)
+    assert [s.key for s in steals] == [f"t{i:02}" for i in range(11, 3, -1)]
+    thieves = [state.stealing.in_flight[s.key] for s in steals]
+    assert thieves == [B, C] * 4  # four tasks each of the twelve, one at a time
 
 
 def test_stale_and_unknown_messages_are_harmless(state):

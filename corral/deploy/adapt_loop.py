@@ -1,7 +1,10 @@
 """``Adaptive``: the loop that carries out ``corral.deploy.adaptive``'s decisions.
 
 Every ``interval`` seconds (the first at once): ask the scheduler for its workload, let
-the policy decide, and scale up or retire. All the deciding is in the pure policy; this
+the policy decide, and scale up or retire. When a client sends work, look at once, and
+then every tenth of ``interval`` for two intervals (looks that may only scale up):
+the scheduler learns the new tasks' durations as the first ones finish, and its
+estimate of the work grows with them. All the deciding is in the pure policy; this
 only moves its inputs and outputs. A failed round is logged in one line and the next
 one tries again: adaptive scaling outlives a scheduler that is briefly unreachable.
 """
@@ -62,18 +65,25 @@ class Adaptive:
         loop = asyncio.get_running_loop()
         next_round = loop.time()  # the first round at once
         seen: int | None = None  # graphs the scheduler had received at the last look
+        eager_until = 0.0  # new work arrived: look every tenth of a round until then
         while True:
-            wait = next_round - loop.time()
+            now = loop.time()
+            wait = next_round - now
             try:
                 # Until the next round, or until a client sends work: then look at once.
-                load = await self.cluster._workload(after=seen if wait > 0 else None,
-                                                    timeout=max(wait, 0.0))
+                load = await self.cluster._workload(
+                    after=seen if wait > 0 and now >= eager_until else None,
+                    timeout=max(wait, 0.0))
+                if seen is not None and load.graphs > seen:
+                    # The first tasks of new work teach the scheduler their durations
+                    # within moments: look again soon rather than a round later.
+                    eager_until = loop.time() + 2 * self.interval
                 seen = load.graphs
                 full = loop.time() >= next_round
                 if full:
                     next_round = loop.time() + self.interval
                 await self._act(load, full)
-                if not full:  # new graphs wake it at most ten times a round
+                if not full:  # looks between rounds: at most ten a round
                     await asyncio.sleep(self.interval / 10)
             except asyncio.CancelledError:
                 raise

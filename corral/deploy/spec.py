@@ -150,6 +150,7 @@ class ClusterManager:
         self._lock: asyncio.Lock | None = None  # made on the loop
         self._rpc: rpc | None = None
         self._events: deque[tuple[str, str]] = deque(maxlen=1000)
+        self._closing: set[asyncio.Future[Any]] = set()  # jobs stopped, still closing
         self._asynchronous = asynchronous
         self._runner: LoopRunner | None = None
         self._owns_runner = True  # False: a synchronous Client's loop, which it stops
@@ -357,8 +358,12 @@ class ClusterManager:
             w in retired or w not in joined for w in j.worker_names)]
         for job in closing:
             del self.jobs[job.name]
-        # Shielded: a cancelled caller (adaptive scaling stopped) leaves none half-closed.
-        await asyncio.shield(asyncio.gather(*(self._close_job(j) for j in closing)))
+        # Shielded: a cancelled caller (adaptive scaling stopped by close()) leaves none
+        # half-closed; close() waits for these before it stops the scheduler.
+        closes = asyncio.ensure_future(asyncio.gather(*(self._close_job(j) for j in closing)))
+        self._closing.add(closes)
+        closes.add_done_callback(self._closing.discard)
+        await asyncio.shield(closes)
         kept = [j.name for j in jobs if j not in closing]
         self._log(f"stopped {', '.join(j.name for j in closing) or 'none'}"
                   + (f"; kept {', '.join(kept)} (their data could not move)" if kept else ""))
@@ -500,7 +505,7 @@ class ClusterManager:
             await stop_and_wait(self.adaptive)
         jobs = list(self.jobs.values())
         self.jobs.clear()
-        await asyncio.gather(*(self._close_job(job) for job in jobs))
+        await asyncio.gather(*(self._close_job(job) for job in jobs), *self._closing)
         if self._scheduler_address:
             forget(self._scheduler_address)
         if self._rpc is not None:

@@ -75,7 +75,7 @@ class SchedulerState:
         bandwidth: float = 100e6,
         default_duration: float = DEFAULT_DURATION,
         allowed_failures: int = 3,
-        max_steals_in_flight: int = 100,
+        max_steals_in_flight: int = 1000,  # requests outstanding (a tick fills thieves)
         log_length: int = 100_000,
         stimulus_log_length: int = 10_000,
         worker_ttl: float | None = None,
