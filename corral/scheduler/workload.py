@@ -20,7 +20,7 @@ in the queue), their total is extrapolated from the first 100.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Collection
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -86,16 +86,17 @@ def workload(state: SchedulerState, *, graphs: int = 0) -> Workload:
     placement = state.placement
     queued = sum(n * placement.estimate_of(name) for name, n in placement.in_flight.items())
     waiting = len(state.no_worker) + len(state.queue)
-    seconds = _estimated(state, state.no_worker) + _estimated(state, state.queue)
+    seconds = (_estimated(state, state.no_worker, len(state.no_worker))
+               + _estimated(state, state.queue, len(state.queue)))
     return Workload(workers=workers, processing_seconds=queued, unassigned=waiting,
                     unassigned_seconds=seconds, graphs=graphs)
 
 
-def _estimated(state: SchedulerState, tasks: Collection[TaskState]) -> float:
-    """The estimated durations of ``tasks``, summed: past ``SAMPLE`` of them,
+def _estimated(state: SchedulerState, tasks: Iterable[TaskState], n: int) -> float:
+    """The estimated durations of the ``n`` ``tasks``, summed: past ``SAMPLE`` of them,
     extrapolated from the first ``SAMPLE``."""
     sample = list(itertools.islice(tasks, SAMPLE))
     seconds = sum(map(state.placement.estimate, sample))
-    if len(tasks) > len(sample):
-        seconds *= len(tasks) / len(sample)
+    if n > len(sample):
+        seconds *= n / len(sample)
     return seconds
