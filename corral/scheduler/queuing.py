@@ -88,6 +88,7 @@ class Queue:
         self.total_nthreads = 0
         # function name -> (tasks seen to finish, their seconds, their results' bytes)
         self.measured: dict[str, tuple[int, float, int]] = {}
+        self.granted = 0  # ``per_thread`` when the workers were last filled
 
     def __len__(self) -> int:
         return len(self._entry)
@@ -189,13 +190,13 @@ class Queue:
         if self.enabled:
             self.freed[ws] = None
 
-    def takers(self, workers: dict[str, WorkerState]) -> list[tuple[WorkerState, int]]:
+    def takers(self, workers: dict[str, WorkerState],
+               per_thread: int) -> list[tuple[WorkerState, int]]:
         """The noted workers that have free slots, least loaded first, with how many;
         workers found full (or gone) are no longer noted."""
         if not self._entry or not self.freed:
             return []
         found = []
-        per_thread = self.per_thread()
         for ws in list(self.freed):
             n = self.slots(ws, per_thread) if workers.get(ws.address) is ws else 0
             if n > 0:
@@ -209,9 +210,17 @@ class Queue:
 def fill_slots(state: SchedulerState) -> None:
     """Hand queued tasks, first priority first, to the workers with free slots."""
     queue = state.queue
-    for ws, free in queue.takers(state.workers):
-        for _ in range(free):
-            ts = queue.pop()
-            if ts is None:
-                return
-            state.assign(ts, ws)
+    while queue:
+        per_thread = queue.per_thread()
+        if per_thread > queue.granted:  # the task first in line is shorter: all may take more
+            queue.freed.update(dict.fromkeys(state.workers.values()))
+        queue.granted = per_thread
+        takers = queue.takers(state.workers, per_thread)
+        if not takers:
+            return
+        for ws, free in takers:
+            for _ in range(free):
+                ts = queue.pop()
+                if ts is None:
+                    return
+                state.assign(ts, ws)
