@@ -33,9 +33,9 @@ class LocalCluster(ClusterManager):
     0.95}``, the configured ``worker.memory.*``; see docs/memory.md), the abstract
     ``resources`` given (``{"GPU": 1}``) and a scratch directory under
     ``local_directory``. ``worker_options`` are extra ``corral worker`` flags; other
-    keyword arguments configure the ``Scheduler`` (``worker_saturation=1.1``: root tasks
-    wait on the scheduler until a worker has fewer than ceil(threads * it) tasks; ``inf``
-    sends every ready task at once; see docs/memory.md).
+    keyword arguments configure the ``Scheduler`` (``worker_saturation``, 1.1 by default:
+    root tasks wait on the scheduler until a worker has fewer than ceil(threads * it)
+    tasks; ``inf`` sends every ready task at once; see docs/memory.md).
     """
 
     join_on_scale = True
