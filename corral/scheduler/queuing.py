@@ -16,8 +16,9 @@ Rules
   first in line have been seen to finish, a worker may hold as many as run in
   ``SHORT_WORK`` seconds per thread, as long as their results would fill less than
   ``SMALL_RESULTS`` bytes per thread (means measured so far, per function name; at most
-  ``MAX_PER_THREAD``). Memory stays bounded as before (by bytes, not count), and tasks
-  longer than ``SHORT_WORK`` or with large results are held at the saturation.
+  ``MAX_PER_THREAD``). What roots may run ahead of their reductions stays bounded, by
+  bytes instead of by count; tasks longer than ``SHORT_WORK``, or with results of
+  ``SMALL_RESULTS``, are held at the saturation exactly.
 * Root-ish (``is_rootish``): no worker or resource restrictions, and either no inputs,
   or fewer than 5 inputs, under ``SMALL_INPUTS`` bytes in all, each shared by more than
   twice the cluster's threads: the member of a large group that depends on a few small
