@@ -222,3 +222,11 @@ def test_tasks_with_large_results_or_long_ones_stay_at_the_saturation(state, nby
     for key in ("r0000", "r0001", "r0002"):  # a result of a MiB, or 50 ms: one per thread
         state.handle(finished(A, key, nbytes=nbytes, start=0.0, stop=seconds))
         assert len(state.workers[A].processing) == 2  # ceil(1 x 1.1)
+
+
+def test_once_tasks_are_seen_to_be_short_every_worker_takes_more(state):
+    state.handle(add_worker(A), add_worker(B))
+    state.handle(graph("c", *[spec(f"r{i:04d}", name="noop") for i in range(100)]))
+    state.handle(finished(A, "r0000", nbytes=8, start=0.0, stop=0.001))  # B finished none
+    assert [len(w.processing) for w in state.workers.values()] == [20, 20]
+    state.validate()
