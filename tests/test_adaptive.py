@@ -156,6 +156,23 @@ def test_workload_counts_tasks_sent_to_workers_and_tasks_waiting_for_one():
     assert Workload.from_wire(after.to_wire()) == after
 
 
+def test_workload_counts_root_tasks_queued_on_the_scheduler_as_waiting_for_a_thread():
+    state = SchedulerState(default_duration=0.5, worker_saturation=1.1)
+    state.handle(ev.AddWorker(stimulus_id="w", address="tcp://a:1", nthreads=1,
+                              memory_limit=1000, name="a"))
+    specs = tuple(ev.TaskSpec(f"t-{i}", b"x", (), name="t") for i in range(12))
+    state.handle(ev.UpdateGraph(stimulus_id="g", client="c", tasks=specs,
+                                wanted=tuple(s.key for s in specs)))
+    load = workload(state)
+    (a,) = load.workers
+    assert (a.processing, load.unassigned) == (2, 10)  # ceil(1 x 1.1) sent, the rest queued
+    assert (load.processing_seconds, load.unassigned_seconds) == (1.0, 5.0)
+    assert load.tasks == 12
+    # so a burst on one thread asks for a worker per task, not per task sent
+    wanted = AdaptivePolicy(AdaptOptions(maximum=3, target_duration=0.01)).wanted(load)
+    assert wanted == 3
+
+
 # -- a simulated burst ------------------------------------------------------------------------
 
 

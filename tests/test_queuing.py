@@ -193,3 +193,40 @@ def test_tasks_sharing_a_large_input_follow_it_rather_than_queue(state):
     actions = state.handle(graph("c", *[spec(f"use{i}", deps=["big"]) for i in range(10)]))
     assert len(computes(actions)) == 10  # placed as before: by input and load
     assert not state.queue
+
+
+def run_queue(state, worker, n):
+    """Finish the oldest task on ``worker`` ``n`` times, each after 1 ms with a result of
+    8 bytes: how many tasks it holds after each."""
+    held = []
+    for _ in range(n):
+        key = min(t.key for t in state.workers[worker].processing)
+        state.handle(finished(worker, key, nbytes=8, start=0.0, stop=0.001))
+        held.append(len(state.workers[worker].processing))
+    return held
+
+
+def test_short_tasks_with_small_results_fill_a_round_trip_per_thread(state):
+    state.handle(add_worker(A, nthreads=2))
+    state.handle(graph("c", *[spec(f"r{i:04d}", name="noop") for i in range(100)]))
+    assert len(state.workers[A].processing) == 3  # ceil(2 x 1.1): durations unknown yet
+    # once seen to take 1 ms with 8-byte results: SHORT_WORK (20 ms) of them per thread
+    assert run_queue(state, A, 3) == [2 * 20] * 3
+    assert len(state.queue) == 100 - 3 - 40
+
+
+@pytest.mark.parametrize(("nbytes", "seconds"), [(1 << 20, 0.001), (8, 0.05)])
+def test_tasks_with_large_results_or_long_ones_stay_at_the_saturation(state, nbytes, seconds):
+    state.handle(add_worker(A))
+    state.handle(graph("c", *[spec(f"r{i:04d}", name="f") for i in range(10)]))
+    for key in ("r0000", "r0001", "r0002"):  # a result of a MiB, or 50 ms: one per thread
+        state.handle(finished(A, key, nbytes=nbytes, start=0.0, stop=seconds))
+        assert len(state.workers[A].processing) == 2  # ceil(1 x 1.1)
+
+
+def test_once_tasks_are_seen_to_be_short_every_worker_takes_more(state):
+    state.handle(add_worker(A), add_worker(B))
+    state.handle(graph("c", *[spec(f"r{i:04d}", name="noop") for i in range(100)]))
+    state.handle(finished(A, "r0000", nbytes=8, start=0.0, stop=0.001))  # B finished none
+    assert [len(w.processing) for w in state.workers.values()] == [20, 20]
+    state.validate()

@@ -73,7 +73,7 @@ def _scheduler_security(flags: dict[str, Any], no_auth: bool) -> Security | None
 @click.option("--worker-saturation",
               help="Root tasks wait on the scheduler until a worker has fewer than "
                    "ceil(threads * this) tasks; inf sends every ready task at once "
-                   "[config scheduler.worker-saturation: inf].")
+                   "[config scheduler.worker-saturation: 1.1].")
 @click.option("--idle-timeout", callback=as_duration,
               help="Close after this long with no client connected and no task running "
                    "(e.g. 1h; default: never).")

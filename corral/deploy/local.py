@@ -37,9 +37,9 @@ class LocalCluster(ClusterManager):
     default; ``ip`` is dask's older name for it), or on the address of network
     ``interface`` (``"eth0"``) when one is given. ``worker_options`` are extra
     ``corral worker`` flags; other keyword arguments configure the ``Scheduler``
-    (``worker_saturation=1.1``: root tasks wait on the scheduler until a worker has fewer
-    than ceil(threads * it) tasks; ``inf`` sends every ready task at once; see
-    docs/memory.md).
+    (``worker_saturation``, 1.1 by default: root tasks wait on the scheduler until a
+    worker has fewer than ceil(threads * it) tasks; ``inf`` sends every ready task at
+    once; see docs/memory.md).
     """
 
     join_on_scale = True

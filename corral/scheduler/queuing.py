@@ -9,6 +9,16 @@ Rules
   up: a worker has at most ``max(ceil(nthreads * saturation), 1)`` tasks holding or
   waiting for a thread slot (seceded ones do not count), the ``worker-saturation``
   setting (default 1.1; ``inf`` turns queuing off).
+* Short tasks: ``ceil(nthreads * saturation)`` tasks cannot keep a thread busy across a
+  round trip to the scheduler (a task finishes on the worker, the scheduler hears of it
+  and sends the next: a few milliseconds through both batched streams) when each runs
+  for 50 µs: the thread then idles most of the time. So once the tasks of the function
+  first in line have been seen to finish, a worker may hold as many as run in
+  ``SHORT_WORK`` seconds per thread, as long as their results would fill less than
+  ``SMALL_RESULTS`` bytes per thread (means measured so far, per function name; at most
+  ``MAX_PER_THREAD``). What roots may run ahead of their reductions stays bounded, by
+  bytes instead of by count; tasks longer than ``SHORT_WORK``, or with results of
+  ``SMALL_RESULTS``, are held at the saturation exactly.
 * Root-ish (``is_rootish``): no worker or resource restrictions, and either no inputs,
   or fewer than 5 inputs, under ``SMALL_INPUTS`` bytes in all, each shared by more than
   twice the cluster's threads: the member of a large group that depends on a few small
@@ -39,6 +49,12 @@ if TYPE_CHECKING:
 # A queued task goes to whichever worker frees up first, wherever its inputs are: only
 # worth it when they are cheap to move (a seed, a small array), not a scattered dataset.
 SMALL_INPUTS = 1 << 20
+# Short tasks with small results: a worker may hold as many as run in this many seconds
+# per thread (about a round trip to the scheduler under load), if their results fill
+# under SMALL_RESULTS bytes per thread, and never more than MAX_PER_THREAD per thread.
+SHORT_WORK = 0.02
+SMALL_RESULTS = 1 << 20
+MAX_PER_THREAD = 256
 
 
 def parse_saturation(value: Any) -> float:
@@ -71,6 +87,9 @@ class Queue:
         # found full), so filling costs what changed, not a walk over every worker.
         self.freed: dict[WorkerState, None] = {}
         self.total_nthreads = 0
+        # function name -> (tasks seen to finish, their seconds, their results' bytes)
+        self.measured: dict[str, tuple[int, float, int]] = {}
+        self.granted = 0  # ``per_thread`` when the workers were last filled
 
     def __len__(self) -> int:
         return len(self._entry)
@@ -95,14 +114,36 @@ class Queue:
         return (all(len(d.dependents) > wide for d in deps)
                 and sum(d.nbytes for d in deps) < SMALL_INPUTS)
 
-    def limit(self, ws: WorkerState) -> int:
-        return max(math.ceil(ws.nthreads * self.saturation), 1)
+    def limit(self, ws: WorkerState, per_thread: int = 0) -> int:
+        """Tasks ``ws`` may hold; ``per_thread``: what ``per_thread`` gave for the task
+        first in line."""
+        return max(math.ceil(ws.nthreads * self.saturation), 1, ws.nthreads * per_thread)
 
-    def slots(self, ws: WorkerState) -> int:
+    def per_thread(self) -> int:
+        """Tasks like the one first in line a thread may hold for ``SHORT_WORK``
+        seconds of work with results under ``SMALL_RESULTS``; 0 if unknown or none."""
+        first = self.first()
+        seen = None if first is None else self.measured.get(first.name)
+        if seen is None:
+            return 0
+        count, seconds, nbytes = seen
+        by_time = SHORT_WORK * count / seconds
+        by_bytes = SMALL_RESULTS * count / nbytes if nbytes > 0 else MAX_PER_THREAD
+        return int(min(by_time, by_bytes, MAX_PER_THREAD))
+
+    def slots(self, ws: WorkerState, per_thread: int | None = None) -> int:
         """Root-ish tasks ``ws`` may take now."""
         if not ws.takes_tasks:
             return 0
-        return self.limit(ws) - ws.queued()
+        if per_thread is None:
+            per_thread = self.per_thread()
+        return self.limit(ws, per_thread) - ws.queued()
+
+    def finished(self, name: str, seconds: float, nbytes: int) -> None:
+        """A task of ``name`` ran ``seconds`` and left a result of ``nbytes``."""
+        if self.enabled and seconds > 0:
+            count, total, size = self.measured.get(name, (0, 0.0, 0))
+            self.measured[name] = (count + 1, total + seconds, size + nbytes)
 
     # -- the index ----------------------------------------------------------------------
 
@@ -115,6 +156,16 @@ class Queue:
         self._entry.pop(ts, None)
         if not self._entry:
             self._heap.clear()  # drop the stale entries in one go
+
+    def first(self) -> TaskState | None:
+        """The queued task of first priority, left on the queue; None if empty."""
+        heap, entry = self._heap, self._entry
+        while heap:
+            _, seq, ts = heap[0]
+            if entry.get(ts) == seq:
+                return ts
+            heapq.heappop(heap)  # stale
+        return None
 
     def pop(self) -> TaskState | None:
         """The queued task of first priority, taken off the queue; None if empty."""
@@ -140,14 +191,15 @@ class Queue:
         if self.enabled:
             self.freed[ws] = None
 
-    def takers(self, workers: dict[str, WorkerState]) -> list[tuple[WorkerState, int]]:
+    def takers(self, workers: dict[str, WorkerState],
+               per_thread: int) -> list[tuple[WorkerState, int]]:
         """The noted workers that have free slots, least loaded first, with how many;
         workers found full (or gone) are no longer noted."""
         if not self._entry or not self.freed:
             return []
         found = []
         for ws in list(self.freed):
-            n = self.slots(ws) if workers.get(ws.address) is ws else 0
+            n = self.slots(ws, per_thread) if workers.get(ws.address) is ws else 0
             if n > 0:
                 found.append((ws, n))
             else:
@@ -159,9 +211,17 @@ class Queue:
 def fill_slots(state: SchedulerState) -> None:
     """Hand queued tasks, first priority first, to the workers with free slots."""
     queue = state.queue
-    for ws, free in queue.takers(state.workers):
-        for _ in range(free):
-            ts = queue.pop()
-            if ts is None:
-                return
-            state.assign(ts, ws)
+    while queue:
+        per_thread = queue.per_thread()
+        if per_thread > queue.granted:  # the task first in line is shorter: all may take more
+            queue.freed.update(dict.fromkeys(state.workers.values()))
+        queue.granted = per_thread
+        takers = queue.takers(state.workers, per_thread)
+        if not takers:
+            return
+        for ws, free in takers:
+            for _ in range(free):
+                ts = queue.pop()
+                if ts is None:
+                    return
+                state.assign(ts, ws)

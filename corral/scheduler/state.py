@@ -148,7 +148,7 @@ class SchedulerState:
             handler(self, stimulus)
             if self.checkpoints.unpinned:
                 self.checkpoints.settle()
-        if self.queue.freed:
+        if self.queue:
             queuing.fill_slots(self)  # once per batch: new roots leave with the results' answers
         if self.retiring:
             retirement.progress(self)

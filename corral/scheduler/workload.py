@@ -8,21 +8,24 @@ name (``Placement.in_flight``), times each function's mean duration so far (lear
 tasks finish: a burst's estimate is right as soon as its first task is done, where each
 worker's ``occupancy`` keeps the estimates made when its tasks were queued). Ready
 tasks no worker can take (there is none, or none that may run them) wait in
-``no-worker`` and are added apart. Memory is each worker's bytes of results against
-its limit.
+``no-worker``, and root-ish tasks held on the scheduler until a thread frees up
+(``queuing``) in ``queued``: both are work waiting for a thread, added apart
+(``unassigned``). Memory is each worker's bytes of results against its limit.
 
 The snapshot travels as a plain dict (``to_wire`` / ``from_wire``); both ends use these
-classes. Reading it costs O(workers + function names + 100): past 100 tasks waiting for
-a worker, their total is extrapolated from the first 100.
+classes. Reading it costs O(workers + function names + 200): past 100 tasks in no-worker (or
+in the queue), their total is extrapolated from the first 100.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from corral.scheduler.records import TaskState
     from corral.scheduler.state import SchedulerState
 
 SAMPLE = 100  # tasks waiting for a worker whose durations are summed, not extrapolated
@@ -44,7 +47,7 @@ class WorkerLoad:
 class Workload:
     workers: tuple[WorkerLoad, ...]
     processing_seconds: float  # estimated seconds of the tasks queued on workers
-    unassigned: int  # ready tasks waiting for a worker (no-worker)
+    unassigned: int  # ready tasks waiting for a worker (no-worker) or a thread (queued)
     unassigned_seconds: float  # their estimated durations, summed
     graphs: int = 0  # graphs received so far (the server counts them): new work arrived?
 
@@ -82,11 +85,18 @@ def workload(state: SchedulerState, *, graphs: int = 0) -> Workload:
     )
     placement = state.placement
     queued = sum(n * placement.estimate_of(name) for name, n in placement.in_flight.items())
-    waiting = len(state.no_worker)
-    sample = list(itertools.islice(state.no_worker, SAMPLE))
-    seconds = sum(map(placement.estimate, sample))
-    if waiting > len(sample):
-        seconds *= waiting / len(sample)
+    waiting = len(state.no_worker) + len(state.queue)
+    seconds = (_estimated(state, state.no_worker, len(state.no_worker))
+               + _estimated(state, state.queue, len(state.queue)))
     return Workload(workers=workers, processing_seconds=queued, unassigned=waiting,
-                    unassigned_seconds=seconds,
-                    graphs=graphs)
+                    unassigned_seconds=seconds, graphs=graphs)
+
+
+def _estimated(state: SchedulerState, tasks: Iterable[TaskState], n: int) -> float:
+    """The estimated durations of the ``n`` ``tasks``, summed: past ``SAMPLE`` of them,
+    extrapolated from the first ``SAMPLE``."""
+    sample = list(itertools.islice(tasks, SAMPLE))
+    seconds = sum(map(state.placement.estimate, sample))
+    if n > len(sample):
+        seconds *= n / len(sample)
+    return seconds
