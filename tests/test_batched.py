@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from typing import Any
 
 from corral.core import BatchedSend
@@ -18,6 +19,11 @@ class FakeComm:
     async def write(self, msg: Any) -> None:
         self.batches.append(msg)
         self.wrote.set()
+
+    def write_nowait(self, msg: Any) -> Awaitable[None] | None:
+        self.batches.append(msg)
+        self.wrote.set()
+        return None
 
     def closed(self) -> bool:
         return False
