@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import inspect
 import logging
 from collections.abc import Awaitable
 from typing import Any
@@ -91,7 +93,8 @@ class BatchedSend:
         if pending is None:
             self._sent(batch)
         else:
-            self._writing = asyncio.ensure_future(self._finish_write(pending, batch))
+            task = self._writing = asyncio.ensure_future(self._finish_write(pending, batch))
+            task.add_done_callback(functools.partial(self._write_done, pending, batch))
 
     async def _finish_write(self, pending: Awaitable[None], batch: list[Any]) -> None:
         try:
@@ -103,11 +106,18 @@ class BatchedSend:
             logger.exception("batched stream %s: dropping a batch that cannot be written",
                              self.name)
             return
-        finally:
-            self._writing = None  # also when abort() cancelled it
         self._sent(batch)
-        if self._buffer:
-            self._flush_soon()
+
+    def _write_done(self, pending: Awaitable[None], batch: list[Any],
+                    task: asyncio.Task[None]) -> None:
+        if task.cancelled():  # by abort(): the batch may not have gone
+            self._buffer[:0] = batch
+            if inspect.iscoroutine(pending):
+                pending.close()  # cancelled before it began: no "never awaited" warning
+        if self._writing is task:
+            self._writing = None
+            if self._buffer and not self._broken:
+                self._flush_soon()
 
     def _sent(self, batch: list[Any]) -> None:
         self.messages_sent += len(batch)
@@ -127,8 +137,10 @@ class BatchedSend:
         try:
             async with asyncio.timeout(timeout):
                 while self.comm is not None:
-                    if self._writing is not None:
+                    if self._writing is not None and not self._writing.done():
                         await asyncio.wait([self._writing])  # cancelled by abort(): fine
+                    elif self._writing is not None:
+                        self._writing = None  # done; its callback has yet to run
                     elif self._buffer and not self._broken and not self.comm.closed():
                         self._flush()  # stopping: no waiting for the interval
                     else:
