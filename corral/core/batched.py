@@ -9,6 +9,10 @@ hop of which is a stream) never wait for the interval. Beyond that the stream is
 and writes are ``interval`` seconds apart, so a flood of N messages costs a few writes,
 not N. A write the transport cannot take at once (the peer is behind, or frames go
 through shared memory) finishes in a task, and sends meanwhile wait for it.
+``send_later(msg)`` is for messages nobody waits on (a client letting go of a key): they
+go with the next write, or ``interval`` seconds later if no other message comes, so a
+release and the request that follows it travel together (one wake-up of the peer, and
+of the peers it answers, instead of two).
 The receiver reads lists of messages.
 """
 
@@ -37,6 +41,7 @@ class BatchedSend:
         self._buffer: list[Any] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flush_due: asyncio.Handle | None = None  # a flush this turn or after a wait
+        self._flush_late: asyncio.TimerHandle | None = None  # for send_later's messages
         self._writing: asyncio.Task[None] | None = None  # a write the transport made wait
         self._window_start = -interval
         self._writes_in_window = 0
@@ -60,13 +65,37 @@ class BatchedSend:
         self._buffer.extend(msgs)
         self._flush_soon()
 
+    def send_later(self, *msgs: Any) -> None:
+        """Queue messages that may wait: they go with the next write, and at most
+        ``interval`` seconds from now."""
+        if self._stopping or (self.comm is not None and self.comm.closed()):
+            raise CommClosedError(f"batched stream {self.name or ''} is closed")
+        self._buffer.extend(msgs)
+        if (self._flush_due is None and self._flush_late is None and self._writing is None
+                and self._loop is not None):
+            self._flush_late = self._loop.call_later(self.interval, self._flush_if_idle)
+
+    def _flush_if_idle(self) -> None:
+        self._flush_late = None
+        if self._flush_due is None:
+            self._flush()
+
     def _flush_soon(self) -> None:
         """Flush at the end of this loop turn, unless a flush or a write is already due."""
         if self._flush_due is None and self._writing is None and self._loop is not None:
             self._flush_due = self._loop.call_soon(self._flush)
 
+    def _cancel_flushes(self) -> None:
+        for handle in (self._flush_due, self._flush_late):
+            if handle is not None:
+                handle.cancel()
+        self._flush_due = self._flush_late = None
+
     def _flush(self) -> None:
         self._flush_due = None
+        if self._flush_late is not None:  # what send_later queued goes now
+            self._flush_late.cancel()
+            self._flush_late = None
         if not self._buffer or self._writing is not None or self._broken:
             return
         assert self._loop is not None
@@ -131,9 +160,7 @@ class BatchedSend:
     async def close(self, timeout: float = 5.0) -> None:
         """Flush what is buffered, then close the comm."""
         self._stopping = True
-        if self._flush_due is not None:
-            self._flush_due.cancel()
-            self._flush_due = None
+        self._cancel_flushes()
         try:
             async with asyncio.timeout(timeout):
                 while self.comm is not None:
@@ -158,9 +185,7 @@ class BatchedSend:
 
     def abort(self) -> None:
         self._stopping = True
-        if self._flush_due is not None:
-            self._flush_due.cancel()
-            self._flush_due = None
+        self._cancel_flushes()
         if self._writing is not None:
             self._writing.cancel()
         if self.comm is not None:
