@@ -2,12 +2,14 @@
 
 Wraps (monkeypatches, in this process and in each worker through ``client.run``) the
 points a task passes: the client's submit and its wait, every ``BatchedSend.send``, every
-comm write and read, bytes arriving at a loop, the state machines' ``handle``, the task
-thread's call and the hop back to the worker's loop. Each records
-``time.monotonic_ns()`` (CLOCK_MONOTONIC: one clock for all processes of a host).
-Prints, per step, the median time since the previous step over N sequential tasks.
+socket write and decoded read, the servers' ``handle``, the task thread's wake-up and
+call, and the hop back to the worker's loop. Each records ``time.monotonic_ns()``
+(CLOCK_MONOTONIC: one clock for all processes of a host). Prints, per step (with the
+thread it ran on), the median time since the previous step over N sequential tasks;
+a step seen in fewer than N tasks (a release, a heartbeat) overlaps the next task.
 
     python bench/latency_trace.py [N]
+    PYTHONPATH=/path/to/other/corral python bench/latency_trace.py   # another version
 
 A profiling aid, not part of ``make bench``: the wrappers cost ~1 µs each.
 """
@@ -32,7 +34,9 @@ def _wrap(owner: Any, attr: str, label: str, done: str = "") -> None:
     """Note ``label`` when ``owner.attr`` is called, and ``done`` (if given) when it returns."""
     import asyncio
 
-    original = getattr(owner, attr)
+    original = getattr(owner, attr, None)
+    if original is None:  # an older corral (the trace also runs against a baseline)
+        return
     if asyncio.iscoroutinefunction(original):
         async def traced_async(*args: Any, **kwargs: Any) -> Any:
             if label:
