@@ -38,13 +38,7 @@ from corral.client.future import (
 from corral.client.interface import ClientCore, ClusterLike
 from corral.client.reports import load_exception
 from corral.client.requests import Requests
-from corral.client.tasks import (
-    addresses,
-    task_message,
-    task_options,
-    unique_suffix,
-    worker_specs,
-)
+from corral.client.tasks import addresses, task_message, task_options, unique_suffix, worker_specs
 from corral.comm.addressing import normalize_address
 from corral.core import BatchedSend, Comm, ConnectionPool, connect
 from corral.credentials import resolve
