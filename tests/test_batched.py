@@ -154,3 +154,37 @@ async def test_abort_while_a_write_waits_leaves_it_unsent() -> None:
     await asyncio.wait_for(stream.close(), 5)  # returns: nothing left to wait for
     assert comm.batches == []
     assert stream.unsent() == [{"i": 0}]  # to send again on a new stream
+
+
+async def test_send_later_waits_for_the_next_message() -> None:
+    """A message nobody waits on (a release) goes with the next one sent, in order."""
+    comm = FakeComm()
+    stream = BatchedSend(interval=60.0)
+    stream.start(comm)  # type: ignore[arg-type]
+    stream.send_later({"release": 1})
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert comm.batches == []  # not worth a write of its own
+    stream.send({"submit": 2})
+    await asyncio.wait_for(comm.wrote.wait(), 5)
+    assert comm.batches == [[{"release": 1}, {"submit": 2}]]
+    stream.abort()
+
+
+async def test_send_later_goes_alone_after_the_interval() -> None:
+    comm = FakeComm()
+    stream = BatchedSend(interval=0.05)
+    stream.start(comm)  # type: ignore[arg-type]
+    stream.send_later({"release": 1})
+    await asyncio.wait_for(comm.wrote.wait(), 5)
+    assert comm.batches == [[{"release": 1}]]
+    stream.abort()
+
+
+async def test_close_sends_what_waits_for_later() -> None:
+    comm = FakeComm()
+    stream = BatchedSend(interval=60.0)
+    stream.start(comm)  # type: ignore[arg-type]
+    stream.send_later({"release": 1})
+    await asyncio.wait_for(stream.close(), 5)
+    assert comm.batches == [[{"release": 1}]]

@@ -70,3 +70,11 @@ def test_modules_and_importable_functions_are_references() -> None:
     ns = by_value("def in_x(a):\n    return os.path.join(a, 'x')\n", os=os)
     assert runspec._pickle_inputs(ns["in_x"]) is not None
     assert runspec._unchanging(os.path.join)  # pickled as module + name
+
+
+def test_impure_keys_are_unique_without_a_system_call_each() -> None:
+    from corral.client.tasks import unique_suffix
+
+    suffixes = [unique_suffix() for _ in range(1000)]
+    assert len(set(suffixes)) == 1000
+    assert all(len(s) == 32 and int(s, 16) >= 0 for s in suffixes)  # as uuid4().hex
