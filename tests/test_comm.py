@@ -185,6 +185,31 @@ async def _write_all(comm: Comm, messages) -> None:
         await comm.write_frames(frames)
 
 
+async def test_write_nowait_writes_at_once_or_hands_back_the_rest(pair):
+    """A message the transport takes without waiting is written before ``write_nowait``
+    returns (None: no task, no loop turn); otherwise it comes back as an awaitable that
+    finishes the write. Either way the messages arrive in order."""
+    assert pair.client.write_nowait([b"one"]) is None  # small, and the peer keeps up
+    rest = pair.client.write_nowait([b"two", b"x" * 200_000])
+    if rest is not None:
+        await rest
+    assert await pair.server.read_frames() == [b"one"]
+    assert await pair.server.read_frames() == [b"two", b"x" * 200_000]
+
+
+async def test_write_nowait_waits_for_a_peer_that_is_behind(stream_pair):
+    client = stream_pair.client
+    client._protocol.pause_writing()  # what the transport does when its buffer is full
+    pending = client.write_nowait([b"later"])
+    assert pending is not None  # nothing written yet: the write waits for the peer
+    client._protocol.resume_writing()
+    await pending
+    assert await stream_pair.server.read_frames() == [b"later"]
+    client.abort()
+    with pytest.raises(CommClosedError):
+        client.write_nowait([b"after"])
+
+
 async def test_a_message_written_in_pieces_arrives_whole(stream_pair):
     """The reader reassembles a message however the stream splits it."""
     frames = [b"head", b"b" * 100_000, b"tail"]

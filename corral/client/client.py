@@ -35,7 +35,7 @@ from corral.client.future import (
 )
 from corral.client.interface import ClientCore, ClusterLike
 from corral.client.requests import Requests
-from corral.client.tasks import task_message, task_options, worker_specs
+from corral.client.tasks import task_message, task_options, unique_suffix, worker_specs
 from corral.comm.addressing import normalize_address
 from corral.core import BatchedSend, Comm, ConnectionPool, connect
 from corral.credentials import resolve
@@ -255,8 +255,15 @@ class AsyncClient(AsyncClientExtras, ClientCore):
             self._states.pop(key, None)
         if not self._closed and self.loop is not None and not self.loop.is_closed():
             with contextlib.suppress(RuntimeError):
-                self.in_loop(self._send, msgs.ClientReleasesKeys(stimulus_id=self._ids(),
-                                                                  keys=(key,)))
+                self.in_loop(self._send_later, msgs.ClientReleasesKeys(
+                    stimulus_id=self._ids(), keys=(key,)))
+
+    def _send_later(self, msg: msgs.FromClient) -> None:
+        """Send ``msg``, which nobody waits on, with the next message or at most a batch
+        interval from now (``BatchedSend.send_later``): the release of the last result
+        and the next submit reach the scheduler (and it the worker) in one message."""
+        with contextlib.suppress(CommClosedError):
+            self._stream.send_later(msg.to_wire())
 
     def _send(self, msg: msgs.FromClient) -> None:
         self._send_wire(msg.to_wire())
@@ -351,7 +358,7 @@ class AsyncClient(AsyncClientExtras, ClientCore):
         for (args, kwargs, found), key in zip(prepared, keys, strict=True):
             if key is None:
                 suffix = (
-                    runspec.token(function_bytes, args, kwargs) if pure else uuid.uuid4().hex
+                    runspec.token(function_bytes, args, kwargs) if pure else unique_suffix()
                 )
                 key = f"{name}-{suffix}"
             known = key in self._states and self._states[key].status != CANCELLED

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from corral.comm.framing import FrameLimits
@@ -65,6 +65,22 @@ class Comm(abc.ABC):
         frames = self.codec.encode(msg)
         self.messages_written += 1
         await self.write_frames(frames)
+
+    def write_nowait(self, msg: Any) -> Awaitable[None] | None:
+        """Write ``msg`` now if the transport takes it without waiting (None); else an
+        awaitable that finishes the write (it was encoded once, here). One writer at a
+        time, as for ``write``: not while an earlier write is still awaited."""
+        frames = self.codec.encode(msg)
+        self.messages_written += 1
+        if self.write_frames_nowait(frames):
+            return None
+        return self.write_frames(frames)
+
+    def write_frames_nowait(self, frames: Frames) -> bool:
+        """Write ``frames`` if that needs no waiting (True); else write nothing (False).
+        Raises ``CommClosedError`` once the comm is closed. Transports that can't say
+        keep this default, and every write goes through ``write_frames``."""
+        return False
 
     @property
     def limits(self) -> FrameLimits:

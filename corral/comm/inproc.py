@@ -52,6 +52,9 @@ class InprocComm(Comm):
         return self._inbox.popleft()
 
     async def write_frames(self, frames: Frames) -> None:
+        self.write_frames_nowait(frames)
+
+    def write_frames_nowait(self, frames: Frames) -> bool:
         peer = self.peer
         if self._error is not None:
             raise CommClosedError(f"{self._error} (peer {self.peer_address})")
@@ -68,6 +71,7 @@ class InprocComm(Comm):
             self._end(CommClosedError(f"peer {self.peer_address} rejected a message: {e}"))
             raise self._error from e  # type: ignore[misc]
         peer._call(peer._deliver, frames)
+        return True
 
     def _call(self, fn, *args) -> None:  # type: ignore[no-untyped-def]
         try:

@@ -200,6 +200,31 @@ class TCPComm(Comm):
         except CommClosedError as e:
             raise _closed_error(e, self.peer_address) from None
 
+    def write_frames_nowait(self, frames: Frames) -> bool:
+        p = self._protocol
+        if p.error is not None or self._transport.is_closing():
+            raise _closed_error(p.error or CommClosedError("comm closed"), self.peer_address)
+        if p.drain_waiter is not None:  # the peer is behind: wait for it in write_frames
+            return False
+        if len(frames) == 1 and type(frames[0]) is bytes and len(frames[0]) < SMALL_MESSAGE:
+            self._transport.write(encode_header([len(frames[0])]) + frames[0])
+            return True
+        lengths = [frame_nbytes(f) for f in frames]
+        shared = self.shared
+        if shared is not None and not shared.closed and max(lengths) >= shared.threshold:
+            return False  # placing frames in shared memory may wait
+        self._write(frames, lengths, sum(lengths))
+        return True
+
+    def _write(self, frames: Frames, lengths: list[int], in_stream: int) -> None:
+        """``lengths`` go in the header (shared frames have their own); ``in_stream``
+        bytes follow it on the socket."""
+        header = encode_header(lengths)
+        if in_stream < SMALL_MESSAGE:
+            self._transport.write(b"".join([header, *frames]))
+        else:
+            self._transport.writelines([header, *frames])
+
     async def write_frames(self, frames: Frames) -> None:
         p = self._protocol
         if p.error is not None or self._transport.is_closing():
@@ -216,11 +241,7 @@ class TCPComm(Comm):
                     raise _closed_error(p.error or CommClosedError("comm closed"),
                                         self.peer_address)
                 in_stream = sum(frame_nbytes(f) for f in frames)
-            header = encode_header(lengths)
-            if in_stream < SMALL_MESSAGE:
-                self._transport.write(b"".join([header, *frames]))
-            else:
-                self._transport.writelines([header, *frames])
+            self._write(frames, lengths, in_stream)
         if p.drain_waiter is not None:
             await self._drain(p.drain_waiter)
         # mypy keeps p.error narrowed to None across the await above; _drain may set it.

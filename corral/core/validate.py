@@ -113,7 +113,13 @@ def _compile(hint: Any) -> Check:
     if origin is Annotated:
         return _bounded(_compile(args[0]), [a for a in args[1:] if isinstance(a, AtLeast)])
     if origin in (Union, types.UnionType):
-        return _union([_compile(a) for a in args], " or ".join(map(_name, args)))
+        expected = " or ".join(map(_name, args))
+        if type(None) not in args:
+            return _union([_compile(a) for a in args], expected)
+        # None first, without trying the others (each refusal raises): optional fields
+        # are None in most messages
+        rest = _union([_compile(a) for a in args if a is not type(None)], expected)
+        return lambda value, where: None if value is None else rest(value, where)
     if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
         return _sequence(_compile(args[0]), tuple)
     if origin is tuple:

@@ -465,12 +465,16 @@ class Worker:
 
     async def _read_scheduler(self, comm: Comm) -> None:
         """Until the stream closes or the scheduler falls silent for ``scheduler_timeout``."""
+        loop = asyncio.get_running_loop()
         try:
-            while True:
-                batch = await asyncio.wait_for(comm.read(), self.scheduler_timeout)
-                stimuli = [s for s in map(self._stimulus, batch) if s is not None]
-                if stimuli:
-                    self.handle(*stimuli)
+            # one timeout pushed back per batch, not wait_for's task per read (3.11)
+            async with asyncio.timeout(None) as silence:
+                while True:
+                    silence.reschedule(loop.time() + self.scheduler_timeout)
+                    batch = await comm.read()
+                    stimuli = [s for s in map(self._stimulus, batch) if s is not None]
+                    if stimuli:
+                        self.handle(*stimuli)
         except TimeoutError:
             logger.warning("no word from the scheduler for %s s", self.scheduler_timeout)
         except CommError:
