@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
-
-from tqdm.auto import tqdm
 
 from corral.client.future import Finished, Future
 
 if TYPE_CHECKING:
-    _Tqdm = tqdm[Any]  # generic in its stubs only: tqdm[Any] fails at run time
-else:
-    _Tqdm = tqdm
+    from tqdm import tqdm
 
 
-class _Bar(_Tqdm):
-    # tqdm's monitor thread tunes bars updated from loops; ours is fed by events and the
-    # thread would outlive the call.
-    monitor_interval = 0
+@functools.cache
+def _bar_class() -> type[tqdm[Any]]:
+    """tqdm, imported when a first bar is shown (its import costs every client ~80 ms)."""
+    from tqdm.auto import tqdm
+
+    class Bar(tqdm):  # type: ignore[type-arg]
+        # tqdm's monitor thread tunes bars updated from loops; ours is fed by events and
+        # the thread would outlive the call.
+        monitor_interval = 0
+
+    return Bar
 
 
 def progress(futures: Iterable[Future] | Future | Any, *, desc: str = "tasks",
@@ -41,13 +45,13 @@ def progress(futures: Iterable[Future] | Future | Any, *, desc: str = "tasks",
     if not futures:
         raise ValueError("progress() needs at least one future")
     futures[0].client.check_open()
-    bar = _Bar(total=len(futures), desc=desc, unit="task", **tqdm_options)
+    bar = _bar_class()(total=len(futures), desc=desc, unit="task", **tqdm_options)
     coro = _track(futures, bar)
     runner = futures[0].client.runner
     return coro if runner is None else runner.run(coro)
 
 
-async def _track(futures: list[Future], bar: _Bar) -> None:
+async def _track(futures: list[Future], bar: tqdm[Any]) -> None:
     finished, erred = Finished(futures), 0
     try:
         while batch := await finished.next_batch():
