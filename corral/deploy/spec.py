@@ -179,15 +179,19 @@ class ClusterManager:
 
     async def _start_scheduler(self) -> str:
         """Start the scheduler; its address."""
-        from corral.deploy.dashboard import attach_dashboard
-
         assert self.scheduler is not None
         await self.scheduler.listen(f"{scheme_for(self.security)}://{self.host}:"
                                     f"{self._scheduler_port}")
-        if self.dashboard_address is not None:
-            self.dashboard = await attach_dashboard(self.scheduler, self.dashboard_address,
-                                                    allowed_hosts=self._dashboard_allowed_hosts)
         return self.scheduler.address
+
+    async def _start_dashboard(self) -> None:
+        """Serve the dashboard beside a scheduler in this process, if one is wanted."""
+        if self.scheduler is None or self.dashboard_address is None:
+            return
+        from corral.deploy.dashboard import attach_dashboard
+
+        self.dashboard = await attach_dashboard(self.scheduler, self.dashboard_address,
+                                                allowed_hosts=self._dashboard_allowed_hosts)
 
     async def _close_scheduler(self) -> None:
         if self.scheduler is not None:
@@ -213,7 +217,16 @@ class ClusterManager:
             self._rpc = rpc(self._scheduler_address, security=self.security,
                             timeout=config.get("deploy.startup-timeout"), name="cluster")
             self._log(f"scheduler at {self._scheduler_address}")
-            await self._scale(self._initial_workers)
+            # The dashboard (aiohttp's import alone is ~0.2 s) starts while the first
+            # workers' processes boot: _scale spawns them before its first wait.
+            scaling = asyncio.ensure_future(self._scale(self._initial_workers))
+            try:
+                await self._start_dashboard()
+            except BaseException:
+                scaling.cancel()
+                await asyncio.gather(scaling, return_exceptions=True)
+                raise
+            await scaling
         except BaseException:  # failed, or cancelled by Ctrl-C: leave no process behind
             self.status = Status.FAILED
             for job in self.jobs.values():
