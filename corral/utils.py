@@ -130,3 +130,16 @@ async def _cancel_other_tasks() -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def with_timeout(coro: Coroutine[Any, Any, T], timeout: float | None, what: str) -> T:
+    """``await coro``, or ``TimeoutError("<what> timed out after <timeout> s")``."""
+    if timeout is None:
+        return await coro
+    try:
+        async with asyncio.timeout(timeout) as deadline:
+            return await coro
+    except TimeoutError:
+        if deadline.expired():  # ours, not one raised inside (a connect timeout, say)
+            raise TimeoutError(f"{what} timed out after {timeout:g} s") from None
+        raise

@@ -46,7 +46,7 @@ from corral.exceptions import (
     CorralError,
 )
 from corral.security import Security
-from corral.utils import LoopRunner, parse_bytes
+from corral.utils import LoopRunner, parse_bytes, with_timeout
 
 logger = logging.getLogger("corral.client")
 T = TypeVar("T")
@@ -221,7 +221,7 @@ class AsyncClient(AsyncClientExtras, ClientCore):
             raise RuntimeError(
                 "this client is asynchronous: use `await future` / `await client.gather(...)`"
             )
-        return self._runner.run(_with_timeout(coro, timeout, what))
+        return self._runner.run(with_timeout(coro, timeout, what))
 
     def in_loop(self, fn: Callable[..., Any], *args: Any) -> None:
         """Call ``fn(*args)`` on the client's loop, from any thread."""
@@ -591,14 +591,3 @@ class AsyncClient(AsyncClientExtras, ClientCore):
 def _as_dependency(x: Any) -> runspec.Dependency | None:
     return runspec.Dependency(x.key) if isinstance(x, Future) else None
 
-
-async def _with_timeout(coro: Coroutine[Any, Any, T], timeout: float | None, what: str) -> T:
-    if timeout is None:
-        return await coro
-    try:
-        async with asyncio.timeout(timeout) as deadline:
-            return await coro
-    except TimeoutError:
-        if deadline.expired():  # ours, not one raised inside (a connect timeout, say)
-            raise TimeoutError(f"{what} timed out after {timeout:g} s") from None
-        raise
