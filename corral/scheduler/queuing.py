@@ -75,7 +75,8 @@ def parse_saturation(value: Any) -> float:
 
 
 class Queue:
-    def __init__(self, saturation: float) -> None:
+    def __init__(self, saturation: float,
+                 durations: dict[str, tuple[float, int]] | None = None) -> None:
         self.saturation = parse_saturation(saturation)
         self.enabled = math.isfinite(self.saturation)
         # (priority, sequence, task): a heap with lazy deletion. ``_entry`` maps each
@@ -87,8 +88,10 @@ class Queue:
         # found full), so filling costs what changed, not a walk over every worker.
         self.freed: dict[WorkerState, None] = {}
         self.total_nthreads = 0
-        # function name -> (tasks seen to finish, their seconds, their results' bytes)
-        self.measured: dict[str, tuple[int, float, int]] = {}
+        # function name -> (total seconds, tasks): ``Placement.durations``, learnt there
+        self.durations = {} if durations is None else durations
+        # function name -> (total bytes of results, tasks seen to finish)
+        self.result_bytes: dict[str, tuple[int, int]] = {}
         self.granted = 0  # ``per_thread`` when the workers were last filled
 
     def __len__(self) -> int:
@@ -123,12 +126,13 @@ class Queue:
         """Tasks like the one first in line a thread may hold for ``SHORT_WORK``
         seconds of work with results under ``SMALL_RESULTS``; 0 if unknown or none."""
         first = self.first()
-        seen = None if first is None else self.measured.get(first.name)
-        if seen is None:
+        sized = None if first is None else self.result_bytes.get(first.name)
+        timed = None if first is None else self.durations.get(first.name)
+        if sized is None or timed is None:
             return 0
-        count, seconds, nbytes = seen
-        by_time = SHORT_WORK * count / seconds
-        by_bytes = SMALL_RESULTS * count / nbytes if nbytes > 0 else MAX_PER_THREAD
+        (nbytes, sized_count), (seconds, timed_count) = sized, timed
+        by_time = SHORT_WORK * timed_count / seconds
+        by_bytes = SMALL_RESULTS * sized_count / nbytes if nbytes > 0 else MAX_PER_THREAD
         return int(min(by_time, by_bytes, MAX_PER_THREAD))
 
     def slots(self, ws: WorkerState, per_thread: int | None = None) -> int:
@@ -139,11 +143,12 @@ class Queue:
             per_thread = self.per_thread()
         return self.limit(ws, per_thread) - ws.queued()
 
-    def finished(self, name: str, seconds: float, nbytes: int) -> None:
-        """A task of ``name`` ran ``seconds`` and left a result of ``nbytes``."""
-        if self.enabled and seconds > 0:
-            count, total, size = self.measured.get(name, (0, 0.0, 0))
-            self.measured[name] = (count + 1, total + seconds, size + nbytes)
+    def finished(self, name: str, nbytes: int) -> None:
+        """A task of ``name`` left a result of ``nbytes`` (its duration is learnt by
+        ``Placement``)."""
+        if self.enabled:
+            total, count = self.result_bytes.get(name, (0, 0))
+            self.result_bytes[name] = (total + nbytes, count + 1)
 
     # -- the index ----------------------------------------------------------------------
 

@@ -119,7 +119,7 @@ class SchedulerState:
         # Tasks in no-worker, in the order they got there: placed again when a worker joins.
         self.no_worker: dict[TaskState, None] = {}
         # Root-ish tasks ready to run, held here until a worker has a free thread slot.
-        self.queue = queuing.Queue(worker_saturation)
+        self.queue = queuing.Queue(worker_saturation, self.placement.durations)
         # Released tasks to bring back once a stimulus has sorted out what was lost: a
         # FIFO, and a set to ask "is it among them" in O(1).
         self.pending_compute: deque[TaskState] = deque()
