@@ -201,20 +201,29 @@ class TCPComm(Comm):
             raise _closed_error(e, self.peer_address) from None
 
     def write_frames_nowait(self, frames: Frames) -> bool:
-        p = self._protocol
-        if p.error is not None or self._transport.is_closing():
-            raise _closed_error(p.error or CommClosedError("comm closed"), self.peer_address)
-        if p.drain_waiter is not None:  # the peer is behind: wait for it in write_frames
+        self._check_open()
+        if self._protocol.drain_waiter is not None:  # the peer is behind: wait in write_frames
             return False
-        if len(frames) == 1 and type(frames[0]) is bytes and len(frames[0]) < SMALL_MESSAGE:
-            self._transport.write(encode_header([len(frames[0])]) + frames[0])
+        if _small(frames):
+            self._write_small(frames[0])
             return True
         lengths = [frame_nbytes(f) for f in frames]
-        shared = self.shared
-        if shared is not None and not shared.closed and max(lengths) >= shared.threshold:
+        if self._goes_shared(lengths):
             return False  # placing frames in shared memory may wait
         self._write(frames, lengths, sum(lengths))
         return True
+
+    def _check_open(self) -> None:
+        p = self._protocol
+        if p.error is not None or self._transport.is_closing():
+            raise _closed_error(p.error or CommClosedError("comm closed"), self.peer_address)
+
+    def _goes_shared(self, lengths: list[int]) -> bool:
+        shared = self.shared
+        return shared is not None and not shared.closed and max(lengths) >= shared.threshold
+
+    def _write_small(self, frame: bytes) -> None:
+        self._transport.write(encode_header([len(frame)]) + frame)
 
     def _write(self, frames: Frames, lengths: list[int], in_stream: int) -> None:
         """``lengths`` go in the header (shared frames have their own); ``in_stream``
@@ -227,25 +236,21 @@ class TCPComm(Comm):
 
     async def write_frames(self, frames: Frames) -> None:
         p = self._protocol
-        if p.error is not None or self._transport.is_closing():
-            raise _closed_error(p.error or CommClosedError("comm closed"), self.peer_address)
-        if len(frames) == 1 and type(frames[0]) is bytes and len(frames[0]) < SMALL_MESSAGE:
-            self._transport.write(encode_header([len(frames[0])]) + frames[0])
+        self._check_open()
+        if _small(frames):
+            self._write_small(frames[0])
         else:
             lengths = [frame_nbytes(f) for f in frames]
             in_stream = sum(lengths)
-            shared = self.shared
-            if shared is not None and not shared.closed and max(lengths) >= shared.threshold:
-                frames, lengths = await shared.place(frames, lengths)
-                if p.error is not None or self._transport.is_closing():
-                    raise _closed_error(p.error or CommClosedError("comm closed"),
-                                        self.peer_address)
+            if self._goes_shared(lengths):
+                assert self.shared is not None
+                frames, lengths = await self.shared.place(frames, lengths)
+                self._check_open()
                 in_stream = sum(frame_nbytes(f) for f in frames)
             self._write(frames, lengths, in_stream)
         if p.drain_waiter is not None:
             await self._drain(p.drain_waiter)
-        # mypy keeps p.error narrowed to None across the await above; _drain may set it.
-        if p.error is not None and not isinstance(p.error, CommClosedError):  # type: ignore[unreachable]
+        if p.error is not None and not isinstance(p.error, CommClosedError):  # set by _drain
             raise _closed_error(p.error, self.peer_address)
 
     async def _drain(self, waiter: asyncio.Future[None]) -> None:
@@ -288,6 +293,11 @@ class TCPComm(Comm):
 
     def closed(self) -> bool:
         return self._transport.is_closing() or self._protocol.error is not None
+
+
+def _small(frames: Frames) -> bool:
+    """One small ``bytes`` frame: written with its header in one ``write``."""
+    return len(frames) == 1 and type(frames[0]) is bytes and len(frames[0]) < SMALL_MESSAGE
 
 
 def _closed_error(error: Exception, peer: str) -> Exception:
