@@ -60,20 +60,22 @@ class BatchedSend:
 
     def send(self, *msgs: Any) -> None:
         """Queue messages; never blocks. Raises ``CommClosedError`` once the comm is gone."""
-        if self._stopping or (self.comm is not None and self.comm.closed()):
-            raise CommClosedError(f"batched stream {self.name or ''} is closed")
+        self._check_open()
         self._buffer.extend(msgs)
         self._flush_soon()
 
     def send_later(self, *msgs: Any) -> None:
         """Queue messages that may wait: they go with the next write, and at most
         ``interval`` seconds from now."""
-        if self._stopping or (self.comm is not None and self.comm.closed()):
-            raise CommClosedError(f"batched stream {self.name or ''} is closed")
+        self._check_open()
         self._buffer.extend(msgs)
         if (self._flush_due is None and self._flush_late is None and self._writing is None
                 and self._loop is not None):
             self._flush_late = self._loop.call_later(self.interval, self._flush_if_idle)
+
+    def _check_open(self) -> None:
+        if self._stopping or (self.comm is not None and self.comm.closed()):
+            raise CommClosedError(f"batched stream {self.name or ''} is closed")
 
     def _flush_if_idle(self) -> None:
         self._flush_late = None
@@ -112,12 +114,8 @@ class BatchedSend:
         batch, self._buffer = self._buffer, []
         try:
             pending = self.comm.write_nowait(batch)
-        except CommClosedError:
-            self._lost(batch)
-            return
-        except Exception:  # a message that cannot be encoded: the others still go
-            logger.exception("batched stream %s: dropping a batch that cannot be written",
-                             self.name)
+        except Exception as e:
+            self._failed(batch, e)
             return
         if pending is None:
             self._sent(batch)
@@ -128,12 +126,8 @@ class BatchedSend:
     async def _finish_write(self, pending: Awaitable[None], batch: list[Any]) -> None:
         try:
             await pending
-        except CommClosedError:
-            self._lost(batch)
-            return
-        except Exception:
-            logger.exception("batched stream %s: dropping a batch that cannot be written",
-                             self.name)
+        except Exception as e:
+            self._failed(batch, e)
             return
         self._sent(batch)
 
@@ -151,6 +145,13 @@ class BatchedSend:
     def _sent(self, batch: list[Any]) -> None:
         self.messages_sent += len(batch)
         self.batches_sent += 1
+
+    def _failed(self, batch: list[Any], error: Exception) -> None:
+        if isinstance(error, CommClosedError):
+            self._lost(batch)
+        else:  # a message that cannot be encoded: the others still go
+            logger.error("batched stream %s: dropping a batch that cannot be written",
+                         self.name, exc_info=error)
 
     def _lost(self, batch: list[Any]) -> None:
         logger.debug("batched stream %s: comm closed", self.name)
