@@ -38,12 +38,18 @@ class FakeComm:
         pass
 
 
+def started(comm: FakeComm, **options: Any) -> BatchedSend:
+    """A ``BatchedSend`` writing to ``comm``, started on the running loop."""
+    stream = BatchedSend(**options)
+    stream.start(comm)  # type: ignore[arg-type]
+    return stream
+
+
 async def test_idle_stream_writes_each_message_at_once() -> None:
     """Single messages traded back and forth (a request, then the next one as soon as
     its answer came) never wait for the interval: here it is a minute."""
     comm = FakeComm()
-    stream = BatchedSend(interval=60.0)
-    stream.start(comm)  # type: ignore[arg-type]
+    stream = started(comm, interval=60.0)
     for i in range(3):
         comm.wrote.clear()
         stream.send({"i": i})
@@ -54,8 +60,7 @@ async def test_idle_stream_writes_each_message_at_once() -> None:
 
 async def test_same_turn_messages_share_a_write() -> None:
     comm = FakeComm()
-    stream = BatchedSend(interval=60.0)
-    stream.start(comm)  # type: ignore[arg-type]
+    stream = started(comm, interval=60.0)
     stream.send({"i": 0})
     stream.send({"i": 1}, {"i": 2})
     await asyncio.wait_for(comm.wrote.wait(), 5)
@@ -67,8 +72,7 @@ async def test_busy_stream_batches_beyond_the_burst() -> None:
     """A message every loop turn: after ``burst`` writes, the rest wait out the interval
     and go together."""
     comm = FakeComm()
-    stream = BatchedSend(interval=0.2, burst=4)
-    stream.start(comm)  # type: ignore[arg-type]
+    stream = started(comm, interval=0.2, burst=4)
     for i in range(200):
         stream.send({"i": i})
         await asyncio.sleep(0)
@@ -101,8 +105,7 @@ async def test_write_straight_to_the_comm_in_the_same_loop_turn() -> None:
     """The flush runs in the loop turn after the sends (``call_soon``): no task, no
     event; nothing is written before the sending code yields."""
     comm = FakeComm()
-    stream = BatchedSend(interval=60.0)
-    stream.start(comm)  # type: ignore[arg-type]
+    stream = started(comm, interval=60.0)
     stream.send({"i": 0})
     assert comm.batches == []  # the rest of this turn's messages may still join
     await asyncio.sleep(0)
@@ -113,8 +116,7 @@ async def test_write_straight_to_the_comm_in_the_same_loop_turn() -> None:
 
 async def test_a_write_that_must_wait_holds_the_next_ones_in_order() -> None:
     comm = WaitingComm()
-    stream = BatchedSend(interval=60.0)
-    stream.start(comm)  # type: ignore[arg-type]
+    stream = started(comm, interval=60.0)
     stream.send({"i": 0})
     await asyncio.sleep(0)  # flushed: the write waits on the transport
     stream.send({"i": 1})
@@ -132,8 +134,7 @@ async def test_a_write_that_must_wait_holds_the_next_ones_in_order() -> None:
 
 async def test_close_flushes_what_waits_then_refuses_more() -> None:
     comm = WaitingComm()
-    stream = BatchedSend(interval=60.0, burst=1)
-    stream.start(comm)  # type: ignore[arg-type]
+    stream = started(comm, interval=60.0, burst=1)
     stream.send({"i": 0})
     await asyncio.sleep(0)
     stream.send({"i": 1})  # behind the waiting write (and beyond the burst)
@@ -146,8 +147,7 @@ async def test_close_flushes_what_waits_then_refuses_more() -> None:
 
 async def test_abort_while_a_write_waits_leaves_it_unsent() -> None:
     comm = WaitingComm()
-    stream = BatchedSend(interval=60.0)
-    stream.start(comm)  # type: ignore[arg-type]
+    stream = started(comm, interval=60.0)
     stream.send({"i": 0})
     await asyncio.sleep(0)
     stream.abort()
@@ -159,8 +159,7 @@ async def test_abort_while_a_write_waits_leaves_it_unsent() -> None:
 async def test_send_later_waits_for_the_next_message() -> None:
     """A message nobody waits on (a release) goes with the next one sent, in order."""
     comm = FakeComm()
-    stream = BatchedSend(interval=60.0)
-    stream.start(comm)  # type: ignore[arg-type]
+    stream = started(comm, interval=60.0)
     stream.send_later({"release": 1})
     for _ in range(3):
         await asyncio.sleep(0)
@@ -173,8 +172,7 @@ async def test_send_later_waits_for_the_next_message() -> None:
 
 async def test_send_later_goes_alone_after_the_interval() -> None:
     comm = FakeComm()
-    stream = BatchedSend(interval=0.05)
-    stream.start(comm)  # type: ignore[arg-type]
+    stream = started(comm, interval=0.05)
     stream.send_later({"release": 1})
     await asyncio.wait_for(comm.wrote.wait(), 5)
     assert comm.batches == [[{"release": 1}]]
@@ -183,8 +181,7 @@ async def test_send_later_goes_alone_after_the_interval() -> None:
 
 async def test_close_sends_what_waits_for_later() -> None:
     comm = FakeComm()
-    stream = BatchedSend(interval=60.0)
-    stream.start(comm)  # type: ignore[arg-type]
+    stream = started(comm, interval=60.0)
     stream.send_later({"release": 1})
     await asyncio.wait_for(stream.close(), 5)
     assert comm.batches == [[{"release": 1}]]
