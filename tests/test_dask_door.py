@@ -285,7 +285,7 @@ def test_a_client_given_a_cluster_has_it_as_client_cluster_and_leaves_it_open():
 
 
 def test_the_cluster_listens_on_the_host_ip_or_interface_given():
-    from corral.deploy.local import listen_host
+    from corral.deploy.options import listen_host
 
     with Client(interface="lo", n_workers=1, processes=False, dashboard_address=None,
                 set_as_default=False) as c:

@@ -23,7 +23,7 @@ from corral.cli.common import (
     version_option,
 )
 from corral.credentials import default_scheduler_file, resolve
-from corral.deploy.options import auto_nworkers, interface_address, listen_in_range, writing_pid
+from corral.deploy.options import auto_nworkers, listen_host, listen_in_range, writing_pid
 from corral.memory_limit import configured_thresholds, parse_memory_limit
 from corral.security import scheme_for
 from corral.utils import run_async
@@ -244,12 +244,10 @@ def worker(
 
 
 def _listen_host(host: str | None, interface: str | None) -> str:
-    if interface is None:
-        return host or "127.0.0.1"
-    if host is not None:
+    if host is not None and interface is not None:
         raise click.UsageError("give --host or --interface, not both")
     try:
-        return interface_address(interface)
+        return listen_host(host, None, interface)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--interface") from None
 

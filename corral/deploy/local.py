@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from corral.deploy.options import interface_address
+from corral.deploy.options import listen_host
 from corral.deploy.process import WorkerProcess, child_environment, worker_command
 from corral.deploy.spec import ClusterManager, Job, WorkerSpec
 from corral.memory_limit import configured_thresholds, parse_memory_limit
@@ -116,17 +116,6 @@ class LocalCluster(ClusterManager):
         kind = "processes" if self.processes else "in-process"
         return f"<LocalCluster {self.scheduler_address or None} " \
                f"workers={len(self.jobs)} ({kind})>"
-
-
-def listen_host(host: str | None, ip: str | None, interface: str | None) -> str:
-    """The one host to listen on, from dask's three ways to say it (loopback if none)."""
-    given = {name: value for name, value in
-             (("host", host), ("ip", ip), ("interface", interface)) if value is not None}
-    if len(given) > 1:
-        raise ValueError(f"give one of host=, ip= and interface=, not {' and '.join(given)}")
-    if interface is not None:
-        return interface_address(interface)
-    return host or ip or "127.0.0.1"
 
 
 class _LocalJob(Job):

@@ -1,7 +1,7 @@
 """What the deployment flags of ``corral worker`` and ``corral scheduler`` mean:
-``--nworkers auto``, ``--interface``, port ranges, durations (``--lifetime``,
-``--idle-timeout``) and ``--pid-file`` (``--preload`` modules are the worker's:
-``corral.worker.lifecycle``). Plain functions, so the
+``--nworkers auto``, ``--interface`` (and ``LocalCluster``'s host, ip, interface), port
+ranges, durations (``--lifetime``, ``--idle-timeout``) and ``--pid-file`` (``--preload``
+modules are the worker's: ``corral.worker.lifecycle``). Plain functions, so the
 command line stays a list of flags and each meaning has one home and its tests.
 """
 
@@ -89,6 +89,17 @@ def interface_address(interface: str) -> str:
         if family in by_family:
             return by_family[family].split("%")[0]
     raise ValueError(f"network interface {interface!r} has no IP address")
+
+
+def listen_host(host: str | None, ip: str | None, interface: str | None) -> str:
+    """The one host to listen on, from dask's three ways to say it (loopback if none)."""
+    given = {name: value for name, value in
+             (("host", host), ("ip", ip), ("interface", interface)) if value is not None}
+    if len(given) > 1:
+        raise ValueError(f"give one of host=, ip= and interface=, not {' and '.join(given)}")
+    if interface is not None:
+        return interface_address(interface)
+    return host or ip or "127.0.0.1"
 
 
 # -- pid files --------------------------------------------------------------------------------
