@@ -1,10 +1,11 @@
-"""Shared fixtures: servers on loopback and on the in-process transport."""
+"""Shared fixtures: servers on loopback and on the in-process transport, a tiny disk."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
+import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -116,3 +117,18 @@ def warm_event_loop_machinery():
     runner = LoopRunner("warm-up")
     runner.run(asyncio.sleep(0))
     runner.stop()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 2 MiB tmpfs, mounted here and removed after; skips where mounting is refused."""
+    path = tmp_path / "tiny"
+    path.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(path)],
+                          capture_output=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {done.stderr.decode().strip()}")
+    try:
+        yield str(path)
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)

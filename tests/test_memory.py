@@ -147,21 +147,6 @@ def noise(i: int) -> np.ndarray:
     return np.random.default_rng(i).random(10 * MiB // 8)  # lz4 cannot shrink it
 
 
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A 2 MiB tmpfs, mounted here and removed after; skips where mounting is refused."""
-    path = tmp_path / "tiny"
-    path.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(path)],
-                          capture_output=True, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {done.stderr.decode().strip()}")
-    try:
-        yield str(path)
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
 @pytest.mark.timeout(90)
 @pytest.mark.skipif(sys.platform != "linux", reason="tmpfs")
 def test_unpicklable_values_and_a_full_disk_do_not_crash_the_worker(tiny_disk):

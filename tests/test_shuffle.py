@@ -24,8 +24,8 @@ from corral import Client, LocalCluster
 from corral.exceptions import ShuffleFailed
 from corral.shuffle import METHOD, plan
 from corral.shuffle.plan import Inbox, ShuffleSpec
+from corral.worker.shards import Shards
 from corral.worker.shuffle import ShuffleExtension
-from corral.worker.spill import SpillBuffer
 from tests._helpers import wait_until_blocking
 
 
@@ -60,19 +60,19 @@ def test_every_owner_of_a_wanted_partition_gets_a_batch_even_an_empty_one():
     assert plan.batches(s, {}) == {"a": [], "b": []}
 
 
-def test_a_partition_is_taken_once_every_input_was_heard_in_input_order():
-    s = plan.place(spec(n_inputs=3, npartitions=2), ["a", "b"], run="r")
+def test_a_partition_is_taken_once_every_input_was_heard():
+    s = plan.place(spec(n_inputs=3, npartitions=4), ["a", "b"], run="r")
     inbox = Inbox()
-    assert inbox.receive("abc", "r", 2, [0]) == ([plan.piece_key("abc", "r", 0, 2)], [])
-    inbox.receive("abc", "r", 0, [0])
+    assert inbox.receive("abc", "r", 2) is None
+    inbox.receive("abc", "r", 0)
     with pytest.raises(ShuffleFailed, match="1 of 3 inputs never reached a") as e:
         inbox.take(s, 0, "a")
     assert e.value.worker == ""  # not a lost worker: nobody to avoid next time
-    inbox.receive("abc", "r", 1, [])  # heard, nothing for partition 0
-    inbox.receive("abc", "r", 2, [0])  # a transfer that ran twice overwrites
-    assert inbox.take(s, 0, "a") == [plan.piece_key("abc", "r", 0, i) for i in (0, 2)]
+    inbox.receive("abc", "r", 1)
+    inbox.receive("abc", "r", 2)  # a transfer that ran twice
+    assert inbox.take(s, 0, "a") is False
+    assert inbox.take(s, 1, "a") is True  # the last partition a owns: the run is over
     assert inbox.heard == {}
-    assert inbox.stored == {}
 
 
 def test_an_unpack_away_from_its_owner_or_run_twice_fails_and_names_the_suspect():
@@ -82,28 +82,68 @@ def test_an_unpack_away_from_its_owner_or_run_twice_fails_and_names_the_suspect(
         inbox.take(s, 1, "a")
     assert e.value.worker == "b"
     s4 = plan.place(spec(n_inputs=1, npartitions=4), ["a", "b"], run="r")
-    inbox.receive("abc", "r", 0, [0, 1])
+    inbox.receive("abc", "r", 0)
     inbox.take(s4, 0, "a")
     with pytest.raises(ShuffleFailed, match="unpacked on a before"):
         inbox.take(s4, 0, "a")
 
 
-def test_a_new_run_drops_the_pieces_of_the_failed_one():
+def test_a_new_run_drops_the_failed_one():
     inbox = Inbox()
-    inbox.receive("abc", "r1", 0, [0, 1])
-    keys, dropped = inbox.receive("abc", "r2", 0, [1])
-    assert keys == [plan.piece_key("abc", "r2", 1, 0)]
-    assert sorted(dropped) == [plan.piece_key("abc", "r1", p, 0) for p in (0, 1)]
+    inbox.receive("abc", "r1", 0)
+    assert inbox.receive("abc", "r2", 0) == "r1"
+    assert inbox.receive("abc", "r2", 1) is None
     assert set(inbox.heard) == {("abc", "r2")}
 
 
 # -- a worker's store of pieces ---------------------------------------------------------
 
 
+def piece(i: int, n: int = 500) -> pd.DataFrame:
+    return pd.DataFrame({"x": np.arange(i * n, (i + 1) * n)})
+
+
+def test_shards_go_to_one_file_per_partition_and_come_back_in_input_order(tmp_path):
+    shards = Shards(str(tmp_path), budget=1000)
+    for input_ in (2, 0, 1):
+        for partition in (0, 1):
+            shards.add(("abc", "r", partition), input_, piece(10 * partition + input_))
+        assert shards.full
+        shards.flush()  # one record per partition each time
+        assert shards.in_memory == 0
+    (run_dir,) = os.listdir(tmp_path)
+    assert sorted(os.listdir(tmp_path / run_dir)) == ["0", "1"]
+    shards.add(("abc", "r", 0), 1, piece(99))  # input 1 ran again: its newer piece wins
+    got = shards.take(("abc", "r", 0))
+    for a, b in zip(got, [piece(0), piece(99), piece(2)], strict=True):
+        pd.testing.assert_frame_equal(a, b)
+    assert os.listdir(tmp_path / run_dir) == ["1"]
+    shards.drop("abc", "r")
+    assert os.listdir(tmp_path) == []
+    assert shards.in_memory == 0
+    assert shards.on_disk == 0
+    assert shards.written_total > 0
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="tmpfs")
+def test_shards_stay_in_memory_when_the_disk_is_full(tiny_disk, caplog):
+    shards = Shards(tiny_disk, budget=0)
+    big = pd.DataFrame({"x": np.random.default_rng(0).random(400_000)})  # 3.2 MB > 2 MiB
+    shards.add(("abc", "r", 0), 0, big)
+    shards.add(("abc", "r", 1), 0, piece(1))
+    shards.flush()
+    assert shards.write_error is not None
+    assert shards.in_memory > 0
+    shards.flush()  # fails again: logged once
+    assert len([r for r in caplog.records if "cannot write" in r.getMessage()]) == 1
+    pd.testing.assert_frame_equal(shards.take(("abc", "r", 0))[0], big)
+    pd.testing.assert_frame_equal(shards.take(("abc", "r", 1))[0], piece(1))
+    assert shards.in_memory == 0
+
+
 class FakeWorker:
-    def __init__(self, directory: str, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.address = "a"
-        self.data = SpillBuffer(directory, target=1000)
         self.loop = loop
 
 
@@ -118,19 +158,17 @@ def loop():
     loop.close()
 
 
-def test_pieces_spill_to_the_workers_directory_and_come_back_exact(tmp_path, loop):
-    worker = FakeWorker(str(tmp_path / "spill"), loop)
-    ext = ShuffleExtension(worker)  # type: ignore[arg-type]
+def test_a_workers_pieces_go_to_its_directory_beyond_a_tenth_of_its_limit(tmp_path, loop):
+    ext = ShuffleExtension(FakeWorker(loop))  # type: ignore[arg-type]
+    ext.start(str(tmp_path), memory_limit=10_000)
     s = plan.place(spec(n_inputs=2, npartitions=1), ["a"], run="r")
-    frames = [pd.DataFrame({"x": np.arange(i * 500, (i + 1) * 500)}) for i in range(2)]
+    frames = [piece(i) for i in range(2)]
     ext.send(s, 1, {"a": [(0, frames[1])]})  # its own batch: stored, never sent
     ext.send(s, 0, {"a": [(0, frames[0])]})
-    wait_until_blocking(lambda: worker.data.spilled, 10, "a piece spilled")
-    assert os.listdir(tmp_path / "spill")
-    pieces = ext.take(s, 0)
-    pd.testing.assert_frame_equal(pd.concat(pieces), pd.concat(frames))
-    assert len(worker.data) == 0
-    worker.data.close()
+    assert ext.shards.written_total > 0  # acknowledged only once written
+    assert os.listdir(tmp_path / "shuffle")
+    pd.testing.assert_frame_equal(pd.concat(ext.take(s, 0)), pd.concat(frames))
+    assert os.listdir(tmp_path / "shuffle") == []  # the run is over here
 
 
 # -- on a cluster of worker processes ---------------------------------------------------

@@ -24,8 +24,6 @@ from typing import Any
 
 from corral.exceptions import ShuffleFailed
 
-PREFIX = "corral-shuffle"  # the first item of every piece's key in a worker's data store
-
 
 @dataclass(frozen=True, slots=True)
 class ShuffleSpec:
@@ -91,39 +89,32 @@ def barrier_key(token: str, run: str = "") -> str:
     return f"corral-shuffle-barrier-{token}" + (f"-{run}" if run else "")
 
 
-def piece_key(name: str, run: str, partition: int, input_: int) -> tuple[str, str, str, int, int]:
-    return (PREFIX, name, run, partition, input_)
-
-
 class Inbox:
-    """One worker's bookkeeping of the pieces it owns: which inputs each run has heard
-    from, and which pieces of each partition are stored (under ``piece_key``)."""
+    """One worker's bookkeeping of the shuffles it receives: which inputs each run has
+    heard from, and which of its output partitions were taken (the pieces themselves
+    are kept by ``corral.worker.shards``)."""
 
     def __init__(self) -> None:
         self.current: dict[str, str] = {}  # shuffle name → its newest run here
         self.heard: dict[tuple[str, str], set[int]] = {}  # (name, run) → inputs
-        self.stored: dict[tuple[str, str, int], set[int]] = {}  # (name, run, part) → inputs
         self.taken: dict[tuple[str, str], set[int]] = {}  # (name, run) → partitions
 
-    def receive(self, name: str, run: str, input_: int, partitions: Iterable[int]
-                ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-        """A batch arrived: the keys to store its pieces under, in order, and the keys
-        of an older run of the same shuffle to drop (it failed: a newer one began)."""
-        dropped: list[tuple[Any, ...]] = []
+    def receive(self, name: str, run: str, input_: int) -> str | None:
+        """Input ``input_`` was heard from; the older run of the same shuffle to forget
+        (it failed: a newer one began), if any."""
         old = self.current.get(name)
-        if old is not None and old != run:
-            dropped = self.forget(name, old)
+        if old == run:
+            old = None
+        elif old is not None:
+            self.forget(name, old)
         self.current[name] = run
         self.heard.setdefault((name, run), set()).add(input_)
-        keys = []
-        for partition in partitions:
-            self.stored.setdefault((name, run, partition), set()).add(input_)
-            keys.append(piece_key(name, run, partition, input_))
-        return keys, dropped
+        return old
 
-    def take(self, spec: ShuffleSpec, partition: int, me: str) -> list[tuple[Any, ...]]:
-        """The keys of ``partition``'s pieces, in input order, now no longer tracked;
-        ``ShuffleFailed`` unless this worker owns it and heard from every input."""
+    def take(self, spec: ShuffleSpec, partition: int, me: str) -> bool:
+        """Whether this was the last of the run's partitions owned here (the run is
+        over here, and forgotten); ``ShuffleFailed`` unless this worker owns
+        ``partition``, heard from every input and did not take it before."""
         owner = spec.owner_of(partition)
         if owner != me:
             raise ShuffleFailed(f"shuffle {spec.name}: output partition {partition} belongs "
@@ -136,20 +127,14 @@ class Inbox:
         if partition in taken:  # its pieces are gone: only a rerun of the shuffle has them
             raise ShuffleFailed(f"shuffle {spec.name}: output partition {partition} was "
                                 f"unpacked on {me} before")
-        inputs = self.stored.pop((spec.name, spec.run, partition), set())
         taken.add(partition)
-        if len(taken) == len(owned(spec, me)):  # all taken: the run is over here
-            self.forget(spec.name, spec.run)
-        return [piece_key(spec.name, spec.run, partition, i) for i in sorted(inputs)]
+        if len(taken) < len(owned(spec, me)):
+            return False
+        self.forget(spec.name, spec.run)
+        return True
 
-    def forget(self, name: str, run: str) -> list[tuple[Any, ...]]:
-        """Forget run ``run`` of shuffle ``name``; the keys of the pieces it still held."""
+    def forget(self, name: str, run: str) -> None:
         if self.current.get(name) == run:
             del self.current[name]
         self.heard.pop((name, run), None)
         self.taken.pop((name, run), None)
-        keys = []
-        for (n, r, partition) in [k for k in self.stored if k[0] == name and k[1] == run]:
-            keys += [piece_key(n, r, partition, i)
-                     for i in sorted(self.stored.pop((n, r, partition)))]
-        return keys

@@ -16,6 +16,7 @@ from typing import Any
 from corral.exceptions import ShuffleFailed
 from corral.shuffle import plan
 from corral.shuffle.plan import ShuffleSpec
+from corral.worker.shards import Shards
 
 
 def transfer(frame: Any, spec: ShuffleSpec, input_: int) -> int:
@@ -66,25 +67,27 @@ class _Local:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.inbox = plan.Inbox()
-        self.pieces: dict[tuple[Any, ...], Any] = {}
+        self.shards = Shards(None, float("inf"))
 
     def keep(self, spec: ShuffleSpec, input_: int, pieces: dict[int, Any]) -> None:
-        kept = [(p, piece) for p, piece in pieces.items() if spec.wanted(p) and len(piece)]
         with self.lock:
-            keys, dropped = self.inbox.receive(spec.name, "", input_, [p for p, _ in kept])
-            for key in dropped:
-                self.pieces.pop(key, None)
-            self.pieces.update(zip(keys, (piece for _, piece in kept), strict=True))
+            old = self.inbox.receive(spec.name, "", input_)
+            if old is not None:
+                self.shards.drop(spec.name, old)
+            for p, piece in pieces.items():
+                if spec.wanted(p) and len(piece):
+                    self.shards.add((spec.name, "", p), input_, piece)
 
     def take(self, spec: ShuffleSpec, partition: int) -> list[Any]:
         here = plan.place(spec, ["here"], run="")
         with self.lock:
             try:
-                keys = self.inbox.take(here, partition, "here")
+                self.inbox.take(here, partition, "here")
             except ShuffleFailed as e:
                 raise ShuffleFailed(f"{e} (this scheduler ran the shuffle's tasks in "
                                     "several processes: choose shuffle_method='tasks')") from e
-            return [self.pieces.pop(key) for key in keys]
+            pieces = self.shards.take((spec.name, "", partition))
+        return pieces
 
 
 _LOCAL = _Local()

@@ -51,11 +51,12 @@ class MemoryWatch:
 
     def use(self) -> tuple[int, int, int]:
         """Bytes of managed data in memory, of spilled data (as in memory), on disk."""
-        data, state = self.worker.data, self.worker.state
+        data, state, shards = self.worker.data, self.worker.state, self.worker.shuffles.shards
         if isinstance(data, SpillBuffer):
-            return data.managed, data.spilled, sum(data.disk.disk_bytes.values())
+            return (data.managed + shards.in_memory, data.spilled,
+                    sum(data.disk.disk_bytes.values()) + shards.on_disk)
         return sum(t.nbytes for t in state.tasks.values()
-                   if t.key in data) if state else 0, 0, 0
+                   if t.key in data) + shards.in_memory if state else 0, 0, 0
 
     def metrics(self) -> dict[str, Any]:
         """The memory part of a heartbeat's metrics, and the process's CPU use."""
@@ -68,7 +69,8 @@ class MemoryWatch:
             "memory": memory, "managed": managed, "spilled": spilled,
             "spilled_disk": spilled_disk, "unmanaged": max(memory - managed, 0),
             "paused": bool(w.state and w.state.paused), "memory_limit": w.memory_limit,
-            "spilled_total": w.data.spilled_total if isinstance(w.data, SpillBuffer) else 0,
+            "spilled_total": (w.data.spilled_total if isinstance(w.data, SpillBuffer) else 0)
+            + w.shuffles.shards.written_total,
             "cpu": cpu,
         }
 
@@ -109,5 +111,6 @@ class MemoryWatch:
         self.grown = 0
         return ev.MemoryUsage(
             stimulus_id=self.worker.new_id(), rss=int(self.process.memory_info().rss),
-            managed=data.managed if isinstance(data, SpillBuffer) else 0,
+            managed=(data.managed if isinstance(data, SpillBuffer) else 0)
+            + self.worker.shuffles.shards.in_memory,
             spill_failed=isinstance(data, SpillBuffer) and data.spill_error is not None)

@@ -151,6 +151,7 @@ class Worker:
         await self.server.listen(address)
         self.local_directory = tempfile.mkdtemp(prefix="corral-worker-", dir=self._local_parent)
         self.data = self.memory.new_store(self.local_directory)  # spills go under it
+        self.shuffles.start(self.local_directory, self.memory_limit)
         self.extras.start()
         self.loop = asyncio.get_running_loop()
         self._ids = msgs.StimulusIds(self.address)
@@ -362,6 +363,7 @@ class Worker:
             if isinstance(self.data, SpillBuffer):
                 self.data.async_evict_until_below_target(instruction.target)
                 self.memory.watch_spills()
+            self.shuffles.spill()
         elif isinstance(instruction, ev.SendToScheduler):
             with contextlib.suppress(CommClosedError):
                 self.batched.send(instruction.msg.to_wire())

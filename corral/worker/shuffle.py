@@ -3,61 +3,79 @@
 An extension of the worker, like its plugins (``corral.worker.plugins``): the decisions
 are ``corral.shuffle.plan``'s (``Inbox``); this holds the I/O.
 
-* ``shuffle_receive`` (a peer's batch, on the event loop): each piece goes into the
-  worker's own data store under a key of its own (``plan.piece_key``), so the memory
-  manager counts it and spills it to the worker's local directory, least recently used
-  first, like any result; the scheduler never hears of these keys.
+* ``shuffle_receive`` (a peer's batch, on the event loop): its pieces join their output
+  partitions in ``Shards``, held in memory up to a tenth of the memory limit and then
+  appended to one file per partition under the worker's local directory. The batch is
+  acknowledged once any such write is done, so a sender waits for a busy disk
+  (back-pressure) instead of piling pieces up in this worker's memory.
 * ``send`` (a transfer task's thread): one batch to every owner, all at once, each over
   the worker's connection pool; the task's thread waits for every acknowledgement, so a
   transfer that finished has delivered. A batch for this worker is stored, not sent.
 * ``take`` (an unpack task's thread): the pieces of an output partition, in input
-  order, read back from disk on that thread if they were spilled, then dropped.
+  order, read back from disk on that thread, then forgotten.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
+import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from corral.exceptions import CommError, ShuffleFailed
 from corral.shuffle.plan import Inbox, ShuffleSpec
+from corral.worker.shards import Shards
 
 if TYPE_CHECKING:
     from corral.worker.server import Worker
 
-logger = logging.getLogger("corral.worker.shuffle")
-T = TypeVar("T")
 
 
 class ShuffleExtension:
+    BUDGET = 0.1  # of the memory limit: pieces held in memory before they go to disk
+
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
         self.inbox = Inbox()
+        self.shards = Shards(None, float("inf"))
         self.received_bytes = 0  # bytes of pieces that came from peers
+        self._writes: set[asyncio.Future[None]] = set()
+
+    def start(self, local_directory: str, memory_limit: int) -> None:
+        if memory_limit:
+            self.shards = Shards(os.path.join(local_directory, "shuffle"),
+                                 self.BUDGET * memory_limit)
 
     def handlers(self) -> dict[str, Any]:
         return {"shuffle_receive": self.receive}
 
     # -- on the event loop ---------------------------------------------------------------
 
-    def receive(self, comm: Any, name: str, run: str, input: int,
-                parts: list[tuple[int, Any]]) -> int:
+    async def receive(self, comm: Any, name: str, run: str, input: int,
+                      parts: list[tuple[int, Any]]) -> int:
         """A peer's batch for the output partitions owned here; the number of pieces."""
         from corral.sizeof import sizeof
 
         self.received_bytes += sum(sizeof(piece) for _, piece in parts)
-        self._store(name, run, input, parts)
+        await self._store(name, run, input, parts)
         return len(parts)
 
-    def _store(self, name: str, run: str, input_: int, parts: list[tuple[int, Any]]) -> None:
-        keys, dropped = self.inbox.receive(name, run, input_, [p for p, _ in parts])
-        data = self.worker.data
-        for key in dropped:
-            data.pop(key, None)
-        for key, (_, piece) in zip(keys, parts, strict=True):
-            data[key] = piece
+    async def _store(self, name: str, run: str, input_: int,
+                     parts: list[tuple[int, Any]]) -> None:
+        old = self.inbox.receive(name, run, input_)
+        if old is not None:
+            await asyncio.to_thread(self.shards.drop, name, old)
+        for partition, piece in parts:
+            self.shards.add((name, run, partition), input_, piece)
+        if self.shards.full:
+            await asyncio.to_thread(self.shards.flush)
+
+    def spill(self) -> None:
+        """Memory is short: write every piece held in memory to disk, on a thread."""
+        if self.shards.in_memory and self.shards.directory:
+            task = asyncio.ensure_future(asyncio.to_thread(self.shards.flush))
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
 
     async def _send_all(self, spec: ShuffleSpec, input_: int,
                         batches: dict[str, list[tuple[int, Any]]]) -> None:
@@ -70,9 +88,10 @@ class ShuffleExtension:
                                     f"{type(e).__name__}: {e}", worker=address) from e
 
         mine = batches.pop(self.worker.address, None)
+        sends = [one(a, parts) for a, parts in batches.items()]
         if mine is not None:
-            self._store(spec.name, spec.run, input_, mine)
-        await asyncio.gather(*(one(a, parts) for a, parts in batches.items()))
+            sends.append(self._store(spec.name, spec.run, input_, mine))
+        await asyncio.gather(*sends)
 
     # -- on a task's thread --------------------------------------------------------------
 
@@ -82,27 +101,16 @@ class ShuffleExtension:
         self._on_loop(lambda: self._send_all(spec, input_, batches))
 
     def take(self, spec: ShuffleSpec, partition: int) -> list[Any]:
-        """Output partition ``partition``'s pieces, in input order; they leave the store."""
+        """Output partition ``partition``'s pieces, in input order; they are forgotten."""
 
-        async def claim() -> list[Any]:
+        async def claim() -> bool:
             return self.inbox.take(spec, partition, self.worker.address)
 
-        keys = self._on_loop(claim)
-        data = self.worker.data
-        try:
-            pieces = [data[key] for key in keys]  # may read back from disk: not the loop
-        except KeyError as e:  # the store was cleared (the worker restarted its state)
-            raise ShuffleFailed(f"shuffle {spec.name}: a piece of output partition "
-                                f"{partition} is gone from {self.worker.address}",
-                                worker=self.worker.address) from e
-
-        async def drop() -> None:
-            for key in keys:
-                data.pop(key, None)
-
-        self._on_loop(drop)
+        last = self._on_loop(claim)
+        pieces = self.shards.take((spec.name, spec.run, partition))  # may read the disk
+        if last:
+            self.shards.drop(spec.name, spec.run)
         return pieces
-
     def _on_loop(self, make: Callable[[], Any]) -> Any:
         loop = self.worker.loop
         if loop is None:
