@@ -55,7 +55,8 @@ class Shards:
         self._lock = threading.Lock()
         self._written = threading.Condition(self._lock)
 
-    def add(self, partition: Partition, input_: int, piece: Any) -> None:
+    def add(self, partition: Partition, input_: int, piece: Any) -> int:
+        """Keep a piece in memory; its size."""
         nbytes = sizeof(piece)
         with self._lock:
             pieces = self._pieces.setdefault(partition, {})
@@ -64,6 +65,7 @@ class Shards:
                 self._count(partition, -sizeof(old))
             pieces[input_] = piece
             self._count(partition, nbytes)
+        return nbytes
 
     @property
     def full(self) -> bool:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from corral.exceptions import CommError, ShuffleFailed
@@ -54,21 +54,19 @@ class ShuffleExtension:
     async def receive(self, comm: Any, name: str, run: str, input: int,
                       parts: list[tuple[int, Any]]) -> int:
         """A peer's batch for the output partitions owned here; the number of pieces."""
-        from corral.sizeof import sizeof
-
-        self.received_bytes += sum(sizeof(piece) for _, piece in parts)
-        await self._store(name, run, input, parts)
+        self.received_bytes += await self._store(name, run, input, parts)
         return len(parts)
 
     async def _store(self, name: str, run: str, input_: int,
-                     parts: list[tuple[int, Any]]) -> None:
+                     parts: list[tuple[int, Any]]) -> int:
+        """Keep a batch's pieces (on disk if memory is short); their bytes."""
         old = self.inbox.receive(name, run, input_)
         if old is not None:
             await asyncio.to_thread(self.shards.drop, name, old)
-        for partition, piece in parts:
-            self.shards.add((name, run, partition), input_, piece)
+        nbytes = sum(self.shards.add((name, run, p), input_, piece) for p, piece in parts)
         if self.shards.full:
             await asyncio.to_thread(self.shards.flush)
+        return nbytes
 
     def spill(self) -> None:
         """Memory is short: write every piece held in memory to disk, on a thread."""
@@ -88,7 +86,7 @@ class ShuffleExtension:
                                     f"{type(e).__name__}: {e}", worker=address) from e
 
         mine = batches.pop(self.worker.address, None)
-        sends = [one(a, parts) for a, parts in batches.items()]
+        sends: list[Awaitable[object]] = [one(a, parts) for a, parts in batches.items()]
         if mine is not None:
             sends.append(self._store(spec.name, spec.run, input_, mine))
         await asyncio.gather(*sends)
