@@ -40,12 +40,12 @@ def sizeof(obj: Any, depth: int = 0) -> int:
 
 
 def _objects(array: Any) -> int:
-    """The Python objects an array of dtype ``object`` points to (its ``nbytes`` counts
-    only the pointers), estimated from a sample."""
-    if getattr(array, "dtype", None) != object or not getattr(array, "size", 0):
+    """The Python objects a NumPy array of dtype ``object`` points to (its ``nbytes``
+    counts only the pointers), estimated from a sample."""
+    np = sys.modules.get("numpy")
+    dtype = getattr(array, "dtype", None)
+    if np is None or not isinstance(dtype, np.dtype) or dtype.kind != "O" or not array.size:
         return 0
-    import numpy as np  # (loaded already: ``array`` has a dtype)
-
     flat = np.asarray(array).ravel()
     sample = flat[:: max(len(flat) // _SAMPLE, 1)][:_SAMPLE]
     return sum(map(sys.getsizeof, sample)) * len(flat) // len(sample)

@@ -24,7 +24,7 @@ from corral import Client, LocalCluster
 from corral.exceptions import ShuffleFailed
 from corral.shuffle import METHOD, plan
 from corral.shuffle.plan import Inbox, ShuffleSpec
-from corral.worker.shards import Shards
+from corral.worker.shards import Shards, pack
 from corral.worker.shuffle import ShuffleExtension
 from tests._helpers import wait_until_blocking
 
@@ -107,13 +107,13 @@ def test_shards_go_to_one_file_per_partition_and_come_back_in_input_order(tmp_pa
     shards = Shards(str(tmp_path), budget=1000)
     for input_ in (2, 0, 1):
         for partition in (0, 1):
-            shards.add(("abc", "r", partition), input_, piece(10 * partition + input_))
+            shards.add(("abc", "r", partition), input_, pack(piece(10 * partition + input_)))
         assert shards.full
         shards.flush()  # one record per partition each time
         assert shards.in_memory == 0
     (run_dir,) = os.listdir(tmp_path)
     assert sorted(os.listdir(tmp_path / run_dir)) == ["0", "1"]
-    shards.add(("abc", "r", 0), 1, piece(99))  # input 1 ran again: its newer piece wins
+    shards.add(("abc", "r", 0), 1, pack(piece(99)))  # input 1 ran again: its newer piece wins
     got = shards.take(("abc", "r", 0))
     for a, b in zip(got, [piece(0), piece(99), piece(2)], strict=True):
         pd.testing.assert_frame_equal(a, b)
@@ -129,8 +129,8 @@ def test_shards_go_to_one_file_per_partition_and_come_back_in_input_order(tmp_pa
 def test_shards_stay_in_memory_when_the_disk_is_full(tiny_disk, caplog):
     shards = Shards(tiny_disk, budget=0)
     big = pd.DataFrame({"x": np.random.default_rng(0).random(400_000)})  # 3.2 MB > 2 MiB
-    shards.add(("abc", "r", 0), 0, big)
-    shards.add(("abc", "r", 1), 0, piece(1))
+    shards.add(("abc", "r", 0), 0, pack(big))
+    shards.add(("abc", "r", 1), 0, pack(piece(1)))
     shards.flush()
     assert shards.write_error is not None
     assert shards.in_memory > 0
@@ -163,8 +163,8 @@ def test_a_workers_pieces_go_to_its_directory_beyond_a_tenth_of_its_limit(tmp_pa
     ext.start(str(tmp_path), memory_limit=10_000)
     s = plan.place(spec(n_inputs=2, npartitions=1), ["a"], run="r")
     frames = [piece(i) for i in range(2)]
-    ext.send(s, 1, {"a": [(0, frames[1])]})  # its own batch: stored, never sent
-    ext.send(s, 0, {"a": [(0, frames[0])]})
+    ext.send(s, 1, {"a": [(0, pack(frames[1]))]})  # its own batch: stored, never sent
+    ext.send(s, 0, {"a": [(0, pack(frames[0]))]})
     assert ext.shards.written_total > 0  # acknowledged only once written
     assert os.listdir(tmp_path / "shuffle")
     pd.testing.assert_frame_equal(pd.concat(ext.take(s, 0)), pd.concat(frames))

@@ -16,7 +16,7 @@ from typing import Any
 from corral.exceptions import ShuffleFailed
 from corral.shuffle import plan
 from corral.shuffle.plan import ShuffleSpec
-from corral.worker.shards import Shards
+from corral.worker.shards import Shards, pack
 
 
 def transfer(frame: Any, spec: ShuffleSpec, input_: int) -> int:
@@ -25,7 +25,8 @@ def transfer(frame: Any, spec: ShuffleSpec, input_: int) -> int:
     from dask.dataframe.shuffle import shuffle_group
 
     n = spec.npartitions
-    pieces = shuffle_group(frame, spec.column, 0, n, n, spec.ignore_index, n)
+    groups = shuffle_group(frame, spec.column, 0, n, n, spec.ignore_index, n)
+    pieces = {p: pack(piece) for p, piece in groups.items() if spec.wanted(p) and len(piece)}
     if not spec.owners:
         _LOCAL.keep(spec, input_, pieces)
     else:
@@ -69,14 +70,13 @@ class _Local:
         self.inbox = plan.Inbox()
         self.shards = Shards(None, float("inf"))
 
-    def keep(self, spec: ShuffleSpec, input_: int, pieces: dict[int, Any]) -> None:
+    def keep(self, spec: ShuffleSpec, input_: int, pieces: dict[int, bytes]) -> None:
         with self.lock:
             old = self.inbox.receive(spec.name, "", input_)
             if old is not None:
                 self.shards.drop(spec.name, old)
             for p, piece in pieces.items():
-                if spec.wanted(p) and len(piece):
-                    self.shards.add((spec.name, "", p), input_, piece)
+                self.shards.add((spec.name, "", p), input_, piece)
 
     def take(self, spec: ShuffleSpec, partition: int) -> list[Any]:
         here = plan.place(spec, ["here"], run="")

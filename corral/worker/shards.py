@@ -3,7 +3,9 @@
 A shuffle of ``n`` inputs into ``n`` outputs makes ``n²`` pieces, most of them small:
 storing each as a value of its own (one file each when spilled) costs a file creation,
 a write, a read and a deletion per piece, which grows with the square of the
-partitions. ``Shards`` keeps one group per output partition instead:
+partitions. ``Shards`` keeps one group per output partition instead, and keeps pieces
+serialized from the sender's thread (``pack``) to the unpack task's: a piece is pickled
+once and unpickled once, never on the event loop, however often it moves.
 
 * pieces arrive (``add``, on the event loop: no I/O) into memory, keyed by their input,
   so that a transfer that ran twice overwrites what it sent before;
@@ -29,7 +31,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from corral.sizeof import sizeof
+import msgpack
+
 from corral.worker.spill import dump_frames, load_frames
 
 logger = logging.getLogger("corral.worker.shards")
@@ -38,15 +41,20 @@ Partition = tuple[str, str, int]  # (shuffle name, run, output partition)
 _LENGTH = struct.Struct("<Q")
 
 
+def pack(piece: Any) -> bytes:
+    """A piece as it travels and waits: pickled, lz4-compressed where that pays."""
+    return b"".join(dump_frames(piece))
+
+
 class Shards:
     def __init__(self, directory: str | None, budget: float) -> None:
         self.directory = directory  # None: never written to disk
         self.budget = budget if directory else float("inf")
-        self.in_memory = 0  # bytes (sizeof) of the pieces held in memory
+        self.in_memory = 0  # bytes of the (packed) pieces held in memory
         self.on_disk = 0  # bytes of the records in files
-        self.written_total = 0  # bytes (sizeof) ever written
+        self.written_total = 0  # bytes ever written
         self.write_error: str | None = None  # the last failed write, until one works
-        self._pieces: dict[Partition, dict[int, Any]] = {}
+        self._pieces: dict[Partition, dict[int, bytes]] = {}
         self._sizes: dict[Partition, int] = {}
         self._files: dict[Partition, int] = {}  # bytes in each partition's file
         self._runs: dict[tuple[str, str], str] = {}  # (name, run) → its directory
@@ -55,14 +63,14 @@ class Shards:
         self._lock = threading.Lock()
         self._written = threading.Condition(self._lock)
 
-    def add(self, partition: Partition, input_: int, piece: Any) -> int:
-        """Keep a piece in memory; its size."""
-        nbytes = sizeof(piece)
+    def add(self, partition: Partition, input_: int, piece: bytes) -> int:
+        """Keep a packed piece in memory; its size."""
+        nbytes = len(piece)
         with self._lock:
             pieces = self._pieces.setdefault(partition, {})
             old = pieces.get(input_)
             if old is not None:
-                self._count(partition, -sizeof(old))
+                self._count(partition, -len(old))
             pieces[input_] = piece
             self._count(partition, nbytes)
         return nbytes
@@ -79,7 +87,7 @@ class Shards:
             batch = [(p, self._pieces.pop(p), self._sizes.pop(p)) for p in list(self._pieces)
                      if p not in self._writing]
             self._writing.update(p for p, _, _ in batch)
-        failed: list[tuple[Partition, dict[int, Any], int]] = []
+        failed: list[tuple[Partition, dict[int, bytes], int]] = []
         try:
             for partition, pieces, nbytes in batch:
                 try:
@@ -101,8 +109,8 @@ class Shards:
                 for partition, pieces, nbytes in failed:  # back, under what arrived since
                     newer = self._pieces.get(partition, {})
                     for input_ in newer.keys() & pieces.keys():
-                        nbytes -= sizeof(pieces[input_])
-                        self.in_memory -= sizeof(pieces[input_])
+                        nbytes -= len(pieces[input_])
+                        self.in_memory -= len(pieces[input_])
                     pieces.update(newer)
                     self._pieces[partition] = pieces
                     self._sizes[partition] = self._sizes.get(partition, 0) + nbytes
@@ -119,13 +127,13 @@ class Shards:
             self.in_memory -= self._sizes.pop(partition, 0)
             written = self._files.pop(partition, 0)
             self.on_disk -= written
-        out: dict[int, Any] = {}
+        out: dict[int, bytes] = {}
         for record in self._read(self._path(partition)) if written else ():
             out.update(record)
         out.update(pieces)  # what stayed in memory came last
-        return [out[i] for i in sorted(out)]
+        return [load_frames(bytearray(out[i])) for i in sorted(out)]  # writable arrays
 
-    def _read(self, path: str) -> Iterator[dict[int, Any]]:
+    def _read(self, path: str) -> Iterator[dict[int, bytes]]:
         with open(path, "rb") as f:
             blob = memoryview(f.read())
         os.remove(path)
@@ -133,7 +141,7 @@ class Shards:
         while start < len(blob):
             (length,) = _LENGTH.unpack_from(blob, start)
             start += _LENGTH.size
-            yield load_frames(blob[start:start + length])
+            yield msgpack.unpackb(blob[start:start + length], strict_map_key=False)
             start += length
 
     def drop(self, name: str, run: str) -> None:
@@ -152,14 +160,14 @@ class Shards:
         self._sizes[partition] = self._sizes.get(partition, 0) + nbytes
         self.in_memory += nbytes
 
-    def _append(self, partition: Partition, pieces: dict[int, Any]) -> None:
-        frames = dump_frames(pieces)
-        length = sum(memoryview(f).nbytes for f in frames)
+    def _append(self, partition: Partition, pieces: dict[int, bytes]) -> None:
+        record = msgpack.packb(pieces)
+        length = len(record)
         path = self._path(partition)
         with open(path, "ab") as f:
             start = f.tell()
             try:
-                f.writelines([_LENGTH.pack(length), *frames])
+                f.writelines([_LENGTH.pack(length), record])
                 f.flush()
             except OSError:
                 with contextlib.suppress(OSError):  # no half record left behind

@@ -52,13 +52,13 @@ class ShuffleExtension:
     # -- on the event loop ---------------------------------------------------------------
 
     async def receive(self, comm: Any, name: str, run: str, input: int,
-                      parts: list[tuple[int, Any]]) -> int:
+                      parts: list[tuple[int, bytes]]) -> int:
         """A peer's batch for the output partitions owned here; the number of pieces."""
         self.received_bytes += await self._store(name, run, input, parts)
         return len(parts)
 
     async def _store(self, name: str, run: str, input_: int,
-                     parts: list[tuple[int, Any]]) -> int:
+                     parts: list[tuple[int, bytes]]) -> int:
         """Keep a batch's pieces (on disk if memory is short); their bytes."""
         old = self.inbox.receive(name, run, input_)
         if old is not None:
@@ -76,8 +76,8 @@ class ShuffleExtension:
             task.add_done_callback(self._writes.discard)
 
     async def _send_all(self, spec: ShuffleSpec, input_: int,
-                        batches: dict[str, list[tuple[int, Any]]]) -> None:
-        async def one(address: str, parts: list[tuple[int, Any]]) -> None:
+                        batches: dict[str, list[tuple[int, bytes]]]) -> None:
+        async def one(address: str, parts: list[tuple[int, bytes]]) -> None:
             try:
                 await self.worker.pool(address).shuffle_receive(
                     name=spec.name, run=spec.run, input=input_, parts=parts)
@@ -94,7 +94,7 @@ class ShuffleExtension:
     # -- on a task's thread --------------------------------------------------------------
 
     def send(self, spec: ShuffleSpec, input_: int,
-             batches: dict[str, list[tuple[int, Any]]]) -> None:
+             batches: dict[str, list[tuple[int, bytes]]]) -> None:
         """Deliver one input's batches to their owners; returns once all acknowledged."""
         self._on_loop(lambda: self._send_all(spec, input_, batches))
 
