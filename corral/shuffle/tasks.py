@@ -15,18 +15,15 @@ from typing import Any
 
 from corral.exceptions import ShuffleFailed
 from corral.shuffle import plan
+from corral.shuffle.pieces import join, split
 from corral.shuffle.plan import ShuffleSpec
-from corral.worker.shards import Shards, pack
+from corral.worker.shards import Shards
 
 
 def transfer(frame: Any, spec: ShuffleSpec, input_: int) -> int:
     """Split input partition ``input_`` by output partition and send each owner its
     pieces; the number of rows sent."""
-    from dask.dataframe.shuffle import shuffle_group
-
-    n = spec.npartitions
-    groups = shuffle_group(frame, spec.column, 0, n, n, spec.ignore_index, n)
-    pieces = {p: pack(piece) for p, piece in groups.items() if spec.wanted(p) and len(piece)}
+    pieces = split(frame, spec)
     if not spec.owners:
         _LOCAL.keep(spec, input_, pieces)
     else:
@@ -41,15 +38,9 @@ def barrier(spec: ShuffleSpec, *sent: int) -> int:
 
 def unpack(rows: int, spec: ShuffleSpec, partition: int) -> Any:
     """Output partition ``partition``, from the pieces its owner (this worker) holds."""
-    from dask.dataframe.dispatch import concat
-
     if not spec.owners:
-        pieces = _LOCAL.take(spec, partition)
-    else:
-        pieces = _worker(spec).shuffles.take(spec, partition)
-    if not pieces:
-        return spec.meta
-    return concat(pieces, uniform=True, ignore_index=spec.ignore_index)
+        return join(_LOCAL.take(spec, partition), spec)
+    return join(_worker(spec).shuffles.take(spec, partition), spec)
 
 
 def _worker(spec: ShuffleSpec) -> Any:
@@ -78,7 +69,7 @@ class _Local:
             for p, piece in pieces.items():
                 self.shards.add((spec.name, "", p), input_, piece)
 
-    def take(self, spec: ShuffleSpec, partition: int) -> list[Any]:
+    def take(self, spec: ShuffleSpec, partition: int) -> list[bytes]:
         here = plan.place(spec, ["here"], run="")
         with self.lock:
             try:

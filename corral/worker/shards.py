@@ -3,9 +3,9 @@
 A shuffle of ``n`` inputs into ``n`` outputs makes ``n²`` pieces, most of them small:
 storing each as a value of its own (one file each when spilled) costs a file creation,
 a write, a read and a deletion per piece, which grows with the square of the
-partitions. ``Shards`` keeps one group per output partition instead, and keeps pieces
-serialized from the sender's thread (``pack``) to the unpack task's: a piece is pickled
-once and unpickled once, never on the event loop, however often it moves.
+partitions. ``Shards`` keeps one group per output partition instead. Pieces are bytes
+(``corral.shuffle.pieces`` makes and reads them, on task threads): nothing is pickled or
+unpickled here or on the event loop, however often a piece moves.
 
 * pieces arrive (``add``, on the event loop: no I/O) into memory, keyed by their input,
   so that a transfer that ran twice overwrites what it sent before;
@@ -29,11 +29,8 @@ import shutil
 import struct
 import threading
 from collections.abc import Iterator
-from typing import Any
 
 import msgpack
-
-from corral.worker.spill import dump_frames, load_frames
 
 logger = logging.getLogger("corral.worker.shards")
 
@@ -41,16 +38,11 @@ Partition = tuple[str, str, int]  # (shuffle name, run, output partition)
 _LENGTH = struct.Struct("<Q")
 
 
-def pack(piece: Any) -> bytes:
-    """A piece as it travels and waits: pickled, lz4-compressed where that pays."""
-    return b"".join(dump_frames(piece))
-
-
 class Shards:
     def __init__(self, directory: str | None, budget: float) -> None:
         self.directory = directory  # None: never written to disk
         self.budget = budget if directory else float("inf")
-        self.in_memory = 0  # bytes of the (packed) pieces held in memory
+        self.in_memory = 0  # bytes of the pieces held in memory
         self.on_disk = 0  # bytes of the records in files
         self.written_total = 0  # bytes ever written
         self.write_error: str | None = None  # the last failed write, until one works
@@ -64,7 +56,7 @@ class Shards:
         self._written = threading.Condition(self._lock)
 
     def add(self, partition: Partition, input_: int, piece: bytes) -> int:
-        """Keep a packed piece in memory; its size."""
+        """Keep a piece in memory; its size."""
         nbytes = len(piece)
         with self._lock:
             pieces = self._pieces.setdefault(partition, {})
@@ -117,7 +109,7 @@ class Shards:
                 self._writing.difference_update(p for p, _, _ in batch)
                 self._written.notify_all()
 
-    def take(self, partition: Partition) -> list[Any]:
+    def take(self, partition: Partition) -> list[bytes]:
         """A partition's pieces in input order, from disk and memory; they are
         forgotten (blocking: call it on a thread)."""
         with self._lock:
@@ -131,7 +123,7 @@ class Shards:
         for record in self._read(self._path(partition)) if written else ():
             out.update(record)
         out.update(pieces)  # what stayed in memory came last
-        return [load_frames(bytearray(out[i])) for i in sorted(out)]  # writable arrays
+        return [out[i] for i in sorted(out)]
 
     def _read(self, path: str) -> Iterator[dict[int, bytes]]:
         with open(path, "rb") as f:
