@@ -53,3 +53,13 @@ def test_queued_tasks_of_a_paused_worker_are_stolen(state):
     assert brief(actions) == [("steal", A, "t2"), ("steal", A, "t1")]
     actions = state.handle(ev.StealResponse(stimulus_id="r", worker=A, key="t2", released=True))
     assert brief(actions) == [("compute", B, "t2")]
+
+
+def test_a_loosely_restricted_task_waits_for_its_paused_worker_unless_it_is_gone(state):
+    """A shuffle's unpack task is pinned loosely to the worker holding its pieces: it
+    must not run elsewhere while that worker is only paused."""
+    state.handle(add_worker(A), add_worker(B), pause(A))
+    actions = state.handle(graph("c", spec("x", workers=(A,), allow_other_workers=True)))
+    assert brief(actions) == [("compute", A, "x")]
+    actions = state.handle(ev.RemoveWorker(stimulus_id="gone", address=A))
+    assert brief(actions) == [("compute", B, "x"), ("drop", A)]

@@ -42,12 +42,12 @@ class Placement:
         if ts.restrictions is not None:
             allowed = [w for w in self.restricted_to(ts.restrictions)
                        if w.supplies(ts.resources)]
-            running = [w for w in allowed if not w.paused]
-            if running or ts.loose_restrictions:
-                allowed = running
-            # (else only paused workers may run it: it queues there until one resumes)
-            if allowed or not ts.loose_restrictions:
-                return min(allowed, key=lambda w: (self.start_time(ts, w), w.address),
+            # Only paused workers may run it: it queues there until one resumes. Even a
+            # loose restriction waits for them (a shuffle's unpack task must run where
+            # its pieces are): other workers only if none of its own is left.
+            running = [w for w in allowed if not w.paused] or allowed
+            if running or not ts.loose_restrictions:
+                return min(running, key=lambda w: (self.start_time(ts, w), w.address),
                            default=None)
         if ts.resources:  # rare: worth a scan of the workers that have what it needs
             able = [w for w in self.workers.values()

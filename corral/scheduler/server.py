@@ -184,25 +184,27 @@ class Scheduler:
 
     def handle(self, *stimuli: ev.Stimulus) -> None:
         """Feed stimuli to the state machine and carry out its actions."""
-        lost: list[Any] = []
+        notices: dict[str, list[ev.Notice]] = {}
         for action in self.state.handle(*stimuli):
-            if isinstance(action, ev.Notice) and action.event == "key-lost":
-                lost.append(action.key)  # one line for all, not one per key of a dead worker
+            if isinstance(action, ev.Notice):  # one line for all of a kind, not one per key
+                notices.setdefault(action.event, []).append(action)
             else:
                 self._carry_out(action)
-        if lost:
-            shown = ", ".join(map(repr, lost[:5])) + (f" and {len(lost) - 5} more"
-                                                      if len(lost) > 5 else "")
-            logger.warning("lost the last copy of %d key(s): %s; recomputing those still "
-                           "needed", len(lost), shown)
+        for event, same in notices.items():
+            keys = [n.key for n in same]
+            shown = ", ".join(map(repr, keys[:5])) + (f" and {len(keys) - 5} more"
+                                                      if len(keys) > 5 else "")
+            if event == "key-lost":
+                logger.warning("lost the last copy of %d key(s): %s; recomputing those "
+                               "still needed", len(keys), shown)
+            else:
+                logger.warning("%s %s: %s", event, shown, same[0].detail)
 
     def _carry_out(self, action: ev.Action) -> None:
         if isinstance(action, msgs.ToWorker):
             self._to_worker(action)
         elif isinstance(action, msgs.ToClient):
             self._to_client(action)
-        elif isinstance(action, ev.Notice):
-            logger.warning("%s %r: %s", action.event, action.key, action.detail)
         elif isinstance(action, ev.RecordTaskRun):
             if action.erred:
                 self.timeline.task_erred(action.key, action.name, action.worker, action.start,
