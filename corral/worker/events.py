@@ -160,6 +160,9 @@ class SendToScheduler(Instruction):
 
 @dataclass(frozen=True, slots=True)
 class Spill(Instruction):
-    """Write least recently used values to disk until ``target`` bytes are left in memory."""
+    """Write least recently used values to disk until ``target`` bytes are left in memory;
+    with ``trim``, the process is over its spill threshold: hand memory freed but kept
+    by the allocators back to the system too."""
 
     target: int
+    trim: bool = False

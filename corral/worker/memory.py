@@ -8,7 +8,9 @@ With a memory limit ``L`` (``corral.memory_limit``) and the thresholds of ``Thre
   ``sizeof``) beyond ``target * L`` are written to disk, least recently used first;
 * *spill* (0.7): when the process's RSS exceeds ``spill * L`` (managed data plus
   everything else, "unmanaged"), managed data is spilled until RSS would be back under
-  ``target * L``;
+  ``target * L``, and memory the allocators keep after it was freed (glibc's heap,
+  Arrow's pool) goes back to the system: without that, a worker whose data is all on
+  disk could stay over its pause threshold for good;
 * *pause* (0.8): above ``pause * L`` the worker starts no new task and fetches nothing;
   it still serves its data, its running tasks finish, and it resumes once RSS is back
   under the threshold; also above *spill* when spilling has failed (a full disk);
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 class Decision:
     spill_to: int | None  # spill managed data until at most this many bytes are in memory
     paused: bool
+    trim: bool = False  # over the spill threshold: give freed memory back to the system
 
 
 def decide(limit: int, thresholds: Thresholds, s: ev.MemoryUsage, paused: bool) -> Decision:
@@ -55,14 +58,16 @@ def decide(limit: int, thresholds: Thresholds, s: ev.MemoryUsage, paused: bool) 
         goal = min(goal, s.managed - (s.rss - min(target, spill)))
     keep = int(max(goal, 0))
     pausing = s.rss > pause or (s.spill_failed and s.rss > spill)
-    return Decision(keep if keep < s.managed else None, pausing)
+    over = s.rss > spill  # (with nothing to spill, still something to trim)
+    spill_to = keep if keep < s.managed else (s.managed if over else None)
+    return Decision(spill_to, pausing, trim=over)
 
 
 def on_memory_usage(state: WorkerState, s: ev.MemoryUsage) -> None:
     """The worker state machine's handler of a ``MemoryUsage`` sample."""
     decision = decide(state.memory_limit, state.thresholds, s, state.paused)
     if decision.spill_to is not None:
-        state._emit(ev.Spill, target=decision.spill_to)
+        state._emit(ev.Spill, target=decision.spill_to, trim=decision.trim)
     if decision.paused != state.paused:
         state.paused = decision.paused
         state._tell(msgs.WorkerPaused, paused=decision.paused)

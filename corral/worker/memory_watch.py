@@ -6,8 +6,12 @@ resume is decided by the state machine (``corral.worker.memory``'s rules).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import logging
 import os
+import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 import psutil
@@ -23,11 +27,15 @@ logger = logging.getLogger("corral.worker")
 
 
 class MemoryWatch:
+    TRIM_EVERY = 1.0  # seconds: trimming a large heap costs milliseconds
+
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
         self.process = psutil.Process()
         self.grown = 0  # bytes of results since memory was last measured
         self._watched: set[asyncio.Future[Any]] = set()  # spills that end with a new look
+        self._trimmed = float("-inf")
+        self._trimming = False
 
     def new_store(self, local_directory: str) -> dict[Any, Any] | SpillBuffer:
         """A plain dict without a limit; else a store that spills under the directory."""
@@ -106,6 +114,20 @@ class MemoryWatch:
         if w.serving and w.state is not None and w.memory_limit:
             w.handle(self.sample())
 
+    def trim(self) -> None:
+        """Give memory freed but kept by the allocators back to the system, on a thread,
+        at most once a second; then look at memory again (a paused worker may resume)."""
+        now = time.monotonic()
+        if self._trimming or now - self._trimmed < self.TRIM_EVERY:
+            return
+        self._trimming, self._trimmed = True, now
+
+        def done(_: asyncio.Future[None]) -> None:
+            self._trimming = False
+            self._after_spill(_)
+
+        asyncio.ensure_future(asyncio.to_thread(_release_freed_memory)).add_done_callback(done)
+
     def sample(self) -> ev.MemoryUsage:
         data = self.worker.data
         self.grown = 0
@@ -114,3 +136,14 @@ class MemoryWatch:
             managed=(data.managed if isinstance(data, SpillBuffer) else 0)
             + self.worker.shuffles.shards.in_memory,
             spill_failed=isinstance(data, SpillBuffer) and data.spill_error is not None)
+
+
+def _release_freed_memory() -> None:
+    """glibc keeps freed memory in its heap unless asked (``MALLOC_TRIM_THRESHOLD_``
+    only trims its top), and Arrow's allocator keeps some in its pool."""
+    pyarrow = sys.modules.get("pyarrow")
+    if pyarrow is not None:
+        pyarrow.default_memory_pool().release_unused()
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):  # (musl has no malloc_trim)
+            ctypes.CDLL(None).malloc_trim(0)

@@ -364,6 +364,8 @@ class Worker:
                 self.data.async_evict_until_below_target(instruction.target)
                 self.memory.watch_spills()
             self.shuffles.spill()
+            if instruction.trim:
+                self.memory.trim()
         elif isinstance(instruction, ev.SendToScheduler):
             with contextlib.suppress(CommClosedError):
                 self.batched.send(instruction.msg.to_wire())
