@@ -33,7 +33,7 @@ def split(frame: Any, spec: ShuffleSpec) -> dict[int, bytes]:
             if spec.wanted(p) and len(piece)}
 
 
-def join(pieces: list[bytes], spec: ShuffleSpec) -> Any:
+def join(pieces: list[bytes | memoryview], spec: ShuffleSpec) -> Any:
     """One output partition from its pieces, in the order given."""
     if not pieces:
         return spec.meta
@@ -73,14 +73,14 @@ def _ipc(table: Any) -> bytes:
     return bytes(sink.getvalue())
 
 
-def _table(pieces: list[bytes]) -> Any:
+def _table(pieces: list[bytes | memoryview]) -> Any:
     import pyarrow as pa
 
     tables = [pa.ipc.open_stream(memoryview(p)[1:]).read_all() for p in pieces]
     return pa.concat_tables(tables, promote_options="default")
 
 
-def _unpack(piece: bytes, spec: ShuffleSpec) -> Any:
+def _unpack(piece: bytes | memoryview, spec: ShuffleSpec) -> Any:
     if piece[:1] == ARROW:
         return _conform(_table([piece]).to_pandas(), spec.meta)
     return load_frames(bytearray(memoryview(piece)[1:]))  # (writable arrays)

@@ -69,7 +69,7 @@ class _Local:
             for p, piece in pieces.items():
                 self.shards.add((spec.name, "", p), input_, piece)
 
-    def take(self, spec: ShuffleSpec, partition: int) -> list[bytes]:
+    def take(self, spec: ShuffleSpec, partition: int) -> list[bytes | memoryview]:
         here = plan.place(spec, ["here"], run="")
         with self.lock:
             try:

@@ -109,7 +109,7 @@ class Shards:
                 self._writing.difference_update(p for p, _, _ in batch)
                 self._written.notify_all()
 
-    def take(self, partition: Partition) -> list[bytes]:
+    def take(self, partition: Partition) -> list[bytes | memoryview]:
         """A partition's pieces in input order, from disk and memory; they are
         forgotten (blocking: call it on a thread)."""
         with self._lock:
@@ -119,13 +119,15 @@ class Shards:
             self.in_memory -= self._sizes.pop(partition, 0)
             written = self._files.pop(partition, 0)
             self.on_disk -= written
-        out: dict[int, bytes] = {}
-        for record in self._read(self._path(partition)) if written else ():
-            out.update(record)
+        out: dict[int, bytes | memoryview] = {}
+        if written:
+            out.update(self._read(self._path(partition)))  # later records override earlier
         out.update(pieces)  # what stayed in memory came last
         return [out[i] for i in sorted(out)]
 
-    def _read(self, path: str) -> Iterator[dict[int, bytes]]:
+    def _read(self, path: str) -> Iterator[tuple[int, memoryview]]:
+        """Every (input, piece) of a partition's file, in the order written; the pieces
+        are views of the file's contents, not copies."""
         with open(path, "rb") as f:
             blob = memoryview(f.read())
         os.remove(path)
@@ -133,8 +135,11 @@ class Shards:
         while start < len(blob):
             (length,) = _LENGTH.unpack_from(blob, start)
             start += _LENGTH.size
-            yield msgpack.unpackb(blob[start:start + length], strict_map_key=False)
+            header = msgpack.unpackb(blob[start:start + length])
             start += length
+            for input_, size in header:
+                yield input_, blob[start:start + size]
+                start += size
 
     def drop(self, name: str, run: str) -> None:
         """Forget every piece of one run of a shuffle (blocking: removes its files)."""
@@ -153,13 +158,15 @@ class Shards:
         self.in_memory += nbytes
 
     def _append(self, partition: Partition, pieces: dict[int, bytes]) -> None:
-        record = msgpack.packb(pieces)
-        length = len(record)
+        """One record: its header's length, the header (each piece's input and length),
+        then the pieces as they are (no copy into one buffer)."""
+        header = msgpack.packb([(i, len(piece)) for i, piece in pieces.items()])
+        length = len(header) + sum(map(len, pieces.values()))
         path = self._path(partition)
         with open(path, "ab") as f:
             start = f.tell()
             try:
-                f.writelines([_LENGTH.pack(length), record])
+                f.writelines([_LENGTH.pack(len(header)), header, *pieces.values()])
                 f.flush()
             except OSError:
                 with contextlib.suppress(OSError):  # no half record left behind

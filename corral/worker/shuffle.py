@@ -98,7 +98,7 @@ class ShuffleExtension:
         """Deliver one input's batches to their owners; returns once all acknowledged."""
         self._on_loop(lambda: self._send_all(spec, input_, batches))
 
-    def take(self, spec: ShuffleSpec, partition: int) -> list[bytes]:
+    def take(self, spec: ShuffleSpec, partition: int) -> list[bytes | memoryview]:
         """Output partition ``partition``'s pieces, in input order; they are forgotten."""
 
         async def claim() -> bool:
