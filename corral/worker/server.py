@@ -129,7 +129,8 @@ class Worker:
         self._closed = asyncio.Event()
         self.memory = MemoryWatch(self)
         self._fetched: set[Any] = set()  # keys that came from peers, for the stats below
-        self._pickled: dict[Any, bytes] = {}  # small results pickled by their task thread
+        # Results measured (sizeof) and, if small, pickled by their task's thread.
+        self._measured: dict[Any, tuple[int, bytes | None]] = {}
         self.stats = {"fetched_bytes": 0, "fetched_keys": 0, "local_input_bytes": 0}
         # Transfers since the last heartbeat, (peer, start, stop, nbytes), for the task stream.
         self._transfer_log: deque[tuple[str, float, float, int]] = deque(maxlen=1000)
@@ -383,7 +384,7 @@ class Worker:
         run_spec, function = task.run_spec, task.function
         assert run_spec is not None  # the state machine executes only tasks it was given
         data, dependencies = self.data, task.dependencies
-        inline, pickled = task.inline_result, self._pickled
+        inline, measured = task.inline_result, self._measured
 
         def call() -> Any:
             # On the task's thread: a spilled input is read back from disk here.
@@ -393,10 +394,10 @@ class Worker:
             if inputs:
                 args, kwargs = runspec.substitute((args, kwargs), inputs)
             value = fn(*args, **kwargs)
-            if inline:  # on this thread, not the loop: the client gets it with the report
-                blob = pickle_small(value, inline)
-                if blob is not None:
-                    pickled[key] = blob
+            # On this thread, not the loop: its size, and if the client gets it with the
+            # report, its pickle.
+            nbytes = sizeof(value)
+            measured[key] = nbytes, pickle_small(value, inline, nbytes) if inline else None
             return value
 
         self._runner.submit(key, functools.partial(context.run_as, self, call, key))
@@ -406,20 +407,25 @@ class Worker:
         for o in outcomes:
             stimulus_id = self.new_id()
             if o.ok:
-                self.data[o.key] = o.value
+                measured = self._measured.pop(o.key, None)
+                nbytes, pickled = measured if measured is not None else (sizeof(o.value), None)
+                if isinstance(self.data, SpillBuffer):
+                    self.data.put(o.key, o.value, nbytes)
+                else:
+                    self.data[o.key] = o.value
                 stimuli.append(
                     ev.ExecuteSuccess(
                         stimulus_id=stimulus_id,
                         key=o.key,
-                        nbytes=sizeof(o.value),
+                        nbytes=nbytes,
                         typename=type(o.value).__name__,
                         start=o.start,
                         stop=o.stop,
-                        pickled=self._pickled.pop(o.key, None),
+                        pickled=pickled,
                     )
                 )
             else:
-                self._pickled.pop(o.key, None)
+                self._measured.pop(o.key, None)
                 stimuli.append(
                     ev.ExecuteFailure(
                         stimulus_id=stimulus_id,

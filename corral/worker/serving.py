@@ -118,10 +118,11 @@ def pickle_exception(exc: BaseException) -> bytes:
         return pickle.dumps(RemoteError(type(exc).__name__, str(exc)))
 
 
-def pickle_small(value: Any, limit: int) -> bytes | None:
-    """``value`` pickled, if it pickles to at most ``limit`` bytes (else, or if it cannot
-    be pickled here, None: the client fetches it as a large one)."""
-    if sizeof(value) > limit:  # an estimate, to skip pickling what is surely too large
+def pickle_small(value: Any, limit: int, nbytes: int) -> bytes | None:
+    """``value`` (of ``sizeof`` ``nbytes``) pickled, if it pickles to at most ``limit``
+    bytes (else, or if it cannot be pickled here, None: the client fetches it as a large
+    one)."""
+    if nbytes > limit:  # an estimate, to skip pickling what is surely too large
         return None
     try:
         blob = dumps_pickle(value)

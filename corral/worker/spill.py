@@ -133,7 +133,8 @@ class SpillBuffer(zict.AsyncBuffer[Key, Any]):
         # The LRU itself never evicts (n = ∞): this class does, skipping what cannot
         # be pickled, so that a failed eviction never fails a read or a write.
         # (zict's wraps() of Buffer.__init__ hides the signature from mypy.)
-        super().__init__({}, _Disk(directory), float("inf"), weight=_weight)  # type: ignore[arg-type]
+        self._known: dict[Key, int] = {}  # sizes measured already (``put``)
+        super().__init__({}, _Disk(directory), float("inf"), weight=self._weigh)  # type: ignore[arg-type]
         self.target = target
         self.unspillable: set[Key] = set()
         self.spill_error: str | None = None  # the last failed write to disk, until one works
@@ -177,6 +178,15 @@ class SpillBuffer(zict.AsyncBuffer[Key, Any]):
             # its task is computing while this spill runs.
             room = self.fast.weights.get(key, 0)
             self.async_evict_until_below_target(max(self.target - room, 0))
+
+    def put(self, key: Key, value: Any, nbytes: int) -> None:
+        """``self[key] = value``, its size (``sizeof``) measured already."""
+        self._known[key] = nbytes
+        self[key] = value
+
+    def _weigh(self, key: Key, value: Any) -> int:
+        nbytes = self._known.pop(key, None)
+        return sizeof(value) if nbytes is None else nbytes
 
     def __delitem__(self, key: Key) -> None:
         super().__delitem__(key)
@@ -222,7 +232,3 @@ class SpillBuffer(zict.AsyncBuffer[Key, Any]):
                 if key not in self.unspillable:
                     return key
         return None
-
-
-def _weight(key: Key, value: Any) -> int:
-    return sizeof(value)
