@@ -286,3 +286,19 @@ def test_ctrl_c_while_the_local_cluster_starts_leaves_no_process_behind(tmp_path
     finally:
         proc.kill()
         proc.communicate()
+
+
+def test_many_tasks_failing_at_once_make_one_log_line_on_the_scheduler(caplog):
+    """A shuffle whose 150 unpack tasks fail together said so in 150 lines."""
+    from corral.scheduler import events as ev
+    from corral.scheduler.server import Scheduler
+
+    scheduler = Scheduler()
+    notices = [ev.Notice(stimulus_id="s", event="task-erred", key=("unpack", i),
+                         detail="ShuffleFailed: owner gone") for i in range(150)]
+    scheduler.state.handle = lambda *stimuli: notices  # type: ignore[method-assign]
+    with caplog.at_level("WARNING", logger="corral.scheduler"):
+        scheduler.handle()
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line == ("task-erred ('unpack', 0), ('unpack', 1), ('unpack', 2), ('unpack', 3), "
+                    "('unpack', 4) and 145 more: ShuffleFailed: owner gone")
