@@ -119,6 +119,19 @@ def test_shards_go_to_one_file_per_partition_and_come_back_in_input_order(tmp_pa
     assert shards.written_total == 6 * len(b"piece 0-0")
 
 
+def test_a_worker_starting_afresh_forgets_every_shuffles_pieces(tmp_path):
+    shards = Shards(str(tmp_path), budget=0)
+    for run in ("r1", "r2"):
+        shards.add(("abc", run, 0), 0, b"on disk")
+    shards.flush()
+    shards.add(("abc", "r2", 1), 0, b"in memory")
+    assert len(os.listdir(tmp_path)) == 2
+    shards.clear()
+    assert os.listdir(tmp_path) == []
+    assert (shards.in_memory, shards.on_disk) == (0, 0)
+    assert shards.take(("abc", "r2", 0)) == []
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="tmpfs")
 def test_shards_stay_in_memory_when_the_disk_is_full(tiny_disk, caplog):
     shards = Shards(tiny_disk, budget=0)

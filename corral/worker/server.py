@@ -179,6 +179,7 @@ class Worker:
         for task in self._gathers:
             task.cancel()
         self.data.clear()
+        self.shuffles.forget_all()
         self._fetched.clear()
         self.state = WorkerState(self.address, self.nthreads, resources=self.resources,
                                  memory_limit=self.memory_limit, thresholds=self.thresholds)

@@ -68,12 +68,20 @@ class ShuffleExtension:
             await asyncio.to_thread(self.shards.flush)
         return nbytes
 
+    def forget_all(self) -> None:
+        """The worker starts afresh: every shuffle's pieces go (a rerun resends them)."""
+        self.inbox = Inbox()
+        self._in_thread(self.shards.clear)
+
     def spill(self) -> None:
         """Memory is short: write every piece held in memory to disk, on a thread."""
         if self.shards.in_memory and self.shards.directory:
-            task = asyncio.ensure_future(asyncio.to_thread(self.shards.flush))
-            self._writes.add(task)
-            task.add_done_callback(self._writes.discard)
+            self._in_thread(self.shards.flush)
+
+    def _in_thread(self, work: Callable[[], None]) -> None:
+        task = asyncio.ensure_future(asyncio.to_thread(work))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
 
     async def _send_all(self, spec: ShuffleSpec, input_: int,
                         batches: dict[str, list[tuple[int, bytes]]]) -> None:
