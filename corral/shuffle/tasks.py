@@ -77,8 +77,7 @@ class _Local:
             except ShuffleFailed as e:
                 raise ShuffleFailed(f"{e} (this scheduler ran the shuffle's tasks in "
                                     "several processes: choose shuffle_method='tasks')") from e
-            pieces = self.shards.take((spec.name, "", partition))
-        return pieces
+            return self.shards.take((spec.name, "", partition))
 
 
 _LOCAL = _Local()

@@ -61,10 +61,16 @@ class MemoryWatch:
         """Bytes of managed data in memory, of spilled data (as in memory), on disk."""
         data, state, shards = self.worker.data, self.worker.state, self.worker.shuffles.shards
         if isinstance(data, SpillBuffer):
-            return (data.managed + shards.in_memory, data.spilled,
+            return (self._managed(), data.spilled,
                     sum(data.disk.disk_bytes.values()) + shards.on_disk)
         return sum(t.nbytes for t in state.tasks.values()
                    if t.key in data) + shards.in_memory if state else 0, 0, 0
+
+    def _managed(self) -> int:
+        """Bytes in memory the worker manages: its store's, and its shuffle pieces'."""
+        data = self.worker.data
+        return ((data.managed if isinstance(data, SpillBuffer) else 0)
+                + self.worker.shuffles.shards.in_memory)
 
     def metrics(self) -> dict[str, Any]:
         """The memory part of a heartbeat's metrics, and the process's CPU use."""
@@ -133,8 +139,7 @@ class MemoryWatch:
         self.grown = 0
         return ev.MemoryUsage(
             stimulus_id=self.worker.new_id(), rss=int(self.process.memory_info().rss),
-            managed=(data.managed if isinstance(data, SpillBuffer) else 0)
-            + self.worker.shuffles.shards.in_memory,
+            managed=self._managed(),
             spill_failed=isinstance(data, SpillBuffer) and data.spill_error is not None)
 
 

@@ -156,14 +156,9 @@ class Shards:
     def clear(self) -> None:
         """Forget every piece of every shuffle (blocking: removes their files)."""
         with self._lock:
-            self._pieces.clear()
-            self._sizes.clear()
-            self._files.clear()
-            self.in_memory = self.on_disk = 0
-            directories = list(self._runs.values())
-            self._runs.clear()
-        for directory in directories:
-            shutil.rmtree(directory, ignore_errors=True)
+            runs = {p[:2] for p in self._pieces} | set(self._runs)
+        for name, run in runs:
+            self.drop(name, run)
 
     def _count(self, partition: Partition, nbytes: int) -> None:
         self._sizes[partition] = self._sizes.get(partition, 0) + nbytes
