@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import os
 import re
+import threading
 import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -48,22 +50,48 @@ class LoopRunner:
 
     ``run(coro)`` blocks the calling thread until the coroutine finishes on the loop;
     calling it from the loop's own thread would deadlock, so that raises instead.
+
+    ``LoopRunner.shared()`` is the one loop that a process's synchronous clients and
+    clusters share (dask shares one too): a client and the scheduler of a ``LocalCluster``
+    in its process then hand messages over on one thread, not between two threads that
+    wake each other and take turns at the GIL. ``release()`` once per ``shared()``; the
+    last one stops it.
     """
 
-    def __init__(self, name: str = "corral-loop") -> None:
-        import threading
+    _shared: LoopRunner | None = None
+    _shared_lock = threading.Lock()
 
+    def __init__(self, name: str = "corral-loop") -> None:
         self.loop = new_event_loop()
+        self._users = 0
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
+
+    @classmethod
+    def shared(cls) -> LoopRunner:
+        """This process's shared loop, started if need be; ``release()`` it when done."""
+        with cls._shared_lock:
+            runner = cls._shared
+            if runner is None or runner.loop.is_closed() or not runner._thread.is_alive():
+                runner = cls._shared = cls("corral-loop")
+            runner._users += 1
+            return runner
+
+    def release(self) -> None:
+        """One user of ``shared()`` is done; the last one stops the loop."""
+        with self._shared_lock:
+            self._users -= 1
+            last = self._users <= 0
+            if last and LoopRunner._shared is self:
+                LoopRunner._shared = None
+        if last:
+            self.stop()
 
     def _main(self) -> None:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
 
     def in_loop_thread(self) -> bool:
-        import threading
-
         return threading.current_thread() is self._thread
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
@@ -99,6 +127,14 @@ class LoopRunner:
         self._thread.join(timeout=10)
         if not self._thread.is_alive():
             self.loop.close()
+
+
+def _forget_shared_loop() -> None:  # a forked child has the object but not the thread
+    LoopRunner._shared = None
+    LoopRunner._shared_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_shared_loop)
 
 
 def close_at_exit(obj: Any) -> Callable[[], None]:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from corral import Client, LocalCluster
+from corral.utils import LoopRunner
 
 RELEASE = threading.Event()
 
@@ -137,3 +138,22 @@ def test_the_client_keeps_inline_results_up_to_its_budget(cluster: LocalCluster)
         assert kept == futures[-4:]  # the newest four
         assert [f.result() for f in futures] == [payload(i) for i in range(10)]
         assert client.gather(futures) == [payload(i) for i in range(10)]
+
+
+def test_a_client_shares_the_loop_of_the_cluster_in_its_process(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sync client and the scheduler of a ``LocalCluster`` in the same process run on
+    one loop thread (no hand-over between two threads per message); the loop outlives
+    whichever closes first and stops with the last."""
+    monkeypatch.setattr(LoopRunner, "_shared", None)  # not the module's cluster's loop
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster:
+        loop = cluster._runner.loop  # type: ignore[union-attr]
+        with Client(cluster.scheduler_address) as client:
+            assert client.core.runner is not None
+            assert client.core.runner.loop is loop
+            assert client.submit(abs, -3).result(timeout=10) == 3
+        assert not loop.is_closed()  # the cluster still runs on it
+        with Client(cluster.scheduler_address) as again:
+            assert again.submit(abs, -4).result(timeout=10) == 4
+    assert loop.is_closed()

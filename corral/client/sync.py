@@ -53,7 +53,8 @@ class Client(ClientExtras):
         set_as_default: bool = True,
         **cluster_kwargs: Any,
     ) -> None:
-        self._runner = LoopRunner("corral-client")
+        self._released = False  # our use of the shared loop ended (close)
+        self._runner = LoopRunner.shared()  # the in-process scheduler's loop too, if any
         try:
             self._core = AsyncClient(
                 address, security=security, timeout=timeout, name=name, runner=self._runner,
@@ -61,12 +62,12 @@ class Client(ClientExtras):
                 scheduler_file=scheduler_file, **cluster_kwargs,
             )
         except BaseException:
-            self._runner.stop()
+            self._runner.release()
             raise
         try:
             self._runner.run(self._core.start(), timeout=timeout + 60)
         except BaseException:
-            self._runner.stop()
+            self._runner.release()
             raise
         self._exit_hook = close_at_exit(self)
         if set_as_default:  # dask's compute() and persist() run here from now on
@@ -196,7 +197,7 @@ class Client(ClientExtras):
 
     def close(self) -> None:
         """Release this client's futures and disconnect; closes a cluster it started."""
-        if self._runner.loop.is_closed():
+        if self._released:
             return
         defaults.forget(self)
         atexit.unregister(self._exit_hook)
@@ -204,7 +205,8 @@ class Client(ClientExtras):
             if not self._core.closed:
                 self._run(self._core.close(), timeout=30)
         finally:
-            self._runner.stop()
+            self._released = True
+            self._runner.release()
 
     def __enter__(self) -> Client:
         return self

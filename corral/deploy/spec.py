@@ -155,12 +155,12 @@ class ClusterManager:
         self._runner: LoopRunner | None = None
         self._owns_runner = True  # False: a synchronous Client's loop, which it stops
         if not asynchronous:
-            self._runner = LoopRunner(f"corral-{type(self).__name__}")
+            self._runner = LoopRunner.shared()
             try:
                 self._runner.run(self._start(), timeout=config.get("deploy.startup-timeout"))
             except BaseException:
                 self._runner.run(self._close())
-                self._runner.stop()
+                self._runner.release()
                 raise
             self._exit_hook = close_at_exit(self)  # after the clients made from it
 
@@ -501,7 +501,7 @@ class ClusterManager:
             try:
                 self._runner.run(self._close(), timeout=60)
             finally:
-                self._runner.stop()
+                self._runner.release()
         return None
 
     async def aclose(self) -> None:
