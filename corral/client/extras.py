@@ -22,7 +22,7 @@ from corral.client.future import Future
 from corral.client.persist import futures_of
 from corral.client.reports import load_exception
 from corral.client.requests import dump_item
-from corral.client.tasks import addresses
+from corral.client.tasks import addresses, worker_specs
 from corral.credentials import write_scheduler_file
 from corral.exceptions import CorralError
 from corral.protocol import dumps_pickle
@@ -139,6 +139,19 @@ class AsyncClientExtras:
         """``{worker: [keys it holds]}`` for every worker (or those given)."""
         self.check_open()
         return await self.scheduler.has_what(workers=None if workers is None else list(workers))
+
+    async def replicate(self, futures: Any, n: int | None = None,
+                        workers: str | Iterable[str] | None = None,
+                        branching_factor: int = 2, timeout: float = 60.0) -> None:
+        """Copy the data of ``futures`` (or of the futures in collections) until ``n``
+        workers hold each (all of ``workers`` if ``n`` is None; ``workers``: addresses,
+        names or hosts, default all). Returns once they do (or after ``timeout``).
+        ``branching_factor`` is dask's and ignored: each new copy is fetched by the
+        worker that will hold it, from any holder."""
+        self.check_open()
+        keys = [f.key for f in futures_of(futures)]
+        await self.scheduler.replicate(keys=keys, n=n or 0, timeout=timeout,
+                                       workers=None if workers is None else worker_specs(workers))
 
     async def processing(self, workers: Iterable[str] | None = None
                          ) -> dict[str, list[Hashable]]:
@@ -303,6 +316,12 @@ class ClientExtras:
     def processing(self, workers: Iterable[str] | None = None) -> dict[str, list[Hashable]]:
         """``{worker: [keys sent to it and not yet done]}``."""
         return self._run(self._core.processing(workers))
+
+    def replicate(self, futures: Any, n: int | None = None,
+                  workers: str | Iterable[str] | None = None, branching_factor: int = 2,
+                  timeout: float = 60.0) -> None:
+        """See ``AsyncClient.replicate``."""
+        self._run(self._core.replicate(futures, n, workers, branching_factor, timeout))
 
     def nbytes(self, keys: Iterable[Any] | None = None,
                summary: bool = True) -> dict[Hashable, int]:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from corral.scheduler import client_handlers as clients
 from corral.scheduler import events as ev
-from corral.scheduler import retirement
+from corral.scheduler import replication, retirement
 from corral.scheduler import worker_handlers as workers
 
 if TYPE_CHECKING:
@@ -48,6 +48,7 @@ HANDLERS: dict[type[ev.Stimulus], Handler] = {
     # retiring workers gracefully
     ev.RetireWorkers: retirement.retire_workers,
     ev.RetireMe: retirement.retire_me,
+    ev.Replicate: replication.replicate,
     ev.WorkerPaused: workers.worker_paused,
     # from the clock
     ev.Tick: workers.tick,

@@ -54,8 +54,8 @@ __all__ = [
     "CancelKeys", "ClientConnected", "ClientDesiresKeys", "ClientDisconnected",
     "ClientMissingData", "ClientReleasesKeys", "CloseWorker", "ComputeTask", "Count",
     "DropClient", "DropWorker", "FireAndForget", "FreeKeys", "Key", "MissingData", "Notice",
-    "RecordTaskRun", "ReleaseWorkerData", "RemoveClient", "RemoveWorker", "ReportCancelled",
-    "ReportKeyInMemory", "ReportTaskErred", "ReportTaskStarted", "RetireMe",
+    "RecordTaskRun", "ReleaseWorkerData", "RemoveClient", "RemoveWorker", "Replicate",
+    "ReportCancelled", "ReportKeyInMemory", "ReportTaskErred", "ReportTaskStarted", "RetireMe",
     "RetireWorkers", "RetirementRefused", "RetryKeys", "ScatterData", "StealRequest",
     "StealResponse", "Stimulus", "TaskErred", "TaskFinished", "TaskRejoined", "TaskSeceded",
     "TaskSpec", "TaskStarted", "Tick", "UpdateGraph", "WorkerHeartbeat", "WorkerPaused",
@@ -94,6 +94,16 @@ class RetireWorkers(Stimulus):
 
     workers: tuple[str, ...]
     reason: str = "retired"
+
+
+@dataclass(frozen=True, slots=True)
+class Replicate(Stimulus):
+    """Have ``n`` of ``workers`` (addresses; none: any; n 0: all of them) hold each of
+    ``keys`` that is in memory (``corral.scheduler.replication``)."""
+
+    keys: tuple[Key, ...]
+    n: int = 0
+    workers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

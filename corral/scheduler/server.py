@@ -32,6 +32,7 @@ from corral.scheduler.coordination import (
     WantKeys,
 )
 from corral.scheduler.extras import SchedulerExtras
+from corral.scheduler.moves import DataMoves
 from corral.scheduler.queuing import parse_saturation
 from corral.scheduler.state import SchedulerState
 from corral.scheduler.timeline import Timeline
@@ -107,6 +108,7 @@ class Scheduler:
         # Locks, queues, variables...: their own state machine, beside the tasks'.
         self.coordination = Coordination(lease_timeout=lease_timeout)
         self.extras = SchedulerExtras(self)  # more queries; worker plugins kept for joiners
+        self.moves = DataMoves(self)  # retire_workers, replicate
         self.server = Server(
             {
                 "register-worker": self.register_worker,
@@ -117,9 +119,9 @@ class Scheduler:
                 "scheduler_info": self.scheduler_info,
                 "broadcast": self.broadcast,
                 "restart": self.restart,
-                "retire_workers": self.retire_workers,
                 "identity": self.identity,
                 **self.extras.handlers(),
+                **self.moves.handlers(),
             },
             security=security,
             name=name,
@@ -484,23 +486,6 @@ class Scheduler:
 
         results = await asyncio.gather(*(one(w) for w in targets))
         return dict(zip(targets, results, strict=True))
-
-    @checked
-    async def retire_workers(
-        self, comm: Comm | None = None, workers: list[str] | None = None,
-        timeout: float = 60.0,
-    ) -> dict[str, dict[str, Any]]:
-        """Retire ``workers`` (addresses, names or hosts) gracefully: their data moves to
-        other workers, then they close. ``{address: {"name": ...}}`` of those retired
-        within ``timeout``; a worker whose data nobody can take stays (logged)."""
-        named = {ws.address: ws.name for spec in workers or ()
-                 for ws in self.state.placement.named(spec)}
-        self.handle(ev.RetireWorkers(stimulus_id=self._ids(), workers=tuple(named)))
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                while any(a in self.state.retiring for a in named):  # noqa: ASYNC110
-                    await asyncio.sleep(0.02)
-        return {a: {"name": name} for a, name in named.items() if a not in self.state.workers}
 
     async def _restart_through(self, nanny: str, timeout: float) -> None:
         # A comm of its own, closed after: restarts are rare, pooling them would keep
