@@ -139,6 +139,14 @@ def test_worker_logs_hold_what_the_worker_logged(client):
     assert len(client.get_worker_logs(n=1, workers=[address])[address]) == 1
 
 
+def test_scheduler_logs_hold_what_the_schedulers_process_logged(client):
+    logging.getLogger("corral.scheduler").warning("a scheduler line to find")
+    logs = client.get_scheduler_logs()
+    assert any(level == "WARNING" and "a scheduler line to find" in line
+               for level, line in logs)
+    assert len(client.get_scheduler_logs(n=1)) == 1
+
+
 class Recorder(WorkerPlugin):
     name = "recorder"
 

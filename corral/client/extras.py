@@ -181,6 +181,12 @@ class AsyncClientExtras:
         return await self.scheduler.worker_logs(
             n=n, workers=None if workers is None else list(workers))
 
+    async def get_scheduler_logs(self, n: int | None = None) -> list[tuple[str, str]]:
+        """The last ``n`` (or all kept) log lines of the scheduler's process:
+        ``[(level, line)]``."""
+        self.check_open()
+        return await self.scheduler.scheduler_logs(n=n)
+
     async def get_task_stream(self, start: float | None = None,
                               stop: float | None = None, count: int | None = None
                               ) -> list[dict[str, Any]]:
@@ -336,6 +342,10 @@ class ClientExtras:
                         ) -> dict[str, list[tuple[str, str]]]:
         """The last ``n`` (or all kept) log lines of each worker."""
         return self._run(self._core.get_worker_logs(n, workers))
+
+    def get_scheduler_logs(self, n: int | None = None) -> list[tuple[str, str]]:
+        """The last ``n`` (or all kept) log lines of the scheduler's process."""
+        return self._run(self._core.get_scheduler_logs(n))
 
     def get_task_stream(self, start: float | None = None, stop: float | None = None,
                         count: int | None = None) -> list[dict[str, Any]]:

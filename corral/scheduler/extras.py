@@ -21,6 +21,7 @@ from corral import messages as msgs
 from corral.core import BatchedSend, Comm
 from corral.core.validate import checked
 from corral.exceptions import CommError
+from corral.log_ring import LogRing
 from corral.scheduler import stimulus_log
 from corral.scheduler.workload import workload
 
@@ -45,10 +46,12 @@ class SchedulerExtras:
         self.worker_plugins: dict[str, bytes] = {}  # name → pickled plugin, in order
         self.graphs = 0  # graphs received from clients
         self._graph_waiters: set[asyncio.Future[None]] = set()
+        self.logs = LogRing()  # attached while the scheduler listens
 
     def handlers(self) -> dict[str, Any]:
         return {"processing": self.processing, "nbytes": self.nbytes, "story": self.story,
                 "task_stream": self.task_stream, "worker_logs": self.worker_logs,
+                "scheduler_logs": self.scheduler_logs,
                 "workload": self.workload,
                 "register_worker_plugin": self.register_worker_plugin,
                 "unregister_worker_plugin": self.unregister_worker_plugin}
@@ -133,6 +136,11 @@ class SchedulerExtras:
              "startstops": [{"action": "transfer" if r.kind == "transfer" else "compute",
                              "start": r.start, "stop": r.stop}]}
             for r in chosen]}
+
+    def scheduler_logs(self, comm: Comm, n: int | None = None) -> list[tuple[str, str]]:
+        """The last ``n`` (or all kept) lines logged under ``corral`` in the scheduler's
+        process: ``[(level, line)]``."""
+        return self.logs.last(n)
 
     async def worker_logs(self, comm: Comm, n: int | None = None,
                           workers: list[str] | None = None) -> dict[str, Any]:

@@ -141,6 +141,7 @@ class Scheduler:
 
     async def listen(self, address: str | int = "tcp://127.0.0.1:0") -> None:
         await self.server.listen(address)
+        self.extras.logs.attach()
         if self._ticker is None:
             self._ticker = asyncio.ensure_future(self._tick_forever())
         if self._dashboard_options is not None and "dashboard" not in self.services:
@@ -163,6 +164,7 @@ class Scheduler:
 
     async def close(self) -> None:
         self._closed.set()
+        self.extras.logs.detach()
         if self._ticker is not None and self._ticker is not asyncio.current_task():
             self._ticker.cancel()
         for service in self.services.values():

@@ -26,28 +26,13 @@ from collections import deque
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
+from corral.log_ring import LogRing
 from corral.protocol import loads_pickle
 
 if TYPE_CHECKING:
     from corral.worker.server import Worker
 
 logger = logging.getLogger("corral.worker")
-
-
-class LogRing(logging.Handler):
-    """The last ``maxlen`` records of a logger, as (level name, message)."""
-
-    def __init__(self, maxlen: int = 1000) -> None:
-        super().__init__()
-        self.lines: deque[tuple[str, str]] = deque(maxlen=maxlen)
-        self.setFormatter(logging.Formatter("%(asctime)s - %(name)s - %(levelname)s - "
-                                            "%(message)s"))
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.lines.append((record.levelname, self.format(record)))
-        except Exception:  # a bad format argument: never let logging break the worker
-            self.handleError(record)
 
 
 class UploadFile:
@@ -90,10 +75,10 @@ class WorkerExtras:
         self._watched: tuple[Any, ...] | None = None  # last transition seen: see below
 
     def start(self) -> None:
-        logging.getLogger("corral").addHandler(self.logs)
+        self.logs.attach()
 
     async def close(self) -> None:
-        logging.getLogger("corral").removeHandler(self.logs)
+        self.logs.detach()
         for name in list(self.plugins):
             try:
                 await self._teardown(name)
@@ -208,8 +193,7 @@ class WorkerExtras:
     # -- logs and stories ----------------------------------------------------------------
 
     def get_logs(self, comm: Any, n: int | None = None) -> list[tuple[str, str]]:
-        lines = list(self.logs.lines)
-        return lines if n is None else lines[-n:] if n > 0 else []
+        return self.logs.last(n)
 
     def story(self, comm: Any, keys: list[Any]) -> list[tuple[Any, str, str, str]]:
         state = self.worker.state
