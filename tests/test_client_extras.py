@@ -246,3 +246,25 @@ def test_datasets_are_published_got_by_other_clients_and_unpublished(client, clu
     assert client.get_dataset("result", default=None) is None
     with pytest.raises(KeyError, match="within"):
         client.get_dataset("never", timeout=0.05)
+
+
+def test_a_finished_futures_type_is_its_results_class(client):
+    import collections
+
+    number = client.submit(inc, 1)
+    ordered = client.submit(collections.OrderedDict, a=1)
+    assert number.result(timeout=10) == 2
+    assert number.type is int
+    ordered.result(timeout=10)
+    assert ordered.type is collections.OrderedDict
+    assert "type: collections.OrderedDict" in repr(ordered)
+
+
+def test_a_type_is_found_only_among_modules_imported_here():
+    from corral.client.future import _loaded_class
+
+    assert _loaded_class("") is None
+    assert _loaded_class("int") is int
+    assert _loaded_class("collections.abc.Mapping") is not None
+    assert _loaded_class("no_such_module_here.Thing") is None
+    assert _loaded_class("builtins.len") is None  # not a class

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import sys
 import threading
 import time
 import weakref
@@ -169,6 +170,13 @@ class Future:
     @property
     def status(self) -> str:
         return self._state.status
+
+    @property
+    def type(self) -> type | None:
+        """The class of the result, once finished: looked up by its name among the
+        modules this process has imported (never unpickled); None before, or if the
+        client has not imported the class's module."""
+        return _loaded_class(self._state.typename)
 
     def done(self) -> bool:
         return self._state.status != PENDING
@@ -399,3 +407,20 @@ class LateFuture(Future):
         except AttributeError:
             return f"<Future: not bound to a client yet, key: {self.key}>"
         return super().__repr__()
+
+
+def _loaded_class(name: str) -> type | None:
+    """The class named ``module.Qual.Name`` (or a builtin's bare name), if its module is
+    imported here already."""
+    if not name:
+        return None
+    parts = name.split(".")
+    for cut in range(len(parts) - 1, -1, -1):
+        module = sys.modules.get(".".join(parts[:cut]) if cut else "builtins")
+        if module is None:
+            continue
+        found: Any = module
+        for attr in parts[cut:]:
+            found = getattr(found, attr, None)
+        return found if isinstance(found, type) else None
+    return None

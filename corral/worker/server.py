@@ -419,7 +419,7 @@ class Worker:
                         stimulus_id=stimulus_id,
                         key=o.key,
                         nbytes=nbytes,
-                        typename=type(o.value).__name__,
+                        typename=type_name(o.value),
                         start=o.start,
                         stop=o.stop,
                         pickled=pickled,
@@ -558,3 +558,12 @@ class Worker:
             "latency": self.latency,
             "time": time.time(),
         }
+
+
+def type_name(value: Any) -> str:
+    """``int``, ``numpy.ndarray``: the result's class as ``Future.type`` finds it again
+    and ``repr(future)`` shows it (as dask's do)."""
+    cls = type(value)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
