@@ -153,7 +153,7 @@ class ClusterManager:
         self._closing: set[asyncio.Future[Any]] = set()  # jobs stopped, still closing
         self._asynchronous = asynchronous
         self._runner: LoopRunner | None = None
-        self._owns_runner = True  # False: a synchronous Client's loop, which it stops
+        self._owns_runner = True  # False: run on by a synchronous Client, which releases it
         if not asynchronous:
             self._runner = LoopRunner.shared()
             try:
