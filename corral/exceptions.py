@@ -18,6 +18,7 @@
     ├── InvalidMessage (ValueError)            a message's fields are not what its op declares
     ├── BadMemoryLimit (ValueError)            a memory limit that is unreadable or too small
     ├── JobQueueError (RuntimeError)           a batch system (sbatch, qsub, bsub) refused a command
+    ├── LostWritesError (RuntimeError)         a graph writes into an object only the client holds
     ├── InvalidTransition                      a state machine was asked for an impossible move
     ├── UnknownStimulus (TypeError)            a stimulus type no handler is listed for
     ├── DataLostError                          the only copy of unrecomputable data is gone
@@ -156,6 +157,12 @@ class BadMemoryLimit(CorralError, ValueError):
 class JobQueueError(CorralError, RuntimeError):
     """A batch system's command (sbatch, squeue, scancel, qsub, bsub, ...) failed; the
     message names the command and what it said."""
+
+
+class LostWritesError(CorralError, RuntimeError):
+    """A graph writes into an object that lives in the client's process (an in-memory
+    zarr array): each worker would write into its own copy, and the writes would be lost.
+    Refused before anything runs."""
 
 
 def __getattr__(name: str) -> type[CorralError]:
