@@ -35,8 +35,11 @@ def outcomes(path: str, corral: bool, keyword: str | None = None
         select = ["-k", keyword] if keyword else []
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1",
                "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)])}
-        subprocess.run([sys.executable, "-m", "pytest", *plugin, path, *select, "-q", "--tb=short", "-p",
-                        "no:cacheprovider", "-W", "ignore", f"--junit-xml={report}"],
+        # --tb=short: a long traceback's repr of test_memmap's closed memmap segfaults.
+        # --timeout: the many small computes of some tests pass corral's 60 s under load.
+        subprocess.run([sys.executable, "-m", "pytest", *plugin, path, *select, "-q",
+                        "--tb=short", "--timeout=300", "-p", "no:cacheprovider",
+                        "-W", "ignore", f"--junit-xml={report}"],
                        cwd=SITE, env=env, capture_output=True, timeout=3600)
         result = {}
         for case in ET.parse(report).iter("testcase"):
