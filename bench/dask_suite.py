@@ -25,38 +25,50 @@ HERE = Path(__file__).resolve().parent
 SITE = Path(dask.__file__).resolve().parent.parent  # where dask's test files are
 
 
-def outcomes(path: str, corral: bool) -> dict[str, str]:
-    """``{test id: passed|failed|skipped}`` for one run of one file."""
+def outcomes(path: str, corral: bool, keyword: str | None = None
+             ) -> dict[str, tuple[str, str]]:
+    """``{test id: (passed|failed|skipped, first line of the failure)}`` for one run of
+    one file (of its tests that match ``keyword``, pytest's ``-k``, if given)."""
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.xml"
         plugin = ["-p", "dask_suite_plugin"] if corral else []
+        select = ["-k", keyword] if keyword else []
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1",
                "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)])}
-        subprocess.run([sys.executable, "-m", "pytest", *plugin, path, "-q", "-p",
-                        "no:cacheprovider", "-W", "ignore", f"--junit-xml={report}"],
+        # --tb=short: a long traceback's repr of test_memmap's closed memmap segfaults.
+        # --timeout: the many small computes of some tests pass corral's 60 s under load.
+        subprocess.run([sys.executable, "-m", "pytest", *plugin, path, *select, "-q",
+                        "--tb=short", "--timeout=300", "-p", "no:cacheprovider",
+                        "-W", "ignore", f"--junit-xml={report}"],
                        cwd=SITE, env=env, capture_output=True, timeout=3600)
         result = {}
         for case in ET.parse(report).iter("testcase"):
-            name = f"{case.get('classname')}::{case.get('name')}"
-            kinds = {child.tag for child in case}
-            result[name] = ("failed" if kinds & {"failure", "error"} else
-                            "skipped" if "skipped" in kinds else "passed")
+            name = f"{case.get('classname', '').rpartition('.')[2]}::{case.get('name')}"
+            kinds = {child.tag: child.get("message", "") for child in case}
+            failure = kinds.get("failure", kinds.get("error"))
+            result[name] = (("failed", failure.splitlines()[0][:100] if failure else "")
+                            if failure is not None else
+                            ("skipped", "") if "skipped" in kinds else ("passed", ""))
         return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("paths", nargs="+", help="test files, relative to dask's package")
+    parser.add_argument("-k", dest="keyword", help="only the tests matching this "
+                        "expression (pytest's -k), to sample a long file")
     opts = parser.parse_args()
     print(f"{'file':45} {'tests':>6} {'dask ok':>8} {'corral ok':>10} {'corral only':>12}")
     for path in opts.paths:
-        ours, theirs = outcomes(path, True), outcomes(path, False)
-        only = sorted(t for t, o in ours.items() if o == "failed" and theirs.get(t) == "passed")
+        ours = outcomes(path, True, opts.keyword)
+        theirs = outcomes(path, False, opts.keyword)
+        only = sorted(t for t, (o, _) in ours.items()
+                      if o == "failed" and theirs.get(t, ("",))[0] == "passed")
         print(f"{path:45} {len(theirs):6} "
-              f"{sum(o == 'passed' for o in theirs.values()):8} "
-              f"{sum(o == 'passed' for o in ours.values()):10} {len(only):12}")
+              f"{sum(o == 'passed' for o, _ in theirs.values()):8} "
+              f"{sum(o == 'passed' for o, _ in ours.values()):10} {len(only):12}")
         for test in only:
-            print(f"    fails only on corral: {test}")
+            print(f"    fails only on corral: {test}: {ours[test][1]}")
 
 
 if __name__ == "__main__":
