@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 
 def copies_wanted(state: SchedulerState, n: int,
-           workers: tuple[str, ...]) -> tuple[list[WorkerState], int]:
+                  workers: tuple[str, ...]) -> tuple[list[WorkerState], int]:
     """The workers allowed to hold copies, and how many of them should hold each key."""
     pool = ([state.workers[a] for a in workers if a in state.workers] if workers
             else list(state.workers.values()))
