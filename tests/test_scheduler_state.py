@@ -438,3 +438,29 @@ def test_an_unknown_stimulus_is_refused_by_name(state):
 
     with pytest.raises(UnknownStimulus, match="Gossip"):
         state.handle(Gossip(stimulus_id="g"))
+
+
+def desire(client, *keys):
+    return ev.ClientDesiresKeys(stimulus_id=f"desire-{client}", client=client, keys=keys)
+
+
+def test_a_future_held_before_its_graph_arrives_gets_the_result(state):
+    """A task's result may carry a future of the worker's own client, whose graph comes
+    on another connection: the client reading the result may say it holds the key first.
+    The key waits as a placeholder, and the graph's task fills it in."""
+    state.handle(add_worker(A))
+    assert brief(state.handle(desire("reader", "inner"))) == []
+    assert brief(state.handle(desire("other", "inner"))) == []  # still no task to run
+    actions = state.handle(graph("worker-client", spec("inner")))
+    assert computes(actions) == [(A, "inner")]
+    assert brief(state.handle(finished(A, "inner"))) == [
+        ("record", A, "inner"), ("memory", "reader", "inner"), ("memory", "other", "inner"),
+        ("memory", "worker-client", "inner")]
+    state.handle(ev.ClientReleasesKeys(stimulus_id="r", client="worker-client", keys=("inner",)))
+    assert state.who_has(["inner"]) == {"inner": [A]}  # the readers still hold it
+
+
+def test_a_placeholder_nobody_holds_any_more_is_forgotten(state):
+    state.handle(desire("reader", "never"))
+    state.handle(ev.ClientReleasesKeys(stimulus_id="r", client="reader", keys=("never",)))
+    assert "never" not in state.tasks

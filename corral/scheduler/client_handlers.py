@@ -16,7 +16,15 @@ from corral.basic_types import Key
 from corral.scheduler import events as ev
 from corral.scheduler import stimulus_log
 from corral.scheduler.placement import depth_first
-from corral.scheduler.records import ACTIVE, FIRE_AND_FORGET, NONE, TS, TaskState, added
+from corral.scheduler.records import (
+    ACTIVE,
+    AWAITED,
+    FIRE_AND_FORGET,
+    NONE,
+    TS,
+    TaskState,
+    added,
+)
 
 if TYPE_CHECKING:
     from corral.scheduler.state import SchedulerState
@@ -91,14 +99,20 @@ def _watch_start(state: SchedulerState, ts: TaskState, client: str) -> None:
 
 
 def client_desires_keys(state: SchedulerState, s: ev.ClientDesiresKeys) -> None:
+    """A client holds futures for these keys (unpickled from a result, say). A key not
+    known yet is held for it as a placeholder, released and without a task, which the
+    ``UpdateGraph`` that names it fills in: a task's result may carry a future of the
+    worker's own client, whose graph travels on another connection and may come later."""
     for key in s.keys:
         ts = state.tasks.get(key)
-        if ts is not None:
-            ts.who_wants = added(ts.who_wants, s.client)
-            state.client_keys[s.client][ts] = None
-            if ts.state == TS.RELEASED:
-                state.compute(ts)
-            state.report_if_done(ts, s.client)
+        if ts is None:
+            ts = state.tasks[key] = TaskState(key)
+            ts.name = AWAITED
+        ts.who_wants = added(ts.who_wants, s.client)
+        state.client_keys[s.client][ts] = None
+        if ts.state == TS.RELEASED:
+            state.compute(ts)  # a placeholder waits for its graph (``compute``)
+        state.report_if_done(ts, s.client)
 
 
 def fire_and_forget(state: SchedulerState, s: ev.FireAndForget) -> None:

@@ -43,6 +43,9 @@ ACTIVE = (TS.WAITING, TS.NO_WORKER, TS.QUEUED, TS.PROCESSING)
 
 # The pseudo-client that wants fire-and-forget tasks until they are done; never told.
 FIRE_AND_FORGET = "fire-and-forget"
+# The name of a placeholder: a key a client holds a future of before its graph arrived
+# (``client_handlers.client_desires_keys``); the graph's task replaces it.
+AWAITED = "(awaited)"
 
 
 # A record's links to others (inputs, dependents, holders, wanters, ...) are ordered

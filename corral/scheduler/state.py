@@ -51,6 +51,7 @@ from corral.scheduler.liveness import Liveness
 from corral.scheduler.placement import Placement
 from corral.scheduler.records import (
     ACTIVE,
+    AWAITED,
     FIRE_AND_FORGET,
     NONE,
     TRANSITIONS,
@@ -238,8 +239,8 @@ class SchedulerState:
         while stack:
             t, inputs_done = stack.pop()
             if not inputs_done:
-                if t.state != TS.RELEASED:
-                    continue  # reached twice through a shared input
+                if t.state != TS.RELEASED or t.name == AWAITED:
+                    continue  # reached twice through a shared input; or its graph is due
                 if t.run_spec is None:
                     self.err(t, pickle.dumps(DataLostError(f"data of {t.key!r} was lost")), b"",
                               f"DataLostError: data of {t.key!r} was lost and cannot be "
