@@ -347,8 +347,8 @@ def kill_once(df, marker):
     return df
 
 
-# Up to 10 s of kill_once's own wait, a nanny's restart and a whole rerun: 8-37 s on a
-# quiet 2-core machine, and over the suite's 60 s once in CI under load.
+# Up to 10 s of kill_once's own wait, a nanny's restart and a whole rerun: 8-37 s with
+# two busy processes beside it on 2 cores, and over the suite's 60 s once in CI.
 @pytest.mark.timeout(180)
 def test_a_worker_killed_mid_shuffle_the_shuffle_reruns_and_is_exact(client, tmp_path,
                                                                       caplog):
