@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from corral.basic_types import Key
 from corral.scheduler import events as ev
-from corral.scheduler.records import TS, WorkerState
+from corral.scheduler.records import TS, TaskState, WorkerState
 
 if TYPE_CHECKING:
     from corral.scheduler.state import SchedulerState
@@ -38,25 +38,46 @@ def copies_wanted(state: SchedulerState, n: int,
 
 def replicate(state: SchedulerState, s: ev.Replicate) -> None:
     allowed, copies = copies_wanted(state, s.n, s.workers)
-    fill = [(ws.nbytes, i, ws) for i, ws in enumerate(allowed)]
-    requests: dict[WorkerState, dict[Key, tuple[str, ...]]] = {}
-    nbytes: dict[WorkerState, dict[Key, int]] = {}
+    orders = CopyOrders(allowed)
     for key in s.keys:
         ts = state.tasks.get(key)
         if ts is None or ts.state != TS.MEMORY or not ts.who_has:
             continue
         missing = copies - sum(1 for ws in allowed if ws in ts.who_has)
-        skipped = []
-        while missing > 0 and fill:
-            filled, order, ws = heapq.heappop(fill)
-            if ws in ts.who_has:
+        while missing > 0 and orders.ask(ts) is not None:
+            missing -= 1
+    orders.emit(state)
+
+
+class CopyOrders:
+    """Copies to ask workers for (here, and for retiring workers' keys): each from the
+    least filled of ``workers`` (bytes held plus bytes asked for; join order breaks
+    ties) that neither holds the key nor was asked for it; one ``AcquireReplicas`` per
+    worker in the end."""
+
+    def __init__(self, workers: list[WorkerState]) -> None:
+        self._fill = [(ws.nbytes, order, ws) for order, ws in enumerate(workers)]
+        heapq.heapify(self._fill)
+        self._who_has: dict[WorkerState, dict[Key, tuple[str, ...]]] = {}
+        self._nbytes: dict[WorkerState, dict[Key, int]] = {}
+
+    def ask(self, ts: TaskState) -> WorkerState | None:
+        """The worker now asked to copy ``ts``; None if every one has it or was asked."""
+        skipped, chosen = [], None
+        while self._fill and chosen is None:
+            filled, order, ws = heapq.heappop(self._fill)
+            if ws in ts.who_has or ts.key in self._who_has.get(ws, ()):
                 skipped.append((filled, order, ws))
                 continue
-            heapq.heappush(fill, (filled + ts.nbytes, order, ws))
-            requests.setdefault(ws, {})[key] = tuple(w.address for w in ts.who_has)
-            nbytes.setdefault(ws, {})[key] = ts.nbytes
-            missing -= 1
+            chosen = ws
+            heapq.heappush(self._fill, (filled + ts.nbytes, order, ws))
+            self._who_has.setdefault(ws, {})[ts.key] = tuple(w.address for w in ts.who_has)
+            self._nbytes.setdefault(ws, {})[ts.key] = ts.nbytes
         for item in skipped:
-            heapq.heappush(fill, item)
-    for ws, who_has in requests.items():
-        state.emit(ev.AcquireReplicas, worker=ws.address, who_has=who_has, nbytes=nbytes[ws])
+            heapq.heappush(self._fill, item)
+        return chosen
+
+    def emit(self, state: SchedulerState) -> None:
+        for ws, who_has in self._who_has.items():
+            state.emit(ev.AcquireReplicas, worker=ws.address, who_has=who_has,
+                       nbytes=self._nbytes[ws])

@@ -27,12 +27,11 @@ Theory of operation
 
 from __future__ import annotations
 
-import heapq
 from typing import TYPE_CHECKING
 
-from corral.basic_types import Key
 from corral.scheduler import events as ev
 from corral.scheduler.records import TS, TaskState, WorkerState
+from corral.scheduler.replication import CopyOrders
 from corral.scheduler.worker_handlers import remove
 
 if TYPE_CHECKING:
@@ -60,11 +59,7 @@ def _start(state: SchedulerState, ws: WorkerState) -> None:
 def progress(state: SchedulerState) -> None:
     """Ask for copies of the retiring workers' unsafe keys; close those with none left."""
     others = [w for w in state.workers.values() if not w.retiring]
-    # (bytes held and asked for, join order, worker): the least filled takes the next key.
-    fill = [(w.nbytes, i, w) for i, w in enumerate(others)]
-    heapq.heapify(fill)
-    requests: dict[WorkerState, dict[Key, tuple[str, ...]]] = {}
-    nbytes: dict[WorkerState, dict[Key, int]] = {}
+    orders = CopyOrders(others)  # none of them holds an unsafe key
     for address, asked in list(state.retiring.items()):
         ws = state.workers[address]
         unsafe = [ts for ts in ws.has_what if ts.state == TS.MEMORY and not _safe(ts)]
@@ -87,14 +82,10 @@ def progress(state: SchedulerState) -> None:
             if target is not None and state.workers.get(target.address) is target \
                     and not target.retiring:
                 continue  # asked already
-            filled, order, target = heapq.heappop(fill)
-            heapq.heappush(fill, (filled + ts.nbytes, order, target))
+            target = orders.ask(ts)
+            assert target is not None  # ``others`` hold none of the unsafe keys
             asked[ts] = target
-            requests.setdefault(target, {})[ts.key] = tuple(w.address for w in ts.who_has)
-            nbytes.setdefault(target, {})[ts.key] = ts.nbytes
-    for target, who_has in requests.items():
-        state.emit(ev.AcquireReplicas, worker=target.address, who_has=who_has,
-                   nbytes=nbytes[target])
+    orders.emit(state)
 
 
 def _safe(ts: TaskState) -> bool:
