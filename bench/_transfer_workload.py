@@ -7,7 +7,10 @@ medians in bytes/s of
 * ``transfer``: worker B fetching a NumPy array from worker A, timed on B's event loop
   from the request until the array is in B's memory (what a dependency fetch costs);
 * ``task``: submitting a task on B that takes the array as its input, until its (tiny)
-  result is back at the client (the fetch plus the scheduling around it).
+  result is back at the client (the fetch plus the scheduling around it);
+* ``make``: a task on A making the array, until a second task on A has read its size:
+  what the producer pays (with shared memory on, it includes copying the result into a
+  segment, ``corral.worker.shared_results``).
 """
 
 from __future__ import annotations
@@ -67,10 +70,12 @@ def measure(client, fetch, sizes, repeats):
     out = {}
     for size in sizes:
         nbytes = size * 10**6
-        transfers, tasks = [], []
+        transfers, tasks, makes = [], [], []
         for i in range(repeats + 1):  # the first round warms connections up
+            start = time.perf_counter()
             a = client.submit(make_array, nbytes, workers=[first], pure=False)
             client.submit(size_of, a, workers=[first], pure=False).result()  # a is made
+            made = time.perf_counter() - start
             elapsed = client.run(fetch, first, a.key, nbytes, workers=[second])[second]
             start = time.perf_counter()
             assert client.submit(size_of, a, workers=[second], pure=False).result() == nbytes
@@ -78,15 +83,21 @@ def measure(client, fetch, sizes, repeats):
             if i:
                 transfers.append(nbytes / elapsed)
                 tasks.append(nbytes / task)
+                makes.append(nbytes / made)
             del a
             time.sleep(0.2)  # the array is released on both workers
-        out[size] = {"transfer": statistics.median(transfers), "task": statistics.median(tasks)}
+        out[size] = {"transfer": statistics.median(transfers), "task": statistics.median(tasks),
+                     "make": statistics.median(makes)}
     return out
 
 
 def main() -> None:
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    repeats = int(sys.argv[sys.argv.index("--repeats") + 1]) if "--repeats" in sys.argv else 5
+    args = sys.argv[1:]
+    repeats = 5
+    if "--repeats" in args:
+        at = args.index("--repeats")
+        repeats = int(args[at + 1])
+        del args[at : at + 2]
     system = args[0]
     if system == "corral":
         mode, sizes = args[1], [int(s) for s in args[2:] if s.isdigit()]

@@ -4,7 +4,9 @@ vs dask.distributed vs a raw loopback socket vs memcpy, in one run.
 Each system: LocalCluster, 2 worker processes x 1 thread, client in a process of its
 own (``_transfer_workload.py``). "transfer" is worker B fetching the array from worker
 A, timed on B's event loop; "task" adds the scheduling around it (a task on B taking
-the array, until its result is back). The raw socket (``_raw_socket.py``) sends the same
+the array, until its result is back); "make" is the producer's side (a task on A making
+the array, which with shared memory on includes copying it into a segment once, so that
+transfers copy nothing). The raw socket (``_raw_socket.py``) sends the same
 bytes between two processes into fresh memory; memcpy copies them within one process
 into memory already touched (the physical limit). Medians of ``--repeats`` repetitions.
 """
@@ -81,7 +83,7 @@ def main() -> None:
         memcpy[size] = memcpy_rate(size * 10**6, opts.repeats)
         del payload
     gb = lambda v: f"{v / 1e9:6.2f}" if v else "   n/a"  # noqa: E731
-    for kind in ("transfer", "task"):
+    for kind in ("transfer", "task", "make"):
         print(f"\n{kind}: GB/s   {'shm':>6} {'socket':>6} {'dask':>6} {'raw':>6} {'memcpy':>6}"
               f"   shm/raw socket/raw shm/dask socket/dask shm/memcpy")
         for size in sizes:
@@ -90,7 +92,9 @@ def main() -> None:
             print(f"{size:>5} MB       {gb(s)} {gb(k)} {gb(d)} {gb(raw[size])} {gb(memcpy[size])}"
                   f"   {ratio(s, raw[size]):>7} {ratio(k, raw[size]):>10} {ratio(s, d):>8} "
                   f"{ratio(k, d):>11} {ratio(s, memcpy[size]):>10}")
-    print("\ntargets: transfer shm >= 2x raw at 500 MB; socket >= 0.9x raw at every size")
+    print("\nmake: a task making the array, as a rate (with shm, corral copies it into shared "
+          "memory there)")
+    print("targets: transfer shm >= 2x raw at 500 MB; socket >= 0.9x raw at every size")
     if opts.json:
         Path(opts.json).write_text(json.dumps({"shm": shm, "socket": sock, "dask": dask,
                                                "raw": raw, "memcpy": memcpy}, indent=2))

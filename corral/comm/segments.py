@@ -10,14 +10,24 @@ A segment is allocated in full when made (``posix_fallocate``): memory short sho
 as an error there, which sends that frame through the socket, rather than as a
 ``SIGBUS`` when the copy touches a page the kernel cannot provide.
 
-A receiver maps what it is lent; the mapping keeps the pages alive as long as the
-object built on it, whatever the sender does meanwhile. A sender reuses a segment
-only after the receiver said it unmapped it; a segment whose release never comes (the
-channel closed first) is closed, never reused.
+A receiver maps what it is lent, private and copy-on-write: its writes stay its own,
+and the mapping keeps the pages alive as long as the object built on it, whatever the
+sender does meanwhile. A sender reuses a segment only after the receiver said it
+unmapped it; a segment whose release never comes (the channel closed first) is closed,
+never reused.
+
+A process may also *seal* a buffer (``seal``): copy it into a segment of its own once
+and rebuild its object on a private mapping of it. Sending that buffer later lends the
+segment as it is (``sealed_segment`` finds it), with no copy at all; the segment is
+never written again and closes when the object goes. Workers do this for large NumPy
+results (``corral.worker.shared_results``), so same-host peers get them for the cost of
+a mapping.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import mmap
 import os
 import stat
@@ -32,10 +42,14 @@ from corral.exceptions import ProtocolError
 
 IDLE_SECONDS = 30.0  # a cached segment unused this long is freed
 _CHUNK = 2**30  # os.preadv reads at most ~2 GiB at once
+# madvise: map a file's pages readable in one call, without breaking copy-on-write
+# (Linux 5.14; before it, pages fault in when first touched)
+_MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)
 
 # Per process: what went through shared memory, and what fell back to the socket.
 stats = {"sent_frames": 0, "sent_bytes": 0, "received_frames": 0, "received_bytes": 0,
-         "fallback_frames": 0, "copied_frames": 0, "reused_segments": 0, "channels": 0}
+         "fallback_frames": 0, "copied_frames": 0, "reused_segments": 0, "channels": 0,
+         "sealed_buffers": 0, "sealed_frames_sent": 0}
 
 
 def capacity(nbytes: int) -> int:
@@ -46,10 +60,12 @@ def capacity(nbytes: int) -> int:
 
 
 class Segment:
-    """A memfd of ``size`` bytes, allocated. The sender never maps it: frames are written
-    in with ``pwrite``, so its pages count in the memory of the peer that maps them, not
-    in this process's, not even during the copy (a worker's memory manager and its nanny
-    watch its RSS: a paused worker serving its data must not cross its limit)."""
+    """A memfd of ``size`` bytes, allocated. The sender of a lent segment never maps it:
+    frames are written in with ``pwrite``, so its pages count in the memory of the peer
+    that maps them, not in this process's, not even during the copy (a worker's memory
+    manager and its nanny watch its RSS: a paused worker serving its data must not cross
+    its limit). A sealed segment is mapped by its owner, in place of the private memory
+    its object had."""
 
     __slots__ = ("fd", "idle_since", "size")
 
@@ -149,8 +165,18 @@ def _unmapped(release: Callable[[], None]) -> None:
     release()
 
 
+def _map_private(fd: int, nbytes: int) -> mmap.mmap:
+    """The first ``nbytes`` of memfd ``fd``, mapped private and writable, pages populated
+    for reading: writes copy the page they touch and never reach the segment."""
+    buffer = mmap.mmap(fd, nbytes, flags=mmap.MAP_PRIVATE,
+                       prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    with contextlib.suppress(OSError):  # an older kernel: pages fault in when touched
+        buffer.madvise(_MADV_POPULATE_READ)
+    return buffer
+
+
 def map_frame(fd: int, nbytes: int, release: Callable[[], None]) -> Any:
-    """The frame in memfd ``fd`` (the first ``nbytes``), mapped shared and writable —
+    """The frame in memfd ``fd`` (the first ``nbytes``), mapped private and writable —
     or, past ``_BUDGET`` live mappings, copied out. ``release`` is called once the
     segment is no longer used here (the mapping gone, or the copy made)."""
     global _mapped
@@ -169,8 +195,80 @@ def map_frame(fd: int, nbytes: int, release: Callable[[], None]) -> Any:
         stats["copied_frames"] += 1
         release()
         return target
-    buffer = mmap.mmap(fd, nbytes, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE,
-                       prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    buffer = _map_private(fd, nbytes)
     _mapped += 1
     weakref.finalize(buffer, _unmapped, release)
     return memoryview(buffer)
+
+
+# -- buffers sealed by their owner ---------------------------------------------------
+
+# id of a sealed mapping -> (its address, its size, its segment); an entry goes when its
+# mapping does (before the id can be reused), and closes the segment.
+_sealed: dict[int, tuple[int, int, Segment]] = {}
+
+
+def _address(buffer: Any) -> int:
+    """Where a writable buffer starts in memory (``TypeError`` if it is read-only)."""
+    return ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+
+
+def _unsealed(key: int) -> None:
+    global _mapped
+    _mapped -= 1
+    entry = _sealed.pop(key, None)
+    if entry is not None:
+        entry[2].close()
+
+
+def seal(data: memoryview) -> memoryview | None:
+    """A copy of ``data`` in a new segment, mapped private and writable; None if memory or
+    mappings are short (the caller keeps ``data``). Sending the returned buffer, or an
+    object built on it, lends the segment instead of copying it (``sealed_segment``)."""
+    global _mapped
+    nbytes = data.nbytes
+    if _mapped >= _BUDGET:
+        return None
+    try:
+        segment = Segment(nbytes)  # never reused: no need to round its size up
+    except OSError:
+        return None
+    try:
+        segment.fill(data)
+        mapping = _map_private(segment.fd, nbytes)
+    except BaseException:
+        segment.close()
+        raise
+    key = id(mapping)
+    _sealed[key] = (_address(mapping), nbytes, segment)
+    _mapped += 1
+    weakref.finalize(mapping, _unsealed, key)
+    stats["sealed_buffers"] += 1
+    return memoryview(mapping)
+
+
+def sealed_segment(frame: Any) -> Segment | None:
+    """The segment ``frame`` is, byte for byte, if it is the whole of a buffer this
+    process sealed: found through the objects its memory belongs to (a NumPy array's
+    ``base``, a memoryview's ``obj``), which keep that mapping alive meanwhile."""
+    if not _sealed or isinstance(frame, bytes | bytearray):
+        return None
+    view = memoryview(frame)
+    owner: Any = view.obj
+    for _ in range(8):
+        if isinstance(owner, mmap.mmap):
+            entry = _sealed.get(id(owner))
+            break
+        owner = owner.obj if isinstance(owner, memoryview) else getattr(owner, "base", None)
+        if owner is None:
+            return None
+    else:
+        return None
+    if entry is None or view.nbytes != entry[1] or view.readonly:
+        return None
+    try:
+        if _address(view) != entry[0]:
+            return None
+    except (TypeError, ValueError):  # not a contiguous writable buffer
+        return None
+    return entry[2]

@@ -8,8 +8,10 @@ Theory of operation:
   one record, ``<u64 sequence><u64 nbytes>``, with the memfd attached (``SCM_RIGHTS``).
   In the stream's header that frame's length carries ``SHARED_FLAG``; none of its bytes
   follow in the stream. The reader takes the records in order, checks sequence and size,
-  and maps each memfd shared and writable: the frame *is* that mapping. No copy goes
-  through the kernel's socket buffers, and the receiver never copies at all.
+  and maps each memfd private and writable (copy-on-write): the frame *is* that
+  mapping. No copy goes through the kernel's socket buffers, and the receiver never
+  copies at all. A frame its owner sealed in a segment already (``segments.seal``) is
+  not copied by the writer either: that segment is sent as it is.
 * Lifetimes: a memfd has no name (nothing in ``/dev/shm``). The writer closes its fd
   right after sending it; the receiver closes its own once mapped; the pages go back to
   the kernel when the last mapping goes, i.e. when the object built on the frame is
@@ -130,15 +132,21 @@ class SharedChannel:
 
     async def place(self, frames: list[Any], lengths: list[int]) -> tuple[list[Any], list[int]]:
         """Move the large frames into shared memory: the frames left for the stream, and
-        every frame's length (``SHARED_FLAG`` set for those that moved)."""
+        every frame's length (``SHARED_FLAG`` set for those that moved). A frame that is
+        a sealed buffer lends its segment as it is; others are copied into one first."""
         jobs: list[tuple[int, segments.Segment]] = []
+        sealed: list[tuple[int, segments.Segment]] = []
         for i, n in enumerate(lengths):
             if n >= self.threshold:
+                segment = segments.sealed_segment(frames[i])
+                if segment is not None:
+                    sealed.append((i, segment))
+                    continue
                 try:
                     jobs.append((i, cache().take(n)))
                 except OSError:  # memory short: this one takes the socket
                     stats["fallback_frames"] += 1
-        if not jobs:
+        if not jobs and not sealed:
             return frames, lengths
         fills = [(segment, frames[i]) for i, segment in jobs]
         if sum(lengths[i] for i, _ in jobs) < OFFLOAD_BYTES:
@@ -156,18 +164,24 @@ class SharedChannel:
                 raise
         lengths = list(lengths)
         moved: set[int] = set()
-        for i, segment in jobs:
-            if self._send(segment, lengths[i]):
+        # Records go in frame order: the reader takes them in the order of the header.
+        sends = sorted([(i, s, True) for i, s in jobs] + [(i, s, False) for i, s in sealed],
+                       key=lambda send: send[0])
+        for i, segment, lent in sends:
+            if self._send(segment, lengths[i], lent):
                 moved.add(i)
                 stats["sent_frames"] += 1
                 stats["sent_bytes"] += lengths[i]
+                stats["sealed_frames_sent"] += not lent
                 lengths[i] |= SHARED_FLAG
             else:
-                cache().put(segment)
+                if lent:
+                    cache().put(segment)
                 stats["fallback_frames"] += 1
         return [f for i, f in enumerate(frames) if i not in moved], lengths
 
-    def _send(self, segment: segments.Segment, nbytes: int) -> bool:
+    def _send(self, segment: segments.Segment, nbytes: int, lent: bool = True) -> bool:
+        """Send ``segment``'s fd; a ``lent`` one comes back to the cache when released."""
         if self.closed or self._ended:
             return False
         try:
@@ -177,7 +191,8 @@ class SharedChannel:
         except OSError:
             self.close()
             return False
-        self._lent[self._sent] = segment
+        if lent:
+            self._lent[self._sent] = segment
         self._sent += 1
         return True
 

@@ -33,7 +33,7 @@ from corral.exceptions import (
 from corral.memory_limit import configured_thresholds, parse_memory_limit
 from corral.security import Security
 from corral.sizeof import sizeof
-from corral.worker import context
+from corral.worker import context, shared_results
 from corral.worker import events as ev
 from corral.worker.lifecycle import Lifecycle
 from corral.worker.memory_watch import MemoryWatch
@@ -395,9 +395,10 @@ class Worker:
             if inputs:
                 args, kwargs = runspec.substitute((args, kwargs), inputs)
             value = fn(*args, **kwargs)
-            # On this thread, not the loop: its size, and if the client gets it with the
-            # report, its pickle.
+            # On this thread, not the loop: its size, its copy into shared memory, and if
+            # the client gets it with the report, its pickle.
             nbytes = sizeof(value)
+            value = shared_results.place(value, nbytes)
             measured[key] = nbytes, pickle_small(value, inline, nbytes) if inline else None
             return value
 
