@@ -69,10 +69,12 @@ class Segment:
 
     __slots__ = ("fd", "idle_since", "size")
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, allocate: bool = True) -> None:
         self.fd = os.memfd_create("corral-frame", os.MFD_CLOEXEC)
         try:
-            os.posix_fallocate(self.fd, 0, size)
+            # A segment filled once and never mapped before that needs no allocating:
+            # ``pwrite`` fails cleanly where memory is short.
+            os.posix_fallocate(self.fd, 0, size) if allocate else os.ftruncate(self.fd, size)
         except BaseException:
             os.close(self.fd)
             raise
@@ -165,13 +167,15 @@ def _unmapped(release: Callable[[], None]) -> None:
     release()
 
 
-def _map_private(fd: int, nbytes: int) -> mmap.mmap:
-    """The first ``nbytes`` of memfd ``fd``, mapped private and writable, pages populated
-    for reading: writes copy the page they touch and never reach the segment."""
+def _map_private(fd: int, nbytes: int, populate: bool = True) -> mmap.mmap:
+    """The first ``nbytes`` of memfd ``fd``, mapped private and writable, its pages
+    mapped for reading at once if ``populate``: writes copy the page they touch and never
+    reach the segment."""
     buffer = mmap.mmap(fd, nbytes, flags=mmap.MAP_PRIVATE,
                        prot=mmap.PROT_READ | mmap.PROT_WRITE)
-    with contextlib.suppress(OSError):  # an older kernel: pages fault in when touched
-        buffer.madvise(_MADV_POPULATE_READ)
+    if populate:
+        with contextlib.suppress(OSError):  # an older kernel: pages fault in when touched
+            buffer.madvise(_MADV_POPULATE_READ)
     return buffer
 
 
@@ -230,14 +234,18 @@ def seal(data: memoryview) -> memoryview | None:
     if _mapped >= _BUDGET:
         return None
     try:
-        segment = Segment(nbytes)  # never reused: no need to round its size up
+        segment = Segment(nbytes, allocate=False)  # never reused: not rounded up
     except OSError:
         return None
     try:
         segment.fill(data)
-        mapping = _map_private(segment.fd, nbytes)
-    except BaseException:
+        # Not populated: the pages are in memory already, and mapping them as they are
+        # read costs no more than mapping them all now.
+        mapping = _map_private(segment.fd, nbytes, populate=False)
+    except BaseException as e:
         segment.close()
+        if isinstance(e, OSError):  # memory short
+            return None
         raise
     key = id(mapping)
     _sealed[key] = (_address(mapping), nbytes, segment)
