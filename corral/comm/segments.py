@@ -158,12 +158,18 @@ def _mapping_budget() -> int:
 
 
 _BUDGET = _mapping_budget()
-_mapped = 0  # frames mapped and alive in this process
+_mapped = 0  # frames mapped and alive in this process (mappings are made and unmade on
+_mapped_lock = threading.Lock()  # the loop's thread, tasks' threads and the collector's)
+
+
+def _count_mapping(change: int) -> None:
+    global _mapped
+    with _mapped_lock:
+        _mapped += change
 
 
 def _unmapped(release: Callable[[], None]) -> None:
-    global _mapped
-    _mapped -= 1
+    _count_mapping(-1)
     release()
 
 
@@ -183,7 +189,6 @@ def map_frame(fd: int, nbytes: int, release: Callable[[], None]) -> Any:
     """The frame in memfd ``fd`` (the first ``nbytes``), mapped private and writable —
     or, past ``_BUDGET`` live mappings, copied out. ``release`` is called once the
     segment is no longer used here (the mapping gone, or the copy made)."""
-    global _mapped
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode) or info.st_size < nbytes:
         raise ProtocolError(f"shared frame of {nbytes} bytes in a segment of {info.st_size}")
@@ -200,7 +205,7 @@ def map_frame(fd: int, nbytes: int, release: Callable[[], None]) -> Any:
         release()
         return target
     buffer = _map_private(fd, nbytes)
-    _mapped += 1
+    _count_mapping(1)
     weakref.finalize(buffer, _unmapped, release)
     return memoryview(buffer)
 
@@ -218,8 +223,7 @@ def _address(buffer: Any) -> int:
 
 
 def _unsealed(key: int) -> None:
-    global _mapped
-    _mapped -= 1
+    _count_mapping(-1)
     entry = _sealed.pop(key, None)
     if entry is not None:
         entry[2].close()
@@ -229,7 +233,6 @@ def seal(data: memoryview) -> memoryview | None:
     """A copy of ``data`` in a new segment, mapped private and writable; None if memory or
     mappings are short (the caller keeps ``data``). Sending the returned buffer, or an
     object built on it, lends the segment instead of copying it (``sealed_segment``)."""
-    global _mapped
     nbytes = data.nbytes
     if _mapped >= _BUDGET:
         return None
@@ -249,7 +252,7 @@ def seal(data: memoryview) -> memoryview | None:
         raise
     key = id(mapping)
     _sealed[key] = (_address(mapping), nbytes, segment)
-    _mapped += 1
+    _count_mapping(1)
     weakref.finalize(mapping, _unsealed, key)
     stats["sealed_buffers"] += 1
     return memoryview(mapping)
