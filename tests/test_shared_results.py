@@ -82,10 +82,26 @@ def test_what_is_not_a_plain_large_array_is_left_as_it_is(value):
     assert shared_results.place(value, sizeof(value)) is value
 
 
-def test_placing_can_be_turned_off():
+@pytest.fixture(autouse=True)
+def place_from_the_sharing_threshold():
+    with corral.config.set({"comm.shared-memory.place-results": True}):
+        yield
+
+
+@pytest.mark.parametrize(("setting", "placed"), [
+    (False, False), ("false", False), (None, False), ("none", False), ("0", False),
+    (True, True), ("true", True), ("2MiB", True), (LARGE, True), ("3MiB", False),
+    ("lots", False),
+])
+def test_placing_can_be_turned_off_or_start_at_a_size(setting, placed, caplog):
     array = np.arange(LARGE, dtype="u1")
-    with corral.config.set({"comm.shared-memory.place-results": False}):
-        assert shared_results.place(array, array.nbytes) is array
+    with corral.config.set({"comm.shared-memory.place-results": setting}):
+        assert (shared_results.place(array, array.nbytes) is not array) == placed
+    if setting == "lots":
+        assert "place-results: not a size: 'lots'" in caplog.text
+
+
+def test_a_read_only_array_is_left_as_it_is():
     read_only = np.arange(LARGE, dtype="u1")
     read_only.flags.writeable = False
     assert shared_results.place(read_only, LARGE) is read_only
@@ -114,7 +130,8 @@ def counts():
 
 
 def test_a_large_result_moves_between_workers_without_a_copy_and_goes_when_released():
-    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, \
+    with corral.config.set({"comm.shared-memory.place-results": LARGE}), \
+            LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         maker, reader = sorted(client.nthreads())
         before = client.run(counts)
