@@ -104,7 +104,9 @@ def main() -> None:
         import corral
         from corral import Client, LocalCluster
 
-        corral.config.set({"comm.shared-memory.enabled": mode == "shm"})
+        corral.config.set({"comm.shared-memory.enabled": mode == "shm",
+                           "comm.shared-memory.place-results": "8MiB" if mode == "shm"
+                           else False})
         cluster = LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None)
         fetch = corral_fetch
     else:
