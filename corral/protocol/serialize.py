@@ -96,25 +96,36 @@ def _hoist_binary(obj: Any, depth: int = 0) -> Any:
     msgpack would copy them into frame 0; as frames of their own they are written
     and read in place. Containers are copied only where something was wrapped; past
     ``MAX_EXT_DEPTH`` levels they are left alone (such a value is pickled anyway).
+    Scalars and small ``bytes`` inside containers are passed over without a call: this
+    walk runs for every message.
     """
     kind = type(obj)
     if kind in _SCALARS or depth > MAX_EXT_DEPTH:
         return obj
-    depth += 1
     if kind is dict:
         changed = None
         for key, value in obj.items():
-            if type(value) in _SCALARS:
+            vkind = type(value)
+            if vkind in _SCALARS or (vkind is bytes and len(value) <= INLINE_BYTES_LIMIT):
                 continue
-            hoisted = _hoist_binary(value, depth)
+            hoisted = _hoist_binary(value, depth + 1)
             if hoisted is not value:
                 if changed is None:
                     changed = dict(obj)
                 changed[key] = hoisted
         return obj if changed is None else changed
     if kind is list or kind is tuple:
-        items = [v if type(v) in _SCALARS else _hoist_binary(v, depth) for v in obj]
-        if all(a is b for a, b in zip(items, obj, strict=True)):
+        items = None
+        for i, value in enumerate(obj):
+            vkind = type(value)
+            if vkind in _SCALARS or (vkind is bytes and len(value) <= INLINE_BYTES_LIMIT):
+                continue
+            hoisted = _hoist_binary(value, depth + 1)
+            if hoisted is not value:
+                if items is None:
+                    items = list(obj)
+                items[i] = hoisted
+        if items is None:
             return obj
         return items if kind is list else tuple(items)
     if kind is bytes:
@@ -125,6 +136,7 @@ def _hoist_binary(obj: Any, depth: int = 0) -> Any:
 
 
 _CONTAINER_EXTS: dict[type[Any], int] = {tuple: EXT_TUPLE, set: EXT_SET, frozenset: EXT_FROZENSET}
+_EMPTY_TUPLE = msgpack.ExtType(EXT_TUPLE, msgpack.packb([]))  # the commonest: no dependencies
 
 
 class _Encoder:
@@ -135,7 +147,11 @@ class _Encoder:
         self.compression = compression_name
         self.max_frame_bytes = max_frame_bytes
         self._depth = 0  # extension types enclosing what is being packed
-        self._packer = msgpack.Packer(default=self.default, strict_types=True, use_bin_type=True)
+        self._packer = self._new_packer()
+        self._packers = [self._packer]  # one per depth: nested values are packed apart
+
+    def _new_packer(self) -> msgpack.Packer:
+        return msgpack.Packer(default=self.default, strict_types=True, use_bin_type=True)
 
     def encode(self, msg: Any) -> list[Any]:
         self.frames = frames = [b""]
@@ -170,10 +186,14 @@ class _Encoder:
         return ref
 
     def pack(self, obj: Any) -> bytes:
-        """Pack a nested value (the shared packer is busy with the enclosing message)."""
+        """Pack a nested value with the packer of its depth (those above are busy with
+        the values that enclose it)."""
         self._depth += 1
         try:
-            return msgpack.packb(obj, default=self.default, strict_types=True, use_bin_type=True)
+            packers = self._packers
+            if self._depth == len(packers):
+                packers.append(self._new_packer())
+            return packers[self._depth].pack(obj)
         finally:
             self._depth -= 1
 
@@ -183,6 +203,8 @@ class _Encoder:
         if code is not None:
             if self._depth + 1 >= MAX_EXT_DEPTH:  # its items would nest too deep
                 return self.pickle(obj)
+            if not obj and kind is tuple:
+                return _EMPTY_TUPLE
             return msgpack.ExtType(code, self.pack(list(obj)))
         if kind is _Binary:
             value = obj.value
@@ -240,11 +262,39 @@ class MessageCodec:
 _NO_PICKLE = MessageCodec(allow_pickle=False)
 
 
-def _single_frame_ext_hook(code: int, data: bytes) -> Any:
-    if code in _CONTAINER_EXTS.values():
-        # The decoder's own hook handles what nests inside, counting the depth.
-        return _Decoder([data], _NO_PICKLE).ext_hook(code, data)
-    raise DeserializationError(f"extension type {code} refers to a frame the message lacks")
+def _container_hook(depth: int, inner: Any) -> Any:
+    """The ``ext_hook`` of a message of one frame for an extension type inside ``depth``
+    others: containers only (nothing to refer to), their own items decoded by ``inner``.
+    Stateless, so built once for each depth and shared by all threads."""
+
+    def hook(code: int, data: bytes) -> Any:
+        if depth >= MAX_EXT_DEPTH:
+            raise DeserializationError(
+                f"message nests extension types more than {MAX_EXT_DEPTH} levels deep")
+        if code == EXT_TUPLE:
+            return tuple(msgpack.unpackb(data, ext_hook=inner, strict_map_key=False))
+        if code == EXT_SET:
+            return set(msgpack.unpackb(data, ext_hook=inner, strict_map_key=False))
+        if code == EXT_FROZENSET:
+            return frozenset(msgpack.unpackb(data, ext_hook=inner, strict_map_key=False))
+        if depth == 0:
+            raise DeserializationError(
+                f"extension type {code} refers to a frame the message lacks")
+        decoder = _Decoder([data], _NO_PICKLE)  # its refusal, as for any other message
+        decoder.depth = depth
+        return decoder.ext_hook(code, data)
+
+    return hook
+
+
+def _single_frame_hooks() -> Any:
+    hook = _container_hook(MAX_EXT_DEPTH, None)
+    for depth in range(MAX_EXT_DEPTH - 1, -1, -1):
+        hook = _container_hook(depth, hook)
+    return hook
+
+
+_single_frame_ext_hook = _single_frame_hooks()
 
 
 class _Decoder:
