@@ -23,6 +23,7 @@ from collections.abc import Callable, Hashable
 from typing import Annotated, Any, TypeVar, Union
 
 from corral.basic_types import AtLeast
+from corral.core.fastcheck import MISS, compile_dataclass, compile_fast
 from corral.exceptions import InvalidMessage
 
 T = TypeVar("T")
@@ -38,7 +39,7 @@ def checked(handler: Callable[..., T]) -> Callable[..., T]:
     """A server handler whose keyword arguments (the message's fields: not ``comm``) are
     checked against its own hints first."""
     hints = typing.get_type_hints(handler, include_extras=True)
-    checks = {name: _compile(hint) for name, hint in hints.items()
+    checks = {name: _compile_checked(hint) for name, hint in hints.items()
               if name not in ("return", "comm")}
 
     @functools.wraps(handler)
@@ -108,7 +109,7 @@ def _compile(hint: Any) -> Check:
     if hint in _SIMPLE:
         return _SIMPLE[hint]
     if dataclasses.is_dataclass(hint):
-        return _dataclass_check(hint)  # type: ignore[arg-type]
+        return _full_dataclass_check(hint)  # type: ignore[arg-type]
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is Annotated:
         return _bounded(_compile(args[0]), [a for a in args[1:] if isinstance(a, AtLeast)])
@@ -181,7 +182,8 @@ def _mapping(key: Check, item: Check) -> Check:
     return mapping
 
 
-_DATACLASS_CHECKS: dict[type[Any], Check] = {}
+_DATACLASS_CHECKS: dict[type[Any], Check] = {}  # the fast path, then the full check
+_FULL_DATACLASS_CHECKS: dict[type[Any], Check] = {}
 
 
 def _dataclass_check(cls: type[T]) -> Callable[[Any, str], T]:
@@ -189,7 +191,32 @@ def _dataclass_check(cls: type[T]) -> Callable[[Any, str], T]:
     ``functools.cache``, whose wrapper loses this function's generic signature)."""
     check = _DATACLASS_CHECKS.get(cls)
     if check is None:
-        check = _DATACLASS_CHECKS[cls] = _compile_dataclass(cls)
+        check = _DATACLASS_CHECKS[cls] = _with_fast_path(
+            compile_dataclass(cls, _compile), _full_dataclass_check(cls))
+    return check
+
+
+def _full_dataclass_check(cls: type[T]) -> Callable[[Any, str], T]:
+    check = _FULL_DATACLASS_CHECKS.get(cls)
+    if check is None:
+        check = _FULL_DATACLASS_CHECKS[cls] = _compile_dataclass(cls)
+    return check
+
+
+def _compile_checked(hint: Any) -> Check:
+    """A handler argument's check: containers and dataclasses try their fast path first."""
+    check = _compile(hint)
+    if check in _SIMPLE.values():
+        return check
+    return _with_fast_path(compile_fast(hint, _compile), check)
+
+
+def _with_fast_path(fast: Callable[[Any], Any], full: Check) -> Check:
+    """``fast(value)`` unless it is not sure (``MISS``): then ``full(value, where)``, which
+    accepts or refuses with the reason (``corral.core.fastcheck``)."""
+    def check(value: Any, where: str) -> Any:
+        result = fast(value)
+        return full(value, where) if result is MISS else result
     return check
 
 

@@ -99,16 +99,30 @@ class Message(Event):
     def from_wire(cls, msg: Mapping[str, Any], **local: Any) -> Self:
         """The message ``msg`` (a dict off the wire) stands for; the receiver gives the
         ``local_fields`` (and a ``stimulus_id`` if the sender, an older peer, gave none)."""
-        # Imported here: the pure state machines build messages but never read them, and
-        # load nothing of the servers' layers (tests/test_layers.py).
+        given = dict(msg)
+        given.pop("op", None)
+        for name in cls.local_fields:
+            if name in given:
+                refused = sorted(cls.local_fields & given.keys())
+                raise InvalidMessage(f"{cls.op}: field(s) {', '.join(refused)} are not "
+                                     "the sender's to set")
+        given.update(local)
+        return _build()(cls, given)
+
+
+def _build() -> Any:
+    """``corral.core.validate.build``, imported on first use: the pure state machines
+    build messages but never read them, and load nothing of the servers' layers
+    (tests/test_layers.py)."""
+    global _build_fn
+    if _build_fn is None:
         from corral.core.validate import build
 
-        given = {k: v for k, v in msg.items() if k != "op"}
-        refused = cls.local_fields & given.keys()
-        if refused:
-            raise InvalidMessage(f"{cls.op}: field(s) {', '.join(sorted(refused))} are not "
-                                 "the sender's to set")
-        return build(cls, {**given, **local})
+        _build_fn = build
+    return _build_fn
+
+
+_build_fn: Any = None
 
 
 _WIRE_FIELDS: dict[type[Message], tuple[str, ...]] = {}  # per class: the fields that travel

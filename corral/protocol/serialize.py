@@ -88,6 +88,7 @@ class _Binary:
 
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})
+_CONTAINERS = frozenset({dict, list, tuple})
 
 
 def _hoist_binary(obj: Any, depth: int = 0) -> Any:
@@ -96,25 +97,38 @@ def _hoist_binary(obj: Any, depth: int = 0) -> Any:
     msgpack would copy them into frame 0; as frames of their own they are written
     and read in place. Containers are copied only where something was wrapped; past
     ``MAX_EXT_DEPTH`` levels they are left alone (such a value is pickled anyway).
+    Scalars and small ``bytes`` inside containers are passed over without a call: this
+    walk runs for every message.
     """
     kind = type(obj)
     if kind in _SCALARS or depth > MAX_EXT_DEPTH:
         return obj
-    depth += 1
     if kind is dict:
         changed = None
         for key, value in obj.items():
-            if type(value) in _SCALARS:
+            vkind = type(value)
+            if vkind in _SCALARS or (vkind is bytes and len(value) <= INLINE_BYTES_LIMIT) or (
+                    vkind in _CONTAINERS and not value):
                 continue
-            hoisted = _hoist_binary(value, depth)
+            hoisted = _hoist_binary(value, depth + 1)
             if hoisted is not value:
                 if changed is None:
                     changed = dict(obj)
                 changed[key] = hoisted
         return obj if changed is None else changed
     if kind is list or kind is tuple:
-        items = [v if type(v) in _SCALARS else _hoist_binary(v, depth) for v in obj]
-        if all(a is b for a, b in zip(items, obj, strict=True)):
+        items = None
+        for i, value in enumerate(obj):
+            vkind = type(value)
+            if vkind in _SCALARS or (vkind is bytes and len(value) <= INLINE_BYTES_LIMIT) or (
+                    vkind in _CONTAINERS and not value):
+                continue
+            hoisted = _hoist_binary(value, depth + 1)
+            if hoisted is not value:
+                if items is None:
+                    items = list(obj)
+                items[i] = hoisted
+        if items is None:
             return obj
         return items if kind is list else tuple(items)
     if kind is bytes:
@@ -125,6 +139,13 @@ def _hoist_binary(obj: Any, depth: int = 0) -> Any:
 
 
 _CONTAINER_EXTS: dict[type[Any], int] = {tuple: EXT_TUPLE, set: EXT_SET, frozenset: EXT_FROZENSET}
+_EMPTY_TUPLE = msgpack.ExtType(EXT_TUPLE, msgpack.packb([]))  # the commonest: no dependencies
+
+
+def _ext(code: int, data: bytes) -> msgpack.ExtType:
+    """``msgpack.ExtType(code, data)`` without its argument checks (a third of the time):
+    ``code`` is one of ours and ``data`` bytes from a packer."""
+    return tuple.__new__(msgpack.ExtType, (code, data))
 
 
 class _Encoder:
@@ -135,7 +156,11 @@ class _Encoder:
         self.compression = compression_name
         self.max_frame_bytes = max_frame_bytes
         self._depth = 0  # extension types enclosing what is being packed
-        self._packer = msgpack.Packer(default=self.default, strict_types=True, use_bin_type=True)
+        self._packer = self._new_packer()
+        self._packers = [self._packer]  # one per depth: nested values are packed apart
+
+    def _new_packer(self) -> msgpack.Packer:
+        return msgpack.Packer(default=self.default, strict_types=True, use_bin_type=True)
 
     def encode(self, msg: Any) -> list[Any]:
         self.frames = frames = [b""]
@@ -170,10 +195,14 @@ class _Encoder:
         return ref
 
     def pack(self, obj: Any) -> bytes:
-        """Pack a nested value (the shared packer is busy with the enclosing message)."""
+        """Pack a nested value with the packer of its depth (those above are busy with
+        the values that enclose it)."""
         self._depth += 1
         try:
-            return msgpack.packb(obj, default=self.default, strict_types=True, use_bin_type=True)
+            packers = self._packers
+            if self._depth == len(packers):
+                packers.append(self._new_packer())
+            return packers[self._depth].pack(obj)
         finally:
             self._depth -= 1
 
@@ -183,13 +212,15 @@ class _Encoder:
         if code is not None:
             if self._depth + 1 >= MAX_EXT_DEPTH:  # its items would nest too deep
                 return self.pickle(obj)
-            return msgpack.ExtType(code, self.pack(list(obj)))
+            if not obj and kind is tuple:
+                return _EMPTY_TUPLE
+            return _ext(code, self.pack(list(obj)))
         if kind is _Binary:
             value = obj.value
             view = memoryview(value)
             frame = view.cast("B") if view.contiguous else view.tobytes()
             ref = self.add_frame(frame)
-            return msgpack.ExtType(EXT_FRAME, self.pack([_BYTES_KINDS[type(value)], *ref]))
+            return _ext(EXT_FRAME, self.pack([_BYTES_KINDS[type(value)], *ref]))
         return self.pickle(obj)
 
     def pickle(self, obj: Any) -> msgpack.ExtType:
@@ -197,7 +228,7 @@ class _Encoder:
         payload = dumps_pickle(obj, buffer_callback=buffers.append)
         refs = [self.add_frame(payload)]
         refs.extend(self.add_frame(b.raw()) for b in buffers)
-        return msgpack.ExtType(EXT_PICKLE, self.pack(refs))
+        return _ext(EXT_PICKLE, self.pack(refs))
 
 
 class MessageCodec:
@@ -240,11 +271,39 @@ class MessageCodec:
 _NO_PICKLE = MessageCodec(allow_pickle=False)
 
 
-def _single_frame_ext_hook(code: int, data: bytes) -> Any:
-    if code in _CONTAINER_EXTS.values():
-        # The decoder's own hook handles what nests inside, counting the depth.
-        return _Decoder([data], _NO_PICKLE).ext_hook(code, data)
-    raise DeserializationError(f"extension type {code} refers to a frame the message lacks")
+def _container_hook(depth: int, inner: Any) -> Any:
+    """The ``ext_hook`` of a message of one frame for an extension type inside ``depth``
+    others: containers only (nothing to refer to), their own items decoded by ``inner``.
+    Stateless, so built once for each depth and shared by all threads."""
+
+    def hook(code: int, data: bytes) -> Any:
+        if depth >= MAX_EXT_DEPTH:
+            raise DeserializationError(
+                f"message nests extension types more than {MAX_EXT_DEPTH} levels deep")
+        if code == EXT_TUPLE:
+            return tuple(msgpack.unpackb(data, ext_hook=inner, strict_map_key=False))
+        if code == EXT_SET:
+            return set(msgpack.unpackb(data, ext_hook=inner, strict_map_key=False))
+        if code == EXT_FROZENSET:
+            return frozenset(msgpack.unpackb(data, ext_hook=inner, strict_map_key=False))
+        if depth == 0:
+            raise DeserializationError(
+                f"extension type {code} refers to a frame the message lacks")
+        decoder = _Decoder([data], _NO_PICKLE)  # its refusal, as for any other message
+        decoder.depth = depth
+        return decoder.ext_hook(code, data)
+
+    return hook
+
+
+def _single_frame_hooks() -> Any:
+    hook = _container_hook(MAX_EXT_DEPTH, None)
+    for depth in range(MAX_EXT_DEPTH - 1, -1, -1):
+        hook = _container_hook(depth, hook)
+    return hook
+
+
+_single_frame_ext_hook = _single_frame_hooks()
 
 
 class _Decoder:
