@@ -214,7 +214,8 @@ def depth_first(tasks: list[TaskState]) -> list[TaskState]:
                 continue
             seen.add(ts)
             stack.append((ts, True))
-            deps = sorted((d for d in ts.dependencies if d in members and d not in seen),
-                          key=lambda d: str(d.key), reverse=True)
+            deps = [d for d in ts.dependencies if d in members and d not in seen]
+            if len(deps) > 1:
+                deps.sort(key=lambda d: str(d.key), reverse=True)
             stack.extend((d, False) for d in deps)
     return order

@@ -39,7 +39,11 @@ TRANSITIONS: frozenset[tuple[TS, TS]] = frozenset({
     (TS.MEMORY, TS.RELEASED), (TS.ERRED, TS.RELEASED),
 })  # fmt: skip
 
-ACTIVE = (TS.WAITING, TS.NO_WORKER, TS.QUEUED, TS.PROCESSING)
+# The table again, by the state moved from: one lookup a transition, no tuple built.
+ALLOWED: dict[TS, frozenset[TS]] = {
+    old: frozenset(new for o, new in TRANSITIONS if o is old) for old in TS}
+
+ACTIVE = frozenset({TS.WAITING, TS.NO_WORKER, TS.QUEUED, TS.PROCESSING})
 
 # The pseudo-client that wants fire-and-forget tasks until they are done; never told.
 FIRE_AND_FORGET = "fire-and-forget"
@@ -73,6 +77,11 @@ def added(items: Links[T], item: T) -> Links[T]:
         return grown
     items[item] = None
     return items
+
+
+def links(items: list[T]) -> Links[T]:
+    """The link set of ``items``, distinct already, as ``added`` one by one would make it."""
+    return tuple(items) if len(items) <= SMALL else dict.fromkeys(items)
 
 
 def discarded(items: Links[T], item: T) -> Links[T]:

@@ -51,15 +51,16 @@ from corral.scheduler.liveness import Liveness
 from corral.scheduler.placement import Placement
 from corral.scheduler.records import (
     ACTIVE,
+    ALLOWED,
     AWAITED,
     FIRE_AND_FORGET,
     NONE,
-    TRANSITIONS,
     TS,
     TaskState,
     WorkerState,
     added,
     discarded,
+    links,
 )
 from corral.scheduler.stealing import Stealing
 from corral.scheduler.stimulus_log import Logged, StoryStep, TransitionLog
@@ -165,35 +166,40 @@ class SchedulerState:
         self._actions.append(action_type(stimulus_id=self._stimulus_id, **fields))
 
     def transition(self, ts: TaskState, new: TS) -> None:
-        if (ts.state, new) not in TRANSITIONS:
-            raise InvalidTransition(f"{ts.key!r}: {ts.state.value} → {new.value}")
-        self.log.append(ts.key, ts.state._value_, new._value_, self._stimulus_id)
-        if ts.state == TS.MEMORY and (ts.anchors or ts.checkpoint):
+        # Every task makes four or five of these: locals and identity tests, no tuple
+        # built that is not kept.
+        old = ts.state
+        if new not in ALLOWED[old]:
+            raise InvalidTransition(f"{ts.key!r}: {old.value} → {new.value}")
+        self.log.add((ts.key, old._value_, new._value_, self._stimulus_id))
+        if old is TS.MEMORY and (ts.anchors or ts.checkpoint):
             self.checkpoints.leaving_memory(ts)
-        counts = self.counts
-        if ts.state != TS.RELEASED:  # tasks are born and forgotten released: never counted
-            old = (ts.name, ts.state)
-            if counts[old] == 1:
-                del counts[old]
+        counts, name = self.counts, ts.name
+        if old is not TS.RELEASED:  # tasks are born and forgotten released: never counted
+            key = (name, old)
+            left = counts[key] - 1
+            if left:
+                counts[key] = left
             else:
-                counts[old] -= 1
-        if new != TS.RELEASED:
-            counts[ts.name, new] = counts.get((ts.name, new), 0) + 1
-        if ts.state == TS.NO_WORKER:
+                del counts[key]
+        if new is not TS.RELEASED:
+            key = (name, new)
+            counts[key] = counts.get(key, 0) + 1
+        if old is TS.NO_WORKER:
             del self.no_worker[ts]
-        elif new == TS.NO_WORKER:
+        elif new is TS.NO_WORKER:
             self.no_worker[ts] = None
-        if ts.state == TS.QUEUED:
+        if old is TS.QUEUED:
             self.queue.discard(ts)
-        elif new == TS.QUEUED:
+        elif new is TS.QUEUED:
             self.queue.push(ts)
-        was_active, is_active = ts.state in ACTIVE, new in ACTIVE
-        if was_active != is_active:
+        is_active = new in ACTIVE
+        if (old in ACTIVE) is not is_active:
             step = 1 if is_active else -1
             for dts in ts.dependencies:
                 dts.active_dependents += step
         ts.state = new
-        if new in (TS.MEMORY, TS.ERRED) and self.start_watchers:
+        if self.start_watchers and (new is TS.MEMORY or new is TS.ERRED):
             self.start_watchers.pop(ts.key, None)  # done without a start report: none due
 
     # -- wanting and reporting --------------------------------------------------------
@@ -221,10 +227,11 @@ class SchedulerState:
         the worker (bytes, relayed unread)."""
         if client == FIRE_AND_FORGET:
             return  # a pseudo-client: nobody to tell
-        if ts.state == TS.MEMORY:
-            self.emit(ev.ReportKeyInMemory, client=client, key=ts.key, nbytes=ts.nbytes,
-                       who_has=tuple(w.address for w in ts.who_has), typename=ts.typename,
-                       pickled=pickled)
+        if ts.state is TS.MEMORY:  # the common report: built here, not through ``emit``
+            self._actions.append(ev.ReportKeyInMemory(
+                stimulus_id=self._stimulus_id, client=client, key=ts.key, nbytes=ts.nbytes,
+                who_has=tuple([w.address for w in ts.who_has]), typename=ts.typename,
+                pickled=pickled))
         elif ts.state == TS.ERRED and ts.error is not None:
             exc, tb, exc_text, tb_text = ts.error
             self.emit(ev.ReportTaskErred, client=client, key=ts.key, exception=exc,
@@ -251,15 +258,23 @@ class SchedulerState:
                 stack.append((t, True))
                 stack.extend((d, False) for d in t.dependencies if d.state == TS.RELEASED)
                 continue
-            if t.state != TS.WAITING:
+            if t.state is not TS.WAITING:
                 continue  # erred with an input meanwhile
-            erred = next((d for d in t.dependencies if d.state == TS.ERRED), None)
+            waiting, erred = [], None  # one pass over the inputs: the first erred one wins
+            for dts in t.dependencies:
+                if dts.state is TS.ERRED:
+                    erred = dts
+                    break
+                if dts.state is not TS.MEMORY:
+                    waiting.append(dts)
             if erred is not None:
                 assert erred.error is not None
                 self.err(t, *erred.error)
                 continue
-            for dts in t.dependencies:
-                if dts.state != TS.MEMORY:
+            if not t.waiting_on:
+                t.waiting_on = links(waiting)
+            else:
+                for dts in waiting:
                     t.waiting_on = added(t.waiting_on, dts)
             if not t.waiting_on:
                 self.place(t)
@@ -279,14 +294,18 @@ class SchedulerState:
     def assign(self, ts: TaskState, ws: WorkerState) -> None:
         self.transition(ts, TS.PROCESSING)
         self.placement.add_processing(ts, ws)
-        self.emit(
-            ev.ComputeTask, worker=ws.address, key=ts.key, run_spec=ts.run_spec,
-            who_has={d.key: tuple(w.address for w in d.who_has) for d in ts.dependencies},
-            nbytes={d.key: d.nbytes for d in ts.dependencies}, priority=ts.priority,
-            resources=ts.resources, function=ts.function,
-            inline_result=self.inline_result_bytes
-            if any(c != FIRE_AND_FORGET for c in ts.who_wants) else 0,
-        )
+        who_has, nbytes = {}, {}  # of its inputs: one pass fills both
+        for d in ts.dependencies:
+            who_has[d.key] = tuple([w.address for w in d.who_has])
+            nbytes[d.key] = d.nbytes
+        wants = ts.who_wants
+        assert ts.run_spec is not None  # ``compute`` errs a task without one instead
+        self._actions.append(ev.ComputeTask(
+            stimulus_id=self._stimulus_id, worker=ws.address, key=ts.key, run_spec=ts.run_spec,
+            who_has=who_has, nbytes=nbytes, priority=ts.priority, resources=ts.resources,
+            function=ts.function, inline_result=self.inline_result_bytes
+            if wants and any(c != FIRE_AND_FORGET for c in wants) else 0,
+        ))
 
     def unassign(self, ts: TaskState) -> WorkerState | None:
         ws = self.placement.remove_processing(ts)
@@ -340,15 +359,18 @@ class SchedulerState:
             ts.checkpoint and self.checkpoints.pins[ts] > 0)
 
     def release_if_unneeded(self, ts: TaskState) -> None:
+        if ts.who_wants or ts.active_dependents > 0:
+            return  # needed (the usual answer): no worklist to build
         stack = [ts]  # a worklist: inputs kept only for this task go too, however deep
         while stack:
             t = stack.pop()
             if self.needed(t):
                 continue
-            if t.state == TS.MEMORY:
+            if t.state is TS.MEMORY:
                 for ws in list(t.who_has):
                     self.remove_replica(t, ws)
-                    self.emit(ev.FreeKeys, worker=ws.address, keys=(t.key,))
+                    self._actions.append(ev.FreeKeys(stimulus_id=self._stimulus_id,
+                                                     worker=ws.address, keys=(t.key,)))
             elif t.state == TS.PROCESSING:
                 queued_on = self.unassign(t)
                 if queued_on is not None:

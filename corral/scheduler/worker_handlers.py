@@ -125,9 +125,10 @@ def task_rejoined(state: SchedulerState, s: ev.TaskRejoined) -> None:
 
 def task_finished(state: SchedulerState, s: ev.TaskFinished) -> None:
     ws, ts = state.workers.get(s.worker), state.tasks.get(s.key)
-    if ts is not None:
-        state.emit(ev.RecordTaskRun, worker=s.worker, key=ts.key, name=ts.name, start=s.start,
-                   stop=s.stop, nbytes=s.nbytes)
+    if ts is not None:  # built here, not through ``emit``: one per task
+        state._actions.append(ev.RecordTaskRun(
+            stimulus_id=state._stimulus_id, worker=s.worker, key=ts.key, name=ts.name,
+            start=s.start, stop=s.stop, nbytes=s.nbytes))
     if ws is None:
         return
     if ts is None or ts.state in (TS.RELEASED, TS.ERRED):
