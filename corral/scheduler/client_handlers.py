@@ -52,6 +52,7 @@ def update_graph(state: SchedulerState, s: ev.UpdateGraph) -> None:
     missing: dict[TaskState, Key] = {}
     deps: list[Key] = []  # every input's key, as its record holds it (for the log)
     for spec, ts in zip(s.tasks, records, strict=True):
+        inputs, active = ts.dependencies, ts.state in ACTIVE  # stored once, after the loop
         for dep_key in spec.dependencies:
             dts = tasks.get(dep_key)
             if dts is None:
@@ -59,12 +60,13 @@ def update_graph(state: SchedulerState, s: ev.UpdateGraph) -> None:
                 deps.append(dep_key)
                 continue
             deps.append(dts.key)
-            if dts in ts.dependencies:
+            if dts in inputs:
                 continue
-            ts.dependencies = added(ts.dependencies, dts)
+            inputs = added(inputs, dts)
             dts.dependents = added(dts.dependents, ts)
-            if ts.state in ACTIVE:
+            if active:
                 dts.active_dependents += 1
+        ts.dependencies = inputs
     state.generation += 1
     for order, ts in enumerate(depth_first(fresh)):
         ts.priority = (ts.priority[0], state.generation, order)

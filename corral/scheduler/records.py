@@ -88,7 +88,9 @@ def discarded(items: Links[T], item: T) -> Links[T]:
     if not isinstance(items, dict):
         if item not in items:
             return items
-        return tuple(x for x in items if x != item)
+        if len(items) == 1:
+            return NONE  # the usual case: the one input, holder or client goes
+        return tuple([x for x in items if x != item])
     items.pop(item, None)
     return items or NONE
 

@@ -358,28 +358,31 @@ class SchedulerState:
         return bool(ts.who_wants) or ts.active_dependents > 0 or (
             ts.checkpoint and self.checkpoints.pins[ts] > 0)
 
-    def release_if_unneeded(self, ts: TaskState) -> None:
-        if ts.who_wants or ts.active_dependents > 0:
-            return  # needed (the usual answer): no worklist to build
-        stack = [ts]  # a worklist: inputs kept only for this task go too, however deep
+    def release_if_unneeded(self, *tasks: TaskState) -> None:
+        """Release each of ``tasks`` in turn unless it is ``needed``, and with it every
+        input that was kept only for it, however deep."""
+        stack = list(reversed(tasks))  # a worklist, depth first: inputs before the next
+        pins = self.checkpoints.pins
         while stack:
             t = stack.pop()
-            if self.needed(t):
+            # ``needed``, inlined: asked a few times for every task that finishes
+            if t.who_wants or t.active_dependents > 0 or (t.checkpoint and pins[t] > 0):
                 continue
             if t.state is TS.MEMORY:
                 for ws in list(t.who_has):
                     self.remove_replica(t, ws)
                     self._actions.append(ev.FreeKeys(stimulus_id=self._stimulus_id,
                                                      worker=ws.address, keys=(t.key,)))
-            elif t.state == TS.PROCESSING:
+            elif t.state is TS.PROCESSING:
                 queued_on = self.unassign(t)
                 if queued_on is not None:
                     self.emit(ev.FreeKeys, worker=queued_on.address, keys=(t.key,))
-            if t.state != TS.RELEASED:
+            if t.state is not TS.RELEASED:
                 self.transition(t, TS.RELEASED)
                 t.waiting_on = NONE
                 stack.extend(t.dependencies)
-            self._forget_if_unreferenced(t)
+            if not t.dependents and not t.who_wants:
+                self._forget_if_unreferenced(t)
 
     def _forget_if_unreferenced(self, ts: TaskState) -> None:
         # A worklist, not recursion: a chain of inputs can be thousands of tasks long.

@@ -162,9 +162,7 @@ def task_finished(state: SchedulerState, s: ev.TaskFinished) -> None:
             dts.waiting_on = discarded(dts.waiting_on, ts)
             if not dts.waiting_on and dts.state == TS.WAITING:
                 state.place(dts)
-    for dts in list(ts.dependencies):
-        state.release_if_unneeded(dts)
-    state.release_if_unneeded(ts)
+    state.release_if_unneeded(*ts.dependencies, ts)  # its inputs first, then it
 
 
 def task_erred(state: SchedulerState, s: ev.TaskErred) -> None:
