@@ -152,8 +152,10 @@ class Placement:
     def add_processing(self, ts: TaskState, ws: WorkerState) -> None:
         """``ts`` is queued on ``ws``: count its estimated duration there."""
         ts.processing_on = ws
-        self.in_flight[ts.name] = self.in_flight.get(ts.name, 0) + 1
-        duration = self.estimate(ts)
+        name = ts.name
+        self.in_flight[name] = self.in_flight.get(name, 0) + 1
+        total, count = self.durations.get(name, (self.default_duration, 1))  # ``estimate``
+        duration = total / count
         ws.processing[ts] = duration
         self.set_occupancy(ws, ws.occupancy + duration)
 

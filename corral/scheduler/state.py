@@ -139,17 +139,18 @@ class SchedulerState:
     # -- entry point -------------------------------------------------------------------
 
     def handle(self, *stimuli: ev.Stimulus) -> list[ev.Action]:
+        log, checkpoints = self.stimuli.append, self.checkpoints  # two a task: looked up once
         for stimulus in stimuli:
             handler = HANDLERS.get(type(stimulus))
             if handler is None:
                 raise UnknownStimulus(f"no scheduler handler for {type(stimulus).__name__}: "
                                       f"{stimulus!r}")
             self._stimulus_id = stimulus.stimulus_id
-            self.stimuli.append(stimulus)
+            log(stimulus)
             self.stimuli_handled += 1
             handler(self, stimulus)
-            if self.checkpoints.unpinned:
-                self.checkpoints.settle()
+            if checkpoints.unpinned:
+                checkpoints.settle()
         if self.queue:
             queuing.fill_slots(self)  # once per batch: new roots leave with the results' answers
         if self.retiring:
@@ -280,7 +281,8 @@ class SchedulerState:
                 self.place(t)
 
     def place(self, ts: TaskState) -> None:
-        if self.queue.is_rootish(ts) and self.placement.least_loaded() is not None:
+        queue = self.queue
+        if queue.enabled and queue.is_rootish(ts) and self.placement.least_loaded() is not None:
             if ts.state != TS.QUEUED:  # ``queuing.fill_slots`` hands it out, batch's end
                 self.transition(ts, TS.QUEUED)
             return

@@ -150,7 +150,8 @@ def task_finished(state: SchedulerState, s: ev.TaskFinished) -> None:
     ts.typename, ts.waiting_on, ts.finished_once = s.typename, NONE, True
     state.transition(ts, TS.MEMORY)
     state.add_replica(ts, ws, s.nbytes)
-    state.checkpoints.finished(ts, s.stop - s.start)  # before its inputs may be freed
+    if state.checkpoints.armed:  # (a healthy cluster pays nothing, not even the call)
+        state.checkpoints.finished(ts, s.stop - s.start)  # before its inputs may be freed
     for client in ts.who_wants:
         state.report_if_done(ts, client, s.pickled)
     if s.pickled is not None:  # the stimulus log keeps no results
