@@ -69,7 +69,7 @@ class Placement:
             nbytes = dts.nbytes
             total += nbytes
             for w in dts.who_has:
-                if w.takes_tasks:
+                if not (w.retiring or w.paused):  # ``takes_tasks``, inlined: a call a holder
                     local[w] = local.get(w, 0) + nbytes
         least = self.least_loaded()
         if least is not None and least not in local:

@@ -84,6 +84,17 @@ def links(items: list[T]) -> Links[T]:
     return tuple(items) if len(items) <= SMALL else dict.fromkeys(items)
 
 
+def extended(items: Links[T], new: list[T]) -> Links[T]:
+    """``items`` with ``new`` added, distinct and none among them already: what ``added``
+    one at a time would give, in one step."""
+    if isinstance(items, dict):
+        items.update(dict.fromkeys(new))
+        return items
+    if len(items) + len(new) <= SMALL:
+        return (*items, *new)
+    return dict.fromkeys((*items, *new))
+
+
 def discarded(items: Links[T], item: T) -> Links[T]:
     if not isinstance(items, dict):
         if item not in items:

@@ -256,9 +256,12 @@ class SchedulerState:
                     continue
                 self.transition(t, TS.WAITING)
                 t.waiting_on = NONE
-                stack.append((t, True))
-                stack.extend((d, False) for d in t.dependencies if d.state == TS.RELEASED)
-                continue
+                lost = [(d, False) for d in t.dependencies if d.state is TS.RELEASED]
+                if lost:
+                    stack.append((t, True))
+                    stack.extend(lost)
+                    continue
+                # none to compute first (a new graph's every task): on to it at once
             if t.state is not TS.WAITING:
                 continue  # erred with an input meanwhile
             waiting, erred = [], None  # one pass over the inputs: the first erred one wins
