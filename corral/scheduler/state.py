@@ -102,7 +102,7 @@ class SchedulerState:
         self.tasks: dict[Key, TaskState] = {}
         self.workers: dict[str, WorkerState] = {}
         self.client_keys: dict[str, dict[TaskState, None]] = defaultdict(dict)  # ordered sets
-        self.log = TransitionLog(log_length)  # (key, old, new, stimulus id), in columns
+        self.log = TransitionLog(log_length)  # (key, old, new, stimulus id), flat
         # The stimuli themselves, newest last, and how many were ever handled: the log
         # replays the machine exactly while ``stimuli_handled == len(stimuli)``. It holds
         # graphs, packed (``stimulus_log.PackedGraph``), until they roll off; 0 keeps none.
@@ -314,7 +314,7 @@ class SchedulerState:
 
     def unassign(self, ts: TaskState) -> WorkerState | None:
         ws = self.placement.remove_processing(ts)
-        if ws is not None:
+        if ws is not None and self.queue.enabled:
             self.queue.note_freed(ws)
         return ws
 
@@ -399,8 +399,10 @@ class SchedulerState:
             if self.tasks.get(t.key) is t:
                 del self.tasks[t.key]
             self.stealing.forget(t.key)
-            self.start_watchers.pop(t.key, None)
-            self.cancel_requests.pop(t.key, None)
+            if self.start_watchers:  # (rarely any: no lookup for every task)
+                self.start_watchers.pop(t.key, None)
+            if self.cancel_requests:
+                self.cancel_requests.pop(t.key, None)
             for dts in t.dependencies:
                 dts.dependents = discarded(dts.dependents, t)
             stack.extend(t.dependencies)

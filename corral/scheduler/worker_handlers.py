@@ -146,7 +146,8 @@ def task_finished(state: SchedulerState, s: ev.TaskFinished) -> None:
     state.unassign(ts)
     if s.stop > s.start:
         state.placement.record_duration(ts.name, s.stop - s.start)
-        state.queue.finished(ts.name, s.nbytes)  # are they short? small?
+        if state.queue.enabled:
+            state.queue.finished(ts.name, s.nbytes)  # are they short? small?
     ts.typename, ts.waiting_on, ts.finished_once = s.typename, NONE, True
     state.transition(ts, TS.MEMORY)
     state.add_replica(ts, ws, s.nbytes)
