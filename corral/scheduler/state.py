@@ -301,7 +301,10 @@ class SchedulerState:
         self.placement.add_processing(ts, ws)
         who_has, nbytes = {}, {}  # of its inputs: one pass fills both
         for d in ts.dependencies:
-            who_has[d.key] = tuple([w.address for w in d.who_has])
+            holders = d.who_has
+            who_has[d.key] = ((holders[0].address,)  # one holder, the usual case: no comprehension
+                              if len(holders) == 1 and isinstance(holders, tuple)
+                              else tuple([w.address for w in holders]))
             nbytes[d.key] = d.nbytes
         wants = ts.who_wants
         assert ts.run_spec is not None  # ``compute`` errs a task without one instead

@@ -104,6 +104,8 @@ def task_started(state: SchedulerState, s: ev.TaskStarted) -> None:
     ts, ws = state.tasks.get(s.key), state.workers.get(s.worker)
     if ts is not None and ws is not None and ts.processing_on is ws:
         ws.executing.add(ts)
+        if not state.start_watchers:
+            return  # the usual case: nobody asked to hear of starts
         for client in state.start_watchers.pop(ts.key, ()):
             if client in ts.who_wants:
                 state.emit(ev.ReportTaskStarted, client=client, key=ts.key)
