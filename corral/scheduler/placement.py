@@ -212,7 +212,7 @@ def depth_first(tasks: list[TaskState]) -> list[TaskState]:
     members = set(tasks)
     order: list[TaskState] = []
     seen: set[TaskState] = set()
-    terminals = [t for t in tasks if not any(d in members for d in t.dependents)]
+    terminals = [t for t in tasks if members.isdisjoint(t.dependents)]
     for root in terminals:
         stack: list[tuple[TaskState, bool]] = [(root, False)]
         while stack:

@@ -256,7 +256,10 @@ class SchedulerState:
                     continue
                 self.transition(t, TS.WAITING)
                 t.waiting_on = NONE
-                lost = [(d, False) for d in t.dependencies if d.state is TS.RELEASED]
+                lost = []  # (a loop: a comprehension is a function call per task in 3.11)
+                for d in t.dependencies:
+                    if d.state is TS.RELEASED:
+                        lost.append((d, False))
                 if lost:
                     stack.append((t, True))
                     stack.extend(lost)
