@@ -101,7 +101,8 @@ def discarded(items: Links[T], item: T) -> Links[T]:
             return items
         if len(items) == 1:
             return NONE  # the usual case: the one input, holder or client goes
-        return tuple([x for x in items if x != item])
+        i = items.index(item)  # its one place: a link set holds each item once
+        return items[:i] + items[i + 1:]
     items.pop(item, None)
     return items or NONE
 
