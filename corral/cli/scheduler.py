@@ -94,7 +94,7 @@ def scheduler(
 ) -> None:
     """Start a scheduler (with a fresh token unless given one, or --no-auth)."""
     from corral.deploy.dashboard import attach_dashboard
-    from corral.scheduler import Scheduler
+    from corral.scheduler import Scheduler, collector
     from corral.scheduler.queuing import parse_saturation
 
     port = config.fallback(port, "scheduler.port")
@@ -147,5 +147,6 @@ def scheduler(
             if scheduler_file:
                 remove_scheduler_file(scheduler_file, address)
 
+    collector.tune()  # this process is only a scheduler: fewer full collections
     with writing_pid(pid_file):
         run_command(run())

@@ -24,6 +24,7 @@ from corral.scheduler.records import (
     TS,
     TaskState,
     added,
+    extended,
 )
 
 if TYPE_CHECKING:
@@ -51,7 +52,12 @@ def update_graph(state: SchedulerState, s: ev.UpdateGraph) -> None:
         fresh.append(ts)
     missing: dict[TaskState, Key] = {}
     deps: list[Key] = []  # every input's key, as its record holds it (for the log)
+    # New links gathered in plain lists and dicts, then stored once per task: a graph
+    # has several per task, and ``added`` one at a time was a Python call each.
+    dependents: dict[TaskState, list[TaskState]] = {}
     for spec, ts in zip(s.tasks, records, strict=True):
+        inputs = ts.dependencies
+        found: dict[TaskState, None] = {}  # its new inputs, an ordered set
         for dep_key in spec.dependencies:
             dts = tasks.get(dep_key)
             if dts is None:
@@ -59,12 +65,20 @@ def update_graph(state: SchedulerState, s: ev.UpdateGraph) -> None:
                 deps.append(dep_key)
                 continue
             deps.append(dts.key)
-            if dts in ts.dependencies:
+            if dts in inputs or dts in found:
                 continue
-            ts.dependencies = added(ts.dependencies, dts)
-            dts.dependents = added(dts.dependents, ts)
+            found[dts] = None
+            if dts in dependents:
+                dependents[dts].append(ts)
+            else:
+                dependents[dts] = [ts]
+        if found:
+            ts.dependencies = extended(inputs, list(found))
             if ts.state in ACTIVE:
-                dts.active_dependents += 1
+                for dts in found:
+                    dts.active_dependents += 1
+    for dts, more in dependents.items():
+        dts.dependents = extended(dts.dependents, more)
     state.generation += 1
     for order, ts in enumerate(depth_first(fresh)):
         ts.priority = (ts.priority[0], state.generation, order)

@@ -69,14 +69,19 @@ class Placement:
             nbytes = dts.nbytes
             total += nbytes
             for w in dts.who_has:
-                if w.takes_tasks:
+                if not (w.retiring or w.paused):  # ``takes_tasks``, inlined: a call a holder
                     local[w] = local.get(w, 0) + nbytes
         least = self.least_loaded()
         if least is not None and least not in local:
             local[least] = 0
-        bandwidth = self.bandwidth
-        return min(local, default=None, key=lambda w: (
-            w.occupancy / w.nthreads + (total - local[w]) / bandwidth, w.address))
+        # min() by (start time, address), as a loop: no key tuple per candidate
+        bandwidth, best, soonest = self.bandwidth, None, 0.0
+        for w, have in local.items():
+            start = w.occupancy / w.nthreads + (total - have) / bandwidth
+            if best is None or start < soonest or (
+                    start == soonest and w.address < best.address):
+                best, soonest = w, start
+        return best
 
     def may_run(self, ts: TaskState, ws: WorkerState) -> bool:
         if ws.retiring or not ws.supplies(ts.resources):
@@ -123,11 +128,12 @@ class Placement:
         return ws.load() + missing / self.bandwidth
 
     def least_loaded(self) -> WorkerState | None:
-        heap = self._load_heap
+        heap, workers = self._load_heap, self.workers
         while heap:
             load, _, address = heap[0]
-            ws = self.workers.get(address)
-            if ws is not None and ws.load() == load and ws.takes_tasks:
+            ws = workers.get(address)
+            if (ws is not None and ws.occupancy / ws.nthreads == load  # ``load()``
+                    and not (ws.retiring or ws.paused)):  # ``takes_tasks``
                 return ws
             heapq.heappop(heap)  # stale entry
         return None
@@ -135,8 +141,10 @@ class Placement:
     # -- bookkeeping -------------------------------------------------------------------
 
     def set_occupancy(self, ws: WorkerState, occupancy: float) -> None:
-        ws.occupancy = max(occupancy, 0.0)
-        heapq.heappush(self._load_heap, (ws.load(), next(self._seq), ws.address))
+        if occupancy < 0.0:  # rounding, as estimates are added and taken away
+            occupancy = 0.0
+        ws.occupancy = occupancy
+        heapq.heappush(self._load_heap, (occupancy / ws.nthreads, next(self._seq), ws.address))
         if len(self._load_heap) > 4 * len(self.workers) + 1000:
             self._load_heap = [(w.load(), next(self._seq), a) for a, w in self.workers.items()]
             heapq.heapify(self._load_heap)
@@ -144,8 +152,10 @@ class Placement:
     def add_processing(self, ts: TaskState, ws: WorkerState) -> None:
         """``ts`` is queued on ``ws``: count its estimated duration there."""
         ts.processing_on = ws
-        self.in_flight[ts.name] = self.in_flight.get(ts.name, 0) + 1
-        duration = self.estimate(ts)
+        name = ts.name
+        self.in_flight[name] = self.in_flight.get(name, 0) + 1
+        total, count = self.durations.get(name, (self.default_duration, 1))  # ``estimate``
+        duration = total / count
         ws.processing[ts] = duration
         self.set_occupancy(ws, ws.occupancy + duration)
 
@@ -202,7 +212,7 @@ def depth_first(tasks: list[TaskState]) -> list[TaskState]:
     members = set(tasks)
     order: list[TaskState] = []
     seen: set[TaskState] = set()
-    terminals = [t for t in tasks if not any(d in members for d in t.dependents)]
+    terminals = [t for t in tasks if members.isdisjoint(t.dependents)]
     for root in terminals:
         stack: list[tuple[TaskState, bool]] = [(root, False)]
         while stack:
@@ -214,7 +224,8 @@ def depth_first(tasks: list[TaskState]) -> list[TaskState]:
                 continue
             seen.add(ts)
             stack.append((ts, True))
-            deps = sorted((d for d in ts.dependencies if d in members and d not in seen),
-                          key=lambda d: str(d.key), reverse=True)
+            deps = [d for d in ts.dependencies if d in members and d not in seen]
+            if len(deps) > 1:
+                deps.sort(key=lambda d: str(d.key), reverse=True)
             stack.extend((d, False) for d in deps)
     return order

@@ -39,7 +39,11 @@ TRANSITIONS: frozenset[tuple[TS, TS]] = frozenset({
     (TS.MEMORY, TS.RELEASED), (TS.ERRED, TS.RELEASED),
 })  # fmt: skip
 
-ACTIVE = (TS.WAITING, TS.NO_WORKER, TS.QUEUED, TS.PROCESSING)
+# The table again, by the state moved from: one lookup a transition, no tuple built.
+ALLOWED: dict[TS, frozenset[TS]] = {
+    old: frozenset(new for o, new in TRANSITIONS if o is old) for old in TS}
+
+ACTIVE = frozenset({TS.WAITING, TS.NO_WORKER, TS.QUEUED, TS.PROCESSING})
 
 # The pseudo-client that wants fire-and-forget tasks until they are done; never told.
 FIRE_AND_FORGET = "fire-and-forget"
@@ -75,11 +79,30 @@ def added(items: Links[T], item: T) -> Links[T]:
     return items
 
 
+def links(items: list[T]) -> Links[T]:
+    """The link set of ``items``, distinct already, as ``added`` one by one would make it."""
+    return tuple(items) if len(items) <= SMALL else dict.fromkeys(items)
+
+
+def extended(items: Links[T], new: list[T]) -> Links[T]:
+    """``items`` with ``new`` added, distinct and none among them already: what ``added``
+    one at a time would give, in one step."""
+    if isinstance(items, dict):
+        items.update(dict.fromkeys(new))
+        return items
+    if len(items) + len(new) <= SMALL:
+        return (*items, *new)
+    return dict.fromkeys((*items, *new))
+
+
 def discarded(items: Links[T], item: T) -> Links[T]:
     if not isinstance(items, dict):
         if item not in items:
             return items
-        return tuple(x for x in items if x != item)
+        if len(items) == 1:
+            return NONE  # the usual case: the one input, holder or client goes
+        i = items.index(item)  # its one place: a link set holds each item once
+        return items[:i] + items[i + 1:]
     items.pop(item, None)
     return items or NONE
 

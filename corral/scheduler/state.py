@@ -51,15 +51,16 @@ from corral.scheduler.liveness import Liveness
 from corral.scheduler.placement import Placement
 from corral.scheduler.records import (
     ACTIVE,
+    ALLOWED,
     AWAITED,
     FIRE_AND_FORGET,
     NONE,
-    TRANSITIONS,
     TS,
     TaskState,
     WorkerState,
     added,
     discarded,
+    links,
 )
 from corral.scheduler.stealing import Stealing
 from corral.scheduler.stimulus_log import Logged, StoryStep, TransitionLog
@@ -101,7 +102,7 @@ class SchedulerState:
         self.tasks: dict[Key, TaskState] = {}
         self.workers: dict[str, WorkerState] = {}
         self.client_keys: dict[str, dict[TaskState, None]] = defaultdict(dict)  # ordered sets
-        self.log = TransitionLog(log_length)  # (key, old, new, stimulus id), in columns
+        self.log = TransitionLog(log_length)  # (key, old, new, stimulus id), flat
         # The stimuli themselves, newest last, and how many were ever handled: the log
         # replays the machine exactly while ``stimuli_handled == len(stimuli)``. It holds
         # graphs, packed (``stimulus_log.PackedGraph``), until they roll off; 0 keeps none.
@@ -138,17 +139,18 @@ class SchedulerState:
     # -- entry point -------------------------------------------------------------------
 
     def handle(self, *stimuli: ev.Stimulus) -> list[ev.Action]:
+        log, checkpoints = self.stimuli.append, self.checkpoints  # two a task: looked up once
         for stimulus in stimuli:
             handler = HANDLERS.get(type(stimulus))
             if handler is None:
                 raise UnknownStimulus(f"no scheduler handler for {type(stimulus).__name__}: "
                                       f"{stimulus!r}")
             self._stimulus_id = stimulus.stimulus_id
-            self.stimuli.append(stimulus)
+            log(stimulus)
             self.stimuli_handled += 1
             handler(self, stimulus)
-            if self.checkpoints.unpinned:
-                self.checkpoints.settle()
+            if checkpoints.unpinned:
+                checkpoints.settle()
         if self.queue:
             queuing.fill_slots(self)  # once per batch: new roots leave with the results' answers
         if self.retiring:
@@ -165,35 +167,40 @@ class SchedulerState:
         self._actions.append(action_type(stimulus_id=self._stimulus_id, **fields))
 
     def transition(self, ts: TaskState, new: TS) -> None:
-        if (ts.state, new) not in TRANSITIONS:
-            raise InvalidTransition(f"{ts.key!r}: {ts.state.value} → {new.value}")
-        self.log.append(ts.key, ts.state._value_, new._value_, self._stimulus_id)
-        if ts.state == TS.MEMORY and (ts.anchors or ts.checkpoint):
+        # Every task makes four or five of these: locals and identity tests, no tuple
+        # built that is not kept.
+        old = ts.state
+        if new not in ALLOWED[old]:
+            raise InvalidTransition(f"{ts.key!r}: {old.value} → {new.value}")
+        self.log.add((ts.key, old._value_, new._value_, self._stimulus_id))
+        if old is TS.MEMORY and (ts.anchors or ts.checkpoint):
             self.checkpoints.leaving_memory(ts)
-        counts = self.counts
-        if ts.state != TS.RELEASED:  # tasks are born and forgotten released: never counted
-            old = (ts.name, ts.state)
-            if counts[old] == 1:
-                del counts[old]
+        counts, name = self.counts, ts.name
+        if old is not TS.RELEASED:  # tasks are born and forgotten released: never counted
+            key = (name, old)
+            left = counts[key] - 1
+            if left:
+                counts[key] = left
             else:
-                counts[old] -= 1
-        if new != TS.RELEASED:
-            counts[ts.name, new] = counts.get((ts.name, new), 0) + 1
-        if ts.state == TS.NO_WORKER:
+                del counts[key]
+        if new is not TS.RELEASED:
+            key = (name, new)
+            counts[key] = counts.get(key, 0) + 1
+        if old is TS.NO_WORKER:
             del self.no_worker[ts]
-        elif new == TS.NO_WORKER:
+        elif new is TS.NO_WORKER:
             self.no_worker[ts] = None
-        if ts.state == TS.QUEUED:
+        if old is TS.QUEUED:
             self.queue.discard(ts)
-        elif new == TS.QUEUED:
+        elif new is TS.QUEUED:
             self.queue.push(ts)
-        was_active, is_active = ts.state in ACTIVE, new in ACTIVE
-        if was_active != is_active:
+        is_active = new in ACTIVE
+        if (old in ACTIVE) is not is_active:
             step = 1 if is_active else -1
             for dts in ts.dependencies:
                 dts.active_dependents += step
         ts.state = new
-        if new in (TS.MEMORY, TS.ERRED) and self.start_watchers:
+        if self.start_watchers and (new is TS.MEMORY or new is TS.ERRED):
             self.start_watchers.pop(ts.key, None)  # done without a start report: none due
 
     # -- wanting and reporting --------------------------------------------------------
@@ -221,10 +228,11 @@ class SchedulerState:
         the worker (bytes, relayed unread)."""
         if client == FIRE_AND_FORGET:
             return  # a pseudo-client: nobody to tell
-        if ts.state == TS.MEMORY:
-            self.emit(ev.ReportKeyInMemory, client=client, key=ts.key, nbytes=ts.nbytes,
-                       who_has=tuple(w.address for w in ts.who_has), typename=ts.typename,
-                       pickled=pickled)
+        if ts.state is TS.MEMORY:  # the common report: built here, not through ``emit``
+            self._actions.append(ev.ReportKeyInMemory(
+                stimulus_id=self._stimulus_id, client=client, key=ts.key, nbytes=ts.nbytes,
+                who_has=tuple([w.address for w in ts.who_has]), typename=ts.typename,
+                pickled=pickled))
         elif ts.state == TS.ERRED and ts.error is not None:
             exc, tb, exc_text, tb_text = ts.error
             self.emit(ev.ReportTaskErred, client=client, key=ts.key, exception=exc,
@@ -248,24 +256,39 @@ class SchedulerState:
                     continue
                 self.transition(t, TS.WAITING)
                 t.waiting_on = NONE
-                stack.append((t, True))
-                stack.extend((d, False) for d in t.dependencies if d.state == TS.RELEASED)
-                continue
-            if t.state != TS.WAITING:
+                lost = []  # (a loop: a comprehension is a function call per task in 3.11)
+                for d in t.dependencies:
+                    if d.state is TS.RELEASED:
+                        lost.append((d, False))
+                if lost:
+                    stack.append((t, True))
+                    stack.extend(lost)
+                    continue
+                # none to compute first (a new graph's every task): on to it at once
+            if t.state is not TS.WAITING:
                 continue  # erred with an input meanwhile
-            erred = next((d for d in t.dependencies if d.state == TS.ERRED), None)
+            waiting, erred = [], None  # one pass over the inputs: the first erred one wins
+            for dts in t.dependencies:
+                if dts.state is TS.ERRED:
+                    erred = dts
+                    break
+                if dts.state is not TS.MEMORY:
+                    waiting.append(dts)
             if erred is not None:
                 assert erred.error is not None
                 self.err(t, *erred.error)
                 continue
-            for dts in t.dependencies:
-                if dts.state != TS.MEMORY:
+            if not t.waiting_on:
+                t.waiting_on = links(waiting)
+            else:
+                for dts in waiting:
                     t.waiting_on = added(t.waiting_on, dts)
             if not t.waiting_on:
                 self.place(t)
 
     def place(self, ts: TaskState) -> None:
-        if self.queue.is_rootish(ts) and self.placement.least_loaded() is not None:
+        queue = self.queue
+        if queue.enabled and queue.is_rootish(ts) and self.placement.least_loaded() is not None:
             if ts.state != TS.QUEUED:  # ``queuing.fill_slots`` hands it out, batch's end
                 self.transition(ts, TS.QUEUED)
             return
@@ -279,18 +302,25 @@ class SchedulerState:
     def assign(self, ts: TaskState, ws: WorkerState) -> None:
         self.transition(ts, TS.PROCESSING)
         self.placement.add_processing(ts, ws)
-        self.emit(
-            ev.ComputeTask, worker=ws.address, key=ts.key, run_spec=ts.run_spec,
-            who_has={d.key: tuple(w.address for w in d.who_has) for d in ts.dependencies},
-            nbytes={d.key: d.nbytes for d in ts.dependencies}, priority=ts.priority,
-            resources=ts.resources, function=ts.function,
-            inline_result=self.inline_result_bytes
-            if any(c != FIRE_AND_FORGET for c in ts.who_wants) else 0,
-        )
+        who_has, nbytes = {}, {}  # of its inputs: one pass fills both
+        for d in ts.dependencies:
+            holders = d.who_has
+            who_has[d.key] = ((holders[0].address,)  # one holder, the usual case: no comprehension
+                              if len(holders) == 1 and isinstance(holders, tuple)
+                              else tuple([w.address for w in holders]))
+            nbytes[d.key] = d.nbytes
+        wants = ts.who_wants
+        assert ts.run_spec is not None  # ``compute`` errs a task without one instead
+        self._actions.append(ev.ComputeTask(
+            stimulus_id=self._stimulus_id, worker=ws.address, key=ts.key, run_spec=ts.run_spec,
+            who_has=who_has, nbytes=nbytes, priority=ts.priority, resources=ts.resources,
+            function=ts.function, inline_result=self.inline_result_bytes
+            if wants and any(c != FIRE_AND_FORGET for c in wants) else 0,
+        ))
 
     def unassign(self, ts: TaskState) -> WorkerState | None:
         ws = self.placement.remove_processing(ts)
-        if ws is not None:
+        if ws is not None and self.queue.enabled:
             self.queue.note_freed(ws)
         return ws
 
@@ -339,25 +369,31 @@ class SchedulerState:
         return bool(ts.who_wants) or ts.active_dependents > 0 or (
             ts.checkpoint and self.checkpoints.pins[ts] > 0)
 
-    def release_if_unneeded(self, ts: TaskState) -> None:
-        stack = [ts]  # a worklist: inputs kept only for this task go too, however deep
+    def release_if_unneeded(self, *tasks: TaskState) -> None:
+        """Release each of ``tasks`` in turn unless it is ``needed``, and with it every
+        input that was kept only for it, however deep."""
+        stack = list(reversed(tasks))  # a worklist, depth first: inputs before the next
+        pins = self.checkpoints.pins
         while stack:
             t = stack.pop()
-            if self.needed(t):
+            # ``needed``, inlined: asked a few times for every task that finishes
+            if t.who_wants or t.active_dependents > 0 or (t.checkpoint and pins[t] > 0):
                 continue
-            if t.state == TS.MEMORY:
+            if t.state is TS.MEMORY:
                 for ws in list(t.who_has):
                     self.remove_replica(t, ws)
-                    self.emit(ev.FreeKeys, worker=ws.address, keys=(t.key,))
-            elif t.state == TS.PROCESSING:
+                    self._actions.append(ev.FreeKeys(stimulus_id=self._stimulus_id,
+                                                     worker=ws.address, keys=(t.key,)))
+            elif t.state is TS.PROCESSING:
                 queued_on = self.unassign(t)
                 if queued_on is not None:
                     self.emit(ev.FreeKeys, worker=queued_on.address, keys=(t.key,))
-            if t.state != TS.RELEASED:
+            if t.state is not TS.RELEASED:
                 self.transition(t, TS.RELEASED)
                 t.waiting_on = NONE
                 stack.extend(t.dependencies)
-            self._forget_if_unreferenced(t)
+            if not t.dependents and not t.who_wants:
+                self._forget_if_unreferenced(t)
 
     def _forget_if_unreferenced(self, ts: TaskState) -> None:
         # A worklist, not recursion: a chain of inputs can be thousands of tasks long.
@@ -369,8 +405,10 @@ class SchedulerState:
             if self.tasks.get(t.key) is t:
                 del self.tasks[t.key]
             self.stealing.forget(t.key)
-            self.start_watchers.pop(t.key, None)
-            self.cancel_requests.pop(t.key, None)
+            if self.start_watchers:  # (rarely any: no lookup for every task)
+                self.start_watchers.pop(t.key, None)
+            if self.cancel_requests:
+                self.cancel_requests.pop(t.key, None)
             for dts in t.dependencies:
                 dts.dependents = discarded(dts.dependents, t)
             stack.extend(t.dependencies)

@@ -104,6 +104,8 @@ def task_started(state: SchedulerState, s: ev.TaskStarted) -> None:
     ts, ws = state.tasks.get(s.key), state.workers.get(s.worker)
     if ts is not None and ws is not None and ts.processing_on is ws:
         ws.executing.add(ts)
+        if not state.start_watchers:
+            return  # the usual case: nobody asked to hear of starts
         for client in state.start_watchers.pop(ts.key, ()):
             if client in ts.who_wants:
                 state.emit(ev.ReportTaskStarted, client=client, key=ts.key)
@@ -125,9 +127,10 @@ def task_rejoined(state: SchedulerState, s: ev.TaskRejoined) -> None:
 
 def task_finished(state: SchedulerState, s: ev.TaskFinished) -> None:
     ws, ts = state.workers.get(s.worker), state.tasks.get(s.key)
-    if ts is not None:
-        state.emit(ev.RecordTaskRun, worker=s.worker, key=ts.key, name=ts.name, start=s.start,
-                   stop=s.stop, nbytes=s.nbytes)
+    if ts is not None:  # built here, not through ``emit``: one per task
+        state._actions.append(ev.RecordTaskRun(
+            stimulus_id=state._stimulus_id, worker=s.worker, key=ts.key, name=ts.name,
+            start=s.start, stop=s.stop, nbytes=s.nbytes))
     if ws is None:
         return
     if ts is None or ts.state in (TS.RELEASED, TS.ERRED):
@@ -145,11 +148,13 @@ def task_finished(state: SchedulerState, s: ev.TaskFinished) -> None:
     state.unassign(ts)
     if s.stop > s.start:
         state.placement.record_duration(ts.name, s.stop - s.start)
-        state.queue.finished(ts.name, s.nbytes)  # are they short? small?
+        if state.queue.enabled:
+            state.queue.finished(ts.name, s.nbytes)  # are they short? small?
     ts.typename, ts.waiting_on, ts.finished_once = s.typename, NONE, True
     state.transition(ts, TS.MEMORY)
     state.add_replica(ts, ws, s.nbytes)
-    state.checkpoints.finished(ts, s.stop - s.start)  # before its inputs may be freed
+    if state.checkpoints.armed:  # (a healthy cluster pays nothing, not even the call)
+        state.checkpoints.finished(ts, s.stop - s.start)  # before its inputs may be freed
     for client in ts.who_wants:
         state.report_if_done(ts, client, s.pickled)
     if s.pickled is not None:  # the stimulus log keeps no results
@@ -161,9 +166,7 @@ def task_finished(state: SchedulerState, s: ev.TaskFinished) -> None:
             dts.waiting_on = discarded(dts.waiting_on, ts)
             if not dts.waiting_on and dts.state == TS.WAITING:
                 state.place(dts)
-    for dts in list(ts.dependencies):
-        state.release_if_unneeded(dts)
-    state.release_if_unneeded(ts)
+    state.release_if_unneeded(*ts.dependencies, ts)  # its inputs first, then it
 
 
 def task_erred(state: SchedulerState, s: ev.TaskErred) -> None:
