@@ -103,34 +103,21 @@ def _hoist_binary(obj: Any, depth: int = 0) -> Any:
     kind = type(obj)
     if kind in _SCALARS or depth > MAX_EXT_DEPTH:
         return obj
-    if kind is dict:
-        changed = None
-        for key, value in obj.items():
+    if kind is dict or kind is list or kind is tuple:
+        copy: Any = None  # made only once something inside is wrapped
+        for slot, value in (obj.items() if kind is dict else enumerate(obj)):
             vkind = type(value)
             if vkind in _SCALARS or (vkind is bytes and len(value) <= INLINE_BYTES_LIMIT) or (
                     vkind in _CONTAINERS and not value):
                 continue
             hoisted = _hoist_binary(value, depth + 1)
             if hoisted is not value:
-                if changed is None:
-                    changed = dict(obj)
-                changed[key] = hoisted
-        return obj if changed is None else changed
-    if kind is list or kind is tuple:
-        items = None
-        for i, value in enumerate(obj):
-            vkind = type(value)
-            if vkind in _SCALARS or (vkind is bytes and len(value) <= INLINE_BYTES_LIMIT) or (
-                    vkind in _CONTAINERS and not value):
-                continue
-            hoisted = _hoist_binary(value, depth + 1)
-            if hoisted is not value:
-                if items is None:
-                    items = list(obj)
-                items[i] = hoisted
-        if items is None:
+                if copy is None:
+                    copy = dict(obj) if kind is dict else list(obj)
+                copy[slot] = hoisted
+        if copy is None:
             return obj
-        return items if kind is list else tuple(items)
+        return tuple(copy) if kind is tuple else copy
     if kind is bytes:
         return _Binary(obj) if len(obj) > INLINE_BYTES_LIMIT else obj
     if kind is bytearray or kind is memoryview:

@@ -154,8 +154,7 @@ class Placement:
         ts.processing_on = ws
         name = ts.name
         self.in_flight[name] = self.in_flight.get(name, 0) + 1
-        total, count = self.durations.get(name, (self.default_duration, 1))  # ``estimate``
-        duration = total / count
+        duration = self.estimate_of(name)
         ws.processing[ts] = duration
         self.set_occupancy(ws, ws.occupancy + duration)
 

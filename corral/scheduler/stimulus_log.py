@@ -121,9 +121,6 @@ class TransitionLog:
         self._items: deque[Any] = deque(maxlen=4 * maxlen)
         self.add = self._items.extend  # the tuple passed is freed at once
 
-    def append(self, key: Key, old: str, new: str, stimulus_id: str) -> None:
-        self.add((key, old, new, stimulus_id))
-
     def __iter__(self) -> Iterator[tuple[Key, str, str, str]]:
         items = iter(self._items)
         return zip(items, items, items, items, strict=True)  # one iterator: in fours

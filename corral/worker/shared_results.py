@@ -63,7 +63,7 @@ def threshold() -> int | None:
 def place(value: Any, nbytes: int) -> Any:
     """``value``, or the same array rebuilt on a sealed segment (module docstring)."""
     np = sys.modules.get("numpy")
-    if np is None or type(value) is not np.ndarray or nbytes < shm.threshold():
+    if np is None or type(value) is not np.ndarray:
         return value
     flags = value.flags
     if value.dtype.hasobject or not flags.writeable or not (flags.c_contiguous
