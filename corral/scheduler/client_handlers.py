@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from corral.basic_types import Key
 from corral.scheduler import events as ev
-from corral.scheduler import stimulus_log
+from corral.scheduler import recovery, stimulus_log
 from corral.scheduler.placement import depth_first
 from corral.scheduler.records import (
     ACTIVE,
@@ -239,8 +239,8 @@ def client_missing_data(state: SchedulerState, s: ev.ClientMissingData) -> None:
         state.remove_replica(ts, errant)
         state.emit(ev.FreeKeys, worker=errant.address, keys=(ts.key,))  # if it has one
     if ts.state == TS.MEMORY and not ts.who_has:
-        state.lost(ts)
-        state.resume_waiting()
+        recovery.lost(state, ts)
+        recovery.resume_waiting(state)
     elif ts.state == TS.RELEASED and state.needed(ts):  # e.g. scattered to a dead worker
         state.compute(ts)
     elif s.client in ts.who_wants:

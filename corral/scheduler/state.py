@@ -21,9 +21,9 @@ Theory of operation
   ``queued`` here and handed out, in priority order, as worker threads free up, so that
   a graph's roots cannot fill memory before its reductions run. On each ``Tick`` idle
   workers steal the last-to-run tasks of busy ones (``stealing``).
-* Recovery costs what it touches: tasks set aside while a dead worker's losses are
-  sorted out wait in a FIFO with a membership set, and no-worker tasks are indexed, so
-  neither a worker leaving nor one joining walks every task.
+* Recovery (``recovery``) costs what it touches: tasks set aside while a dead worker's
+  losses are sorted out wait in a FIFO with a membership set, and no-worker tasks are
+  indexed, so neither a worker leaving nor one joining walks every task.
 * Workers retire gracefully (``retirement``): their keys are copied to others before
   they are told to close.
 * No I/O and no clock: time comes in the stimuli (``now``); silent workers and clients
@@ -122,10 +122,10 @@ class SchedulerState:
         self.no_worker: dict[TaskState, None] = {}
         # Root-ish tasks ready to run, held here until a worker has a free thread slot.
         self.queue = queuing.Queue(worker_saturation, self.placement.durations)
-        # Released tasks to bring back once a stimulus has sorted out what was lost: a
-        # FIFO, and a set to ask "is it among them" in O(1).
+        # Released tasks to bring back once a stimulus has sorted out what was lost
+        # (``recovery``): a FIFO, and a set to ask "is it among them" in O(1).
         self.pending_compute: deque[TaskState] = deque()
-        self._pending_set: set[TaskState] = set()
+        self.pending_set: set[TaskState] = set()
         # Clients to tell when a task starts (an Executor's calls turn "running"): kept
         # apart from TaskState so that ordinary tasks pay nothing for it.
         self.start_watchers: dict[Key, set[str]] = {}
@@ -413,45 +413,6 @@ class SchedulerState:
                 dts.dependents = discarded(dts.dependents, t)
             stack.extend(t.dependencies)
             t.dependencies = NONE
-
-    # -- lost data ------------------------------------------------------------------------
-
-    def compute_later(self, ts: TaskState) -> None:
-        if ts not in self._pending_set:
-            self._pending_set.add(ts)
-            self.pending_compute.append(ts)
-
-    def resume_waiting(self) -> None:
-        """Bring back the tasks set aside while replicas and assignments were corrected."""
-        pending, members = self.pending_compute, self._pending_set
-        while pending:
-            ts = pending.popleft()
-            members.discard(ts)
-            if ts.state != TS.RELEASED:
-                continue
-            if self.needed(ts) or any(d in members for d in ts.dependents):
-                self.compute(ts)
-            else:
-                self.release_if_unneeded(ts)
-
-    def lost(self, ts: TaskState) -> None:
-        """The last replica of ``ts`` is gone: recompute it if still needed."""
-        self.emit(ev.Notice, event="key-lost", key=ts.key, detail="its last copy is gone")
-        self.transition(ts, TS.RELEASED)
-        for dts in ts.dependents:
-            if dts.state == TS.PROCESSING:
-                ws = self.unassign(dts)
-                if ws is not None:
-                    self.emit(ev.FreeKeys, worker=ws.address, keys=(dts.key,))
-                self.transition(dts, TS.RELEASED)
-                self.compute_later(dts)
-            elif dts.state in (TS.WAITING, TS.NO_WORKER, TS.QUEUED):
-                if dts.state != TS.WAITING:
-                    self.transition(dts, TS.RELEASED)
-                    self.compute_later(dts)
-                else:
-                    dts.waiting_on = added(dts.waiting_on, ts)
-        self.compute_later(ts)
 
     # -- queries ---------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from corral.exceptions import KilledWorker
 from corral.scheduler import events as ev
+from corral.scheduler import recovery
 from corral.scheduler.client_handlers import drop_client
 from corral.scheduler.records import FIRE_AND_FORGET, NONE, TS, WorkerState, discarded
 
@@ -88,15 +89,15 @@ def remove(state: SchedulerState, address: str, reason: str) -> None:
             )
             state.err(ts, pickle.dumps(error), b"", f"KilledWorker: {error}", "")
         else:
-            state.compute_later(ts)
+            recovery.compute_later(state, ts)
     held = list(ws.has_what)
     for ts in held:
         state.remove_replica(ts, ws)
     for ts in held:
         if ts.state == TS.MEMORY and not ts.who_has:
-            state.lost(ts)
+            recovery.lost(state, ts)
     state.checkpoints.worker_removed(ws, held)
-    state.resume_waiting()
+    recovery.resume_waiting(state)
     state.emit(ev.DropWorker, worker=address, reason=reason, graceful=ws.retiring)
 
 
@@ -208,8 +209,8 @@ def release_worker_data(state: SchedulerState, s: ev.ReleaseWorkerData) -> None:
     if ts is not None and ws is not None:
         state.remove_replica(ts, ws)
         if ts.state == TS.MEMORY and not ts.who_has:
-            state.lost(ts)
-            state.resume_waiting()
+            recovery.lost(state, ts)
+            recovery.resume_waiting(state)
 
 
 def missing_data(state: SchedulerState, s: ev.MissingData) -> None:
@@ -226,10 +227,10 @@ def missing_data(state: SchedulerState, s: ev.MissingData) -> None:
             state.unassign(dts)
             state.emit(ev.FreeKeys, worker=asker.address, keys=(dts.key,))
             state.transition(dts, TS.RELEASED)
-            state.compute_later(dts)
+            recovery.compute_later(state, dts)
     if ts.state == TS.MEMORY and not ts.who_has:
-        state.lost(ts)
-    state.resume_waiting()
+        recovery.lost(state, ts)
+    recovery.resume_waiting(state)
 
 
 def tick(state: SchedulerState, s: ev.Tick) -> None:
