@@ -115,8 +115,9 @@ def _pickle_inputs(fn: Any) -> tuple[Any, ...] | None:
         except ValueError:  # an empty cell
             return None
     inputs.extend(fn.__defaults__ or ())
-    inputs.extend((fn.__kwdefaults__ or {}).items())
-    inputs.extend(fn.__annotations__.items())
+    for mapping in (fn.__kwdefaults__ or {}, fn.__annotations__):
+        for name, value in mapping.items():  # flat: an items() pair is a new tuple each time
+            inputs += (name, value)
     if not all(_unchanging(v) for v in inputs[5:]):
         return None
     return tuple(inputs)

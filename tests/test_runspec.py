@@ -24,6 +24,13 @@ def test_same_function_same_bytes_pickled_once() -> None:
     assert loads_pickle(first)(1) == 2
 
 
+def test_annotated_and_keyword_defaulted_functions_are_pickled_once() -> None:
+    ns = by_value("def inc(x: int, *, by: int = 1) -> int:\n    return x + by\n")
+    first = runspec.pickle_function(ns["inc"])
+    assert runspec.pickle_function(ns["inc"]) is first
+    assert loads_pickle(first)(1) == 2
+
+
 def test_a_rebound_global_is_pickled_afresh() -> None:
     ns = by_value("K = 2\ndef add(x):\n    return x + K\n")
     runspec.pickle_function(ns["add"])
