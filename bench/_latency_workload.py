@@ -1,8 +1,8 @@
 """Sequential ``submit(inc, i).result()`` latency and 10 000 no-op tasks/s, written once
-against the API corral and dask.distributed share.
+against the API corral and dask.distributed share (Ray through a small adapter).
 
-Run inside either environment: ``python _latency_workload.py corral|dask``; prints one
-JSON object with the figures (medians of ``REPEATS`` runs).
+Run inside the system's environment: ``python _latency_workload.py corral|dask|ray``;
+prints one JSON object with the figures (medians of ``REPEATS`` runs).
 """
 
 from __future__ import annotations
@@ -47,7 +47,44 @@ def measure(client) -> dict:
             "tasks_per_s_10000": statistics.median(rates)}
 
 
+class RayClient:
+    """The few client calls ``measure`` makes, on Ray: tasks are remote functions on a
+    local Ray of 2 CPUs (like the others' 2 one-thread workers), results come by ``ray.get``."""
+
+    def __init__(self) -> None:
+        import ray
+
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        self.ray, self.remote = ray, {}
+
+    def _remote(self, fn):
+        if fn not in self.remote:
+            self.remote[fn] = self.ray.remote(num_cpus=1)(fn)
+        return self.remote[fn]
+
+    def submit(self, fn, x, pure=False):
+        return RayFuture(self.ray, self._remote(fn).remote(x))
+
+    def map(self, fn, xs, pure=False):
+        remote = self._remote(fn)
+        return [remote.remote(x) for x in xs]
+
+    def gather(self, refs):
+        return self.ray.get(refs)
+
+
+class RayFuture:
+    def __init__(self, ray, ref) -> None:
+        self.ray, self.ref = ray, ref
+
+    def result(self):
+        return self.ray.get(self.ref)
+
+
 def main() -> None:
+    if sys.argv[1] == "ray":
+        print(json.dumps(measure(RayClient())))
+        os._exit(0)
     if sys.argv[1] == "corral":
         from corral import Client, LocalCluster
 

@@ -1,11 +1,9 @@
 """Latency of one small task, submit → result, against its physical limit and peers.
 
 Sequential ``submit(inc, i).result()``, p50/p99, and 10 000 no-op tasks/s, for corral,
-dask.distributed (in its own venv, see ``_dask_env``; ``--no-dask`` skips it) and
-``ProcessPoolExecutor(2)``; the physical limit is a raw round trip of a small message
-between two processes. Medians of 5 repetitions; ratios printed.
-
-Ray is not measured here: it is not in this machine's package lists.
+dask.distributed and Ray (each in its own venv, see ``_dask_env``; ``--no-dask`` and
+``--no-ray`` skip them) and ``ProcessPoolExecutor(2)``; the physical limit is a raw round
+trip of a small message between two processes. Medians of 5 repetitions; ratios printed.
 """
 
 from __future__ import annotations
@@ -25,7 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
-from _dask_env import run_in_dask_env  # noqa: E402
+from _dask_env import run_in_dask_env, run_in_ray_env  # noqa: E402
 from _latency_workload import REPEATS, SAMPLES, inc, noop  # noqa: E402
 
 
@@ -89,24 +87,27 @@ def ratio(a: float | None, b: float | None) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--no-dask", action="store_true", help="skip dask.distributed")
+    parser.add_argument("--no-ray", action="store_true", help="skip Ray")
     opts = parser.parse_args()
     print(f"# submit->result latency — {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}")
     raw = raw_round_trip_ms()
     corral = run_corral()
     dask = {} if opts.no_dask else (
         run_in_dask_env(str(HERE / "_latency_workload.py"), "dask") or {})
+    ray = {} if opts.no_ray else (
+        run_in_ray_env(str(HERE / "_latency_workload.py"), "ray") or {})
     pool = process_pool()
     fmt = lambda v: "n/a" if v is None else f"{v:,.3f}"  # noqa: E731
     print(f"raw 2-process round trip: {raw:.3f} ms")
-    print(f"{'measure':24} {'corral':>10} {'dask':>10} {'PPE(2)':>10}  "
-          f"{'/raw':>8} {'/dask':>8} {'/PPE':>8}")
+    print(f"{'measure':24} {'corral':>10} {'dask':>10} {'Ray':>10} {'PPE(2)':>10}  "
+          f"{'/raw':>8} {'/dask':>8} {'/Ray':>8} {'/PPE':>8}")
     for key, name in (("p50_ms", "latency p50, ms"), ("p99_ms", "latency p99, ms"),
                       ("tasks_per_s_10000", "10 000 no-ops, tasks/s")):
-        c, d, p = corral.get(key), dask.get(key), pool.get(key)
-        print(f"{name:24} {fmt(c):>10} {fmt(d):>10} {fmt(p):>10}  "
+        c, d, r, p = corral.get(key), dask.get(key), ray.get(key), pool.get(key)
+        print(f"{name:24} {fmt(c):>10} {fmt(d):>10} {fmt(r):>10} {fmt(p):>10}  "
               f"{ratio(c, raw) if key != 'tasks_per_s_10000' else '':>8} "
-              f"{ratio(c, d):>8} {ratio(c, p):>8}")
-    print("targets: p50 <= 1 ms, <= 0.1x dask; tasks/s >= 2x PPE(2)")
+              f"{ratio(c, d):>8} {ratio(c, r):>8} {ratio(c, p):>8}")
+    print("targets: p50 <= 1 ms, <= 0.4x Ray, <= 0.1x dask; tasks/s >= 2x PPE(2)")
 
 
 if __name__ == "__main__":
