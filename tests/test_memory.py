@@ -12,6 +12,7 @@ import numpy as np
 import psutil
 import pytest
 
+import corral
 from corral import Client, LocalCluster, get_worker
 
 from ._helpers import wait_until_blocking
@@ -147,17 +148,28 @@ def noise(i: int) -> np.ndarray:
     return np.random.default_rng(i).random(10 * MiB // 8)  # lz4 cannot shrink it
 
 
+def sealed_alive() -> int:
+    from corral.comm import segments
+
+    return len(segments._sealed)
+
+
 @pytest.mark.timeout(90)
 @pytest.mark.skipif(sys.platform != "linux", reason="tmpfs")
-def test_unpicklable_values_and_a_full_disk_do_not_crash_the_worker(tiny_disk):
-    with LocalCluster(n_workers=1, threads_per_worker=1, memory_limit=300 * MiB,
-                      local_directory=tiny_disk, dashboard_address=None) as cluster, \
+@pytest.mark.parametrize("placed", [False, "8MiB"], ids=["in-process", "placed"])
+def test_unpicklable_values_and_a_full_disk_do_not_crash_the_worker(tiny_disk, placed):
+    # Results placed in shared memory leave the worker's RSS until read: its memory watch
+    # must count them (corral.worker.process_memory), or it never pauses here.
+    with corral.config.set({"comm.shared-memory.place-results": placed}), \
+            LocalCluster(n_workers=1, threads_per_worker=1, memory_limit=300 * MiB,
+                         local_directory=tiny_disk, dashboard_address=None) as cluster, \
             Client(cluster.scheduler_address) as client:
         (address,) = pid = worker_pids(client)
         odd = client.submit(unpicklable, pure=False)
         data = client.map(noise, range(40))
         wait_until_blocking(
             lambda: client.scheduler_info()["workers"][address]["paused"], timeout=30)
+        assert (client.run(sealed_alive)[address] > 0) == bool(placed)
         assert worker_pids(client) == pid  # alive, not restarted
         assert data[0].result(timeout=10).shape == (10 * MiB // 8,)  # still serves
         assert not all(f.done() for f in data)  # 400 MiB cannot fit: paused, not killed

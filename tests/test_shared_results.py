@@ -150,3 +150,53 @@ def test_a_large_result_moves_between_workers_without_a_copy_and_goes_when_relea
         client.run(gc.collect)
         wait_until_blocking(lambda: client.run(counts)[maker]["sealed_alive"]
                             == before[maker]["sealed_alive"], timeout=10)
+
+
+# -- memory: what a worker's memory watch sees -------------------------------------------
+
+
+MEASURED = 32 * 2**20
+
+
+def test_placed_results_count_in_the_process_memory_read_or_not():
+    import psutil
+
+    from corral.worker import process_memory
+
+    process = psutil.Process()
+    gc.collect()
+    base = process_memory.measure(process)
+    placed = shared_results.place(np.ones(MEASURED // 8), MEASURED)
+    assert segments.sealed_segment(placed) is not None
+    # Unread, the pages are in no process's RSS; yet they are this process's to hold.
+    assert process.memory_info().rss < base + MEASURED // 2
+    assert process_memory.measure(process) > base + 0.9 * MEASURED
+    assert placed.sum() == MEASURED // 8  # read: now in the RSS, and counted once only
+    assert base + 0.9 * MEASURED < process_memory.measure(process) < base + 1.5 * MEASURED
+    # A frame lent by a peer is mapped in full: its pages are not taken for placed ones.
+    lent = segments.Segment(MEASURED)
+    lent.fill(np.zeros(MEASURED, dtype="u1"))
+    frame = segments.map_frame(lent.fd, MEASURED, lambda: None)
+    lent.close()
+    unread = shared_results.place(np.ones(MEASURED // 8), MEASURED)
+    assert process_memory.measure(process) > base + 2.9 * MEASURED
+    del placed, unread, frame
+    gc.collect()
+    assert process_memory.measure(process) < base + 0.5 * MEASURED
+
+
+def test_a_spilled_placed_result_frees_its_segment_and_reads_back_as_a_plain_array(tmp_path):
+    from corral.worker.spill import SpillBuffer
+
+    data = SpillBuffer(str(tmp_path), target=float(2 * LARGE))
+    value = np.arange(LARGE // 8, dtype="f8")
+    before = sealed_alive()
+    data.put("x", shared_results.place(value.copy(), LARGE), LARGE)
+    assert sealed_alive() == before + 1
+    data.evict_until_below_target(0)
+    assert "x" in data.disk
+    assert sealed_alive() == before  # freed as it was spilled, the collector not needed
+    back = data["x"]
+    assert np.array_equal(back, value)
+    assert back.flags.writeable
+    assert segments.sealed_segment(back) is None  # an ordinary array in memory

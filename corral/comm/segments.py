@@ -160,16 +160,29 @@ def _mapping_budget() -> int:
 _BUDGET = _mapping_budget()
 _mapped = 0  # frames mapped and alive in this process (mappings are made and unmade on
 _mapped_lock = threading.Lock()  # the loop's thread, tasks' threads and the collector's)
+# Bytes, in whole pages, of the segments behind those mappings: lent to this process
+# (mapped populated) and sealed by it (mapped as read); see ``held``.
+_held = {"lent": 0, "sealed": 0}
 
 
-def _count_mapping(change: int) -> None:
+def _count_mapping(change: int, kind: str, nbytes: int) -> None:
     global _mapped
+    pages = -(-nbytes // mmap.PAGESIZE) * mmap.PAGESIZE
     with _mapped_lock:
         _mapped += change
+        _held[kind] += change * pages
 
 
-def _unmapped(release: Callable[[], None]) -> None:
-    _count_mapping(-1)
+def held() -> tuple[int, int]:
+    """Bytes (whole pages) of the segments this process sealed and still holds, and of
+    the frames lent to it that it still maps. A sealed segment's pages count in this
+    process's RSS only once read through its mapping, yet live as long as it does: a
+    worker's memory watch adds those not counted (``corral.worker.process_memory``)."""
+    return _held["sealed"], _held["lent"]
+
+
+def _unmapped(nbytes: int, release: Callable[[], None]) -> None:
+    _count_mapping(-1, "lent", nbytes)
     release()
 
 
@@ -205,8 +218,8 @@ def map_frame(fd: int, nbytes: int, release: Callable[[], None]) -> Any:
         release()
         return target
     buffer = _map_private(fd, nbytes)
-    _count_mapping(1)
-    weakref.finalize(buffer, _unmapped, release)
+    _count_mapping(1, "lent", nbytes)
+    weakref.finalize(buffer, _unmapped, nbytes, release)
     return memoryview(buffer)
 
 
@@ -222,8 +235,8 @@ def _address(buffer: Any) -> int:
     return ctypes.addressof(ctypes.c_char.from_buffer(buffer))
 
 
-def _unsealed(key: int) -> None:
-    _count_mapping(-1)
+def _unsealed(key: int, nbytes: int) -> None:
+    _count_mapping(-1, "sealed", nbytes)
     entry = _sealed.pop(key, None)
     if entry is not None:
         entry[2].close()
@@ -243,7 +256,8 @@ def seal(data: memoryview) -> memoryview | None:
     try:
         segment.fill(data)
         # Not populated: the pages are in memory already, and mapping them as they are
-        # read costs no more than mapping them all now.
+        # read costs no more than mapping them all now. (So they join this process's RSS
+        # only as they are read: ``held`` lets a worker count the rest.)
         mapping = _map_private(segment.fd, nbytes, populate=False)
     except BaseException as e:
         segment.close()
@@ -252,8 +266,8 @@ def seal(data: memoryview) -> memoryview | None:
         raise
     key = id(mapping)
     _sealed[key] = (_address(mapping), nbytes, segment)
-    _count_mapping(1)
-    weakref.finalize(mapping, _unsealed, key)
+    _count_mapping(1, "sealed", nbytes)
+    weakref.finalize(mapping, _unsealed, key, nbytes)
     stats["sealed_buffers"] += 1
     return memoryview(mapping)
 

@@ -89,8 +89,9 @@ class GatherDepFailure(Stimulus):
 
 @dataclass(frozen=True, slots=True)
 class MemoryUsage(Stimulus):
-    """A sample of the worker's memory (``corral.worker.memory``): the process's RSS,
-    the bytes of values held in memory, and whether the last write to disk failed."""
+    """A sample of the worker's memory (``corral.worker.memory``): the process's RSS
+    (with its placed results' pages not in it: ``corral.worker.process_memory``), the
+    bytes of values held in memory, and whether the last write to disk failed."""
 
     rss: int
     managed: int

@@ -1,4 +1,5 @@
 """The worker's eyes on memory: it builds the data store, samples the process's memory
+(its RSS, and the shared pages of its placed results: ``corral.worker.process_memory``)
 and turns what it sees into ``MemoryUsage`` stimuli. What to spill, when to pause and
 resume is decided by the state machine (``corral.worker.memory``'s rules).
 """
@@ -18,6 +19,7 @@ import psutil
 
 from corral.exceptions import BadMemoryLimit
 from corral.worker import events as ev
+from corral.worker import process_memory
 from corral.worker.spill import SpillBuffer
 
 if TYPE_CHECKING:
@@ -50,7 +52,7 @@ class MemoryWatch:
         threshold: it would be paused, or restarted, before it ran anything."""
         w = self.worker
         floor = w.thresholds.bytes(w.thresholds.pause or w.thresholds.terminate, w.memory_limit)
-        rss = self.process.memory_info().rss
+        rss = process_memory.measure(self.process)
         if rss > floor:
             w.gave_up = (f"memory limit {w.memory_limit / 2**20:.0f} MiB is too small: "
                          f"this worker uses {rss / 2**20:.0f} MiB before running anything")
@@ -76,7 +78,7 @@ class MemoryWatch:
         """The memory part of a heartbeat's metrics, and the process's CPU use."""
         w = self.worker
         with self.process.oneshot():
-            memory = self.process.memory_info().rss
+            memory = process_memory.measure(self.process)
             cpu = self.process.cpu_percent()
         managed, spilled, spilled_disk = self.use()
         return {
@@ -138,7 +140,7 @@ class MemoryWatch:
         data = self.worker.data
         self.grown = 0
         return ev.MemoryUsage(
-            stimulus_id=self.worker.new_id(), rss=int(self.process.memory_info().rss),
+            stimulus_id=self.worker.new_id(), rss=process_memory.measure(self.process),
             managed=self._managed(),
             spill_failed=isinstance(data, SpillBuffer) and data.spill_error is not None)
 

@@ -11,10 +11,14 @@ share its pages, so a value held by several workers of one host is in memory onc
 The copy is paid on the task's thread whether or not the value ever moves, and costs
 about what one transfer's copy would (on a slow VM, ~0.6 ms per MB: half again what a
 task spends writing fresh memory). So only results of
-``comm.shared-memory.place-results`` and
-up are placed (off by default; 8 MiB is where the copy dominates what a transfer
-costs). And only plain, writable NumPy arrays of fixed-size items, C or Fortran
-contiguous: a copy of anything else could differ from what the task returned.
+``comm.shared-memory.place-results`` and up are placed (8 MiB by default, where the
+copy dominates what a transfer costs; ``false``: none). And only plain, writable NumPy
+arrays of fixed-size items, C or Fortran contiguous: a copy of anything else could
+differ from what the task returned.
+
+A placed result's pages join the worker's RSS only as it reads them; its memory watch
+counts the rest (``corral.worker.process_memory``). Spilling it drops the array, hence
+its mapping and segment: the pages go with them.
 
 Both the worker's array and each peer's are copy-on-write mappings: a task that writes
 into one changes only its own, never the segment, so what a peer receives is the result

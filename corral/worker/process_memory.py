@@ -1,0 +1,45 @@
+"""How much memory a worker process holds: what its memory watch compares with the limit.
+
+Its RSS, plus the pages of the segments it sealed (large results placed in shared memory,
+``corral.worker.shared_results``) that are not in that RSS. A sealed segment's pages
+join the RSS only as the worker reads them through its private mapping; until then they
+are held by the segment alone, as long as the result lives, and no process's RSS shows
+them. Without them a worker holding placed results would never spill or pause.
+
+Which of the process's shared pages are a sealed segment's is read off two counters of
+the kernel (``/proc/self/status``; no page walk, as cheap as ``statm``): ``RssShmem``
+counts the pages of memfds mapped here, which are those of the frames lent to this
+process (mapped in full as they arrive: ``segments.held``) and those of its sealed
+segments it has read. A sealed page written to (copy-on-write) leaves ``RssShmem`` for
+the process's anonymous memory, while the segment keeps its own: it is counted twice,
+as it is twice in memory.
+"""
+
+from __future__ import annotations
+
+import psutil
+
+from corral.comm import segments
+
+_STATUS = "/proc/self/status"
+
+
+def measure(process: psutil.Process) -> int:
+    """Bytes of memory ``process`` (this one) holds: its RSS and its unread sealed pages."""
+    sealed, lent = segments.held()
+    if not sealed:  # nothing placed (or not Linux): the RSS says it all
+        return int(process.memory_info().rss)
+    rss, shmem = _rss_and_shmem()
+    read = min(max(shmem - lent, 0), sealed)  # sealed pages in the RSS already
+    return rss + sealed - read
+
+
+def _rss_and_shmem() -> tuple[int, int]:
+    """``VmRSS`` and ``RssShmem`` of this process, in bytes."""
+    found = {}
+    with open(_STATUS, "rb") as f:
+        for line in f:
+            if line.startswith((b"VmRSS:", b"RssShmem:")):
+                name, value, _ = line.split()
+                found[name] = int(value) * 1024
+    return found[b"VmRSS:"], found[b"RssShmem:"]
