@@ -1,7 +1,7 @@
 """Worker-to-worker transfers, written once for corral and dask.distributed.
 
 Run as a script inside either environment: ``python _transfer_workload.py corral|dask
-[shm|socket] SIZE_MB... --repeats N``; prints one JSON object: for each size, the
+[shm|shm-copy|socket] SIZE_MB... --repeats N``; prints one JSON object: for each size, the
 medians in bytes/s of
 
 * ``transfer``: worker B fetching a NumPy array from worker A, timed on B's event loop
@@ -104,7 +104,9 @@ def main() -> None:
         import corral
         from corral import Client, LocalCluster
 
-        corral.config.set({"comm.shared-memory.enabled": mode == "shm",
+        # shm: results of 8 MiB and up placed in shared memory as they are made (the
+        # default); shm-copy: copied into shared memory as they are sent; socket: neither
+        corral.config.set({"comm.shared-memory.enabled": mode != "socket",
                            "comm.shared-memory.place-results": "8MiB" if mode == "shm"
                            else False})
         cluster = LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None)

@@ -1,11 +1,12 @@
-"""Transfer benchmark: a NumPy array worker to worker, corral (shared memory and socket)
-vs dask.distributed vs a raw loopback socket vs memcpy, in one run.
+"""Transfer benchmark: a NumPy array worker to worker, corral (results placed in shared
+memory as made, copied into it as sent, or the socket) vs dask.distributed vs a raw
+loopback socket vs memcpy, in one run.
 
 Each system: LocalCluster, 2 worker processes x 1 thread, client in a process of its
 own (``_transfer_workload.py``). "transfer" is worker B fetching the array from worker
 A, timed on B's event loop; "task" adds the scheduling around it (a task on B taking
 the array, until its result is back); "make" is the producer's side (a task on A making
-the array, which with shared memory on includes copying it into a segment once, so that
+the array, which with results placed includes copying it into a segment once, so that
 transfers copy nothing). The raw socket (``_raw_socket.py``) sends the same
 bytes between two processes into fresh memory; memcpy copies them within one process
 into memory already touched (the physical limit). Medians of ``--repeats`` repetitions.
@@ -71,6 +72,7 @@ def main() -> None:
           f"{platform.python_version()}, load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
           f"medians of {opts.repeats}")
     shm = run_corral("shm", sizes, opts.repeats)
+    copy = run_corral("shm-copy", sizes, opts.repeats)
     sock = run_corral("socket", sizes, opts.repeats)
     dask = {} if opts.no_dask else run_in_dask_env(
         str(HERE / "_transfer_workload.py"), "dask", *map(str, sizes),
@@ -84,20 +86,22 @@ def main() -> None:
         del payload
     gb = lambda v: f"{v / 1e9:6.2f}" if v else "   n/a"  # noqa: E731
     for kind in ("transfer", "task", "make"):
-        print(f"\n{kind}: GB/s   {'shm':>6} {'socket':>6} {'dask':>6} {'raw':>6} {'memcpy':>6}"
-              f"   shm/raw socket/raw shm/dask socket/dask shm/memcpy")
+        print(f"\n{kind}: GB/s   {'shm':>6} {'shm-cp':>6} {'socket':>6} {'dask':>6} {'raw':>6} "
+              f"{'memcpy':>6}   shm/raw shm-cp/raw socket/raw shm/dask socket/dask shm/memcpy")
         for size in sizes:
-            s, k = shm[size][kind], sock[size][kind]
+            s, c, k = shm[size][kind], copy[size][kind], sock[size][kind]
             d = dask.get(size, {}).get(kind)
-            print(f"{size:>5} MB       {gb(s)} {gb(k)} {gb(d)} {gb(raw[size])} {gb(memcpy[size])}"
-                  f"   {ratio(s, raw[size]):>7} {ratio(k, raw[size]):>10} {ratio(s, d):>8} "
-                  f"{ratio(k, d):>11} {ratio(s, memcpy[size]):>10}")
-    print("\nmake: a task making the array, as a rate (with shm, corral copies it into shared "
-          "memory there)")
+            print(f"{size:>5} MB       {gb(s)} {gb(c)} {gb(k)} {gb(d)} {gb(raw[size])} "
+                  f"{gb(memcpy[size])}   {ratio(s, raw[size]):>7} {ratio(c, raw[size]):>10} "
+                  f"{ratio(k, raw[size]):>10} {ratio(s, d):>8} {ratio(k, d):>11} "
+                  f"{ratio(s, memcpy[size]):>10}")
+    print("\nshm: results placed in shared memory as they are made (the default); shm-cp: "
+          "copied into it as they are sent; make: a task making the array, as a rate")
     print("targets: transfer shm >= 2x raw at 500 MB; socket >= 0.9x raw at every size")
     if opts.json:
-        Path(opts.json).write_text(json.dumps({"shm": shm, "socket": sock, "dask": dask,
-                                               "raw": raw, "memcpy": memcpy}, indent=2))
+        Path(opts.json).write_text(json.dumps({"shm": shm, "shm-copy": copy, "socket": sock,
+                                               "dask": dask, "raw": raw, "memcpy": memcpy},
+                                              indent=2))
 
 
 if __name__ == "__main__":
