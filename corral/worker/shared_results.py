@@ -11,8 +11,9 @@ share its pages, so a value held by several workers of one host is in memory onc
 The copy is paid on the task's thread whether or not the value ever moves, and costs
 about what one transfer's copy would (on a slow VM, ~0.6 ms per MB: half again what a
 task spends writing fresh memory). So only results of
-``comm.shared-memory.place-results`` and up are placed (8 MiB by default, where the
-copy dominates what a transfer costs; ``false``: none). And only plain, writable NumPy
+``comm.shared-memory.place-results`` and up are placed (none by default: a rechunk of
+100 MB chunks took twice as long with 8 MiB; 8 MiB is where the copy dominates what a
+transfer costs, for work whose large results mostly move). And only plain, writable NumPy
 arrays of fixed-size items, C or Fortran contiguous: a copy of anything else could
 differ from what the task returned.
 
