@@ -40,7 +40,8 @@ _FOREIGN_STARTS = (
 )
 SMALL_MESSAGE = 64 * 1024  # below this, frames are joined into one write
 MAX_QUEUED_MESSAGES = 64  # stop reading from a peer whose messages nobody consumes
-READ_CHUNK = 1 << 20  # bytes read per loop callback at most, so big frames share the loop
+READ_CHUNK = 1 << 22  # bytes read per loop callback at most, so big frames share the loop
+# (4 MiB: ~0.5 ms of copying; 1 MiB cost 100 MB transfers ~10 % in an A/B, 16 MiB no better)
 # A peer behind a dead link sends no FIN: keepalive probes find it while we only read
 # (idle 10 s, then 3 probes 5 s apart), the user timeout while our data goes unacked.
 KEEPALIVE = {"TCP_KEEPIDLE": 10, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3, "TCP_USER_TIMEOUT": 30_000}
