@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import psutil
 import pytest
 
+from corral import config
 from corral.core import Server
 
 
@@ -42,16 +43,20 @@ HANDLERS = {"add": add, "slow_add": slow_add, "ticks": ticks, "echo": echo}
 
 @pytest.fixture(params=["tcp://127.0.0.1:0", "inproc://"], ids=["tcp", "inproc"])
 async def server(request) -> AsyncIterator[Server]:
-    """A server with the handlers above, over each transport."""
+    """A server with the handlers above, over each transport (tcp: a real socket, not
+    the in-process shortcut to it)."""
     async with Server(HANDLERS) as s:
-        await s.listen(request.param)
+        with config.set({"comm.inproc-shortcut": False}):
+            await s.listen(request.param)
         yield s
 
 
 @pytest.fixture
 async def tcp_server() -> AsyncIterator[Server]:
+    """A server reached over a real loopback socket."""
     async with Server(HANDLERS) as s:
-        await s.listen("tcp://127.0.0.1:0")
+        with config.set({"comm.inproc-shortcut": False}):
+            await s.listen("tcp://127.0.0.1:0")
         yield s
 
 

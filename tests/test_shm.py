@@ -1,7 +1,8 @@
 """Same-host shared memory for large frames (corral.comm.shm): through it, around it.
 
-In-process servers over loopback TCP (both ends in this process count in one ``stats``),
-then a real cluster of worker processes, and a worker killed while it holds mapped data.
+In-process servers over loopback TCP (both ends in this process count in one ``stats``;
+the in-process shortcut, which needs no shared memory, is off here), then a real cluster
+of worker processes, and a worker killed while it holds mapped data.
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ SMALL = 100_000
 
 def echo(comm, data=None):
     return data
+
+
+@pytest.fixture(autouse=True)
+def over_sockets():
+    with corral.config.set({"comm.inproc-shortcut": False}):
+        yield
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ import random
 import ssl
 import time
 
-from corral.comm import shm
+from corral import config
+from corral.comm import shm, shortcut
 from corral.comm.addressing import Address, format_address, normalize_address, parse_address
 from corral.comm.base import (
     DEFAULT_LIMITS,
@@ -88,7 +89,7 @@ async def connect(
         remaining = deadline - time.monotonic()
         try:
             async with asyncio.timeout(max(remaining, 0.001)):
-                return await backend.connect(address, limits, tls)
+                return await _connect_once(backend, address, limits, tls)
         except HandshakeError:
             raise  # the peer answered and said no: trying again will not change that
         except (OSError, TimeoutError) as e:
@@ -106,19 +107,37 @@ async def connect(
         delay = min(delay * 2, 1.0)
 
 
+async def _connect_once(
+    backend: Backend, address: str, limits: FrameLimits, tls: ssl.SSLContext | None
+) -> Comm:
+    """One attempt: through a listener of this process if one has the address (and the
+    shortcut is on), else through the backend."""
+    if not address.startswith("inproc://") and config.get("comm.inproc-shortcut"):
+        comm = shortcut.connect(address, limits, tls)
+        if comm is not None:
+            return comm
+    return await backend.connect(address, limits, tls)
+
+
 async def listen(
     address: str | int,
     on_comm: ComSink,
     limits: FrameLimits = PRE_AUTH_LIMITS,
     tls: ssl.SSLContext | None = None,
+    shortcut_alias: bool = False,
 ) -> Listener:
     """Start accepting connections at ``address``; ``on_comm`` gets each new comm.
 
+    ``shortcut_alias``: connections from this process to the listener's address go
+    in-process while it is open (``corral.comm.shortcut``); tcp:// and tls:// only.
     Raises ``ListenError`` naming the address and the OS's reason (in use, unknown host)
     when it cannot listen there.
     """
     address = normalize_address(address)
-    listener = _backend(parse_address(address).scheme).listener(address, on_comm, limits, tls)
+    parsed = parse_address(address)
+    listener = _backend(parsed.scheme).listener(address, on_comm, limits, tls)
+    if shortcut_alias and parsed.scheme != "inproc":
+        listener = shortcut.ShortcutListener(listener, on_comm, limits, tls, parsed.host)
     try:
         await listener.start()
     except CommError:

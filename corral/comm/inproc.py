@@ -118,8 +118,13 @@ class InprocListener(Listener):
         self.limits = limits
         self.loop: asyncio.AbstractEventLoop | None = None
 
-    async def start(self) -> None:
+    def bind_loop(self) -> None:
+        """Serve connections on the running loop, without being reachable by address
+        (the in-process shortcut reaches it through ``connect_to``)."""
         self.loop = asyncio.get_running_loop()
+
+    async def start(self) -> None:
+        self.bind_loop()
         with _lock:
             if self.address in _listeners:
                 raise ListenError(f"cannot listen at {self.address}: it is already in use")
@@ -139,6 +144,20 @@ class InprocListener(Listener):
         return server
 
 
+def new_address() -> str:
+    """A fresh inproc:// address for one end of a connection."""
+    return f"inproc://{os.getpid()}/{next(_counter)}"
+
+
+def connect_to(
+    listener: InprocListener, limits: FrameLimits, local_address: str | None = None
+) -> InprocComm:
+    """A new connection to ``listener``, whose loop may be another thread's."""
+    client = InprocComm(local_address or new_address(), listener.address, limits)
+    listener.accept(client)
+    return client
+
+
 class InprocBackend(Backend):
     async def connect(
         self, address: str, limits: FrameLimits, tls: ssl.SSLContext | None = None
@@ -147,9 +166,7 @@ class InprocBackend(Backend):
             listener = _listeners.get(address)
         if listener is None:
             raise ConnectionRefusedError(f"no inproc listener at {address}")
-        client = InprocComm(f"inproc://{os.getpid()}/{next(_counter)}", address, limits)
-        listener.accept(client)
-        return client
+        return connect_to(listener, limits)
 
     def listener(
         self, address: str, on_comm: ComSink, limits: FrameLimits,

@@ -91,11 +91,16 @@ class _TLSFrameProtocol(_FrameProtocol):
         if isinstance(exc, ssl.SSLError):
             self.error = TLSError(describe(exc, self._server))
         else:
-            self.error = TLSError(
-                f"TLS with {self._server} failed: the server hung up right after the TLS "
-                "handshake: it did not accept our client certificate (none given, or "
-                "signed by another CA; see --tls-cert/--tls-key)"
-            )
+            self.error = hung_up(self._server)
+
+
+def hung_up(server: str) -> TLSError:
+    """What a client whose TLS handshake finished hears when the server then hangs up."""
+    return TLSError(
+        f"TLS with {server} failed: the server hung up right after the TLS "
+        "handshake: it did not accept our client certificate (none given, or "
+        "signed by another CA; see --tls-cert/--tls-key)"
+    )
 
 
 async def _first_byte(sock: socket.socket) -> int | None:
@@ -203,10 +208,14 @@ class TLSListener(Listener):
                     ssl_handshake_timeout=config.get("comm.tls-handshake-timeout"),
                 )
         except (OSError, TimeoutError) as e:
-            self._refusals.refuse(_reason(e), "refused: %s", describe(e, f"peer {peer}"))
+            self.refuse(e, peer)
             conn.close()
             return
         self._on_comm(TCPComm(protocol, "tls"))
+
+    def refuse(self, error: BaseException, peer: str) -> None:
+        """Log a failed TLS handshake with ``peer`` (at most a burst a window)."""
+        self._refusals.refuse(_reason(error), "refused: %s", describe(error, f"peer {peer}"))
 
     async def stop(self) -> None:
         self._refusals.close()

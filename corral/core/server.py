@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from corral import comm as transport
+from corral import config
 from corral.comm import DEFAULT_LIMITS, PRE_AUTH_LIMITS, Comm, FrameLimits, Listener, shm
 from corral.comm.addressing import parse_address
 from corral.core.remote_errors import ErrorReply
@@ -102,7 +103,8 @@ class Server:
                 self._options = dataclasses.replace(self._options, shared_listener=shared)
         tls = self.security.ssl_context(server_side=True) if self.security else None
         listener = await transport.listen(
-            address, self._on_comm, limits=self._pre_auth_limits, tls=tls
+            address, self._on_comm, limits=self._pre_auth_limits, tls=tls,
+            shortcut_alias=config.get("comm.inproc-shortcut"),
         )
         self.listeners.append(listener)
 
