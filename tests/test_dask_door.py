@@ -178,6 +178,32 @@ def test_without_a_client_dask_schedules_as_before_and_default_client_says_so():
     assert result.stdout.startswith("no corral client is running"), result.stdout
 
 
+def test_dask_imported_after_the_client_is_hooked_then_and_not_before():
+    """Importing dask is a tenth of a cold start: a client hooks it once it is imported."""
+    code = (
+        "import sys, corral\n"
+        "with corral.Client(n_workers=1, processes=False, dashboard_address=None) as c:\n"
+        "    assert 'dask' not in sys.modules\n"
+        "    import dask\n"
+        "    assert type(dask.config.get('scheduler')).__name__ == 'DefaultClientProxy'\n"
+        "    from corral import get_worker\n"
+        "    ran_on = dask.delayed(lambda: get_worker().address)().compute()\n"
+        "    assert ran_on in c.scheduler_info()['workers']\n"
+        "assert dask.config.get('scheduler', None) is None\n"
+        "with corral.Client(n_workers=1, processes=False, dashboard_address=None):\n"
+        "    pass\n"
+        "import dask.dataframe\n"  # nothing left waiting to hook it
+        "assert dask.config.get('scheduler', None) is None\n"
+        "print('ok')\n"
+    )
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=50)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
 # -- item 2: workers import what the client can ---------------------------------------------
 
 

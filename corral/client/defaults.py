@@ -24,8 +24,10 @@ import contextvars
 import importlib.util
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
+
+from corral import post_import
 
 _lock = threading.Lock()
 _defaults: list[Any] = []  # clients set as default, newest last (strong: Client() alone works)
@@ -33,6 +35,7 @@ _current: contextvars.ContextVar[Any] = contextvars.ContextVar("corral_current_c
                                                                default=None)
 _previous_scheduler: list[Any] = []  # dask's "scheduler" setting before ours went in
 _shuffle_set: list[bool] = []  # whether each hook made corral's shuffle dask's default
+_hook_pending: list[Callable[[], bool]] = []  # cancels the hook due when dask is imported
 
 NO_CLIENT = ("no corral client is running: start one first, e.g. "
              "client = corral.Client() or corral.Client('tcp://scheduler:8786')")
@@ -198,14 +201,30 @@ def _dask_config() -> Any:
 
 
 def _hook_dask() -> None:
-    config = _dask_config()
-    if config is not None:
-        _previous_scheduler.append(config.config.get("scheduler"))
-        config.set(scheduler=SCHEDULER)
-        _shuffle_set.append(_default_shuffle(config))
+    if "dask.config" not in sys.modules:
+        # Not imported (yet): hook it once it is, rather than pay for importing it here.
+        if importlib.util.find_spec("dask") is not None:
+            _hook_pending.append(post_import.when_imported("dask.config", _hook_imported))
+        return
+    _hook_imported(sys.modules["dask.config"])
+
+
+def _hook_imported(config: Any) -> None:
+    with _lock:
+        if _hook_pending:  # run by the import: no longer pending
+            _hook_pending.clear()
+        elif not _defaults:
+            return  # the last default client closed while dask was being imported
+    _previous_scheduler.append(config.config.get("scheduler"))
+    config.set(scheduler=SCHEDULER)
+    _shuffle_set.append(_default_shuffle(config))
 
 
 def _unhook_dask() -> None:
+    with _lock:
+        if _hook_pending:  # dask was never imported: nothing was changed in it
+            _hook_pending.pop()()
+            return
     config = _dask_config()
     if config is not None and _previous_scheduler:
         previous = _previous_scheduler.pop()

@@ -21,13 +21,11 @@ bags, ``"corral"`` means ``"tasks"`` too, which is right across hosts, unlike ``
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.util
 import logging
-import sys
 import threading
 from typing import Any
 
+from corral import post_import
 from corral.shuffle import METHOD
 
 logger = logging.getLogger("corral.shuffle")
@@ -45,14 +43,8 @@ def enable() -> bool:
     if _broken:
         return False
     for target, patch in ((_BAG, _patch_bag), (_TARGET, _patch)):
-        module = sys.modules.get(target)
-        if module is not None:
-            patch(module)
-            continue
-        with _lock:
-            if not any(isinstance(f, _PatchOnImport) and f.target == target
-                       for f in sys.meta_path):
-                sys.meta_path.insert(0, _PatchOnImport(target, patch))
+        if not post_import.waiting_for(target):  # (a race adds a second wait: patches are
+            post_import.when_imported(target, patch)  # idempotent)
     return not _broken
 
 
@@ -61,30 +53,6 @@ def available() -> bool:
     import importlib
 
     return _patch(importlib.import_module(_TARGET))
-
-
-class _PatchOnImport(importlib.abc.MetaPathFinder):
-    """Patches one of dask's modules right after it is first imported."""
-
-    def __init__(self, target: str, patch: Any) -> None:
-        self.target, self.patch = target, patch
-
-    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        if fullname != self.target:
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(fullname)
-        loader = getattr(spec, "loader", None)
-        if spec is None or loader is None or not hasattr(loader, "exec_module"):
-            return spec
-        run = loader.exec_module
-
-        def exec_module(module: Any) -> None:
-            run(module)
-            self.patch(module)
-
-        loader.exec_module = exec_module
-        return spec
 
 
 def _patch(module: Any) -> bool:
