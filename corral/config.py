@@ -38,6 +38,9 @@ DEFAULTS_FILE = Path(__file__).with_name("corral.yaml")
 DEFAULTS: dict[str, Any] = collect_yaml(paths=[str(DEFAULTS_FILE)])[0]
 
 
+_BOOLEANS = {"true": "True", "false": "False", "yes": "True", "no": "False"}
+
+
 class _Environment(Mapping[str, str]):
     """``os.environ`` as donfig should see it: only the variables that name a setting."""
 
@@ -52,7 +55,9 @@ class _Environment(Mapping[str, str]):
     def __getitem__(self, name: str) -> str:
         if not self._wanted(name):
             raise KeyError(name)
-        return os.environ[name]
+        value = os.environ[name]
+        # donfig reads values as Python literals: "false" would stay a (true) string
+        return _BOOLEANS.get(value.strip().lower(), value)
 
     def __iter__(self) -> Iterator[str]:
         return (name for name in list(os.environ) if self._wanted(name))

@@ -64,6 +64,18 @@ def test_environment_variables_set_knobs_and_plumbing_variables_stay_out(monkeyp
     assert config.get("scheduler.worker-ttl") == 30.0
 
 
+@pytest.mark.parametrize(("text", "value"), [("false", False), ("FALSE", False), ("no", False),
+                                             ("true", True), ("True", True), ("yes", True)])
+def test_booleans_in_the_environment_are_read_in_any_case(monkeypatch, text, value):
+    monkeypatch.setenv("CORRAL_COMM__INPROC_SHORTCUT", text)
+    config.refresh()
+    try:
+        assert config.get("comm.inproc-shortcut") is value
+    finally:
+        monkeypatch.delenv("CORRAL_COMM__INPROC_SHORTCUT")
+        config.refresh()
+
+
 def test_tls_files_come_from_the_configuration_when_the_environment_names_none(
         monkeypatch, tmp_path):
     from corral.security import from_environment
