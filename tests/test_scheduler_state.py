@@ -226,6 +226,26 @@ def test_killed_worker_after_allowed_failures(state):
     assert state.tasks["queued"].suspicious == 0  # never started, so never blamed
 
 
+def test_a_worker_dead_before_its_start_report_blames_what_it_would_have_run(state):
+    """A start report may wait for the worker's next write, and a task that kills its
+    worker at once never sends it: the tasks it would have started first by priority,
+    one per thread, are the suspects; the rest of its queue is not."""
+    for i in range(3):
+        state.handle(add_worker(f"tcp://w{i}:1"))
+    state.handle(graph("c", spec("crash")))
+    for _ in range(3):
+        where = state.tasks["crash"].processing_on
+        later = f"later-{where.address}"  # queued behind it there
+        state.handle(graph("c", spec(later, workers=(where.address,))))
+        assert state.tasks[later].processing_on is where
+        actions = state.handle(ev.RemoveWorker(stimulus_id="died", address=where.address))
+        state.validate()
+        assert state.tasks[later].suspicious == 0
+    (report,) = of_type(actions, ev.ReportTaskErred)
+    assert report.key == "crash"
+    assert isinstance(pickle.loads(report.exception), KilledWorker)
+
+
 def test_missing_data_reschedules_the_dependent(state):
     state.handle(add_worker(A), add_worker(B))
     state.handle(ev.ScatterData(stimulus_id="s", client="c",

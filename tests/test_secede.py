@@ -17,6 +17,7 @@ from corral.scheduler.state import SchedulerState
 from corral.worker import events as ev
 from corral.worker.state import WS, WorkerState
 from tests._helpers import wait_until_blocking
+from tests.test_worker_state import started as start
 
 ME, A, B = "tcp://me:1", "tcp://a:1", "tcp://b:1"
 
@@ -28,11 +29,6 @@ def compute(key, priority=(0,)):
 
 def tell(stimulus_id, kind, **fields):
     return ev.SendToScheduler(stimulus_id=stimulus_id, msg=kind(stimulus_id=stimulus_id, **fields))
-
-
-def start(stimulus_id, key):
-    return [ev.Execute(stimulus_id=stimulus_id, key=key), tell(stimulus_id, msgs.TaskStarted,
-                                                                key=key)]
 
 
 def secede(key):

@@ -10,6 +10,7 @@ for that stimulus type in ``corral.scheduler.dispatch``; the operations it calls
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import pickle
 from typing import TYPE_CHECKING
 
@@ -17,7 +18,14 @@ from corral.exceptions import KilledWorker
 from corral.scheduler import events as ev
 from corral.scheduler import recovery
 from corral.scheduler.client_handlers import drop_client
-from corral.scheduler.records import FIRE_AND_FORGET, NONE, TS, WorkerState, discarded
+from corral.scheduler.records import (
+    FIRE_AND_FORGET,
+    NONE,
+    TS,
+    TaskState,
+    WorkerState,
+    discarded,
+)
 
 if TYPE_CHECKING:
     from corral.scheduler.state import SchedulerState
@@ -57,6 +65,19 @@ def worker_paused(state: SchedulerState, s: ev.WorkerPaused) -> None:
                 state.place(ts)
 
 
+def _running(ws: WorkerState) -> set[TaskState]:
+    """The tasks ``ws`` was running, as far as the scheduler can tell: those it reported
+    started and, while fewer than its threads, those it would have started next (its
+    first by priority): a start report may wait for the worker's next write, and a task
+    that kills its worker at once never sends it."""
+    running = set(ws.executing)
+    free = ws.nthreads - len(running) + len(ws.long_running)  # seceded: no thread held
+    if free > 0:
+        unreported = [ts for ts in ws.processing if ts not in running]
+        running.update(heapq.nsmallest(free, unreported, key=lambda ts: ts.priority))
+    return running
+
+
 def remove_worker(state: SchedulerState, s: ev.RemoveWorker) -> None:
     remove(state, s.address, s.reason)
 
@@ -72,13 +93,14 @@ def remove(state: SchedulerState, address: str, reason: str) -> None:
     state.placement.worker_left(ws)
     state.queue.worker_left(ws)
     state.retiring.pop(address, None)
+    suspects = set() if ws.retiring else _running(ws)
     for ts in list(ws.processing):
         # Suspects: tasks it was running that never finished anywhere. Queued tasks are
         # innocent, and so is a task that finished before: it runs again because data
         # was lost, and recomputed roots run first on every restarted worker, slow while
         # it starts up, so they would be blamed for deaths they did not cause. A worker
         # closed on purpose (retired) did not die of its tasks.
-        if ts in ws.executing and not ts.finished_once and not ws.retiring:
+        if ts in suspects and not ts.finished_once:
             ts.suspicious += 1
         state.unassign(ts)
         state.transition(ts, TS.RELEASED)

@@ -154,9 +154,11 @@ class ReleaseData(Instruction):
 
 @dataclass(frozen=True, slots=True)
 class SendToScheduler(Instruction):
-    """A message for the scheduler's batched stream."""
+    """A message for the scheduler's batched stream; ``may_wait``: it goes with the next
+    write, or within the stream's interval, rather than in a write of its own."""
 
     msg: FromWorker
+    may_wait: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -370,7 +370,10 @@ class Worker:
                 self.memory.trim()
         elif isinstance(instruction, ev.SendToScheduler):
             with contextlib.suppress(CommClosedError):
-                self.batched.send(instruction.msg.to_wire())
+                if instruction.may_wait:
+                    self.batched.send_later(instruction.msg.to_wire())
+                else:
+                    self.batched.send(instruction.msg.to_wire())
         else:  # pragma: no cover
             raise TypeError(f"unknown instruction {instruction!r}")
 
