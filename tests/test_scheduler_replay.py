@@ -60,8 +60,9 @@ def random_run(seed: int, steps: int = 1500) -> tuple[SchedulerState, list[ev.Ac
             feed(ev.StealResponse(stimulus_id=f"steal-{step}", worker=steal.worker,
                                   key=steal.key, released=rng.random() < 0.7))
         elif roll < 0.82:
-            gone = rng.choice(sorted(state.workers))
-            feed(ev.RemoveWorker(stimulus_id=f"die-{step}", address=gone, reason="chaos"))
+            if state.workers:  # (all may have gone silent and expired on a tick)
+                gone = rng.choice(sorted(state.workers))
+                feed(ev.RemoveWorker(stimulus_id=f"die-{step}", address=gone, reason="chaos"))
             fresh = f"tcp://fresh{step}:1"
             feed(ev.AddWorker(stimulus_id=f"join-{step}", address=fresh, nthreads=2, now=now))
         elif roll < 0.88:

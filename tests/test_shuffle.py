@@ -337,14 +337,15 @@ def kill_once(df, marker):
     """Kill this worker process the first time, once a peer's pieces reached it."""
     from corral.worker import get_worker
 
-    if not os.path.exists(marker):
-        open(marker, "w").close()
-        worker = get_worker()
-        deadline = time.monotonic() + 10
-        while not worker.shuffles.inbox.heard and time.monotonic() < deadline:
-            time.sleep(0.01)
-        os._exit(1)
-    return df
+    try:  # created here or not at all: two workers starting at once must not both die
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return df
+    worker = get_worker()
+    deadline = time.monotonic() + 10
+    while not worker.shuffles.inbox.heard and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os._exit(1)
 
 
 # Up to 10 s of kill_once's own wait, a nanny's restart and a whole rerun: 8-37 s with
