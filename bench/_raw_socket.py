@@ -50,3 +50,44 @@ def raw_bandwidth(payload: memoryview, repeats: int) -> float:
         sock.close()
     receiver.join()
     return statistics.median(rates)
+
+
+def _serve(ports, payload_size: int, repeats: int) -> None:
+    import numpy as np
+
+    payload = memoryview(np.ones(payload_size, dtype="u1"))
+    server = socket.create_server(("127.0.0.1", 0))
+    ports.put(server.getsockname()[1])
+    conn, _ = server.accept()
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for _ in range(repeats):
+        if not conn.recv(1):
+            break
+        conn.sendall(payload)
+    conn.close()
+
+
+def raw_fetch_bandwidth(nbytes: int, repeats: int, pause: float) -> float:
+    """Median bytes/s of asking another process, over a connection already open, for
+    ``nbytes`` it holds and reading them into fresh memory, each request after ``pause``
+    seconds of quiet: the shape of a worker's fetch (``_transfer_workload`` pauses as
+    long between its rounds), where ``raw_bandwidth`` is a push with both ends awake."""
+    ctx = multiprocessing.get_context("spawn")
+    ports = ctx.Queue()
+    holder = ctx.Process(target=_serve, args=(ports, nbytes, repeats))
+    holder.start()
+    sock = socket.create_connection(("127.0.0.1", ports.get()))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    rates = []
+    for _ in range(repeats):
+        time.sleep(pause)
+        start = time.perf_counter()
+        sock.sendall(b"?")
+        view, got = _fresh_buffer(nbytes), 0
+        while got < nbytes:
+            got += sock.recv_into(view[got:])
+        rates.append(nbytes / (time.perf_counter() - start))
+        view.release()
+    sock.close()
+    holder.join()
+    return statistics.median(rates)

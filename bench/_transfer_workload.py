@@ -104,8 +104,8 @@ def main() -> None:
         import corral
         from corral import Client, LocalCluster
 
-        # shm: results of 8 MiB and up placed in shared memory as they are made (the
-        # default); shm-copy: copied into shared memory as they are sent; socket: neither
+        # shm: results of 8 MiB and up placed in shared memory as they are made;
+        # shm-copy (the default): copied into shared memory as they are sent; socket: neither
         corral.config.set({"comm.shared-memory.enabled": mode != "socket",
                            "comm.shared-memory.place-results": "8MiB" if mode == "shm"
                            else False})

@@ -8,8 +8,10 @@ A, timed on B's event loop; "task" adds the scheduling around it (a task on B ta
 the array, until its result is back); "make" is the producer's side (a task on A making
 the array, which with results placed includes copying it into a segment once, so that
 transfers copy nothing). The raw socket (``_raw_socket.py``) sends the same
-bytes between two processes into fresh memory; memcpy copies them within one process
-into memory already touched (the physical limit). Medians of ``--repeats`` repetitions.
+bytes between two processes into fresh memory: "raw" as a push between two awake
+processes, "raw-f" as a fetch (a request, then the bytes) after the same 0.2 s of quiet
+that starts each round of corral and dask; memcpy copies them within one process into
+memory already touched (the physical limit). Medians of ``--repeats`` repetitions.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
 from _dask_env import run_in_dask_env  # noqa: E402
-from _raw_socket import raw_bandwidth  # noqa: E402
+from _raw_socket import raw_bandwidth, raw_fetch_bandwidth  # noqa: E402
 
 SIZES_MB = (10, 100, 500)
 
@@ -78,29 +80,34 @@ def main() -> None:
         str(HERE / "_transfer_workload.py"), "dask", *map(str, sizes),
         "--repeats", str(opts.repeats), timeout=1200) or {}
     dask = {int(k): v for k, v in dask.items()}
-    raw, memcpy = {}, {}
+    raw, fetch, memcpy = {}, {}, {}
     for size in sizes:
         payload = memoryview(np.ones(size * 10**6, dtype="u1"))
         raw[size] = raw_bandwidth(payload, opts.repeats)
+        fetch[size] = raw_fetch_bandwidth(size * 10**6, opts.repeats, pause=0.2)
         memcpy[size] = memcpy_rate(size * 10**6, opts.repeats)
         del payload
     gb = lambda v: f"{v / 1e9:6.2f}" if v else "   n/a"  # noqa: E731
     for kind in ("transfer", "task", "make"):
         print(f"\n{kind}: GB/s   {'shm':>6} {'shm-cp':>6} {'socket':>6} {'dask':>6} {'raw':>6} "
-              f"{'memcpy':>6}   shm/raw shm-cp/raw socket/raw shm/dask socket/dask shm/memcpy")
+              f"{'raw-f':>6} {'memcpy':>6}   shm/raw shm-cp/raw socket/raw socket/raw-f "
+              f"shm/dask socket/dask")
         for size in sizes:
             s, c, k = shm[size][kind], copy[size][kind], sock[size][kind]
             d = dask.get(size, {}).get(kind)
             print(f"{size:>5} MB       {gb(s)} {gb(c)} {gb(k)} {gb(d)} {gb(raw[size])} "
-                  f"{gb(memcpy[size])}   {ratio(s, raw[size]):>7} {ratio(c, raw[size]):>10} "
-                  f"{ratio(k, raw[size]):>10} {ratio(s, d):>8} {ratio(k, d):>11} "
-                  f"{ratio(s, memcpy[size]):>10}")
-    print("\nshm: results placed in shared memory as they are made (the default); shm-cp: "
-          "copied into it as they are sent; make: a task making the array, as a rate")
+                  f"{gb(fetch[size])} {gb(memcpy[size])}   {ratio(s, raw[size]):>7} "
+                  f"{ratio(c, raw[size]):>10} {ratio(k, raw[size]):>10} "
+                  f"{ratio(k, fetch[size]):>12} {ratio(s, d):>8} {ratio(k, d):>11}")
+    print("\nshm: results placed in shared memory as they are made; shm-cp: copied into it "
+          "as they are sent (the default); make: a task making the array, as a rate; raw: "
+          "a push between two awake processes; raw-f: a fetch (request, then the bytes) "
+          "after 0.2 s of quiet, as each corral and dask round starts")
     print("targets: transfer shm >= 2x raw at 500 MB; socket >= 0.9x raw at every size")
     if opts.json:
         Path(opts.json).write_text(json.dumps({"shm": shm, "shm-copy": copy, "socket": sock,
-                                               "dask": dask, "raw": raw, "memcpy": memcpy},
+                                               "dask": dask, "raw": raw, "raw_fetch": fetch,
+                                               "memcpy": memcpy},
                                               indent=2))
 
 
