@@ -222,9 +222,9 @@ def _hook_imported(config: Any) -> None:
 
 def _unhook_dask() -> None:
     with _lock:
-        if _hook_pending:  # dask was never imported: nothing was changed in it
-            _hook_pending.pop()()
-            return
+        cancel = _hook_pending.pop() if _hook_pending else None
+    if cancel is not None and cancel():
+        return  # dask was never imported: nothing was changed in it
     config = _dask_config()
     if config is not None and _previous_scheduler:
         previous = _previous_scheduler.pop()
