@@ -43,8 +43,9 @@ def enable() -> bool:
     if _broken:
         return False
     for target, patch in ((_BAG, _patch_bag), (_TARGET, _patch)):
-        if not post_import.waiting_for(target):  # (a race adds a second wait: patches are
-            post_import.when_imported(target, patch)  # idempotent)
+        # (two threads may both add a wait: the patches are idempotent)
+        if not post_import.waiting_for(target):
+            post_import.when_imported(target, patch)
     return not _broken
 
 

@@ -369,11 +369,9 @@ class Worker:
             if instruction.trim:
                 self.memory.trim()
         elif isinstance(instruction, ev.SendToScheduler):
+            send = self.batched.send_later if instruction.may_wait else self.batched.send
             with contextlib.suppress(CommClosedError):
-                if instruction.may_wait:
-                    self.batched.send_later(instruction.msg.to_wire())
-                else:
-                    self.batched.send(instruction.msg.to_wire())
+                send(instruction.msg.to_wire())
         else:  # pragma: no cover
             raise TypeError(f"unknown instruction {instruction!r}")
 

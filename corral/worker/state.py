@@ -144,9 +144,12 @@ class WorkerState:
     def _emit(self, kind: type[ev.Instruction], **fields: Any) -> None:
         self._out.append(kind(stimulus_id=self._sid, **fields))
 
-    def _tell(self, kind: type[msgs.FromWorker], **fields: Any) -> None:
-        """Tell the scheduler, naming the stimulus being handled as the cause."""
-        self._emit(ev.SendToScheduler, msg=kind(stimulus_id=self._sid, **fields))
+    def _tell(self, kind: type[msgs.FromWorker], *, may_wait: bool = False,
+              **fields: Any) -> None:
+        """Tell the scheduler, naming the stimulus being handled as the cause
+        (``may_wait``: with the next write, see ``ev.SendToScheduler``)."""
+        self._emit(ev.SendToScheduler, msg=kind(stimulus_id=self._sid, **fields),
+                   may_wait=may_wait)
 
     def _to(self, ts: TaskState, new: WS) -> None:
         if (ts.state, new) not in TRANSITIONS:
@@ -240,8 +243,7 @@ class WorkerState:
             # start rides with its result (one write and one scheduler turn fewer: a
             # quarter of a small task's latency). A death before it went out is blamed on
             # the tasks this worker would have been running (``worker_handlers.remove``).
-            self._emit(ev.SendToScheduler, msg=msgs.TaskStarted(stimulus_id=self._sid, key=key),
-                       may_wait=True)
+            self._tell(msgs.TaskStarted, key=key, may_wait=True)
         for item in waiting_for_resources:
             heapq.heappush(self._ready, item)
 
