@@ -6,6 +6,8 @@ medians in bytes/s of
 
 * ``transfer``: worker B fetching a NumPy array from worker A, timed on B's event loop
   from the request until the array is in B's memory (what a dependency fetch costs);
+* ``again``: the same fetch once more, right after the first: both ends awake and
+  connected, the shape of the raw socket's push (``_raw_socket.raw_bandwidth``);
 * ``task``: submitting a task on B that takes the array as its input, until its (tiny)
   result is back at the client (the fetch plus the scheduling around it);
 * ``make``: a task on A making the array, until a second task on A has read its size:
@@ -44,25 +46,34 @@ async def _fetch(pool_call, nbytes):
     return elapsed
 
 
+async def _fetch_twice(pool_call, nbytes):
+    return await _fetch(pool_call, nbytes), await _fetch(pool_call, nbytes)
+
+
 def corral_fetch(peer, key, nbytes):
-    """On worker B (a thread of client.run): time a fetch from ``peer`` on B's loop."""
+    """On worker B (a thread of client.run): time a fetch from ``peer`` on B's loop, and
+    the same fetch again at once."""
     from corral import get_worker
 
     worker = get_worker()
     call = lambda: worker.pool(peer).get_data(keys=[key])  # noqa: E731
-    return asyncio.run_coroutine_threadsafe(_fetch(call, nbytes), worker.loop).result()
+    return asyncio.run_coroutine_threadsafe(_fetch_twice(call, nbytes), worker.loop).result()
 
 
 async def dask_fetch(peer, key, nbytes, dask_worker=None):
-    """On worker B's loop (dask runs coroutine functions there)."""
+    """On worker B's loop (dask runs coroutine functions there): a fetch, then again."""
     from distributed.worker import get_data_from_worker
 
-    start = time.perf_counter()
-    response = await get_data_from_worker(dask_worker.rpc, [key], peer, who=dask_worker.address)
-    elapsed = time.perf_counter() - start
-    assert response["status"] == "OK", response["status"]
-    assert response["data"][key].nbytes == nbytes
-    return elapsed
+    elapsed = []
+    for _ in range(2):
+        start = time.perf_counter()
+        response = await get_data_from_worker(dask_worker.rpc, [key], peer,
+                                              who=dask_worker.address)
+        elapsed.append(time.perf_counter() - start)
+        assert response["status"] == "OK", response["status"]
+        assert response["data"][key].nbytes == nbytes
+        del response
+    return tuple(elapsed)
 
 
 def measure(client, fetch, sizes, repeats):
@@ -70,23 +81,25 @@ def measure(client, fetch, sizes, repeats):
     out = {}
     for size in sizes:
         nbytes = size * 10**6
-        transfers, tasks, makes = [], [], []
+        transfers, agains, tasks, makes = [], [], [], []
         for i in range(repeats + 1):  # the first round warms connections up
             start = time.perf_counter()
             a = client.submit(make_array, nbytes, workers=[first], pure=False)
             client.submit(size_of, a, workers=[first], pure=False).result()  # a is made
             made = time.perf_counter() - start
-            elapsed = client.run(fetch, first, a.key, nbytes, workers=[second])[second]
+            elapsed, again = client.run(fetch, first, a.key, nbytes, workers=[second])[second]
             start = time.perf_counter()
             assert client.submit(size_of, a, workers=[second], pure=False).result() == nbytes
             task = time.perf_counter() - start
             if i:
                 transfers.append(nbytes / elapsed)
+                agains.append(nbytes / again)
                 tasks.append(nbytes / task)
                 makes.append(nbytes / made)
             del a
             time.sleep(0.2)  # the array is released on both workers
-        out[size] = {"transfer": statistics.median(transfers), "task": statistics.median(tasks),
+        out[size] = {"transfer": statistics.median(transfers),
+                     "again": statistics.median(agains), "task": statistics.median(tasks),
                      "make": statistics.median(makes)}
     return out
 

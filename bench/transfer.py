@@ -5,7 +5,8 @@ loopback socket vs memcpy, in one run.
 Each system: LocalCluster, 2 worker processes x 1 thread, client in a process of its
 own (``_transfer_workload.py``). "transfer" is worker B fetching the array from worker
 A, timed on B's event loop; "task" adds the scheduling around it (a task on B taking
-the array, until its result is back); "make" is the producer's side (a task on A making
+the array, until its result is back); "again" is the same fetch once more, right after
+the first, as the raw push is timed (both ends awake); "make" is the producer's side (a task on A making
 the array, which with results placed includes copying it into a segment once, so that
 transfers copy nothing). The raw socket (``_raw_socket.py``) sends the same
 bytes between two processes into fresh memory: "raw" as a push between two awake
@@ -88,7 +89,7 @@ def main() -> None:
         memcpy[size] = memcpy_rate(size * 10**6, opts.repeats)
         del payload
     gb = lambda v: f"{v / 1e9:6.2f}" if v else "   n/a"  # noqa: E731
-    for kind in ("transfer", "task", "make"):
+    for kind in ("transfer", "again", "task", "make"):
         print(f"\n{kind}: GB/s   {'shm':>6} {'shm-cp':>6} {'socket':>6} {'dask':>6} {'raw':>6} "
               f"{'raw-f':>6} {'memcpy':>6}   shm/raw shm-cp/raw socket/raw socket/raw-f "
               f"shm/dask socket/dask")
@@ -100,7 +101,7 @@ def main() -> None:
                   f"{ratio(c, raw[size]):>10} {ratio(k, raw[size]):>10} "
                   f"{ratio(k, fetch[size]):>12} {ratio(s, d):>8} {ratio(k, d):>11}")
     print("\nshm: results placed in shared memory as they are made; shm-cp: copied into it "
-          "as they are sent (the default); make: a task making the array, as a rate; raw: "
+          "as they are sent (the default); again: the fetch repeated at once; make: a task making the array, as a rate; raw: "
           "a push between two awake processes; raw-f: a fetch (request, then the bytes) "
           "after 0.2 s of quiet, as each corral and dask round starts")
     print("targets: transfer shm >= 2x raw at 500 MB; socket >= 0.9x raw at every size")
