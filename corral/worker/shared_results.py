@@ -81,7 +81,7 @@ def place(value: Any, nbytes: int) -> Any:
     data = memoryview(value.reshape(-1, order=order)).cast("B")
     if segments.sealed_segment(data) is not None:  # a task returned its sealed input
         return value
-    view = segments.seal(data)
+    view = segments.seal(data, shm.cache())  # a segment its peers released, if one fits
     if view is None:  # memory or mappings short: the result stays where it is
         return value
     return np.ndarray(value.shape, value.dtype, buffer=view, order=order)
