@@ -153,7 +153,83 @@ async def test_a_send_that_fails_does_not_count_as_a_lend(pair, monkeypatch):
     assert shm.cache().nbytes == segment.size
 
 
+def test_a_reused_segment_is_copied_into_through_a_window_kept_while_cached():
+    first = placed(1)
+    segment = segments.sealed_segment(first)
+    assert not segment.window  # fresh pages: pwrite
+    del first
+    gc.collect()
+    second = placed(2)
+    assert segments.sealed_segment(second) is segment
+    assert segment.window  # made pages: mapped once, kept
+    assert (second == 2).all()
+    assert segments.held()[2] == segment.size
+    del second
+    gc.collect()
+    assert segments.held()[2] == 0
+    assert shm.cache().mapped == segment.size  # cached with its window
+    third = placed(3)
+    assert (third == 3).all()
+    del third
+    gc.collect()
+    lent = shm.cache().take(LARGE)  # for lending: its pages must leave this RSS
+    assert lent is segment
+    assert not lent.window
+    shm.cache().put(lent)
+
+
+async def test_an_owner_gone_while_a_peer_maps_its_segment_closes_the_window(pair):
+    sender, receiver = pair
+    first = placed(1)
+    del first
+    gc.collect()
+    original = placed(7)
+    segment = segments.sealed_segment(original)
+    assert segment.window
+    frame = await lend(sender, receiver, original)
+    del original
+    gc.collect()
+    assert not segment.window
+    assert segments.held()[2] == 0
+    again = placed(9)
+    assert segments.sealed_segment(again) is not segment
+    assert bytes(frame[-4:]) == b"\x07" * 4
+    del frame
+    gc.collect()
+    await wait_until(lambda: shm.cache().nbytes == segment.size)
+
+
 # -- a worker's memory -----------------------------------------------------------------
+
+
+MEASURED = 32 * 2**20
+
+
+def test_a_windowed_placed_result_and_a_windowed_cached_segment_count_once():
+    import psutil
+
+    from corral.worker import process_memory
+
+    process = psutil.Process()
+    gc.collect()
+    base = process_memory.measure(process)
+    first = shared_results.place(np.ones(MEASURED, dtype="u1"), MEASURED)
+    del first
+    gc.collect()  # cached, no window: counted
+    assert base + 0.9 * MEASURED < process_memory.measure(process) < base + 1.3 * MEASURED
+    second = shared_results.place(np.ones(MEASURED, dtype="u1"), MEASURED)
+    assert segments.sealed_segment(second).window
+    assert base + 0.9 * MEASURED < process_memory.measure(process) < base + 1.3 * MEASURED
+    assert second.sum() == MEASURED  # read: its pages mapped twice here, counted once
+    assert base + 0.9 * MEASURED < process_memory.measure(process) < base + 1.3 * MEASURED
+    del second
+    gc.collect()  # cached with its window open: in the RSS, counted once
+    assert shm.cache().mapped > 0
+    assert base + 0.9 * MEASURED < process_memory.measure(process) < base + 1.3 * MEASURED
+    shm.trim_cache(clear=True)
+    assert process_memory.measure(process) < base + 0.3 * MEASURED
+
+
 
 
 def watch(limit: int, thresholds: Thresholds | None = None) -> MemoryWatch:

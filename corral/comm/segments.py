@@ -50,6 +50,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from corral.comm import _windows
 from corral.comm.framing import allocate_frame
 from corral.exceptions import ProtocolError
 
@@ -79,9 +80,11 @@ class Segment:
     that maps them, not in this process's, not even during the copy (a worker's memory
     manager and its nanny watch its RSS: a paused worker serving its data must not cross
     its limit). A sealed segment is mapped by its owner, in place of the private memory
-    its object had, and lent to peers as it is (``lends`` of them not yet released)."""
+    its object had, and lent to peers as it is (``lends`` of them not yet released);
+    reused for sealing, it keeps a *window* open (``corral.comm._windows``)."""
 
-    __slots__ = ("fd", "home", "idle_since", "lends", "sealed", "size", "spoilt")
+    __slots__ = ("fd", "home", "idle_since", "lends", "sealed", "size", "spoilt", "window",
+                 "written")
 
     def __init__(self, size: int, allocate: bool = True) -> None:
         self.fd = os.memfd_create("corral-frame", os.MFD_CLOEXEC)
@@ -98,6 +101,8 @@ class Segment:
         self.lends = 0  # sealed: sends to peers not yet released (under ``_seal_lock``)
         self.sealed = False  # sealed: its owner's mapping is alive
         self.spoilt = False  # sealed: a lend that will never be released; never reuse
+        self.window = 0  # address of this process's shared mapping of it, if open
+        self.written = False  # its pages were made (filled once, then cached)
 
     def fill(self, frame: Any) -> None:
         """Copy ``frame`` to the start of the segment (``pwrite`` lets go of the GIL)."""
@@ -106,7 +111,20 @@ class Segment:
         while done < source.nbytes:
             done += os.pwrite(self.fd, source[done: done + _CHUNK], done)
 
+    def copy_in(self, data: memoryview) -> None:
+        """Copy ``data`` to the start of the segment through its window, opened if need
+        be, if its pages were made already (else mapping them costs more than ``fill``)."""
+        if not self.window and self.written:
+            self.window = _windows.open_window(self.fd, self.size)
+        if not (self.window and _windows.copy_into(self.window, data)):
+            self.fill(data)
+
+    def close_window(self) -> None:
+        window, self.window = self.window, 0
+        _windows.close_window(window, self.size)
+
     def close(self) -> None:
+        self.close_window()
         os.close(self.fd)
 
 
@@ -122,20 +140,31 @@ class SegmentCache:
     def nbytes(self) -> int:
         return sum(s.size for s in self._free)
 
-    def take(self, nbytes: int, allocate: bool = True) -> Segment:
-        """A cached segment that fits ``nbytes`` snugly, else a new one (``OSError``)."""
+    @property
+    def mapped(self) -> int:
+        """Bytes of the cached segments with a window open (in this process's RSS)."""
+        with self._lock:
+            return sum(s.size for s in self._free if s.window)
+
+    def take(self, nbytes: int, allocate: bool = True, window: bool = False) -> Segment:
+        """A cached segment that fits ``nbytes`` snugly, else a new one (``OSError``);
+        its window closed unless it is for sealing (``window``): a lent segment's pages
+        must not stay in this process's RSS while a peer maps them."""
         with self._lock:
             fits = [s for s in self._free if nbytes <= s.size <= 2 * nbytes]
             if fits:
                 segment = min(fits, key=lambda s: s.size)
                 self._free.remove(segment)
                 stats["reused_segments"] += 1
+                if not window:
+                    segment.close_window()
                 return segment
         return Segment(capacity(nbytes), allocate)
 
     def put(self, segment: Segment, now: float | None = None) -> None:
         """Keep ``segment`` for reuse, freeing the oldest ones past the limit."""
         segment.idle_since = time.monotonic() if now is None else now
+        segment.written = True
         with self._lock:
             self._free.append(segment)
             dropped = []
@@ -179,8 +208,9 @@ _BUDGET = _mapping_budget()
 _mapped = 0  # frames mapped and alive in this process (mappings are made and unmade on
 _mapped_lock = threading.Lock()  # the loop's thread, tasks' threads and the collector's)
 # Bytes, in whole pages, of the segments behind those mappings: lent to this process
-# (mapped populated) and sealed by it (mapped as read); see ``held``.
-_held = {"lent": 0, "sealed": 0}
+# (mapped populated) and sealed by it (mapped as read); and of the windows of sealed
+# segments (their pages mapped twice here, a window's all in the RSS); see ``held``.
+_held = {"lent": 0, "sealed": 0, "windows": 0}
 
 
 def _count_mapping(change: int, kind: str, nbytes: int) -> None:
@@ -191,12 +221,18 @@ def _count_mapping(change: int, kind: str, nbytes: int) -> None:
         _held[kind] += change * pages
 
 
-def held() -> tuple[int, int]:
-    """Bytes (whole pages) of the segments this process sealed and still holds, and of
-    the frames lent to it that it still maps. A sealed segment's pages count in this
-    process's RSS only once read through its mapping, yet live as long as it does: a
+def _count_window(nbytes: int) -> None:
+    with _mapped_lock:
+        _held["windows"] += nbytes
+
+
+def held() -> tuple[int, int, int]:
+    """Bytes (whole pages) of the segments this process sealed and still holds, of the
+    frames lent to it that it still maps, and of the windows open on sealed segments. A
+    sealed segment's pages count in this process's RSS only once read through its
+    mapping (or all at once, through its window), yet live as long as it does: a
     worker's memory watch adds those not counted (``corral.worker.process_memory``)."""
-    return _held["sealed"], _held["lent"]
+    return _held["sealed"], _held["lent"], _held["windows"]
 
 
 def _unmapped(nbytes: int, release: Callable[[], None]) -> None:
@@ -262,9 +298,15 @@ def _unsealed(key: int, nbytes: int) -> None:
     entry = _sealed.pop(key, None)
     if entry is not None:
         segment = entry[2]
+        window = 0
         with _seal_lock:
+            if segment.window:
+                _count_window(-segment.size)
+                if segment.lends:  # the pages are the peers' now, not in this RSS
+                    window, segment.window = segment.window, 0
             segment.sealed = False
             done = not segment.lends
+        _windows.close_window(window, segment.size)
         if done:
             _retire(segment)
 
@@ -312,14 +354,14 @@ def seal(data: memoryview, cache: SegmentCache | None = None) -> memoryview | No
     if _mapped >= _BUDGET:
         return None
     try:
-        # Not allocated beyond what is written: only ``pwrite`` ever writes a segment,
-        # and every mapping of one covers only bytes written in it.
-        segment = (cache.take(nbytes, allocate=False) if cache is not None
+        # Not allocated beyond what is written: every mapping of a segment covers only
+        # bytes written in it, and a window is opened on one only once its pages are made.
+        segment = (cache.take(nbytes, allocate=False, window=True) if cache is not None
                    else Segment(nbytes, allocate=False))
     except OSError:
         return None
     try:
-        segment.fill(data)
+        segment.copy_in(data)
         # Not populated: the pages are in memory already, and mapping them as they are
         # read costs no more than mapping them all now. (So they join this process's RSS
         # only as they are read: ``held`` lets a worker count the rest.)
@@ -333,6 +375,8 @@ def seal(data: memoryview, cache: SegmentCache | None = None) -> memoryview | No
     key = id(mapping)
     _sealed[key] = (_address(mapping), nbytes, segment)
     _count_mapping(1, "sealed", nbytes)
+    if segment.window:
+        _count_window(segment.size)
     weakref.finalize(mapping, _unsealed, key, nbytes)
     stats["sealed_buffers"] += 1
     return memoryview(mapping)

@@ -107,9 +107,10 @@ def cache() -> segments.SegmentCache:
     return _cache
 
 
-def cached_bytes() -> int:
-    """Bytes of the segments kept for reuse: memory this process holds, in no RSS."""
-    return _cache.nbytes if _cache is not None else 0
+def cached_bytes() -> tuple[int, int]:
+    """Bytes of the segments kept for reuse (memory this process holds), and of those of
+    them with a window open (``segments.Segment.copy_in``), which are in its RSS."""
+    return (_cache.nbytes, _cache.mapped) if _cache is not None else (0, 0)
 
 
 def trim_cache(clear: bool = False) -> None:

@@ -85,7 +85,7 @@ class MemoryWatch:
         memory = process_memory.measure(self.process)
         t = w.thresholds
         over = min(t.bytes(t.spill, w.memory_limit), t.bytes(t.pause, w.memory_limit))
-        if memory > over and shm.cached_bytes():
+        if memory > over and shm.cached_bytes()[0]:
             shm.trim_cache(clear=True)
             memory = process_memory.measure(self.process)
         return memory
