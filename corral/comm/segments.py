@@ -22,19 +22,23 @@ segment as it is (``sealed_segment`` finds it), with no copy at all. Workers do 
 large NumPy results (``corral.worker.shared_results``), so same-host peers get them for
 the cost of a mapping.
 
-A sealed segment is recycled too: taken from the cache when one fits (its pages made
-already, the copy in runs twice as fast as into fresh ones), and given back to it when
-nobody maps it any more, that is once its object is gone *and* every peer it was lent
-to said it unmapped it (``lend_sealed``, ``sealed_returned``; a mapping sees what is
-written into the segment later, wherever it did not write itself). A lend whose release
-can never come (the channel closed first: ``sealed_stranded``) spoils the segment for
-good: it is closed, never reused, once the last of its users is gone. Lend counts are
-kept under a lock: objects die on any thread (tasks', the loop's, the collector's).
+A sealed segment is recycled too: taken from the cache when one fits, and given back to
+it when nobody maps it any more, that is once its object is gone *and* every peer it was
+lent to said it unmapped it (``lend_sealed``, ``sealed_returned``; a mapping sees what
+is written into the segment later, wherever it did not write itself). A lend whose
+release can never come (the channel closed first: ``sealed_stranded``) spoils the
+segment for good: it is closed, never reused, once the last of its users is gone. Lend
+counts are kept under a lock: objects die on any thread (tasks', the loop's, the
+collector's).
 
-The copy in is ``pwrite`` in every case: measured on a 2-core VM (500 MB, no huge
-pages), it runs at ~4 GB/s into pages already made, where mapping the segment for the
-copy (``MAP_SHARED``, populated or not, then unmapped) reaches 2-4 GB/s, its page tables
-costing more than the copy saves.
+How a segment is filled (a 2-core VM, 500 MB, no huge pages): ``pwrite`` into fresh
+pages ~2 GB/s, into pages already made ~4 GB/s; mapping the segment for one copy
+(``MAP_SHARED``, populated or not, then unmapped) 2-4 GB/s, the page tables costing
+more than the copy saves; ``memmove`` into a mapping kept open ~12-14 GB/s. So a fresh
+segment, and a lent one, is filled with ``pwrite``; a segment reused for sealing keeps a
+*window* open on it (``Segment.copy_in``, ``corral.comm._windows``) while it is sealed
+and cached, closed when it is taken for lending or its owner goes while a peer maps it
+(its pages then are the peer's, and must not stay in this process's RSS).
 """
 
 from __future__ import annotations

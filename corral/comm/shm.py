@@ -4,8 +4,9 @@ Theory of operation:
 
 * A comm between two processes on one host may get a *side channel*: a Unix
   ``SOCK_SEQPACKET`` connection. For each large frame (``comm.shared-memory.threshold``
-  and up) the writer copies the bytes once into a fresh memfd and sends the side channel
-  one record, ``<u64 sequence><u64 nbytes>``, with the memfd attached (``SCM_RIGHTS``).
+  and up) the writer copies the bytes once into a memfd (fresh, or one a peer released
+  since: ``segments.SegmentCache``) and sends the side channel one record,
+  ``<u64 sequence><u64 nbytes>``, with the memfd attached (``SCM_RIGHTS``).
   In the stream's header that frame's length carries ``SHARED_FLAG``; none of its bytes
   follow in the stream. The reader takes the records in order, checks sequence and size,
   and maps each memfd private and writable (copy-on-write): the frame *is* that
