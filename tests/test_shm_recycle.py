@@ -291,3 +291,22 @@ def test_a_worker_reuses_the_segment_of_a_result_moved_and_released():
         assert after["sealed_frames_sent"] - before["sealed_frames_sent"] == 4
         assert after["recycled_segments"] - before["recycled_segments"] >= 2
         assert after["reused_segments"] - before["reused_segments"] >= 1
+
+
+def test_a_recycled_sealed_segment_is_allocated_in_full_before_it_is_lent(monkeypatch):
+    """Sealed into without allocating (``pwrite`` makes the pages it writes), a segment
+    lent later is allocated first: memory short must show there, not mid-copy."""
+    first = shared_results.place(np.ones(LARGE + 4096, dtype="u1"), LARGE + 4096)
+    segment = segments.sealed_segment(first)
+    assert segment.size > LARGE + 4096  # rounded up: a tail never written
+    del first
+    gc.collect()
+    assert not segment.allocated
+    calls = []
+    monkeypatch.setattr(segments.os, "posix_fallocate",
+                        lambda *args: calls.append(args))
+    lent = shm.cache().take(LARGE + 4096)
+    assert lent is segment
+    assert calls == [(segment.fd, 0, segment.size)]
+    assert segment.allocated
+    shm.cache().put(lent)

@@ -6,9 +6,11 @@ released (``SegmentCache``, ``comm.shared-memory.cache`` bytes at most, each dro
 after ``IDLE_SECONDS`` unused) and fills them again: already allocated, a transfer is
 then one copy in (``pwrite``, never a mapping of the sender's) and none out.
 
-A segment is allocated in full when made (``posix_fallocate``): memory short shows
-as an error there, which sends that frame through the socket, rather than as a
-``SIGBUS`` when the copy touches a page the kernel cannot provide.
+A segment is allocated in full when made (``posix_fallocate``), or before it is lent if
+it was made for sealing (``pwrite`` makes the pages it writes, a window is opened only
+on pages all made): memory short shows as an error there, which sends that frame
+through the socket, rather than as a ``SIGBUS`` when the copy touches a page the kernel
+cannot provide.
 
 A receiver maps what it is lent, private and copy-on-write: its writes stay its own,
 and the mapping keeps the pages alive as long as the object built on it, whatever the
@@ -87,8 +89,8 @@ class Segment:
     its object had, and lent to peers as it is (``lends`` of them not yet released);
     reused for sealing, it keeps a *window* open (``corral.comm._windows``)."""
 
-    __slots__ = ("fd", "home", "idle_since", "lends", "sealed", "size", "spoilt", "window",
-                 "written")
+    __slots__ = ("allocated", "fd", "home", "idle_since", "lends", "sealed", "size", "spoilt",
+                 "window", "written")
 
     def __init__(self, size: int, allocate: bool = True) -> None:
         self.fd = os.memfd_create("corral-frame", os.MFD_CLOEXEC)
@@ -100,6 +102,7 @@ class Segment:
             os.close(self.fd)
             raise
         self.size = size
+        self.allocated = allocate  # every page made (else some may fail when written)
         self.idle_since = 0.0
         self.home: SegmentCache | None = None  # where a sealed segment goes back to
         self.lends = 0  # sealed: sends to peers not yet released (under ``_seal_lock``)
@@ -120,6 +123,7 @@ class Segment:
         be, if its pages were made already (else mapping them costs more than ``fill``)."""
         if not self.window and self.written:
             self.window = _windows.open_window(self.fd, self.size)
+            self.allocated |= bool(self.window)  # (all its pages were mapped)
         if not (self.window and _windows.copy_into(self.window, data)):
             self.fill(data)
 
@@ -156,14 +160,21 @@ class SegmentCache:
         must not stay in this process's RSS while a peer maps them."""
         with self._lock:
             fits = [s for s in self._free if nbytes <= s.size <= 2 * nbytes]
-            if fits:
-                segment = min(fits, key=lambda s: s.size)
-                self._free.remove(segment)
-                stats["reused_segments"] += 1
-                if not window:
-                    segment.close_window()
-                return segment
-        return Segment(capacity(nbytes), allocate)
+            if not fits:
+                return Segment(capacity(nbytes), allocate)
+            segment = min(fits, key=lambda s: s.size)
+            self._free.remove(segment)
+            stats["reused_segments"] += 1
+        if not window:
+            segment.close_window()
+        if allocate and not segment.allocated:  # a sealed one's, filled with fewer bytes
+            try:
+                os.posix_fallocate(segment.fd, 0, segment.size)
+            except OSError:
+                segment.close()
+                raise
+            segment.allocated = True
+        return segment
 
     def put(self, segment: Segment, now: float | None = None) -> None:
         """Keep ``segment`` for reuse, freeing the oldest ones past the limit."""
