@@ -13,9 +13,9 @@ shared memory it costs ~0.5 ms per MB on a slow VM; but the segments of placed r
 that are gone (and that no peer maps any more) are recycled, and copying into one of
 those, through the window kept open on it, costs ~0.07-0.13 ms per MB (``segments``).
 Work whose large results all move then costs the same placed or not (100 MB results
-made on one worker, read on the other: 0.65 s against 0.64), but work whose large
-results mostly stay where they are made pays for copies nobody uses (a rechunk of 100 MB
-chunks on two workers: 1.56-1.68 s against 1.26-1.40). So only results of
+made on one worker, read on the other: 0.65-0.68 s against 0.64-0.66), but work whose
+large results mostly stay where they are made pays for copies nobody uses (a rechunk of
+100 MB chunks on two workers: 1.56-1.68 s against 1.26-1.49). So only results of
 ``comm.shared-memory.place-results`` and up are placed, none by default; 8 MiB is
 where the copy is most of what a transfer costs, for work whose large results mostly
 move or are read by several workers. And only plain, writable NumPy arrays of fixed-size
