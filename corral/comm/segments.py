@@ -6,9 +6,11 @@ released (``SegmentCache``, ``comm.shared-memory.cache`` bytes at most, each dro
 after ``IDLE_SECONDS`` unused) and fills them again: already allocated, a transfer is
 then one copy in (``pwrite``, never a mapping of the sender's) and none out.
 
-A segment is allocated in full when made (``posix_fallocate``): memory short shows
-as an error there, which sends that frame through the socket, rather than as a
-``SIGBUS`` when the copy touches a page the kernel cannot provide.
+A segment is allocated in full when made (``posix_fallocate``), or before it is lent if
+it was made for sealing (``pwrite`` makes the pages it writes, a window is opened only
+on pages all made): memory short shows as an error there, which sends that frame
+through the socket, rather than as a ``SIGBUS`` when the copy touches a page the kernel
+cannot provide.
 
 A receiver maps what it is lent, private and copy-on-write: its writes stay its own,
 and the mapping keeps the pages alive as long as the object built on it, whatever the
@@ -18,10 +20,27 @@ never reused.
 
 A process may also *seal* a buffer (``seal``): copy it into a segment of its own once
 and rebuild its object on a private mapping of it. Sending that buffer later lends the
-segment as it is (``sealed_segment`` finds it), with no copy at all; the segment is
-never written again and closes when the object goes. Workers do this for large NumPy
-results (``corral.worker.shared_results``), so same-host peers get them for the cost of
-a mapping.
+segment as it is (``sealed_segment`` finds it), with no copy at all. Workers do this for
+large NumPy results (``corral.worker.shared_results``), so same-host peers get them for
+the cost of a mapping.
+
+A sealed segment is recycled too: taken from the cache when one fits, and given back to
+it when nobody maps it any more, that is once its object is gone *and* every peer it was
+lent to said it unmapped it (``lend_sealed``, ``sealed_returned``; a mapping sees what
+is written into the segment later, wherever it did not write itself). A lend whose
+release can never come (the channel closed first: ``sealed_stranded``) spoils the
+segment for good: it is closed, never reused, once the last of its users is gone. Lend
+counts are kept under a lock: objects die on any thread (tasks', the loop's, the
+collector's).
+
+How a segment is filled (a 2-core VM, 500 MB, no huge pages): ``pwrite`` into fresh
+pages ~2 GB/s, into pages already made ~4 GB/s; mapping the segment for one copy
+(``MAP_SHARED``, populated or not, then unmapped) 2-4 GB/s, the page tables costing
+more than the copy saves; ``memmove`` into a mapping kept open ~12-14 GB/s. So a fresh
+segment, and a lent one, is filled with ``pwrite``; a segment reused for sealing keeps a
+*window* open on it (``Segment.copy_in``, ``corral.comm._windows``) while it is sealed
+and cached, closed when it is taken for lending or its owner goes while a peer maps it
+(its pages then are the peer's, and must not stay in this process's RSS).
 """
 
 from __future__ import annotations
@@ -37,6 +56,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from corral.comm import _windows
 from corral.comm.framing import allocate_frame
 from corral.exceptions import ProtocolError
 
@@ -49,7 +69,8 @@ _MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)
 # Per process: what went through shared memory, and what fell back to the socket.
 stats = {"sent_frames": 0, "sent_bytes": 0, "received_frames": 0, "received_bytes": 0,
          "fallback_frames": 0, "copied_frames": 0, "reused_segments": 0, "channels": 0,
-         "sealed_buffers": 0, "sealed_frames_sent": 0}
+         "sealed_buffers": 0, "sealed_frames_sent": 0, "recycled_segments": 0,
+         "spoilt_segments": 0}
 
 
 def capacity(nbytes: int) -> int:
@@ -65,9 +86,11 @@ class Segment:
     that maps them, not in this process's, not even during the copy (a worker's memory
     manager and its nanny watch its RSS: a paused worker serving its data must not cross
     its limit). A sealed segment is mapped by its owner, in place of the private memory
-    its object had."""
+    its object had, and lent to peers as it is (``lends`` of them not yet released);
+    reused for sealing, it keeps a *window* open (``corral.comm._windows``)."""
 
-    __slots__ = ("fd", "idle_since", "size")
+    __slots__ = ("allocated", "fd", "home", "idle_since", "lends", "sealed", "size", "spoilt",
+                 "window", "written")
 
     def __init__(self, size: int, allocate: bool = True) -> None:
         self.fd = os.memfd_create("corral-frame", os.MFD_CLOEXEC)
@@ -79,7 +102,14 @@ class Segment:
             os.close(self.fd)
             raise
         self.size = size
+        self.allocated = allocate  # every page made (else some may fail when written)
         self.idle_since = 0.0
+        self.home: SegmentCache | None = None  # where a sealed segment goes back to
+        self.lends = 0  # sealed: sends to peers not yet released (under ``_seal_lock``)
+        self.sealed = False  # sealed: its owner's mapping is alive
+        self.spoilt = False  # sealed: a lend that will never be released; never reuse
+        self.window = 0  # address of this process's shared mapping of it, if open
+        self.written = False  # its pages were made (filled once, then cached)
 
     def fill(self, frame: Any) -> None:
         """Copy ``frame`` to the start of the segment (``pwrite`` lets go of the GIL)."""
@@ -88,7 +118,21 @@ class Segment:
         while done < source.nbytes:
             done += os.pwrite(self.fd, source[done: done + _CHUNK], done)
 
+    def copy_in(self, data: memoryview) -> None:
+        """Copy ``data`` to the start of the segment through its window, opened if need
+        be, if its pages were made already (else mapping them costs more than ``fill``)."""
+        if not self.window and self.written:
+            self.window = _windows.open_window(self.fd, self.size)
+            self.allocated |= bool(self.window)  # (all its pages were mapped)
+        if not (self.window and _windows.copy_into(self.window, data)):
+            self.fill(data)
+
+    def close_window(self) -> None:
+        window, self.window = self.window, 0
+        _windows.close_window(window, self.size)
+
     def close(self) -> None:
+        self.close_window()
         os.close(self.fd)
 
 
@@ -104,20 +148,38 @@ class SegmentCache:
     def nbytes(self) -> int:
         return sum(s.size for s in self._free)
 
-    def take(self, nbytes: int) -> Segment:
-        """A cached segment that fits ``nbytes`` snugly, else a new one (``OSError``)."""
+    @property
+    def mapped(self) -> int:
+        """Bytes of the cached segments with a window open (in this process's RSS)."""
+        with self._lock:
+            return sum(s.size for s in self._free if s.window)
+
+    def take(self, nbytes: int, allocate: bool = True, window: bool = False) -> Segment:
+        """A cached segment that fits ``nbytes`` snugly, else a new one (``OSError``);
+        its window closed unless it is for sealing (``window``): a lent segment's pages
+        must not stay in this process's RSS while a peer maps them."""
         with self._lock:
             fits = [s for s in self._free if nbytes <= s.size <= 2 * nbytes]
-            if fits:
-                segment = min(fits, key=lambda s: s.size)
-                self._free.remove(segment)
-                stats["reused_segments"] += 1
-                return segment
-        return Segment(capacity(nbytes))
+            if not fits:
+                return Segment(capacity(nbytes), allocate)
+            segment = min(fits, key=lambda s: s.size)
+            self._free.remove(segment)
+            stats["reused_segments"] += 1
+        if not window:
+            segment.close_window()
+        if allocate and not segment.allocated:  # a sealed one's, filled with fewer bytes
+            try:
+                os.posix_fallocate(segment.fd, 0, segment.size)
+            except OSError:
+                segment.close()
+                raise
+            segment.allocated = True
+        return segment
 
     def put(self, segment: Segment, now: float | None = None) -> None:
         """Keep ``segment`` for reuse, freeing the oldest ones past the limit."""
         segment.idle_since = time.monotonic() if now is None else now
+        segment.written = True
         with self._lock:
             self._free.append(segment)
             dropped = []
@@ -161,8 +223,9 @@ _BUDGET = _mapping_budget()
 _mapped = 0  # frames mapped and alive in this process (mappings are made and unmade on
 _mapped_lock = threading.Lock()  # the loop's thread, tasks' threads and the collector's)
 # Bytes, in whole pages, of the segments behind those mappings: lent to this process
-# (mapped populated) and sealed by it (mapped as read); see ``held``.
-_held = {"lent": 0, "sealed": 0}
+# (mapped populated) and sealed by it (mapped as read); and of the windows of sealed
+# segments (their pages mapped twice here, a window's all in the RSS); see ``held``.
+_held = {"lent": 0, "sealed": 0, "windows": 0}
 
 
 def _count_mapping(change: int, kind: str, nbytes: int) -> None:
@@ -173,12 +236,18 @@ def _count_mapping(change: int, kind: str, nbytes: int) -> None:
         _held[kind] += change * pages
 
 
-def held() -> tuple[int, int]:
-    """Bytes (whole pages) of the segments this process sealed and still holds, and of
-    the frames lent to it that it still maps. A sealed segment's pages count in this
-    process's RSS only once read through its mapping, yet live as long as it does: a
+def _count_window(nbytes: int) -> None:
+    with _mapped_lock:
+        _held["windows"] += nbytes
+
+
+def held() -> tuple[int, int, int]:
+    """Bytes (whole pages) of the segments this process sealed and still holds, of the
+    frames lent to it that it still maps, and of the windows open on sealed segments. A
+    sealed segment's pages count in this process's RSS only once read through its
+    mapping (or all at once, through its window), yet live as long as it does: a
     worker's memory watch adds those not counted (``corral.worker.process_memory``)."""
-    return _held["sealed"], _held["lent"]
+    return _held["sealed"], _held["lent"], _held["windows"]
 
 
 def _unmapped(nbytes: int, release: Callable[[], None]) -> None:
@@ -226,7 +295,8 @@ def map_frame(fd: int, nbytes: int, release: Callable[[], None]) -> Any:
 # -- buffers sealed by their owner ---------------------------------------------------
 
 # id of a sealed mapping -> (its address, its size, its segment); an entry goes when its
-# mapping does (before the id can be reused), and closes the segment.
+# mapping does (before the id can be reused), and its segment is retired once no peer
+# maps it either (``_retire``).
 _sealed: dict[int, tuple[int, int, Segment]] = {}
 
 
@@ -235,26 +305,78 @@ def _address(buffer: Any) -> int:
     return ctypes.addressof(ctypes.c_char.from_buffer(buffer))
 
 
+_seal_lock = threading.Lock()  # lend counts and owners of sealed segments
+
+
 def _unsealed(key: int, nbytes: int) -> None:
     _count_mapping(-1, "sealed", nbytes)
     entry = _sealed.pop(key, None)
     if entry is not None:
-        entry[2].close()
+        segment = entry[2]
+        window = 0
+        with _seal_lock:
+            if segment.window:
+                _count_window(-segment.size)
+                if segment.lends:  # the pages are the peers' now, not in this RSS
+                    window, segment.window = segment.window, 0
+            segment.sealed = False
+            done = not segment.lends
+        _windows.close_window(window, segment.size)
+        if done:
+            _retire(segment)
 
 
-def seal(data: memoryview) -> memoryview | None:
-    """A copy of ``data`` in a new segment, mapped private and writable; None if memory or
-    mappings are short (the caller keeps ``data``). Sending the returned buffer, or an
-    object built on it, lends the segment instead of copying it (``sealed_segment``)."""
+def lend_sealed(segment: Segment) -> None:
+    """A send of sealed ``segment`` to a peer starts: it is not reused before that peer
+    releases it (``sealed_returned``) or is gone (``sealed_stranded``)."""
+    with _seal_lock:
+        segment.lends += 1
+
+
+def sealed_returned(segment: Segment, stranded: bool = False) -> None:
+    """A peer unmapped sealed ``segment`` (or it was never sent); ``stranded``: that
+    peer may map it still, and will never say when it stops (its channel closed)."""
+    with _seal_lock:
+        segment.lends -= 1
+        segment.spoilt |= stranded
+        done = not segment.lends and not segment.sealed
+    if done:
+        _retire(segment)
+
+
+def sealed_stranded(segment: Segment) -> None:
+    sealed_returned(segment, stranded=True)
+
+
+def _retire(segment: Segment) -> None:
+    """Nobody maps sealed ``segment`` any more, here or in a peer that told: back to the
+    cache it came from, unless a peer may still map it (then only closed)."""
+    if segment.spoilt or segment.home is None:
+        stats["spoilt_segments"] += segment.spoilt
+        segment.close()
+        return
+    stats["recycled_segments"] += 1
+    home, segment.home = segment.home, None
+    home.put(segment)
+
+
+def seal(data: memoryview, cache: SegmentCache | None = None) -> memoryview | None:
+    """A copy of ``data`` in a segment (from ``cache`` if one fits, going back to it when
+    nobody maps it any more), mapped private and writable; None if memory or mappings are
+    short (the caller keeps ``data``). Sending the returned buffer, or an object built on
+    it, lends the segment instead of copying it (``sealed_segment``)."""
     nbytes = data.nbytes
     if _mapped >= _BUDGET:
         return None
     try:
-        segment = Segment(nbytes, allocate=False)  # never reused: not rounded up
+        # Not allocated beyond what is written: every mapping of a segment covers only
+        # bytes written in it, and a window is opened on one only once its pages are made.
+        segment = (cache.take(nbytes, allocate=False, window=True) if cache is not None
+                   else Segment(nbytes, allocate=False))
     except OSError:
         return None
     try:
-        segment.fill(data)
+        segment.copy_in(data)
         # Not populated: the pages are in memory already, and mapping them as they are
         # read costs no more than mapping them all now. (So they join this process's RSS
         # only as they are read: ``held`` lets a worker count the rest.)
@@ -264,9 +386,12 @@ def seal(data: memoryview) -> memoryview | None:
         if isinstance(e, OSError):  # memory short
             return None
         raise
+    segment.home, segment.sealed, segment.lends, segment.spoilt = cache, True, 0, False
     key = id(mapping)
     _sealed[key] = (_address(mapping), nbytes, segment)
     _count_mapping(1, "sealed", nbytes)
+    if segment.window:
+        _count_window(segment.size)
     weakref.finalize(mapping, _unsealed, key, nbytes)
     stats["sealed_buffers"] += 1
     return memoryview(mapping)

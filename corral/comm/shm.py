@@ -4,14 +4,20 @@ Theory of operation:
 
 * A comm between two processes on one host may get a *side channel*: a Unix
   ``SOCK_SEQPACKET`` connection. For each large frame (``comm.shared-memory.threshold``
-  and up) the writer copies the bytes once into a fresh memfd and sends the side channel
-  one record, ``<u64 sequence><u64 nbytes>``, with the memfd attached (``SCM_RIGHTS``).
+  and up) the writer copies the bytes once into a memfd (fresh, or one a peer released
+  since: ``segments.SegmentCache``) and sends the side channel one record,
+  ``<u64 sequence><u64 nbytes>``, with the memfd attached (``SCM_RIGHTS``).
   In the stream's header that frame's length carries ``SHARED_FLAG``; none of its bytes
   follow in the stream. The reader takes the records in order, checks sequence and size,
   and maps each memfd private and writable (copy-on-write): the frame *is* that
   mapping. No copy goes through the kernel's socket buffers, and the receiver never
   copies at all. A frame its owner sealed in a segment already (``segments.seal``) is
   not copied by the writer either: that segment is sent as it is.
+* Releases: the reader tells the writer (a record with ``_RELEASE`` set) when it no
+  longer maps a frame. A segment copied into goes back to the writer's cache then; a
+  sealed one counts one lend less, and goes back to the cache once its owner's object is
+  gone too (``segments.sealed_returned``). Lends outstanding when the channel ends will
+  never be released: those segments are never reused.
 * Lifetimes: a memfd has no name (nothing in ``/dev/shm``). The writer closes its fd
   right after sending it; the receiver closes its own once mapped; the pages go back to
   the kernel when the last mapping goes, i.e. when the object built on the frame is
@@ -102,6 +108,18 @@ def cache() -> segments.SegmentCache:
     return _cache
 
 
+def cached_bytes() -> tuple[int, int]:
+    """Bytes of the segments kept for reuse (memory this process holds), and of those of
+    them with a window open (``segments.Segment.copy_in``), which are in its RSS."""
+    return (_cache.nbytes, _cache.mapped) if _cache is not None else (0, 0)
+
+
+def trim_cache(clear: bool = False) -> None:
+    """Free the cached segments unused for ``segments.IDLE_SECONDS``, or all of them."""
+    if _cache is not None:
+        _cache.clear() if clear else _cache.trim()
+
+
 def _fill_all(jobs: list[tuple[segments.Segment, Any]]) -> None:
     for segment, frame in jobs:
         segment.fill(frame)
@@ -124,6 +142,7 @@ class SharedChannel:
         self.closed = False  # by us: nothing more is sent or taken
         self._ended = False  # by the peer: what it sent before can still be taken
         self._lent: dict[int, segments.Segment] = {}  # sent, not yet released by the peer
+        self._lent_sealed: dict[int, segments.Segment] = {}  # the same, of sealed segments
         self._trimming: asyncio.TimerHandle | None = None
         sock.setblocking(False)
         self._loop.add_reader(sock.fileno(), self._on_readable)
@@ -181,22 +200,28 @@ class SharedChannel:
         return [f for i, f in enumerate(frames) if i not in moved], lengths
 
     def _send(self, segment: segments.Segment, nbytes: int, lent: bool = True) -> bool:
-        """Send ``segment``'s fd; a ``lent`` one comes back to the cache when released."""
+        """Send ``segment``'s fd; a ``lent`` one comes back to the cache when released, a
+        sealed one (not ``lent``) counts one lend more until then."""
         if self.closed or self._ended:
             return False
+        if not lent:  # counted before the peer can have it, and so before it releases it
+            segments.lend_sealed(segment)
         try:
             socket.send_fds(self._sock, [_RECORD.pack(self._sent, nbytes)], [segment.fd])
-        except BlockingIOError:
-            return False  # the peer is behind on records: this frame takes the socket
-        except OSError:
-            self.close()
-            return False
-        if lent:
-            self._lent[self._sent] = segment
+        except OSError as e:
+            if not lent:  # not sent after all (its owner's object holds it meanwhile)
+                segments.sealed_returned(segment)
+            if not isinstance(e, BlockingIOError):  # (blocking: the peer is behind)
+                self.close()
+            return False  # this frame takes the socket
+        (self._lent if lent else self._lent_sealed)[self._sent] = segment
         self._sent += 1
         return True
 
     def _on_release(self, sequence: int) -> None:
+        sealed = self._lent_sealed.pop(sequence, None)
+        if sealed is not None:
+            segments.sealed_returned(sealed)
         segment = self._lent.pop(sequence, None)
         if segment is not None:
             cache().put(segment)
@@ -278,7 +303,14 @@ class SharedChannel:
             with contextlib.suppress(Exception):  # the loop may be closed already
                 self._loop.remove_reader(self._sock.fileno())
             self._sock.close()
+        self._strand()
         self._wake()
+
+    def _strand(self) -> None:
+        """No release can come any more: the sealed segments the peer was lent and did
+        not release may be mapped there still, and are never reused."""
+        while self._lent_sealed:
+            segments.sealed_stranded(self._lent_sealed.popitem()[1])
 
     def close(self) -> None:
         """Stop: the side channel closes, frames sent to us and not taken are dropped."""
@@ -299,6 +331,8 @@ class SharedChannel:
     def __del__(self) -> None:
         while getattr(self, "_records", None):
             os.close(self._records.popleft()[2])
+        if getattr(self, "_lent_sealed", None):
+            self._strand()
 
 
 def _set_once(future: asyncio.Future[None]) -> None:

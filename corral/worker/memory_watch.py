@@ -1,6 +1,7 @@
 """The worker's eyes on memory: it builds the data store, samples the process's memory
 (its RSS, and the shared pages of its placed results: ``corral.worker.process_memory``)
-and turns what it sees into ``MemoryUsage`` stimuli. What to spill, when to pause and
+and turns what it sees into ``MemoryUsage`` stimuli; segments kept for reuse go first
+when that is over the spill or pause threshold. What to spill, when to pause and
 resume is decided by the state machine (``corral.worker.memory``'s rules).
 """
 
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
+from corral.comm import shm
 from corral.exceptions import BadMemoryLimit
 from corral.worker import events as ev
 from corral.worker import process_memory
@@ -73,6 +75,20 @@ class MemoryWatch:
         data = self.worker.data
         return ((data.managed if isinstance(data, SpillBuffer) else 0)
                 + self.worker.shuffles.shards.in_memory)
+
+    def measure(self) -> int:
+        """The process's memory (``process_memory``), once its cache of segments has
+        been trimmed; emptied if that memory is over the spill or pause threshold: kept
+        for speed only, it goes before any result is spilled or any task waits."""
+        w = self.worker
+        shm.trim_cache()
+        memory = process_memory.measure(self.process)
+        t = w.thresholds
+        over = min(t.bytes(t.spill, w.memory_limit), t.bytes(t.pause, w.memory_limit))
+        if memory > over and shm.cached_bytes()[0]:
+            shm.trim_cache(clear=True)
+            memory = process_memory.measure(self.process)
+        return memory
 
     def metrics(self) -> dict[str, Any]:
         """The memory part of a heartbeat's metrics, and the process's CPU use."""
@@ -140,7 +156,7 @@ class MemoryWatch:
         data = self.worker.data
         self.grown = 0
         return ev.MemoryUsage(
-            stimulus_id=self.worker.new_id(), rss=process_memory.measure(self.process),
+            stimulus_id=self.worker.new_id(), rss=self.measure(),
             managed=self._managed(),
             spill_failed=isinstance(data, SpillBuffer) and data.spill_error is not None)
 

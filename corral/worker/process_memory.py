@@ -13,25 +13,37 @@ process (mapped in full as they arrive: ``segments.held``) and those of its seal
 segments it has read. A sealed page written to (copy-on-write) leaves ``RssShmem`` for
 the process's anonymous memory, while the segment keeps its own: it is counted twice,
 as it is twice in memory.
+
+A sealed segment reused keeps a window open on it (``corral.comm._windows``): all its
+pages are in ``RssShmem`` then, once more for those also read through the private
+mapping. ``segments.held`` counts those windows, and they are taken for read pages too.
+
+Segments kept for reuse (``corral.comm.shm.cache``: released by peers, or sealed ones
+whose results are gone) count at their full size: in the RSS already if a window is
+open on them, else mapped nowhere. They are also the cheapest memory to give back: a
+worker about to spill or pause frees them first (``corral.worker.memory_watch``).
 """
 
 from __future__ import annotations
 
 import psutil
 
-from corral.comm import segments
+from corral.comm import segments, shm
 
 _STATUS = "/proc/self/status"
 
 
 def measure(process: psutil.Process) -> int:
-    """Bytes of memory ``process`` (this one) holds: its RSS and its unread sealed pages."""
-    sealed, lent = segments.held()
-    if not sealed:  # nothing placed (or not Linux): the RSS says it all
-        return int(process.memory_info().rss)
+    """Bytes of memory ``process`` (this one) holds: its RSS, its unread sealed pages and
+    the segments it keeps for reuse."""
+    sealed, lent, windows = segments.held()
+    cached, mapped = shm.cached_bytes()
+    if not sealed:  # nothing placed (or not Linux): the RSS says it all, and the cache
+        return int(process.memory_info().rss) + cached - mapped
     rss, shmem = _rss_and_shmem()
-    read = min(max(shmem - lent, 0), sealed)  # sealed pages in the RSS already
-    return rss + sealed - read
+    # Sealed pages in the RSS already: read through their mapping, or in a window.
+    read = min(max(shmem - lent - mapped, 0), sealed + windows)
+    return rss + sealed - read + cached - mapped
 
 
 def _rss_and_shmem() -> tuple[int, int]:

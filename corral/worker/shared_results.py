@@ -8,18 +8,25 @@ the worker keeps the array rebuilt on a private mapping of it. A transfer then s
 that segment as it is: no copy on either side, whatever the size. Peers that map it
 share its pages, so a value held by several workers of one host is in memory once.
 
-The copy is paid on the task's thread whether or not the value ever moves, and costs
-about what one transfer's copy would (on a slow VM, ~0.6 ms per MB: half again what a
-task spends writing fresh memory). So only results of
-``comm.shared-memory.place-results`` and up are placed (none by default: a rechunk of
-100 MB chunks took twice as long with 8 MiB; 8 MiB is where the copy dominates what a
-transfer costs, for work whose large results mostly move). And only plain, writable NumPy
-arrays of fixed-size items, C or Fortran contiguous: a copy of anything else could
-differ from what the task returned.
+The copy is paid on the task's thread whether or not the value ever moves. Into fresh
+shared memory it costs ~0.5 ms per MB on a slow VM; but the segments of placed results
+that are gone (and that no peer maps any more) are recycled, and copying into one of
+those, through the window kept open on it, costs ~0.07-0.13 ms per MB (``segments``).
+Work whose large results all move then costs the same placed or not (100 MB results
+made on one worker, read on the other: 0.65-0.68 s against 0.64-0.66), but work whose
+large results mostly stay where they are made pays for copies nobody uses (a rechunk of
+100 MB chunks on two workers: 1.56-1.68 s against 1.26-1.49). So only results of
+``comm.shared-memory.place-results`` and up are placed, none by default; 8 MiB is
+where the copy is most of what a transfer costs, for work whose large results mostly
+move or are read by several workers. And only plain, writable NumPy arrays of fixed-size
+items, C or Fortran contiguous: a copy of anything else could differ from what the task
+returned.
 
-A placed result's pages join the worker's RSS only as it reads them; its memory watch
-counts the rest (``corral.worker.process_memory``). Spilling it drops the array, hence
-its mapping and segment: the pages go with them.
+A placed result's pages join the worker's RSS only as it reads them (or all at once, if
+its segment was recycled: through the window); its memory watch counts the rest
+(``corral.worker.process_memory``). Spilling it drops the array, hence its mapping:
+its segment goes back to the cache, which the worker empties first when it must spill
+or pause.
 
 Both the worker's array and each peer's are copy-on-write mappings: a task that writes
 into one changes only its own, never the segment, so what a peer receives is the result
@@ -81,7 +88,7 @@ def place(value: Any, nbytes: int) -> Any:
     data = memoryview(value.reshape(-1, order=order)).cast("B")
     if segments.sealed_segment(data) is not None:  # a task returned its sealed input
         return value
-    view = segments.seal(data)
+    view = segments.seal(data, shm.cache())  # a segment its peers released, if one fits
     if view is None:  # memory or mappings short: the result stays where it is
         return value
     return np.ndarray(value.shape, value.dtype, buffer=view, order=order)
