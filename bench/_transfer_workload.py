@@ -1,7 +1,7 @@
 """Worker-to-worker transfers, written once for corral and dask.distributed.
 
 Run as a script inside either environment: ``python _transfer_workload.py corral|dask
-[shm|shm-copy|socket] SIZE_MB... --repeats N``; prints one JSON object: for each size, the
+[shm|shm-send|shm-copy|socket] SIZE_MB... --repeats N``; prints one JSON object: for each size, the
 medians in bytes/s of
 
 * ``transfer``: worker B fetching a NumPy array from worker A, timed on B's event loop
@@ -118,10 +118,11 @@ def main() -> None:
         from corral import Client, LocalCluster
 
         # shm: results of 8 MiB and up placed in shared memory as they are made;
-        # shm-copy (the default): copied into shared memory as they are sent; socket: neither
+        # shm-send (the default): placed there when first sent; shm-copy: copied into it
+        # on every send; socket: none of it
+        placing = {"shm": "8MiB", "shm-send": "on-send"}.get(mode, False)
         corral.config.set({"comm.shared-memory.enabled": mode != "socket",
-                           "comm.shared-memory.place-results": "8MiB" if mode == "shm"
-                           else False})
+                           "comm.shared-memory.place-results": placing})
         cluster = LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None)
         fetch = corral_fetch
     else:

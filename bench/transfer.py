@@ -1,18 +1,18 @@
 """Transfer benchmark: a NumPy array worker to worker, corral (results placed in shared
-memory as made, copied into it as sent, or the socket) vs dask.distributed vs a raw
-loopback socket vs memcpy, in one run.
+memory as made, placed there when first sent, copied into it on every send, or the
+socket) vs dask.distributed vs a raw loopback socket vs memcpy, in one run.
 
 Each system: LocalCluster, 2 worker processes x 1 thread, client in a process of its
 own (``_transfer_workload.py``). "transfer" is worker B fetching the array from worker
-A, timed on B's event loop; "task" adds the scheduling around it (a task on B taking
-the array, until its result is back); "again" is the same fetch once more, right after
-the first, as the raw push is timed (both ends awake); "make" is the producer's side (a task on A making
-the array, which with results placed includes copying it into a segment once, so that
-transfers copy nothing). The raw socket (``_raw_socket.py``) sends the same
-bytes between two processes into fresh memory: "raw" as a push between two awake
-processes, "raw-f" as a fetch (a request, then the bytes) after the same 0.2 s of quiet
-that starts each round of corral and dask; memcpy copies them within one process into
-memory already touched (the physical limit). Medians of ``--repeats`` repetitions.
+A, timed on B's event loop; "again" is the same fetch once more, right after the first,
+as the raw push is timed (both ends awake); "task" adds the scheduling around a fetch (a
+task on B taking the array, until its result is back); "make" is the producer's side (a
+task on A making the array, which with results placed as made includes copying it into
+a segment). The raw socket (``_raw_socket.py``) sends the same bytes between two
+processes into fresh memory: "raw" as a push between two awake processes, "raw-f" as a
+fetch (a request, then the bytes) after the same 0.2 s of quiet that starts each round
+of corral and dask; memcpy copies them within one process into memory already touched
+(the physical limit). Medians of ``--repeats`` repetitions.
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ def main() -> None:
           f"{platform.python_version()}, load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
           f"medians of {opts.repeats}")
     shm = run_corral("shm", sizes, opts.repeats)
+    send = run_corral("shm-send", sizes, opts.repeats)
     copy = run_corral("shm-copy", sizes, opts.repeats)
     sock = run_corral("socket", sizes, opts.repeats)
     dask = {} if opts.no_dask else run_in_dask_env(
@@ -90,26 +91,29 @@ def main() -> None:
         del payload
     gb = lambda v: f"{v / 1e9:6.2f}" if v else "   n/a"  # noqa: E731
     for kind in ("transfer", "again", "task", "make"):
-        print(f"\n{kind}: GB/s   {'shm':>6} {'shm-cp':>6} {'socket':>6} {'dask':>6} {'raw':>6} "
-              f"{'raw-f':>6} {'memcpy':>6}   shm/raw shm-cp/raw socket/raw socket/raw-f "
-              f"shm/dask socket/dask")
+        print(f"\n{kind}: GB/s   {'shm':>6} {'send':>6} {'shm-cp':>6} {'socket':>6} {'dask':>6} "
+              f"{'raw':>6} {'raw-f':>6} {'memcpy':>6}   shm/raw send/raw shm-cp/raw socket/raw "
+              f"socket/raw-f send/dask socket/dask")
         for size in sizes:
-            s, c, k = shm[size][kind], copy[size][kind], sock[size][kind]
+            s, e, c, k = (shm[size][kind], send[size][kind], copy[size][kind],
+                          sock[size][kind])
             d = dask.get(size, {}).get(kind)
-            print(f"{size:>5} MB       {gb(s)} {gb(c)} {gb(k)} {gb(d)} {gb(raw[size])} "
+            print(f"{size:>5} MB       {gb(s)} {gb(e)} {gb(c)} {gb(k)} {gb(d)} {gb(raw[size])} "
                   f"{gb(fetch[size])} {gb(memcpy[size])}   {ratio(s, raw[size]):>7} "
-                  f"{ratio(c, raw[size]):>10} {ratio(k, raw[size]):>10} "
-                  f"{ratio(k, fetch[size]):>12} {ratio(s, d):>8} {ratio(k, d):>11}")
-    print("\nshm: results placed in shared memory as they are made; shm-cp: copied into it "
-          "as they are sent (the default); again: the fetch repeated at once; make: a task making the array, as a rate; raw: "
-          "a push between two awake processes; raw-f: a fetch (request, then the bytes) "
-          "after 0.2 s of quiet, as each corral and dask round starts")
-    print("targets: transfer shm >= 2x raw at 500 MB; socket >= 0.9x raw at every size")
+                  f"{ratio(e, raw[size]):>8} {ratio(c, raw[size]):>10} "
+                  f"{ratio(k, raw[size]):>10} {ratio(k, fetch[size]):>12} {ratio(e, d):>9} "
+                  f"{ratio(k, d):>11}")
+    print("\nshm: results placed in shared memory as they are made; send: placed there when "
+          "first sent (the default); shm-cp: copied into it on every send; again: the fetch "
+          "repeated at once; make: a task making the array, as a rate; raw: a push between "
+          "two awake processes; raw-f: a fetch (request, then the bytes) after 0.2 s of "
+          "quiet, as each corral and dask round starts")
+    print("targets: transfer send (the default) >= 2x raw at 500 MB; "
+          "socket >= 0.9x raw at every size")
     if opts.json:
-        Path(opts.json).write_text(json.dumps({"shm": shm, "shm-copy": copy, "socket": sock,
-                                               "dask": dask, "raw": raw, "raw_fetch": fetch,
-                                               "memcpy": memcpy},
-                                              indent=2))
+        figures = {"shm": shm, "shm-send": send, "shm-copy": copy, "socket": sock,
+                   "dask": dask, "raw": raw, "raw_fetch": fetch, "memcpy": memcpy}
+        Path(opts.json).write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

@@ -91,7 +91,7 @@ def place_from_the_sharing_threshold():
 @pytest.mark.parametrize(("setting", "placed"), [
     (False, False), ("false", False), (None, False), ("none", False), ("0", False),
     (True, True), ("true", True), ("2MiB", True), (LARGE, True), ("3MiB", False),
-    ("lots", False),
+    ("lots", False), ("on-send", False), ("On-Send", False),
 ])
 def test_placing_can_be_turned_off_or_start_at_a_size(setting, placed, caplog):
     array = np.arange(LARGE, dtype="u1")

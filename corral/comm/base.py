@@ -94,6 +94,10 @@ class Comm(abc.ABC):
         """Whether large frames could travel beside this comm in shared memory."""
         return False
 
+    def sends_shared(self, nbytes: int) -> bool:
+        """Whether a frame of ``nbytes`` written now would travel in shared memory."""
+        return False
+
     def attach_shared(self, channel: Any) -> bool:
         """Carry large frames through ``channel`` (a ``shm.SharedChannel``) from now on;
         False if this comm cannot."""

@@ -151,6 +151,9 @@ class TCPComm(Comm):
     def can_share(self) -> bool:
         return True
 
+    def sends_shared(self, nbytes: int) -> bool:
+        return self._goes_shared([nbytes])
+
     def attach_shared(self, channel: SharedChannel) -> bool:
         if self.closed() or self.shared is not None:
             return False

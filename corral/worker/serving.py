@@ -2,8 +2,9 @@
 ``update_data`` for scatter), ``client.run``, ``client.restart``'s reset, its identity;
 and how task results and errors are pickled to travel.
 
-``Serving`` is one of the worker's extensions, like ``WorkerExtras``: it holds no state
-of its own and reaches the worker's store and state machine through it.
+``Serving`` is one of the worker's extensions, like ``WorkerExtras``: it reaches the
+worker's store and state machine through it, and holds only the seals under way of
+values about to go through shared memory (``shared_results``, "on-send").
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from corral.core.validate import checked
 from corral.exceptions import CommClosedError
 from corral.protocol import dumps_pickle, loads_pickle
 from corral.sizeof import sizeof
-from corral.worker import context
+from corral.worker import context, shared_results
 from corral.worker import events as ev
 from corral.worker.spill import SpillBuffer
 
@@ -35,6 +36,9 @@ class Serving:
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
+        # key -> (the value being sealed, its sealed copy to come): two peers fetching it
+        # at once wait on one copy
+        self._sealing: dict[Any, tuple[Any, asyncio.Future[Any]]] = {}
 
     def handlers(self) -> dict[str, Any]:
         return {"get_data": self.get_data, "update_data": self.update_data, "run": self.run,
@@ -52,6 +56,8 @@ class Serving:
             data = await store.async_get(keys, missing="omit")
         else:
             data = {k: store[k] for k in keys if k in store}
+        if shared_results.seals_on_send():
+            data = await self._sealed_to_send(comm, data)
         try:
             await comm.write(data)
         except CommClosedError:
@@ -60,6 +66,44 @@ class Serving:
             logger.warning("cannot send %s to %s: %s: %s",
                            list(data)[:5], comm.peer_address, type(e).__name__, e)
             raise
+
+    async def _sealed_to_send(self, comm: Comm, data: dict[Any, Any]) -> dict[Any, Any]:
+        """``data``, each array in it that goes through shared memory on ``comm`` sealed
+        first (on another thread: a copy), and held sealed from now on in place of the
+        original: its later sends copy nothing."""
+        todo = [key for key, value in data.items()
+                if shared_results.sealable(value) and comm.sends_shared(value.nbytes)]
+        if not todo:
+            return data
+        data = dict(data)
+        for key in todo:
+            value = data[key]
+            sealing = self._sealing.get(key)
+            if sealing is None or sealing[0] is not value:
+                future = asyncio.ensure_future(asyncio.to_thread(shared_results.seal, value))
+                self._sealing[key] = sealing = (value, future)
+                future.add_done_callback(functools.partial(self._sealed, key, value))
+            try:
+                data[key] = await asyncio.shield(sealing[1])
+            except Exception as e:  # the value goes as it is, copied into shared memory
+                logger.warning("cannot place %r in shared memory: %s: %s", key,
+                               type(e).__name__, e)
+        return data
+
+    def _sealed(self, key: Any, value: Any, future: asyncio.Future[Any]) -> None:
+        sealing = self._sealing.get(key)
+        if sealing is not None and sealing[1] is future:
+            del self._sealing[key]
+        if future.cancelled() or future.exception() is not None:
+            return
+        sealed = future.result()
+        store = self.worker.data
+        if sealed is value:  # memory or mappings short: nothing to swap
+            return
+        if isinstance(store, SpillBuffer):
+            store.swap(key, value, sealed)
+        elif store.get(key) is value:  # released or replaced meanwhile: not brought back
+            store[key] = sealed
 
     @checked
     def update_data(

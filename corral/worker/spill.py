@@ -184,6 +184,16 @@ class SpillBuffer(zict.AsyncBuffer[Key, Any]):
         self._known[key] = nbytes
         self[key] = value
 
+    def swap(self, key: Key, old: Any, new: Any) -> bool:
+        """Hold ``new`` in memory in place of ``old`` under ``key``, at ``old``'s size, if
+        ``old`` is held there still; False if it was released, spilled or replaced."""
+        with self.lock:
+            if self.fast.d.get(key) is not old:
+                return False
+            self._known[key] = int(self.fast.weights[key])
+            self.fast.set_noevict(key, new)
+            return True
+
     def _weigh(self, key: Key, value: Any) -> int:
         nbytes = self._known.pop(key, None)
         return sizeof(value) if nbytes is None else nbytes
