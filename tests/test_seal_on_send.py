@@ -81,7 +81,8 @@ async def test_a_value_sent_is_sealed_and_held_sealed(store):
     serving = _serving(store)
     sent = await serving._sealed_to_send(_Comm(), {"x": value, "small": small})
     assert sent["small"] is small  # too small to go through shared memory
-    assert sent["x"] is not value and segments.sealed_segment(sent["x"]) is not None
+    assert sent["x"] is not value
+    assert segments.sealed_segment(sent["x"]) is not None
     np.testing.assert_array_equal(sent["x"], value)
     assert _held(store, "x") is sent["x"]  # the worker keeps the sealed copy
     if isinstance(store, SpillBuffer):
