@@ -5,6 +5,7 @@ worker's cache of segments, counted and given back before it spills or pauses.""
 from __future__ import annotations
 
 import gc
+import os
 import socket
 import types
 import weakref
@@ -310,3 +311,39 @@ def test_a_recycled_sealed_segment_is_allocated_in_full_before_it_is_lent(monkey
     assert calls == [(segment.fd, 0, segment.size)]
     assert segment.allocated
     shm.cache().put(lent)
+
+
+def _resident(buffer) -> int:
+    """Bytes of ``buffer``'s mapping that are mapped in this process (its ``Rss``)."""
+    import ctypes
+
+    start = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+    with open("/proc/self/smaps") as smaps:
+        lines = smaps.read().splitlines()
+    for at, line in enumerate(lines):
+        if line.split("-")[0] == f"{start:x}":
+            rss = next(x for x in lines[at + 1:] if x.startswith("Rss:"))
+            return int(rss.split()[1]) * 1024
+    raise AssertionError("mapping not found")
+
+
+@pytest.mark.parametrize("sealed", [True, False], ids=["cannot-shrink", "may-shrink"])
+def test_a_lent_frame_is_mapped_in_full_whether_or_not_its_segment_may_shrink(sealed):
+    nbytes = 64 * 2**16
+    if sealed:
+        segment = segments.Segment(nbytes)
+        fd = segment.fd
+        with pytest.raises(PermissionError):  # receivers may read it: it never shrinks
+            os.ftruncate(fd, 0)
+    else:
+        fd = os.memfd_create("test-frame")
+        os.ftruncate(fd, nbytes)
+    os.pwrite(fd, b"x" * nbytes, 0)
+    assert segments._cannot_shrink(fd) == sealed
+    buffer = segments._map_private(fd, nbytes)
+    if sealed:  # read a window at a time: the kernel may leave out a page it is busy with
+        assert _resident(buffer) >= 0.95 * nbytes
+    else:
+        assert _resident(buffer) == nbytes
+    buffer.close()
+    os.close(fd)

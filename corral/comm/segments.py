@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import mmap
 import os
 import stat
@@ -65,6 +66,10 @@ _CHUNK = 2**30  # os.preadv reads at most ~2 GiB at once
 # madvise: map a file's pages readable in one call, without breaking copy-on-write
 # (Linux 5.14; before it, pages fault in when first touched)
 _MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)
+# A read fault on a file's mapping maps the pages around it too, this many bytes
+# (Linux's default ``fault_around_bytes``); and memfds that can be sealed (Linux 3.17)
+_FAULT_AROUND = 64 * 1024
+_ALLOW_SEALING = getattr(os, "MFD_ALLOW_SEALING", 0) if hasattr(fcntl, "F_SEAL_SHRINK") else 0
 
 # Per process: what went through shared memory, and what fell back to the socket.
 stats = {"sent_frames": 0, "sent_bytes": 0, "received_frames": 0, "received_bytes": 0,
@@ -93,11 +98,13 @@ class Segment:
                  "window", "written")
 
     def __init__(self, size: int, allocate: bool = True) -> None:
-        self.fd = os.memfd_create("corral-frame", os.MFD_CLOEXEC)
+        self.fd = os.memfd_create("corral-frame", os.MFD_CLOEXEC | _ALLOW_SEALING)
         try:
             # A segment filled once and never mapped before that needs no allocating:
             # ``pwrite`` fails cleanly where memory is short.
             os.posix_fallocate(self.fd, 0, size) if allocate else os.ftruncate(self.fd, size)
+            if _ALLOW_SEALING:  # never shorter: receivers may touch its pages (``_populate``)
+                fcntl.fcntl(self.fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK)
         except BaseException:
             os.close(self.fd)
             raise
@@ -262,9 +269,32 @@ def _map_private(fd: int, nbytes: int, populate: bool = True) -> mmap.mmap:
     buffer = mmap.mmap(fd, nbytes, flags=mmap.MAP_PRIVATE,
                        prot=mmap.PROT_READ | mmap.PROT_WRITE)
     if populate:
-        with contextlib.suppress(OSError):  # an older kernel: pages fault in when touched
-            buffer.madvise(_MADV_POPULATE_READ)
+        _populate(fd, buffer)
     return buffer
+
+
+def _cannot_shrink(fd: int) -> bool:
+    try:
+        return bool(fcntl.fcntl(fd, fcntl.F_GET_SEALS) & fcntl.F_SEAL_SHRINK)
+    except (OSError, AttributeError):
+        return False
+
+
+def _populate(fd: int, buffer: mmap.mmap) -> None:
+    """Map ``buffer``'s pages now. Reading one byte per ``_FAULT_AROUND`` maps each
+    window's pages in one fault (500 MB: 33 ms; a page the kernel is busy with may be
+    left to fault in when read), where ``MADV_POPULATE_READ`` maps them one by one
+    (45 ms); but a read past the end of a segment cut short by its sender would
+    kill this process (``SIGBUS``), so only segments sealed against shrinking are read."""
+    if _cannot_shrink(fd):
+        # The windows are aligned in this process's addresses: read the first byte, then
+        # one at the start of each window after it.
+        first = -_address(buffer) % _FAULT_AROUND
+        with memoryview(buffer) as view, view[first::_FAULT_AROUND] as every_window:
+            view[0], every_window.tobytes()
+        return
+    with contextlib.suppress(OSError):  # an older kernel: pages fault in when touched
+        buffer.madvise(_MADV_POPULATE_READ)
 
 
 def map_frame(fd: int, nbytes: int, release: Callable[[], None]) -> Any:
