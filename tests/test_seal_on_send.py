@@ -63,7 +63,9 @@ def _serving(store) -> Serving:
 @pytest.fixture(params=["dict", "spill"])
 def store(request, tmp_path):
     if request.param == "dict":
-        yield {}
+        held: dict = {}
+        yield held
+        held.clear()  # a sealed array left here would keep its segment open for later tests
         return
     buffer = SpillBuffer(str(tmp_path), target=2**40)
     yield buffer
