@@ -12,7 +12,9 @@ on pages all made): memory short shows as an error there, which sends that frame
 through the socket, rather than as a ``SIGBUS`` when the copy touches a page the kernel
 cannot provide.
 
-A receiver maps what it is lent, private and copy-on-write: its writes stay its own,
+A receiver maps what it is lent, private and copy-on-write, its pages at once
+(``_populate``; every segment is sealed against shrinking, so reading them is safe):
+its writes stay its own,
 and the mapping keeps the pages alive as long as the object built on it, whatever the
 sender does meanwhile. A sender reuses a segment only after the receiver said it
 unmapped it; a segment whose release never comes (the channel closed first) is closed,
@@ -21,8 +23,9 @@ never reused.
 A process may also *seal* a buffer (``seal``): copy it into a segment of its own once
 and rebuild its object on a private mapping of it. Sending that buffer later lends the
 segment as it is (``sealed_segment`` finds it), with no copy at all. Workers do this for
-large NumPy results (``corral.worker.shared_results``), so same-host peers get them for
-the cost of a mapping.
+large NumPy arrays the first time they send them to a same-host peer, or as their tasks
+make them (``corral.worker.shared_results``), so that peers get them for the cost of a
+mapping.
 
 A sealed segment is recycled too: taken from the cache when one fits, and given back to
 it when nobody maps it any more, that is once its object is gone *and* every peer it was
