@@ -31,7 +31,7 @@ A sealed segment is recycled too: taken from the cache when one fits, and given 
 it when nobody maps it any more, that is once its object is gone *and* every peer it was
 lent to said it unmapped it (``lend_sealed``, ``sealed_returned``; a mapping sees what
 is written into the segment later, wherever it did not write itself). A lend whose
-release can never come (the channel closed first: ``sealed_stranded``) spoils the
+release can never come (the channel closed first: ``stranded``) spoils the
 segment for good: it is closed, never reused, once the last of its users is gone. Lend
 counts are kept under a lock: objects die on any thread (tasks', the loop's, the
 collector's).
@@ -361,7 +361,7 @@ def _unsealed(key: int, nbytes: int) -> None:
 
 def lend_sealed(segment: Segment) -> None:
     """A send of sealed ``segment`` to a peer starts: it is not reused before that peer
-    releases it (``sealed_returned``) or is gone (``sealed_stranded``)."""
+    releases it or is gone (``sealed_returned``)."""
     with _seal_lock:
         segment.lends += 1
 
@@ -375,10 +375,6 @@ def sealed_returned(segment: Segment, stranded: bool = False) -> None:
         done = not segment.lends and not segment.sealed
     if done:
         _retire(segment)
-
-
-def sealed_stranded(segment: Segment) -> None:
-    sealed_returned(segment, stranded=True)
 
 
 def _retire(segment: Segment) -> None:

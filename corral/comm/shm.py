@@ -310,7 +310,7 @@ class SharedChannel:
         """No release can come any more: the sealed segments the peer was lent and did
         not release may be mapped there still, and are never reused."""
         while self._lent_sealed:
-            segments.sealed_stranded(self._lent_sealed.popitem()[1])
+            segments.sealed_returned(self._lent_sealed.popitem()[1], stranded=True)
 
     def close(self) -> None:
         """Stop: the side channel closes, frames sent to us and not taken are dropped."""
