@@ -11,7 +11,7 @@ once.
 When to seal is ``comm.shared-memory.place-results``:
 
 * ``on-send`` (the default): a value is sealed the first time it is about to go to a
-  same-host peer through shared memory (``seal_to_send``, called by ``serving``), and the
+  same-host peer through shared memory (``corral.worker.serving``), and the
   worker's store keeps the sealed array in place of the private one. Only values that
   move pay the copy, once, and it costs no more than the copy every send made before
   (less, into a recycled segment); its later sends copy nothing.
@@ -36,7 +36,7 @@ or pause.
 
 Both the worker's array and each peer's are copy-on-write mappings: a task that writes
 into one changes only its own, never the segment, so what a peer receives is the value
-as the task returned it.
+as it was sealed.
 """
 
 from __future__ import annotations
@@ -104,9 +104,12 @@ def sealable(value: Any) -> bool:
     return segments.sealed_segment(_bytes(value)) is None  # e.g. a task returned its input
 
 
+def _order(value: Any) -> str:
+    return "C" if value.flags.c_contiguous else "F"
+
+
 def _bytes(value: Any) -> memoryview:
-    order = "C" if value.flags.c_contiguous else "F"
-    return memoryview(value.reshape(-1, order=order)).cast("B")
+    return memoryview(value.reshape(-1, order=_order(value))).cast("B")
 
 
 def seal(value: Any) -> Any:
@@ -116,8 +119,7 @@ def seal(value: Any) -> Any:
     view = segments.seal(_bytes(value), shm.cache())  # a segment its peers released, if one fits
     if view is None:
         return value
-    order = "C" if value.flags.c_contiguous else "F"
-    return np.ndarray(value.shape, value.dtype, buffer=view, order=order)
+    return np.ndarray(value.shape, value.dtype, buffer=view, order=_order(value))
 
 
 def place(value: Any, nbytes: int) -> Any:
