@@ -1,43 +1,46 @@
 """The physical limit for one-way bandwidth: ``sendall`` / ``recv_into`` between two processes.
 
-The receiver reads into memory advised to use huge pages, as corral's transport does,
-so both sides pay the same to touch fresh memory and the ratio measures only overhead.
+The receiver reads into fresh memory of the kind corral's transport gives a new large
+frame (``corral.comm.frame_memory``: aligned on huge pages), so both pay the same to touch
+fresh memory and the ratio measures only overhead; with ``reuse``, into one buffer
+touched before, as corral reads a frame into memory an earlier one left.
 """
 
 from __future__ import annotations
 
-import mmap
 import multiprocessing
 import socket
 import statistics
 import time
 
+from corral.comm.frame_memory import FrameCache
+
 
 def _fresh_buffer(nbytes: int) -> memoryview:
-    buffer = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    if hasattr(mmap, "MADV_HUGEPAGE"):
-        buffer.madvise(mmap.MADV_HUGEPAGE)
-    return memoryview(buffer)
+    return FrameCache(limit=0).frame(nbytes)  # caches nothing: new memory every time
 
 
-def _receive(ports, nbytes: int, repeats: int) -> None:
+def _receive(ports, nbytes: int, repeats: int, reuse: bool) -> None:
     server = socket.create_server(("127.0.0.1", 0))
     ports.put(server.getsockname()[1])
+    kept = _fresh_buffer(nbytes) if reuse else None
+    if kept is not None:
+        kept[:] = bytes(nbytes)
     for _ in range(repeats):
         conn, _ = server.accept()
-        view, got = _fresh_buffer(nbytes), 0
+        view, got = kept if kept is not None else _fresh_buffer(nbytes), 0
         while got < nbytes:
             got += conn.recv_into(view[got:])
         conn.sendall(b"k")
         conn.close()
-        view.release()
+        del view
 
 
-def raw_bandwidth(payload: memoryview, repeats: int) -> float:
+def raw_bandwidth(payload: memoryview, repeats: int, reuse: bool = False) -> float:
     """Median bytes/s of sending ``payload`` to another process and hearing it arrived."""
     ctx = multiprocessing.get_context("spawn")
     ports = ctx.Queue()
-    receiver = ctx.Process(target=_receive, args=(ports, payload.nbytes, repeats))
+    receiver = ctx.Process(target=_receive, args=(ports, payload.nbytes, repeats, reuse))
     receiver.start()
     port = ports.get()
     rates = []
@@ -87,7 +90,7 @@ def raw_fetch_bandwidth(nbytes: int, repeats: int, pause: float) -> float:
         while got < nbytes:
             got += sock.recv_into(view[got:])
         rates.append(nbytes / (time.perf_counter() - start))
-        view.release()
+        del view
     sock.close()
     holder.join()
     return statistics.median(rates)

@@ -21,7 +21,7 @@ import pytest
 
 from corral import comm as transport
 from corral.certs import generate
-from corral.comm import Comm, FrameLimits, normalize_address, parse_address
+from corral.comm import Comm, FrameLimits, framing, normalize_address, parse_address
 from corral.comm.framing import encode_header
 from corral.comm.tcp import KEEPALIVE, MAX_QUEUED_MESSAGES
 from corral.comm.tls import PLAINTEXT_REFUSAL
@@ -289,6 +289,22 @@ async def test_message_over_the_receivers_limits_closes_the_comm(pair):
     with pytest.raises(FrameLimitError, match="exceeds the limit"):
         await pair.server.read_frames()
     assert pair.server.closed()
+
+
+async def test_no_memory_for_a_large_frame_closes_that_comm_in_one_line(
+        stream_pair, monkeypatch, caplog):
+    def no_memory(length):
+        raise MemoryError(f"cannot allocate {length} bytes")
+
+    monkeypatch.setattr(framing, "allocate_frame", no_memory)
+    with contextlib.suppress(CommClosedError):
+        await stream_pair.client.write_frames([b"y" * (8 * 2**20)])
+    with pytest.raises(CommClosedError, match="no memory for an incoming message: "
+                                              "MemoryError: cannot allocate 8388608 bytes"):
+        await stream_pair.server.read_frames()
+    assert stream_pair.server.closed()
+    (record,) = [r for r in caplog.records if "no memory" in r.getMessage()]
+    assert record.exc_info is None
 
 
 def _socket_buffers_max() -> int:

@@ -22,12 +22,11 @@ a buffer to fill, tells it how many bytes arrived, and collects complete message
 
 from __future__ import annotations
 
-import mmap
 import os
 import struct
-import sys
 from dataclasses import dataclass, field
 
+from corral.comm import frame_memory
 from corral.exceptions import FrameLimitError
 
 _COUNT = struct.Struct("<I")
@@ -36,9 +35,8 @@ _LENGTH_SIZE = 8
 STAGING_SIZE = 64 * 1024
 # Frames at least this large are read straight into their own buffer.
 DIRECT_READ_THRESHOLD = 64 * 1024
-# Frames at least this large get memory advised to use transparent huge pages.
+# Frames at least this large get memory of their own, aligned on huge pages and reused.
 HUGE_PAGE_THRESHOLD = 4 * 2**20
-_HUGE_PAGES = sys.platform == "linux" and hasattr(mmap, "MADV_HUGEPAGE")
 
 SHARED_FLAG = 1 << 63
 
@@ -104,18 +102,16 @@ def frame_nbytes(frame: object) -> int:
 
 
 def allocate_frame(length: int) -> bytearray | memoryview:
-    """A writable buffer for one large incoming frame.
+    """A writable buffer for one large incoming frame, to be filled before it is read.
 
     Touching a fresh 100 MiB ``bytearray`` costs ~25 000 page faults, which on a VM take
-    longer than the transfer itself; private anonymous memory advised to use huge pages
-    needs ~50. Consumers only rely on the buffer protocol, so either type will do; the
-    memoryview keeps its mapping alive and compares equal to bytes with the same content.
+    longer than the transfer itself; large frames get memory aligned on huge pages
+    instead, used again once their consumers are done with it (``frame_memory``).
+    Consumers only rely on the buffer protocol, so either type will do.
     """
-    if not _HUGE_PAGES or length < HUGE_PAGE_THRESHOLD:
+    if length < HUGE_PAGE_THRESHOLD:
         return bytearray(length)
-    buffer = mmap.mmap(-1, length, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    buffer.madvise(mmap.MADV_HUGEPAGE)
-    return memoryview(buffer)
+    return frame_memory.frame(length)
 
 
 def encode_header(lengths: list[int]) -> bytes:

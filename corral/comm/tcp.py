@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import socket
 import ssl
 from collections import deque
@@ -28,6 +29,8 @@ from corral.comm.framing import (
 )
 from corral.comm.shm import SharedChannel
 from corral.exceptions import CommClosedError, ProtocolError
+
+logger = logging.getLogger("corral.comm")
 
 TLS_HANDSHAKE_START = b"\x16\x03"  # a TLS record of type handshake, version 3.x
 # A stream that does not frame correctly, by how it starts: say what the peer probably is.
@@ -85,11 +88,14 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         try:
             messages = self.reader.buffer_updated(nbytes)
         except ProtocolError as e:
-            error = next((ProtocolError(why) for start, why in _FOREIGN_STARTS
-                          if first_bytes.startswith(start)), e)
-            self._end(error)
-            assert self.transport is not None
-            self.transport.abort()
+            self._fail(next((ProtocolError(why) for start, why in _FOREIGN_STARTS
+                             if first_bytes.startswith(start)), e))
+            return
+        except (MemoryError, OSError) as e:  # no memory for a large frame's buffer
+            error = CommClosedError(f"no memory for an incoming message: "
+                                    f"{type(e).__name__}: {e}")
+            logger.warning("closing connection from %s: %s", self._peer(), error)
+            self._fail(error)
             return
         if messages:
             self.inbox.extend(messages)
@@ -118,6 +124,15 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         if self.drain_waiter is not None and not self.drain_waiter.done():
             self.drain_waiter.set_result(None)
         self.drain_waiter = None
+
+    def _fail(self, error: Exception) -> None:
+        """End the stream, which cannot be trusted or followed any more, at once."""
+        self._end(error)
+        assert self.transport is not None
+        self.transport.abort()
+
+    def _peer(self) -> str:
+        return str(self.transport.get_extra_info("peername") if self.transport else None)
 
     def _end(self, error: Exception) -> None:
         if self.error is None:

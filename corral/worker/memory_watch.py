@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from corral.comm import shm
+from corral.comm import frame_memory, shm
 from corral.exceptions import BadMemoryLimit
 from corral.worker import events as ev
 from corral.worker import process_memory
@@ -77,16 +77,19 @@ class MemoryWatch:
                 + self.worker.shuffles.shards.in_memory)
 
     def measure(self) -> int:
-        """The process's memory (``process_memory``), once its cache of segments has
-        been trimmed; emptied if that memory is over the spill or pause threshold: kept
-        for speed only, it goes before any result is spilled or any task waits."""
+        """The process's memory (``process_memory``), once its caches of segments and
+        of frames' memory have been trimmed; emptied if that memory is over the spill or
+        pause threshold: kept for speed only, they go before any result is spilled or
+        any task waits."""
         w = self.worker
         shm.trim_cache()
+        frame_memory.trim_cache()
         memory = process_memory.measure(self.process)
         t = w.thresholds
         over = min(t.bytes(t.spill, w.memory_limit), t.bytes(t.pause, w.memory_limit))
-        if memory > over and shm.cached_bytes()[0]:
+        if memory > over and (shm.cached_bytes()[0] or frame_memory.cached_bytes()):
             shm.trim_cache(clear=True)
+            frame_memory.trim_cache(clear=True)
             memory = process_memory.measure(self.process)
         return memory
 
