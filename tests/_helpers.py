@@ -281,3 +281,19 @@ def parse_cli(args: list[str]) -> Any:
     command = main.get_command(group, name)
     assert command is not None, f"no command {name!r}"
     return command.make_context(name, rest, parent=group)
+
+
+def memory_watch(limit: int, thresholds: Any = None) -> Any:
+    """A worker's memory watch (``corral.worker.memory_watch``) over a worker that holds
+    nothing, with memory limit ``limit``."""
+    import types
+
+    from corral.worker.memory_watch import MemoryWatch
+    from corral.worker.thresholds import Thresholds
+
+    shards = types.SimpleNamespace(in_memory=0, on_disk=0, written_total=0)
+    worker = types.SimpleNamespace(memory_limit=limit, thresholds=thresholds or Thresholds(),
+                                   data={}, state=None,
+                                   shuffles=types.SimpleNamespace(shards=shards))
+    return MemoryWatch(worker)  # type: ignore[arg-type]
+

@@ -8,7 +8,6 @@ import asyncio
 import ctypes
 import gc
 import threading
-import types
 
 import numpy as np
 import pytest
@@ -17,8 +16,8 @@ from corral import comm as transport
 from corral.comm import FrameLimits, frame_memory
 from corral.comm.frame_memory import HUGE_PAGE, FrameCache
 from corral.comm.framing import HUGE_PAGE_THRESHOLD, allocate_frame
-from corral.worker.memory_watch import MemoryWatch
 from corral.worker.thresholds import Thresholds
+from tests._helpers import memory_watch
 
 MB = 10**6
 
@@ -29,10 +28,14 @@ def address(frame) -> int:
 
 @pytest.fixture(autouse=True)
 def empty_cache():
-    frame_memory.trim_cache(clear=True)
+    """The process's cache empty, and keeping nothing (no worker here) until told to."""
+    frames = frame_memory.cache()
+    limit, frames.limit = frames.limit, 0
+    frames.trim(clear=True)
     yield
     gc.collect()
-    frame_memory.trim_cache(clear=True)
+    frames.limit = limit
+    frames.trim(clear=True)
 
 
 def test_a_large_frame_starts_on_a_huge_page_and_is_writable_at_its_exact_length():
@@ -121,6 +124,8 @@ def test_frames_let_go_of_on_other_threads_come_back_whole():
 
 
 async def test_a_tcp_receiver_reads_the_next_large_message_into_the_last_ones_memory():
+    frame_memory.keep_frames()  # as a worker's process does
+    assert frame_memory.cache().limit == 256 * 2**20  # comm.frame-cache
     accepted: asyncio.Queue = asyncio.Queue()
     listener = await transport.listen("tcp://127.0.0.1:0", accepted.put_nowait, FrameLimits())
     try:
@@ -145,20 +150,36 @@ async def test_a_tcp_receiver_reads_the_next_large_message_into_the_last_ones_me
         await listener.stop()
 
 
-def watch(limit: int, thresholds: Thresholds | None = None) -> MemoryWatch:
-    worker = types.SimpleNamespace(memory_limit=limit, thresholds=thresholds or Thresholds())
-    return MemoryWatch(worker)  # type: ignore[arg-type]
-
-
 @pytest.mark.parametrize("thresholds", [Thresholds(), Thresholds(spill=None)],
                          ids=["spill", "pause"])
 def test_a_worker_frees_the_cache_before_it_would_spill_or_pause(thresholds):
+    plenty = memory_watch(2**40, thresholds)
     frame = frame_memory.frame(64 * MB)
     frame[::4096] = b"\1" * len(range(0, frame.nbytes, 4096))  # in the RSS
     del frame
     assert frame_memory.cached_bytes() >= 64 * MB
-    plenty = watch(2**40, thresholds)
     measured = plenty.measure()
     assert frame_memory.cached_bytes() >= 64 * MB  # under every threshold: kept
-    watch(int(measured * 1.1), thresholds).measure()  # over the threshold by itself
+    memory_watch(int(measured * 1.1), thresholds).measure()  # over the threshold by itself
+    assert frame_memory.cached_bytes() == 0
+
+
+def test_only_a_process_hosting_a_worker_keeps_frames():
+    frame = frame_memory.frame(8 * MB)  # a client's or a scheduler's: nobody would trim
+    del frame
+    assert frame_memory.cached_bytes() == 0
+    memory_watch(2**40)  # a worker's memory watch
+    frame = frame_memory.frame(8 * MB)
+    del frame
+    assert frame_memory.cached_bytes() == 4 * HUGE_PAGE
+
+
+def test_a_worker_without_a_memory_limit_frees_idle_frames_at_its_heartbeat(monkeypatch):
+    memory = memory_watch(0)  # no limit: no memory monitor, only heartbeats read its metrics
+    frame = frame_memory.frame(8 * MB)
+    del frame
+    memory.metrics()
+    assert frame_memory.cached_bytes() == 4 * HUGE_PAGE  # not idle yet
+    monkeypatch.setattr(frame_memory, "IDLE_SECONDS", 0.0)
+    memory.metrics()
     assert frame_memory.cached_bytes() == 0

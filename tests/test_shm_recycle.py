@@ -7,7 +7,6 @@ from __future__ import annotations
 import gc
 import os
 import socket
-import types
 import weakref
 
 import numpy as np
@@ -18,9 +17,8 @@ from corral import Client, LocalCluster
 from corral.comm import segments, shm
 from corral.comm.framing import SHARED_FLAG
 from corral.worker import shared_results
-from corral.worker.memory_watch import MemoryWatch
 from corral.worker.thresholds import Thresholds
-from tests._helpers import wait_until, wait_until_blocking
+from tests._helpers import memory_watch, wait_until, wait_until_blocking
 
 pytestmark = [pytest.mark.skipif(not shm.available(), reason="shared memory needs Linux memfds"),
               pytest.mark.timeout(60)]
@@ -233,29 +231,24 @@ def test_a_windowed_placed_result_and_a_windowed_cached_segment_count_once():
 
 
 
-def watch(limit: int, thresholds: Thresholds | None = None) -> MemoryWatch:
-    worker = types.SimpleNamespace(memory_limit=limit, thresholds=thresholds or Thresholds())
-    return MemoryWatch(worker)  # type: ignore[arg-type]
-
-
 @pytest.mark.parametrize("thresholds", [Thresholds(), Thresholds(spill=None)],
                          ids=["spill", "pause"])
 def test_the_cache_counts_in_memory_and_goes_before_a_spill_or_pause(thresholds):
     cached = segments.Segment(segments.capacity(16 * LARGE))
     shm.cache().put(cached)
-    plenty = watch(2**40, thresholds)
+    plenty = memory_watch(2**40, thresholds)
     measured = plenty.measure()
     assert shm.cache().nbytes == cached.size  # under every threshold: kept
     assert measured >= plenty.process.memory_info().rss + cached.size - 2**20
     # A limit whose spill (or pause) threshold this process is over by itself.
-    watch(int(measured * 1.1), thresholds).measure()
+    memory_watch(int(measured * 1.1), thresholds).measure()
     assert shm.cache().nbytes == 0
 
 
 def test_idle_cached_segments_are_freed_when_memory_is_looked_at():
     shm.cache().put(segments.Segment(segments.capacity(LARGE)), now=0.0)  # long unused
     shm.cache().put(segments.Segment(segments.capacity(LARGE)))
-    watch(2**40).measure()
+    memory_watch(2**40).measure()
     assert shm.cache().nbytes == segments.capacity(LARGE)
 
 

@@ -15,10 +15,11 @@ that fits is read into it, with no fault and no zeroing. Worker-to-worker fetche
 The frame is handed out as a memoryview of a ctypes array over the mapping; that array's
 finalizer gives the mapping back. Until overwritten, a reused mapping holds an earlier
 frame's bytes: only this process's, and every caller fills a frame before it is read.
-The cache holds at most ``comm.frame-cache`` bytes, in the process's RSS. A mapping
-unused for ``IDLE_SECONDS`` is freed when the next frame comes or goes, or when a worker
-measures its memory (``corral.worker.memory_watch``), which empties the cache before
-it would spill or pause; a closing client empties it too.
+Only a process hosting a worker keeps frames (``keep_frames``), up to
+``comm.frame-cache`` bytes, in its RSS. A mapping unused for ``IDLE_SECONDS`` is freed
+when the next frame comes or goes, or when the worker looks at its memory
+(``corral.worker.memory_watch``: every heartbeat at least), which empties the cache
+before it would spill or pause. A closing client empties it too (in-process workers).
 """
 
 from __future__ import annotations
@@ -131,12 +132,21 @@ _cache_lock = threading.Lock()
 
 
 def cache() -> FrameCache:
-    """This process's frame cache (``comm.frame-cache``)."""
+    """This process's frame cache: it keeps nothing until ``keep_frames``."""
     global _cache
     with _cache_lock:
         if _cache is None:
-            _cache = FrameCache(utils.parse_bytes(config.get("comm.frame-cache")))
+            _cache = FrameCache(0)
         return _cache
+
+
+def keep_frames() -> None:
+    """Keep frames' memory from now on, up to ``comm.frame-cache``: done by a process
+    that hosts a worker, whose memory watch trims the cache and empties it under
+    pressure. Others (a client, a scheduler) would hold it with nobody looking."""
+    limit = utils.parse_bytes(config.get("comm.frame-cache"))
+    frames = cache()
+    frames.limit = max(frames.limit, limit)
 
 
 def cached_bytes() -> int:

@@ -36,6 +36,7 @@ class MemoryWatch:
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
         self.process = psutil.Process()
+        frame_memory.keep_frames()  # the memory of large frames, for the next ones
         self.grown = 0  # bytes of results since memory was last measured
         self._watched: set[asyncio.Future[Any]] = set()  # spills that end with a new look
         self._trimmed = float("-inf")
@@ -82,8 +83,7 @@ class MemoryWatch:
         pause threshold: kept for speed only, they go before any result is spilled or
         any task waits."""
         w = self.worker
-        shm.trim_cache()
-        frame_memory.trim_cache()
+        _trim_idle_caches()
         memory = process_memory.measure(self.process)
         t = w.thresholds
         over = min(t.bytes(t.spill, w.memory_limit), t.bytes(t.pause, w.memory_limit))
@@ -96,6 +96,7 @@ class MemoryWatch:
     def metrics(self) -> dict[str, Any]:
         """The memory part of a heartbeat's metrics, and the process's CPU use."""
         w = self.worker
+        _trim_idle_caches()  # (a worker without a memory limit measures only here)
         with self.process.oneshot():
             memory = process_memory.measure(self.process)
             cpu = self.process.cpu_percent()
@@ -162,6 +163,11 @@ class MemoryWatch:
             stimulus_id=self.worker.new_id(), rss=self.measure(),
             managed=self._managed(),
             spill_failed=isinstance(data, SpillBuffer) and data.spill_error is not None)
+
+
+def _trim_idle_caches() -> None:
+    shm.trim_cache()
+    frame_memory.trim_cache()
 
 
 def _release_freed_memory() -> None:
