@@ -183,7 +183,7 @@ class AsyncClient(AsyncClientExtras, ClientCore):
         await self.pool.close()
         # Segments kept to lend again (scattered data the workers gave back): with its
         # connections closed no release can come, and this client lends nothing more;
-        # and the memory of the results it received, kept for the next ones.
+        # and large frames' memory kept for the next ones (by in-process workers).
         shm.trim_cache(clear=True)
         frame_memory.trim_cache(clear=True)
         if self._owns_cluster:

@@ -88,7 +88,7 @@ class FrameCache:
             stats["reused_frames"] += 1
         if array_type is None:
             array_type = type("FrameArray", (ctypes.c_ubyte * mapping.capacity,),
-                              {"__del__": _FrameArray.__del__})
+                              {"__del__": _give_back})
             with self._lock:
                 self._array_types[mapping.capacity] = array_type
         array = array_type.from_buffer(mapping.buffer, mapping.start)
@@ -114,17 +114,12 @@ class FrameCache:
                                            if now - m.idle_since < IDLE_SECONDS]
 
 
-class _FrameArray:
-    """What each frame's ctypes array type adds: giving its mapping back."""
-
-    mapping: _Mapping
-    cache: FrameCache
-
-    def __del__(self) -> None:
-        try:
-            self.cache.put(self.mapping)
-        except Exception:  # pragma: no cover - interpreter shutdown
-            pass
+def _give_back(array: Any) -> None:
+    """The ``__del__`` of every frame's ctypes array: its mapping goes back to its cache."""
+    try:
+        array.cache.put(array.mapping)
+    except Exception:  # pragma: no cover - interpreter shutdown
+        pass
 
 
 _cache: FrameCache | None = None
