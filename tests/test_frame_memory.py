@@ -12,12 +12,14 @@ import threading
 import numpy as np
 import pytest
 
+import corral
+from corral import Client, LocalCluster
 from corral import comm as transport
 from corral.comm import FrameLimits, frame_memory
 from corral.comm.frame_memory import HUGE_PAGE, FrameCache
 from corral.comm.framing import HUGE_PAGE_THRESHOLD, allocate_frame
 from corral.worker.thresholds import Thresholds
-from tests._helpers import memory_watch
+from tests._helpers import memory_watch, wait_until_blocking
 
 MB = 10**6
 
@@ -183,3 +185,31 @@ def test_a_worker_without_a_memory_limit_frees_idle_frames_at_its_heartbeat(monk
     monkeypatch.setattr(frame_memory, "IDLE_SECONDS", 0.0)
     memory.metrics()
     assert frame_memory.cached_bytes() == 0
+
+
+def make(nbytes: int, fill: int):
+    return np.full(nbytes, fill, dtype="u1")
+
+
+def total(array) -> int:
+    return int(array.sum())
+
+
+def frame_stats() -> dict[str, int]:
+    return {**frame_memory.stats, "cached": frame_memory.cached_bytes()}
+
+
+def test_a_worker_reads_each_fetched_array_into_the_memory_of_the_last_one_it_let_go():
+    with corral.config.set({"comm.shared-memory.enabled": False}), \
+            LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        maker, reader = sorted(client.nthreads())
+        before = client.run(frame_stats)[reader]
+        for fill in (1, 2, 3):
+            made = client.submit(make, 8 * MB, fill, workers=[maker], pure=False)
+            assert client.submit(total, made, workers=[reader]).result() == fill * 8 * MB
+            del made  # released on both: the reader's frame goes back to its cache
+            wait_until_blocking(lambda: client.run(frame_stats)[reader]["cached"] > 0)
+        after = client.run(frame_stats)[reader]
+        assert after["new_frames"] - before["new_frames"] == 1
+        assert after["reused_frames"] - before["reused_frames"] == 2
