@@ -10,6 +10,7 @@ import gc
 import threading
 
 import numpy as np
+import psutil
 import pytest
 
 import corral
@@ -77,6 +78,19 @@ def test_a_cached_mapping_serves_only_frames_that_fill_at_least_half_of_it():
     cache.frame(30 * MB)
     assert frame_memory.stats["reused_frames"] == reused + 1
     assert small.nbytes == 8 * MB
+
+
+def test_a_mapping_reused_for_a_smaller_frame_gives_back_the_tail_it_does_not_use():
+    process = psutil.Process()
+    cache = FrameCache(limit=2**30)
+    big = cache.frame(20 * HUGE_PAGE)
+    big[:] = b"\1" * big.nbytes  # all of it in the RSS
+    where = address(big)
+    del big
+    before = process.memory_info().rss
+    small = cache.frame(11 * HUGE_PAGE)
+    assert address(small) == where  # the same mapping: 11 fills more than half of 20
+    assert process.memory_info().rss < before - 8 * HUGE_PAGE  # its last 9 pages went
 
 
 def test_the_cache_keeps_at_most_its_limit_dropping_the_oldest():

@@ -13,7 +13,8 @@ that fits is read into it, with no fault and no zeroing. Worker-to-worker fetche
 10 MB took a third less time, of 100 MB a seventh.
 
 The frame is handed out as a memoryview of a ctypes array over the mapping; that array's
-finalizer gives the mapping back. Until overwritten, a reused mapping holds an earlier
+finalizer gives the mapping back. A mapping serves frames that fill half of it or more;
+the part an earlier, larger frame touched beyond the new one is given back to the kernel. Until overwritten, a reused mapping holds an earlier
 frame's bytes: only this process's, and every caller fills a frame before it is read.
 Only a process hosting a worker keeps frames (``keep_frames``), up to
 ``comm.frame-cache`` bytes, in its RSS. A mapping unused for ``IDLE_SECONDS`` is freed
@@ -36,6 +37,7 @@ from corral import config, utils
 HUGE_PAGE = 2 * 2**20  # x86-64's and arm64's (4 KiB base pages) transparent huge page
 IDLE_SECONDS = 30.0  # a cached mapping unused this long is freed
 _ADVISE = sys.platform == "linux" and hasattr(mmap, "MADV_HUGEPAGE")
+_DROP = hasattr(mmap, "MADV_DONTNEED")
 
 stats = {"new_frames": 0, "reused_frames": 0}
 
@@ -86,6 +88,11 @@ class FrameCache:
             stats["new_frames"] += 1
         else:
             stats["reused_frames"] += 1
+            if mapping.capacity > capacity and _DROP:
+                # An earlier, larger frame's tail: out of the RSS, where nothing would
+                # account for it (this frame's value is counted at its own size).
+                mapping.buffer.madvise(mmap.MADV_DONTNEED, mapping.start + capacity,
+                                       mapping.capacity - capacity)
         if array_type is None:
             array_type = type("FrameArray", (ctypes.c_ubyte * mapping.capacity,),
                               {"__del__": _give_back})
