@@ -14,8 +14,9 @@ that fits is read into it, with no fault and no zeroing. Worker-to-worker fetche
 
 The frame is handed out as a memoryview of a ctypes array over the mapping; that array's
 finalizer gives the mapping back. A mapping serves frames that fill half of it or more;
-the part an earlier, larger frame touched beyond the new one is given back to the kernel. Until overwritten, a reused mapping holds an earlier
-frame's bytes: only this process's, and every caller fills a frame before it is read.
+the part an earlier, larger frame touched beyond the new one is given back to the kernel.
+Until overwritten, a reused mapping holds an earlier frame's bytes: only this process's,
+and every caller fills a frame before it is read.
 Only a process hosting a worker keeps frames (``keep_frames``), up to
 ``comm.frame-cache`` bytes, in its RSS. A mapping unused for ``IDLE_SECONDS`` is freed
 when the next frame comes or goes, or when the worker looks at its memory
