@@ -11,7 +11,7 @@ import pytest
 
 import corral
 from corral import Client, LocalCluster
-from corral.comm import segments, shm
+from corral.comm import frame_memory, segments, shm
 from corral.sizeof import sizeof
 from corral.worker import shared_results
 from tests._helpers import wait_until_blocking
@@ -166,6 +166,7 @@ def test_placed_results_count_in_the_process_memory_read_or_not():
     process = psutil.Process()
     gc.collect()
     shm.trim_cache(clear=True)
+    frame_memory.trim_cache(clear=True)  # nothing cached that could go mid-test
     base = process_memory.measure(process)
     placed = shared_results.place(np.ones(MEASURED // 8), MEASURED)
     assert segments.sealed_segment(placed) is not None

@@ -14,7 +14,7 @@ import pytest
 
 import corral
 from corral import Client, LocalCluster
-from corral.comm import segments, shm
+from corral.comm import frame_memory, segments, shm
 from corral.comm.framing import SHARED_FLAG
 from corral.worker import shared_results
 from corral.worker.thresholds import Thresholds
@@ -211,6 +211,7 @@ def test_a_windowed_placed_result_and_a_windowed_cached_segment_count_once():
 
     process = psutil.Process()
     gc.collect()
+    frame_memory.trim_cache(clear=True)  # nothing cached that could go mid-test
     base = process_memory.measure(process)
     first = shared_results.place(np.ones(MEASURED, dtype="u1"), MEASURED)
     del first
