@@ -62,6 +62,7 @@ from typing import Any
 
 from corral.comm import _windows
 from corral.comm.framing import allocate_frame
+from corral.comm.reuse import ReusePool
 from corral.exceptions import ProtocolError
 
 IDLE_SECONDS = 30.0  # a cached segment unused this long is freed
@@ -97,7 +98,7 @@ class Segment:
     its object had, and lent to peers as it is (``lends`` of them not yet released);
     reused for sealing, it keeps a *window* open (``corral.comm._windows``)."""
 
-    __slots__ = ("allocated", "fd", "home", "idle_since", "lends", "sealed", "size", "spoilt",
+    __slots__ = ("allocated", "fd", "home", "lends", "sealed", "size", "spoilt",
                  "window", "written")
 
     def __init__(self, size: int, allocate: bool = True) -> None:
@@ -113,7 +114,6 @@ class Segment:
             raise
         self.size = size
         self.allocated = allocate  # every page made (else some may fail when written)
-        self.idle_since = 0.0
         self.home: SegmentCache | None = None  # where a sealed segment goes back to
         self.lends = 0  # sealed: sends to peers not yet released (under ``_seal_lock``)
         self.sealed = False  # sealed: its owner's mapping is alive
@@ -150,31 +150,29 @@ class SegmentCache:
     """Released segments kept for reuse, up to ``limit`` bytes (thread-safe)."""
 
     def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._free: list[Segment] = []
-        self._lock = threading.Lock()
+        self._pool: ReusePool[Segment] = ReusePool(limit, lambda s: s.size, Segment.close)
+
+    @property
+    def limit(self) -> int:
+        return self._pool.limit
 
     @property
     def nbytes(self) -> int:
-        return sum(s.size for s in self._free)
+        return self._pool.nbytes
 
     @property
     def mapped(self) -> int:
         """Bytes of the cached segments with a window open (in this process's RSS)."""
-        with self._lock:
-            return sum(s.size for s in self._free if s.window)
+        return sum(s.size for s in self._pool.things() if s.window)
 
     def take(self, nbytes: int, allocate: bool = True, window: bool = False) -> Segment:
         """A cached segment that fits ``nbytes`` snugly, else a new one (``OSError``);
         its window closed unless it is for sealing (``window``): a lent segment's pages
         must not stay in this process's RSS while a peer maps them."""
-        with self._lock:
-            fits = [s for s in self._free if nbytes <= s.size <= 2 * nbytes]
-            if not fits:
-                return Segment(capacity(nbytes), allocate)
-            segment = min(fits, key=lambda s: s.size)
-            self._free.remove(segment)
-            stats["reused_segments"] += 1
+        segment = self._pool.take(nbytes)
+        if segment is None:
+            return Segment(capacity(nbytes), allocate)
+        stats["reused_segments"] += 1
         if not window:
             segment.close_window()
         if allocate and not segment.allocated:  # a sealed one's, filled with fewer bytes
@@ -188,30 +186,15 @@ class SegmentCache:
 
     def put(self, segment: Segment, now: float | None = None) -> None:
         """Keep ``segment`` for reuse, freeing the oldest ones past the limit."""
-        segment.idle_since = time.monotonic() if now is None else now
         segment.written = True
-        with self._lock:
-            self._free.append(segment)
-            dropped = []
-            while self._free and sum(s.size for s in self._free) > self.limit:
-                dropped.append(self._free.pop(0))
-        for old in dropped:
-            old.close()
+        self._pool.put(segment, time.monotonic() if now is None else now)
 
     def trim(self, now: float | None = None) -> None:
         """Free the segments unused for ``IDLE_SECONDS``."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            old = [s for s in self._free if now - s.idle_since >= IDLE_SECONDS]
-            self._free = [s for s in self._free if s not in old]
-        for segment in old:
-            segment.close()
+        self._pool.trim(time.monotonic() if now is None else now, IDLE_SECONDS)
 
     def clear(self) -> None:
-        with self._lock:
-            old, self._free = self._free, []
-        for segment in old:
-            segment.close()
+        self._pool.clear()
 
 
 # -- the receiving side ----------------------------------------------------------------
