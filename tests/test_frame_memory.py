@@ -20,7 +20,7 @@ from corral.comm import FrameLimits, frame_memory
 from corral.comm.frame_memory import HUGE_PAGE, FrameCache
 from corral.comm.framing import HUGE_PAGE_THRESHOLD, allocate_frame
 from corral.worker.thresholds import Thresholds
-from tests._helpers import memory_watch, wait_until_blocking
+from tests._helpers import filled, memory_watch, total, wait_until_blocking
 
 MB = 10**6
 
@@ -30,10 +30,11 @@ def address(frame) -> int:
 
 
 @pytest.fixture(autouse=True)
-def empty_cache():
+def empty_cache(monkeypatch):
     """The process's cache empty, and keeping nothing (no worker here) until told to."""
     frames = frame_memory.cache()
     limit, frames.limit = frames.limit, 0
+    monkeypatch.setattr(frame_memory, "_keepers", 0)
     frames.trim(clear=True)
     yield
     gc.collect()
@@ -190,6 +191,19 @@ def test_only_a_process_hosting_a_worker_keeps_frames():
     assert frame_memory.cached_bytes() == 4 * HUGE_PAGE
 
 
+def test_the_last_worker_of_the_process_to_close_empties_the_cache():
+    first, second = memory_watch(2**40), memory_watch(2**40)
+    frame = frame_memory.frame(8 * MB)
+    del frame
+    first.close()
+    assert frame_memory.cached_bytes() == 4 * HUGE_PAGE  # the other worker still keeps it
+    second.close()
+    assert frame_memory.cached_bytes() == 0
+    frame = frame_memory.frame(8 * MB)
+    del frame
+    assert frame_memory.cached_bytes() == 0  # and nothing more is kept
+
+
 def test_a_worker_without_a_memory_limit_frees_idle_frames_at_its_heartbeat(monkeypatch):
     memory = memory_watch(0)  # no limit: no memory monitor, only heartbeats read its metrics
     frame = frame_memory.frame(8 * MB)
@@ -199,14 +213,6 @@ def test_a_worker_without_a_memory_limit_frees_idle_frames_at_its_heartbeat(monk
     monkeypatch.setattr(frame_memory, "IDLE_SECONDS", 0.0)
     memory.metrics()
     assert frame_memory.cached_bytes() == 0
-
-
-def make(nbytes: int, fill: int):
-    return np.full(nbytes, fill, dtype="u1")
-
-
-def total(array) -> int:
-    return int(array.sum())
 
 
 def frame_stats() -> dict[str, int]:
@@ -220,7 +226,7 @@ def test_a_worker_reads_each_fetched_array_into_the_memory_of_the_last_one_it_le
         maker, reader = sorted(client.nthreads())
         before = client.run(frame_stats)[reader]
         for fill in (1, 2, 3):
-            made = client.submit(make, 8 * MB, fill, workers=[maker], pure=False)
+            made = client.submit(filled, 8 * MB, fill, workers=[maker], pure=False)
             assert client.submit(total, made, workers=[reader]).result() == fill * 8 * MB
             del made  # released on both: the reader's frame goes back to its cache
             wait_until_blocking(lambda: client.run(frame_stats)[reader]["cached"] > 0)

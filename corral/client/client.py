@@ -36,7 +36,7 @@ from corral.client.future import (
 from corral.client.interface import ClientCore, ClusterLike
 from corral.client.requests import Requests
 from corral.client.tasks import task_message, task_options, unique_suffix, worker_specs
-from corral.comm import frame_memory, shm
+from corral.comm import shm
 from corral.comm.addressing import normalize_address
 from corral.core import BatchedSend, Comm, ConnectionPool, connect
 from corral.credentials import resolve
@@ -182,10 +182,8 @@ class AsyncClient(AsyncClientExtras, ClientCore):
             self._reader.cancel()
         await self.pool.close()
         # Segments kept to lend again (scattered data the workers gave back): with its
-        # connections closed no release can come, and this client lends nothing more;
-        # and large frames' memory kept for the next ones (by in-process workers).
+        # connections closed no release can come, and this client lends nothing more.
         shm.trim_cache(clear=True)
-        frame_memory.trim_cache(clear=True)
         if self._owns_cluster:
             await self.cluster.aclose()
         if self._callback_pool is not None:

@@ -21,7 +21,7 @@ Only a process hosting a worker keeps frames (``keep_frames``), up to
 ``comm.frame-cache`` bytes, in its RSS. A mapping unused for ``IDLE_SECONDS`` is freed
 when the next frame comes or goes, or when the worker looks at its memory
 (``corral.worker.memory_watch``: every heartbeat at least), which empties the cache
-before it would spill or pause. A closing client empties it too (in-process workers).
+before it would spill or pause. The last worker of the process to close empties it.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import time
 from typing import Any
 
 from corral import config, utils
+from corral.comm.reuse import ReusePool
 
 HUGE_PAGE = 2 * 2**20  # x86-64's and arm64's (4 KiB base pages) transparent huge page
 IDLE_SECONDS = 30.0  # a cached mapping unused this long is freed
@@ -46,7 +47,7 @@ stats = {"new_frames": 0, "reused_frames": 0}
 class _Mapping:
     """An anonymous mapping of ``capacity`` bytes from its first huge page boundary."""
 
-    __slots__ = ("buffer", "capacity", "idle_since", "start")
+    __slots__ = ("buffer", "capacity", "start")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
@@ -57,33 +58,34 @@ class _Mapping:
         del anchor  # its export of the buffer
         if _ADVISE:
             self.buffer.madvise(mmap.MADV_HUGEPAGE, self.start, capacity)
-        self.idle_since = 0.0
 
 
 class FrameCache:
     """Mappings whose frames are gone, kept for the next frames, up to ``limit`` bytes
-    (thread-safe: a frame can be let go of on any thread)."""
+    (thread-safe: a frame can be let go of on any thread). A mapping let go of is
+    unmapped once nothing exports it any more."""
 
     def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._free: list[_Mapping] = []
-        self._lock = threading.Lock()
+        self._pool: ReusePool[_Mapping] = ReusePool(limit, lambda m: m.capacity)
         self._array_types: dict[int, Any] = {}  # ctypes array type by capacity
+        self._lock = threading.Lock()  # (of the types)
+
+    @property
+    def limit(self) -> int:
+        return self._pool.limit
+
+    @limit.setter
+    def limit(self, limit: int) -> None:
+        self._pool.limit = limit
 
     @property
     def nbytes(self) -> int:
-        with self._lock:
-            return sum(m.capacity for m in self._free)
+        return self._pool.nbytes
 
     def frame(self, length: int) -> memoryview:
         """A writable buffer of ``length`` bytes, on a cached mapping if one fits snugly."""
         capacity = -(-length // HUGE_PAGE) * HUGE_PAGE
-        with self._lock:
-            fits = [m for m in self._free if capacity <= m.capacity <= 2 * capacity]
-            mapping = min(fits, key=lambda m: m.capacity) if fits else None
-            if mapping is not None:
-                self._free.remove(mapping)
-            array_type: Any = self._array_types.get(mapping.capacity if mapping else capacity)
+        mapping = self._pool.take(capacity)
         if mapping is None:
             mapping = _Mapping(capacity)
             stats["new_frames"] += 1
@@ -94,32 +96,28 @@ class FrameCache:
                 # account for it (this frame's value is counted at its own size).
                 mapping.buffer.madvise(mmap.MADV_DONTNEED, mapping.start + capacity,
                                        mapping.capacity - capacity)
-        if array_type is None:
-            array_type = type("FrameArray", (ctypes.c_ubyte * mapping.capacity,),
-                              {"__del__": _give_back})
-            with self._lock:
-                self._array_types[mapping.capacity] = array_type
+        with self._lock:
+            array_type: Any = self._array_types.get(mapping.capacity)
+            if array_type is None:
+                array_type = self._array_types[mapping.capacity] = type(
+                    "FrameArray", (ctypes.c_ubyte * mapping.capacity,), {"__del__": _give_back})
         array = array_type.from_buffer(mapping.buffer, mapping.start)
         array.mapping, array.cache = mapping, self
         return memoryview(array).cast("B")[:length]
 
     def put(self, mapping: _Mapping) -> None:
-        """Keep ``mapping``, its frame gone; the oldest ones go past the limit, and the
-        idle ones. Dropped mappings are unmapped once nothing exports them any more."""
+        """Keep ``mapping``, its frame gone; the idle ones go, and the oldest past the
+        limit."""
         now = time.monotonic()
-        mapping.idle_since = now
-        with self._lock:
-            self._free = [m for m in self._free if now - m.idle_since < IDLE_SECONDS]
-            self._free.append(mapping)
-            while sum(m.capacity for m in self._free) > self.limit:
-                self._free.pop(0)
+        self._pool.trim(now, IDLE_SECONDS)
+        self._pool.put(mapping, now)
 
     def trim(self, clear: bool = False) -> None:
         """Free the mappings unused for ``IDLE_SECONDS``, or all of them."""
-        now = time.monotonic()
-        with self._lock:
-            self._free = [] if clear else [m for m in self._free
-                                           if now - m.idle_since < IDLE_SECONDS]
+        if clear:
+            self._pool.clear()
+        else:
+            self._pool.trim(time.monotonic(), IDLE_SECONDS)
 
 
 def _give_back(array: Any) -> None:
@@ -132,6 +130,7 @@ def _give_back(array: Any) -> None:
 
 _cache: FrameCache | None = None
 _cache_lock = threading.Lock()
+_keepers = 0  # workers of this process that keep frames (``keep_frames``)
 
 
 def cache() -> FrameCache:
@@ -144,12 +143,27 @@ def cache() -> FrameCache:
 
 
 def keep_frames() -> None:
-    """Keep frames' memory from now on, up to ``comm.frame-cache``: done by a process
-    that hosts a worker, whose memory watch trims the cache and empties it under
-    pressure. Others (a client, a scheduler) would hold it with nobody looking."""
-    limit = utils.parse_bytes(config.get("comm.frame-cache"))
+    """Keep frames' memory from now on, up to ``comm.frame-cache``, until as many
+    ``stop_keeping``: done by each worker of the process, whose memory watch trims the
+    cache and empties it under pressure. A process without a worker (a client, a
+    scheduler) would hold that memory with nobody looking, so it keeps nothing."""
+    global _keepers
     frames = cache()
-    frames.limit = max(frames.limit, limit)
+    with _cache_lock:
+        _keepers += 1
+        frames.limit = max(frames.limit, utils.parse_bytes(config.get("comm.frame-cache")))
+
+
+def stop_keeping() -> None:
+    """A worker of the process is gone: with none left, the cache keeps nothing more."""
+    global _keepers
+    frames = cache()
+    with _cache_lock:
+        _keepers = max(_keepers - 1, 0)
+        if _keepers:
+            return
+        frames.limit = 0
+    frames.trim(clear=True)
 
 
 def cached_bytes() -> int:

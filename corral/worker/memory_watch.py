@@ -42,6 +42,10 @@ class MemoryWatch:
         self._trimmed = float("-inf")
         self._trimming = False
 
+    def close(self) -> None:
+        """The worker is closing: its share in keeping frames' memory ends."""
+        frame_memory.stop_keeping()
+
     def new_store(self, local_directory: str) -> dict[Any, Any] | SpillBuffer:
         """A plain dict without a limit; else a store that spills under the directory."""
         w = self.worker

@@ -297,6 +297,7 @@ class Worker:
         if self.local_directory:
             shutil.rmtree(self.local_directory, ignore_errors=True)
         self._resume_all()
+        self.memory.close()
         if self.client is not None:
             await asyncio.to_thread(self.client.close)
         await self.lifecycle.close(self)
