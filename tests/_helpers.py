@@ -297,3 +297,15 @@ def memory_watch(limit: int, thresholds: Any = None) -> Any:
                                    shuffles=types.SimpleNamespace(shards=shards))
     return MemoryWatch(worker)  # type: ignore[arg-type]
 
+
+def filled(nbytes: int, fill: int) -> Any:
+    """A task's result: ``nbytes`` bytes of ``fill`` in a NumPy array."""
+    import numpy as np
+
+    return np.full(nbytes, fill, dtype="u1")
+
+
+def total(array: Any) -> int:
+    """A task reading all of ``array``."""
+    return int(array.sum())
+

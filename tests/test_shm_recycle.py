@@ -18,7 +18,7 @@ from corral.comm import frame_memory, segments, shm
 from corral.comm.framing import SHARED_FLAG
 from corral.worker import shared_results
 from corral.worker.thresholds import Thresholds
-from tests._helpers import memory_watch, wait_until, wait_until_blocking
+from tests._helpers import filled, memory_watch, total, wait_until, wait_until_blocking
 
 pytestmark = [pytest.mark.skipif(not shm.available(), reason="shared memory needs Linux memfds"),
               pytest.mark.timeout(60)]
@@ -256,14 +256,6 @@ def test_idle_cached_segments_are_freed_when_memory_is_looked_at():
 # -- between worker processes ------------------------------------------------------------
 
 
-def make(nbytes, fill):
-    return np.full(nbytes, fill, dtype="u1")
-
-
-def total(array):
-    return int(array.sum())
-
-
 def counts():
     return {"mapped": segments._mapped, **segments.stats}
 
@@ -275,7 +267,7 @@ def test_a_worker_reuses_the_segment_of_a_result_moved_and_released():
         maker, reader = sorted(client.nthreads())
         before = client.run(counts)[maker]
         for fill in (1, 2, 3, 4):
-            made = client.submit(make, LARGE, fill, workers=[maker], pure=False)
+            made = client.submit(filled, LARGE, fill, workers=[maker], pure=False)
             assert client.submit(total, made, workers=[reader]).result() == fill * LARGE
             del made
             # The reader unmaps its copy (and tells the maker); the maker's comm lets go
