@@ -35,6 +35,7 @@ sys.path.insert(0, str(HERE))
 
 from _dask_env import run_in_dask_env  # noqa: E402
 from _raw_socket import raw_bandwidth, raw_fetch_bandwidth  # noqa: E402
+from _fresh_memory import fresh_memory_line  # noqa: E402
 
 SIZES_MB = (10, 100, 500)
 
@@ -75,6 +76,7 @@ def main() -> None:
     print(f"# corral transfer benchmark — {os.cpu_count()} cores, Python "
           f"{platform.python_version()}, load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
           f"medians of {opts.repeats}")
+    print(f"# {fresh_memory_line()}")
     shm = run_corral("shm", sizes, opts.repeats)
     send = run_corral("shm-send", sizes, opts.repeats)
     copy = run_corral("shm-copy", sizes, opts.repeats)
