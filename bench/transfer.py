@@ -34,8 +34,8 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
 from _dask_env import run_in_dask_env  # noqa: E402
-from _raw_socket import raw_bandwidth, raw_fetch_bandwidth  # noqa: E402
 from _fresh_memory import fresh_memory_line  # noqa: E402
+from _raw_socket import raw_bandwidth, raw_fetch_bandwidth  # noqa: E402
 
 SIZES_MB = (10, 100, 500)
 
