@@ -142,7 +142,7 @@ def test_frames_let_go_of_on_other_threads_come_back_whole():
 
 async def test_a_tcp_receiver_reads_the_next_large_message_into_the_last_ones_memory():
     frame_memory.keep_frames()  # as a worker's process does
-    assert frame_memory.cache().limit == 256 * 2**20  # comm.frame-cache
+    assert frame_memory.cache().limit == 2**30  # comm.frame-cache
     accepted: asyncio.Queue = asyncio.Queue()
     listener = await transport.listen("tcp://127.0.0.1:0", accepted.put_nowait, FrameLimits())
     try:
@@ -189,6 +189,19 @@ def test_only_a_process_hosting_a_worker_keeps_frames():
     frame = frame_memory.frame(8 * MB)
     del frame
     assert frame_memory.cached_bytes() == 4 * HUGE_PAGE
+
+
+def test_a_worker_keeps_at_most_an_eighth_of_its_memory_limit():
+    memory_watch(2**30)
+    assert frame_memory.cache().limit == 2**27
+    frame = frame_memory.frame(200 * MB)  # over it: not kept
+    del frame
+    assert frame_memory.cached_bytes() == 0
+    memory_watch(2**40)  # a larger worker in the same process: comm.frame-cache
+    assert frame_memory.cache().limit == 2**30
+    frame = frame_memory.frame(200 * MB)
+    del frame
+    assert frame_memory.cached_bytes() == 96 * HUGE_PAGE
 
 
 def test_the_last_worker_of_the_process_to_close_empties_the_cache():

@@ -18,8 +18,11 @@ the part an earlier, larger frame touched beyond the new one is given back to th
 Until overwritten, a reused mapping holds an earlier frame's bytes: only this process's,
 and every caller fills a frame before it is read.
 Only a process hosting a worker keeps frames (``keep_frames``), up to
-``comm.frame-cache`` bytes, in its RSS. A mapping unused for ``IDLE_SECONDS`` is freed
-when the next frame comes or goes, or when the worker looks at its memory
+``comm.frame-cache`` bytes and an eighth of the worker's memory limit, in its RSS. On a
+VM that hands memory left free back to its host, a fresh frame can cost 20 times what a
+kept one does (``bench/_fresh_memory.py``); so the cache holds a 500 MB frame too where
+the worker's memory allows. A mapping unused for ``IDLE_SECONDS`` is freed when the next
+frame comes or goes, or when the worker looks at its memory
 (``corral.worker.memory_watch``: every heartbeat at least), which empties the cache
 before it would spill or pause. The last worker of the process to close empties it.
 """
@@ -38,6 +41,7 @@ from corral.comm.reuse import ReusePool
 
 HUGE_PAGE = 2 * 2**20  # x86-64's and arm64's (4 KiB base pages) transparent huge page
 IDLE_SECONDS = 30.0  # a cached mapping unused this long is freed
+MEMORY_SHARE = 8  # a worker's cache holds at most 1 / this of its memory limit
 _ADVISE = sys.platform == "linux" and hasattr(mmap, "MADV_HUGEPAGE")
 _DROP = hasattr(mmap, "MADV_DONTNEED")
 
@@ -142,16 +146,20 @@ def cache() -> FrameCache:
         return _cache
 
 
-def keep_frames() -> None:
-    """Keep frames' memory from now on, up to ``comm.frame-cache``, until as many
-    ``stop_keeping``: done by each worker of the process, whose memory watch trims the
-    cache and empties it under pressure. A process without a worker (a client, a
-    scheduler) would hold that memory with nobody looking, so it keeps nothing."""
+def keep_frames(memory_limit: int = 0) -> None:
+    """Keep frames' memory from now on, up to ``comm.frame-cache`` (and an eighth of
+    ``memory_limit``, where there is one), until as many ``stop_keeping``: done by each
+    worker of the process, whose memory watch trims the cache and empties it under
+    pressure. A process without a worker (a client, a scheduler) would hold that memory
+    with nobody looking, so it keeps nothing."""
     global _keepers
+    limit = utils.parse_bytes(config.get("comm.frame-cache"))
+    if memory_limit:
+        limit = min(limit, memory_limit // MEMORY_SHARE)
     frames = cache()
     with _cache_lock:
         _keepers += 1
-        frames.limit = max(frames.limit, utils.parse_bytes(config.get("comm.frame-cache")))
+        frames.limit = max(frames.limit, limit)
 
 
 def stop_keeping() -> None:

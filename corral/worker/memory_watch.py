@@ -36,7 +36,7 @@ class MemoryWatch:
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
         self.process = psutil.Process()
-        frame_memory.keep_frames()  # the memory of large frames, for the next ones
+        frame_memory.keep_frames(worker.memory_limit)  # large frames' memory, for the next
         self.grown = 0  # bytes of results since memory was last measured
         self._watched: set[asyncio.Future[Any]] = set()  # spills that end with a new look
         self._trimmed = float("-inf")
