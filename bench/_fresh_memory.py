@@ -44,3 +44,7 @@ def fresh_memory_line() -> str:
                "no penalty for memory left free")
     return (f"fresh memory: {at_once / 1e9:.2f} GB/s freed a moment ago, "
             f"{settled / 1e9:.2f} GB/s freed {SETTLE_SECONDS:g} s ago: {verdict}")
+
+
+if __name__ == "__main__":
+    print(fresh_memory_line())
