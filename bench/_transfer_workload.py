@@ -4,8 +4,10 @@ Run as a script inside either environment: ``python _transfer_workload.py corral
 [shm|shm-send|shm-copy|socket] SIZE_MB... --repeats N``; prints one JSON object: for each size, the
 medians in bytes/s of
 
-* ``transfer``: worker B fetching a NumPy array from worker A, timed on B's event loop
-  from the request until the array is in B's memory (what a dependency fetch costs);
+* ``transfer``: worker B fetching a NumPy array from worker A after ``QUIET`` seconds in
+  which neither did anything (as the raw fetch, ``_raw_socket.raw_fetch_bandwidth``, is
+  timed), on B's event loop from the request until the array is in B's memory (what a
+  dependency fetch costs);
 * ``again``: the same fetch once more, right after the first: both ends awake and
   connected, the shape of the raw socket's push (``_raw_socket.raw_bandwidth``);
 * ``task``: submitting a task on B that takes the array as its input, until its (tiny)
@@ -37,6 +39,9 @@ def size_of(array):
     return array.nbytes
 
 
+QUIET = 0.2  # seconds of nothing on either worker before a round's first fetch
+
+
 async def _fetch(pool_call, nbytes):
     start = time.perf_counter()
     data = await pool_call()
@@ -51,19 +56,22 @@ async def _fetch_twice(pool_call, nbytes):
 
 
 def corral_fetch(peer, key, nbytes):
-    """On worker B (a thread of client.run): time a fetch from ``peer`` on B's loop, and
-    the same fetch again at once."""
+    """On worker B (a thread of client.run), after quiet: time a fetch from ``peer`` on
+    B's loop, and the same fetch again at once."""
     from corral import get_worker
 
     worker = get_worker()
     call = lambda: worker.pool(peer).get_data(keys=[key])  # noqa: E731
+    time.sleep(QUIET)
     return asyncio.run_coroutine_threadsafe(_fetch_twice(call, nbytes), worker.loop).result()
 
 
 async def dask_fetch(peer, key, nbytes, dask_worker=None):
-    """On worker B's loop (dask runs coroutine functions there): a fetch, then again."""
+    """On worker B's loop (dask runs coroutine functions there), after quiet: a fetch,
+    then again."""
     from distributed.worker import get_data_from_worker
 
+    await asyncio.sleep(QUIET)
     elapsed = []
     for _ in range(2):
         start = time.perf_counter()
