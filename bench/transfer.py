@@ -36,6 +36,7 @@ sys.path.insert(0, str(HERE))
 from _dask_env import run_in_dask_env  # noqa: E402
 from _fresh_memory import fresh_memory_line  # noqa: E402
 from _raw_socket import raw_bandwidth, raw_fetch_bandwidth  # noqa: E402
+from _transfer_workload import QUIET  # noqa: E402
 
 SIZES_MB = (10, 100, 500)
 
@@ -90,7 +91,7 @@ def main() -> None:
         payload = memoryview(np.ones(size * 10**6, dtype="u1"))
         raw[size] = raw_bandwidth(payload, opts.repeats)
         reused[size] = raw_bandwidth(payload, opts.repeats, reuse=True)
-        fetch[size] = raw_fetch_bandwidth(size * 10**6, opts.repeats, pause=0.2)
+        fetch[size] = raw_fetch_bandwidth(size * 10**6, opts.repeats, pause=QUIET)
         memcpy[size] = memcpy_rate(size * 10**6, opts.repeats)
         del payload
     gb = lambda v: f"{v / 1e9:6.2f}" if v else "   n/a"  # noqa: E731
@@ -114,7 +115,7 @@ def main() -> None:
           "two awake processes into fresh memory; raw-r: the same into memory touched "
           "before (corral reads a frame into the memory an earlier one left, once that is "
           "let go of); raw-f: a fetch (request, then the bytes) into fresh memory after "
-          "0.2 s of quiet, as each corral and dask round starts")
+          f"{QUIET:g} s of quiet, as each corral and dask round starts")
     print("targets: transfer send (the default) >= 2x raw at 500 MB; "
           "socket >= 0.9x raw at every size")
     if opts.json:
