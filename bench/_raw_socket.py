@@ -36,8 +36,11 @@ def _receive(ports, nbytes: int, repeats: int, reuse: bool) -> None:
         del view
 
 
-def raw_bandwidth(payload: memoryview, repeats: int, reuse: bool = False) -> float:
-    """Median bytes/s of sending ``payload`` to another process and hearing it arrived."""
+def raw_bandwidth(payload: memoryview, repeats: int, reuse: bool = False,
+                  send_buffer: int = 0) -> float:
+    """Median bytes/s of sending ``payload`` to another process and hearing it arrived
+    (with a send buffer of ``send_buffer`` bytes, as corral sets within a host, or the
+    kernel's own)."""
     ctx = multiprocessing.get_context("spawn")
     ports = ctx.Queue()
     receiver = ctx.Process(target=_receive, args=(ports, payload.nbytes, repeats, reuse))
@@ -46,6 +49,8 @@ def raw_bandwidth(payload: memoryview, repeats: int, reuse: bool = False) -> flo
     rates = []
     for _ in range(repeats):
         sock = socket.create_connection(("127.0.0.1", port))
+        if send_buffer:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
         start = time.perf_counter()
         sock.sendall(payload)
         sock.recv(1)
@@ -55,7 +60,7 @@ def raw_bandwidth(payload: memoryview, repeats: int, reuse: bool = False) -> flo
     return statistics.median(rates)
 
 
-def _serve(ports, payload_size: int, repeats: int) -> None:
+def _serve(ports, payload_size: int, repeats: int, send_buffer: int) -> None:
     import numpy as np
 
     payload = memoryview(np.ones(payload_size, dtype="u1"))
@@ -63,6 +68,8 @@ def _serve(ports, payload_size: int, repeats: int) -> None:
     ports.put(server.getsockname()[1])
     conn, _ = server.accept()
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if send_buffer:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
     for _ in range(repeats):
         if not conn.recv(1):
             break
@@ -70,14 +77,15 @@ def _serve(ports, payload_size: int, repeats: int) -> None:
     conn.close()
 
 
-def raw_fetch_bandwidth(nbytes: int, repeats: int, pause: float) -> float:
+def raw_fetch_bandwidth(nbytes: int, repeats: int, pause: float,
+                        send_buffer: int = 0) -> float:
     """Median bytes/s of asking another process, over a connection already open, for
     ``nbytes`` it holds and reading them into fresh memory, each request after ``pause``
     seconds of quiet: the shape of a worker's fetch (``_transfer_workload`` pauses as
     long between its rounds), where ``raw_bandwidth`` is a push with both ends awake."""
     ctx = multiprocessing.get_context("spawn")
     ports = ctx.Queue()
-    holder = ctx.Process(target=_serve, args=(ports, nbytes, repeats))
+    holder = ctx.Process(target=_serve, args=(ports, nbytes, repeats, send_buffer))
     holder.start()
     sock = socket.create_connection(("127.0.0.1", ports.get()))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

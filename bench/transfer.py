@@ -11,7 +11,9 @@ task on A making the array, which with results placed as made includes copying i
 a segment). The raw socket (``_raw_socket.py``) sends the same bytes between two
 processes into fresh memory: "raw" as a push between two awake processes, "raw-f" as a
 fetch (a request, then the bytes) after the same 0.2 s of quiet that starts each round
-of corral and dask; "raw-r" as the push into memory touched before; memcpy copies them
+of corral and dask; "raw-r" as the push into memory touched before; "raw-t" as that push
+through the send buffer corral gives a connection within a host
+(``comm.local-send-buffer``), the fastest this socket went here; memcpy copies them
 within one process into memory already touched (the physical limit). Medians of
 ``--repeats`` repetitions.
 """
@@ -29,6 +31,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from corral import config
+from corral.utils import parse_bytes
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
@@ -86,41 +91,48 @@ def main() -> None:
         str(HERE / "_transfer_workload.py"), "dask", *map(str, sizes),
         "--repeats", str(opts.repeats), timeout=1200) or {}
     dask = {int(k): v for k, v in dask.items()}
-    raw, reused, fetch, memcpy = {}, {}, {}, {}
+    raw, reused, tuned, fetch, memcpy = {}, {}, {}, {}, {}
+    send_buffer = parse_bytes(config.get("comm.local-send-buffer"))
     for size in sizes:
         payload = memoryview(np.ones(size * 10**6, dtype="u1"))
         raw[size] = raw_bandwidth(payload, opts.repeats)
         reused[size] = raw_bandwidth(payload, opts.repeats, reuse=True)
+        tuned[size] = raw_bandwidth(payload, opts.repeats, reuse=True, send_buffer=send_buffer)
         fetch[size] = raw_fetch_bandwidth(size * 10**6, opts.repeats, pause=QUIET)
         memcpy[size] = memcpy_rate(size * 10**6, opts.repeats)
         del payload
     gb = lambda v: f"{v / 1e9:6.2f}" if v else "   n/a"  # noqa: E731
     for kind in ("transfer", "again", "task", "make"):
         print(f"\n{kind}: GB/s   {'shm':>6} {'send':>6} {'shm-cp':>6} {'socket':>6} {'dask':>6} "
-              f"{'raw':>6} {'raw-r':>6} {'raw-f':>6} {'memcpy':>6}   shm/raw send/raw "
-              f"shm-cp/raw socket/raw socket/raw-r socket/raw-f send/dask socket/dask")
+              f"{'raw':>6} {'raw-r':>6} {'raw-t':>6} {'raw-f':>6} {'memcpy':>6}   shm/raw send/raw "
+              f"shm-cp/raw socket/raw socket/raw-r socket/raw-t socket/raw-f send/dask "
+              f"socket/dask")
         for size in sizes:
             s, e, c, k = (shm[size][kind], send[size][kind], copy[size][kind],
                           sock[size][kind])
             d = dask.get(size, {}).get(kind)
             print(f"{size:>5} MB       {gb(s)} {gb(e)} {gb(c)} {gb(k)} {gb(d)} {gb(raw[size])} "
-                  f"{gb(reused[size])} {gb(fetch[size])} {gb(memcpy[size])}   "
+                  f"{gb(reused[size])} {gb(tuned[size])} {gb(fetch[size])} "
+                  f"{gb(memcpy[size])}   "
                   f"{ratio(s, raw[size]):>7} {ratio(e, raw[size]):>8} "
                   f"{ratio(c, raw[size]):>10} {ratio(k, raw[size]):>10} "
-                  f"{ratio(k, reused[size]):>12} {ratio(k, fetch[size]):>12} "
+                  f"{ratio(k, reused[size]):>12} {ratio(k, tuned[size]):>12} "
+                  f"{ratio(k, fetch[size]):>12} "
                   f"{ratio(e, d):>9} {ratio(k, d):>11}")
     print("\nshm: results placed in shared memory as they are made; send: placed there when "
           "first sent (the default); shm-cp: copied into it on every send; again: the fetch "
           "repeated at once; make: a task making the array, as a rate; raw: a push between "
           "two awake processes into fresh memory; raw-r: the same into memory touched "
           "before (corral reads a frame into the memory an earlier one left, once that is "
-          "let go of); raw-f: a fetch (request, then the bytes) into fresh memory after "
-          f"{QUIET:g} s of quiet, as each corral and dask round starts")
+          "let go of); raw-t: that push through corral's send buffer within a host "
+          f"({send_buffer // 1024} KiB); raw-f: a fetch (request, then the bytes) into "
+          f"fresh memory after {QUIET:g} s of quiet, as each corral and dask round starts")
     print("targets: transfer send (the default) >= 2x raw at 500 MB; "
           "socket >= 0.9x raw at every size")
     if opts.json:
         figures = {"shm": shm, "shm-send": send, "shm-copy": copy, "socket": sock,
-                   "dask": dask, "raw": raw, "raw_reused": reused, "raw_fetch": fetch,
+                   "dask": dask, "raw": raw, "raw_reused": reused, "raw_tuned": tuned,
+                   "raw_fetch": fetch,
                    "memcpy": memcpy}
         Path(opts.json).write_text(json.dumps(figures, indent=2))
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +21,9 @@ from pathlib import Path
 import pytest
 
 from corral import comm as transport
+from corral import config
 from corral.certs import generate
-from corral.comm import Comm, FrameLimits, framing, normalize_address, parse_address
+from corral.comm import Comm, FrameLimits, framing, normalize_address, parse_address, tcp
 from corral.comm.framing import encode_header
 from corral.comm.tcp import KEEPALIVE, MAX_QUEUED_MESSAGES
 from corral.comm.tls import PLAINTEXT_REFUSAL
@@ -366,6 +368,51 @@ async def test_stream_comms_probe_silent_peers_with_keepalive(stream_pair):
         for option, value in KEEPALIVE.items():
             if hasattr(socket, option):
                 assert sock.getsockopt(socket.IPPROTO_TCP, getattr(socket, option)) == value
+
+
+def _send_buffers(joined: Joined) -> list[int]:
+    return [comm._transport.get_extra_info("socket").getsockopt(socket.SOL_SOCKET,
+                                                                 socket.SO_SNDBUF)
+            for comm in (joined.client, joined.server)]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="Linux doubles a send buffer it is given")
+async def test_stream_comms_within_this_host_send_through_a_small_buffer(stream_kind):
+    with config.set({"comm.local-send-buffer": "256KiB"}):
+        async with _joined(stream_kind) as joined:
+            assert _send_buffers(joined) == [2 * 256 * 1024] * 2
+    with config.set({"comm.local-send-buffer": 0}):  # the kernel's own, grown on demand
+        async with _joined(stream_kind) as joined:
+            assert 2 * 256 * 1024 not in _send_buffers(joined)
+
+
+class _Socket:
+    def __init__(self, peer: str, local: str) -> None:
+        self.peer, self.local = peer, local
+
+    def getpeername(self) -> tuple[str, int]:
+        if not self.peer:
+            raise OSError(107, "Transport endpoint is not connected")
+        return self.peer, 1
+
+    def getsockname(self) -> tuple[str, int]:
+        return self.local, 2
+
+
+@pytest.mark.parametrize(("peer", "local", "within"), [
+    ("127.0.0.1", "127.0.0.1", True),
+    ("127.0.0.5", "127.0.0.1", True),
+    ("::1", "::1", True),
+    ("::ffff:127.0.0.1", "::ffff:127.0.0.1", True),  # a dual-stack listener's IPv4 peer
+    ("192.0.2.7", "192.0.2.7", True),  # this host's own address: the kernel loops it
+    ("::ffff:192.0.2.7", "::ffff:192.0.2.7", True),
+    ("192.0.2.8", "192.0.2.7", False),
+    ("::ffff:192.0.2.8", "::ffff:192.0.2.7", False),
+    ("fd00::3", "fd00::2", False),
+    ("", "127.0.0.1", False),  # gone before it was set up
+])
+def test_a_connection_is_within_this_host_when_the_kernel_loops_it(peer, local, within):
+    assert tcp._within_this_host(_Socket(peer, local)) is within
 
 
 async def test_connecting_to_nobody_times_out_naming_the_address_and_cause(kind):
