@@ -410,6 +410,7 @@ class _Socket:
     ("::ffff:192.0.2.8", "::ffff:192.0.2.7", False),
     ("fd00::3", "fd00::2", False),
     ("", "127.0.0.1", False),  # gone before it was set up
+    ("fe80::1%eth0", "fe80::2%eth0", False),
 ])
 def test_a_connection_is_within_this_host_when_the_kernel_loops_it(peer, local, within):
     assert tcp._within_this_host(_Socket(peer, local)) is within
