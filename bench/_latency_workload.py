@@ -83,7 +83,10 @@ class RayFuture:
 
 def main() -> None:
     if sys.argv[1] == "ray":
-        print(json.dumps(measure(RayClient())))
+        ray_client = RayClient()
+        figures = measure(ray_client)
+        ray_client.ray.shutdown()  # its raylet, GCS and agents would outlive this process
+        print(json.dumps(figures))
         os._exit(0)
     if sys.argv[1] == "corral":
         from corral import Client, LocalCluster
