@@ -185,3 +185,21 @@ async def test_close_sends_what_waits_for_later() -> None:
     stream.send_later({"release": 1})
     await asyncio.wait_for(stream.close(), 5)
     assert comm.batches == [[{"release": 1}]]
+
+
+async def test_withdraw_takes_back_a_queued_message_but_not_a_written_one() -> None:
+    """A start report still queued when its task's result follows is taken back; one
+    already written is not (and an equal dict that is not the same object is left)."""
+    comm = FakeComm()
+    stream = started(comm, interval=60.0)
+    started_a, started_b = {"started": "a"}, {"started": "b"}
+    stream.send_later(started_a)
+    stream.send_later(started_b)
+    assert stream.withdraw({"started": "a"}) is False  # equal is not enough
+    assert stream.withdraw(started_a) is True
+    assert stream.withdraw(started_a) is False  # already taken back
+    stream.send({"finished": "a"})
+    await asyncio.wait_for(comm.wrote.wait(), 5)
+    assert comm.batches == [[{"started": "b"}, {"finished": "a"}]]
+    assert stream.withdraw(started_b) is False  # written: too late
+    stream.abort()

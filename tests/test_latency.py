@@ -9,6 +9,7 @@ import pytest
 
 from corral import Client, LocalCluster
 from corral.utils import LoopRunner
+from tests._helpers import wait_until_blocking
 
 RELEASE = threading.Event()
 
@@ -157,3 +158,67 @@ def test_a_client_shares_the_loop_of_the_cluster_in_its_process(
         with Client(cluster.scheduler_address) as again:
             assert again.submit(abs, -4).result(timeout=10) == 4
     assert loop.is_closed()
+
+
+def _record_stimuli(cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch,
+                    kind: type) -> list[object]:
+    """Every stimulus of ``kind`` the cluster's scheduler handles from now on."""
+    state = cluster.scheduler.state  # type: ignore[union-attr]
+    seen: list[object] = []
+    original = state.handle
+
+    def handle(*stimuli: object) -> object:
+        seen.extend(s for s in stimuli if isinstance(s, kind))
+        return original(*stimuli)
+
+    monkeypatch.setattr(state, "handle", handle)
+    return seen
+
+
+def test_dropping_many_futures_is_a_few_release_messages(
+        cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The futures ``gather`` returned, dropped at once, reach the scheduler as a few
+    releases of many keys, not one message per key; every key is still let go."""
+    from corral import messages as msgs
+
+    releases = _record_stimuli(cluster, monkeypatch, msgs.ClientReleasesKeys)
+    state = cluster.scheduler.state  # type: ignore[union-attr]
+    with Client(cluster.scheduler_address) as client:
+        futures = client.map(abs, range(-500, 0), pure=False)
+        keys = {f.key for f in futures}
+        assert client.gather(futures) == list(range(500, 0, -1))
+        del futures
+        wait_until_blocking(lambda: not keys & state.tasks.keys(), 10,
+                            "the scheduler forgot every released key")
+        released = [key for r in releases for key in r.keys]  # type: ignore[attr-defined]
+        assert sorted(released) == sorted(keys)
+        assert len(releases) <= 10, len(releases)
+
+
+def test_a_key_released_and_submitted_again_is_computed_again(cluster: LocalCluster) -> None:
+    """A release still owed when the same key is submitted again goes first: the
+    scheduler must not drop the new submission."""
+    with Client(cluster.scheduler_address) as client:
+        for _ in range(50):
+            assert client.submit(abs, -7, key="same").result(timeout=10) == 7
+
+
+def test_a_short_tasks_start_report_is_taken_back_a_long_ones_is_not(
+        cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start report still queued when its task's result follows is dropped (the
+    result says it ran); a task that runs on has its start reported, for blame."""
+    from corral import messages as msgs
+
+    starts = _record_stimuli(cluster, monkeypatch, msgs.TaskStarted)
+    state = cluster.scheduler.state  # type: ignore[union-attr]
+    with Client(cluster.scheduler_address) as client:
+        for i in range(100):
+            client.submit(abs, -i, pure=False).result(timeout=10)
+        assert len(starts) < 50, len(starts)  # the odd one may go with another write
+        RELEASE.clear()
+        future = client.submit(blocked, 1, pure=False)
+        wait_until_blocking(lambda: any(ts.key == future.key for ws in state.workers.values()
+                                        for ts in ws.executing), 10,
+                            "the scheduler heard the long task start")
+        RELEASE.set()
+        assert future.result(timeout=10) == 2

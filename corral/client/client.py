@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import uuid
-from collections import defaultdict
 from collections.abc import Callable, Coroutine, Hashable, Iterable
 from functools import partial
 from typing import Any, TypeVar
@@ -33,6 +31,7 @@ from corral.client.future import (
     pickled_futures,
     reading_client,
 )
+from corral.client.holdings import Holdings
 from corral.client.interface import ClientCore, ClusterLike
 from corral.client.requests import Requests
 from corral.client.tasks import task_message, task_options, unique_suffix, worker_specs
@@ -93,11 +92,10 @@ class AsyncClient(AsyncClientExtras, ClientCore):
         self.loop: asyncio.AbstractEventLoop | None = None
         self.pool = ConnectionPool(security=security, timeout=timeout, name=self.id)
         self._stream = BatchedSend(0.002, name=f"{self.id} to scheduler")
-        self._states: dict[Hashable, FutureState] = {}
+        self.holdings = Holdings()
+        self._states = self.holdings.states  # key -> the state its futures share
         self.inline_results = reports.InlineResults(
             parse_bytes(config.get("client.inline-results-budget")))
-        self._refcount: dict[Hashable, int] = defaultdict(int)
-        self._lock = threading.Lock()
         self._reader: asyncio.Task[None] | None = None
         self._closed = False
         self._callback_pool: Any = None
@@ -238,36 +236,32 @@ class AsyncClient(AsyncClientExtras, ClientCore):
     # -- reference counting ----------------------------------------------------------
 
     def acquire_key(self, key: Hashable) -> FutureState:
-        with self._lock:
-            self._refcount[key] += 1
-            state = self._states.get(key)
-            if state is None:
-                state = self._states[key] = FutureState()
-            elif state.status == CANCELLED:  # submitted again: pending again
-                state.reset()
-            return state
+        return self.holdings.acquire(key)
 
     def holds(self, key: Hashable) -> bool:
         return key in self._states
 
     def release_key(self, key: Hashable) -> None:
-        with self._lock:
-            self._refcount[key] -= 1
-            if self._refcount[key] > 0:
-                return
-            del self._refcount[key]
-            self._states.pop(key, None)
-        if not self._closed and self.loop is not None and not self.loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                self.in_loop(self._send_later, msgs.ClientReleasesKeys(
-                    stimulus_id=self._ids(), keys=(key,)))
+        if not self.holdings.release(key):
+            return  # not the last future of it, or joins the release already due
+        if self._closed or self.loop is None or self.loop.is_closed():
+            return  # closing releases everything anyway
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            if self._runner is None or self._runner.in_loop_thread():
+                self.loop.call_soon(self._send_releases)
+            else:
+                self.loop.call_soon_threadsafe(self._send_releases)
 
-    def _send_later(self, msg: msgs.FromClient) -> None:
-        """Send ``msg``, which nobody waits on, with the next message or at most a batch
-        interval from now (``BatchedSend.send_later``): the release of the last result
-        and the next submit reach the scheduler (and it the worker) in one message."""
-        with contextlib.suppress(CommClosedError):
-            self._stream.send_later(msg.to_wire())
+    def _send_releases(self) -> None:
+        """On the loop: tell the scheduler of the keys released since the last call, in
+        one message. It waits for the next message, or at most a batch interval
+        (``BatchedSend.send_later``), so the release of the last result and the next
+        submit reach the scheduler (and it the worker) together."""
+        keys = self.holdings.take_released()
+        if keys:
+            with contextlib.suppress(CommClosedError):
+                self._stream.send_later(msgs.ClientReleasesKeys(
+                    stimulus_id=self._ids(), keys=keys).to_wire())
 
     def _send(self, msg: msgs.FromClient) -> None:
         self._send_wire(msg.to_wire())
@@ -277,6 +271,8 @@ class AsyncClient(AsyncClientExtras, ClientCore):
         self._send(msg)
 
     def _send_wire(self, msg: dict[str, Any]) -> None:
+        if self.holdings.owes_releases():  # a key released, then submitted again: in order
+            self._send_releases()
         with contextlib.suppress(CommClosedError):
             self._stream.send(msg)
 

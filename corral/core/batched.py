@@ -12,7 +12,8 @@ through shared memory) finishes in a task, and sends meanwhile wait for it.
 ``send_later(msg)`` is for messages nobody waits on (a client letting go of a key): they
 go with the next write, or ``interval`` seconds later if no other message comes, so a
 release and the request that follows it travel together (one wake-up of the peer, and
-of the peers it answers, instead of two).
+of the peers it answers, instead of two). ``withdraw(msg)`` takes back a message still
+queued that became moot (a task's start report when its result is about to follow).
 The receiver reads lists of messages.
 """
 
@@ -72,6 +73,16 @@ class BatchedSend:
         if (self._flush_due is None and self._flush_late is None and self._writing is None
                 and self._loop is not None):
             self._flush_late = self._loop.call_later(self.interval, self._flush_if_idle)
+
+    def withdraw(self, msg: Any) -> bool:
+        """Take back ``msg`` (the very object) if it is still queued, because it became
+        moot before it went; False if it was written already (or never queued)."""
+        buffer = self._buffer
+        for i in range(len(buffer) - 1, -1, -1):  # the newest first: it is usually recent
+            if buffer[i] is msg:
+                del buffer[i]
+                return True
+        return False
 
     def _check_open(self) -> None:
         if self._stopping or (self.comm is not None and self.comm.closed()):

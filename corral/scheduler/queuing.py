@@ -93,6 +93,10 @@ class Queue:
         # function name -> (total bytes of results, tasks seen to finish)
         self.result_bytes: dict[str, tuple[int, int]] = {}
         self.granted = 0  # ``per_thread`` when the workers were last filled
+        # Tasks queued or dropped, or results measured, since the workers were last
+        # filled: the task first in line, or what it allows, may have changed. With this
+        # false and no worker freed, there is nothing to fill (most stimuli).
+        self.changed = False
 
     def __len__(self) -> int:
         return len(self._entry)
@@ -149,16 +153,19 @@ class Queue:
         if self.enabled:
             total, count = self.result_bytes.get(name, (0, 0))
             self.result_bytes[name] = (total + nbytes, count + 1)
+            self.changed = True
 
     # -- the index ----------------------------------------------------------------------
 
     def push(self, ts: TaskState) -> None:
         seq = next(self._seq)
         self._entry[ts] = seq
+        self.changed = True
         heapq.heappush(self._heap, (ts.priority, seq, ts))
 
     def discard(self, ts: TaskState) -> None:
         self._entry.pop(ts, None)
+        self.changed = True
         if not self._entry:
             self._heap.clear()  # drop the stale entries in one go
 
@@ -216,6 +223,9 @@ class Queue:
 def fill_slots(state: SchedulerState) -> None:
     """Hand queued tasks, first priority first, to the workers with free slots."""
     queue = state.queue
+    if not queue.freed and not queue.changed:
+        return
+    queue.changed = False
     while queue:
         per_thread = queue.per_thread()
         if per_thread > queue.granted:  # the task first in line is shorter: all may take more

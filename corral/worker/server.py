@@ -131,6 +131,10 @@ class Worker:
         self._fetched: set[Any] = set()  # keys that came from peers, for the stats below
         # Results measured (sizeof) and, if small, pickled by their task's thread.
         self._measured: dict[Any, tuple[int, bytes | None]] = {}
+        # Start reports of running tasks, in case they are still queued when the task
+        # ends: its result then says it ran, and the report is taken back (one message
+        # fewer for the scheduler to read for every short task).
+        self._start_reports: dict[Any, dict[str, Any]] = {}
         self.stats = {"fetched_bytes": 0, "fetched_keys": 0, "local_input_bytes": 0}
         # Transfers since the last heartbeat, (peer, start, stop, nbytes), for the task stream.
         self._transfer_log: deque[tuple[str, float, float, int]] = deque(maxlen=1000)
@@ -250,6 +254,7 @@ class Worker:
             raise
         self.batched = BatchedSend(self.batch_interval, name="to scheduler")
         self.batched.start(comm)
+        self._start_reports.clear()
         return comm
 
     async def _scheduler_link(self, comm: Comm) -> None:
@@ -371,8 +376,11 @@ class Worker:
                 self.memory.trim()
         elif isinstance(instruction, ev.SendToScheduler):
             send = self.batched.send_later if instruction.may_wait else self.batched.send
+            wire = instruction.msg.to_wire()
+            if isinstance(instruction.msg, msgs.TaskStarted):
+                self._start_reports[instruction.msg.key] = wire
             with contextlib.suppress(CommClosedError):
-                send(instruction.msg.to_wire())
+                send(wire)
         else:  # pragma: no cover
             raise TypeError(f"unknown instruction {instruction!r}")
 
@@ -409,6 +417,9 @@ class Worker:
     def _on_outcomes(self, outcomes: list[Outcome]) -> None:
         stimuli: list[ev.Stimulus] = []
         for o in outcomes:
+            start_report = self._start_reports.pop(o.key, None)
+            if start_report is not None:
+                self.batched.withdraw(start_report)
             stimulus_id = self.new_id()
             if o.ok:
                 measured = self._measured.pop(o.key, None)
