@@ -484,3 +484,42 @@ def test_a_placeholder_nobody_holds_any_more_is_forgotten(state):
     state.handle(desire("reader", "never"))
     state.handle(ev.ClientReleasesKeys(stimulus_id="r", client="reader", keys=("never",)))
     assert "never" not in state.tasks
+
+
+def test_letting_go_of_many_keys_is_one_free_keys_per_worker():
+    """Releasing five results held on two workers tells each worker once, all its keys
+    in one message; the inputs a finished task no longer needs go the same way."""
+    state = SchedulerState(worker_saturation="inf")
+    state.handle(add_worker(A), add_worker(B))
+    keys = [f"x{i}" for i in range(5)]
+    placed = computes(state.handle(graph("c1", *[spec(k) for k in keys])))
+    for worker, key in placed:
+        state.handle(finished(worker, key))
+    held = {w: tuple(k for ww, k in placed if ww == w) for w in (A, B)}
+    actions = state.handle(ev.ClientReleasesKeys(stimulus_id="rel", client="c1",
+                                                 keys=tuple(keys)))
+    assert sorted(brief(actions)) == sorted(("free", w, ks) for w, ks in held.items() if ks)
+
+    state = SchedulerState(worker_saturation="inf")  # one worker: it holds both inputs
+    state.handle(add_worker(A))
+    placed = computes(state.handle(graph("c2", spec("a"), spec("b"),
+                                         spec("sum", deps=("a", "b")), wanted=("sum",))))
+    assert placed == [(A, "a"), (A, "b")] or placed == [(A, "b"), (A, "a")]
+    state.handle(finished(A, "a"))
+    assert computes(state.handle(finished(A, "b"))) == [(A, "sum")]
+    frees = [b for b in brief(state.handle(finished(A, "sum"))) if b[0] == "free"]
+    assert [(w, set(ks)) for _, w, ks in frees] == [(A, {"a", "b"})]
+
+
+def test_free_keys_merge_only_while_nothing_else_for_that_worker_comes_between():
+    from corral.scheduler.state import _merge_frees
+
+    def free(worker, *keys):
+        return ev.FreeKeys(stimulus_id="s", worker=worker, keys=keys)
+
+    compute = ev.ComputeTask(stimulus_id="s", worker=A, key="k", run_spec=b"", priority=(0,),
+                             who_has={}, nbytes={})
+    actions = ["before", free(A, "1"), free(B, "2"), free(A, "3"), compute, free(A, "k"),
+               free(B, "4")]
+    _merge_frees(actions, 1)  # type: ignore[arg-type]
+    assert actions == ["before", free(A, "1", "3"), free(B, "2", "4"), compute, free(A, "k")]

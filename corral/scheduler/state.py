@@ -215,6 +215,7 @@ class SchedulerState:
 
     def unwant(self, client: str, keys: Iterable[Key]) -> None:
         owned = self.client_keys.get(client, {})
+        first = len(self._actions)
         for key in keys:
             ts = self.tasks.get(key)
             if ts is None:
@@ -222,6 +223,7 @@ class SchedulerState:
             ts.who_wants = discarded(ts.who_wants, client)
             owned.pop(ts, None)
             self.release_if_unneeded(ts)
+        _merge_frees(self._actions, first)
 
     def report_if_done(self, ts: TaskState, client: str, pickled: bytes | None = None) -> None:
         """Tell ``client`` how ``ts`` ended; ``pickled``: its result, just reported by
@@ -374,6 +376,7 @@ class SchedulerState:
         input that was kept only for it, however deep."""
         stack = list(reversed(tasks))  # a worklist, depth first: inputs before the next
         pins = self.checkpoints.pins
+        first = len(self._actions)
         while stack:
             t = stack.pop()
             # ``needed``, inlined: asked a few times for every task that finishes
@@ -394,6 +397,8 @@ class SchedulerState:
                 stack.extend(t.dependencies)
             if not t.dependents and not t.who_wants:
                 self._forget_if_unreferenced(t)
+        if len(tasks) > 1:
+            _merge_frees(self._actions, first)
 
     def _forget_if_unreferenced(self, ts: TaskState) -> None:
         # A worklist, not recursion: a chain of inputs can be thousands of tasks long.
@@ -439,3 +444,36 @@ class SchedulerState:
 
     def validate(self) -> None:
         queries.validate(self)
+
+
+def _merge_frees(actions: list[ev.Action], first: int) -> None:
+    """Turn the ``FreeKeys`` in ``actions[first:]`` into one per worker, so that letting
+    go of N keys is a message to each worker, not N. A worker's keys join its earlier
+    ``FreeKeys`` only if no other action for that worker came between: what each worker
+    is told keeps its order."""
+    if len(actions) - first < 2:
+        return
+    merged: list[ev.Action] = []
+    grown: list[tuple[int, list[Key]]] = []  # (place in ``merged``, all its keys)
+    open_: dict[str, list[Key]] = {}  # worker -> the keys of its FreeKeys still open
+    for action in actions[first:]:
+        if type(action) is ev.FreeKeys:
+            keys = open_.get(action.worker)
+            if keys is None:
+                keys = open_[action.worker] = list(action.keys)
+                grown.append((len(merged), keys))
+                merged.append(action)
+            else:
+                keys.extend(action.keys)
+            continue
+        worker = getattr(action, "worker", None)
+        if worker is not None:
+            open_.pop(worker, None)
+        merged.append(action)
+    for place, keys in grown:
+        free = merged[place]
+        assert isinstance(free, ev.FreeKeys)
+        if len(keys) > len(free.keys):
+            merged[place] = ev.FreeKeys(stimulus_id=free.stimulus_id, worker=free.worker,
+                                        keys=tuple(keys))
+    actions[first:] = merged
