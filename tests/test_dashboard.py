@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from corral import Client, LocalCluster, progress
 from corral.deploy.dashboard import attach_dashboard
 from corral.scheduler import Scheduler
-from tests._helpers import wait_until_blocking
+from tests._helpers import wait_until, wait_until_blocking
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -248,6 +248,59 @@ async def test_busy_dashboard_port_falls_back_to_a_free_one():
         async with Scheduler(dashboard_address=f"127.0.0.1:{taken}") as second:
             await second.listen("tcp://127.0.0.1:0")
             assert second.services["dashboard"].port not in (0, taken)
+
+
+async def test_the_dashboard_listens_at_once_and_loads_on_its_first_connection():
+    """Until a connection comes, only the sockets exist; the first request is answered
+    once the dashboard has loaded, and later ones as usual."""
+    async with Scheduler() as scheduler:
+        await scheduler.listen("tcp://127.0.0.1:0")
+        dashboard = await attach_dashboard(scheduler, "127.0.0.1:0")
+        assert dashboard.port > 0 and dashboard.dashboard is None
+        async with aiohttp.ClientSession() as session:
+            for _ in range(2):
+                async with session.get(dashboard.url + "/health") as response:
+                    assert response.status == 200
+        assert dashboard.dashboard is not None
+
+
+async def test_a_dashboard_nobody_opened_closes_and_frees_its_port():
+    import socket
+
+    async with Scheduler() as scheduler:
+        await scheduler.listen("tcp://127.0.0.1:0")
+        dashboard = await attach_dashboard(scheduler, "127.0.0.1:0")
+        port = dashboard.port
+    assert dashboard.dashboard is None  # never loaded
+    with socket.create_server(("127.0.0.1", port)):  # the port is free again
+        pass
+
+
+async def test_closing_while_the_first_connection_loads_the_dashboard():
+    async with Scheduler() as scheduler:
+        await scheduler.listen("tcp://127.0.0.1:0")
+        dashboard = await attach_dashboard(scheduler, "127.0.0.1:0")
+        reader, writer = await asyncio.open_connection("127.0.0.1", dashboard.port)
+        await wait_until(lambda: dashboard._loading is not None, 10, "loading began")
+    assert dashboard.dashboard is not None  # closing let the load finish, then closed it
+    writer.close()
+
+
+def test_a_cluster_with_a_dashboard_loads_no_web_server_until_asked():
+    """What a cold start pays: a local cluster with its dashboard, one task, no browser,
+    and aiohttp is never imported."""
+    code = (
+        "import sys\n"
+        "from corral import Client, LocalCluster\n"
+        "with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,\n"
+        "                  dashboard_address='127.0.0.1:0') as cluster, Client(cluster) as c:\n"
+        "    assert c.submit(abs, -1).result() == 1\n"
+        "    assert cluster.dashboard.port > 0\n"
+        "print('aiohttp' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert out.strip() == "False"
 
 
 def test_progress_bar_counts_every_future(client, capsys):

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from corral.dashboard import access, snapshot
-from corral.dashboard.app import parse_address
+from corral.dashboard.listen import parse_address
 from corral.scheduler import events as ev
 from corral.scheduler.state import SchedulerState
 from corral.scheduler.timeline import DURATION_BUCKETS, Timeline

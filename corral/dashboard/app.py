@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import json
 import logging
+import socket
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +22,7 @@ from aiohttp import WSMsgType, web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from corral.dashboard import access, snapshot
+from corral.dashboard import access, listen, snapshot
 from corral.dashboard.metrics import registry_for
 from corral.refusals import RefusalLog
 
@@ -40,29 +40,21 @@ BACKLOG = 2000  # task-stream records a page gets when it connects
 SEND_TIMEOUT = 5.0  # a watcher that cannot take a snapshot this fast is dropped
 
 
-def parse_address(address: str, default_host: str) -> tuple[str, int]:
-    """``":8787"`` → (default_host, 8787); ``"0.0.0.0:8787"``; ``"[::1]:0"``."""
-    host, _, port = address.rpartition(":")
-    host = host.strip("[]") or default_host
-    try:
-        return host, int(port)
-    except ValueError:
-        raise ValueError(f"dashboard address {address!r} is not [HOST]:PORT") from None
-
-
 class Dashboard:
-    def __init__(self, scheduler: SchedulerView, address: str = ":8787", *,
+    """Serves on ``sockets`` (``listen.bind(host, port)``: listening already), which it
+    closes when it closes."""
+
+    def __init__(self, scheduler: SchedulerView, sockets: list[socket.socket], host: str, *,
                  interval: float = 0.5, allowed_hosts: tuple[str, ...] = (),
                  session_lifetime: float | None = None) -> None:
         self.scheduler = scheduler
         # How long a login lasts, in seconds (default: access.session_lifetime(), 12 h).
         self.session_lifetime = session_lifetime or access.session_lifetime()
-        scheduler_host = urlsplit(scheduler.address).hostname or "127.0.0.1"
-        self.host, self.requested_port = parse_address(address, scheduler_host)
+        self.sockets, self.host = sockets, host
         self.interval = interval
         self.allowed = access.allowed_hosts(self.host, allowed_hosts)
         self.registry = registry_for(scheduler)
-        self.port = 0
+        self.port = sockets[0].getsockname()[1]
         self._runner: web.AppRunner | None = None
         self._watchers: set[web.WebSocketResponse] = set()
         self._publisher: asyncio.Task[None] | None = None
@@ -93,18 +85,8 @@ class Dashboard:
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                      logger=_AiohttpLog(self.refusals))
         await self._runner.setup()
-        try:
-            site = web.TCPSite(self._runner, self.host, self.requested_port)
-            await site.start()
-        except OSError as e:
-            if e.errno != errno.EADDRINUSE or self.requested_port == 0:
-                raise
-            logger.warning("port %d is in use; serving the dashboard on a free port instead",
-                           self.requested_port)
-            site = web.TCPSite(self._runner, self.host, 0)
-            await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        logger.info("dashboard at %s", self.url)
+        for sock in self.sockets:
+            await web.SockSite(self._runner, sock).start()
 
     async def close(self) -> None:
         self.refusals.close()
@@ -114,11 +96,12 @@ class Dashboard:
             await ws.close()
         if self._runner is not None:
             await self._runner.cleanup()
+        for sock in self.sockets:  # (its sites closed those they served)
+            sock.close()
 
     @property
     def url(self) -> str:
-        host = self.host if self.host not in access.WILDCARDS else "127.0.0.1"
-        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
+        return listen.url(self.host, self.port)
 
     # -- guard: Host header, then token ---------------------------------------------
 

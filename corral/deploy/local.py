@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from corral.deploy.options import listen_host
 from corral.deploy.process import WorkerProcess, child_environment, worker_command
 from corral.deploy.spec import ClusterManager, Job, WorkerSpec
 from corral.memory_limit import configured_thresholds, parse_memory_limit
 from corral.security import Security, scheme_for
-from corral.worker import Worker
 from corral.worker.thresholds import Thresholds
+
+if TYPE_CHECKING:  # imported when a worker is made in this process: the worker's server
+    from corral.worker import Worker  # and state machine are ~25 ms a cold start need not pay
 
 
 class LocalCluster(ClusterManager):
@@ -136,6 +138,8 @@ class _LocalJob(Job):
             )
             self.handle = WorkerProcess(command, child_environment(c.security), self.name)
         else:
+            from corral.worker import Worker
+
             worker = self.handle = Worker(
                 c.scheduler_address, nthreads=c.threads_per_worker, name=self.name,
                 security=c.security, memory_limit=c.memory_limit,

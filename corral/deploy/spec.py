@@ -45,8 +45,8 @@ from corral.security import Security, scheme_for
 from corral.utils import LoopRunner, close_at_exit, parse_bytes
 
 if TYPE_CHECKING:
-    from corral.dashboard.app import Dashboard
     from corral.deploy.adapt_loop import Adaptive
+    from corral.deploy.dashboard import OnDemandDashboard
     from corral.scheduler import Scheduler
 
 logger = logging.getLogger("corral.deploy")
@@ -138,7 +138,7 @@ class ClusterManager:
         self.host = host
         self.dashboard_address = dashboard_address  # "host:port", ":port"; None: none
         self._dashboard_allowed_hosts = tuple(scheduler_options.pop("dashboard_allowed_hosts", ()))
-        self.dashboard: Dashboard | None = None
+        self.dashboard: OnDemandDashboard | None = None
         self._scheduler_port = scheduler_port
         self.scheduler: Scheduler | None = self._new_scheduler(**scheduler_options)
         self._scheduler_address = ""
@@ -217,16 +217,8 @@ class ClusterManager:
             self._rpc = rpc(self._scheduler_address, security=self.security,
                             timeout=config.get("deploy.startup-timeout"), name="cluster")
             self._log(f"scheduler at {self._scheduler_address}")
-            # The dashboard (aiohttp's import alone is ~0.2 s) starts while the first
-            # workers' processes boot: _scale spawns them before its first wait.
-            scaling = asyncio.ensure_future(self._scale(self._initial_workers))
-            try:
-                await self._start_dashboard()
-            except BaseException:
-                scaling.cancel()
-                await asyncio.gather(scaling, return_exceptions=True)
-                raise
-            await scaling
+            await self._start_dashboard()  # its sockets: it loads on its first connection
+            await self._scale(self._initial_workers)
         except BaseException:  # failed, or cancelled by Ctrl-C: leave no process behind
             self.status = Status.FAILED
             for job in self.jobs.values():
