@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import psutil
+import pytest
 
 from corral import Client, Cluster, LocalCluster, Pool
 from tests._helpers import free_ports, wait_until_blocking
@@ -116,3 +117,31 @@ def test_worker_exits_when_its_parent_dies():
         wait_until_blocking(lambda: not psutil.pid_exists(worker_pid)
                             or psutil.Process(worker_pid).status() == "zombie",
                             15, what="the orphaned worker to stop")
+
+
+@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "polling"])
+async def test_ended_waits_for_a_child_to_exit_and_reaps_it(pidfd, monkeypatch):
+    """The wait a cluster's close makes for each process: it returns as the child exits
+    (through a pidfd, or by looking every 20 ms where there are none), reaped; and after
+    ``timeout`` for one that runs on."""
+    import asyncio
+
+    from corral.deploy.process import ended
+
+    if not pidfd:
+        monkeypatch.delattr(os, "pidfd_open")
+    quick = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.2)"])
+    slow = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert await ended(quick, 30) is True
+        assert quick.returncode == 0  # reaped
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        assert await ended(slow, 0.2) is False
+        assert loop.time() - start >= 0.2
+        slow.kill()
+        assert await ended(slow) is True
+        assert slow.returncode == -signal.SIGKILL
+    finally:
+        slow.kill()
+        slow.wait()

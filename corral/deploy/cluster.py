@@ -20,7 +20,7 @@ from corral import config
 from corral.comm.addressing import normalize_address, parse_address
 from corral.core.rpc import rpc  # the function: `corral.core.rpc` is also its module
 from corral.deploy.lifeline import PARENT_PID_ENV, Lifeline
-from corral.deploy.process import child_environment, corral_command
+from corral.deploy.process import child_environment, corral_command, ended
 from corral.deploy.spec import ClusterManager, Job, WorkerSpec
 from corral.exceptions import CommError
 from corral.security import TOKEN_ENV, Security
@@ -168,13 +168,8 @@ class _Process(Job):
         if process is not None:
             if process.poll() is None:
                 process.terminate()
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
-            while process.poll() is None and loop.time() < deadline:  # noqa: ASYNC110
-                await asyncio.sleep(0.02)
-            if process.poll() is None:
+            if not await ended(process, timeout):
                 process.kill()
-            while process.poll() is None:  # noqa: ASYNC110 - reaped here, not on a thread
-                await asyncio.sleep(0.02)  # (at interpreter exit no new thread may start)
+                await ended(process)
         if self.lifeline is not None:
             self.lifeline.cut()

@@ -105,14 +105,9 @@ class WorkerProcess:
         """SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds."""
         if self.alive():
             self.process.send_signal(signal.SIGTERM)
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
-            while self.alive() and loop.time() < deadline:  # noqa: ASYNC110 - a child process
-                await asyncio.sleep(0.02)
-            if self.alive():
+            if not await ended(self.process, timeout):
                 self.process.kill()
-            while self.alive():  # noqa: ASYNC110 - reaped here, not on a thread: at interpreter
-                await asyncio.sleep(0.02)  # exit (close_at_exit) no new thread may start
+                await ended(self.process)
         self.lifeline.cut()
 
     def terminate_now(self) -> None:
@@ -124,3 +119,36 @@ class WorkerProcess:
 
     def __repr__(self) -> str:
         return f"<WorkerProcess {self.name} pid={self.pid} alive={self.alive()}>"
+
+
+async def ended(process: subprocess.Popen[bytes], timeout: float | None = None) -> bool:
+    """Wait at most ``timeout`` seconds (None: as long as it takes) for ``process`` to
+    exit, and reap it; whether it has. The loop wakes when it exits, through a pidfd
+    (Linux 5.3 and later); elsewhere it looks every 20 ms. Reaped here, not on a thread:
+    at interpreter exit (``close_at_exit``) no new thread may start."""
+    if process.poll() is not None:
+        return True
+    loop = asyncio.get_running_loop()
+    try:
+        pidfd = os.pidfd_open(process.pid)
+    except (AttributeError, OSError):  # no pidfds here
+        pidfd = None
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            if pidfd is None:
+                while process.poll() is None:  # noqa: ASYNC110 - no pidfd to wait on
+                    await asyncio.sleep(0.02)
+            else:
+                exited: asyncio.Future[None] = loop.create_future()
+
+                def wake() -> None:  # readable once, and for good, when it exits
+                    if not exited.done():
+                        exited.set_result(None)
+
+                loop.add_reader(pidfd, wake)
+                try:
+                    await exited
+                finally:
+                    loop.remove_reader(pidfd)
+                    os.close(pidfd)
+    return process.poll() is not None
