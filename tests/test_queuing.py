@@ -210,9 +210,10 @@ def test_short_tasks_with_small_results_fill_a_round_trip_per_thread(state):
     state.handle(add_worker(A, nthreads=2))
     state.handle(graph("c", *[spec(f"r{i:04d}", name="noop") for i in range(100)]))
     assert len(state.workers[A].processing) == 3  # ceil(2 x 1.1): durations unknown yet
-    # once seen to take 1 ms with 8-byte results: SHORT_WORK (20 ms) of them per thread
-    assert run_queue(state, A, 3) == [2 * 20] * 3
-    assert len(state.queue) == 100 - 3 - 40
+    # once seen to take 1 ms with 8-byte results: SHORT_WORK (20 ms) of them per thread,
+    # topped up once half of the 37 beyond the saturation (18) are free, in one batch
+    assert run_queue(state, A, 20) == [40, *range(39, 22, -1), 40, 39]
+    assert len(state.queue) == 100 - 3 - 38 - 18
 
 
 @pytest.mark.parametrize(("nbytes", "seconds"), [(1 << 20, 0.001), (8, 0.05)])

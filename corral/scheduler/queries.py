@@ -50,8 +50,10 @@ def validate(state: SchedulerState) -> None:
     assert all(state.tasks.get(t.key) is t for t in state.no_worker)
     queued = {t for t in state.tasks.values() if t.state == TS.QUEUED}
     assert set(state.queue) == queued, "queue out of date"
-    if state.queue:  # tasks wait only while no worker has a free slot
-        assert all(state.queue.slots(w) <= 0 for w in state.workers.values())
+    if state.queue:  # tasks wait only while no worker is due to take more
+        q = state.queue
+        assert all(q.slots(w, q.granted) < q.refill_at(w, q.granted)
+                   for w in state.workers.values())
     assert not state.pending_compute, "tasks left set aside after a stimulus"
     for key, ts in state.tasks.items():
         assert ts.key == key

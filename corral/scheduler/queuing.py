@@ -18,7 +18,10 @@ Rules
   ``SMALL_RESULTS`` bytes per thread (means measured so far, per function name; at most
   ``MAX_PER_THREAD``). What roots may run ahead of their reductions stays bounded, by
   bytes instead of by count; tasks longer than ``SHORT_WORK``, or with results of
-  ``SMALL_RESULTS``, are held at the saturation exactly.
+  ``SMALL_RESULTS``, are held at the saturation exactly. Such a worker is topped up once
+  half of what it may hold beyond the saturation is free (``refill_at``), a batch per
+  round trip rather than one task per finished one: it still holds ``SHORT_WORK / 2``
+  of work when the batch leaves.
 * Root-ish (``is_rootish``): no worker or resource restrictions, and either no inputs,
   or fewer than 5 inputs, under ``SMALL_INPUTS`` bytes in all, each shared by more than
   twice the cluster's threads: the member of a large group that depends on a few small
@@ -93,9 +96,9 @@ class Queue:
         # function name -> (total bytes of results, tasks seen to finish)
         self.result_bytes: dict[str, tuple[int, int]] = {}
         self.granted = 0  # ``per_thread`` when the workers were last filled
-        # Tasks queued or dropped, or results measured, since the workers were last
-        # filled: the task first in line, or what it allows, may have changed. With this
-        # false and no worker freed, there is nothing to fill (most stimuli).
+        # Tasks queued or dropped since the workers were last filled, or a larger
+        # ``per_thread`` learnt: with this false and no worker freed, there is nothing
+        # to fill (most stimuli).
         self.changed = False
 
     def __len__(self) -> int:
@@ -137,7 +140,14 @@ class Queue:
         (nbytes, sized_count), (seconds, timed_count) = sized, timed
         by_time = SHORT_WORK * timed_count / seconds
         by_bytes = SMALL_RESULTS * sized_count / nbytes if nbytes > 0 else MAX_PER_THREAD
-        return int(min(by_time, by_bytes, MAX_PER_THREAD))
+        # (a sum of float durations drifts: 20 tasks of 1 ms must allow 20, not 19)
+        return int(min(by_time, by_bytes, MAX_PER_THREAD) * (1 + 1e-9))
+
+    def refill_at(self, ws: WorkerState, per_thread: int) -> int:
+        """Free slots ``ws`` needs before it takes more: 1 at the saturation, half of
+        what short tasks allow beyond it."""
+        beyond = self.limit(ws, per_thread) - self.limit(ws)
+        return max(1, beyond // 2)
 
     def slots(self, ws: WorkerState, per_thread: int | None = None) -> int:
         """Root-ish tasks ``ws`` may take now."""
@@ -153,7 +163,8 @@ class Queue:
         if self.enabled:
             total, count = self.result_bytes.get(name, (0, 0))
             self.result_bytes[name] = (total + nbytes, count + 1)
-            self.changed = True
+            if self._entry and self.per_thread() > self.granted:
+                self.changed = True  # every worker may hold more
 
     # -- the index ----------------------------------------------------------------------
 
@@ -200,7 +211,7 @@ class Queue:
         self.freed.pop(ws, None)
 
     def note_freed(self, ws: WorkerState) -> None:
-        if self.enabled:
+        if self.enabled and self.slots(ws, self.granted) >= self.refill_at(ws, self.granted):
             self.freed[ws] = None
 
     def takers(self, workers: dict[str, WorkerState],
@@ -212,7 +223,7 @@ class Queue:
         found = []
         for ws in list(self.freed):
             n = self.slots(ws, per_thread) if workers.get(ws.address) is ws else 0
-            if n > 0:
+            if n > 0 and n >= self.refill_at(ws, per_thread):
                 found.append((ws, n))
             else:
                 del self.freed[ws]
