@@ -13,9 +13,11 @@ Connections wait in the listen backlog meanwhile; the first page comes that much
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
 import sys
+import threading
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -72,7 +74,7 @@ class OnDemandDashboard:
     async def _load(self) -> None:
         try:
             if "corral.dashboard.app" not in sys.modules:  # in a thread: the loop serves on
-                await asyncio.to_thread(importlib.import_module, "corral.dashboard.app")
+                await _import_in_a_thread("corral.dashboard.app")
             from corral.dashboard.app import Dashboard
 
             dashboard = Dashboard(SchedulerView(self._scheduler), self._sockets, self.host,
@@ -96,6 +98,32 @@ class OnDemandDashboard:
         if self.dashboard is not None:
             await self.dashboard.close()
         self._close_sockets()
+
+
+async def _import_in_a_thread(module: str) -> None:
+    """Import ``module`` in a thread of its own, which ends with it (the loop's executor
+    would keep an idle thread for the rest of the loop's life, for one import)."""
+    loop = asyncio.get_running_loop()
+    imported: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: BaseException | None) -> None:
+        if not imported.done():
+            if error is None:
+                imported.set_result(None)
+            else:
+                imported.set_exception(error)
+
+    def run() -> None:
+        error: BaseException | None = None
+        try:
+            importlib.import_module(module)
+        except BaseException as e:  # handed to the awaiting task
+            error = e
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(settle, error)
+
+    threading.Thread(target=run, name=f"import {module}", daemon=True).start()
+    await imported
 
 
 async def attach_dashboard(
