@@ -256,7 +256,8 @@ async def test_the_dashboard_listens_at_once_and_loads_on_its_first_connection()
     async with Scheduler() as scheduler:
         await scheduler.listen("tcp://127.0.0.1:0")
         dashboard = await attach_dashboard(scheduler, "127.0.0.1:0")
-        assert dashboard.port > 0 and dashboard.dashboard is None
+        assert dashboard.port > 0
+        assert dashboard.dashboard is None
         async with aiohttp.ClientSession() as session:
             for _ in range(2):
                 async with session.get(dashboard.url + "/health") as response:
@@ -280,7 +281,7 @@ async def test_closing_while_the_first_connection_loads_the_dashboard():
     async with Scheduler() as scheduler:
         await scheduler.listen("tcp://127.0.0.1:0")
         dashboard = await attach_dashboard(scheduler, "127.0.0.1:0")
-        reader, writer = await asyncio.open_connection("127.0.0.1", dashboard.port)
+        _reader, writer = await asyncio.open_connection("127.0.0.1", dashboard.port)
         await wait_until(lambda: dashboard._loading is not None, 10, "loading began")
     assert dashboard.dashboard is not None  # closing let the load finish, then closed it
     writer.close()

@@ -222,3 +222,40 @@ def test_a_short_tasks_start_report_is_taken_back_a_long_ones_is_not(
                             "the scheduler heard the long task start")
         RELEASE.set()
         assert future.result(timeout=10) == 2
+
+
+def step(x: int) -> int:
+    return x + 1
+
+
+def test_dropping_an_input_right_after_submitting_its_task_keeps_the_order(
+        cluster: LocalCluster) -> None:
+    """``x = client.submit(step, x)`` drops the input just after the task that needs it
+    was queued for the loop: the release must not overtake the task."""
+    with Client(cluster.scheduler_address) as client:
+        for _ in range(3):
+            x = client.submit(step, 0, pure=False)
+            for _ in range(300):
+                x = client.submit(step, x, pure=False)
+            assert x.result(timeout=30) == 301
+
+
+def test_releases_join_a_batch_until_something_else_is_queued() -> None:
+    from corral.client.holdings import Holdings
+
+    holdings = Holdings()
+    for key in "abcd":
+        holdings.acquire(key)
+    holdings.acquire("a")  # two futures of "a"
+    assert holdings.release_later("a") is None  # not the last one
+    first = holdings.release_later("a")
+    assert first == ["a"]
+    assert holdings.release_later("b") is None  # joined
+    holdings.queued()  # e.g. a submit: what is released after it goes after it
+    second = holdings.release_later("c")
+    assert second == ["c"]
+    assert second is not first
+    assert holdings.take(first) == ("a", "b")
+    assert holdings.take(second) == ("c",)
+    assert holdings.release_later("d") == ["d"]  # taken batches are closed
+    assert holdings.states == {}

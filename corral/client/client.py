@@ -223,6 +223,7 @@ class AsyncClient(AsyncClientExtras, ClientCore):
             raise RuntimeError(
                 "this client is asynchronous: use `await future` / `await client.gather(...)`"
             )
+        self.holdings.queued()  # (its messages go after the releases so far)
         return self._runner.run(with_timeout(coro, timeout, what))
 
     def in_loop(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -231,6 +232,7 @@ class AsyncClient(AsyncClientExtras, ClientCore):
         if self._runner is None or self._runner.in_loop_thread():
             fn(*args)
         else:
+            self.holdings.queued()  # (releases after this go after it: ``Holdings``)
             self.loop.call_soon_threadsafe(fn, *args)
 
     # -- reference counting ----------------------------------------------------------
@@ -242,26 +244,27 @@ class AsyncClient(AsyncClientExtras, ClientCore):
         return key in self._states
 
     def release_key(self, key: Hashable) -> None:
-        if not self.holdings.release(key):
-            return  # not the last future of it, or joins the release already due
         if self._closed or self.loop is None or self.loop.is_closed():
-            return  # closing releases everything anyway
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-            if self._runner is None or self._runner.in_loop_thread():
-                self.loop.call_soon(self._send_releases)
-            else:
-                self.loop.call_soon_threadsafe(self._send_releases)
+            self.holdings.release(key)  # closing releases everything anyway
+            return
+        if self._runner is None or self._runner.in_loop_thread():
+            if self.holdings.release(key):
+                self._send_releases([key])
+            return
+        batch = self.holdings.release_later(key)
+        if batch is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                self.loop.call_soon_threadsafe(self._send_releases, batch)
 
-    def _send_releases(self) -> None:
-        """On the loop: tell the scheduler of the keys released since the last call, in
-        one message. It waits for the next message, or at most a batch interval
+    def _send_releases(self, batch: list[Hashable]) -> None:
+        """On the loop: tell the scheduler of the keys in ``batch`` in one message. It
+        waits for the next message, or at most a batch interval
         (``BatchedSend.send_later``), so the release of the last result and the next
         submit reach the scheduler (and it the worker) together."""
-        keys = self.holdings.take_released()
-        if keys:
-            with contextlib.suppress(CommClosedError):
-                self._stream.send_later(msgs.ClientReleasesKeys(
-                    stimulus_id=self._ids(), keys=keys).to_wire())
+        keys = self.holdings.take(batch)
+        with contextlib.suppress(CommClosedError):
+            self._stream.send_later(msgs.ClientReleasesKeys(
+                stimulus_id=self._ids(), keys=keys).to_wire())
 
     def _send(self, msg: msgs.FromClient) -> None:
         self._send_wire(msg.to_wire())
@@ -271,8 +274,6 @@ class AsyncClient(AsyncClientExtras, ClientCore):
         self._send(msg)
 
     def _send_wire(self, msg: dict[str, Any]) -> None:
-        if self.holdings.owes_releases():  # a key released, then submitted again: in order
-            self._send_releases()
         with contextlib.suppress(CommClosedError):
             self._stream.send(msg)
 
