@@ -5,6 +5,7 @@ handshake, the same refusals, and only while the server listens."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import threading
 
@@ -159,3 +160,43 @@ def test_tls_goes_in_process_and_still_checks_certificates():
             assert isinstance(client._core._stream.comm, InprocComm)
         error = _refusal(address, Security(token=security.token, tls_ca_file=security.tls_ca_file))
         assert "did not accept our client certificate" in str(error)
+
+
+async def test_after_the_handshake_messages_go_as_copies_not_frames(monkeypatch):
+    """Once authenticated, each end hands the other the codec's copy of a message: no
+    frames, the value the peer would have decoded, nothing shared that either may
+    change. A value only pickling can carry still goes as frames."""
+    kept = []
+
+    def keep(comm, data):
+        kept.append(data)
+        return data
+
+    async with serving({"keep": keep}) as server:
+        comm = await connect(server.address, timeout=5)
+        assert isinstance(comm, InprocComm)
+        assert comm.by_reference
+        framed = []
+        original = InprocComm.write_frames_nowait
+        monkeypatch.setattr(InprocComm, "write_frames_nowait",
+                            lambda self, frames: framed.append(frames) or original(self, frames))
+        sent = {"xs": [1, (2, {3})], "blob": bytearray(b"ab"), "key": b"k"}
+        await comm.write({"op": "keep", "data": sent})
+        assert await comm.read() == sent
+        assert framed == []
+        sent["xs"].append(4)
+        sent["blob"][0] = ord("z")
+        assert kept[0] == {"xs": [1, (2, {3})], "blob": bytearray(b"ab"), "key": b"k"}
+        assert kept[0]["key"] is sent["key"]  # immutable: handed as is
+
+        await comm.write({"op": "keep", "data": Point(1, 2)})  # pickled, as over TCP
+        assert await comm.read() == Point(1, 2)
+        assert len(framed) == 2
+        assert kept[1] == Point(1, 2)
+        comm.abort()
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int

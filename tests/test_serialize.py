@@ -357,3 +357,35 @@ def test_unpickling_is_one_thread_at_a_time():
         if second.is_alive() or second.ident is not None:
             second.join(30)
     assert _ORDER == ["slow", "quick"]
+
+
+@pytest.mark.parametrize("name", list(SAMPLES))
+def test_copy_gives_what_a_round_trip_would_or_asks_for_one(name):
+    """``MessageCodec.copy``, for a peer in this process: the decoded value, with its
+    types, in containers of its own; or ``MUST_ENCODE`` for what only pickling carries."""
+    from corral.comm.base import MUST_ENCODE
+
+    codec = MessageCodec()
+    value = SAMPLES[name]
+    copied = codec.copy(value)
+    if name == "custom":
+        assert copied is MUST_ENCODE
+        return
+    assert copied == codec.decode(codec.encode(value))
+    assert type(copied) is type(value)
+    if isinstance(value, dict | list | set | bytearray):
+        assert copied is not value
+    if isinstance(value, dict):
+        for k, v in value.items():
+            assert type(copied[k]) is type(v)
+
+
+def test_copy_refuses_what_the_codec_would_pickle_deep_down():
+    from corral.comm.base import MUST_ENCODE
+
+    codec = MessageCodec()
+    deep: list = []
+    for _ in range(MAX_EXT_DEPTH + 2):
+        deep = [deep]
+    assert codec.copy(deep) is MUST_ENCODE
+    assert codec.copy({"fine": [1, {"inner": (Point(1, 2),)}]}) is MUST_ENCODE

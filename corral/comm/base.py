@@ -28,6 +28,11 @@ class Codec(Protocol):
     def decode(self, frames: Frames) -> Any: ...
 
 
+# A codec may also offer ``copy(msg)``: what ``decode(encode(msg))`` would give, made
+# without frames, for a peer in the same process; or this, when ``msg`` must be encoded.
+MUST_ENCODE: Any = object()
+
+
 class RawFrames:
     """The identity codec: a message is a list of bytes-like frames."""
 

@@ -52,7 +52,7 @@ class ShortcutListener(Listener):
         tls: ssl.SSLContext | None, bound_host: str,
     ) -> None:
         self.network = network
-        self.inproc = InprocListener("inproc://", on_comm, limits)
+        self.inproc = InprocListener("inproc://", on_comm, limits, by_reference=True)
         refuse = network.refuse if isinstance(network, TLSListener) else None
         self._alias = _Alias(self.inproc, tls, refuse)
         self._bound_host = bound_host

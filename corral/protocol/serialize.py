@@ -33,6 +33,7 @@ from typing import Any
 import cloudpickle
 import msgpack
 
+from corral.comm.base import MUST_ENCODE
 from corral.comm.framing import FrameLimits, allocate_frame, frame_nbytes
 from corral.exceptions import DeserializationError
 from corral.protocol import by_name, compression
@@ -218,6 +219,33 @@ class _Encoder:
         return _ext(EXT_PICKLE, self.pack(refs))
 
 
+_SHARED = frozenset({str, int, float, bool, type(None), bytes})  # immutable: handed as is
+
+
+class _NotPlain(Exception):
+    pass
+
+
+def _plain_copy(obj: Any, depth: int) -> Any:
+    kind = type(obj)
+    if kind in _SHARED:
+        return obj
+    if depth >= MAX_EXT_DEPTH:
+        raise _NotPlain
+    depth += 1
+    if kind is dict:
+        return {_plain_copy(k, depth): _plain_copy(v, depth) for k, v in obj.items()}
+    if kind is list:
+        return [_plain_copy(v, depth) for v in obj]
+    if kind is tuple:
+        return tuple([_plain_copy(v, depth) for v in obj])
+    if kind is set or kind is frozenset:
+        return kind(_plain_copy(v, depth) for v in obj)
+    if kind is bytearray or kind is memoryview:
+        return bytearray(obj)  # the receiver's own, writable, as off a socket
+    raise _NotPlain
+
+
 class MessageCodec:
     """The codec corral installs on a comm after the handshake.
 
@@ -240,6 +268,16 @@ class MessageCodec:
 
     def encode(self, msg: Any) -> list[Any]:
         return self._encoder.encode(msg)
+
+    def copy(self, msg: Any) -> Any:
+        """What ``decode(encode(msg))`` would give, made without encoding, for a peer in
+        this process: containers rebuilt, immutable values shared, mutable buffers
+        copied. ``MUST_ENCODE`` when only encoding can tell: a value of another type
+        (encoding pickles it), or nesting deeper than the extension types allow."""
+        try:
+            return _plain_copy(msg, 0)
+        except _NotPlain:
+            return MUST_ENCODE
 
     def decode(self, frames: list[Any]) -> Any:
         """The message in ``frames``; frames of split buffers are released (set to None)."""
