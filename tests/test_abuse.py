@@ -18,6 +18,7 @@ import threading
 import msgpack
 import pytest
 
+from corral import config
 from corral.comm import DEFAULT_LIMITS, PRE_AUTH_LIMITS, FrameLimits
 from corral.core import CommClosedError, ErrorReply, RemoteError, connect, rpc, send_recv
 from corral.exceptions import ProtocolError, UnknownOperationError
@@ -313,14 +314,16 @@ async def test_trickling_peer_is_dropped_after_handshake_timeout():
 
 
 async def test_oversized_message_after_authentication_closes_only_that_comm(warnings_log):
-    async with serving(HANDLERS, limits=FrameLimits(max_message_bytes=1_000_000)) as server:
-        async with rpc(server.address) as r:
-            assert len(await r.echo(data=b"x" * 900_000)) == 900_000
-            with pytest.raises(CommClosedError):
-                await r.echo(data=b"x" * 2_000_000)
-        await expect_rejection_logged(warnings_log)
-        assert any("exceeds the limit" in m for m in warnings_from(warnings_log))
-        await assert_serves(server.address)
+    # A peer on the network (in this process, messages are handed over, not framed)
+    with config.set({"comm.inproc-shortcut": False}):
+        async with serving(HANDLERS, limits=FrameLimits(max_message_bytes=1_000_000)) as server:
+            async with rpc(server.address) as r:
+                assert len(await r.echo(data=b"x" * 900_000)) == 900_000
+                with pytest.raises(CommClosedError):
+                    await r.echo(data=b"x" * 2_000_000)
+            await expect_rejection_logged(warnings_log)
+            assert any("exceeds the limit" in m for m in warnings_from(warnings_log))
+            await assert_serves(server.address)
 
 
 def pickle_message(payload: bytes) -> list[bytes]:

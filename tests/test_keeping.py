@@ -22,9 +22,8 @@ def test_fire_and_forget_keeps_a_released_task_and_its_input_until_it_is_done(st
     assert state.handle(ev.ClientReleasesKeys(stimulus_id="r", client="c", keys=("y",))) == []
     # x finishes, y runs; nobody is told (the pseudo-client hears nothing)
     assert brief(state.handle(finished(A, "x"))) == [("record", A, "x"), ("compute", A, "y")]
-    # done: y's result and its input are freed, since nobody wants them
-    assert brief(state.handle(finished(A, "y"))) == [
-        ("record", A, "y"), ("free", A, ("y",)), ("free", A, ("x",))]
+    # done: y's result and its input are freed, since nobody wants them (one message)
+    assert brief(state.handle(finished(A, "y"))) == [("record", A, "y"), ("free", A, ("y", "x"))]
     assert state.tasks == {}
     assert "fire-and-forget" not in state.client_keys or not state.client_keys["fire-and-forget"]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 import types
 import typing
 from collections.abc import Hashable
@@ -269,6 +270,11 @@ def test_a_message_of_an_older_peer_without_an_id_gets_one_from_the_receiver():
     assert sent == ev.TaskStarted(stimulus_id="tcp://w:1-7", worker="tcp://w:1", key="x")
 
 
+def slow_inc(x):
+    time.sleep(0.05)
+    return x + 1
+
+
 def inc(x):
     return x + 1
 
@@ -287,8 +293,10 @@ async def test_clients_and_workers_send_their_own_distinct_ids():
         async with Worker(scheduler.address, nthreads=1) as worker:
             await worker.start()
             async with AsyncClient(scheduler.address) as client:
-                assert await client.submit(inc, 1) == 2
-                assert await client.submit(inc, 2) == 3
+                # long enough for each start report to go before its result (a short
+                # task's is taken back when the result follows at once)
+                assert await client.submit(slow_inc, 1) == 2
+                assert await client.submit(slow_inc, 2) == 3
     graphs = [s.stimulus_id for s in seen if isinstance(s, ev.UpdateGraph)]
     assert len(graphs) == len(set(graphs)) == 2
     assert all(sid.startswith(f"{client.id}-") for sid in graphs)
