@@ -42,27 +42,37 @@ class Dependency:
         return f"Dependency({self.key!r})"
 
 
+_NEVER_REPLACED = frozenset({int, float, str, bytes, bool, type(None)})
+
+
 def replace_in(obj: Any, replace: Callable[[Any], Any | None], found: list[Any]) -> Any:
     """Rebuild containers in ``obj`` with ``replace(x)`` for each item it returns non-None.
 
     Replaced originals are appended to ``found``. Containers without replacements are
-    returned as they are (no copy).
+    returned as they are (no copy). Numbers, strings, bytes and None are never replaced
+    (the arguments of a ``map`` are mostly these: no call for each).
     """
+    kind = type(obj)
+    if kind in _NEVER_REPLACED:
+        return obj
     substitute = replace(obj)
     if substitute is not None:
         found.append(obj)
         return substitute
-    kind = type(obj)
     if kind in (list, tuple, set, frozenset):
-        items = [replace_in(v, replace, found) for v in obj]
-        if all(a is b for a, b in zip(items, obj, strict=True)):
-            return obj
-        return kind(items)
+        items = [v if type(v) in _NEVER_REPLACED else replace_in(v, replace, found)
+                 for v in obj]
+        for a, b in zip(items, obj, strict=True):
+            if a is not b:
+                return kind(items)
+        return obj
     if kind is dict:
-        values = {k: replace_in(v, replace, found) for k, v in obj.items()}
-        if all(values[k] is v for k, v in obj.items()):
-            return obj
-        return values
+        values = {k: v if type(v) in _NEVER_REPLACED else replace_in(v, replace, found)
+                  for k, v in obj.items()}
+        for k, v in obj.items():
+            if values[k] is not v:
+                return values
+        return obj
     return obj
 
 

@@ -317,7 +317,7 @@ class SchedulerState:
             stimulus_id=self._stimulus_id, worker=ws.address, key=ts.key, run_spec=ts.run_spec,
             who_has=who_has, nbytes=nbytes, priority=ts.priority, resources=ts.resources,
             function=ts.function, inline_result=self.inline_result_bytes
-            if wants and any(c != FIRE_AND_FORGET for c in wants) else 0,
+            if len(wants) > (FIRE_AND_FORGET in wants) else 0,  # a client other than it
         ))
 
     def unassign(self, ts: TaskState) -> WorkerState | None:
