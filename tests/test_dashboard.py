@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import subprocess
@@ -277,14 +278,56 @@ async def test_a_dashboard_nobody_opened_closes_and_frees_its_port():
         pass
 
 
-async def test_closing_while_the_first_connection_loads_the_dashboard():
+def test_closing_while_the_first_connection_loads_the_dashboard():
+    """The first request waits in the backlog while the dashboard loads; closing then
+    lets the load finish, and the request is answered before the dashboard closes.
+    (On corral's own loop, uvloop's: asyncio's accepts a waiting connection after its
+    server has been told to close, and aiohttp then never closes it.)"""
+    from corral.utils import LoopRunner
+
+    async def scenario() -> bytes:
+        async with Scheduler() as scheduler:
+            await scheduler.listen("tcp://127.0.0.1:0")
+            dashboard = await attach_dashboard(scheduler, "127.0.0.1:0")
+            reader, writer = await asyncio.open_connection("127.0.0.1", dashboard.port)
+            writer.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         b"Connection: close\r\n\r\n")
+            await wait_until(lambda: dashboard._loading is not None, 10, "loading began")
+        assert dashboard.dashboard is not None  # closing let the load finish, then closed it
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        await writer.wait_closed()
+        return answer
+
+    runner = LoopRunner("closing-while-loading")
+    try:
+        assert runner.run(scenario(), timeout=30).startswith(b"HTTP/1.1 200 OK")
+    finally:
+        runner.stop()
+
+
+async def test_a_dashboard_that_fails_to_load_says_so_once_and_refuses_browsers(
+        monkeypatch, caplog):
+    from corral.dashboard.app import Dashboard
+
+    async def broken(self):
+        raise OSError("no more file descriptors")
+
+    monkeypatch.setattr(Dashboard, "start", broken)
     async with Scheduler() as scheduler:
         await scheduler.listen("tcp://127.0.0.1:0")
         dashboard = await attach_dashboard(scheduler, "127.0.0.1:0")
-        _reader, writer = await asyncio.open_connection("127.0.0.1", dashboard.port)
-        await wait_until(lambda: dashboard._loading is not None, 10, "loading began")
-    assert dashboard.dashboard is not None  # closing let the load finish, then closed it
-    writer.close()
+        with caplog.at_level(logging.WARNING, logger="corral.dashboard"):
+            _reader, writer = await asyncio.open_connection("127.0.0.1", dashboard.port)
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+            await wait_until(lambda: dashboard._loading is not None and dashboard._loading.done(),
+                             10, "the load ended")
+        assert [r.getMessage() for r in caplog.records if r.name == "corral.dashboard"] == [
+            "the dashboard failed to start: OSError: no more file descriptors"]
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection("127.0.0.1", dashboard.port)
 
 
 def test_a_cluster_with_a_dashboard_loads_no_web_server_until_asked():

@@ -63,15 +63,8 @@ class OnDemandDashboard:
         if self._loading is None:
             self._loading = asyncio.ensure_future(self._load())
 
-    async def load(self) -> Dashboard:
-        """The dashboard, loaded and serving (loaded now if no connection has come yet)."""
-        self._first_connection()
-        assert self._loading is not None
-        await self._loading
-        assert self.dashboard is not None
-        return self.dashboard
-
     async def _load(self) -> None:
+        dashboard: Dashboard | None = None
         try:
             if "corral.dashboard.app" not in sys.modules:  # in a thread: the loop serves on
                 await _import_in_a_thread("corral.dashboard.app")
@@ -82,8 +75,11 @@ class OnDemandDashboard:
             await dashboard.start()
         except Exception as e:  # one line; the sockets close, so browsers are refused
             logger.warning("the dashboard failed to start: %s: %s", type(e).__name__, e)
+            if dashboard is not None:
+                with contextlib.suppress(Exception):
+                    await dashboard.close()
             self._close_sockets()
-            raise
+            return
         self.dashboard = dashboard
 
     def _close_sockets(self) -> None:
@@ -94,7 +90,7 @@ class OnDemandDashboard:
     async def close(self) -> None:
         self._unwatch()
         if self._loading is not None:  # a first connection is being answered: let it
-            await asyncio.gather(self._loading, return_exceptions=True)
+            await self._loading
         if self.dashboard is not None:
             await self.dashboard.close()
         self._close_sockets()
