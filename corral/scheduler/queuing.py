@@ -223,7 +223,7 @@ class Queue:
         found = []
         for ws in list(self.freed):
             n = self.slots(ws, per_thread) if workers.get(ws.address) is ws else 0
-            if n > 0 and n >= self.refill_at(ws, per_thread):
+            if n >= self.refill_at(ws, per_thread):  # (always 1 or more)
                 found.append((ws, n))
             else:
                 del self.freed[ws]
