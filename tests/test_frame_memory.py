@@ -34,7 +34,7 @@ def empty_cache(monkeypatch):
     """The process's cache empty, and keeping nothing (no worker here) until told to."""
     frames = frame_memory.cache()
     limit, frames.limit = frames.limit, 0
-    monkeypatch.setattr(frame_memory, "_keepers", 0)
+    monkeypatch.setattr(frame_memory, "_kept", [])
     frames.trim(clear=True)
     yield
     gc.collect()
@@ -202,6 +202,20 @@ def test_a_worker_keeps_at_most_an_eighth_of_its_memory_limit():
     frame = frame_memory.frame(200 * MB)
     del frame
     assert frame_memory.cached_bytes() == 96 * HUGE_PAGE
+
+
+def test_when_the_larger_worker_leaves_the_cache_shrinks_to_the_smaller_ones_share():
+    small, large = memory_watch(2**30), memory_watch(2**40)
+    assert frame_memory.cache().limit == 2**30  # comm.frame-cache: the larger one's share
+    each = -(-60 * MB // HUGE_PAGE) * HUGE_PAGE  # 60 MB, in whole huge pages
+    frames = [frame_memory.frame(60 * MB) for _ in range(3)]
+    del frames
+    assert frame_memory.cached_bytes() == 3 * each
+    large.close()
+    assert frame_memory.cache().limit == 2**27  # an eighth of the smaller one's limit
+    assert frame_memory.cached_bytes() == 2 * each  # the oldest went: 3 would be over
+    small.close()
+    assert frame_memory.cached_bytes() == 0
 
 
 def test_the_last_worker_of_the_process_to_close_empties_the_cache():

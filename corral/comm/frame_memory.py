@@ -29,6 +29,7 @@ before it would spill or pause. The last worker of the process to close empties 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import mmap
 import sys
@@ -116,6 +117,10 @@ class FrameCache:
         self._pool.trim(now, IDLE_SECONDS)
         self._pool.put(mapping, now)
 
+    def shrink(self) -> None:
+        """Free the oldest mappings past the limit, lowered since they were kept."""
+        self._pool.shrink()
+
     def trim(self, clear: bool = False) -> None:
         """Free the mappings unused for ``IDLE_SECONDS``, or all of them."""
         if clear:
@@ -134,7 +139,7 @@ def _give_back(array: Any) -> None:
 
 _cache: FrameCache | None = None
 _cache_lock = threading.Lock()
-_keepers = 0  # workers of this process that keep frames (``keep_frames``)
+_kept: list[int] = []  # what each worker of this process keeps (``keep_frames``)
 
 
 def cache() -> FrameCache:
@@ -146,32 +151,33 @@ def cache() -> FrameCache:
         return _cache
 
 
-def keep_frames(memory_limit: int = 0) -> None:
+def keep_frames(memory_limit: int = 0) -> int:
     """Keep frames' memory from now on, up to ``comm.frame-cache`` (and an eighth of
-    ``memory_limit``, where there is one), until as many ``stop_keeping``: done by each
-    worker of the process, whose memory watch trims the cache and empties it under
-    pressure. A process without a worker (a client, a scheduler) would hold that memory
-    with nobody looking, so it keeps nothing."""
-    global _keepers
-    limit = utils.parse_bytes(config.get("comm.frame-cache"))
+    ``memory_limit``, where there is one): done by each worker of the process, whose
+    memory watch trims the cache and empties it under pressure. The cache keeps what the
+    largest worker's share allows, and what it kept for a worker is freed with
+    ``stop_keeping(share)``, ``share`` being what this returned. A process without a
+    worker (a client, a scheduler) would hold that memory with nobody looking, so it
+    keeps nothing."""
+    share = utils.parse_bytes(config.get("comm.frame-cache"))
     if memory_limit:
-        limit = min(limit, memory_limit // MEMORY_SHARE)
+        share = min(share, memory_limit // MEMORY_SHARE)
     frames = cache()
     with _cache_lock:
-        _keepers += 1
-        frames.limit = max(frames.limit, limit)
+        _kept.append(share)
+        frames.limit = max(_kept)
+    return share
 
 
-def stop_keeping() -> None:
-    """A worker of the process is gone: with none left, the cache keeps nothing more."""
-    global _keepers
+def stop_keeping(share: int) -> None:
+    """A worker of the process is gone: the cache keeps up to the largest share of those
+    left (nothing, with none left), and frees the oldest mappings past that."""
     frames = cache()
     with _cache_lock:
-        _keepers = max(_keepers - 1, 0)
-        if _keepers:
-            return
-        frames.limit = 0
-    frames.trim(clear=True)
+        with contextlib.suppress(ValueError):
+            _kept.remove(share)
+        frames.limit = max(_kept, default=0)
+    frames.shrink()
 
 
 def cached_bytes() -> int:

@@ -51,11 +51,22 @@ class ReusePool(Generic[T]):
         """Keep ``thing``, unused from ``now``; the oldest go past the limit."""
         with self._lock:
             self._free.append((thing, now))
-            dropped = []
-            while self._free and sum(self._size(t) for t, _ in self._free) > self.limit:
-                dropped.append(self._free.pop(0)[0])
+            dropped = self._past_limit()
         for old in dropped:
             self._drop(old)
+
+    def shrink(self) -> None:
+        """Let go of the oldest things past the limit (lowered since they were kept)."""
+        with self._lock:
+            dropped = self._past_limit()
+        for old in dropped:
+            self._drop(old)
+
+    def _past_limit(self) -> list[T]:
+        dropped = []
+        while self._free and sum(self._size(t) for t, _ in self._free) > self.limit:
+            dropped.append(self._free.pop(0)[0])
+        return dropped
 
     def trim(self, now: float, idle: float) -> None:
         """Let go of the things unused for ``idle`` seconds by ``now``."""

@@ -36,7 +36,8 @@ class MemoryWatch:
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
         self.process = psutil.Process()
-        frame_memory.keep_frames(worker.memory_limit)  # large frames' memory, for the next
+        # large frames' memory, kept for the next; this worker's share of the cache
+        self._frames_share = frame_memory.keep_frames(worker.memory_limit)
         self.grown = 0  # bytes of results since memory was last measured
         self._watched: set[asyncio.Future[Any]] = set()  # spills that end with a new look
         self._trimmed = float("-inf")
@@ -44,7 +45,7 @@ class MemoryWatch:
 
     def close(self) -> None:
         """The worker is closing: its share in keeping frames' memory ends."""
-        frame_memory.stop_keeping()
+        frame_memory.stop_keeping(self._frames_share)
 
     def new_store(self, local_directory: str) -> dict[Any, Any] | SpillBuffer:
         """A plain dict without a limit; else a store that spills under the directory."""
