@@ -41,8 +41,8 @@ SEND_TIMEOUT = 5.0  # a watcher that cannot take a snapshot this fast is dropped
 
 
 class Dashboard:
-    """Serves on ``sockets`` (``listen.bind(host, port)``: listening already), which it
-    closes when it closes."""
+    """Serves on ``sockets`` (``listen.bind(host, port)``: listening already), which
+    stay its caller's to close."""
 
     def __init__(self, scheduler: SchedulerView, sockets: list[socket.socket], host: str, *,
                  interval: float = 0.5, allowed_hosts: tuple[str, ...] = (),
@@ -96,8 +96,6 @@ class Dashboard:
             await ws.close()
         if self._runner is not None:
             await self._runner.cleanup()
-        for sock in self.sockets:  # (its sites closed those they served)
-            sock.close()
 
     @property
     def url(self) -> str:

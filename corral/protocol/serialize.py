@@ -219,7 +219,7 @@ class _Encoder:
         return _ext(EXT_PICKLE, self.pack(refs))
 
 
-_SHARED = frozenset({str, int, float, bool, type(None), bytes})  # immutable: handed as is
+_SHARED = _SCALARS | {bytes}  # immutable: handed as they are
 
 
 class _NotPlain(Exception):
